@@ -1,0 +1,122 @@
+"""gRPC servicer for ConnectionService: protobuf <-> domain mapping only."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from singura_vault.api._convert import (
+    enum_from_proto,
+    enum_to_proto_name,
+    from_struct,
+    struct,
+    timestamp,
+)
+from singura_vault.domain import Connection, ConnectionStatus, Platform
+from singura_vault.proto.singura.vault.v1 import connections_pb2 as pb
+from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc as pb_grpc
+from singura_vault.service.connections import ConnectionInput, ConnectionService
+from singura_vault.service.validation import etag_for
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def _platform(value: pb.Platform.ValueType, field: str) -> Platform | None:
+    return enum_from_proto(Platform, pb.Platform.Name, value, "PLATFORM_", field)
+
+
+def _status(value: pb.ConnectionStatus.ValueType, field: str) -> ConnectionStatus | None:
+    return enum_from_proto(
+        ConnectionStatus, pb.ConnectionStatus.Name, value, "CONNECTION_STATUS_", field
+    )
+
+
+def connection_to_proto(conn: Connection) -> pb.Connection:
+    return pb.Connection(
+        id=str(conn.id),
+        organization_id=str(conn.organization_id),
+        platform=pb.Platform.Value(enum_to_proto_name(conn.platform, "PLATFORM_")),
+        platform_user_id=conn.platform_user_id,
+        platform_workspace_id=conn.platform_workspace_id,
+        display_name=conn.display_name,
+        permissions_granted=list(conn.permissions_granted),
+        metadata=struct(conn.metadata),
+        status=pb.ConnectionStatus.Value(enum_to_proto_name(conn.status, "CONNECTION_STATUS_")),
+        status_reason=conn.status_reason,
+        last_sync_time=timestamp(conn.last_sync_at),
+        create_time=timestamp(conn.created_at),
+        update_time=timestamp(conn.updated_at),
+        etag=etag_for(conn.version),
+    )
+
+
+def _input(message: pb.Connection) -> ConnectionInput:
+    return ConnectionInput(
+        organization_id=message.organization_id,
+        id=message.id,
+        platform=_platform(message.platform, "connection.platform"),
+        platform_user_id=message.platform_user_id,
+        platform_workspace_id=message.platform_workspace_id,
+        display_name=message.display_name,
+        permissions_granted=list(message.permissions_granted),
+        metadata=from_struct(message.metadata),
+    )
+
+
+class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
+    def __init__(self, service: ConnectionService) -> None:
+        self._service = service
+
+    async def CreateConnection(
+        self, request: pb.CreateConnectionRequest, context: Context
+    ) -> pb.CreateConnectionResponse:
+        conn = await self._service.create(_input(request.connection), request.request_id)
+        return pb.CreateConnectionResponse(connection=connection_to_proto(conn))
+
+    async def GetConnection(
+        self, request: pb.GetConnectionRequest, context: Context
+    ) -> pb.GetConnectionResponse:
+        conn = await self._service.get(request.organization_id, request.connection_id)
+        return pb.GetConnectionResponse(connection=connection_to_proto(conn))
+
+    async def ListConnections(
+        self, request: pb.ListConnectionsRequest, context: Context
+    ) -> pb.ListConnectionsResponse:
+        page = await self._service.list(
+            request.organization_id,
+            _platform(request.platform, "platform"),
+            _status(request.status, "status"),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.ListConnectionsResponse(
+            connections=[connection_to_proto(c) for c in page.connections],
+            next_page_token=page.next_page_token,
+        )
+
+    async def UpdateConnection(
+        self, request: pb.UpdateConnectionRequest, context: Context
+    ) -> pb.UpdateConnectionResponse:
+        conn = await self._service.update(
+            _input(request.connection), list(request.update_mask.paths), request.etag
+        )
+        return pb.UpdateConnectionResponse(connection=connection_to_proto(conn))
+
+    async def UpdateConnectionStatus(
+        self, request: pb.UpdateConnectionStatusRequest, context: Context
+    ) -> pb.UpdateConnectionStatusResponse:
+        conn = await self._service.update_status(
+            request.organization_id,
+            request.connection_id,
+            _status(request.status, "status"),
+            request.reason,
+            request.etag,
+        )
+        return pb.UpdateConnectionStatusResponse(connection=connection_to_proto(conn))
+
+    async def DeleteConnection(
+        self, request: pb.DeleteConnectionRequest, context: Context
+    ) -> pb.DeleteConnectionResponse:
+        await self._service.delete(request.organization_id, request.connection_id, request.etag)
+        return pb.DeleteConnectionResponse()

@@ -1,0 +1,187 @@
+"""Configuration from environment variables, validated once at start.
+
+Every variable is documented in docs/configuration.md. A bad value stops the
+vault before it serves anything, with a message naming the variable and the
+accepted form (``ConfigError``); nothing here ever echoes a secret value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from singura_vault.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+# As root, the per-user data folder would be under /root (mode 0700), which the
+# embedded server's own OS user cannot traverse; /var/lib is the FHS home of a
+# system service's state and needs no permission widening.
+ROOT_DEFAULT_DATA_DIR = Path("/var/lib/singura-vault")
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """asyncpg pool settings, from the seed's DB_* variables (milliseconds)."""
+
+    min_size: int = 2
+    max_size: int = 20
+    connect_timeout_ms: int = 10_000
+    idle_timeout_ms: int = 30_000
+    query_timeout_ms: int = 60_000
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the vault reads from its environment."""
+
+    database_url: str | None
+    database_owner_url: str | None
+    data_dir: Path
+    listen: str
+    pool: PoolSettings
+    environment: str
+    log_level: str
+    log_format: str
+    health_interval_s: float
+    shutdown_grace_s: float
+    allow_insecure: bool
+
+    @property
+    def embedded(self) -> bool:
+        """True when the vault runs its own PostgreSQL (no DATABASE_URL)."""
+        return self.database_url is None
+
+
+def default_data_dir() -> Path:
+    """Where the vault keeps its files when SINGURA_DATA_DIR is not set."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return ROOT_DEFAULT_DATA_DIR
+    return Path(platformdirs.user_data_dir("singura-vault", appauthor=False))
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate the configuration; raise ConfigError naming the variable."""
+    env = os.environ if environ is None else environ
+    pool = PoolSettings(
+        min_size=_int(env, "DB_POOL_MIN", 2, minimum=0),
+        max_size=_int(env, "DB_POOL_MAX", 20, minimum=1),
+        connect_timeout_ms=_int(env, "DB_CONNECT_TIMEOUT", 10_000, minimum=100),
+        idle_timeout_ms=_int(env, "DB_IDLE_TIMEOUT", 30_000, minimum=0),
+        query_timeout_ms=_int(env, "DB_QUERY_TIMEOUT", 60_000, minimum=1),
+    )
+    if pool.min_size > pool.max_size:
+        raise ConfigError(
+            f"DB_POOL_MIN ({pool.min_size}) is larger than DB_POOL_MAX ({pool.max_size}); "
+            "set DB_POOL_MIN <= DB_POOL_MAX"
+        )
+    environment = _choice(env, "SINGURA_ENV", "development", ("development", "production"))
+    listen = env.get("SINGURA_LISTEN", "").strip() or DEFAULT_LISTEN
+    _validate_listen(listen)
+    database_url = env.get("DATABASE_URL", "").strip() or None
+    if database_url is not None:
+        _validate_dsn("DATABASE_URL", database_url)
+    owner_url = env.get("DATABASE_OWNER_URL", "").strip() or None
+    if owner_url is not None:
+        _validate_dsn("DATABASE_OWNER_URL", owner_url)
+    data_dir_raw = env.get("SINGURA_DATA_DIR", "").strip()
+    data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else default_data_dir()
+    if not data_dir.is_absolute():
+        data_dir = Path.cwd() / data_dir
+    return Settings(
+        database_url=database_url,
+        database_owner_url=owner_url,
+        data_dir=data_dir,
+        listen=listen,
+        pool=pool,
+        environment=environment,
+        log_level=_choice(env, "SINGURA_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
+        log_format=_choice(env, "SINGURA_LOG_FORMAT", "json", ("json", "console")),
+        health_interval_s=_float(env, "SINGURA_HEALTH_INTERVAL", 5.0, minimum=0.05),
+        shutdown_grace_s=_float(env, "SINGURA_SHUTDOWN_GRACE", 10.0, minimum=0.0),
+        allow_insecure=_bool(env, "SINGURA_ALLOW_INSECURE", default=False),
+    )
+
+
+def listen_host(listen: str) -> str:
+    """The host part of a host:port listen address, without IPv6 brackets."""
+    host, _, _ = listen.rpartition(":")
+    return host.strip("[]")
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback IP literals."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _validate_listen(listen: str) -> None:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError(
+            f"SINGURA_LISTEN={listen!r} is not host:port; "
+            "use e.g. 127.0.0.1:50051, [::1]:50051 or 0.0.0.0:50051"
+        )
+
+
+def _validate_dsn(name: str, value: str) -> None:
+    # Never echo the value: a DSN may carry a password.
+    if not value.startswith(("postgres://", "postgresql://")):
+        raise ConfigError(
+            f"{name} must be a PostgreSQL URL such as "
+            "postgresql://user:password@host:5432/dbname?sslmode=require"
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} is below the minimum of {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, *, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean; use 1 or 0")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in allowed:
+        raise ConfigError(f"{name}={raw!r} is not one of {', '.join(allowed)}")
+    return raw

@@ -1,0 +1,82 @@
+"""Translate asyncpg and socket errors into the vault's exception tree, in one place.
+
+Repositories add meaning to constraint names (``constraint_messages``) so that a
+unique violation on ``organizations_slug_key`` becomes "slug: ... is taken"
+rather than a driver message. Anything not recognised here propagates unchanged
+and becomes INTERNAL at the server edge, where it is logged with the request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import asyncpg
+
+from singura_vault.errors import (
+    Aborted,
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    VaultError,
+)
+
+_CONNECTION_LOST = (
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.PostgresConnectionError,
+    ConnectionError,
+    OSError,
+)
+
+
+@contextmanager
+def map_driver_errors(
+    constraint_messages: Mapping[str, VaultError] | None = None,
+) -> Iterator[None]:
+    """Re-raise driver errors as VaultError subclasses.
+
+    ``constraint_messages`` maps a constraint name to the error to raise when a
+    unique, foreign-key or check constraint of that name is violated.
+    """
+    known = constraint_messages or {}
+    try:
+        yield
+    except VaultError:
+        raise
+    except asyncpg.exceptions.IntegrityConstraintViolationError as exc:
+        constraint = getattr(exc, "constraint_name", None)
+        if constraint is not None and constraint in known:
+            raise known[constraint] from exc
+        if isinstance(exc, asyncpg.exceptions.UniqueViolationError):
+            raise AlreadyExists("a resource with these unique values already exists") from exc
+        if isinstance(exc, asyncpg.exceptions.ForeignKeyViolationError):
+            raise NotFound("a referenced resource does not exist") from exc
+        if isinstance(exc, asyncpg.exceptions.CheckViolationError):
+            raise InvalidArgument("request", f"violates the rule {constraint}") from exc
+        raise FailedPrecondition("the change conflicts with existing data") from exc
+    except (
+        asyncpg.exceptions.SerializationError,
+        asyncpg.exceptions.DeadlockDetectedError,
+    ) as exc:
+        raise Aborted("the change conflicted with a concurrent one; retry the call") from exc
+    except asyncpg.exceptions.QueryCanceledError as exc:
+        raise DeadlineExceeded(
+            "a database statement exceeded DB_QUERY_TIMEOUT and was cancelled"
+        ) from exc
+    except _CONNECTION_LOST as exc:
+        raise Unavailable("the database is unreachable; retry shortly") from exc
+    except TimeoutError as exc:
+        raise Unavailable(
+            "no database connection became free within DB_CONNECT_TIMEOUT; retry shortly"
+        ) from exc
+    except asyncio.CancelledError:
+        raise

@@ -1,0 +1,163 @@
+"""The asyncpg pool and the two ways a request may use it.
+
+Every request runs in one transaction whose tenant is set with
+``set_config(..., true)``: transaction-scoped, so a pooled connection can never
+carry one request's organization into the next. Because nothing is ever set at
+session level, the pool's reset on release is a no-op (asyncpg still rolls back
+an unfinished transaction first), which saves a round trip per request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import cast
+from uuid import UUID
+
+import asyncpg
+
+from singura_vault.config import PoolSettings
+from singura_vault.db.errors import map_driver_errors
+from singura_vault.errors import ConfigError
+
+# The role every vault login role must be a member of; migrations grant to it.
+SERVICE_GROUP_ROLE = "singura_app"
+
+_ROLE_CHECK_SQL = """
+SELECT r.rolname,
+       r.rolsuper,
+       r.rolbypassrls,
+       pg_has_role(current_user, $1, 'MEMBER') AS in_group,
+       (SELECT count(*) FROM pg_class c
+          JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'singura' AND c.relowner = r.oid) AS owned
+  FROM pg_roles r
+ WHERE r.rolname = current_user
+"""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    """Decode json/jsonb to Python objects on every pooled connection."""
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """Skip asyncpg's default RESET ALL: we only ever use transaction-scoped settings."""
+
+
+@dataclass(frozen=True)
+class ServiceRole:
+    """What the runtime login role may do, as PostgreSQL reports it."""
+
+    name: str
+    superuser: bool
+    bypass_rls: bool
+    in_service_group: bool
+    owned_relations: int
+
+
+class Database:
+    """The vault's connection pool. Repositories are its only users."""
+
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float) -> None:
+        self._pool = pool
+        self._acquire_timeout_s = acquire_timeout_s
+
+    @classmethod
+    async def connect(cls, dsn: str, settings: PoolSettings) -> Database:
+        """Open the pool; raises Unavailable if PostgreSQL cannot be reached."""
+        with map_driver_errors():
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=settings.min_size,
+                max_size=settings.max_size,
+                timeout=settings.connect_timeout_ms / 1000,
+                max_inactive_connection_lifetime=settings.idle_timeout_ms / 1000,
+                reset=_no_reset,
+                init=_init_connection,
+                server_settings={
+                    "application_name": "singura-vault",
+                    "statement_timeout": str(settings.query_timeout_ms),
+                    # Lock waits count against the same budget as the statement.
+                    "lock_timeout": str(settings.query_timeout_ms),
+                    "search_path": "singura",
+                },
+            )
+        return cls(pool, settings.connect_timeout_ms / 1000)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    @asynccontextmanager
+    async def tenant(self, organization_id: UUID) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that row-level security confines to one organization."""
+        async with self._transaction("singura.organization_id", str(organization_id)) as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def admin(self) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction in admin scope: it may list and create organizations, no more.
+
+        Tenant tables ignore admin scope entirely (see migrations/001); to touch
+        an organization's data, use :meth:`tenant`.
+        """
+        async with self._transaction("singura.scope", "admin") as conn:
+            yield conn
+
+    async def ping(self) -> None:
+        """One round trip; raises Unavailable when PostgreSQL does not answer."""
+        with map_driver_errors():
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                await conn.fetchval("SELECT 1", timeout=self._acquire_timeout_s)
+
+    async def service_role(self) -> ServiceRole:
+        """Report the runtime login role's powers (used to refuse an unsafe role)."""
+        with map_driver_errors():
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                row = await conn.fetchrow(_ROLE_CHECK_SQL, SERVICE_GROUP_ROLE)
+        assert row is not None
+        return ServiceRole(
+            name=row["rolname"],
+            superuser=row["rolsuper"],
+            bypass_rls=row["rolbypassrls"],
+            in_service_group=row["in_group"],
+            owned_relations=row["owned"],
+        )
+
+    async def ensure_safe_service_role(self) -> None:
+        """Refuse to serve as a role that row-level security would not bind."""
+        role = await self.service_role()
+        fix = (
+            "connect DATABASE_URL as a login role that is a member of "
+            f"{SERVICE_GROUP_ROLE}, owns nothing and has no BYPASSRLS "
+            "(docs/operations.md shows the SQL)"
+        )
+        if role.superuser or role.bypass_rls:
+            raise ConfigError(
+                f"DATABASE_URL connects as role {role.name!r}, which bypasses row-level "
+                f"security (superuser or BYPASSRLS); {fix}"
+            )
+        if role.owned_relations:
+            raise ConfigError(
+                f"DATABASE_URL connects as role {role.name!r}, which owns "
+                f"{role.owned_relations} vault tables and could disable their row-level "
+                f"security; {fix}"
+            )
+        if not role.in_service_group:
+            raise ConfigError(f"role {role.name!r} is not a member of {SERVICE_GROUP_ROLE}; {fix}")
+
+    @asynccontextmanager
+    async def _transaction(self, setting: str, value: str) -> AsyncIterator[asyncpg.Connection]:
+        with map_driver_errors():
+            async with (
+                self._pool.acquire(timeout=self._acquire_timeout_s) as conn,
+                conn.transaction(),
+            ):
+                await conn.execute("SELECT set_config($1, $2, true)", setting, value)
+                # The pool hands out a proxy that behaves as a Connection.
+                yield cast(asyncpg.Connection, conn)

@@ -1,0 +1,137 @@
+"""Get a database ready to serve: embedded or external, roles, migrations, safety checks.
+
+Embedded mode (no DATABASE_URL): start PostgreSQL from the wheel in the data
+dir, then, as its superuser, create three roles and the ``singura`` database:
+``singura_owner`` (owns the schema, runs migrations), ``singura_app`` (NOLOGIN
+group that migrations grant privileges to) and ``singura_service`` (the login
+the vault serves as: member of singura_app, owns nothing, no BYPASSRLS).
+
+External mode: DATABASE_URL is the service login; DATABASE_OWNER_URL, if set,
+is used to apply migrations first. Either way the vault refuses to serve as a
+role that row-level security would not bind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from singura_vault.config import Settings
+from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.migrations import (
+    MigrationError,
+    MigrationStatus,
+    default_migrations_dir,
+    migrate_up,
+    migration_status,
+)
+from singura_vault.errors import ConfigError
+
+DATABASE_NAME = "singura"
+OWNER_ROLE = "singura_owner"
+SERVICE_ROLE = "singura_service"
+
+# Role and database names are fixed identifiers (never user input), so they are
+# written into the DDL directly; DDL cannot take $n parameters.
+_BOOTSTRAP_ROLES_SQL = """
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'singura_owner') THEN
+        CREATE ROLE singura_owner LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'singura_app') THEN
+        CREATE ROLE singura_app NOLOGIN NOSUPERUSER NOBYPASSRLS;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'singura_service') THEN
+        CREATE ROLE singura_service LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS
+            IN ROLE singura_app;
+    END IF;
+END
+$$;
+"""
+
+
+@dataclass(frozen=True)
+class PreparedDatabase:
+    """Where to connect, and the embedded server to stop at shutdown (if any)."""
+
+    service_dsn: str
+    owner_dsn: str | None
+    embedded: EmbeddedPostgres | None
+
+
+async def bootstrap_embedded_roles(superuser_dsn: str, database: str = DATABASE_NAME) -> None:
+    """Create the vault's roles and database in a cluster we are superuser of."""
+    conn = await asyncpg.connect(superuser_dsn)
+    try:
+        with map_driver_errors():
+            await conn.execute(_BOOTSTRAP_ROLES_SQL)
+            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
+            if not exists:
+                await conn.execute(f'CREATE DATABASE "{database}" OWNER singura_owner')
+    finally:
+        await conn.close()
+
+
+async def apply_migrations(owner_dsn: str, directory: Path | None = None) -> int:
+    """Apply pending migrations as the owner; returns how many were applied."""
+    conn = await asyncpg.connect(owner_dsn)
+    try:
+        applied = await migrate_up(conn, directory or default_migrations_dir())
+    finally:
+        await conn.close()
+    return len(applied)
+
+
+async def read_migration_status(dsn: str, directory: Path | None = None) -> MigrationStatus:
+    """Compare the migration files with the database's history."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await migration_status(conn, directory or default_migrations_dir())
+    finally:
+        await conn.close()
+
+
+async def ensure_schema_current(dsn: str, directory: Path | None = None) -> None:
+    """Refuse to serve against a schema older (or newer, or edited) than this vault."""
+    status = await read_migration_status(dsn, directory)
+    if status.problems:
+        raise MigrationError("; ".join(status.problems))
+    if status.pending:
+        names = ", ".join(m.filename for m in status.pending)
+        raise ConfigError(
+            f"the database schema is behind this vault (pending: {names}); run "
+            "`singura-vault migrate up` with DATABASE_OWNER_URL set, or set "
+            "DATABASE_OWNER_URL so that `serve` applies them"
+        )
+
+
+def prepare_embedded(settings: Settings) -> tuple[EmbeddedPostgres, str, str, str]:
+    """Start the embedded server; returns (server, superuser, owner and service DSNs)."""
+    server = EmbeddedPostgres(settings.data_dir)
+    cluster = server.start()
+    return (
+        server,
+        cluster.dsn(cluster.superuser, "postgres"),
+        cluster.dsn(OWNER_ROLE, DATABASE_NAME),
+        cluster.dsn(SERVICE_ROLE, DATABASE_NAME),
+    )
+
+
+async def prepare_database(settings: Settings) -> PreparedDatabase:
+    """Start (if embedded), bootstrap, migrate and check; ready for Database.connect."""
+    if settings.database_url is None:
+        server, superuser_dsn, owner_dsn, service_dsn = await asyncio.to_thread(
+            prepare_embedded, settings
+        )
+        await bootstrap_embedded_roles(superuser_dsn)
+        await apply_migrations(owner_dsn)
+        return PreparedDatabase(service_dsn, owner_dsn, server)
+    if settings.database_owner_url is not None:
+        await apply_migrations(settings.database_owner_url)
+    await ensure_schema_current(settings.database_url)
+    return PreparedDatabase(settings.database_url, settings.database_owner_url, None)

@@ -1,0 +1,111 @@
+"""The vault's exception tree. Every error a client can see is one of these.
+
+Each class carries the gRPC status code it maps to, named by our own
+:class:`ErrorCode` so that the service layer never imports gRPC; the server
+interceptor (``api/interceptors.py``) is the one place that turns them into
+statuses. Messages are written for the caller: they name the offending field
+and say what to do, and they never contain a secret value.
+
+    VaultError
+    ├── InvalidArgument      INVALID_ARGUMENT   a field is missing or malformed
+    ├── NotFound             NOT_FOUND          no such resource (in this tenant)
+    ├── AlreadyExists        ALREADY_EXISTS     a unique value is taken
+    ├── FailedPrecondition   FAILED_PRECONDITION  valid request, wrong state
+    ├── Aborted              ABORTED            stale etag or a concurrency conflict
+    ├── ResourceExhausted    RESOURCE_EXHAUSTED a limit (plan, rate) is reached
+    ├── Unavailable          UNAVAILABLE        the database cannot be reached
+    ├── DeadlineExceeded     DEADLINE_EXCEEDED  a statement ran past DB_QUERY_TIMEOUT
+    └── DataLoss             DATA_LOSS          stored data failed an integrity check
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ErrorCode(enum.Enum):
+    """gRPC status codes by name, so lower layers need not import grpc."""
+
+    INVALID_ARGUMENT = "INVALID_ARGUMENT"
+    NOT_FOUND = "NOT_FOUND"
+    ALREADY_EXISTS = "ALREADY_EXISTS"
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"
+    ABORTED = "ABORTED"
+    RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"
+    UNAVAILABLE = "UNAVAILABLE"
+    DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
+    DATA_LOSS = "DATA_LOSS"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    UNAUTHENTICATED = "UNAUTHENTICATED"
+
+
+class VaultError(Exception):
+    """Base of every error the vault reports to a client."""
+
+    code: ErrorCode = ErrorCode.FAILED_PRECONDITION
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(VaultError):
+    """A request field is missing or malformed; the message names the field."""
+
+    code = ErrorCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+class NotFound(VaultError):
+    """The resource does not exist, or not in the caller's organization."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExists(VaultError):
+    """A value that must be unique is already taken."""
+
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class FailedPrecondition(VaultError):
+    """The request is valid but the system is not in a state to accept it."""
+
+    code = ErrorCode.FAILED_PRECONDITION
+
+
+class Aborted(VaultError):
+    """A concurrent change won; re-read the resource and retry."""
+
+    code = ErrorCode.ABORTED
+
+
+class ResourceExhausted(VaultError):
+    """A limit was reached: a plan's connection limit or a rate limit."""
+
+    code = ErrorCode.RESOURCE_EXHAUSTED
+
+
+class Unavailable(VaultError):
+    """The database cannot be reached right now; the call may be retried."""
+
+    code = ErrorCode.UNAVAILABLE
+
+
+class DeadlineExceeded(VaultError):
+    """A database statement ran longer than DB_QUERY_TIMEOUT and was cancelled."""
+
+    code = ErrorCode.DEADLINE_EXCEEDED
+
+
+class DataLoss(VaultError):
+    """Stored data failed an integrity check (e.g. a tampered ciphertext)."""
+
+    code = ErrorCode.DATA_LOSS
+
+
+class ConfigError(Exception):
+    """The vault's configuration is invalid; raised at start, never to clients."""

@@ -1,0 +1,78 @@
+"""Health: the standard grpc.health.v1 service, driven by PostgreSQL reachability.
+
+A monitor pings the database every SINGURA_HEALTH_INTERVAL seconds and sets the
+status of the whole server ("") and of each vault service to SERVING or
+NOT_SERVING, so orchestrators stop routing to a vault that cannot reach its
+database, and route again once it can.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+
+from grpc_health.v1 import _async as health_aio  # published as grpc_health.v1.health.aio
+from grpc_health.v1 import health_pb2
+
+from singura_vault.logs import get_logger
+
+log = get_logger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthMonitor:
+    """Keeps the health servicer's statuses in step with a probe (a DB ping)."""
+
+    def __init__(
+        self,
+        servicer: health_aio.HealthServicer,
+        services: Sequence[str],
+        probe: Callable[[], Awaitable[None]],
+        interval_s: float,
+    ) -> None:
+        self._servicer = servicer
+        self._services = ("", *services)
+        self._probe = probe
+        self._interval_s = interval_s
+        self._healthy: bool | None = None
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def check_once(self) -> bool:
+        """Probe now and publish the result; returns True when healthy."""
+        try:
+            await asyncio.wait_for(self._probe(), timeout=max(self._interval_s, 1.0))
+            healthy = True
+        except Exception as exc:  # any failure to answer means "not serving"
+            healthy = False
+            if self._healthy is not False:
+                log.warning("db_unreachable", error_type=type(exc).__name__)
+        if healthy and self._healthy is False:
+            log.info("db_reachable_again")
+        if healthy != self._healthy:
+            status = SERVING if healthy else NOT_SERVING
+            for service in self._services:
+                await self._servicer.set(service, status)
+        self._healthy = healthy
+        return healthy
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="health-monitor")
+
+    async def stop(self) -> None:
+        """Stop probing and report NOT_SERVING (first step of a graceful shutdown)."""
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self._servicer.enter_graceful_shutdown()
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            await self.check_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval_s)

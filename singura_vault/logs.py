@@ -1,0 +1,66 @@
+"""structlog configuration: JSON events with request context, and a redaction step.
+
+Log lines are events with stable snake_case names (``rpc_completed``,
+``db_unreachable``...). Request-scoped fields (``rpc_method``, ``request_id``,
+``organization_id``) are bound in contextvars by the server interceptor. The
+redaction processor blanks any field whose name suggests a secret, as a last
+line of defence: code must never pass secrets to a logger in the first place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+REDACTED = "[REDACTED]"
+_SECRET_KEY = re.compile(
+    r"(secret|token|password|passwd|authorization|api_?key|plaintext|private|credential_value|dsn)",
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]+:)[^@\s]+@")
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Blank fields whose names look secret, and passwords inside database URLs."""
+    for key, value in list(event_dict.items()):
+        if key != "event" and _SECRET_KEY.search(key):
+            event_dict[key] = REDACTED
+        elif isinstance(value, str) and "://" in value:
+            event_dict[key] = _URL_PASSWORD.sub(rf"\1{REDACTED}@", value)
+    return event_dict
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    """Route structlog (and stdlib logging) to stderr in the chosen format."""
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(numeric_level, logging.WARNING), stream=sys.stderr)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,0 +1,221 @@
+"""Platform-connection persistence: the only module that runs connection SQL."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from singura_vault.context import current_request
+from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.pool import Database
+from singura_vault.domain import (
+    Connection,
+    ConnectionChanges,
+    ConnectionStatus,
+    NewConnection,
+    PageCursor,
+    Platform,
+)
+from singura_vault.errors import (
+    Aborted,
+    AlreadyExists,
+    NotFound,
+    ResourceExhausted,
+    VaultError,
+)
+from singura_vault.repositories._rows import connection_from_row, organization_from_row
+from singura_vault.repositories.audit import append_event
+from singura_vault.repositories.organizations import not_found as organization_not_found
+from singura_vault.repositories.queries import query
+
+
+class _RequestIdTaken(AlreadyExists):
+    """A concurrent create with the same request_id won the race."""
+
+
+_CREATE_ERRORS: dict[str, VaultError] = {
+    "platform_connections_account_key": AlreadyExists(
+        "a connection for this platform, platform_workspace_id and platform_user_id "
+        "already exists in this organization"
+    ),
+    "platform_connections_request_key": _RequestIdTaken("request_id already used"),
+    "platform_connections_organization_id_fkey": NotFound("organization not found"),
+}
+
+
+def _not_found(organization_id: UUID, connection_id: UUID) -> NotFound:
+    return NotFound(f"connection {connection_id} not found in organization {organization_id}")
+
+
+class ConnectionRepository:
+    """CRUD and lifecycle of platform connections under row-level security."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(self, new: NewConnection, request_id: UUID | None) -> Connection:
+        """Insert an ACTIVE connection if the organization's plan allows one more.
+
+        The organization row is locked first, so concurrent creates in one
+        organization are serialized and the limit cannot be overshot.
+        """
+        org_id = new.organization_id
+        try:
+            async with self._db.tenant(org_id) as conn:
+                if request_id is not None:
+                    row = await conn.fetchrow(query("connection_by_request_id"), org_id, request_id)
+                    if row is not None:
+                        return connection_from_row(row)
+                await self._check_room_for_active(conn, org_id)
+                with map_driver_errors(_CREATE_ERRORS):
+                    row = await conn.fetchrow(
+                        query("connection_insert"),
+                        org_id,
+                        uuid4(),
+                        new.platform.value,
+                        new.platform_user_id,
+                        new.platform_workspace_id,
+                        new.display_name,
+                        list(new.permissions_granted),
+                        new.metadata,
+                        request_id,
+                    )
+        except _RequestIdTaken:
+            assert request_id is not None
+            async with self._db.tenant(org_id) as conn:
+                row = await conn.fetchrow(query("connection_by_request_id"), org_id, request_id)
+            if row is None:
+                raise Aborted("a concurrent create with this request_id failed; retry") from None
+        assert row is not None
+        return connection_from_row(row)
+
+    async def get(self, organization_id: UUID, connection_id: UUID) -> Connection:
+        async with self._db.tenant(organization_id) as conn:
+            row = await conn.fetchrow(query("connection_get"), organization_id, connection_id)
+        if row is None:
+            raise _not_found(organization_id, connection_id)
+        return connection_from_row(row)
+
+    async def list(
+        self,
+        organization_id: UUID,
+        platform: Platform | None,
+        status: ConnectionStatus | None,
+        after: PageCursor | None,
+        limit: int,
+    ) -> list[Connection]:
+        """Connections newest first, optionally filtered, starting after the cursor."""
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(
+                query("connection_list"),
+                organization_id,
+                platform.value if platform else None,
+                status.value if status else None,
+                after.created_at if after else None,
+                after.id if after else None,
+                limit,
+            )
+        return [connection_from_row(row) for row in rows]
+
+    async def update(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        changes: ConnectionChanges,
+        expected_version: int | None,
+    ) -> Connection:
+        async with self._db.tenant(organization_id) as conn:
+            await self._lock(conn, organization_id, connection_id, expected_version)
+            row = await conn.fetchrow(
+                query("connection_update"),
+                organization_id,
+                connection_id,
+                changes.display_name,
+                changes.metadata,
+                list(changes.permissions_granted)
+                if changes.permissions_granted is not None
+                else None,
+            )
+        assert row is not None
+        return connection_from_row(row)
+
+    async def set_status(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        status: ConnectionStatus,
+        reason: str,
+        expected_version: int | None,
+    ) -> Connection:
+        """Change the lifecycle status and record the change in the audit log."""
+        async with self._db.tenant(organization_id) as conn:
+            current = await self._lock(conn, organization_id, connection_id, expected_version)
+            if status is ConnectionStatus.ACTIVE and current.status is not ConnectionStatus.ACTIVE:
+                await self._check_room_for_active(conn, organization_id)
+            row = await conn.fetchrow(
+                query("connection_set_status"),
+                organization_id,
+                connection_id,
+                status.value,
+                reason,
+            )
+            request = current_request()
+            await append_event(
+                conn,
+                organization_id=organization_id,
+                actor=request.actor,
+                action="connection.status_changed",
+                resource_type="connection",
+                resource_id=str(connection_id),
+                request_id=request.request_id,
+                details={
+                    "old_status": current.status.value,
+                    "new_status": status.value,
+                    "reason": reason,
+                },
+            )
+        assert row is not None
+        return connection_from_row(row)
+
+    async def delete(
+        self, organization_id: UUID, connection_id: UUID, expected_version: int | None
+    ) -> None:
+        """Delete a connection; its credentials cascade."""
+        async with self._db.tenant(organization_id) as conn:
+            await self._lock(conn, organization_id, connection_id, expected_version)
+            await conn.execute(query("connection_delete"), organization_id, connection_id)
+
+    async def _check_room_for_active(self, conn: asyncpg.Connection, organization_id: UUID) -> None:
+        org_row = await conn.fetchrow(query("organization_get_for_update"), organization_id)
+        if org_row is None:
+            raise organization_not_found(organization_id)
+        organization = organization_from_row(org_row)
+        active = await conn.fetchval(query("connection_count_active"), organization_id)
+        if active >= organization.connection_limit:
+            raise ResourceExhausted(
+                f"organization {organization_id} already has {active} active connections, "
+                f"the limit of its {organization.plan.value} plan "
+                f"({organization.connection_limit}); deactivate or delete a connection, "
+                "or move the organization to a larger plan"
+            )
+
+    async def _lock(
+        self,
+        conn: asyncpg.Connection,
+        organization_id: UUID,
+        connection_id: UUID,
+        expected_version: int | None,
+    ) -> Connection:
+        row = await conn.fetchrow(
+            query("connection_get_for_update"), organization_id, connection_id
+        )
+        if row is None:
+            raise _not_found(organization_id, connection_id)
+        current = connection_from_row(row)
+        if expected_version is not None and current.version != expected_version:
+            raise Aborted(
+                f"connection {connection_id} was changed by another call since you read it "
+                "(stale etag); read it again and retry"
+            )
+        return current

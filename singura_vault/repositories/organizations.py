@@ -1,0 +1,145 @@
+"""Organization persistence: the only module that runs organization SQL."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.pool import Database
+from singura_vault.domain import (
+    NewOrganization,
+    Organization,
+    OrganizationChanges,
+    PageCursor,
+)
+from singura_vault.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, VaultError
+from singura_vault.repositories._rows import organization_from_row
+from singura_vault.repositories.queries import query
+
+
+class _RequestIdTaken(AlreadyExists):
+    """A concurrent create with the same request_id won the race."""
+
+
+def _unique_errors(slug: str | None, domain: str | None) -> dict[str, VaultError]:
+    return {
+        "organizations_slug_key": AlreadyExists(
+            f"slug: an organization with slug {slug!r} already exists; choose another slug"
+        ),
+        "organizations_domain_key": AlreadyExists(
+            f"domain: an organization with domain {domain!r} already exists"
+        ),
+        "organizations_request_key": _RequestIdTaken("request_id already used"),
+        "organizations_plan_fkey": InvalidArgument("plan", "unknown plan"),
+    }
+
+
+def not_found(organization_id: UUID) -> NotFound:
+    return NotFound(f"organization {organization_id} not found")
+
+
+class OrganizationRepository:
+    """CRUD of organizations under row-level security."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, new: NewOrganization, request_id: UUID | None
+    ) -> tuple[Organization, bool]:
+        """Insert an organization; returns (organization, created).
+
+        With a request_id already used by an earlier create, returns that
+        organization and created=False instead of inserting a duplicate.
+        """
+        if request_id is not None:
+            existing = await self._by_request_id(request_id)
+            if existing is not None:
+                return existing, False
+        try:
+            async with self._db.admin() as conn:
+                with map_driver_errors(_unique_errors(new.slug, new.domain)):
+                    row = await conn.fetchrow(
+                        query("organization_insert"),
+                        uuid4(),
+                        new.name,
+                        new.slug,
+                        new.domain,
+                        new.plan.value,
+                        new.settings,
+                        request_id,
+                    )
+        except _RequestIdTaken:
+            assert request_id is not None
+            existing = await self._by_request_id(request_id)
+            if existing is None:  # the winner was deleted in between
+                raise Aborted("a concurrent create with this request_id failed; retry") from None
+            return existing, False
+        assert row is not None
+        return organization_from_row(row), True
+
+    async def get(self, organization_id: UUID) -> Organization:
+        async with self._db.tenant(organization_id) as conn:
+            row = await conn.fetchrow(query("organization_get"), organization_id)
+        if row is None:
+            raise not_found(organization_id)
+        return organization_from_row(row)
+
+    async def list(self, after: PageCursor | None, limit: int) -> list[Organization]:
+        """Organizations in creation order, starting after the cursor."""
+        async with self._db.admin() as conn:
+            rows = await conn.fetch(
+                query("organization_list"),
+                after.created_at if after else None,
+                after.id if after else None,
+                limit,
+            )
+        return [organization_from_row(row) for row in rows]
+
+    async def update(
+        self,
+        organization_id: UUID,
+        changes: OrganizationChanges,
+        expected_version: int | None,
+    ) -> Organization:
+        async with self._db.tenant(organization_id) as conn:
+            await self._lock(conn, organization_id, expected_version)
+            with map_driver_errors(_unique_errors(changes.slug, changes.domain)):
+                row = await conn.fetchrow(
+                    query("organization_update"),
+                    organization_id,
+                    changes.name,
+                    changes.slug,
+                    changes.domain,
+                    changes.plan.value if changes.plan else None,
+                    changes.settings,
+                )
+        assert row is not None
+        return organization_from_row(row)
+
+    async def delete(self, organization_id: UUID, expected_version: int | None) -> None:
+        """Delete an organization; its connections and credentials cascade."""
+        async with self._db.tenant(organization_id) as conn:
+            await self._lock(conn, organization_id, expected_version)
+            await conn.execute(query("organization_delete"), organization_id)
+
+    async def _lock(
+        self, conn: asyncpg.Connection, organization_id: UUID, expected_version: int | None
+    ) -> Organization:
+        row = await conn.fetchrow(query("organization_get_for_update"), organization_id)
+        if row is None:
+            raise not_found(organization_id)
+        current = organization_from_row(row)
+        if expected_version is not None and current.version != expected_version:
+            raise Aborted(
+                f"organization {organization_id} was changed by another call since you read "
+                "it (stale etag); read it again and retry"
+            )
+        return current
+
+    async def _by_request_id(self, request_id: UUID) -> Organization | None:
+        async with self._db.admin() as conn:
+            row = await conn.fetchrow(query("organization_by_request_id"), request_id)
+        return organization_from_row(row) if row is not None else None

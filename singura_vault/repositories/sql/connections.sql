@@ -1,0 +1,52 @@
+-- Platform connection queries; all run inside a tenant transaction, so
+-- row-level security already limits them to one organization. The explicit
+-- organization_id predicates are for the indexes (and a second fence).
+
+-- name: connection_insert
+INSERT INTO platform_connections (
+    organization_id, id, platform, platform_user_id, platform_workspace_id,
+    display_name, permissions_granted, metadata, create_request_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+RETURNING *;
+
+-- name: connection_get
+SELECT * FROM platform_connections WHERE organization_id = $1 AND id = $2;
+
+-- name: connection_get_for_update
+SELECT * FROM platform_connections WHERE organization_id = $1 AND id = $2 FOR NO KEY UPDATE;
+
+-- name: connection_by_request_id
+SELECT * FROM platform_connections WHERE organization_id = $1 AND create_request_id = $2;
+
+-- name: connection_count_active
+-- Served by the partial index platform_connections_active_idx.
+SELECT count(*) FROM platform_connections WHERE organization_id = $1 AND status = 'active';
+
+-- name: connection_list
+-- Keyset pagination, newest first; the status filter uses
+-- platform_connections_status_list_idx, no filter platform_connections_list_idx.
+SELECT *
+  FROM platform_connections
+ WHERE organization_id = $1
+   AND ($2::text IS NULL OR platform = $2)
+   AND ($3::text IS NULL OR status = $3)
+   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
+ ORDER BY created_at DESC, id DESC
+ LIMIT $6;
+
+-- name: connection_update
+UPDATE platform_connections
+   SET display_name = coalesce($3, display_name),
+       metadata = coalesce($4, metadata),
+       permissions_granted = coalesce($5, permissions_granted)
+ WHERE organization_id = $1 AND id = $2
+RETURNING *;
+
+-- name: connection_set_status
+UPDATE platform_connections
+   SET status = $3, status_reason = $4
+ WHERE organization_id = $1 AND id = $2
+RETURNING *;
+
+-- name: connection_delete
+DELETE FROM platform_connections WHERE organization_id = $1 AND id = $2;

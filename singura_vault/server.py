@@ -1,0 +1,127 @@
+"""The composition root: wires repositories, services and servicers into a gRPC server.
+
+``VaultServer`` serves the vault's services plus standard health and reflection
+on one port. ``serve`` is what ``singura-vault serve`` runs: prepare the
+database, start serving, and on SIGTERM/SIGINT shut down in order (health goes
+NOT_SERVING, in-flight calls get SINGURA_SHUTDOWN_GRACE seconds, then the pool
+and the embedded PostgreSQL stop).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import grpc
+from grpc_health.v1 import _async as health_aio  # published as grpc_health.v1.health.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from singura_vault.api.connections import ConnectionServicer
+from singura_vault.api.interceptors import ErrorMappingInterceptor
+from singura_vault.api.organizations import OrganizationServicer
+from singura_vault.config import Settings, is_loopback, listen_host
+from singura_vault.db.pool import Database
+from singura_vault.db.setup import prepare_database
+from singura_vault.errors import ConfigError
+from singura_vault.health import HealthMonitor
+from singura_vault.logs import get_logger
+from singura_vault.proto.singura.vault.v1 import (
+    connections_pb2,
+    connections_pb2_grpc,
+    organizations_pb2,
+    organizations_pb2_grpc,
+)
+from singura_vault.repositories.connections import ConnectionRepository
+from singura_vault.repositories.organizations import OrganizationRepository
+from singura_vault.service.connections import ConnectionService
+from singura_vault.service.organizations import OrganizationService
+
+log = get_logger(__name__)
+
+VAULT_SERVICES = (
+    organizations_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name,
+    connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name,
+)
+
+
+class VaultServer:
+    """A started gRPC server bound to one Database."""
+
+    def __init__(self, db: Database, health_interval_s: float = 5.0) -> None:
+        self._db = db
+        self._server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+        organizations_pb2_grpc.add_OrganizationServiceServicer_to_server(
+            OrganizationServicer(OrganizationService(OrganizationRepository(db))), self._server
+        )
+        connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
+            ConnectionServicer(ConnectionService(ConnectionRepository(db))), self._server
+        )
+        self._health = health_aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (
+                *VAULT_SERVICES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
+            self._server,
+        )
+        self._monitor = HealthMonitor(self._health, VAULT_SERVICES, db.ping, health_interval_s)
+        self.port = 0
+
+    async def start(self, listen: str, *, allow_insecure: bool = False) -> int:
+        """Bind and start serving; returns the bound port (useful with port 0)."""
+        host = listen_host(listen)
+        if not is_loopback(host) and not allow_insecure:
+            raise ConfigError(
+                f"refusing to serve plaintext gRPC on non-loopback address {listen}; "
+                "listen on 127.0.0.1 (the default) or set SINGURA_ALLOW_INSECURE=1 "
+                "behind a TLS-terminating proxy"
+            )
+        self.port = self._server.add_insecure_port(listen)
+        if self.port == 0:
+            raise ConfigError(f"could not bind SINGURA_LISTEN={listen}; is the port in use?")
+        await self._monitor.check_once()
+        await self._server.start()
+        self._monitor.start()
+        return self.port
+
+    async def stop(self, grace_s: float) -> None:
+        """NOT_SERVING first, then let in-flight calls finish within grace_s."""
+        await self._monitor.stop()
+        await self._server.stop(grace_s)
+
+    async def wait_for_termination(self) -> None:
+        await self._server.wait_for_termination()
+
+
+async def serve(settings: Settings) -> None:
+    """Run the vault until SIGTERM or SIGINT."""
+    prepared = await prepare_database(settings)
+    db: Database | None = None
+    try:
+        db = await Database.connect(prepared.service_dsn, settings.pool)
+        await db.ensure_safe_service_role()
+        server = VaultServer(db, settings.health_interval_s)
+        port = await server.start(settings.listen, allow_insecure=settings.allow_insecure)
+        log.info(
+            "vault_serving",
+            listen=settings.listen,
+            port=port,
+            database="embedded" if prepared.embedded else "external",
+            data_dir=str(settings.data_dir) if prepared.embedded else None,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("vault_stopping", grace_s=settings.shutdown_grace_s)
+        await server.stop(settings.shutdown_grace_s)
+    finally:
+        if db is not None:
+            await db.close()
+        if prepared.embedded is not None:
+            await asyncio.to_thread(prepared.embedded.stop)
+        log.info("vault_stopped")

@@ -1,0 +1,155 @@
+"""Connection use cases: validate input, then call the repository."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from singura_vault.domain import (
+    Connection,
+    ConnectionChanges,
+    ConnectionStatus,
+    NewConnection,
+    PageCursor,
+    Platform,
+)
+from singura_vault.errors import InvalidArgument
+from singura_vault.repositories.connections import ConnectionRepository
+from singura_vault.service import pagination, validation
+
+UPDATABLE_FIELDS = ("display_name", "metadata", "permissions_granted")
+MAX_PERMISSIONS = 500
+
+
+@dataclass(frozen=True)
+class ConnectionInput:
+    """The client-supplied fields of a connection (create or update)."""
+
+    organization_id: str = ""
+    id: str = ""
+    platform: Platform | None = None
+    platform_user_id: str = ""
+    platform_workspace_id: str = ""
+    display_name: str = ""
+    permissions_granted: Sequence[str] = ()
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConnectionPage:
+    connections: tuple[Connection, ...]
+    next_page_token: str
+
+
+def _permissions(values: Sequence[str]) -> tuple[str, ...]:
+    return validation.string_list(
+        "connection.permissions_granted", values, max_items=MAX_PERMISSIONS, max_length=255
+    )
+
+
+class ConnectionService:
+    def __init__(self, repository: ConnectionRepository) -> None:
+        self._repository = repository
+
+    async def create(self, data: ConnectionInput, request_id: str) -> Connection:
+        if data.platform is None:
+            raise InvalidArgument("connection.platform", "is required (e.g. PLATFORM_SLACK)")
+        new = NewConnection(
+            organization_id=validation.parse_uuid(
+                "connection.organization_id", data.organization_id
+            ),
+            platform=data.platform,
+            platform_user_id=validation.text(
+                "connection.platform_user_id", data.platform_user_id, min_length=1, max_length=255
+            ),
+            platform_workspace_id=validation.text(
+                "connection.platform_workspace_id",
+                data.platform_workspace_id,
+                min_length=0,
+                max_length=255,
+            ),
+            display_name=validation.text(
+                "connection.display_name", data.display_name, min_length=1, max_length=200
+            ),
+            permissions_granted=_permissions(data.permissions_granted),
+            metadata=validation.json_object("connection.metadata", data.metadata),
+        )
+        key = validation.parse_optional_uuid("request_id", request_id)
+        return await self._repository.create(new, key)
+
+    async def get(self, organization_id: str, connection_id: str) -> Connection:
+        return await self._repository.get(
+            validation.parse_uuid("organization_id", organization_id),
+            validation.parse_uuid("connection_id", connection_id),
+        )
+
+    async def list(
+        self,
+        organization_id: str,
+        platform: Platform | None,
+        status: ConnectionStatus | None,
+        page_size: int,
+        page_token: str,
+    ) -> ConnectionPage:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        size = pagination.page_size(page_size)
+        filters = (
+            str(org_id),
+            platform.value if platform else "",
+            status.value if status else "",
+        )
+        after = pagination.decode_token(page_token, filters)
+        rows = await self._repository.list(org_id, platform, status, after, size + 1)
+        items = tuple(rows[:size])
+        next_token = ""
+        if len(rows) > size:
+            last = items[-1]
+            next_token = pagination.encode_token(PageCursor(last.created_at, last.id), filters)
+        return ConnectionPage(items, next_token)
+
+    async def update(self, data: ConnectionInput, mask: Sequence[str], etag: str) -> Connection:
+        org_id = validation.parse_uuid("connection.organization_id", data.organization_id)
+        connection_id = validation.parse_uuid("connection.id", data.id)
+        fields = validation.update_mask(mask, UPDATABLE_FIELDS)
+        changes = ConnectionChanges(
+            display_name=validation.text(
+                "connection.display_name", data.display_name, min_length=1, max_length=200
+            )
+            if "display_name" in fields
+            else None,
+            metadata=validation.json_object("connection.metadata", data.metadata)
+            if "metadata" in fields
+            else None,
+            permissions_granted=_permissions(data.permissions_granted)
+            if "permissions_granted" in fields
+            else None,
+        )
+        return await self._repository.update(
+            org_id, connection_id, changes, validation.parse_etag(etag)
+        )
+
+    async def update_status(
+        self,
+        organization_id: str,
+        connection_id: str,
+        status: ConnectionStatus | None,
+        reason: str,
+        etag: str,
+    ) -> Connection:
+        if status is None:
+            raise InvalidArgument("status", "is required (e.g. CONNECTION_STATUS_INACTIVE)")
+        return await self._repository.set_status(
+            validation.parse_uuid("organization_id", organization_id),
+            validation.parse_uuid("connection_id", connection_id),
+            status,
+            validation.text("reason", reason, min_length=1, max_length=500),
+            validation.parse_etag(etag),
+        )
+
+    async def delete(self, organization_id: str, connection_id: str, etag: str) -> None:
+        await self._repository.delete(
+            validation.parse_uuid("organization_id", organization_id),
+            validation.parse_uuid("connection_id", connection_id),
+            validation.parse_etag(etag),
+        )

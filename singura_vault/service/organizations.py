@@ -1,0 +1,94 @@
+"""Organization use cases: validate input, then call the repository."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from singura_vault.domain import (
+    NewOrganization,
+    Organization,
+    OrganizationChanges,
+    PageCursor,
+    Plan,
+)
+from singura_vault.errors import InvalidArgument
+from singura_vault.repositories.organizations import OrganizationRepository
+from singura_vault.service import pagination, validation
+
+UPDATABLE_FIELDS = ("name", "slug", "domain", "plan", "settings")
+
+
+@dataclass(frozen=True)
+class OrganizationInput:
+    """The client-supplied fields of an organization (create or update)."""
+
+    name: str = ""
+    slug: str = ""
+    domain: str = ""
+    plan: Plan | None = None
+    settings: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class OrganizationPage:
+    organizations: tuple[Organization, ...]
+    next_page_token: str
+
+
+class OrganizationService:
+    def __init__(self, repository: OrganizationRepository) -> None:
+        self._repository = repository
+
+    async def create(self, data: OrganizationInput, request_id: str) -> Organization:
+        if data.plan is None:
+            raise InvalidArgument("organization.plan", "is required (e.g. PLAN_FREE)")
+        new = NewOrganization(
+            name=validation.text("organization.name", data.name, min_length=1, max_length=200),
+            slug=validation.slug(data.slug),
+            domain=validation.domain(data.domain),
+            plan=data.plan,
+            settings=validation.json_object("organization.settings", data.settings or {}),
+        )
+        key = validation.parse_optional_uuid("request_id", request_id)
+        organization, _ = await self._repository.create(new, key)
+        return organization
+
+    async def get(self, organization_id: str) -> Organization:
+        return await self._repository.get(validation.parse_uuid("organization_id", organization_id))
+
+    async def list(self, page_size: int, page_token: str) -> OrganizationPage:
+        size = pagination.page_size(page_size)
+        after = pagination.decode_token(page_token, filters=())
+        rows = await self._repository.list(after, size + 1)
+        items = tuple(rows[:size])
+        next_token = ""
+        if len(rows) > size:
+            last = items[-1]
+            next_token = pagination.encode_token(PageCursor(last.created_at, last.id), ())
+        return OrganizationPage(items, next_token)
+
+    async def update(
+        self, organization_id: str, data: OrganizationInput, mask: Sequence[str], etag: str
+    ) -> Organization:
+        org_id = validation.parse_uuid("organization.id", organization_id)
+        fields = validation.update_mask(mask, UPDATABLE_FIELDS)
+        if "plan" in fields and data.plan is None:
+            raise InvalidArgument("organization.plan", "cannot be set to PLAN_UNSPECIFIED")
+        changes = OrganizationChanges(
+            name=validation.text("organization.name", data.name, min_length=1, max_length=200)
+            if "name" in fields
+            else None,
+            slug=validation.slug(data.slug) if "slug" in fields else None,
+            domain=validation.domain(data.domain) if "domain" in fields else None,
+            plan=data.plan if "plan" in fields else None,
+            settings=validation.json_object("organization.settings", data.settings or {})
+            if "settings" in fields
+            else None,
+        )
+        return await self._repository.update(org_id, changes, validation.parse_etag(etag))
+
+    async def delete(self, organization_id: str, etag: str) -> None:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        await self._repository.delete(org_id, validation.parse_etag(etag))

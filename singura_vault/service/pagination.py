@@ -1,0 +1,62 @@
+"""Opaque page tokens for keyset pagination (AIP-158).
+
+A token encodes the sort key of the last row served and a fingerprint of the
+filters it was issued for, so a token replayed with other filters is refused
+instead of silently skipping rows. Tokens are not secret (they hold a timestamp
+and an id the caller already saw), and row-level security bounds what any
+forged token could reach.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from uuid import UUID
+
+from singura_vault.domain import PageCursor
+from singura_vault.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def page_size(value: int) -> int:
+    """Normalize page_size: 0 means the default, large values are capped."""
+    if value < 0:
+        raise InvalidArgument("page_size", "must not be negative")
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(value, MAX_PAGE_SIZE)
+
+
+def _fingerprint(filters: Sequence[str]) -> str:
+    return hashlib.sha256("\x00".join(filters).encode()).hexdigest()[:16]
+
+
+def encode_token(cursor: PageCursor, filters: Sequence[str]) -> str:
+    payload = {"t": cursor.created_at.isoformat(), "i": str(cursor.id), "f": _fingerprint(filters)}
+    raw = json.dumps(payload, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_token(token: str, filters: Sequence[str]) -> PageCursor | None:
+    """The cursor in a page token ('' means the first page)."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        payload = json.loads(raw)
+        cursor = PageCursor(created_at=datetime.fromisoformat(payload["t"]), id=UUID(payload["i"]))
+        fingerprint = payload["f"]
+    except (ValueError, KeyError, TypeError):
+        raise InvalidArgument(
+            "page_token", "is not a token this service issued; start again with an empty token"
+        ) from None
+    if fingerprint != _fingerprint(filters):
+        raise InvalidArgument(
+            "page_token", "was issued for different filters; repeat the original filters"
+        )
+    return cursor

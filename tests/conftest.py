@@ -1,0 +1,153 @@
+"""Shared fixtures: a real PostgreSQL and a real gRPC server on port 0.
+
+PostgreSQL is the embedded server started once per test session in a throwaway
+directory -- or, when SINGURA_TEST_DATABASE_URL names a superuser connection to
+an existing server, that server. Migrations build a template database once;
+each test gets its own database cloned from it (``CREATE DATABASE ... TEMPLATE``)
+and dropped ``WITH (FORCE)`` afterwards, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import pytest
+
+from singura_vault.config import PoolSettings
+from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.db.pool import Database
+from singura_vault.db.setup import (
+    OWNER_ROLE,
+    SERVICE_ROLE,
+    apply_migrations,
+    bootstrap_embedded_roles,
+)
+from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc, organizations_pb2_grpc
+from singura_vault.server import VaultServer
+
+TEMPLATE_DB = "singura_test_template"
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """How tests reach the throwaway PostgreSQL server."""
+
+    superuser_dsn: str
+    embedded: EmbeddedPostgres | None
+
+    def dsn(self, user: str, database: str) -> str:
+        if self.embedded is not None:
+            return self.embedded.cluster().dsn(user, database)
+        parts = urlsplit(self.superuser_dsn)
+        host = parts.hostname or "localhost"
+        netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, ""))
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (embedded unless SINGURA_TEST_DATABASE_URL is set)."""
+    external = os.environ.get("SINGURA_TEST_DATABASE_URL")
+    if external:
+        yield PostgresServer(external, None)
+        return
+    base_dir = Path(tempfile.mkdtemp(prefix="sv-test-"))
+    server = EmbeddedPostgres(base_dir)
+    try:
+        cluster = server.start()
+        yield PostgresServer(cluster.dsn(cluster.superuser, "postgres"), server)
+    finally:
+        server.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def template_database(postgres: PostgresServer) -> str:
+    """A database with the vault's roles and every migration applied, used as template."""
+    conn = await asyncpg.connect(postgres.superuser_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    await bootstrap_embedded_roles(postgres.superuser_dsn, TEMPLATE_DB)
+    await apply_migrations(postgres.dsn(OWNER_ROLE, TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+async def database_name(postgres: PostgresServer, template_database: str) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"singura_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(postgres.superuser_dsn)
+    try:
+        await conn.execute(
+            f'CREATE DATABASE "{name}" TEMPLATE "{template_database}" OWNER {OWNER_ROLE}'
+        )
+    finally:
+        await conn.close()
+    yield name
+    conn = await asyncpg.connect(postgres.superuser_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def service_dsn(postgres: PostgresServer, database_name: str) -> str:
+    """The DSN the vault serves with: the unprivileged service role."""
+    return postgres.dsn(SERVICE_ROLE, database_name)
+
+
+@pytest.fixture
+def owner_dsn(postgres: PostgresServer, database_name: str) -> str:
+    """The schema owner's DSN (what migrations run as)."""
+    return postgres.dsn(OWNER_ROLE, database_name)
+
+
+@pytest.fixture
+async def db(service_dsn: str) -> AsyncIterator[Database]:
+    """The vault's pool on the test database."""
+    database = await Database.connect(
+        service_dsn, PoolSettings(min_size=1, max_size=5, connect_timeout_ms=5000)
+    )
+    yield database
+    await database.close()
+
+
+@dataclass
+class Vault:
+    """A running vault and stubs on a real channel to it."""
+
+    server: VaultServer
+    channel: grpc.aio.Channel
+    address: str
+    organizations: organizations_pb2_grpc.OrganizationServiceStub
+    connections: connections_pb2_grpc.ConnectionServiceStub
+
+
+@pytest.fixture
+async def vault(db: Database) -> AsyncIterator[Vault]:
+    """A vault serving on 127.0.0.1:<random port>, with a client channel."""
+    server = VaultServer(db, health_interval_s=0.2)
+    port = await server.start("127.0.0.1:0")
+    address = f"127.0.0.1:{port}"
+    channel = grpc.aio.insecure_channel(address)
+    yield Vault(
+        server=server,
+        channel=channel,
+        address=address,
+        organizations=organizations_pb2_grpc.OrganizationServiceStub(channel),
+        connections=connections_pb2_grpc.ConnectionServiceStub(channel),
+    )
+    await channel.close()
+    await server.stop(0)

@@ -25,9 +25,10 @@ CREATE FUNCTION singura.current_organization_id() RETURNS uuid
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT nullif(current_setting('singura.organization_id', true), '')::uuid $$;
 
--- Admin scope lets a transaction see and create organization rows only (listing
--- tenants, creating one, idempotent-create lookups). It never opens tenant data:
--- no policy on connections, credentials or audit rows consults it.
+-- Admin scope lets a transaction see and create organization rows (listing
+-- tenants, creating one, idempotent-create lookups) and append system audit
+-- events that belong to no organization. It never opens tenant data: no policy
+-- on connections or credentials consults it, and it reads no audit row.
 CREATE FUNCTION singura.is_admin_scope() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT coalesce(current_setting('singura.scope', true), '') = 'admin' $$;

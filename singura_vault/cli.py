@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from singura_vault import __version__
 from singura_vault.config import DEFAULT_LISTEN, Settings, load_settings
@@ -22,7 +23,20 @@ from singura_vault.errors import ConfigError, VaultError
 from singura_vault.logs import configure_logging
 
 EXIT_CONFIG = 2
+
+# The vault forks only to run PostgreSQL's own tools (pg_ctl, initdb); gRPC's fork
+# handlers are not needed for that and would log a non-JSON warning line each time.
+# Must be set before grpc is first imported (server and probe import it lazily).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 T = TypeVar("T")
+
+
+class _SubcommandParser(argparse.ArgumentParser):
+    """Usage errors exit 1, as grpc_health_probe's do (2 means "cannot connect")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(1, f"{self.prog}: error: {message}\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Multi-tenant credential vault served over gRPC.",
     )
     parser.add_argument("--version", action="version", version=f"singura-vault {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
     commands.add_parser(
         "serve",
@@ -116,7 +130,7 @@ async def _migrate(settings: Settings, command: str) -> int:
         load_migrations(directory)
     embedded: EmbeddedPostgres | None = None
     started_here = False
-    if settings.embedded:
+    if settings.database_url is None and settings.database_owner_url is None:
         embedded = EmbeddedPostgres(settings.data_dir)
         started_here = not embedded.is_running()
         _, superuser_dsn, owner_dsn, _ = await asyncio.to_thread(setup.prepare_embedded, settings)

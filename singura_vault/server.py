@@ -45,12 +45,26 @@ VAULT_SERVICES = (
 )
 
 
+def check_listen_address(listen: str, *, allow_insecure: bool) -> None:
+    """Refuse plaintext gRPC beyond loopback unless explicitly allowed."""
+    if not is_loopback(listen_host(listen)) and not allow_insecure:
+        raise ConfigError(
+            f"refusing to serve plaintext gRPC on non-loopback address {listen}; "
+            "listen on 127.0.0.1 (the default) or set SINGURA_ALLOW_INSECURE=1 "
+            "behind a TLS-terminating proxy"
+        )
+
+
 class VaultServer:
     """A started gRPC server bound to one Database."""
 
     def __init__(self, db: Database, health_interval_s: float = 5.0) -> None:
         self._db = db
-        self._server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+        self._server = grpc.aio.server(
+            interceptors=[ErrorMappingInterceptor()],
+            # Without this, a second vault on the same port would silently share it.
+            options=[("grpc.so_reuseport", 0)],
+        )
         organizations_pb2_grpc.add_OrganizationServiceServicer_to_server(
             OrganizationServicer(OrganizationService(OrganizationRepository(db))), self._server
         )
@@ -72,16 +86,13 @@ class VaultServer:
 
     async def start(self, listen: str, *, allow_insecure: bool = False) -> int:
         """Bind and start serving; returns the bound port (useful with port 0)."""
-        host = listen_host(listen)
-        if not is_loopback(host) and not allow_insecure:
+        check_listen_address(listen, allow_insecure=allow_insecure)
+        try:
+            self.port = self._server.add_insecure_port(listen)
+        except RuntimeError:
             raise ConfigError(
-                f"refusing to serve plaintext gRPC on non-loopback address {listen}; "
-                "listen on 127.0.0.1 (the default) or set SINGURA_ALLOW_INSECURE=1 "
-                "behind a TLS-terminating proxy"
-            )
-        self.port = self._server.add_insecure_port(listen)
-        if self.port == 0:
-            raise ConfigError(f"could not bind SINGURA_LISTEN={listen}; is the port in use?")
+                f"could not listen on SINGURA_LISTEN={listen}; is another process using the port?"
+            ) from None
         await self._monitor.check_once()
         await self._server.start()
         self._monitor.start()
@@ -98,6 +109,7 @@ class VaultServer:
 
 async def serve(settings: Settings) -> None:
     """Run the vault until SIGTERM or SIGINT."""
+    check_listen_address(settings.listen, allow_insecure=settings.allow_insecure)
     prepared = await prepare_database(settings)
     db: Database | None = None
     try:

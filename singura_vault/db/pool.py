@@ -25,6 +25,8 @@ from singura_vault.errors import ConfigError
 # The role every vault login role must be a member of; migrations grant to it.
 SERVICE_GROUP_ROLE = "singura_app"
 
+# "Owns" includes membership in the owning role: a member could SET ROLE to
+# the owner and disable row-level security.
 _ROLE_CHECK_SQL = """
 SELECT r.rolname,
        r.rolsuper,
@@ -32,7 +34,11 @@ SELECT r.rolname,
        pg_has_role(current_user, $1, 'MEMBER') AS in_group,
        (SELECT count(*) FROM pg_class c
           JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'singura' AND c.relowner = r.oid) AS owned
+         WHERE n.nspname = 'singura' AND c.relkind IN ('r', 'p')
+           AND pg_has_role(current_user, c.relowner, 'MEMBER'))
+     + (SELECT count(*) FROM pg_namespace n
+         WHERE n.nspname = 'singura' AND pg_has_role(current_user, n.nspowner, 'MEMBER'))
+       AS owned
   FROM pg_roles r
  WHERE r.rolname = current_user
 """
@@ -144,9 +150,9 @@ class Database:
             )
         if role.owned_relations:
             raise ConfigError(
-                f"DATABASE_URL connects as role {role.name!r}, which owns "
-                f"{role.owned_relations} vault tables and could disable their row-level "
-                f"security; {fix}"
+                f"DATABASE_URL connects as role {role.name!r}, which owns (or is a member "
+                f"of the owner of) {role.owned_relations} vault tables or the schema and "
+                f"could disable row-level security; {fix}"
             )
         if not role.in_service_group:
             raise ConfigError(f"role {role.name!r} is not a member of {SERVICE_GROUP_ROLE}; {fix}")

@@ -55,6 +55,12 @@ $$;
 """
 
 
+async def _connect(dsn: str) -> asyncpg.Connection:
+    """One connection for setup work; an unreachable server becomes Unavailable."""
+    with map_driver_errors():
+        return await asyncpg.connect(dsn, timeout=10)
+
+
 @dataclass(frozen=True)
 class PreparedDatabase:
     """Where to connect, and the embedded server to stop at shutdown (if any)."""
@@ -66,7 +72,7 @@ class PreparedDatabase:
 
 async def bootstrap_embedded_roles(superuser_dsn: str, database: str = DATABASE_NAME) -> None:
     """Create the vault's roles and database in a cluster we are superuser of."""
-    conn = await asyncpg.connect(superuser_dsn)
+    conn = await _connect(superuser_dsn)
     try:
         with map_driver_errors():
             await conn.execute(_BOOTSTRAP_ROLES_SQL)
@@ -79,7 +85,7 @@ async def bootstrap_embedded_roles(superuser_dsn: str, database: str = DATABASE_
 
 async def apply_migrations(owner_dsn: str, directory: Path | None = None) -> int:
     """Apply pending migrations as the owner; returns how many were applied."""
-    conn = await asyncpg.connect(owner_dsn)
+    conn = await _connect(owner_dsn)
     try:
         applied = await migrate_up(conn, directory or default_migrations_dir())
     finally:
@@ -89,7 +95,7 @@ async def apply_migrations(owner_dsn: str, directory: Path | None = None) -> int
 
 async def read_migration_status(dsn: str, directory: Path | None = None) -> MigrationStatus:
     """Compare the migration files with the database's history."""
-    conn = await asyncpg.connect(dsn)
+    conn = await _connect(dsn)
     try:
         return await migration_status(conn, directory or default_migrations_dir())
     finally:

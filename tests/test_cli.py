@@ -1,0 +1,158 @@
+"""The ``singura-vault`` command as a user runs it: a real process, real signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc
+from tests.helpers import org_message
+
+CLI = [sys.executable, "-m", "singura_vault"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def run(
+    args: list[str], env: dict[str, str], timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture
+def cli_env() -> Iterator[dict[str, str]]:
+    """An environment with a private data dir and a free port, and no DATABASE_URL."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sv-cli-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SINGURA_"))}
+    env.update(
+        SINGURA_DATA_DIR=str(data_dir),
+        SINGURA_LISTEN=f"127.0.0.1:{free_port()}",
+        SINGURA_HEALTH_INTERVAL="0.2",
+        SINGURA_SHUTDOWN_GRACE="5",
+    )
+    yield env
+    EmbeddedPostgres(data_dir).stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def parse(line: str) -> dict[str, object]:
+    """A log line as an event; anything that is not JSON is kept as raw text."""
+    try:
+        event: dict[str, object] = json.loads(line)
+    except json.JSONDecodeError:
+        return {"event": "non_json_line", "text": line}
+    return event
+
+
+class Serving:
+    """A `singura-vault serve` process, started and read until it says it serves."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.process = subprocess.Popen([*CLI, "serve"], env=env, stderr=subprocess.PIPE, text=True)
+        self.events: list[dict[str, object]] = []
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            event = parse(line)
+            self.events.append(event)
+            if event.get("event") == "vault_serving":
+                return
+        pytest.fail(f"serve exited before serving: {self.events}")
+
+    def terminate(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.events.append(parse(line))
+        return self.process.wait(timeout=60)
+
+
+def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
+    """serve starts embedded PostgreSQL, answers RPCs and probes, and stops cleanly on SIGTERM."""
+    address = cli_env["SINGURA_LISTEN"]
+    data_dir = Path(cli_env["SINGURA_DATA_DIR"])
+    vault = Serving(cli_env)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
+            created = stub.CreateOrganization(
+                opb.CreateOrganizationRequest(organization=org_message(slug="cli-org"))
+            ).organization
+        probe = run(["health", "--address", address], cli_env)
+        assert probe.returncode == 0, probe.stderr
+        assert "SERVING" in probe.stdout
+    finally:
+        code = vault.terminate()
+    assert code == 0
+    names = [e["event"] for e in vault.events]
+    assert names.index("vault_stopping") < names.index("vault_stopped")
+    assert not EmbeddedPostgres(data_dir).is_running()
+    assert stat.S_IMODE(data_dir.stat().st_mode) & 0o007 == 0, "data dir is open to others"
+    # Nothing in the log may carry a database URL's secret parts or a stack trace.
+    assert all("exception" not in e for e in vault.events)
+
+    # The data survives a restart of vault and database.
+    vault = Serving(cli_env)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
+            again = stub.GetOrganization(
+                opb.GetOrganizationRequest(organization_id=created.id)
+            ).organization
+        assert again.slug == "cli-org"
+        status = run(["migrate", "status"], cli_env)
+        assert status.returncode == 0, status.stderr
+        assert "applied  001_initial_schema" in status.stdout
+    finally:
+        assert vault.terminate() == 0
+
+
+def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
+    """The probe exits 2 when nothing listens and 1 on bad arguments (grpc_health_probe codes)."""
+    nobody = run(["health", "--address", cli_env["SINGURA_LISTEN"], "--timeout", "0.5"], cli_env)
+    assert nobody.returncode == 2
+    assert "failed to connect" in nobody.stderr
+    bad = run(["health", "--timeout", "soon"], cli_env)
+    assert bad.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        ("SINGURA_LISTEN", "nonsense", "SINGURA_LISTEN"),
+        ("SINGURA_LISTEN", "0.0.0.0:50051", "SINGURA_ALLOW_INSECURE"),
+        ("DB_POOL_MAX", "many", "DB_POOL_MAX"),
+        ("DB_POOL_MIN", "50", "DB_POOL_MIN (50) is larger than DB_POOL_MAX"),
+        ("SINGURA_HEALTH_INTERVAL", "nan", "SINGURA_HEALTH_INTERVAL"),
+        ("DATABASE_URL", "mysql://root:hunter2@db/x", "DATABASE_URL must be a PostgreSQL URL"),
+    ],
+)
+def test_bad_configuration_refuses_to_start(
+    cli_env: dict[str, str], variable: str, value: str, fragment: str
+) -> None:
+    """A bad variable stops serve with exit 2 and a message naming it, never echoing secrets."""
+    result = run(["serve"], {**cli_env, variable: value})
+    assert result.returncode == 2
+    assert fragment in result.stderr
+    assert "hunter2" not in result.stderr
+    assert "Traceback" not in result.stderr

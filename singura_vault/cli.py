@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Coroutine, Sequence
 from pathlib import Path
@@ -23,11 +22,6 @@ from singura_vault.errors import ConfigError, VaultError
 from singura_vault.logs import configure_logging
 
 EXIT_CONFIG = 2
-
-# The vault forks only to run PostgreSQL's own tools (pg_ctl, initdb); gRPC's fork
-# handlers are not needed for that and would log a non-JSON warning line each time.
-# Must be set before grpc is first imported (server and probe import it lazily).
-os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 T = TypeVar("T")
 
 

@@ -481,10 +481,24 @@ class EmbeddedPostgres:
         timeout: float,
     ) -> subprocess.CompletedProcess[str]:
         env = _minimal_env(self._base_dir if user is None else Path("/nonexistent"))
+        command = [os.fspath(arg) for arg in args]
+        if user is not None:
+            # Switch user with setpriv rather than subprocess's user=/group=: those
+            # make Python run setgroups/setuid in the forked child of a process whose
+            # gRPC threads are busy, and such children were seen to crash (SIGSEGV)
+            # before exec. With no identity change, subprocess can vfork+exec at once.
+            command = [
+                _setpriv(),
+                f"--reuid={user.uid}",
+                f"--regid={user.gid}",
+                "--clear-groups",
+                "--",
+                *command,
+            ]
         try:
             # Arguments are ours (absolute binary paths and validated directories), no shell.
             return subprocess.run(  # noqa: S603
-                [os.fspath(arg) for arg in args],
+                command,
                 env=env,
                 cwd="/",
                 stdin=subprocess.DEVNULL,
@@ -492,9 +506,6 @@ class EmbeddedPostgres:
                 text=True,
                 timeout=timeout,
                 check=False,
-                user=None if user is None else user.uid,
-                group=None if user is None else user.gid,
-                extra_groups=None if user is None else [],
             )
         except subprocess.TimeoutExpired:
             raise EmbeddedPostgresError(
@@ -508,6 +519,19 @@ class EmbeddedPostgres:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _setpriv() -> str:
+    """util-linux's setpriv, which runs a command as another user (root mode only)."""
+    path = shutil.which("setpriv") or (
+        "/usr/bin/setpriv" if Path("/usr/bin/setpriv").exists() else None
+    )
+    if path is None:
+        raise EmbeddedPostgresError(
+            "running the embedded PostgreSQL as root needs setpriv (Debian/Ubuntu package "
+            "util-linux); install it, run the vault as a non-root user, or set DATABASE_URL"
+        )
+    return path
 
 
 def _wheel_package_dir() -> Path:

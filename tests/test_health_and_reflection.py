@@ -24,6 +24,8 @@ from singura_vault.db.setup import (
     apply_migrations,
     bootstrap_embedded_roles,
 )
+from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc
 from singura_vault.server import VAULT_SERVICES, VaultServer
 from tests.conftest import Vault
 
@@ -95,6 +97,12 @@ async def test_health_follows_postgres_down_and_back_up(
         await asyncio.to_thread(pg.stop)
         assert (await asyncio.wait_for(watch.read(), 30)).status == NOT_SERVING
         assert (await asyncio.wait_for(service_watch.read(), 30)).status == NOT_SERVING
+        # While the database is away, calls fail fast and retryably, not INTERNAL.
+        organizations = organizations_pb2_grpc.OrganizationServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await organizations.ListOrganizations(opb.ListOrganizationsRequest(), timeout=30)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "retry" in (info.value.details() or "")
 
         await asyncio.to_thread(pg.start)
         assert (await asyncio.wait_for(watch.read(), 30)).status == SERVING

@@ -17,6 +17,7 @@ from typing import cast
 from uuid import UUID
 
 import asyncpg
+import structlog
 
 from singura_vault.config import PoolSettings
 from singura_vault.db.errors import map_driver_errors
@@ -102,6 +103,8 @@ class Database:
     @asynccontextmanager
     async def tenant(self, organization_id: UUID) -> AsyncIterator[asyncpg.Connection]:
         """A transaction that row-level security confines to one organization."""
+        # Log lines of this request from here on name the tenant they concern.
+        structlog.contextvars.bind_contextvars(organization_id=str(organization_id))
         async with self._transaction("singura.organization_id", str(organization_id)) as conn:
             yield conn
 

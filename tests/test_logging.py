@@ -1,0 +1,65 @@
+"""Logs are events with request context, and secrets never reach them."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from singura_vault.logs import REDACTED, redact_secrets
+from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+from tests.conftest import Vault
+from tests.helpers import org_message
+
+
+def test_redaction_blanks_secret_fields_and_url_passwords() -> None:
+    """Fields named like secrets are blanked, and passwords inside database URLs too."""
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": "something_happened",
+            "access_token": "xoxb-123",
+            "api_key": "svk_abc",
+            "authorization": "Bearer abc",
+            "detail": "connect postgresql://vault:hunter2@db:5432/x failed",
+            "organization_id": "4b9c",
+        },
+    )
+    assert event["access_token"] == REDACTED
+    assert event["api_key"] == REDACTED
+    assert event["authorization"] == REDACTED
+    assert "hunter2" not in event["detail"]
+    assert "postgresql://vault:" in event["detail"]
+    assert event["organization_id"] == "4b9c"
+    assert event["event"] == "something_happened"
+
+
+async def test_each_rpc_logs_one_event_with_its_request_id(vault: Vault) -> None:
+    """A call's x-request-id is echoed in trailers and carried by its log events."""
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
+        call = vault.organizations.CreateOrganization(
+            opb.CreateOrganizationRequest(organization=org_message()),
+            metadata=(("x-request-id", "req-42"),),
+        )
+        org = (await call).organization
+        trailers = dict(await call.trailing_metadata() or ())
+        await vault.organizations.GetOrganization(
+            opb.GetOrganizationRequest(organization_id=org.id),
+            metadata=(("x-request-id", "req-43"),),
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await vault.organizations.GetOrganization(
+                opb.GetOrganizationRequest(organization_id="not-a-uuid")
+            )
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert trailers["x-request-id"] == "req-42"
+    completed = [e for e in events if e["event"] == "rpc_completed"]
+    assert [e["request_id"] for e in completed] == ["req-42", "req-43"]
+    assert completed[0]["rpc_method"] == "/singura.vault.v1.OrganizationService/CreateOrganization"
+    assert "organization_id" not in completed[0]  # admin scope: no tenant yet
+    assert completed[1]["organization_id"] == org.id
+    failed = [e for e in events if e["event"] == "rpc_failed"]
+    assert [e["code"] for e in failed] == ["INVALID_ARGUMENT"]
+    assert failed[0]["request_id"] not in ("", "req-42")

@@ -59,6 +59,18 @@ def _parser() -> argparse.ArgumentParser:
         "--dir", type=Path, default=Path("migrations"), help="migrations directory (./migrations)"
     )
 
+    keys = commands.add_parser("keys", help="root key administration")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_commands.add_parser(
+        "generate",
+        help="print a new random root key for ENCRYPTION_KEY, or write a keyring file",
+    )
+    generate.add_argument(
+        "--keyring-file",
+        type=Path,
+        help="write a new keyring file (mode 0600) for SINGURA_KEYRING_FILE instead of printing",
+    )
+
     health = commands.add_parser(
         "health", help="probe a running vault (grpc_health_probe exit codes)"
     )
@@ -76,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         code, message = probe(args.address, args.service, args.timeout)
         print(message, file=sys.stdout if code == 0 else sys.stderr)
         return code
+    if args.command == "keys":
+        return _keys(args)
     if args.command == "migrate" and args.migrate_command == "create":
         try:
             path = create_migration_file(args.dir, args.name)
@@ -108,6 +122,25 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _keys(args: argparse.Namespace) -> int:
+    from singura_vault.service import key_admin
+
+    if args.keyring_file is None:
+        # The one place the vault prints a key: that is what the command is for.
+        print(key_admin.generate_root_key())
+        return 0
+    try:
+        ids = key_admin.create_keyring_file(args.keyring_file)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"wrote {args.keyring_file} (mode 0600) with key {ids[0]}; "
+        f"set SINGURA_KEYRING_FILE={args.keyring_file}"
+    )
+    return 0
 
 
 async def _serve(settings: Settings) -> None:

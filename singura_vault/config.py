@@ -11,7 +11,7 @@ import ipaddress
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -51,6 +51,14 @@ class Settings:
     health_interval_s: float
     shutdown_grace_s: float
     allow_insecure: bool
+    # The root key as given (base64/hex); decoded and validated only by the key
+    # package. Excluded from repr so that printing Settings never shows it.
+    encryption_key: str | None = field(default=None, repr=False)
+    keyring_file: Path | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.environment == "production"
 
     @property
     def embedded(self) -> bool:
@@ -105,6 +113,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         health_interval_s=_float(env, "SINGURA_HEALTH_INTERVAL", 5.0, minimum=0.05),
         shutdown_grace_s=_float(env, "SINGURA_SHUTDOWN_GRACE", 10.0, minimum=0.0),
         allow_insecure=_bool(env, "SINGURA_ALLOW_INSECURE", default=False),
+        encryption_key=env.get("ENCRYPTION_KEY", "").strip() or None,
+        keyring_file=Path(keyring).expanduser()
+        if (keyring := env.get("SINGURA_KEYRING_FILE", "").strip())
+        else None,
     )
 
 

@@ -127,9 +127,9 @@ class ConnectionChanges:
 
 @dataclass(frozen=True)
 class PageCursor:
-    """Keyset position: the sort key of the last row of the previous page."""
+    """Keyset position: the (time, id) sort key of the last row of the previous page."""
 
-    created_at: datetime
+    at: datetime
     id: UUID
 
 
@@ -142,3 +142,85 @@ class Page(Generic[T]):
 
     items: tuple[T, ...]
     next_cursor: PageCursor | None
+
+
+class CredentialType(enum.Enum):
+    """Kind of secret; the value is the database spelling (names, not secrets)."""
+
+    # ruff's S105 reads these type names as hard-coded passwords; they are not.
+
+    ACCESS_TOKEN = "access_token"  # noqa: S105
+    REFRESH_TOKEN = "refresh_token"  # noqa: S105
+    API_KEY = "api_key"
+    CLIENT_SECRET = "client_secret"  # noqa: S105
+    WEBHOOK_SECRET = "webhook_secret"  # noqa: S105
+    PRIVATE_KEY = "private_key"
+
+
+class CredentialState(enum.Enum):
+    """Lifecycle state of a credential version.
+
+    EXPIRED is derived, never stored: an ACTIVE row whose expires_at has passed.
+    """
+
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"
+    REVOKED = "revoked"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Metadata of one stored secret version (never the secret)."""
+
+    id: UUID
+    organization_id: UUID
+    connection_id: UUID
+    type: CredentialType
+    version: int
+    state: CredentialState
+    key_version: int
+    fingerprint: str
+    created_at: datetime
+    expires_at: datetime | None
+    state_changed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StoredDataKey:
+    """An organization's data key as the database holds it: wrapped by a root key."""
+
+    organization_id: UUID
+    version: int
+    root_key_id: str
+    wrapped_key: bytes
+
+
+@dataclass(frozen=True)
+class CredentialSlot:
+    """Where a new credential version will be written; what its ciphertext is bound to."""
+
+    organization_id: UUID
+    connection_id: UUID
+    credential_id: UUID
+    type: CredentialType
+    version: int
+    data_key: StoredDataKey
+
+
+@dataclass(frozen=True)
+class EncryptedValue:
+    """A sealed secret ready for the database: nonce, ciphertext+tag, fingerprint."""
+
+    nonce: bytes
+    ciphertext: bytes
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class EncryptedCredential:
+    """A credential row with its ciphertext and the wrapped data key that opens it."""
+
+    credential: Credential
+    value: EncryptedValue | None  # None once revoked
+    data_key: StoredDataKey | None  # None once the data key is destroyed

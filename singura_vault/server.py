@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from singura_vault.api.connections import ConnectionServicer
+from singura_vault.api.credentials import CredentialServicer
 from singura_vault.api.interceptors import ErrorMappingInterceptor
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.config import Settings, is_loopback, listen_host
@@ -29,12 +30,16 @@ from singura_vault.logs import get_logger
 from singura_vault.proto.singura.vault.v1 import (
     connections_pb2,
     connections_pb2_grpc,
+    credentials_pb2,
+    credentials_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
 )
 from singura_vault.repositories.connections import ConnectionRepository
+from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service.connections import ConnectionService
+from singura_vault.service.credentials import CredentialService, load_key_manager
 from singura_vault.service.organizations import OrganizationService
 
 log = get_logger(__name__)
@@ -42,6 +47,7 @@ log = get_logger(__name__)
 VAULT_SERVICES = (
     organizations_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name,
     connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name,
+    credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name,
 )
 
 
@@ -58,7 +64,9 @@ def check_listen_address(listen: str, *, allow_insecure: bool) -> None:
 class VaultServer:
     """A started gRPC server bound to one Database."""
 
-    def __init__(self, db: Database, health_interval_s: float = 5.0) -> None:
+    def __init__(
+        self, db: Database, credentials: CredentialService, health_interval_s: float = 5.0
+    ) -> None:
         self._db = db
         self._server = grpc.aio.server(
             interceptors=[ErrorMappingInterceptor()],
@@ -70,6 +78,9 @@ class VaultServer:
         )
         connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
             ConnectionServicer(ConnectionService(ConnectionRepository(db))), self._server
+        )
+        credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
+            CredentialServicer(credentials), self._server
         )
         self._health = health_aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -110,12 +121,15 @@ class VaultServer:
 async def serve(settings: Settings) -> None:
     """Run the vault until SIGTERM or SIGINT."""
     check_listen_address(settings.listen, allow_insecure=settings.allow_insecure)
+    # Keys first: a bad ENCRYPTION_KEY should stop the vault before it touches data.
+    key_manager = load_key_manager(settings)
     prepared = await prepare_database(settings)
     db: Database | None = None
     try:
         db = await Database.connect(prepared.service_dsn, settings.pool)
         await db.ensure_safe_service_role()
-        server = VaultServer(db, settings.health_interval_s)
+        credentials = CredentialService(CredentialRepository(db), key_manager)
+        server = VaultServer(db, credentials, settings.health_interval_s)
         port = await server.start(settings.listen, allow_insecure=settings.allow_insecure)
         log.info(
             "vault_serving",

@@ -22,6 +22,7 @@ import asyncpg
 import grpc
 import pytest
 
+from singura_vault import keys
 from singura_vault.config import PoolSettings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database
@@ -31,8 +32,16 @@ from singura_vault.db.setup import (
     apply_migrations,
     bootstrap_embedded_roles,
 )
-from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc, organizations_pb2_grpc
+from singura_vault.logs import configure_logging
+from singura_vault.proto.singura.vault.v1 import (
+    connections_pb2_grpc,
+    credentials_pb2_grpc,
+    organizations_pb2_grpc,
+)
+from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.server import VaultServer
+from singura_vault.service.credentials import CredentialService
+from tests import canaries
 
 TEMPLATE_DB = "singura_test_template"
 
@@ -51,6 +60,22 @@ class PostgresServer:
         host = parts.hostname or "localhost"
         netloc = f"{user}@{host}" + (f":{parts.port}" if parts.port else "")
         return urlunsplit((parts.scheme, netloc, f"/{database}", parts.query, ""))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_log() -> Iterator[Path]:
+    """Every log event of the whole run goes to one JSON file; at the end it is
+    scanned for the plaintext canaries the tests stored: none may appear."""
+    path = Path(tempfile.mkdtemp(prefix="sv-log-")) / "run.jsonl"
+    with path.open("w", encoding="utf-8") as stream:
+        configure_logging("debug", "json", stream=stream, cache_loggers=False)
+        yield path
+        stream.flush()
+    text = path.read_text(encoding="utf-8")
+    leaked = [c for c in canaries.issued() if c in text]
+    shutil.rmtree(path.parent, ignore_errors=True)
+    assert canaries.issued(), "no test stored a canary secret; the leak scan proves nothing"
+    assert not leaked, f"{len(leaked)} stored secret values appeared in the run's logs"
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +149,23 @@ async def db(service_dsn: str) -> AsyncIterator[Database]:
     await database.close()
 
 
+@pytest.fixture(scope="session")
+def root_key() -> str:
+    """The session's root key (ENCRYPTION_KEY form), generated at test time."""
+    return keys.generate_encryption_key()
+
+
+@pytest.fixture
+def key_manager(root_key: str) -> keys.KeyManager:
+    """A key manager with an empty data-key cache, on the session's root key."""
+    return keys.KeyManager(keys.LocalKeyring.from_encryption_key(root_key))
+
+
+@pytest.fixture
+def credential_service(db: Database, key_manager: keys.KeyManager) -> CredentialService:
+    return CredentialService(CredentialRepository(db), key_manager)
+
+
 @dataclass
 class Vault:
     """A running vault and stubs on a real channel to it."""
@@ -133,12 +175,13 @@ class Vault:
     address: str
     organizations: organizations_pb2_grpc.OrganizationServiceStub
     connections: connections_pb2_grpc.ConnectionServiceStub
+    credentials: credentials_pb2_grpc.CredentialServiceStub
 
 
 @pytest.fixture
-async def vault(db: Database) -> AsyncIterator[Vault]:
+async def vault(db: Database, credential_service: CredentialService) -> AsyncIterator[Vault]:
     """A vault serving on 127.0.0.1:<random port>, with a client channel."""
-    server = VaultServer(db, health_interval_s=0.2)
+    server = VaultServer(db, credential_service, health_interval_s=0.2)
     port = await server.start("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
     channel = grpc.aio.insecure_channel(address)
@@ -148,6 +191,7 @@ async def vault(db: Database) -> AsyncIterator[Vault]:
         address=address,
         organizations=organizations_pb2_grpc.OrganizationServiceStub(channel),
         connections=connections_pb2_grpc.ConnectionServiceStub(channel),
+        credentials=credentials_pb2_grpc.CredentialServiceStub(channel),
     )
     await channel.close()
     await server.stop(0)

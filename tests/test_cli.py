@@ -18,9 +18,16 @@ import grpc
 import pytest
 
 from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
+from singura_vault.proto.singura.vault.v1 import (
+    connections_pb2_grpc,
+    credentials_pb2_grpc,
+    organizations_pb2_grpc,
+)
+from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc
-from tests.helpers import org_message
+from tests.canaries import canary
+from tests.helpers import connection_message, org_message
 
 CLI = [sys.executable, "-m", "singura_vault"]
 
@@ -98,6 +105,23 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
             created = stub.CreateOrganization(
                 opb.CreateOrganizationRequest(organization=org_message(slug="cli-org"))
             ).organization
+            connection = (
+                connections_pb2_grpc.ConnectionServiceStub(channel)
+                .CreateConnection(
+                    cpb.CreateConnectionRequest(connection=connection_message(created.id))
+                )
+                .connection
+            )
+            credentials = credentials_pb2_grpc.CredentialServiceStub(channel)
+            secret = canary("cli")
+            credentials.StoreCredential(
+                crpb.StoreCredentialRequest(
+                    organization_id=created.id,
+                    connection_id=connection.id,
+                    type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+                    value=secret,
+                )
+            )
         probe = run(["health", "--address", address], cli_env)
         assert probe.returncode == 0, probe.stderr
         assert "SERVING" in probe.stdout
@@ -108,6 +132,10 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
     assert names.index("vault_stopping") < names.index("vault_stopped")
     assert not EmbeddedPostgres(data_dir).is_running()
     assert stat.S_IMODE(data_dir.stat().st_mode) & 0o007 == 0, "data dir is open to others"
+    keyring = data_dir / "keyring.json"
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+    assert "development_keyring_in_use" in [e["event"] for e in vault.events]
+    assert not any(secret in json.dumps(e) for e in vault.events)
     # Nothing in the log may carry a database URL's secret parts or a stack trace.
     assert all("exception" not in e for e in vault.events)
 
@@ -119,7 +147,15 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
             again = stub.GetOrganization(
                 opb.GetOrganizationRequest(organization_id=created.id)
             ).organization
+            revealed = credentials_pb2_grpc.CredentialServiceStub(channel).RevealCredential(
+                crpb.RevealCredentialRequest(
+                    organization_id=created.id,
+                    connection_id=connection.id,
+                    type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+                )
+            )
         assert again.slug == "cli-org"
+        assert revealed.value == secret  # same development keyring after the restart
         status = run(["migrate", "status"], cli_env)
         assert status.returncode == 0, status.stderr
         assert "applied  001_initial_schema" in status.stdout
@@ -145,6 +181,8 @@ def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
         ("DB_POOL_MIN", "50", "DB_POOL_MIN (50) is larger than DB_POOL_MAX"),
         ("SINGURA_HEALTH_INTERVAL", "nan", "SINGURA_HEALTH_INTERVAL"),
         ("DATABASE_URL", "mysql://root:hunter2@db/x", "DATABASE_URL must be a PostgreSQL URL"),
+        ("ENCRYPTION_KEY", "hunter2-is-a-32-character-secret", "singura-vault keys generate"),
+        ("SINGURA_ENV", "production", "ENCRYPTION_KEY"),
     ],
 )
 def test_bad_configuration_refuses_to_start(
@@ -156,3 +194,19 @@ def test_bad_configuration_refuses_to_start(
     assert fragment in result.stderr
     assert "hunter2" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_keys_generate_prints_a_valid_root_key(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`keys generate` prints a 32-byte base64 key, or writes a 0600 keyring file once."""
+    import base64
+
+    printed = run(["keys", "generate"], cli_env)
+    assert printed.returncode == 0
+    assert len(base64.b64decode(printed.stdout.strip(), validate=True)) == 32
+    keyring = tmp_path / "keyring.json"
+    written = run(["keys", "generate", "--keyring-file", str(keyring)], cli_env)
+    assert written.returncode == 0, written.stderr
+    assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+    again = run(["keys", "generate", "--keyring-file", str(keyring)], cli_env)
+    assert again.returncode == 2
+    assert str(keyring) in again.stderr

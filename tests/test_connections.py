@@ -9,7 +9,9 @@ import grpc
 from google.protobuf import field_mask_pb2
 
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
+from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+from tests.canaries import canary
 from tests.conftest import Vault
 from tests.helpers import connection_message, expect_status, org_message
 
@@ -295,33 +297,34 @@ async def test_idempotent_create_and_duplicate_account(vault: Vault) -> None:
 async def test_deleting_an_organization_cascades_to_connections(
     vault: Vault, owner_dsn: str
 ) -> None:
-    """DeleteOrganization removes its connections and credentials rows too."""
+    """DeleteOrganization removes its connections, credentials and data keys too."""
     import asyncpg
 
     org = await new_org(vault)
     conn = await new_connection(vault, org.id)
+    await vault.credentials.StoreCredential(
+        crpb.StoreCredentialRequest(
+            organization_id=org.id,
+            connection_id=conn.id,
+            type=crpb.CREDENTIAL_TYPE_API_KEY,
+            value=canary("cascade"),
+        )
+    )
     owner = await asyncpg.connect(owner_dsn)
     try:
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org.id)
-        await owner.execute(
-            "INSERT INTO singura.encrypted_credentials (organization_id, id, connection_id, "
-            "credential_type, version, ciphertext, nonce, key_version) "
-            "VALUES ($1, gen_random_uuid(), $2, 'access_token', 1, '\\x00', $3, 1)",
-            uuid.UUID(org.id),
-            uuid.UUID(conn.id),
-            b"\x00" * 12,
-        )
         await vault.organizations.DeleteOrganization(
             opb.DeleteOrganizationRequest(organization_id=org.id)
         )
         counts = await owner.fetchrow(
             "SELECT (SELECT count(*) FROM singura.platform_connections) AS connections, "
-            "(SELECT count(*) FROM singura.encrypted_credentials) AS credentials"
+            "(SELECT count(*) FROM singura.encrypted_credentials) AS credentials, "
+            "(SELECT count(*) FROM singura.data_keys) AS data_keys"
         )
     finally:
         await owner.close()
     assert counts is not None
-    assert (counts["connections"], counts["credentials"]) == (0, 0)
+    assert (counts["connections"], counts["credentials"], counts["data_keys"]) == (0, 0, 0)
     await expect_status(
         vault.connections.GetConnection(
             cpb.GetConnectionRequest(organization_id=org.id, connection_id=conn.id)

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
+from singura_vault import keys
 from singura_vault.config import PoolSettings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database
@@ -26,7 +27,9 @@ from singura_vault.db.setup import (
 )
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc
+from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.server import VAULT_SERVICES, VaultServer
+from singura_vault.service.credentials import CredentialService
 from tests.conftest import Vault
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -79,12 +82,13 @@ async def own_postgres() -> AsyncIterator[tuple[EmbeddedPostgres, str]]:
 
 
 async def test_health_follows_postgres_down_and_back_up(
-    own_postgres: tuple[EmbeddedPostgres, str],
+    own_postgres: tuple[EmbeddedPostgres, str], key_manager: keys.KeyManager
 ) -> None:
     """Watch("") goes SERVING -> NOT_SERVING when PostgreSQL stops -> SERVING when it returns."""
     pg, dsn = own_postgres
     db = await Database.connect(dsn, PoolSettings(min_size=1, max_size=2, connect_timeout_ms=1000))
-    server = VaultServer(db, health_interval_s=0.1)
+    credentials = CredentialService(CredentialRepository(db), key_manager)
+    server = VaultServer(db, credentials, health_interval_s=0.1)
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:

@@ -72,7 +72,13 @@ async def test_no_tenant_setting_sees_nothing(
     two_tenants: tuple[uuid.UUID, uuid.UUID, uuid.UUID], service_conn: asyncpg.Connection
 ) -> None:
     """Without a tenant setting the service role sees no tenant rows at all."""
-    for table in ("organizations", "platform_connections", "encrypted_credentials", "audit_logs"):
+    for table in (
+        "organizations",
+        "platform_connections",
+        "encrypted_credentials",
+        "data_keys",
+        "audit_logs",
+    ):
         assert await as_tenant(service_conn, None, f"SELECT * FROM singura.{table}") == "SELECT 0"
 
 
@@ -133,6 +139,7 @@ async def test_service_role_cannot_bypass_or_disable_rls(
     )
     assert [r["relname"] for r in forced] == [
         "audit_logs",
+        "data_keys",
         "encrypted_credentials",
         "organizations",
         "platform_connections",

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import asyncpg
 
-from singura_vault.domain import Connection, ConnectionStatus, Organization, Plan, Platform
+from singura_vault.domain import (
+    Connection,
+    ConnectionStatus,
+    Credential,
+    CredentialState,
+    CredentialType,
+    Organization,
+    Plan,
+    Platform,
+    StoredDataKey,
+)
 
 
 def organization_from_row(row: asyncpg.Record) -> Organization:
@@ -38,4 +50,38 @@ def connection_from_row(row: asyncpg.Record) -> Connection:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+    )
+
+
+def credential_from_row(row: asyncpg.Record) -> Credential:
+    """Metadata of a credential row; ACTIVE past its expiry is reported as EXPIRED."""
+    state = CredentialState(row["state"])
+    expires_at = row["expires_at"]
+    if (
+        state is CredentialState.ACTIVE
+        and expires_at is not None
+        and expires_at <= datetime.now(UTC)
+    ):
+        state = CredentialState.EXPIRED
+    return Credential(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        connection_id=row["connection_id"],
+        type=CredentialType(row["credential_type"]),
+        version=row["version"],
+        state=state,
+        key_version=row["key_version"],
+        fingerprint=row["fingerprint"],
+        created_at=row["created_at"],
+        expires_at=expires_at,
+        state_changed_at=row["state_changed_at"],
+    )
+
+
+def data_key_from_row(row: asyncpg.Record) -> StoredDataKey:
+    return StoredDataKey(
+        organization_id=row["organization_id"],
+        version=row["version"],
+        root_key_id=row["root_key_id"],
+        wrapped_key=row["wrapped_key"],
     )

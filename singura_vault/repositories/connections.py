@@ -112,7 +112,7 @@ class ConnectionRepository:
                 organization_id,
                 platform.value if platform else None,
                 status.value if status else None,
-                after.created_at if after else None,
+                after.at if after else None,
                 after.id if after else None,
                 limit,
             )

@@ -92,7 +92,7 @@ class OrganizationRepository:
         async with self._db.admin() as conn:
             rows = await conn.fetch(
                 query("organization_list"),
-                after.created_at if after else None,
+                after.at if after else None,
                 after.id if after else None,
                 limit,
             )

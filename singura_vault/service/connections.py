@@ -101,11 +101,9 @@ class ConnectionService:
         )
         after = pagination.decode_token(page_token, filters)
         rows = await self._repository.list(org_id, platform, status, after, size + 1)
-        items = tuple(rows[:size])
-        next_token = ""
-        if len(rows) > size:
-            last = items[-1]
-            next_token = pagination.encode_token(PageCursor(last.created_at, last.id), filters)
+        items, next_token = pagination.next_page(
+            rows, size, filters, lambda conn: PageCursor(conn.created_at, conn.id)
+        )
         return ConnectionPage(items, next_token)
 
     async def update(self, data: ConnectionInput, mask: Sequence[str], etag: str) -> Connection:

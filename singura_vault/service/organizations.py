@@ -62,11 +62,9 @@ class OrganizationService:
         size = pagination.page_size(page_size)
         after = pagination.decode_token(page_token, filters=())
         rows = await self._repository.list(after, size + 1)
-        items = tuple(rows[:size])
-        next_token = ""
-        if len(rows) > size:
-            last = items[-1]
-            next_token = pagination.encode_token(PageCursor(last.created_at, last.id), ())
+        items, next_token = pagination.next_page(
+            rows, size, (), lambda org: PageCursor(org.created_at, org.id)
+        )
         return OrganizationPage(items, next_token)
 
     async def update(

@@ -12,12 +12,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TypeVar
 from uuid import UUID
 
 from singura_vault.domain import PageCursor
 from singura_vault.errors import InvalidArgument
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -32,12 +35,22 @@ def page_size(value: int) -> int:
     return min(value, MAX_PAGE_SIZE)
 
 
+def next_page(
+    rows: Sequence[T], size: int, filters: Sequence[str], key: Callable[[T], PageCursor]
+) -> tuple[tuple[T, ...], str]:
+    """Cut a page from rows fetched with LIMIT size + 1; return it and the next token."""
+    items = tuple(rows[:size])
+    if len(rows) <= size:
+        return items, ""
+    return items, encode_token(key(items[-1]), filters)
+
+
 def _fingerprint(filters: Sequence[str]) -> str:
     return hashlib.sha256("\x00".join(filters).encode()).hexdigest()[:16]
 
 
 def encode_token(cursor: PageCursor, filters: Sequence[str]) -> str:
-    payload = {"t": cursor.created_at.isoformat(), "i": str(cursor.id), "f": _fingerprint(filters)}
+    payload = {"t": cursor.at.isoformat(), "i": str(cursor.id), "f": _fingerprint(filters)}
     raw = json.dumps(payload, separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -49,7 +62,7 @@ def decode_token(token: str, filters: Sequence[str]) -> PageCursor | None:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         payload = json.loads(raw)
-        cursor = PageCursor(created_at=datetime.fromisoformat(payload["t"]), id=UUID(payload["i"]))
+        cursor = PageCursor(at=datetime.fromisoformat(payload["t"]), id=UUID(payload["i"]))
         fingerprint = payload["f"]
     except (ValueError, KeyError, TypeError):
         raise InvalidArgument(

@@ -1,0 +1,52 @@
+"""Key management: the one package that holds key material and touches ``cryptography``.
+
+Envelope encryption, shaped like a cloud KMS: a versioned root key
+(key-encryption key, from a :class:`KeyProvider`) wraps per-organization data
+keys (32 random bytes each, versioned per organization), and credentials are
+sealed with AES-256-GCM under a data key, bound by associated data to the row
+they belong to.
+
+    errors.py        KeyConfigError, IntegrityError
+    holder.py        KeyHolder: no pickling, copying, mutation or key bytes in repr
+    aead.py          Aes256Gcm: the only user of AESGCM; random nonces; IntegrityError
+    material.py      decoding/validating ENCRYPTION_KEY, generating keys, key ids
+    records.py       WrappedDataKey, Sealed: storable ciphertext records
+    binding.py       CredentialBinding and the data-key associated data
+    datakey.py       DataKey: one unwrapped data key, opaque
+    provider.py      KeyProvider: the root-key port (async, for a remote KMS later)
+    keyring_file.py  the keyring file: read and validate, create atomically (0600)
+    keyring.py       LocalKeyring: root keys in process memory
+    manager.py       KeyManager: create/unwrap/cache data keys, seal, open, fingerprint
+    loading.py       load_key_provider: which provider, from the configuration
+
+Nothing outside this package may import ``cryptography``, and nothing here may
+import asyncpg, grpc or other vault modules (except ``errors`` and ``logs``).
+No key bytes or plaintext may ever appear in a repr, an exception message or
+a log line.
+"""
+
+from singura_vault.keys.binding import CredentialBinding
+from singura_vault.keys.datakey import DataKey
+from singura_vault.keys.errors import IntegrityError, KeyConfigError
+from singura_vault.keys.keyring import LocalKeyring
+from singura_vault.keys.loading import KeyProviderMode, load_key_provider
+from singura_vault.keys.manager import KeyManager
+from singura_vault.keys.material import generate_encryption_key
+from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
+from singura_vault.keys.records import Sealed, WrappedDataKey
+
+__all__ = [
+    "CredentialBinding",
+    "DataKey",
+    "DescribedKeyProvider",
+    "IntegrityError",
+    "KeyConfigError",
+    "KeyManager",
+    "KeyProvider",
+    "KeyProviderMode",
+    "LocalKeyring",
+    "Sealed",
+    "WrappedDataKey",
+    "generate_encryption_key",
+    "load_key_provider",
+]

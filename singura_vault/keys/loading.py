@@ -1,0 +1,67 @@
+"""Choosing the root-key provider at start: ENCRYPTION_KEY, SINGURA_KEYRING_FILE or development.
+
+Production must be given a key explicitly. Only the embedded development
+database may fall back to a generated keyring file in the data folder, and
+that is logged as a warning every start. This module must never log or
+echo a key; it logs the keyring file's path only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from singura_vault.keys.errors import KeyConfigError
+from singura_vault.keys.keyring import LocalKeyring
+from singura_vault.keys.material import GENERATE_HINT
+from singura_vault.keys.provider import KeyProvider
+from singura_vault.logs import get_logger
+
+__all__ = ["DEVELOPMENT_KEYRING_NAME", "KeyProviderMode", "load_key_provider"]
+
+DEVELOPMENT_KEYRING_NAME = "keyring.json"
+KeyProviderMode = Literal["env", "file", "development"]
+
+
+def load_key_provider(
+    *,
+    encryption_key: str | None,
+    keyring_file: Path | None,
+    data_dir: Path,
+    embedded: bool,
+    production: bool,
+) -> tuple[KeyProvider, KeyProviderMode]:
+    """Return the root-key provider and how it was chosen: "env", "file" or "development"."""
+    if encryption_key is not None and keyring_file is not None:
+        raise KeyConfigError(
+            "ENCRYPTION_KEY and SINGURA_KEYRING_FILE are both set, so the root key is ambiguous; "
+            "set only one of them"
+        )
+    if encryption_key is not None:
+        return LocalKeyring.from_encryption_key(encryption_key), "env"
+    if keyring_file is not None:
+        return LocalKeyring.from_file(keyring_file), "file"
+    if production:
+        raise KeyConfigError(
+            "SINGURA_ENV=production requires ENCRYPTION_KEY or SINGURA_KEYRING_FILE; "
+            "generate a key with `singura-vault keys generate`"
+        )
+    if not embedded:
+        raise KeyConfigError(
+            "with an external DATABASE_URL, set ENCRYPTION_KEY or SINGURA_KEYRING_FILE "
+            f"(the development keyring is only for the embedded database); {GENERATE_HINT}"
+        )
+    path = data_dir / DEVELOPMENT_KEYRING_NAME
+    keyring = LocalKeyring.from_file(path) if path.exists() else LocalKeyring.generate_file(path)
+    # Looked up per call, not at import: a logger cached before logging is
+    # configured (or before a test captures logs) would miss this warning.
+    get_logger(__name__).warning(
+        "development_keyring_in_use",
+        keyring_path=str(path),
+        detail=(
+            "credentials are encrypted under a key stored in this file: they are only as safe "
+            "as the file, and it must be backed up separately from the database; "
+            "set ENCRYPTION_KEY or SINGURA_KEYRING_FILE for real use"
+        ),
+    )
+    return keyring, "development"

@@ -1,0 +1,321 @@
+"""Credential and data-key persistence: the only module that runs credential SQL.
+
+It never sees a key or a plaintext. Encryption happens in the credential
+service, which this repository calls back at the one moment the ciphertext's
+place is known (``seal``: inside the store transaction, after the version is
+allocated) and the one moment a ciphertext is read for reveal (``open``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+from uuid import UUID, uuid4
+
+from singura_vault.context import current_request
+from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.pool import Database
+from singura_vault.domain import (
+    Credential,
+    CredentialSlot,
+    CredentialState,
+    CredentialType,
+    EncryptedCredential,
+    EncryptedValue,
+    PageCursor,
+    StoredDataKey,
+)
+from singura_vault.errors import Aborted, AlreadyExists, NotFound, VaultError
+from singura_vault.repositories._rows import credential_from_row, data_key_from_row
+from singura_vault.repositories.audit import append_event
+from singura_vault.repositories.queries import query
+
+T = TypeVar("T")
+
+
+class NoDataKey(Exception):  # noqa: N818 - a signal to the service, not an error for clients
+    """The organization has no live data key yet; create one and store again."""
+
+
+class _RequestIdTaken(AlreadyExists):
+    """A concurrent store with the same request_id won the race."""
+
+
+_STORE_ERRORS: dict[str, VaultError] = {
+    "encrypted_credentials_request_key": _RequestIdTaken("request_id already used"),
+}
+
+
+def _not_found(organization_id: UUID, credential_id: UUID) -> NotFound:
+    return NotFound(f"credential {credential_id} not found in organization {organization_id}")
+
+
+def _connection_not_found(organization_id: UUID, connection_id: UUID) -> NotFound:
+    return NotFound(f"connection {connection_id} not found in organization {organization_id}")
+
+
+class CredentialRepository:
+    """Immutable credential versions and wrapped data keys, under row-level security."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def current_data_key(self, organization_id: UUID) -> StoredDataKey | None:
+        """The organization's newest live data key, if it has one."""
+        async with self._db.tenant(organization_id) as conn:
+            row = await conn.fetchrow(query("data_key_current"), organization_id)
+        return data_key_from_row(row) if row is not None else None
+
+    async def next_data_key_version(self, organization_id: UUID) -> int:
+        """The version number a new data key of the organization gets."""
+        async with self._db.tenant(organization_id) as conn:
+            version: int = await conn.fetchval(query("data_key_next_version"), organization_id)
+        return version
+
+    async def add_data_key(self, key: StoredDataKey) -> None:
+        """Insert a wrapped data key; a concurrent insert of the same version wins silently."""
+        async with self._db.tenant(key.organization_id) as conn:
+            await conn.execute(
+                query("data_key_insert"),
+                key.organization_id,
+                key.version,
+                key.root_key_id,
+                key.wrapped_key,
+            )
+
+    async def destroy_data_keys(self, organization_id: UUID) -> int:
+        """Crypto-shred: drop every wrapped data key of the organization; returns how many."""
+        async with self._db.tenant(organization_id) as conn:
+            status = await conn.execute(query("data_key_destroy_all"), organization_id)
+        return int(status.split()[-1])
+
+    async def store(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        credential_type: CredentialType,
+        expires_at: datetime | None,
+        request_id: UUID | None,
+        seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
+    ) -> Credential:
+        """Write the next version of (connection, type), superseding the current one.
+
+        The connection row is locked first, so concurrent stores for one
+        connection are serialized: versions stay consecutive and exactly one
+        version is current. ``seal`` encrypts the value for the allocated slot
+        under the organization's newest data key; without one, NoDataKey is raised.
+        """
+        try:
+            async with self._db.tenant(organization_id) as conn:
+                if request_id is not None:
+                    row = await conn.fetchrow(
+                        query("credential_by_request_id"), organization_id, request_id
+                    )
+                    if row is not None:
+                        return credential_from_row(row)
+                locked = await conn.fetchval(
+                    query("credential_lock_connection"), organization_id, connection_id
+                )
+                if locked is None:
+                    raise _connection_not_found(organization_id, connection_id)
+                key_row = await conn.fetchrow(query("data_key_current"), organization_id)
+                if key_row is None:
+                    raise NoDataKey
+                data_key = data_key_from_row(key_row)
+                last = await conn.fetchval(
+                    query("credential_last_version"),
+                    organization_id,
+                    connection_id,
+                    credential_type.value,
+                )
+                slot = CredentialSlot(
+                    organization_id=organization_id,
+                    connection_id=connection_id,
+                    credential_id=uuid4(),
+                    type=credential_type,
+                    version=last + 1,
+                    data_key=data_key,
+                )
+                value = await seal(slot)
+                await conn.execute(
+                    query("credential_supersede"),
+                    organization_id,
+                    connection_id,
+                    credential_type.value,
+                )
+                with map_driver_errors(_STORE_ERRORS):
+                    row = await conn.fetchrow(
+                        query("credential_insert"),
+                        organization_id,
+                        slot.credential_id,
+                        connection_id,
+                        credential_type.value,
+                        slot.version,
+                        value.ciphertext,
+                        value.nonce,
+                        data_key.version,
+                        value.fingerprint,
+                        expires_at,
+                        request_id,
+                    )
+        except _RequestIdTaken:
+            assert request_id is not None
+            async with self._db.tenant(organization_id) as conn:
+                row = await conn.fetchrow(
+                    query("credential_by_request_id"), organization_id, request_id
+                )
+            if row is None:
+                raise Aborted("a concurrent store with this request_id failed; retry") from None
+        assert row is not None
+        return credential_from_row(row)
+
+    async def get(self, organization_id: UUID, credential_id: UUID) -> Credential:
+        async with self._db.tenant(organization_id) as conn:
+            row = await conn.fetchrow(query("credential_get"), organization_id, credential_id)
+        if row is None:
+            raise _not_found(organization_id, credential_id)
+        return credential_from_row(row)
+
+    async def for_connection(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        credential_type: CredentialType | None,
+        state: CredentialState | None,
+        after: PageCursor | None,
+        limit: int,
+    ) -> list[Credential]:
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(
+                query("credential_list"),
+                organization_id,
+                connection_id,
+                credential_type.value if credential_type else None,
+                state.value if state else None,
+                after.at if after else None,
+                after.id if after else None,
+                limit,
+            )
+        return [credential_from_row(row) for row in rows]
+
+    async def versions(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        credential_type: CredentialType,
+        after: UUID | None,
+        limit: int,
+    ) -> list[Credential]:
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(
+                query("credential_versions"),
+                organization_id,
+                connection_id,
+                credential_type.value,
+                after,
+                limit,
+            )
+        return [credential_from_row(row) for row in rows]
+
+    async def expiring(
+        self, organization_id: UUID, before: datetime, after: PageCursor | None, limit: int
+    ) -> list[Credential]:
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(
+                query("credential_expiring"),
+                organization_id,
+                before,
+                after.at if after else None,
+                after.id if after else None,
+                limit,
+            )
+        return [credential_from_row(row) for row in rows]
+
+    async def reveal(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        credential_type: CredentialType,
+        version: int,
+        open_: Callable[[EncryptedCredential], Awaitable[T]],
+    ) -> tuple[Credential, T]:
+        """Read a ciphertext, let ``open_`` decrypt it, and audit the attempt atomically.
+
+        The audit event is written in the same transaction as the read: if it
+        cannot be written, the transaction fails and nothing is returned. A
+        refused or failed reveal (revoked, tampered) is recorded as a failure
+        and committed before the error is raised.
+        """
+        failure: VaultError | None = None
+        async with self._db.tenant(organization_id) as conn:
+            row = await conn.fetchrow(
+                query("credential_for_reveal"),
+                organization_id,
+                connection_id,
+                credential_type.value,
+                version,
+            )
+            if row is None:
+                which = f"version {version}" if version else "credential"
+                raise NotFound(
+                    f"connection {connection_id} in organization {organization_id} has no "
+                    f"{credential_type.value} {which}"
+                )
+            credential = credential_from_row(row)
+            encrypted = EncryptedCredential(
+                credential=credential,
+                value=EncryptedValue(row["nonce"], row["ciphertext"], row["fingerprint"])
+                if row["ciphertext"] is not None
+                else None,
+                data_key=StoredDataKey(
+                    organization_id=organization_id,
+                    version=credential.key_version,
+                    root_key_id=row["root_key_id"],
+                    wrapped_key=row["wrapped_key"],
+                )
+                if row["wrapped_key"] is not None
+                else None,
+            )
+            try:
+                result = await open_(encrypted)
+            except VaultError as exc:
+                failure = exc
+            request = current_request()
+            await append_event(
+                conn,
+                organization_id=organization_id,
+                actor=request.actor,
+                action="credential.revealed",
+                resource_type="credential",
+                resource_id=str(credential.id),
+                request_id=request.request_id,
+                outcome="success" if failure is None else "failure",
+                details={
+                    "connection_id": str(connection_id),
+                    "credential_type": credential_type.value,
+                    "version": credential.version,
+                    "key_version": credential.key_version,
+                    **({"error": failure.code.value} if failure is not None else {}),
+                },
+            )
+        if failure is not None:
+            raise failure
+        return credential, result
+
+    async def revoke(
+        self, organization_id: UUID, credential_id: UUID, all_versions: bool
+    ) -> list[Credential]:
+        """Revoke and destroy ciphertexts; revoking a revoked credential changes nothing."""
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(
+                query("credential_revoke"), organization_id, credential_id, all_versions
+            )
+            if not rows:
+                row = await conn.fetchrow(query("credential_get"), organization_id, credential_id)
+                if row is None:
+                    raise _not_found(organization_id, credential_id)
+                rows = [row]
+        return sorted(
+            (credential_from_row(row) for row in rows), key=lambda c: c.version, reverse=True
+        )

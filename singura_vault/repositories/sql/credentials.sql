@@ -1,0 +1,119 @@
+-- Credential and data-key queries; all run in a tenant transaction. Metadata
+-- queries never select the ciphertext columns.
+
+-- name: data_key_current
+SELECT organization_id, version, root_key_id, wrapped_key
+  FROM data_keys
+ WHERE organization_id = $1 AND state = 'active'
+ ORDER BY version DESC
+ LIMIT 1;
+
+-- name: data_key_next_version
+-- Destroyed versions count too: a version number is never reused.
+SELECT coalesce(max(version), 0) + 1 FROM data_keys WHERE organization_id = $1;
+
+-- name: data_key_insert
+INSERT INTO data_keys (organization_id, version, root_key_id, wrapped_key)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (organization_id, version) DO NOTHING;
+
+-- name: data_key_destroy_all
+UPDATE data_keys
+   SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now()
+ WHERE organization_id = $1 AND state = 'active';
+
+-- name: credential_lock_connection
+-- Serializes stores per connection, so versions are consecutive and exactly
+-- one stays current under concurrent StoreCredential calls.
+SELECT 1 FROM platform_connections WHERE organization_id = $1 AND id = $2 FOR NO KEY UPDATE;
+
+-- name: credential_last_version
+SELECT coalesce(max(version), 0)
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND connection_id = $2 AND credential_type = $3;
+
+-- name: credential_supersede
+UPDATE encrypted_credentials
+   SET state = 'superseded', state_changed_at = now()
+ WHERE organization_id = $1 AND connection_id = $2 AND credential_type = $3
+   AND state = 'active';
+
+-- name: credential_insert
+INSERT INTO encrypted_credentials (
+    organization_id, id, connection_id, credential_type, version, state,
+    ciphertext, nonce, key_version, fingerprint, expires_at, create_request_id)
+VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11)
+RETURNING id, organization_id, connection_id, credential_type, version, state, key_version,
+          fingerprint, created_at, expires_at, state_changed_at;
+
+-- name: credential_by_request_id
+SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
+       fingerprint, created_at, expires_at, state_changed_at
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND create_request_id = $2;
+
+-- name: credential_get
+SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
+       fingerprint, created_at, expires_at, state_changed_at
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND id = $2;
+
+-- name: credential_list
+-- Served by encrypted_credentials_list_idx; EXPIRED is derived from expires_at.
+SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
+       fingerprint, created_at, expires_at, state_changed_at
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND connection_id = $2
+   AND ($3::text IS NULL OR credential_type = $3)
+   AND ($4::text IS NULL OR
+        (CASE WHEN state = 'active' AND expires_at <= now() THEN 'expired' ELSE state END) = $4)
+   AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
+ ORDER BY created_at DESC, id DESC
+ LIMIT $7;
+
+-- name: credential_versions
+-- Newest version first; the cursor is the last row's id (its version bounds the next page).
+SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
+       fingerprint, created_at, expires_at, state_changed_at
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND connection_id = $2 AND credential_type = $3
+   AND ($4::uuid IS NULL OR version < (SELECT c.version FROM encrypted_credentials c
+                                        WHERE c.organization_id = $1 AND c.id = $4))
+ ORDER BY version DESC
+ LIMIT $5;
+
+-- name: credential_for_reveal
+-- The named version, or (version 0) the newest; with the wrapped data key that opens it.
+SELECT e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
+       e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at,
+       e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+  FROM encrypted_credentials e
+  JOIN data_keys d ON d.organization_id = e.organization_id AND d.version = e.key_version
+ WHERE e.organization_id = $1 AND e.connection_id = $2 AND e.credential_type = $3
+   AND ($4 = 0 OR e.version = $4)
+ ORDER BY e.version DESC
+ LIMIT 1;
+
+-- name: credential_expiring
+-- Served by the partial index encrypted_credentials_expiry_idx.
+SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
+       fingerprint, created_at, expires_at, state_changed_at
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND state = 'active'
+   AND expires_at IS NOT NULL AND expires_at < $2
+   AND ($3::timestamptz IS NULL OR (expires_at, id) > ($3, $4::uuid))
+ ORDER BY expires_at, id
+ LIMIT $5;
+
+-- name: credential_revoke
+-- One version, or with $3 every version of its (connection, type). Destroys the ciphertext.
+UPDATE encrypted_credentials e
+   SET state = 'revoked', ciphertext = NULL, nonce = NULL, state_changed_at = now()
+  FROM encrypted_credentials target
+ WHERE target.organization_id = $1 AND target.id = $2
+   AND e.organization_id = $1
+   AND (e.id = $2 OR ($3 AND e.connection_id = target.connection_id
+                        AND e.credential_type = target.credential_type))
+   AND e.state <> 'revoked'
+RETURNING e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
+          e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at;

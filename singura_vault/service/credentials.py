@@ -1,0 +1,313 @@
+"""Credential use cases: the only code that holds plaintext, and only briefly.
+
+This module and ``service/key_admin.py`` are the only importers of the sealed
+``keys`` package (import-linter holds it). Values arrive as UTF-8 text, are
+sealed with AES-256-GCM under the organization's current data key inside the
+store transaction, and leave again only through :meth:`reveal`, which the
+repository audits in the same transaction as the read. No value, key or
+ciphertext byte is ever logged or put into an error message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from singura_vault import keys
+from singura_vault.config import Settings
+from singura_vault.domain import (
+    Credential,
+    CredentialSlot,
+    CredentialState,
+    CredentialType,
+    EncryptedCredential,
+    EncryptedValue,
+    PageCursor,
+    StoredDataKey,
+)
+from singura_vault.errors import (
+    ConfigError,
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+)
+from singura_vault.logs import get_logger
+from singura_vault.repositories.credentials import CredentialRepository, NoDataKey
+from singura_vault.service import pagination, validation
+
+log = get_logger(__name__)
+
+MAX_VALUE_BYTES = 64 * 1024
+MAX_EXPIRY_WINDOW = timedelta(days=3650)
+
+
+@dataclass(frozen=True)
+class CredentialPage:
+    credentials: tuple[Credential, ...]
+    next_page_token: str
+
+
+def load_key_manager(settings: Settings) -> keys.KeyManager:
+    """Build the key manager from configuration; ConfigError explains a bad setup."""
+    try:
+        provider, mode = keys.load_key_provider(
+            encryption_key=settings.encryption_key,
+            keyring_file=settings.keyring_file,
+            data_dir=settings.data_dir,
+            embedded=settings.embedded,
+            production=settings.production,
+        )
+    except keys.KeyConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    manager = keys.KeyManager(provider)
+    log.info("root_keys_loaded", mode=mode, provider=manager.provider_description)
+    return manager
+
+
+def _binding(
+    slot_or_credential: CredentialSlot | Credential, key: keys.DataKey
+) -> keys.CredentialBinding:
+    if isinstance(slot_or_credential, CredentialSlot):
+        return keys.CredentialBinding(
+            organization_id=slot_or_credential.organization_id,
+            connection_id=slot_or_credential.connection_id,
+            credential_id=slot_or_credential.credential_id,
+            credential_type=slot_or_credential.type.value,
+            version=slot_or_credential.version,
+            key_version=key.version,
+        )
+    return keys.CredentialBinding(
+        organization_id=slot_or_credential.organization_id,
+        connection_id=slot_or_credential.connection_id,
+        credential_id=slot_or_credential.id,
+        credential_type=slot_or_credential.type.value,
+        version=slot_or_credential.version,
+        key_version=slot_or_credential.key_version,
+    )
+
+
+def _value_bytes(value: str) -> bytes:
+    if not value:
+        raise InvalidArgument("value", "is required")
+    raw = value.encode("utf-8")
+    if len(raw) > MAX_VALUE_BYTES:
+        raise InvalidArgument(
+            "value", f"is {len(raw)} bytes; the limit is {MAX_VALUE_BYTES} bytes (64 KiB)"
+        )
+    return raw
+
+
+class CredentialService:
+    """Store, list, reveal and revoke credentials of connections."""
+
+    def __init__(self, repository: CredentialRepository, key_manager: keys.KeyManager) -> None:
+        self._repository = repository
+        self._keys = key_manager
+
+    async def store(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        value: str,
+        expires_at: datetime | None,
+        request_id: str,
+    ) -> Credential:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        conn_id = validation.parse_uuid("connection_id", connection_id)
+        if credential_type is None:
+            raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
+        plaintext = _value_bytes(value)
+        key = validation.parse_optional_uuid("request_id", request_id)
+
+        async def seal(slot: CredentialSlot) -> EncryptedValue:
+            data_key = await self._unwrap(slot.data_key)
+            sealed = self._keys.seal(data_key, plaintext, _binding(slot, data_key))
+            return EncryptedValue(
+                sealed.nonce, sealed.ciphertext, self._keys.fingerprint(data_key, plaintext)
+            )
+
+        try:
+            return await self._repository.store(
+                org_id, conn_id, credential_type, expires_at, key, seal
+            )
+        except NoDataKey:
+            # The organization's first credential (or first after its keys were
+            # shredded): make a data key, then store again. A concurrent store
+            # may have made one already; then ours is simply not inserted.
+            await self._create_data_key(org_id)
+            return await self._repository.store(
+                org_id, conn_id, credential_type, expires_at, key, seal
+            )
+
+    async def get(self, organization_id: str, credential_id: str) -> Credential:
+        return await self._repository.get(
+            validation.parse_uuid("organization_id", organization_id),
+            validation.parse_uuid("credential_id", credential_id),
+        )
+
+    async def list(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        state: CredentialState | None,
+        page_size: int,
+        page_token: str,
+    ) -> CredentialPage:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        conn_id = validation.parse_uuid("connection_id", connection_id)
+        size = pagination.page_size(page_size)
+        filters = (
+            str(org_id),
+            str(conn_id),
+            credential_type.value if credential_type else "",
+            state.value if state else "",
+        )
+        after = pagination.decode_token(page_token, filters)
+        rows = await self._repository.for_connection(
+            org_id, conn_id, credential_type, state, after, size + 1
+        )
+        items, token = pagination.next_page(
+            rows, size, filters, lambda c: PageCursor(c.created_at, c.id)
+        )
+        return CredentialPage(items, token)
+
+    async def versions(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        page_size: int,
+        page_token: str,
+    ) -> CredentialPage:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        conn_id = validation.parse_uuid("connection_id", connection_id)
+        if credential_type is None:
+            raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
+        size = pagination.page_size(page_size)
+        filters = ("versions", str(org_id), str(conn_id), credential_type.value)
+        after = pagination.decode_token(page_token, filters)
+        rows = await self._repository.versions(
+            org_id, conn_id, credential_type, after.id if after else None, size + 1
+        )
+        items, token = pagination.next_page(
+            rows, size, filters, lambda c: PageCursor(c.created_at, c.id)
+        )
+        return CredentialPage(items, token)
+
+    async def expiring(
+        self, organization_id: str, within: timedelta, page_size: int, page_token: str
+    ) -> CredentialPage:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        if within <= timedelta(0) or within > MAX_EXPIRY_WINDOW:
+            raise InvalidArgument("within", "must be a positive duration of at most 3650 days")
+        size = pagination.page_size(page_size)
+        filters = ("expiring", str(org_id), str(within.total_seconds()))
+        after = pagination.decode_token(page_token, filters)
+        before = datetime.now(UTC) + within
+        rows = await self._repository.expiring(org_id, before, after, size + 1)
+
+        def cursor(credential: Credential) -> PageCursor:
+            assert credential.expires_at is not None
+            return PageCursor(credential.expires_at, credential.id)
+
+        items, token = pagination.next_page(rows, size, filters, cursor)
+        return CredentialPage(items, token)
+
+    async def reveal(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        version: int,
+    ) -> tuple[Credential, str]:
+        """Decrypt one version; the repository audits the attempt in the same transaction."""
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        conn_id = validation.parse_uuid("connection_id", connection_id)
+        if credential_type is None:
+            raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
+        if version < 0:
+            raise InvalidArgument("version", "must be 0 (current) or a version number")
+        return await self._repository.reveal(org_id, conn_id, credential_type, version, self._open)
+
+    async def revoke(
+        self, organization_id: str, credential_id: str, all_versions: bool
+    ) -> Sequence[Credential]:
+        return await self._repository.revoke(
+            validation.parse_uuid("organization_id", organization_id),
+            validation.parse_uuid("credential_id", credential_id),
+            all_versions,
+        )
+
+    async def shred_organization_keys(self, organization_id: UUID) -> int:
+        """Crypto-shred: destroy every data key of an organization, in the database and
+        in this process's cache, so none of its ciphertexts can ever be decrypted."""
+        destroyed = await self._repository.destroy_data_keys(organization_id)
+        self._keys.forget_organization(organization_id)
+        log.warning(
+            "organization_keys_destroyed", organization_id=str(organization_id), count=destroyed
+        )
+        return destroyed
+
+    async def _open(self, encrypted: EncryptedCredential) -> str:
+        credential = encrypted.credential
+        if encrypted.value is None:
+            raise FailedPrecondition(
+                f"credential {credential.id} (version {credential.version}) is revoked; "
+                "its value was destroyed and cannot be revealed"
+            )
+        if encrypted.data_key is None:
+            raise FailedPrecondition(
+                f"credential {credential.id} cannot be decrypted: data key version "
+                f"{credential.key_version} of its organization was destroyed"
+            )
+        data_key = await self._unwrap(encrypted.data_key)
+        sealed = keys.Sealed(nonce=encrypted.value.nonce, ciphertext=encrypted.value.ciphertext)
+        try:
+            plaintext = self._keys.open(data_key, sealed, _binding(credential, data_key))
+        except keys.IntegrityError:
+            log.error(
+                "credential_integrity_failure",
+                security_event=True,
+                credential_id=str(credential.id),
+                connection_id=str(credential.connection_id),
+                version=credential.version,
+                key_version=credential.key_version,
+            )
+            raise DataLoss(
+                f"credential {credential.id} failed its integrity check: its stored "
+                "ciphertext was altered or moved; restore it from a backup or store it again"
+            ) from None
+        return plaintext.decode("utf-8")
+
+    async def _unwrap(self, stored: StoredDataKey) -> keys.DataKey:
+        try:
+            return await self._keys.data_key(
+                stored.organization_id,
+                stored.version,
+                keys.WrappedDataKey(root_key_id=stored.root_key_id, blob=stored.wrapped_key),
+            )
+        except keys.IntegrityError:
+            log.error(
+                "data_key_integrity_failure",
+                security_event=True,
+                key_version=stored.version,
+                root_key_id=stored.root_key_id,
+            )
+            raise DataLoss(
+                f"data key version {stored.version} of organization {stored.organization_id} "
+                "failed its integrity check (altered, moved, or wrapped by another root key "
+                f"than {stored.root_key_id})"
+            ) from None
+        except keys.KeyConfigError as exc:
+            raise FailedPrecondition(str(exc)) from None
+
+    async def _create_data_key(self, organization_id: UUID) -> None:
+        version = await self._repository.next_data_key_version(organization_id)
+        wrapped = await self._keys.create_data_key(organization_id, version)
+        await self._repository.add_data_key(
+            StoredDataKey(organization_id, version, wrapped.root_key_id, wrapped.blob)
+        )

@@ -55,6 +55,10 @@ class Settings:
     # package. Excluded from repr so that printing Settings never shows it.
     encryption_key: str | None = field(default=None, repr=False)
     keyring_file: Path | None = None
+    auth_secret: str | None = field(default=None, repr=False)
+    bootstrap_admin_key: str | None = field(default=None, repr=False)
+    rate_limit_rps: float = 500.0
+    rate_limit_burst: float = 1000.0
 
     @property
     def production(self) -> bool:
@@ -114,6 +118,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace_s=_float(env, "SINGURA_SHUTDOWN_GRACE", 10.0, minimum=0.0),
         allow_insecure=_bool(env, "SINGURA_ALLOW_INSECURE", default=False),
         encryption_key=env.get("ENCRYPTION_KEY", "").strip() or None,
+        auth_secret=env.get("SINGURA_AUTH_SECRET", "").strip() or None,
+        bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,
+        rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 500.0, minimum=0.0)),
+        rate_limit_burst=_float(env, "SINGURA_RATE_LIMIT_BURST", max(2 * rps, 1.0), minimum=1.0),
         keyring_file=Path(keyring).expanduser()
         if (keyring := env.get("SINGURA_KEYRING_FILE", "").strip())
         else None,

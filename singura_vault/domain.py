@@ -224,3 +224,41 @@ class EncryptedCredential:
     credential: Credential
     value: EncryptedValue | None  # None once revoked
     data_key: StoredDataKey | None  # None once the data key is destroyed
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key's metadata; the secret exists only in the caller's hands."""
+
+    id: UUID
+    key_id: str
+    organization_id: UUID | None
+    roles: tuple[str, ...]
+    name: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class NewApiKey:
+    """A key to insert: its public id and the digest of its secret."""
+
+    key_id: str
+    secret_digest: bytes
+    organization_id: UUID | None
+    roles: tuple[str, ...]
+    name: str
+    created_by: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyCheck:
+    """What singura.authenticate() said about a presented key."""
+
+    status: str  # ok | unknown | revoked | expired | rate_limited
+    organization_id: UUID | None
+    roles: tuple[str, ...]
+    retry_after_ms: int

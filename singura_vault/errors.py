@@ -15,7 +15,9 @@ and say what to do, and they never contain a secret value.
     ├── ResourceExhausted    RESOURCE_EXHAUSTED a limit (plan, rate) is reached
     ├── Unavailable          UNAVAILABLE        the database cannot be reached
     ├── DeadlineExceeded     DEADLINE_EXCEEDED  a statement ran past DB_QUERY_TIMEOUT
-    └── DataLoss             DATA_LOSS          stored data failed an integrity check
+    ├── DataLoss             DATA_LOSS          stored data failed an integrity check
+    ├── Unauthenticated      UNAUTHENTICATED    no, malformed, unknown, revoked or expired key
+    └── PermissionDenied     PERMISSION_DENIED  a valid key without the needed scope or role
 """
 
 from __future__ import annotations
@@ -88,6 +90,10 @@ class ResourceExhausted(VaultError):
 
     code = ErrorCode.RESOURCE_EXHAUSTED
 
+    def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_ms = retry_after_ms
+
 
 class Unavailable(VaultError):
     """The database cannot be reached right now; the call may be retried."""
@@ -105,6 +111,18 @@ class DataLoss(VaultError):
     """Stored data failed an integrity check (e.g. a tampered ciphertext)."""
 
     code = ErrorCode.DATA_LOSS
+
+
+class Unauthenticated(VaultError):
+    """The call carries no valid API key. One message for every unknown key: no oracle."""
+
+    code = ErrorCode.UNAUTHENTICATED
+
+
+class PermissionDenied(VaultError):
+    """The key is valid but may not do this (scope, organization or role)."""
+
+    code = ErrorCode.PERMISSION_DENIED
 
 
 class ConfigError(Exception):

@@ -17,9 +17,10 @@ from grpc_health.v1 import _async as health_aio  # published as grpc_health.v1.h
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from singura_vault.api.access import AccessServicer
 from singura_vault.api.connections import ConnectionServicer
 from singura_vault.api.credentials import CredentialServicer
-from singura_vault.api.interceptors import ErrorMappingInterceptor
+from singura_vault.api.interceptors import VaultInterceptor
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.config import Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
@@ -28,6 +29,8 @@ from singura_vault.errors import ConfigError
 from singura_vault.health import HealthMonitor
 from singura_vault.logs import get_logger
 from singura_vault.proto.singura.vault.v1 import (
+    access_pb2,
+    access_pb2_grpc,
     connections_pb2,
     connections_pb2_grpc,
     credentials_pb2,
@@ -35,9 +38,12 @@ from singura_vault.proto.singura.vault.v1 import (
     organizations_pb2,
     organizations_pb2_grpc,
 )
+from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.organizations import OrganizationRepository
+from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
+from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService, load_key_manager
 from singura_vault.service.organizations import OrganizationService
@@ -48,6 +54,7 @@ VAULT_SERVICES = (
     organizations_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name,
     connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name,
     credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name,
+    access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
 )
 
 
@@ -65,20 +72,34 @@ class VaultServer:
     """A started gRPC server bound to one Database."""
 
     def __init__(
-        self, db: Database, credentials: CredentialService, health_interval_s: float = 5.0
+        self,
+        db: Database,
+        credentials: CredentialService,
+        access: AccessService | None,
+        *,
+        health_interval_s: float = 5.0,
+        authorizer: Authorizer | None = None,
     ) -> None:
+        """``access=None`` disables authentication and ``authorizer`` replaces the
+        service-layer checks: both exist for tests of the layers beneath."""
         self._db = db
         self._server = grpc.aio.server(
-            interceptors=[ErrorMappingInterceptor()],
+            interceptors=[VaultInterceptor(access)],
             # Without this, a second vault on the same port would silently share it.
             options=[("grpc.so_reuseport", 0)],
         )
         organizations_pb2_grpc.add_OrganizationServiceServicer_to_server(
-            OrganizationServicer(OrganizationService(OrganizationRepository(db))), self._server
+            OrganizationServicer(OrganizationService(OrganizationRepository(db), authorizer)),
+            self._server,
         )
         connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
-            ConnectionServicer(ConnectionService(ConnectionRepository(db))), self._server
+            ConnectionServicer(ConnectionService(ConnectionRepository(db), authorizer)),
+            self._server,
         )
+        if access is not None:
+            access_pb2_grpc.add_AccessServiceServicer_to_server(
+                AccessServicer(access), self._server
+            )
         credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
             CredentialServicer(credentials), self._server
         )
@@ -123,13 +144,20 @@ async def serve(settings: Settings) -> None:
     check_listen_address(settings.listen, allow_insecure=settings.allow_insecure)
     # Keys first: a bad ENCRYPTION_KEY should stop the vault before it touches data.
     key_manager = load_key_manager(settings)
+    auth_secret = load_auth_secret(settings)
     prepared = await prepare_database(settings)
     db: Database | None = None
     try:
         db = await Database.connect(prepared.service_dsn, settings.pool)
         await db.ensure_safe_service_role()
         credentials = CredentialService(CredentialRepository(db), key_manager)
-        server = VaultServer(db, credentials, settings.health_interval_s)
+        access = AccessService(
+            ApiKeyRepository(db),
+            auth_secret,
+            RateLimit(settings.rate_limit_rps, settings.rate_limit_burst),
+        )
+        await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
+        server = VaultServer(db, credentials, access, health_interval_s=settings.health_interval_s)
         port = await server.start(settings.listen, allow_insecure=settings.allow_insecure)
         log.info(
             "vault_serving",

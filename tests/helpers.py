@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import string
 import uuid
 from typing import Any
 
@@ -10,6 +12,35 @@ import pytest
 
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+
+
+def new_key_text() -> str:
+    """A well-formed API key string (svk_<16>_<43>) that no vault knows yet."""
+    alphabet = string.ascii_lowercase + string.digits
+    key_id = "".join(secrets.choice(alphabet) for _ in range(16))
+    return f"svk_{key_id}_{secrets.token_urlsafe(32)}"
+
+
+class BearerToken(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
+):
+    """Adds ``authorization: Bearer <key>`` to every call that does not set its own."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key
+
+    def _with_token(self, details: Any) -> Any:
+        metadata = list(details.metadata or ())
+        if not any(k == "authorization" for k, _ in metadata):
+            metadata.append(("authorization", f"Bearer {self._key}"))
+        return details._replace(metadata=metadata)
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(self._with_token(details), request)
 
 
 def org_message(**overrides: Any) -> opb.Organization:

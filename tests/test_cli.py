@@ -99,16 +99,24 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
     address = cli_env["SINGURA_LISTEN"]
     data_dir = Path(cli_env["SINGURA_DATA_DIR"])
     vault = Serving(cli_env)
+    admin_key_file = data_dir / "admin-api-key"
+    admin_key = admin_key_file.read_text().strip()
+    auth = (("authorization", f"Bearer {admin_key}"),)
     try:
         with grpc.insecure_channel(address) as channel:
             stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.ListOrganizations(opb.ListOrganizationsRequest())
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
             created = stub.CreateOrganization(
-                opb.CreateOrganizationRequest(organization=org_message(slug="cli-org"))
+                opb.CreateOrganizationRequest(organization=org_message(slug="cli-org")),
+                metadata=auth,
             ).organization
             connection = (
                 connections_pb2_grpc.ConnectionServiceStub(channel)
                 .CreateConnection(
-                    cpb.CreateConnectionRequest(connection=connection_message(created.id))
+                    cpb.CreateConnectionRequest(connection=connection_message(created.id)),
+                    metadata=auth,
                 )
                 .connection
             )
@@ -120,7 +128,8 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
                     connection_id=connection.id,
                     type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
                     value=secret,
-                )
+                ),
+                metadata=auth,
             )
         probe = run(["health", "--address", address], cli_env)
         assert probe.returncode == 0, probe.stderr
@@ -134,6 +143,10 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
     assert stat.S_IMODE(data_dir.stat().st_mode) & 0o007 == 0, "data dir is open to others"
     keyring = data_dir / "keyring.json"
     assert stat.S_IMODE(keyring.stat().st_mode) == 0o600
+    assert stat.S_IMODE(admin_key_file.stat().st_mode) == 0o600
+    created_events = [e for e in vault.events if e["event"] == "bootstrap_admin_key_created"]
+    assert [e["path"] for e in created_events] == [str(admin_key_file)]
+    assert not any(admin_key in json.dumps(e) for e in vault.events)
     assert "development_keyring_in_use" in [e["event"] for e in vault.events]
     assert not any(secret in json.dumps(e) for e in vault.events)
     # Nothing in the log may carry a database URL's secret parts or a stack trace.
@@ -145,15 +158,17 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
         with grpc.insecure_channel(address) as channel:
             stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
             again = stub.GetOrganization(
-                opb.GetOrganizationRequest(organization_id=created.id)
+                opb.GetOrganizationRequest(organization_id=created.id), metadata=auth
             ).organization
             revealed = credentials_pb2_grpc.CredentialServiceStub(channel).RevealCredential(
                 crpb.RevealCredentialRequest(
                     organization_id=created.id,
                     connection_id=connection.id,
                     type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
-                )
+                ),
+                metadata=auth,
             )
+        assert admin_key_file.read_text().strip() == admin_key  # no second bootstrap
         assert again.slug == "cli-org"
         assert revealed.value == secret  # same development keyring after the restart
         status = run(["migrate", "status"], cli_env)

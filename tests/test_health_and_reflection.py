@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
@@ -27,10 +28,13 @@ from singura_vault.db.setup import (
 )
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc
+from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.server import VAULT_SERVICES, VaultServer
+from singura_vault.service.access import AccessService, RateLimit
 from singura_vault.service.credentials import CredentialService
 from tests.conftest import Vault
+from tests.helpers import new_key_text
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -88,7 +92,8 @@ async def test_health_follows_postgres_down_and_back_up(
     pg, dsn = own_postgres
     db = await Database.connect(dsn, PoolSettings(min_size=1, max_size=2, connect_timeout_ms=1000))
     credentials = CredentialService(CredentialRepository(db), key_manager)
-    server = VaultServer(db, credentials, health_interval_s=0.1)
+    access = AccessService(ApiKeyRepository(db), os.urandom(32), RateLimit(0, 1))
+    server = VaultServer(db, credentials, access, health_interval_s=0.1)
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
@@ -104,7 +109,11 @@ async def test_health_follows_postgres_down_and_back_up(
         # While the database is away, calls fail fast and retryably, not INTERNAL.
         organizations = organizations_pb2_grpc.OrganizationServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await organizations.ListOrganizations(opb.ListOrganizationsRequest(), timeout=30)
+            await organizations.ListOrganizations(
+                opb.ListOrganizationsRequest(),
+                timeout=30,
+                metadata=(("authorization", f"Bearer {new_key_text()}"),),
+            )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "retry" in (info.value.details() or "")
 

@@ -1,9 +1,13 @@
-"""The server interceptor: request context, one error mapping, one log line per RPC.
+"""The server interceptor: authentication, request context, one error mapping, one log line.
 
-Every handler runs inside :func:`_guard`, which
+Every vault handler (health and reflection are left alone) runs inside a guard that
 - binds ``rpc_method`` and ``request_id`` (from ``x-request-id`` metadata, or a
   fresh one) for logs and audit events, and returns the id in trailing metadata;
-- turns a :class:`VaultError` into its gRPC status with the error's message;
+- authenticates the ``authorization: Bearer svk_...`` metadata into a principal
+  (UNAUTHENTICATED otherwise; rate-limited keys get RESOURCE_EXHAUSTED with
+  ``retry-after-ms`` in trailing metadata);
+- turns a :class:`VaultError` into its gRPC status with the error's message, and
+  audits UNAUTHENTICATED and PERMISSION_DENIED as ``access.denied`` events;
 - turns anything else into INTERNAL with a fixed message, logging the exception
   server-side with the request id, so no internal detail (or secret) reaches
   the caller.
@@ -19,93 +23,60 @@ from typing import Any, cast
 import grpc
 import structlog
 
-from singura_vault.context import RequestContext, bind_request
-from singura_vault.errors import VaultError
+from singura_vault.context import Principal, RequestContext, bind_request
+from singura_vault.errors import PermissionDenied, ResourceExhausted, Unauthenticated, VaultError
 from singura_vault.logs import get_logger
+from singura_vault.service.access import AccessService
 
 log = get_logger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server log has details under this call's request id"
 REQUEST_ID_KEY = "x-request-id"
+RETRY_AFTER_KEY = "retry-after-ms"
 _MAX_REQUEST_ID = 128
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _request_id(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and 0 < len(value) <= _MAX_REQUEST_ID:
-            return value
-    return str(uuid.uuid4())
-
-
-def _bind(method: str, context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    request_id = _request_id(context)
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(rpc_method=method, request_id=request_id)
-    bind_request(RequestContext(request_id=request_id, actor="anonymous"))
-    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-    return request_id
+def _metadata(context: Context) -> dict[str, str]:
+    return {
+        key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)
+    }
 
 
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-async def _fail(
-    context: grpc.aio.ServicerContext[Any, Any], exc: Exception, started: float
-) -> None:
-    elapsed_ms = _elapsed_ms(started)
-    if isinstance(exc, VaultError):
-        code = grpc.StatusCode[exc.code.value]
-        log.info("rpc_failed", code=code.name, duration_ms=elapsed_ms)
-        await context.abort(code, exc.message)
-    log.error("rpc_internal_error", duration_ms=elapsed_ms, exc_info=exc)
-    await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+class _Call:
+    """One RPC's request id, principal and timing."""
 
+    def __init__(self, method: str, context: Context) -> None:
+        self.method = method
+        self.context = context
+        self.metadata = _metadata(context)
+        candidate = self.metadata.get(REQUEST_ID_KEY, "")
+        self.request_id = candidate if 0 < len(candidate) <= _MAX_REQUEST_ID else str(uuid.uuid4())
+        self.principal: Principal | None = None
+        self.started = time.perf_counter()
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc_method=method, request_id=self.request_id)
+        bind_request(RequestContext(request_id=self.request_id, actor="anonymous"))
+        context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
 
-def _wrap_unary(
-    method: str, behavior: Callable[[Any, Any], Awaitable[Any]]
-) -> Callable[[Any, Any], Awaitable[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        _bind(method, context)
-        started = time.perf_counter()
-        try:
-            response = await behavior(request, context)
-        except Exception as exc:  # every failure leaves through _fail, mapped
-            await _fail(context, exc, started)
-            raise  # unreachable: _fail always aborts
-        log.info(
-            "rpc_completed", code="OK", duration_ms=round((time.perf_counter() - started) * 1000, 2)
-        )
-        return response
-
-    return handler
-
-
-def _wrap_unary_stream(
-    method: str, behavior: Callable[[Any, Any], AsyncIterator[Any]]
-) -> Callable[[Any, Any], AsyncIterator[Any]]:
-    async def handler(
-        request: Any, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Any]:
-        _bind(method, context)
-        started = time.perf_counter()
-        try:
-            async for item in behavior(request, context):
-                yield item
-        except Exception as exc:
-            await _fail(context, exc, started)
-            raise
-        log.info(
-            "rpc_completed", code="OK", duration_ms=round((time.perf_counter() - started) * 1000, 2)
+    def authenticated(self, principal: Principal) -> None:
+        self.principal = principal
+        structlog.contextvars.bind_contextvars(key_id=principal.key_id)
+        bind_request(
+            RequestContext(request_id=self.request_id, actor=principal.key_id, principal=principal)
         )
 
-    return handler
 
+class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Wraps the vault's own handlers; ``access=None`` serves without authentication
+    (only for tests of layers below it)."""
 
-class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Wraps the vault's own handlers (health and reflection pass through untouched)."""
-
-    def __init__(self, prefix: str = "/singura.vault.") -> None:
+    def __init__(self, access: AccessService | None, prefix: str = "/singura.vault.") -> None:
+        self._access = access
         self._prefix = prefix
 
     async def intercept_service(
@@ -121,16 +92,76 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             return handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(method, handler.unary_unary),
+                self._wrap_unary(method, handler.unary_unary),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _wrap_unary_stream(
+                self._wrap_unary_stream(
                     method, cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
                 ),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+    async def _begin(self, method: str, context: Context) -> _Call:
+        call = _Call(method, context)
+        if self._access is not None:
+            call.authenticated(await self._access.authenticate(call.metadata.get("authorization")))
+        return call
+
+    def _wrap_unary(
+        self, method: str, behavior: Callable[[Any, Any], Awaitable[Any]]
+    ) -> Callable[[Any, Any], Awaitable[Any]]:
+        async def handler(request: Any, context: Context) -> Any:
+            call: _Call | None = None
+            try:
+                call = await self._begin(method, context)
+                response = await behavior(request, context)
+            except Exception as exc:  # every failure leaves through _fail, mapped
+                await self._fail(call or _Call(method, context), exc)
+                raise  # unreachable: _fail always aborts
+            log.info("rpc_completed", code="OK", duration_ms=_elapsed_ms(call.started))
+            return response
+
+        return handler
+
+    def _wrap_unary_stream(
+        self, method: str, behavior: Callable[[Any, Any], AsyncIterator[Any]]
+    ) -> Callable[[Any, Any], AsyncIterator[Any]]:
+        async def handler(request: Any, context: Context) -> AsyncIterator[Any]:
+            call: _Call | None = None
+            try:
+                call = await self._begin(method, context)
+                async for item in behavior(request, context):
+                    yield item
+            except Exception as exc:
+                await self._fail(call or _Call(method, context), exc)
+                raise
+            log.info("rpc_completed", code="OK", duration_ms=_elapsed_ms(call.started))
+
+        return handler
+
+    async def _fail(self, call: _Call, exc: Exception) -> None:
+        elapsed_ms = _elapsed_ms(call.started)
+        if not isinstance(exc, VaultError):
+            log.error("rpc_internal_error", duration_ms=elapsed_ms, exc_info=exc)
+            await call.context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+        code = grpc.StatusCode[exc.code.value]
+        log.info("rpc_failed", code=code.name, duration_ms=elapsed_ms)
+        if isinstance(exc, ResourceExhausted) and exc.retry_after_ms is not None:
+            call.context.set_trailing_metadata(
+                ((REQUEST_ID_KEY, call.request_id), (RETRY_AFTER_KEY, str(exc.retry_after_ms)))
+            )
+        if isinstance(exc, Unauthenticated | PermissionDenied) and self._access is not None:
+            await self._audit_denied(call, code.name)
+        await call.context.abort(code, exc.message)
+
+    async def _audit_denied(self, call: _Call, code: str) -> None:
+        assert self._access is not None
+        try:
+            await self._access.record_denied(call.principal, call.method, code)
+        except Exception as exc:  # the refusal stands even if its audit record fails
+            log.error("denied_call_not_audited", error_type=type(exc).__name__)

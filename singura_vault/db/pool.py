@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 
 from singura_vault.config import PoolSettings
+from singura_vault.context import current_request
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.errors import ConfigError
 
@@ -102,7 +103,15 @@ class Database:
 
     @asynccontextmanager
     async def tenant(self, organization_id: UUID) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction that row-level security confines to one organization."""
+        """A transaction that row-level security confines to one organization.
+
+        For an organization key the fence is the key's own organization, whatever
+        organization the request named: a service-layer bug that forgot to check
+        still reaches nothing outside the caller's tenant.
+        """
+        principal = current_request().principal
+        if principal is not None and principal.organization_id is not None:
+            organization_id = principal.organization_id
         # Log lines of this request from here on name the tenant they concern.
         structlog.contextvars.bind_contextvars(organization_id=str(organization_id))
         async with self._transaction("singura.organization_id", str(organization_id)) as conn:
@@ -113,10 +122,24 @@ class Database:
         """A transaction in admin scope: it may list and create organizations, no more.
 
         Tenant tables ignore admin scope entirely (see migrations/001); to touch
-        an organization's data, use :meth:`tenant`.
+        an organization's data, use :meth:`tenant`. An organization key never
+        gets admin scope: its transaction is confined to its own organization.
         """
+        principal = current_request().principal
+        if principal is not None and principal.organization_id is not None:
+            async with self.tenant(principal.organization_id) as conn:
+                yield conn
+            return
         async with self._transaction("singura.scope", "admin") as conn:
             yield conn
+
+    async def fetchrow_unscoped(self, sql: str, *args: object) -> asyncpg.Record | None:
+        """One statement outside any tenant: only for SECURITY DEFINER functions
+        that are their own narrow door (singura.authenticate). Tables stay
+        invisible to it under row-level security."""
+        with map_driver_errors():
+            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+                return await conn.fetchrow(sql, *args)
 
     async def ping(self) -> None:
         """One round trip; raises Unavailable when PostgreSQL does not answer."""

@@ -17,6 +17,7 @@ from singura_vault.domain import (
 from singura_vault.errors import InvalidArgument
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.service import pagination, validation
+from singura_vault.service.authz import READ, WRITE, Authorizer
 
 UPDATABLE_FIELDS = ("display_name", "metadata", "permissions_granted")
 MAX_PERMISSIONS = 500
@@ -49,16 +50,19 @@ def _permissions(values: Sequence[str]) -> tuple[str, ...]:
 
 
 class ConnectionService:
-    def __init__(self, repository: ConnectionRepository) -> None:
+    def __init__(
+        self, repository: ConnectionRepository, authorizer: Authorizer | None = None
+    ) -> None:
         self._repository = repository
+        self._authz = authorizer or Authorizer()
 
     async def create(self, data: ConnectionInput, request_id: str) -> Connection:
         if data.platform is None:
             raise InvalidArgument("connection.platform", "is required (e.g. PLATFORM_SLACK)")
+        org_id = validation.parse_uuid("connection.organization_id", data.organization_id)
+        self._authz.require(org_id, WRITE, "create connections")
         new = NewConnection(
-            organization_id=validation.parse_uuid(
-                "connection.organization_id", data.organization_id
-            ),
+            organization_id=org_id,
             platform=data.platform,
             platform_user_id=validation.text(
                 "connection.platform_user_id", data.platform_user_id, min_length=1, max_length=255
@@ -79,9 +83,10 @@ class ConnectionService:
         return await self._repository.create(new, key)
 
     async def get(self, organization_id: str, connection_id: str) -> Connection:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, READ, "read connections")
         return await self._repository.get(
-            validation.parse_uuid("organization_id", organization_id),
-            validation.parse_uuid("connection_id", connection_id),
+            org_id, validation.parse_uuid("connection_id", connection_id)
         )
 
     async def list(
@@ -93,6 +98,7 @@ class ConnectionService:
         page_token: str,
     ) -> ConnectionPage:
         org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, READ, "list connections")
         size = pagination.page_size(page_size)
         filters = (
             str(org_id),
@@ -108,6 +114,7 @@ class ConnectionService:
 
     async def update(self, data: ConnectionInput, mask: Sequence[str], etag: str) -> Connection:
         org_id = validation.parse_uuid("connection.organization_id", data.organization_id)
+        self._authz.require(org_id, WRITE, "update connections")
         connection_id = validation.parse_uuid("connection.id", data.id)
         fields = validation.update_mask(mask, UPDATABLE_FIELDS)
         changes = ConnectionChanges(
@@ -135,10 +142,12 @@ class ConnectionService:
         reason: str,
         etag: str,
     ) -> Connection:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, WRITE, "change connection status")
         if status is None:
             raise InvalidArgument("status", "is required (e.g. CONNECTION_STATUS_INACTIVE)")
         return await self._repository.set_status(
-            validation.parse_uuid("organization_id", organization_id),
+            org_id,
             validation.parse_uuid("connection_id", connection_id),
             status,
             validation.text("reason", reason, min_length=1, max_length=500),
@@ -146,8 +155,10 @@ class ConnectionService:
         )
 
     async def delete(self, organization_id: str, connection_id: str, etag: str) -> None:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, WRITE, "delete connections")
         await self._repository.delete(
-            validation.parse_uuid("organization_id", organization_id),
+            org_id,
             validation.parse_uuid("connection_id", connection_id),
             validation.parse_etag(etag),
         )

@@ -36,6 +36,7 @@ from singura_vault.errors import (
 from singura_vault.logs import get_logger
 from singura_vault.repositories.credentials import CredentialRepository, NoDataKey
 from singura_vault.service import pagination, validation
+from singura_vault.service.authz import READ, REVEAL, WRITE, Authorizer
 
 log = get_logger(__name__)
 
@@ -102,9 +103,15 @@ def _value_bytes(value: str) -> bytes:
 class CredentialService:
     """Store, list, reveal and revoke credentials of connections."""
 
-    def __init__(self, repository: CredentialRepository, key_manager: keys.KeyManager) -> None:
+    def __init__(
+        self,
+        repository: CredentialRepository,
+        key_manager: keys.KeyManager,
+        authorizer: Authorizer | None = None,
+    ) -> None:
         self._repository = repository
         self._keys = key_manager
+        self._authz = authorizer or Authorizer()
 
     async def store(
         self,
@@ -116,6 +123,7 @@ class CredentialService:
         request_id: str,
     ) -> Credential:
         org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, WRITE, "store credentials")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
             raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
@@ -143,9 +151,10 @@ class CredentialService:
             )
 
     async def get(self, organization_id: str, credential_id: str) -> Credential:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, READ, "read credentials")
         return await self._repository.get(
-            validation.parse_uuid("organization_id", organization_id),
-            validation.parse_uuid("credential_id", credential_id),
+            org_id, validation.parse_uuid("credential_id", credential_id)
         )
 
     async def list(
@@ -158,6 +167,7 @@ class CredentialService:
         page_token: str,
     ) -> CredentialPage:
         org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, READ, "list credentials")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         size = pagination.page_size(page_size)
         filters = (
@@ -184,6 +194,7 @@ class CredentialService:
         page_token: str,
     ) -> CredentialPage:
         org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, READ, "list credential versions")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
             raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
@@ -202,6 +213,7 @@ class CredentialService:
         self, organization_id: str, within: timedelta, page_size: int, page_token: str
     ) -> CredentialPage:
         org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, READ, "list expiring credentials")
         if within <= timedelta(0) or within > MAX_EXPIRY_WINDOW:
             raise InvalidArgument("within", "must be a positive duration of at most 3650 days")
         size = pagination.page_size(page_size)
@@ -226,6 +238,7 @@ class CredentialService:
     ) -> tuple[Credential, str]:
         """Decrypt one version; the repository audits the attempt in the same transaction."""
         org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, REVEAL, "reveal credentials")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
             raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
@@ -236,8 +249,10 @@ class CredentialService:
     async def revoke(
         self, organization_id: str, credential_id: str, all_versions: bool
     ) -> Sequence[Credential]:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, WRITE, "revoke credentials")
         return await self._repository.revoke(
-            validation.parse_uuid("organization_id", organization_id),
+            org_id,
             validation.parse_uuid("credential_id", credential_id),
             all_versions,
         )

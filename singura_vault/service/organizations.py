@@ -16,6 +16,7 @@ from singura_vault.domain import (
 from singura_vault.errors import InvalidArgument
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service import pagination, validation
+from singura_vault.service.authz import Authorizer
 
 UPDATABLE_FIELDS = ("name", "slug", "domain", "plan", "settings")
 
@@ -38,10 +39,14 @@ class OrganizationPage:
 
 
 class OrganizationService:
-    def __init__(self, repository: OrganizationRepository) -> None:
+    def __init__(
+        self, repository: OrganizationRepository, authorizer: Authorizer | None = None
+    ) -> None:
         self._repository = repository
+        self._authz = authorizer or Authorizer()
 
     async def create(self, data: OrganizationInput, request_id: str) -> Organization:
+        self._authz.require_admin("create organizations")
         if data.plan is None:
             raise InvalidArgument("organization.plan", "is required (e.g. PLAN_FREE)")
         new = NewOrganization(
@@ -56,9 +61,12 @@ class OrganizationService:
         return organization
 
     async def get(self, organization_id: str) -> Organization:
-        return await self._repository.get(validation.parse_uuid("organization_id", organization_id))
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, (), "read the organization")
+        return await self._repository.get(org_id)
 
     async def list(self, page_size: int, page_token: str) -> OrganizationPage:
+        self._authz.require_admin("list organizations")
         size = pagination.page_size(page_size)
         after = pagination.decode_token(page_token, filters=())
         rows = await self._repository.list(after, size + 1)
@@ -71,6 +79,7 @@ class OrganizationService:
         self, organization_id: str, data: OrganizationInput, mask: Sequence[str], etag: str
     ) -> Organization:
         org_id = validation.parse_uuid("organization.id", organization_id)
+        self._authz.require_admin("update organizations")
         fields = validation.update_mask(mask, UPDATABLE_FIELDS)
         if "plan" in fields and data.plan is None:
             raise InvalidArgument("organization.plan", "cannot be set to PLAN_UNSPECIFIED")
@@ -89,4 +98,5 @@ class OrganizationService:
 
     async def delete(self, organization_id: str, etag: str) -> None:
         org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require_admin("delete organizations")
         await self._repository.delete(org_id, validation.parse_etag(etag))

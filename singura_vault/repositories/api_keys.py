@@ -1,0 +1,137 @@
+"""API key persistence and the audit of denied calls."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid4
+
+import asyncpg
+
+from singura_vault.context import current_request
+from singura_vault.db.pool import Database
+from singura_vault.domain import ApiKey, KeyCheck, NewApiKey, PageCursor
+from singura_vault.errors import NotFound
+from singura_vault.repositories.audit import append_event
+from singura_vault.repositories.queries import query
+
+
+def _api_key(row: asyncpg.Record) -> ApiKey:
+    return ApiKey(
+        id=row["id"],
+        key_id=row["key_id"],
+        organization_id=row["organization_id"],
+        roles=tuple(row["roles"]),
+        name=row["name"],
+        created_by=row["created_by"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        revoked_at=row["revoked_at"],
+    )
+
+
+class ApiKeyRepository:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def check(self, key_id: str, digest: bytes, rate: float, burst: float) -> KeyCheck:
+        """Authenticate and charge the rate-limit bucket: one round trip, no tenant needed."""
+        row = await self._db.fetchrow_unscoped(
+            query("api_key_authenticate"), key_id, digest, rate, burst
+        )
+        assert row is not None
+        return KeyCheck(
+            status=row["status"],
+            organization_id=row["organization_id"],
+            roles=tuple(row["roles"] or ()),
+            retry_after_ms=row["retry_after_ms"],
+        )
+
+    async def insert(self, new: NewApiKey) -> ApiKey:
+        async with self._db.admin() as conn:
+            row = await conn.fetchrow(
+                query("api_key_insert"),
+                uuid4(),
+                new.key_id,
+                new.secret_digest,
+                new.organization_id,
+                list(new.roles),
+                new.name,
+                new.created_by,
+                new.expires_at,
+            )
+        assert row is not None
+        return _api_key(row)
+
+    async def list(
+        self, organization_id: UUID | None, after: PageCursor | None, limit: int
+    ) -> list[ApiKey]:
+        async with self._db.admin() as conn:
+            rows = await conn.fetch(
+                query("api_key_list"),
+                organization_id,
+                after.at if after else None,
+                after.id if after else None,
+                limit,
+            )
+        return [_api_key(row) for row in rows]
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        async with self._db.admin() as conn:
+            row = await conn.fetchrow(query("api_key_revoke"), key_id)
+        if row is None:
+            raise NotFound(f"API key {key_id} not found")
+        return _api_key(row)
+
+    async def bootstrap_admin(self, new: NewApiKey, *, only_if_none: bool) -> bool:
+        """Insert an admin key unless its id exists, or (only_if_none) any admin key is
+        live; returns True if it inserted one."""
+        async with self._db.admin() as conn:
+            await conn.execute(query("api_key_bootstrap_lock"))
+            if only_if_none and await conn.fetchval(query("api_key_live_admin_exists")):
+                return False
+            if await conn.fetchval(query("api_key_exists"), new.key_id):
+                return False
+            await conn.execute(
+                query("api_key_insert"),
+                uuid4(),
+                new.key_id,
+                new.secret_digest,
+                None,
+                [],
+                new.name,
+                new.created_by,
+                None,
+            )
+        return True
+
+    async def record_denied(
+        self, organization_id: UUID | None, key_id: str | None, method: str, code: str
+    ) -> None:
+        """Audit a refused call: in its organization if known, else as a system event."""
+        request = current_request()
+        details = {"rpc_method": method, "code": code, "key_id": key_id}
+        if organization_id is not None:
+            async with self._db.tenant(organization_id) as conn:
+                await append_event(
+                    conn,
+                    organization_id=organization_id,
+                    actor=key_id or "unknown",
+                    action="access.denied",
+                    resource_type="rpc",
+                    resource_id=method,
+                    request_id=request.request_id,
+                    outcome="denied",
+                    details=details,
+                )
+            return
+        async with self._db.admin() as conn:
+            await append_event(
+                conn,
+                organization_id=None,
+                actor=key_id or "unknown",
+                action="access.denied",
+                resource_type="rpc",
+                resource_id=method,
+                request_id=request.request_id,
+                outcome="denied",
+                details=details,
+            )

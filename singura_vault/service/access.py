@@ -1,0 +1,263 @@
+"""Authentication and API-key administration.
+
+Keys look like ``svk_<key_id>_<secret>``: a 16-character public id that finds
+the row, and 256 random bits. Only HMAC-SHA256(SINGURA_AUTH_SECRET, key_id:secret)
+is stored. Why a keyed fast hash and not bcrypt/argon2: those slow down guessing
+of *low-entropy* passwords; a 256-bit random secret cannot be guessed at any
+speed, so a slow hash would only add tens of milliseconds to every RPC. The key
+(the auth secret, kept outside the database) means a database dump alone cannot
+even confirm whether a key found elsewhere is valid.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from singura_vault.config import Settings
+from singura_vault.context import Principal, Role
+from singura_vault.domain import ApiKey, NewApiKey, PageCursor
+from singura_vault.errors import (
+    ConfigError,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+)
+from singura_vault.logs import get_logger
+from singura_vault.repositories.api_keys import ApiKeyRepository
+from singura_vault.service import pagination, validation
+from singura_vault.service.authz import Authorizer
+
+log = get_logger(__name__)
+
+KEY_PREFIX = "svk_"
+_KEY_PATTERN = re.compile(r"^svk_([a-z0-9]{16})_([A-Za-z0-9_-]{43})$")
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+# Deliberately one message for every kind of bad key: no oracle for which part was wrong.
+INVALID_KEY_MESSAGE = (
+    "missing, malformed, unknown, revoked or expired API key; send "
+    "'authorization: Bearer svk_...' metadata with a valid key"
+)
+ADMIN_KEY_FILE = "admin-api-key"
+AUTH_SECRET_FILE = "auth-secret"  # noqa: S105 - a file name
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """Per-key token bucket: rate tokens per second, at most burst saved up (0 = off)."""
+
+    rate: float
+    burst: float
+
+
+@dataclass(frozen=True)
+class CreatedApiKey:
+    api_key: ApiKey
+    secret: str  # the full svk_ key: returned once, never stored or logged
+
+
+def load_auth_secret(settings: Settings) -> bytes:
+    """The HMAC key for API-key digests: SINGURA_AUTH_SECRET, or a generated
+    development file in the data dir (embedded, non-production only)."""
+    if settings.auth_secret is not None:
+        return _decode_secret(settings.auth_secret)
+    if settings.production or not settings.embedded:
+        raise ConfigError(
+            "SINGURA_AUTH_SECRET is required with an external DATABASE_URL or in "
+            "production (every vault process must share it); generate one with "
+            "`singura-vault keys generate`"
+        )
+    path = settings.data_dir / AUTH_SECRET_FILE
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _write_private(path, base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        log.warning("development_auth_secret_created", path=str(path))
+    return _decode_secret(path.read_text(encoding="utf-8").strip())
+
+
+def _decode_secret(value: str) -> bytes:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(
+            "SINGURA_AUTH_SECRET must be 32 random bytes, base64-encoded (44 characters); "
+            "generate one with `singura-vault keys generate`"
+        )
+    return raw
+
+
+def _replace_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.unlink(missing_ok=True)
+    _write_private(path, text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+class AccessService:
+    """Turns bearer tokens into principals; creates, lists and revokes API keys."""
+
+    def __init__(
+        self,
+        repository: ApiKeyRepository,
+        auth_secret: bytes,
+        rate_limit: RateLimit,
+        authorizer: Authorizer | None = None,
+    ) -> None:
+        self._repository = repository
+        self._auth_secret = auth_secret
+        self._rate_limit = rate_limit
+        self._authz = authorizer or Authorizer()
+
+    def _digest(self, key_id: str, secret: str) -> bytes:
+        return hmac.new(self._auth_secret, f"{key_id}:{secret}".encode(), hashlib.sha256).digest()
+
+    def _new_key(self) -> tuple[str, str, bytes]:
+        key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+        secret = secrets.token_urlsafe(32)
+        return key_id, f"{KEY_PREFIX}{key_id}_{secret}", self._digest(key_id, secret)
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        """The principal behind an ``authorization`` header value; Unauthenticated otherwise."""
+        if not authorization or not authorization.startswith("Bearer "):
+            raise Unauthenticated(INVALID_KEY_MESSAGE)
+        match = _KEY_PATTERN.fullmatch(authorization.removeprefix("Bearer ").strip())
+        if match is None:
+            raise Unauthenticated(INVALID_KEY_MESSAGE)
+        key_id, secret = match[1], match[2]
+        check = await self._repository.check(
+            key_id, self._digest(key_id, secret), self._rate_limit.rate, self._rate_limit.burst
+        )
+        if check.status == "rate_limited":
+            raise ResourceExhausted(
+                f"API key {key_id} exceeded its rate limit of {self._rate_limit.rate:g} "
+                f"requests per second; retry after {check.retry_after_ms} ms",
+                retry_after_ms=check.retry_after_ms,
+            )
+        if check.status != "ok":
+            raise Unauthenticated(INVALID_KEY_MESSAGE)
+        return Principal(
+            key_id=key_id,
+            organization_id=check.organization_id,
+            roles=frozenset(Role(r) for r in check.roles),
+        )
+
+    async def create(
+        self,
+        organization_id: str,
+        roles: Sequence[Role],
+        name: str,
+        expires_at: datetime | None,
+    ) -> CreatedApiKey:
+        creator = self._authz.require_admin("create API keys")
+        org_id = validation.parse_optional_uuid("organization_id", organization_id)
+        if org_id is None and roles:
+            raise InvalidArgument("roles", "must be empty for an admin key (no organization_id)")
+        if org_id is not None and not roles:
+            raise InvalidArgument("roles", "an organization key needs at least one role")
+        if expires_at is not None and expires_at <= datetime.now(UTC):
+            raise InvalidArgument("expire_time", "must be in the future")
+        key_id, full_key, digest = self._new_key()
+        api_key = await self._repository.insert(
+            NewApiKey(
+                key_id=key_id,
+                secret_digest=digest,
+                organization_id=org_id,
+                roles=tuple(sorted({r.value for r in roles})),
+                name=validation.text("name", name, min_length=0, max_length=200),
+                created_by=creator.key_id,
+                expires_at=expires_at,
+            )
+        )
+        log.info(
+            "api_key_created", key_id=key_id, scope="admin" if org_id is None else "organization"
+        )
+        return CreatedApiKey(api_key, full_key)
+
+    async def list(
+        self, organization_id: str, page_size: int, page_token: str
+    ) -> tuple[tuple[ApiKey, ...], str]:
+        self._authz.require_admin("list API keys")
+        org_id = validation.parse_optional_uuid("organization_id", organization_id)
+        size = pagination.page_size(page_size)
+        filters = ("api_keys", str(org_id or ""))
+        after = pagination.decode_token(page_token, filters)
+        rows = await self._repository.list(org_id, after, size + 1)
+        return pagination.next_page(rows, size, filters, lambda k: PageCursor(k.created_at, k.id))
+
+    async def revoke(self, key_id: str) -> ApiKey:
+        self._authz.require_admin("revoke API keys")
+        if not re.fullmatch(r"[a-z0-9]{16}", key_id):
+            raise InvalidArgument(
+                "key_id", "must be the 16-character id from the key (svk_<id>_...)"
+            )
+        api_key = await self._repository.revoke(key_id)
+        log.info("api_key_revoked", key_id=key_id)
+        return api_key
+
+    async def record_denied(self, principal: Principal | None, method: str, code: str) -> None:
+        await self._repository.record_denied(
+            principal.organization_id if principal else None,
+            principal.key_id if principal else None,
+            method,
+            code,
+        )
+
+    async def bootstrap_admin_key(self, data_dir: Path, explicit_key: str | None) -> None:
+        """Make sure an admin key exists on first start (docs/operations.md).
+
+        With SINGURA_BOOTSTRAP_ADMIN_KEY, that key is registered if its id is new.
+        Otherwise, if no live admin key exists, one is generated and written to
+        <data dir>/admin-api-key (mode 0600); only the path is logged.
+        """
+        if explicit_key is not None:
+            match = _KEY_PATTERN.fullmatch(explicit_key.strip())
+            if match is None:
+                raise ConfigError(
+                    "SINGURA_BOOTSTRAP_ADMIN_KEY must look like svk_<16 lowercase letters or "
+                    "digits>_<43 URL-safe base64 characters>; leave it unset to have the "
+                    "vault generate one"
+                )
+            key_id, secret = match[1], match[2]
+            inserted = await self._repository.bootstrap_admin(
+                self._admin_key(key_id, self._digest(key_id, secret)), only_if_none=False
+            )
+            if inserted:
+                log.info("bootstrap_admin_key_registered", key_id=key_id)
+            return
+        key_id, full_key, digest = self._new_key()
+        path = data_dir / ADMIN_KEY_FILE
+        if not await self._repository.bootstrap_admin(
+            self._admin_key(key_id, digest), only_if_none=True
+        ):
+            return
+        await asyncio.to_thread(_replace_private, path, full_key + "\n")
+        log.warning("bootstrap_admin_key_created", key_id=key_id, path=str(path))
+
+    @staticmethod
+    def _admin_key(key_id: str, digest: bytes) -> NewApiKey:
+        return NewApiKey(
+            key_id=key_id,
+            secret_digest=digest,
+            organization_id=None,
+            roles=(),
+            name="bootstrap admin key",
+            created_by="bootstrap",
+            expires_at=None,
+        )

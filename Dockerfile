@@ -54,9 +54,11 @@ RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/singura_vault-*.whl
 
 # Listen on every interface so that the published port reaches the vault. The vault
-# refuses plaintext gRPC on a non-loopback address unless SINGURA_ALLOW_INSECURE=1;
-# TLS arrives in a later release, and until then the image expects a TLS-terminating
-# proxy or service mesh in front of it: never publish this port to an untrusted network.
+# refuses plaintext gRPC on a non-loopback address unless SINGURA_ALLOW_INSECURE=1.
+# This default expects a TLS-terminating proxy or service mesh in front: to have the
+# vault terminate TLS itself, mount certificates, set SINGURA_TLS_CERT/SINGURA_TLS_KEY
+# (and SINGURA_TLS_CLIENT_CA for mTLS), set SINGURA_ALLOW_INSECURE=0, and override the
+# HEALTHCHECK with the --tls options (docs/operations.md).
 ENV SINGURA_LISTEN=0.0.0.0:50051 \
     SINGURA_ALLOW_INSECURE=1 \
     SINGURA_DATA_DIR=/var/lib/singura-vault

@@ -77,17 +77,30 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--address", default=DEFAULT_LISTEN, help="host:port of the vault")
     health.add_argument("--service", default="", help="service name; empty = whole server")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    # Any --tls-* option implies --tls: asking for a CA or a client certificate
+    # and then speaking plaintext would never be what was meant.
+    health.add_argument(
+        "--tls",
+        action="store_true",
+        help="speak TLS (trusting gRPC's default roots unless --tls-ca)",
+    )
+    health.add_argument("--tls-ca", type=Path, metavar="FILE", help="PEM CA bundle to trust")
+    health.add_argument(
+        "--tls-cert", type=Path, metavar="FILE", help="PEM client certificate, for mTLS"
+    )
+    health.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM client key, for mTLS")
+    health.add_argument(
+        "--tls-server-name",
+        metavar="NAME",
+        help="name to check the vault's certificate against, instead of the address's host",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "health":
-        from singura_vault.probe import probe
-
-        code, message = probe(args.address, args.service, args.timeout)
-        print(message, file=sys.stdout if code == 0 else sys.stderr)
-        return code
+        return _health(args)
     if args.command == "keys":
         return _keys(args)
     if args.command == "migrate" and args.migrate_command == "create":
@@ -122,6 +135,25 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from singura_vault.probe import EXIT_BAD_ARGUMENTS, probe
+    from singura_vault.tls import channel_credentials
+
+    credentials = None
+    tls_options = (args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
+    if args.tls or any(option is not None for option in tls_options):
+        try:
+            credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_BAD_ARGUMENTS
+    code, message = probe(
+        args.address, args.service, args.timeout, credentials, args.tls_server_name
+    )
+    print(message, file=sys.stdout if code == 0 else sys.stderr)
+    return code
 
 
 def _keys(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ and the embedded PostgreSQL stop).
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 import grpc
@@ -47,6 +48,7 @@ from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService, load_key_manager
 from singura_vault.service.organizations import OrganizationService
+from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
 
 log = get_logger(__name__)
 
@@ -58,13 +60,13 @@ VAULT_SERVICES = (
 )
 
 
-def check_listen_address(listen: str, *, allow_insecure: bool) -> None:
-    """Refuse plaintext gRPC beyond loopback unless explicitly allowed."""
-    if not is_loopback(listen_host(listen)) and not allow_insecure:
+def check_listen_address(listen: str, *, allow_insecure: bool, tls: bool = False) -> None:
+    """Refuse plaintext gRPC beyond loopback unless explicitly allowed (TLS may listen anywhere)."""
+    if not tls and not is_loopback(listen_host(listen)) and not allow_insecure:
         raise ConfigError(
             f"refusing to serve plaintext gRPC on non-loopback address {listen}; "
-            "listen on 127.0.0.1 (the default) or set SINGURA_ALLOW_INSECURE=1 "
-            "behind a TLS-terminating proxy"
+            "set SINGURA_TLS_CERT and SINGURA_TLS_KEY, listen on 127.0.0.1 (the default), "
+            "or set SINGURA_ALLOW_INSECURE=1 behind a TLS-terminating proxy"
         )
 
 
@@ -116,14 +118,22 @@ class VaultServer:
         self._monitor = HealthMonitor(self._health, VAULT_SERVICES, db.ping, health_interval_s)
         self.port = 0
 
-    async def start(self, listen: str, *, allow_insecure: bool = False) -> int:
-        """Bind and start serving; returns the bound port (useful with port 0)."""
-        check_listen_address(listen, allow_insecure=allow_insecure)
+    async def start(
+        self, listen: str, *, allow_insecure: bool = False, tls: TlsSettings | None = None
+    ) -> int:
+        """Bind and start serving (TLS when tls is given); returns the bound port."""
+        check_listen_address(listen, allow_insecure=allow_insecure, tls=tls is not None)
         try:
-            self.port = self._server.add_insecure_port(listen)
+            if tls is None:
+                self.port = self._server.add_insecure_port(listen)
+            else:
+                self.port = self._server.add_secure_port(listen, server_credentials(tls))
         except RuntimeError:
+            # gRPC says only "failed to bind", also when it rejects the certificate;
+            # tls_settings_from_env has already checked that the pair loads and matches.
             raise ConfigError(
                 f"could not listen on SINGURA_LISTEN={listen}; is another process using the port?"
+                + ("" if tls is None else " (GRPC_VERBOSITY=debug shows gRPC's TLS errors)")
             ) from None
         await self._monitor.check_once()
         await self._server.start()
@@ -141,7 +151,12 @@ class VaultServer:
 
 async def serve(settings: Settings) -> None:
     """Run the vault until SIGTERM or SIGINT."""
-    check_listen_address(settings.listen, allow_insecure=settings.allow_insecure)
+    # Read here, not in load_settings: only serving needs the certificate files
+    # (a migrate job may share the environment without mounting them).
+    tls = tls_settings_from_env(os.environ)
+    check_listen_address(
+        settings.listen, allow_insecure=settings.allow_insecure, tls=tls is not None
+    )
     # Keys first: a bad ENCRYPTION_KEY should stop the vault before it touches data.
     key_manager = load_key_manager(settings)
     auth_secret = load_auth_secret(settings)
@@ -158,11 +173,12 @@ async def serve(settings: Settings) -> None:
         )
         await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
         server = VaultServer(db, credentials, access, health_interval_s=settings.health_interval_s)
-        port = await server.start(settings.listen, allow_insecure=settings.allow_insecure)
+        port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
         log.info(
             "vault_serving",
             listen=settings.listen,
             port=port,
+            tls="off" if tls is None else "mutual" if tls.mutual else "server",
             database="embedded" if prepared.embedded else "external",
             data_dir=str(settings.data_dir) if prepared.embedded else None,
         )

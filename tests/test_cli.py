@@ -198,6 +198,7 @@ def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
         ("DATABASE_URL", "mysql://root:hunter2@db/x", "DATABASE_URL must be a PostgreSQL URL"),
         ("ENCRYPTION_KEY", "hunter2-is-a-32-character-secret", "singura-vault keys generate"),
         ("SINGURA_ENV", "production", "ENCRYPTION_KEY"),
+        ("SINGURA_TLS_CERT", "/nonexistent/cert.pem", "SINGURA_TLS_KEY"),
     ],
 )
 def test_bad_configuration_refuses_to_start(

@@ -211,15 +211,18 @@ async def test_status_changes_are_recorded_with_reason(vault: Vault, owner_dsn: 
     try:
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org.id)
         rows = await owner.fetch(
-            "SELECT action, resource_id, details::text AS details FROM singura.audit_logs"
+            "SELECT action, actor, request_id, resource_id, details::text AS details "
+            "FROM singura.audit_logs WHERE action = 'connection.status_changed'"
         )
     finally:
         await owner.close()
     assert len(rows) == 1
-    assert rows[0]["action"] == "connection.status_changed"
+    assert rows[0]["actor"] == vault.admin_key[4:20]
+    assert rows[0]["request_id"]
     assert rows[0]["resource_id"] == conn.id
     assert '"old_status": "active"' in rows[0]["details"]
     assert '"new_status": "revoked"' in rows[0]["details"]
+    assert '"reason": "user revoked the app in Slack"' in rows[0]["details"]
 
 
 async def test_plan_limit_caps_active_connections(vault: Vault) -> None:

@@ -190,6 +190,16 @@ class Database:
                 self._pool.acquire(timeout=self._acquire_timeout_s) as conn,
                 conn.transaction(),
             ):
-                await conn.execute("SELECT set_config($1, $2, true)", setting, value)
+                # One round trip sets the scope and, for the audit triggers, who acts
+                # and under which request id (all transaction-scoped).
+                request = current_request()
+                await conn.execute(
+                    "SELECT set_config($1, $2, true), set_config('singura.actor', $3, true), "
+                    "set_config('singura.request_id', $4, true)",
+                    setting,
+                    value,
+                    request.actor,
+                    request.request_id,
+                )
                 # The pool hands out a proxy that behaves as a Connection.
                 yield cast(asyncpg.Connection, conn)

@@ -6,7 +6,6 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from singura_vault.context import current_request
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
@@ -25,7 +24,6 @@ from singura_vault.errors import (
     VaultError,
 )
 from singura_vault.repositories._rows import connection_from_row, organization_from_row
-from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.organizations import not_found as organization_not_found
 from singura_vault.repositories.queries import query
 
@@ -148,7 +146,7 @@ class ConnectionRepository:
         reason: str,
         expected_version: int | None,
     ) -> Connection:
-        """Change the lifecycle status and record the change in the audit log."""
+        """Change the lifecycle status (the audit trigger records old -> new and the reason)."""
         async with self._db.tenant(organization_id) as conn:
             current = await self._lock(conn, organization_id, connection_id, expected_version)
             if status is ConnectionStatus.ACTIVE and current.status is not ConnectionStatus.ACTIVE:
@@ -159,21 +157,6 @@ class ConnectionRepository:
                 connection_id,
                 status.value,
                 reason,
-            )
-            request = current_request()
-            await append_event(
-                conn,
-                organization_id=organization_id,
-                actor=request.actor,
-                action="connection.status_changed",
-                resource_type="connection",
-                resource_id=str(connection_id),
-                request_id=request.request_id,
-                details={
-                    "old_status": current.status.value,
-                    "new_status": status.value,
-                    "reason": reason,
-                },
             )
         assert row is not None
         return connection_from_row(row)

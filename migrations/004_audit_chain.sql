@@ -26,6 +26,9 @@ CREATE TABLE singura.audit_chain_heads (
     last_hash bytea NOT NULL
 );
 
+-- Readable by the service so that verification notices missing newest events.
+GRANT SELECT ON singura.audit_chain_heads TO singura_app;
+
 -- Left by retention pruning, so the chain after the pruned prefix still verifies.
 CREATE TABLE singura.audit_checkpoints (
     chain_key          uuid PRIMARY KEY,

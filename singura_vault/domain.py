@@ -262,3 +262,57 @@ class KeyCheck:
     organization_id: UUID | None
     roles: tuple[str, ...]
     retry_after_ms: int
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One entry of an organization's (or the system's) audit chain."""
+
+    id: int
+    organization_id: UUID | None
+    sequence: int
+    occurred_at: datetime
+    actor: str
+    action: str
+    resource_type: str
+    resource_id: str | None
+    request_id: str | None
+    outcome: str
+    details: dict[str, Any]
+    prev_hash: bytes
+    hash: bytes
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """Optional filters of audit listing and export (None = any)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    action: str | None = None
+    resource_type: str | None = None
+    resource_id: str | None = None
+    actor: str | None = None
+    outcome: str | None = None
+
+
+@dataclass(frozen=True)
+class ChainLink:
+    """What verification needs of one event: stored links and the recomputed canonical text."""
+
+    id: int
+    sequence: int
+    prev_hash: bytes
+    hash: bytes
+    canonical: str
+
+
+@dataclass(frozen=True)
+class ChainState:
+    """A chain's prune checkpoint (if any) and its head as the appends left it."""
+
+    pruned_through: int
+    pruned_count: int
+    pruned_last_hash: bytes | None
+    head_sequence: int
+    head_hash: bytes | None

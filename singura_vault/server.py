@@ -19,6 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from singura_vault.api.access import AccessServicer
+from singura_vault.api.audit import AuditServicer
 from singura_vault.api.connections import ConnectionServicer
 from singura_vault.api.credentials import CredentialServicer
 from singura_vault.api.interceptors import VaultInterceptor
@@ -32,6 +33,8 @@ from singura_vault.logs import get_logger
 from singura_vault.proto.singura.vault.v1 import (
     access_pb2,
     access_pb2_grpc,
+    audit_pb2,
+    audit_pb2_grpc,
     connections_pb2,
     connections_pb2_grpc,
     credentials_pb2,
@@ -40,10 +43,12 @@ from singura_vault.proto.singura.vault.v1 import (
     organizations_pb2_grpc,
 )
 from singura_vault.repositories.api_keys import ApiKeyRepository
+from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
+from singura_vault.service.audit import AuditService
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService, load_key_manager
@@ -57,6 +62,7 @@ VAULT_SERVICES = (
     connections_pb2.DESCRIPTOR.services_by_name["ConnectionService"].full_name,
     credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name,
     access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+    audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
 )
 
 
@@ -97,6 +103,9 @@ class VaultServer:
         connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
             ConnectionServicer(ConnectionService(ConnectionRepository(db), authorizer)),
             self._server,
+        )
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditServicer(AuditService(AuditRepository(db), authorizer)), self._server
         )
         if access is not None:
             access_pb2_grpc.add_AccessServiceServicer_to_server(

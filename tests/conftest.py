@@ -9,8 +9,13 @@ and dropped ``WITH (FORCE)`` afterwards, so tests never see each other's rows.
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -45,7 +50,7 @@ from singura_vault.server import VaultServer
 from singura_vault.service.access import AccessService, RateLimit
 from singura_vault.service.credentials import CredentialService
 from tests import canaries
-from tests.helpers import BearerToken, new_key_text
+from tests.helpers import bearer, new_key_text
 
 TEMPLATE_DB = "singura_test_template"
 
@@ -202,7 +207,7 @@ class Vault(Stubs):
 
     def as_key(self, key: str | None) -> Stubs:
         """Stubs on a new channel that send ``key`` (None: no authorization at all)."""
-        interceptors = [BearerToken(key)] if key is not None else []
+        interceptors = bearer(key) if key is not None else []
         channel = grpc.aio.insecure_channel(self.address, interceptors=interceptors)
         self._channels.append(channel)
         return Stubs.on(channel)
@@ -237,7 +242,7 @@ async def start_vault(
     )
     port = await server.start("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
-    channel = grpc.aio.insecure_channel(address, interceptors=[BearerToken(admin_key)])
+    channel = grpc.aio.insecure_channel(address, interceptors=bearer(admin_key))
     stubs = Stubs.on(channel)
     return Vault(
         channel=channel,
@@ -267,3 +272,47 @@ async def vault(
     running = await start_vault(db, credential_service, access_service)
     yield running
     await stop_vault(running)
+
+
+@pytest.fixture
+async def second_process(
+    vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str
+) -> AsyncIterator[str]:
+    """`singura-vault serve` in another process on the same database; yields its address."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SINGURA_"))}
+    env.update(
+        DATABASE_URL=service_dsn,
+        ENCRYPTION_KEY=root_key,
+        SINGURA_AUTH_SECRET=base64.b64encode(auth_secret).decode(),
+        SINGURA_BOOTSTRAP_ADMIN_KEY=vault.admin_key,
+        SINGURA_LISTEN=f"127.0.0.1:{port}",
+        SINGURA_RATE_LIMIT_RPS="0",
+    )
+    # Popen only starts the process; its output is read in a thread below.
+    process = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, "-m", "singura_vault", "serve"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines = await asyncio.to_thread(_read_until_serving, process)
+    assert lines, "the second vault exited before serving"
+    yield f"127.0.0.1:{port}"
+    process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(process.wait, 60)
+
+
+def _read_until_serving(process: subprocess.Popen[str]) -> list[str]:
+    assert process.stderr is not None
+    lines = []
+    for line in process.stderr:
+        lines.append(line)
+        if '"vault_serving"' in line:
+            return lines
+    return []

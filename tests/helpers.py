@@ -21,10 +21,7 @@ def new_key_text() -> str:
     return f"svk_{key_id}_{secrets.token_urlsafe(32)}"
 
 
-class BearerToken(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-):
+class _Bearer:
     """Adds ``authorization: Bearer <key>`` to every call that does not set its own."""
 
     def __init__(self, key: str) -> None:
@@ -36,11 +33,21 @@ class BearerToken(
             metadata.append(("authorization", f"Bearer {self._key}"))
         return details._replace(metadata=metadata)
 
+
+class _UnaryBearer(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
 
+
+class _StreamBearer(_Bearer, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._with_token(details), request)
+
+
+def bearer(key: str) -> list[Any]:
+    """Client interceptors that authenticate every call with ``key`` (grpc.aio files
+    an interceptor under one call kind only, hence one per kind)."""
+    return [_UnaryBearer(key), _StreamBearer(key)]
 
 
 def org_message(**overrides: Any) -> opb.Organization:

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -466,50 +461,6 @@ async def test_rls_alone_stops_cross_tenant_access(
         assert unchanged.connection == conn_b
     finally:
         await stop_vault(vault)
-
-
-@pytest.fixture
-async def second_process(
-    vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str
-) -> AsyncIterator[str]:
-    """`singura-vault serve` in another process on the same database; yields its address."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SINGURA_"))}
-    env.update(
-        DATABASE_URL=service_dsn,
-        ENCRYPTION_KEY=root_key,
-        SINGURA_AUTH_SECRET=base64.b64encode(auth_secret).decode(),
-        SINGURA_BOOTSTRAP_ADMIN_KEY=vault.admin_key,
-        SINGURA_LISTEN=f"127.0.0.1:{port}",
-        SINGURA_RATE_LIMIT_RPS="0",
-    )
-    # Popen only starts the process; its output is read in a thread below.
-    process = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, "-m", "singura_vault", "serve"],
-        env=env,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    lines = await asyncio.to_thread(_read_until_serving, process)
-    assert lines, "the second vault exited before serving"
-    yield f"127.0.0.1:{port}"
-    process.send_signal(signal.SIGTERM)
-    await asyncio.to_thread(process.wait, 60)
-
-
-def _read_until_serving(process: subprocess.Popen[str]) -> list[str]:
-    assert process.stderr is not None
-    lines = []
-    for line in process.stderr:
-        lines.append(line)
-        if '"vault_serving"' in line:
-            return lines
-    return []
 
 
 async def test_revocation_reaches_a_second_vault_process(vault: Vault, second_process: str) -> None:

@@ -5,12 +5,19 @@ Only ids, types, statuses and reasons go into ``details`` -- never a secret.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from singura_vault.db.pool import Database
+from singura_vault.domain import AuditEvent, AuditFilter, ChainLink, ChainState
 from singura_vault.repositories.queries import query
+
+# The chain of events that belong to no organization.
+SYSTEM_CHAIN = UUID(int=0)
 
 
 async def append_event(
@@ -37,3 +44,107 @@ async def append_event(
         outcome,
         details,
     )
+
+
+def _event(row: asyncpg.Record) -> AuditEvent:
+    return AuditEvent(
+        id=row["id"],
+        organization_id=row["organization_id"],
+        sequence=row["chain_seq"],
+        occurred_at=row["occurred_at"],
+        actor=row["actor"],
+        action=row["action"],
+        resource_type=row["resource_type"],
+        resource_id=row["resource_id"],
+        request_id=row["request_id"],
+        outcome=row["outcome"],
+        details=row["details"],
+        prev_hash=row["prev_hash"],
+        hash=row["hash"],
+    )
+
+
+def _filter_args(f: AuditFilter) -> tuple[object, ...]:
+    return (f.start, f.end, f.action, f.resource_type, f.resource_id, f.actor, f.outcome)
+
+
+class AuditRepository:
+    """Reading, exporting, verifying, pruning and erasing audit chains."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def _scope(self, organization_id: UUID | None) -> Any:
+        return self._db.admin() if organization_id is None else self._db.tenant(organization_id)
+
+    async def newest_first(
+        self,
+        organization_id: UUID | None,
+        audit_filter: AuditFilter,
+        before_sequence: int | None,
+        limit: int,
+    ) -> list[AuditEvent]:
+        async with self._scope(organization_id) as conn:
+            rows = await conn.fetch(
+                query("audit_list"),
+                organization_id,
+                *_filter_args(audit_filter),
+                before_sequence,
+                limit,
+            )
+        return [_event(row) for row in rows]
+
+    async def export(
+        self, organization_id: UUID | None, audit_filter: AuditFilter, batch_size: int
+    ) -> AsyncIterator[list[AuditEvent]]:
+        """Batches oldest first, each read in its own short transaction: memory stays
+        flat whatever the trail's size, and no transaction stays open while the
+        client reads."""
+        after = 0
+        while True:
+            async with self._scope(organization_id) as conn:
+                rows = await conn.fetch(
+                    query("audit_export"),
+                    organization_id,
+                    *_filter_args(audit_filter),
+                    after,
+                    batch_size,
+                )
+            if not rows:
+                return
+            batch = [_event(row) for row in rows]
+            after = batch[-1].sequence
+            yield batch
+            if len(rows) < batch_size:
+                return
+
+    async def chain_state(self, organization_id: UUID | None) -> ChainState:
+        key = organization_id or SYSTEM_CHAIN
+        async with self._scope(organization_id) as conn:
+            checkpoint = await conn.fetchrow(query("audit_checkpoint"), key)
+            head = await conn.fetchrow(query("audit_head"), key)
+        return ChainState(
+            pruned_through=checkpoint["pruned_through_seq"] if checkpoint else 0,
+            pruned_count=checkpoint["pruned_count"] if checkpoint else 0,
+            pruned_last_hash=checkpoint["last_pruned_hash"] if checkpoint else None,
+            head_sequence=head["last_seq"] if head else 0,
+            head_hash=head["last_hash"] if head else None,
+        )
+
+    async def links(
+        self, organization_id: UUID | None, after_sequence: int, limit: int
+    ) -> list[ChainLink]:
+        async with self._scope(organization_id) as conn:
+            rows = await conn.fetch(
+                query("audit_chain_batch"), organization_id, after_sequence, limit
+            )
+        return [
+            ChainLink(r["id"], r["chain_seq"], r["prev_hash"], r["hash"], r["canonical"])
+            for r in rows
+        ]
+
+    async def prune(self, before: datetime, actor: str) -> dict[UUID, int]:
+        """Delete events older than ``before`` from every chain, leaving checkpoints."""
+        async with self._db.admin() as conn:
+            rows = await conn.fetch(query("audit_prune"), before, actor)
+        return {row["chain_key"]: row["pruned"] for row in rows}

@@ -73,9 +73,13 @@ class CredentialRepository:
             version: int = await conn.fetchval(query("data_key_next_version"), organization_id)
         return version
 
-    async def add_data_key(self, key: StoredDataKey) -> None:
-        """Insert a wrapped data key; a concurrent insert of the same version wins silently."""
+    async def add_data_key(self, key: StoredDataKey, *, only_if_none: bool = False) -> None:
+        """Insert a wrapped data key; a concurrent insert of the same version wins
+        silently. With only_if_none, nothing is inserted if a live key exists."""
         async with self._db.tenant(key.organization_id) as conn:
+            await conn.execute(query("data_key_creation_lock"), key.organization_id)
+            if only_if_none and await conn.fetchrow(query("data_key_current"), key.organization_id):
+                return
             await conn.execute(
                 query("data_key_insert"),
                 key.organization_id,

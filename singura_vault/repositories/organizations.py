@@ -6,6 +6,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from singura_vault.context import current_request
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
@@ -120,10 +121,15 @@ class OrganizationRepository:
         return organization_from_row(row)
 
     async def delete(self, organization_id: UUID, expected_version: int | None) -> None:
-        """Delete an organization; its connections and credentials cascade."""
+        """Erase an organization (GDPR): its connections, credentials and data keys
+        cascade, its audit trail is erased, and one non-personal system event
+        records the erasure -- all in one transaction."""
         async with self._db.tenant(organization_id) as conn:
             await self._lock(conn, organization_id, expected_version)
             await conn.execute(query("organization_delete"), organization_id)
+            await conn.execute(
+                query("audit_erase_organization"), organization_id, current_request().actor
+            )
 
     async def _lock(
         self, conn: asyncpg.Connection, organization_id: UUID, expected_version: int | None

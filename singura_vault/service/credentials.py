@@ -324,5 +324,6 @@ class CredentialService:
         version = await self._repository.next_data_key_version(organization_id)
         wrapped = await self._keys.create_data_key(organization_id, version)
         await self._repository.add_data_key(
-            StoredDataKey(organization_id, version, wrapped.root_key_id, wrapped.blob)
+            StoredDataKey(organization_id, version, wrapped.root_key_id, wrapped.blob),
+            only_if_none=True,
         )

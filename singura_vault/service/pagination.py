@@ -14,7 +14,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from singura_vault.domain import PageCursor
@@ -45,31 +45,63 @@ def next_page(
     return items, encode_token(key(items[-1]), filters)
 
 
-def _fingerprint(filters: Sequence[str]) -> str:
-    return hashlib.sha256("\x00".join(filters).encode()).hexdigest()[:16]
-
-
 def encode_token(cursor: PageCursor, filters: Sequence[str]) -> str:
-    payload = {"t": cursor.at.isoformat(), "i": str(cursor.id), "f": _fingerprint(filters)}
-    raw = json.dumps(payload, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return _encode({"t": cursor.at.isoformat(), "i": str(cursor.id)}, filters)
 
 
 def decode_token(token: str, filters: Sequence[str]) -> PageCursor | None:
     """The cursor in a page token ('' means the first page)."""
+    payload = _decode(token, filters)
+    if payload is None:
+        return None
+    try:
+        return PageCursor(at=datetime.fromisoformat(payload["t"]), id=UUID(payload["i"]))
+    except (ValueError, KeyError, TypeError):
+        raise _not_ours() from None
+
+
+def encode_sequence_token(sequence: int, filters: Sequence[str]) -> str:
+    """A token for listings ordered by a chain position rather than (time, id)."""
+    return _encode({"s": sequence}, filters)
+
+
+def decode_sequence_token(token: str, filters: Sequence[str]) -> int | None:
+    payload = _decode(token, filters)
+    if payload is None:
+        return None
+    try:
+        return int(payload["s"])
+    except (ValueError, KeyError, TypeError):
+        raise _not_ours() from None
+
+
+def _encode(payload: dict[str, Any], filters: Sequence[str]) -> str:
+    raw = json.dumps({**payload, "f": _fingerprint(filters)}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode(token: str, filters: Sequence[str]) -> dict[str, Any] | None:
     if not token:
         return None
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        payload = json.loads(raw)
-        cursor = PageCursor(at=datetime.fromisoformat(payload["t"]), id=UUID(payload["i"]))
+        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         fingerprint = payload["f"]
     except (ValueError, KeyError, TypeError):
-        raise InvalidArgument(
-            "page_token", "is not a token this service issued; start again with an empty token"
-        ) from None
+        raise _not_ours() from None
     if fingerprint != _fingerprint(filters):
         raise InvalidArgument(
             "page_token", "was issued for different filters; repeat the original filters"
         )
-    return cursor
+    if not isinstance(payload, dict):
+        raise _not_ours()
+    return payload
+
+
+def _not_ours() -> InvalidArgument:
+    return InvalidArgument(
+        "page_token", "is not a token this service issued; start again with an empty token"
+    )
+
+
+def _fingerprint(filters: Sequence[str]) -> str:
+    return hashlib.sha256("\x00".join(filters).encode()).hexdigest()[:16]

@@ -12,6 +12,11 @@ SELECT organization_id, version, root_key_id, wrapped_key
 -- Destroyed versions count too: a version number is never reused.
 SELECT coalesce(max(version), 0) + 1 FROM data_keys WHERE organization_id = $1;
 
+-- name: data_key_creation_lock
+-- Serializes creating an organization's data key across vault processes, so two
+-- concurrent first stores make one key, not two.
+SELECT pg_advisory_xact_lock(hashtextextended($1::uuid::text, 20261125));
+
 -- name: data_key_insert
 INSERT INTO data_keys (organization_id, version, root_key_id, wrapped_key)
 VALUES ($1, $2, $3, $4)

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -74,27 +76,36 @@ def _parser() -> argparse.ArgumentParser:
     health = commands.add_parser(
         "health", help="probe a running vault (grpc_health_probe exit codes)"
     )
-    health.add_argument("--address", default=DEFAULT_LISTEN, help="host:port of the vault")
     health.add_argument("--service", default="", help="service name; empty = whole server")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    _add_connection_arguments(health)
+
+    from singura_vault.cli_audit import add_audit_parser
+
+    add_audit_parser(commands, _add_connection_arguments)
+    return parser
+
+
+def _add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a client command reaches a running vault: address and TLS."""
+    parser.add_argument("--address", default=DEFAULT_LISTEN, help="host:port of the vault")
     # Any --tls-* option implies --tls: asking for a CA or a client certificate
     # and then speaking plaintext would never be what was meant.
-    health.add_argument(
+    parser.add_argument(
         "--tls",
         action="store_true",
         help="speak TLS (trusting gRPC's default roots unless --tls-ca)",
     )
-    health.add_argument("--tls-ca", type=Path, metavar="FILE", help="PEM CA bundle to trust")
-    health.add_argument(
+    parser.add_argument("--tls-ca", type=Path, metavar="FILE", help="PEM CA bundle to trust")
+    parser.add_argument(
         "--tls-cert", type=Path, metavar="FILE", help="PEM client certificate, for mTLS"
     )
-    health.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM client key, for mTLS")
-    health.add_argument(
+    parser.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM client key, for mTLS")
+    parser.add_argument(
         "--tls-server-name",
         metavar="NAME",
         help="name to check the vault's certificate against, instead of the address's host",
     )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             _run(_serve(settings))
             return 0
+        if args.command == "audit":
+            return _audit(args, settings)
         return _run(_migrate(settings, args.migrate_command))
     except (ConfigError, MigrationError, EmbeddedPostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -137,23 +150,92 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(coro)
 
 
-def _health(args: argparse.Namespace) -> int:
-    from singura_vault.probe import EXIT_BAD_ARGUMENTS, probe
+def _client_credentials(args: argparse.Namespace) -> Any:
+    """TLS channel credentials from the --tls* options, or None for plaintext."""
     from singura_vault.tls import channel_credentials
 
-    credentials = None
     tls_options = (args.tls_ca, args.tls_cert, args.tls_key, args.tls_server_name)
     if args.tls or any(option is not None for option in tls_options):
-        try:
-            credentials = channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
-        except ConfigError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_BAD_ARGUMENTS
+        return channel_credentials(args.tls_ca, args.tls_cert, args.tls_key)
+    return None
+
+
+def _client_channel(args: argparse.Namespace) -> Any:
+    import grpc
+
+    credentials = _client_credentials(args)
+    if credentials is None:
+        return grpc.insecure_channel(args.address)
+    options = (
+        []
+        if args.tls_server_name is None
+        else [("grpc.ssl_target_name_override", args.tls_server_name)]
+    )
+    return grpc.secure_channel(args.address, credentials, options=options)
+
+
+def _health(args: argparse.Namespace) -> int:
+    from singura_vault.probe import EXIT_BAD_ARGUMENTS, probe
+
+    try:
+        credentials = _client_credentials(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
     code, message = probe(
         args.address, args.service, args.timeout, credentials, args.tls_server_name
     )
     print(message, file=sys.stdout if code == 0 else sys.stderr)
     return code
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    import grpc
+
+    from singura_vault import cli_audit
+
+    if args.audit_command == "prune":
+        return _run(_audit_prune(settings, args.older_than))
+    key = cli_audit.api_key(settings)
+    try:
+        with _client_channel(args) as channel:
+            if args.audit_command == "export":
+                return cli_audit.run_export(args, channel, key)
+            return cli_audit.run_verify(args, channel, key)
+    except grpc.RpcError as exc:
+        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+        details = exc.details() if isinstance(exc, grpc.Call) else ""
+        print(f"error: {code}: {details}", file=sys.stderr)
+        return 1
+
+
+async def _audit_prune(settings: Settings, older_than: timedelta) -> int:
+    from singura_vault.db import setup
+    from singura_vault.db.pool import Database
+    from singura_vault.repositories.audit import AuditRepository
+    from singura_vault.service.audit import AuditService
+
+    embedded: EmbeddedPostgres | None = None
+    started_here = False
+    dsn = settings.database_url
+    if dsn is None:
+        embedded = EmbeddedPostgres(settings.data_dir)
+        started_here = not embedded.is_running()
+        _, superuser_dsn, owner_dsn, dsn = await asyncio.to_thread(setup.prepare_embedded, settings)
+        await setup.bootstrap_embedded_roles(superuser_dsn)
+        await setup.apply_migrations(owner_dsn)
+    assert dsn is not None
+    try:
+        db = await Database.connect(dsn, replace(settings.pool, min_size=1, max_size=2))
+        try:
+            pruned = await AuditService(AuditRepository(db)).prune(older_than, "operator")
+        finally:
+            await db.close()
+    finally:
+        if embedded is not None and started_here:
+            await asyncio.to_thread(embedded.stop)
+    print(f"pruned {sum(pruned.values()):,} events from {len(pruned)} chains")
+    return 0
 
 
 def _keys(args: argparse.Namespace) -> int:

@@ -58,6 +58,7 @@ class Settings:
     auth_secret: str | None = field(default=None, repr=False)
     bootstrap_admin_key: str | None = field(default=None, repr=False)
     rate_limit_rps: float = 500.0
+    audit_retention_days: int = 0
     rate_limit_burst: float = 1000.0
 
     @property
@@ -119,6 +120,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         allow_insecure=_bool(env, "SINGURA_ALLOW_INSECURE", default=False),
         encryption_key=env.get("ENCRYPTION_KEY", "").strip() or None,
         auth_secret=env.get("SINGURA_AUTH_SECRET", "").strip() or None,
+        audit_retention_days=_int(env, "SINGURA_AUDIT_RETENTION_DAYS", 0, minimum=0),
         bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,
         rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 500.0, minimum=0.0)),
         rate_limit_burst=_float(env, "SINGURA_RATE_LIMIT_BURST", max(2 * rps, 1.0), minimum=1.0),

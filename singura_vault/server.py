@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import _async as health_aio  # published as grpc_health.v1.health.aio
@@ -158,6 +159,21 @@ class VaultServer:
         await self._server.wait_for_termination()
 
 
+RETENTION_INTERVAL_S = 3600.0
+
+
+async def _prune_periodically(audit: AuditService, settings: Settings) -> None:
+    """SINGURA_AUDIT_RETENTION_DAYS: prune hourly. Every process may run this; the
+    prune function takes a lock, so concurrent runs simply follow each other."""
+    older_than = timedelta(days=settings.audit_retention_days)
+    while True:
+        try:
+            await audit.prune(older_than, "retention")
+        except Exception as exc:  # a failed prune must not stop the vault; retry next hour
+            log.error("audit_prune_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(RETENTION_INTERVAL_S)
+
+
 async def serve(settings: Settings) -> None:
     """Run the vault until SIGTERM or SIGINT."""
     # Read here, not in load_settings: only serving needs the certificate files
@@ -191,12 +207,22 @@ async def serve(settings: Settings) -> None:
             database="embedded" if prepared.embedded else "external",
             data_dir=str(settings.data_dir) if prepared.embedded else None,
         )
+        retention = (
+            asyncio.create_task(
+                _prune_periodically(AuditService(AuditRepository(db)), settings),
+                name="audit-retention",
+            )
+            if settings.audit_retention_days
+            else None
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("vault_stopping", grace_s=settings.shutdown_grace_s)
+        if retention is not None:
+            retention.cancel()
         await server.stop(settings.shutdown_grace_s)
     finally:
         if db is not None:

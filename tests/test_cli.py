@@ -226,3 +226,70 @@ def test_keys_generate_prints_a_valid_root_key(cli_env: dict[str, str], tmp_path
     again = run(["keys", "generate", "--keyring-file", str(keyring)], cli_env)
     assert again.returncode == 2
     assert str(keyring) in again.stderr
+
+
+def test_audit_export_verify_and_prune_commands(cli_env: dict[str, str], tmp_path: Path) -> None:
+    """`audit export` writes every event (jsonl and csv, mode 0600), `audit verify`
+    confirms the chain, and `audit prune` runs against the same database."""
+    vault = Serving(cli_env)
+    try:
+        data_dir = Path(cli_env["SINGURA_DATA_DIR"])
+        admin_key = (data_dir / "admin-api-key").read_text().strip()
+        auth = (("authorization", f"Bearer {admin_key}"),)
+        with grpc.insecure_channel(cli_env["SINGURA_LISTEN"]) as channel:
+            org = (
+                organizations_pb2_grpc.OrganizationServiceStub(channel)
+                .CreateOrganization(
+                    opb.CreateOrganizationRequest(organization=org_message()), metadata=auth
+                )
+                .organization
+            )
+            for _ in range(3):
+                connections_pb2_grpc.ConnectionServiceStub(channel).CreateConnection(
+                    cpb.CreateConnectionRequest(connection=connection_message(org.id)),
+                    metadata=auth,
+                )
+        address = ["--address", cli_env["SINGURA_LISTEN"]]
+        jsonl = tmp_path / "audit.jsonl"
+        exported = run(
+            ["audit", "export", "--organization", org.id, "--output", str(jsonl), *address],
+            cli_env,
+        )
+        assert exported.returncode == 0, exported.stderr
+        events = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        assert [e["action"] for e in events] == ["organization.created"] + [
+            "connection.created"
+        ] * 3
+        assert stat.S_IMODE(jsonl.stat().st_mode) == 0o600
+        as_csv = tmp_path / "audit.csv"
+        run(
+            [
+                "audit",
+                "export",
+                "--organization",
+                org.id,
+                "--format",
+                "csv",
+                "--output",
+                str(as_csv),
+                "--since",
+                "1d",
+                *address,
+            ],
+            cli_env,
+        )
+        lines = as_csv.read_text().splitlines()
+        assert lines[0].startswith("id,organization_id,sequence")
+        assert len(lines) == 1 + 4
+        verified = run(["audit", "verify", "--organization", org.id, *address], cli_env)
+        assert verified.returncode == 0, verified.stderr
+        assert verified.stdout.startswith("ok: 4 events verified")
+        system = run(["audit", "verify", "--system", *address], cli_env)
+        assert system.returncode == 0, system.stderr
+        pruned = run(["audit", "prune", "--older-than", "365d"], cli_env)
+        assert pruned.returncode == 0, pruned.stderr
+        assert "pruned 0 events" in pruned.stdout
+        bad = run(["audit", "prune", "--older-than", "forever"], cli_env)
+        assert bad.returncode == 1
+    finally:
+        assert vault.terminate() == 0

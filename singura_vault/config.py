@@ -54,11 +54,13 @@ class Settings:
     # The root key as given (base64/hex); decoded and validated only by the key
     # package. Excluded from repr so that printing Settings never shows it.
     encryption_key: str | None = field(default=None, repr=False)
+    previous_encryption_keys: tuple[str, ...] = field(default=(), repr=False)
     keyring_file: Path | None = None
     auth_secret: str | None = field(default=None, repr=False)
     bootstrap_admin_key: str | None = field(default=None, repr=False)
     rate_limit_rps: float = 500.0
     audit_retention_days: int = 0
+    rewrap_batch_size: int = 200
     rate_limit_burst: float = 1000.0
 
     @property
@@ -119,8 +121,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         shutdown_grace_s=_float(env, "SINGURA_SHUTDOWN_GRACE", 10.0, minimum=0.0),
         allow_insecure=_bool(env, "SINGURA_ALLOW_INSECURE", default=False),
         encryption_key=env.get("ENCRYPTION_KEY", "").strip() or None,
+        previous_encryption_keys=tuple(
+            k.strip() for k in env.get("ENCRYPTION_KEY_PREVIOUS", "").split(",") if k.strip()
+        ),
         auth_secret=env.get("SINGURA_AUTH_SECRET", "").strip() or None,
         audit_retention_days=_int(env, "SINGURA_AUDIT_RETENTION_DAYS", 0, minimum=0),
+        rewrap_batch_size=_int(env, "SINGURA_REWRAP_BATCH_SIZE", 200, minimum=1),
         bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,
         rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 500.0, minimum=0.0)),
         rate_limit_burst=_float(env, "SINGURA_RATE_LIMIT_BURST", max(2 * rps, 1.0), minimum=1.0),

@@ -316,3 +316,41 @@ class ChainState:
     pruned_last_hash: bytes | None
     head_sequence: int
     head_hash: bytes | None
+
+
+@dataclass(frozen=True)
+class DataKeyInfo:
+    """A data key version's metadata (never the key)."""
+
+    organization_id: UUID
+    version: int
+    root_key_id: str
+    state: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RewrapJob:
+    """A durable re-encryption job."""
+
+    id: UUID
+    state: str
+    total: int
+    done: int
+    started_by: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StaleCredential:
+    """A credential whose ciphertext is under an older data key version."""
+
+    id: UUID
+    connection_id: UUID
+    type: CredentialType
+    version: int
+    key_version: int
+    nonce: bytes
+    ciphertext: bytes

@@ -24,6 +24,7 @@ from singura_vault.api.audit import AuditServicer
 from singura_vault.api.connections import ConnectionServicer
 from singura_vault.api.credentials import CredentialServicer
 from singura_vault.api.interceptors import VaultInterceptor
+from singura_vault.api.keys import KeyServicer
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.config import Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
@@ -40,6 +41,8 @@ from singura_vault.proto.singura.vault.v1 import (
     connections_pb2_grpc,
     credentials_pb2,
     credentials_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
 )
@@ -47,13 +50,16 @@ from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
+from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
 from singura_vault.service.audit import AuditService
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService, load_key_manager
+from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.organizations import OrganizationService
+from singura_vault.service.rewrap import RewrapWorker
 from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
 
 log = get_logger(__name__)
@@ -64,6 +70,7 @@ VAULT_SERVICES = (
     credentials_pb2.DESCRIPTOR.services_by_name["CredentialService"].full_name,
     access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
+    keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
 )
 
 
@@ -88,6 +95,7 @@ class VaultServer:
         *,
         health_interval_s: float = 5.0,
         authorizer: Authorizer | None = None,
+        key_admin: KeyAdminService | None = None,
     ) -> None:
         """``access=None`` disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath."""
@@ -108,6 +116,8 @@ class VaultServer:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(AuditService(AuditRepository(db), authorizer)), self._server
         )
+        if key_admin is not None:
+            keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_admin), self._server)
         if access is not None:
             access_pb2_grpc.add_AccessServiceServicer_to_server(
                 AccessServicer(access), self._server
@@ -197,7 +207,20 @@ async def serve(settings: Settings) -> None:
             RateLimit(settings.rate_limit_rps, settings.rate_limit_burst),
         )
         await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
-        server = VaultServer(db, credentials, access, health_interval_s=settings.health_interval_s)
+        key_admin = KeyAdminService(KeyAdminRepository(db), CredentialRepository(db), key_manager)
+        server = VaultServer(
+            db,
+            credentials,
+            access,
+            health_interval_s=settings.health_interval_s,
+            key_admin=key_admin,
+        )
+        rewrap = asyncio.create_task(
+            RewrapWorker(
+                KeyAdminRepository(db), key_manager, batch_size=settings.rewrap_batch_size
+            ).run_forever(),
+            name="rewrap-worker",
+        )
         port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
         log.info(
             "vault_serving",
@@ -223,6 +246,7 @@ async def serve(settings: Settings) -> None:
         log.info("vault_stopping", grace_s=settings.shutdown_grace_s)
         if retention is not None:
             retention.cancel()
+        rewrap.cancel()
         await server.stop(settings.shutdown_grace_s)
     finally:
         if db is not None:

@@ -42,13 +42,16 @@ from singura_vault.proto.singura.vault.v1 import (
     access_pb2_grpc,
     connections_pb2_grpc,
     credentials_pb2_grpc,
+    keys_pb2_grpc,
     organizations_pb2_grpc,
 )
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.credentials import CredentialRepository
+from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.server import VaultServer
 from singura_vault.service.access import AccessService, RateLimit
 from singura_vault.service.credentials import CredentialService
+from singura_vault.service.key_admin import KeyAdminService
 from tests import canaries
 from tests.helpers import bearer, new_key_text
 
@@ -183,6 +186,7 @@ class Stubs:
     connections: connections_pb2_grpc.ConnectionServiceStub
     credentials: credentials_pb2_grpc.CredentialServiceStub
     access: access_pb2_grpc.AccessServiceStub
+    keys: keys_pb2_grpc.KeyServiceStub
 
     @classmethod
     def on(cls, channel: grpc.aio.Channel) -> Stubs:
@@ -192,6 +196,7 @@ class Stubs:
             connections=connections_pb2_grpc.ConnectionServiceStub(channel),
             credentials=credentials_pb2_grpc.CredentialServiceStub(channel),
             access=access_pb2_grpc.AccessServiceStub(channel),
+            keys=keys_pb2_grpc.KeyServiceStub(channel),
         )
 
 
@@ -230,6 +235,14 @@ async def start_vault(
     access: AccessService,
     **server_options: object,
 ) -> Vault:
+    server_options.setdefault(
+        "key_admin",
+        KeyAdminService(
+            KeyAdminRepository(db),
+            CredentialRepository(db),
+            credential_service._keys,  # the same key manager the credential path uses
+        ),
+    )
     """Serve on 127.0.0.1:<random port> with a fresh admin key and a channel using it."""
     admin_key = new_key_text()
     await access.bootstrap_admin_key(Path("/nonexistent"), admin_key)
@@ -250,6 +263,7 @@ async def start_vault(
         connections=stubs.connections,
         credentials=stubs.credentials,
         access=stubs.access,
+        keys=stubs.keys,
         server=server,
         address=address,
         admin_key=admin_key,

@@ -29,6 +29,7 @@ from structlog.testing import capture_logs
 from singura_vault.keys import (
     CredentialBinding,
     DataKey,
+    FileKeyring,
     IntegrityError,
     KeyConfigError,
     KeyManager,
@@ -680,8 +681,8 @@ def test_development_generates_a_private_keyring_and_warns(tmp_path: Path) -> No
     path = tmp_path / "keyring.json"
     assert mode == "development"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert isinstance(provider, LocalKeyring)
-    assert isinstance(again, LocalKeyring)
+    assert isinstance(provider, FileKeyring)
+    assert isinstance(again, FileKeyring)
     assert again.key_ids() == provider.key_ids()  # the second start reuses the file
     warnings = [e for e in events if e["event"] == "development_keyring_in_use"]
     assert len(warnings) == 2

@@ -28,6 +28,7 @@ a log line.
 from singura_vault.keys.binding import CredentialBinding
 from singura_vault.keys.datakey import DataKey
 from singura_vault.keys.errors import IntegrityError, KeyConfigError
+from singura_vault.keys.file_keyring import FileKeyring
 from singura_vault.keys.keyring import LocalKeyring
 from singura_vault.keys.loading import KeyProviderMode, load_key_provider
 from singura_vault.keys.manager import KeyManager
@@ -39,6 +40,7 @@ __all__ = [
     "CredentialBinding",
     "DataKey",
     "DescribedKeyProvider",
+    "FileKeyring",
     "IntegrityError",
     "KeyConfigError",
     "KeyManager",

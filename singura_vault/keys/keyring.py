@@ -8,7 +8,7 @@ constructed by hand, pickled, copied or printed with its keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Self, final
 
@@ -51,15 +51,20 @@ class LocalKeyring(KeyHolder):
         return self
 
     @classmethod
-    def from_encryption_key(cls, value: str) -> LocalKeyring:
-        """Build a one-key keyring from ENCRYPTION_KEY (base64 or hex of exactly 32 random bytes).
+    def from_encryption_key(cls, value: str, previous: Sequence[str] = ()) -> LocalKeyring:
+        """Build a keyring from ENCRYPTION_KEY (base64 or hex of exactly 32 random bytes),
+        primary, plus the ENCRYPTION_KEY_PREVIOUS keys, which can still unwrap.
 
-        The key's id is ``env-`` and 12 hex characters derived from the key, so
+        A key's id is ``env-`` and 12 hex characters derived from the key, so
         it stays the same across restarts and differs between keys.
         """
         key = decode_key(value, setting="ENCRYPTION_KEY")
         key_id = derive_key_id(key, ENV_KEY_PREFIX)
-        return cls._create({key_id: key}, key_id)
+        keys = {key_id: key}
+        for old in previous:
+            old_key = decode_key(old, setting="ENCRYPTION_KEY_PREVIOUS")
+            keys.setdefault(derive_key_id(old_key, ENV_KEY_PREFIX), old_key)
+        return cls._create(keys, key_id)
 
     @classmethod
     def from_file(cls, path: Path) -> LocalKeyring:

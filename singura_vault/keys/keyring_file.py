@@ -189,6 +189,39 @@ def write_new_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) 
     _fsync_directory(directory)
 
 
+def replace_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) -> None:
+    """Rewrite an existing keyring file atomically (temporary file, fsync, rename), 0600.
+
+    Used by rotation and retirement: readers see the old file or the new one,
+    never a mix, and a crash leaves the old file intact.
+    """
+    if not all(is_valid_key_id(key_id) for key_id in keys) or primary not in keys:
+        raise ValueError(f"invalid keyring: {KEY_ID_RULE}, and primary must be one of them")
+    document = {
+        "format": KEYRING_FORMAT,
+        "primary": primary,
+        "keys": {key_id: encode_key(key) for key_id, key in keys.items()},
+    }
+    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    directory = path.parent
+    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    _fsync_directory(directory)
+
+
 def _link_without_replacing(source: Path, target: Path, exists_message: str) -> None:
     try:
         os.link(source, target)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from singura_vault.keys.errors import KeyConfigError
+from singura_vault.keys.file_keyring import FileKeyring
 from singura_vault.keys.keyring import LocalKeyring
 from singura_vault.keys.material import GENERATE_HINT
 from singura_vault.keys.provider import KeyProvider
@@ -27,6 +28,7 @@ def load_key_provider(
     *,
     encryption_key: str | None,
     keyring_file: Path | None,
+    previous_encryption_keys: tuple[str, ...] = (),
     data_dir: Path,
     embedded: bool,
     production: bool,
@@ -38,9 +40,11 @@ def load_key_provider(
             "set only one of them"
         )
     if encryption_key is not None:
-        return LocalKeyring.from_encryption_key(encryption_key), "env"
+        return LocalKeyring.from_encryption_key(encryption_key, previous_encryption_keys), "env"
+    if previous_encryption_keys:
+        raise KeyConfigError("ENCRYPTION_KEY_PREVIOUS is set without ENCRYPTION_KEY")
     if keyring_file is not None:
-        return LocalKeyring.from_file(keyring_file), "file"
+        return FileKeyring(keyring_file), "file"
     if production:
         raise KeyConfigError(
             "SINGURA_ENV=production requires ENCRYPTION_KEY or SINGURA_KEYRING_FILE; "
@@ -52,7 +56,9 @@ def load_key_provider(
             f"(the development keyring is only for the embedded database); {GENERATE_HINT}"
         )
     path = data_dir / DEVELOPMENT_KEYRING_NAME
-    keyring = LocalKeyring.from_file(path) if path.exists() else LocalKeyring.generate_file(path)
+    if not path.exists():
+        LocalKeyring.generate_file(path)
+    keyring = FileKeyring(path)
     # Looked up per call, not at import: a logger cached before logging is
     # configured (or before a test captures logs) would miss this warning.
     get_logger(__name__).warning(

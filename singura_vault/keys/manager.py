@@ -19,7 +19,7 @@ from uuid import UUID
 from singura_vault.keys.aead import KEY_SIZE
 from singura_vault.keys.binding import CredentialBinding, data_key_associated_data
 from singura_vault.keys.datakey import DataKey
-from singura_vault.keys.errors import IntegrityError
+from singura_vault.keys.errors import IntegrityError, KeyConfigError
 from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
 from singura_vault.keys.records import Sealed, WrappedDataKey
 
@@ -110,6 +110,54 @@ class KeyManager:
         do not share a fingerprint.
         """
         return key._fingerprint(plaintext)
+
+    def primary_root_key_id(self) -> str:
+        return self._provider.primary_key_id()
+
+    def root_key_ids(self) -> tuple[str, ...]:
+        """Every root key the provider can unwrap with (only the primary if it cannot say)."""
+        key_ids = getattr(self._provider, "key_ids", None)
+        return tuple(key_ids()) if callable(key_ids) else (self._provider.primary_key_id(),)
+
+    async def rotate_root_key(self) -> str:
+        """Make a new root key version primary, where the provider can; returns its id."""
+        rotate = getattr(self._provider, "rotate", None)
+        if not callable(rotate):
+            raise KeyConfigError(
+                "this root key cannot be rotated by the vault: set ENCRYPTION_KEY to a new key "
+                "(`singura-vault keys generate`) and ENCRYPTION_KEY_PREVIOUS to the old one, "
+                "restart every vault, then call RotateRootKey to rewrap the data keys"
+            )
+        key_id: str = await rotate()
+        return key_id
+
+    async def retire_root_key(self, key_id: str) -> None:
+        retire = getattr(self._provider, "retire", None)
+        if not callable(retire):
+            raise KeyConfigError(
+                f"root key {key_id} is retired by removing it from ENCRYPTION_KEY_PREVIOUS "
+                "and restarting the vaults"
+            )
+        await retire(key_id)
+
+    async def rewrap_data_key(
+        self, organization_id: UUID, version: int, wrapped: WrappedDataKey
+    ) -> WrappedDataKey | None:
+        """Wrap a data key under the primary root key; None if it already is.
+
+        The new wrapping is unwrapped and compared before it is returned, so a
+        data key is never replaced by something that cannot be opened again.
+        """
+        if wrapped.root_key_id == self._provider.primary_key_id():
+            return None
+        associated_data = data_key_associated_data(organization_id, version)
+        material = await self._provider.unwrap(wrapped, associated_data)
+        rewrapped = await self._provider.wrap(material, associated_data)
+        if not hmac.compare_digest(
+            await self._provider.unwrap(rewrapped, associated_data), material
+        ):
+            raise IntegrityError
+        return rewrapped
 
     def forget_organization(self, organization_id: UUID) -> int:
         """Drop an organization's cached data keys (after crypto-shredding); return how many."""

@@ -56,6 +56,7 @@ def load_key_manager(settings: Settings) -> keys.KeyManager:
         provider, mode = keys.load_key_provider(
             encryption_key=settings.encryption_key,
             keyring_file=settings.keyring_file,
+            previous_encryption_keys=settings.previous_encryption_keys,
             data_dir=settings.data_dir,
             embedded=settings.embedded,
             production=settings.production,

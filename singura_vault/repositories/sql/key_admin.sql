@@ -1,0 +1,87 @@
+-- Key administration: root-key rotation (admin scope over wrapped data keys),
+-- data-key status, and rewrap jobs.
+
+-- name: data_keys_all_live_for_update
+-- Admin scope sees wrapped data keys of every organization (migration 005).
+SELECT organization_id, version, root_key_id, wrapped_key
+  FROM data_keys
+ WHERE state = 'active'
+ ORDER BY organization_id, version
+   FOR UPDATE;
+
+-- name: data_key_rewrapped
+UPDATE data_keys SET root_key_id = $3, wrapped_key = $4
+ WHERE organization_id = $1 AND version = $2 AND state = 'active';
+
+-- name: data_keys_status
+SELECT organization_id, version, root_key_id, state, created_at
+  FROM data_keys
+ WHERE ($1::uuid IS NULL OR organization_id = $1)
+ ORDER BY organization_id, version;
+
+-- name: data_keys_orgs_with_old_versions
+-- Organizations whose credentials may sit on a data key older than the newest.
+SELECT organization_id, max(version) AS newest
+  FROM data_keys
+ WHERE state = 'active'
+ GROUP BY organization_id
+HAVING count(*) > 1
+ ORDER BY organization_id;
+
+-- name: data_key_retire
+UPDATE data_keys SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now()
+ WHERE organization_id = $1 AND version = $2 AND state = 'active';
+
+-- name: credentials_per_key_version
+SELECT key_version, count(*) AS n
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND state <> 'revoked'
+ GROUP BY key_version;
+
+-- name: credentials_stale_count
+SELECT count(*) FROM encrypted_credentials
+ WHERE organization_id = $1 AND state <> 'revoked' AND key_version < $2;
+
+-- name: credentials_claim_stale
+-- A batch no other worker holds (SKIP LOCKED): never done twice, never waited on.
+SELECT id, connection_id, credential_type, version, key_version, ciphertext, nonce
+  FROM encrypted_credentials
+ WHERE organization_id = $1 AND state <> 'revoked' AND key_version < $2
+ ORDER BY id
+ LIMIT $3
+   FOR UPDATE SKIP LOCKED;
+
+-- name: credential_reencrypted
+UPDATE encrypted_credentials
+   SET ciphertext = $3, nonce = $4, key_version = $5, fingerprint = $6
+ WHERE organization_id = $1 AND id = $2;
+
+-- name: data_keys_of_org
+SELECT organization_id, version, root_key_id, wrapped_key
+  FROM data_keys
+ WHERE organization_id = $1 AND state = 'active';
+
+-- name: rewrap_job_start
+INSERT INTO rewrap_jobs (id, started_by, total) VALUES ($1, $2, $3)
+ON CONFLICT DO NOTHING
+RETURNING *;
+
+-- name: rewrap_job_running
+SELECT * FROM rewrap_jobs WHERE state = 'running';
+
+-- name: rewrap_job_get
+SELECT * FROM rewrap_jobs WHERE id = $1;
+
+-- name: rewrap_job_latest
+SELECT * FROM rewrap_jobs ORDER BY created_at DESC LIMIT 1;
+
+-- name: rewrap_job_progress
+-- In the batch's own transaction: the count commits with the work, or neither.
+UPDATE rewrap_jobs SET done = done + $2, updated_at = now()
+ WHERE id = $1 AND state = 'running'
+RETURNING done, total;
+
+-- name: rewrap_job_finish
+UPDATE rewrap_jobs SET state = $2, finished_at = now(), updated_at = now()
+ WHERE id = $1 AND state = 'running'
+RETURNING *;

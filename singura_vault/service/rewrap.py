@@ -1,0 +1,146 @@
+"""The rewrap worker: re-encrypts credentials onto their organization's newest data key.
+
+Every vault process runs one. It polls PostgreSQL for the running job and claims
+batches with FOR UPDATE SKIP LOCKED, so any number of processes share a job
+without doing a credential twice. Each batch is one transaction that decrypts
+with the old data key, encrypts with the newest, checks that the new ciphertext
+opens again, and adds its count to the job -- a killed process loses at most its
+uncommitted batch, and whoever polls next carries on. Reads never stop: until
+its row commits, a credential stays readable under the key that encrypted it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+from uuid import UUID
+
+from singura_vault import keys
+from singura_vault.domain import EncryptedValue, StaleCredential, StoredDataKey
+from singura_vault.errors import DataLoss
+from singura_vault.logs import get_logger
+from singura_vault.repositories.key_admin import JobNotRunning, KeyAdminRepository
+
+log = get_logger(__name__)
+
+BATCH_SIZE = 200
+
+
+class RewrapWorker:
+    def __init__(
+        self,
+        repository: KeyAdminRepository,
+        key_manager: keys.KeyManager,
+        *,
+        batch_size: int = BATCH_SIZE,
+        poll_interval_s: float = 2.0,
+    ) -> None:
+        self._repository = repository
+        self._keys = key_manager
+        self._batch_size = batch_size
+        self._poll_interval_s = poll_interval_s
+
+    async def run_forever(self) -> None:
+        """Poll for a running job and work on it, until cancelled (vault shutdown)."""
+        while True:
+            try:
+                await self.work_once()
+            except Exception as exc:  # keep polling; the next pass retries the batch
+                log.error("rewrap_worker_error", error_type=type(exc).__name__)
+            await asyncio.sleep(self._poll_interval_s)
+
+    async def work_once(self) -> bool:
+        """Work the running job until nothing is left; True if a job was completed."""
+        job = await self._repository.running_job()
+        if job is None:
+            return False
+        while True:
+            did_work = False
+            remaining = 0
+            for organization_id, newest in await self._repository.organizations_to_rewrap():
+                try:
+                    did_work |= await self._drain(job.id, organization_id, newest)
+                except JobNotRunning:
+                    log.info("rewrap_stopped", job_id=str(job.id))
+                    return False
+                # Batches held by other workers were skipped, not done: count them
+                # (a plain count sees locked rows) before calling the job complete.
+                remaining += await self._repository.stale_count(organization_id, newest)
+            if not did_work and remaining == 0:
+                break
+            if not did_work:
+                await asyncio.sleep(0.05)  # another worker is committing the last batches
+        finished = await self._repository.finish_job(job.id, "completed")
+        if finished is not None:
+            log.info("rewrap_completed", job_id=str(job.id), done=finished.done)
+        return finished is not None
+
+    async def _drain(self, job_id: UUID, organization_id: UUID, newest: int) -> bool:
+        did_work = False
+        while True:
+            count, done, total = await self._repository.reencrypt_batch(
+                job_id, organization_id, newest, self._batch_size, self._reencrypt
+            )
+            if count == 0:
+                return did_work
+            did_work = True
+            log.info("rewrap_progress", job_id=str(job_id), done=done, total=total)
+
+    async def _reencrypt(
+        self, stale: StaleCredential, data_keys: dict[int, StoredDataKey]
+    ) -> EncryptedValue:
+        newest_version = max(data_keys)
+        old = await self._data_key(data_keys.get(stale.key_version), stale, stale.key_version)
+        new = await self._data_key(data_keys[newest_version], stale, newest_version)
+        old_binding = _binding(stale, old)
+        new_binding = _binding(stale, new)
+        try:
+            plaintext = self._keys.open(
+                old, keys.Sealed(stale.nonce, stale.ciphertext), old_binding
+            )
+        except keys.IntegrityError:
+            log.error(
+                "credential_integrity_failure", security_event=True, credential_id=str(stale.id)
+            )
+            raise DataLoss(
+                f"credential {stale.id} failed its integrity check during rewrap"
+            ) from None
+        sealed = self._keys.seal(new, plaintext, new_binding)
+        # Decrypt-after-encrypt: never commit a ciphertext that does not open.
+        if not hmac.compare_digest(self._keys.open(new, sealed, new_binding), plaintext):
+            raise DataLoss(f"re-encryption of credential {stale.id} did not verify")
+        return EncryptedValue(
+            sealed.nonce, sealed.ciphertext, self._keys.fingerprint(new, plaintext)
+        )
+
+    async def _data_key(
+        self, stored: StoredDataKey | None, stale: StaleCredential, version: int
+    ) -> keys.DataKey:
+        if stored is None:
+            raise DataLoss(
+                f"credential {stale.id} is encrypted with data key version {version}, "
+                "which was destroyed; it cannot be rewrapped"
+            )
+        return await self._keys.data_key(
+            stored.organization_id,
+            stored.version,
+            keys.WrappedDataKey(stored.root_key_id, stored.wrapped_key),
+        )
+
+
+def _binding(stale: StaleCredential, key: keys.DataKey) -> keys.CredentialBinding:
+    return keys.CredentialBinding(
+        organization_id=key.organization_id,
+        connection_id=stale.connection_id,
+        credential_id=stale.id,
+        credential_type=stale.type.value,
+        version=stale.version,
+        key_version=key.version,
+    )
+
+
+async def stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

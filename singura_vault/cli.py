@@ -81,8 +81,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_connection_arguments(health)
 
     from singura_vault.cli_audit import add_audit_parser
+    from singura_vault.cli_keys import add_key_admin_parsers
 
     add_audit_parser(commands, _add_connection_arguments)
+    add_key_admin_parsers(keys_commands, _add_connection_arguments)
     return parser
 
 
@@ -112,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "health":
         return _health(args)
-    if args.command == "keys":
+    if args.command == "keys" and args.keys_command == "generate":
         return _keys(args)
     if args.command == "migrate" and args.migrate_command == "create":
         try:
@@ -130,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "audit":
             return _audit(args, settings)
+        if args.command == "keys":
+            return _key_admin(args, settings)
         return _run(_migrate(settings, args.migrate_command))
     except (ConfigError, MigrationError, EmbeddedPostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -190,22 +194,35 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace, settings: Settings) -> int:
-    import grpc
-
     from singura_vault import cli_audit
 
     if args.audit_command == "prune":
         return _run(_audit_prune(settings, args.older_than))
+    run = cli_audit.run_export if args.audit_command == "export" else cli_audit.run_verify
+    return _call_vault(args, settings, run)
+
+
+def _key_admin(args: argparse.Namespace, settings: Settings) -> int:
+    from singura_vault import cli_keys
+
+    return _call_vault(args, settings, cli_keys.run)
+
+
+def _call_vault(args: argparse.Namespace, settings: Settings, run: Any) -> int:
+    """Run a client command against a running vault with the operator's API key."""
+    import grpc
+
+    from singura_vault import cli_audit
+
     key = cli_audit.api_key(settings)
     try:
         with _client_channel(args) as channel:
-            if args.audit_command == "export":
-                return cli_audit.run_export(args, channel, key)
-            return cli_audit.run_verify(args, channel, key)
+            code: int = run(args, channel, key)
+            return code
     except grpc.RpcError as exc:
-        code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+        code_name = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
         details = exc.details() if isinstance(exc, grpc.Call) else ""
-        print(f"error: {code}: {details}", file=sys.stderr)
+        print(f"error: {code_name}: {details}", file=sys.stderr)
         return 1
 
 

@@ -293,3 +293,64 @@ def test_audit_export_verify_and_prune_commands(cli_env: dict[str, str], tmp_pat
         assert bad.returncode == 1
     finally:
         assert vault.terminate() == 0
+
+
+def test_keys_rotation_commands_against_a_running_vault(cli_env: dict[str, str]) -> None:
+    """`keys rotate`, `keys rotate-data-key` and `keys rewrap --wait` rotate the
+    development keyring and re-encrypt a stored credential, which stays readable."""
+    vault = Serving(cli_env)
+    try:
+        data_dir = Path(cli_env["SINGURA_DATA_DIR"])
+        admin_key = (data_dir / "admin-api-key").read_text().strip()
+        auth = (("authorization", f"Bearer {admin_key}"),)
+        secret = canary("cli-rotation")
+        with grpc.insecure_channel(cli_env["SINGURA_LISTEN"]) as channel:
+            org = (
+                organizations_pb2_grpc.OrganizationServiceStub(channel)
+                .CreateOrganization(
+                    opb.CreateOrganizationRequest(organization=org_message()), metadata=auth
+                )
+                .organization
+            )
+            conn = (
+                connections_pb2_grpc.ConnectionServiceStub(channel)
+                .CreateConnection(
+                    cpb.CreateConnectionRequest(connection=connection_message(org.id)),
+                    metadata=auth,
+                )
+                .connection
+            )
+            credentials = credentials_pb2_grpc.CredentialServiceStub(channel)
+            request = crpb.RevealCredentialRequest(
+                organization_id=org.id,
+                connection_id=conn.id,
+                type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+            )
+            credentials.StoreCredential(
+                crpb.StoreCredentialRequest(
+                    organization_id=org.id,
+                    connection_id=conn.id,
+                    type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+                    value=secret,
+                ),
+                metadata=auth,
+            )
+            address = ["--address", cli_env["SINGURA_LISTEN"]]
+            rotated = run(["keys", "rotate", *address], cli_env)
+            assert rotated.returncode == 0, rotated.stderr
+            assert "1 data keys rewrapped" in rotated.stdout
+            keyring = json.loads((data_dir / "keyring.json").read_text())
+            assert len(keyring["keys"]) == 2
+            assert keyring["primary"] in rotated.stdout
+            new_dek = run(["keys", "rotate-data-key", "--organization", org.id, *address], cli_env)
+            assert "data key v2" in new_dek.stdout
+            rewrapped = run(["keys", "rewrap", "--wait", *address], cli_env)
+            assert rewrapped.returncode == 0, rewrapped.stderr
+            assert "completed, 1/1 credentials" in rewrapped.stdout
+            status = run(["keys", "status", "--organization", org.id, *address], cli_env)
+            assert "v1   ACTIVE    0 credentials" in status.stdout
+            assert "v2   ACTIVE    1 credentials" in status.stdout
+            assert credentials.RevealCredential(request, metadata=auth).value == secret
+            assert secret not in rotated.stdout + new_dek.stdout + rewrapped.stdout
+    finally:
+        assert vault.terminate() == 0

@@ -27,6 +27,7 @@ class FileKeyring:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._keyring = LocalKeyring.from_file(path)
+        self._mtime_ns = path.stat().st_mtime_ns
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -45,6 +46,10 @@ class FileKeyring:
         return f"{self._keyring.description()} from {self._path}"
 
     async def wrap(self, plaintext_key: bytes, associated_data: bytes) -> WrappedDataKey:
+        # Wrapping is rare (a new data key); a stat makes sure a rotation done by
+        # another process sharing this file is followed: new keys use its primary.
+        if self._path.stat().st_mtime_ns != self._mtime_ns:
+            self.reload()
         return await self._keyring.wrap(plaintext_key, associated_data)
 
     async def unwrap(self, wrapped: WrappedDataKey, associated_data: bytes) -> bytes:
@@ -56,6 +61,7 @@ class FileKeyring:
             return await self._keyring.unwrap(wrapped, associated_data)
 
     def reload(self) -> None:
+        self._mtime_ns = self._path.stat().st_mtime_ns
         self._keyring = LocalKeyring.from_file(self._path)
 
     async def rotate(self) -> str:

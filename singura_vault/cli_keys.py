@@ -1,0 +1,118 @@
+"""``singura-vault keys status|rotate|rotate-data-key|rewrap``: key administration
+against a running vault (KeyService, admin key), so that every step is audited and
+every vault process sees the same database state."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+import grpc
+
+from singura_vault.proto.singura.vault.v1 import keys_pb2, keys_pb2_grpc
+
+
+def add_key_admin_parsers(keys_commands: Any, add_connection_arguments: Any) -> None:
+    status = keys_commands.add_parser("status", help="root keys, data keys and rewrap progress")
+    status.add_argument("--organization", metavar="ID", default="", help="one organization only")
+    add_connection_arguments(status)
+
+    rotate = keys_commands.add_parser(
+        "rotate",
+        help="new primary root key (keyring file or KMS) and rewrap every data key under it",
+    )
+    add_connection_arguments(rotate)
+
+    rotate_data = keys_commands.add_parser(
+        "rotate-data-key", help="new data key version for an organization (or all)"
+    )
+    rotate_data.add_argument("--organization", metavar="ID", default="", help="default: all")
+    add_connection_arguments(rotate_data)
+
+    rewrap = keys_commands.add_parser(
+        "rewrap", help="re-encrypt credentials onto their organization's newest data key"
+    )
+    rewrap.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    add_connection_arguments(rewrap)
+
+    retire = keys_commands.add_parser("retire", help="retire a root key or a data key version")
+    target = retire.add_mutually_exclusive_group(required=True)
+    target.add_argument("--root-key", metavar="ID", help="a root key id (see keys status)")
+    target.add_argument("--organization", metavar="ID", help="with --version: a data key")
+    retire.add_argument("--version", type=int, help="data key version")
+    add_connection_arguments(retire)
+
+
+def run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
+    stub = keys_pb2_grpc.KeyServiceStub(channel)
+    auth = (("authorization", f"Bearer {key}"),)
+    if args.keys_command == "status":
+        status = stub.GetKeyStatus(
+            keys_pb2.GetKeyStatusRequest(organization_id=args.organization), metadata=auth
+        )
+        print(f"provider: {status.provider}")
+        for root in status.root_keys:
+            mark = "*" if root.primary else " "
+            print(f"root {mark} {root.id:<24} wraps {root.data_key_count} data keys")
+        for data_key in status.data_keys:
+            print(
+                f"data   {data_key.organization_id} v{data_key.version:<3} {data_key.state:<9} "
+                f"{data_key.credential_count} credentials  {data_key.root_key_id}"
+            )
+        if status.HasField("latest_rewrap_job"):
+            _print_job(status.latest_rewrap_job)
+        return 0
+    if args.keys_command == "rotate":
+        rotated = stub.RotateRootKey(keys_pb2.RotateRootKeyRequest(), metadata=auth)
+        print(
+            f"primary root key {rotated.primary_root_key_id}; "
+            f"{rotated.rewrapped_data_keys} data keys rewrapped"
+        )
+        return 0
+    if args.keys_command == "rotate-data-key":
+        created = stub.RotateDataKey(
+            keys_pb2.RotateDataKeyRequest(organization_id=args.organization), metadata=auth
+        )
+        for data_key in created.data_keys:
+            print(f"{data_key.organization_id}: data key v{data_key.version}")
+        print("run `singura-vault keys rewrap --wait` to move existing credentials onto it")
+        return 0
+    if args.keys_command == "retire":
+        request = (
+            keys_pb2.RetireKeyVersionRequest(root_key_id=args.root_key)
+            if args.root_key
+            else keys_pb2.RetireKeyVersionRequest(
+                data_key=keys_pb2.DataKeyRef(
+                    organization_id=args.organization, version=args.version or 0
+                )
+            )
+        )
+        stub.RetireKeyVersion(request, metadata=auth)
+        print("retired")
+        return 0
+    job = stub.StartRewrap(keys_pb2.StartRewrapRequest(), metadata=auth).job
+    _print_job(job)
+    while args.wait and job.state == keys_pb2.REWRAP_JOB_STATE_RUNNING:
+        time.sleep(1)  # polling a remote job's progress for a person, once a second
+        job = stub.GetRewrapJob(keys_pb2.GetRewrapJobRequest(job_id=job.id), metadata=auth).job
+        _progress(job)
+    if args.wait:
+        print(file=sys.stderr)
+        _print_job(job)
+    return 0 if job.state != keys_pb2.REWRAP_JOB_STATE_CANCELLED else 1
+
+
+def _print_job(job: keys_pb2.RewrapJob) -> None:
+    state = keys_pb2.RewrapJobState.Name(job.state).removeprefix("REWRAP_JOB_STATE_").lower()
+    print(f"rewrap job {job.id}: {state}, {job.done}/{job.total} credentials")
+
+
+def _progress(job: keys_pb2.RewrapJob) -> None:
+    share = job.done / job.total if job.total else 1.0
+    if sys.stderr.isatty():
+        bar = "#" * int(share * 30)
+        print(f"\r[{bar:<30}] {job.done}/{job.total}", end="", file=sys.stderr, flush=True)
+    else:
+        print(f"rewrap: {job.done}/{job.total} ({share:.0%})", file=sys.stderr)

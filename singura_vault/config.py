@@ -34,6 +34,7 @@ class PoolSettings:
     connect_timeout_ms: int = 10_000
     idle_timeout_ms: int = 30_000
     query_timeout_ms: int = 60_000
+    slow_query_ms: int = 200
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         connect_timeout_ms=_int(env, "DB_CONNECT_TIMEOUT", 10_000, minimum=100),
         idle_timeout_ms=_int(env, "DB_IDLE_TIMEOUT", 30_000, minimum=0),
         query_timeout_ms=_int(env, "DB_QUERY_TIMEOUT", 60_000, minimum=1),
+        slow_query_ms=_int(env, "DB_SLOW_QUERY_MS", 200, minimum=0),
     )
     if pool.min_size > pool.max_size:
         raise ConfigError(

@@ -63,3 +63,29 @@ async def test_each_rpc_logs_one_event_with_its_request_id(vault: Vault) -> None
     failed = [e for e in events if e["event"] == "rpc_failed"]
     assert [e["code"] for e in failed] == ["INVALID_ARGUMENT"]
     assert failed[0]["request_id"] not in ("", "req-42")
+
+
+async def test_slow_queries_are_logged_by_name_without_arguments(service_dsn: str) -> None:
+    """With DB_SLOW_QUERY_MS=0 every statement is slow: each is logged as db_slow_query
+    with its query name and duration, never its parameters."""
+    import uuid
+
+    from singura_vault.config import PoolSettings
+    from singura_vault.db.pool import Database
+    from singura_vault.repositories.organizations import OrganizationRepository
+
+    db = await Database.connect(service_dsn, PoolSettings(min_size=1, max_size=1, slow_query_ms=0))
+    missing = uuid.uuid4()
+    try:
+        with (
+            capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events,
+            pytest.raises(Exception, match="not found"),
+        ):
+            await OrganizationRepository(db).get(missing)
+    finally:
+        await db.close()
+    slow = [e for e in events if e["event"] == "db_slow_query"]
+    assert "organization_get" in [e["query"] for e in slow]
+    assert all(isinstance(e["duration_ms"], float) for e in slow)
+    allowed = {"event", "log_level", "query", "duration_ms", "failed", "organization_id"}
+    assert all(set(e) <= allowed for e in slow), slow  # no arguments, no SQL text

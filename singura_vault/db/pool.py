@@ -10,10 +10,11 @@ an unfinished transaction first), which saves a round trip per request.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 from uuid import UUID
 
 import asyncpg
@@ -23,6 +24,7 @@ from singura_vault.config import PoolSettings
 from singura_vault.context import current_request
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.errors import ConfigError
+from singura_vault.logs import get_logger
 
 # The role every vault login role must be a member of; migrations grant to it.
 SERVICE_GROUP_ROLE = "singura_app"
@@ -46,12 +48,40 @@ SELECT r.rolname,
 """
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    """Decode json/jsonb to Python objects on every pooled connection."""
-    for type_name in ("json", "jsonb"):
-        await conn.set_type_codec(
-            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+_QUERY_NAME = re.compile(r"^/\* singura:([a-z0-9_]+) \*/")
+log = get_logger(__name__)
+
+
+def _slow_query_logger(threshold_ms: int) -> Callable[[Any], None]:
+    """Log statements slower than DB_SLOW_QUERY_MS by their *name*, never their arguments."""
+
+    def record(query: Any) -> None:
+        elapsed_ms = query.elapsed * 1000
+        if elapsed_ms < threshold_ms:
+            return
+        match = _QUERY_NAME.match(query.query)
+        log.warning(
+            "db_slow_query",
+            query=match[1] if match else "unnamed",
+            duration_ms=round(elapsed_ms, 2),
+            failed=query.exception is not None,
         )
+
+    return record
+
+
+def _connection_initializer(settings: PoolSettings) -> Callable[[asyncpg.Connection], Any]:
+    slow_query = _slow_query_logger(settings.slow_query_ms)
+
+    async def init(conn: asyncpg.Connection) -> None:
+        """Decode json/jsonb to Python objects; time every statement."""
+        for type_name in ("json", "jsonb"):
+            await conn.set_type_codec(
+                type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+            )
+        conn.add_query_logger(slow_query)
+
+    return init
 
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
@@ -87,7 +117,7 @@ class Database:
                 timeout=settings.connect_timeout_ms / 1000,
                 max_inactive_connection_lifetime=settings.idle_timeout_ms / 1000,
                 reset=_no_reset,
-                init=_init_connection,
+                init=_connection_initializer(settings),
                 server_settings={
                     "application_name": "singura-vault",
                     "statement_timeout": str(settings.query_timeout_ms),

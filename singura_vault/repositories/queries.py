@@ -29,7 +29,9 @@ def _load() -> MappingProxyType[str, str]:
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
             if name in queries:
                 raise RuntimeError(f"query {name!r} is defined twice ({entry.name})")
-            queries[name] = body.strip()
+            # The name rides along as a comment so that the slow-query log (which
+            # sees only SQL text) can say which named query it was.
+            queries[name] = f"/* singura:{name} */\n{body.strip()}"
     return MappingProxyType(queries)
 
 

@@ -62,6 +62,7 @@ class Settings:
     rate_limit_rps: float = 500.0
     audit_retention_days: int = 0
     rewrap_batch_size: int = 200
+    metrics_listen: str | None = None
     rate_limit_burst: float = 1000.0
 
     @property
@@ -129,6 +130,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         auth_secret=env.get("SINGURA_AUTH_SECRET", "").strip() or None,
         audit_retention_days=_int(env, "SINGURA_AUDIT_RETENTION_DAYS", 0, minimum=0),
         rewrap_batch_size=_int(env, "SINGURA_REWRAP_BATCH_SIZE", 200, minimum=1),
+        metrics_listen=_optional_listen(env, "SINGURA_METRICS_LISTEN"),
         bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,
         rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 500.0, minimum=0.0)),
         rate_limit_burst=_float(env, "SINGURA_RATE_LIMIT_BURST", max(2 * rps, 1.0), minimum=1.0),
@@ -154,11 +156,19 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _validate_listen(listen: str) -> None:
+def _optional_listen(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    _validate_listen(value, name)
+    return value
+
+
+def _validate_listen(listen: str, name: str = "SINGURA_LISTEN") -> None:
     host, sep, port = listen.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ConfigError(
-            f"SINGURA_LISTEN={listen!r} is not host:port; "
+            f"{name}={listen!r} is not host:port; "
             "use e.g. 127.0.0.1:50051, [::1]:50051 or 0.0.0.0:50051"
         )
 

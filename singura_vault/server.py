@@ -19,6 +19,7 @@ from grpc_health.v1 import _async as health_aio  # published as grpc_health.v1.h
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from singura_vault import metrics
 from singura_vault.api.access import AccessServicer
 from singura_vault.api.audit import AuditServicer
 from singura_vault.api.connections import ConnectionServicer
@@ -221,6 +222,9 @@ async def serve(settings: Settings) -> None:
             ).run_forever(),
             name="rewrap-worker",
         )
+        if settings.metrics_listen is not None:
+            metrics_port = metrics.serve_metrics(settings.metrics_listen)
+            log.info("metrics_serving", listen=settings.metrics_listen, port=metrics_port)
         port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
         log.info(
             "vault_serving",

@@ -23,8 +23,15 @@ from typing import Any, cast
 import grpc
 import structlog
 
+from singura_vault import metrics
 from singura_vault.context import Principal, RequestContext, bind_request
-from singura_vault.errors import PermissionDenied, ResourceExhausted, Unauthenticated, VaultError
+from singura_vault.errors import (
+    DataLoss,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    VaultError,
+)
 from singura_vault.logs import get_logger
 from singura_vault.service.access import AccessService
 
@@ -41,6 +48,13 @@ def _metadata(context: Context) -> dict[str, str]:
     return {
         key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)
     }
+
+
+def _observe(method: str, code: str, started: float) -> None:
+    metrics.RPC_REQUESTS.labels(method=method, code=code).inc()
+    metrics.RPC_LATENCY.labels(method=method).observe(time.perf_counter() - started)
+    if method.endswith("/RevealCredential"):
+        metrics.CREDENTIAL_REVEALS.labels(outcome=code).inc()
 
 
 def _elapsed_ms(started: float) -> float:
@@ -123,6 +137,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except Exception as exc:  # every failure leaves through _fail, mapped
                 await self._fail(call or _Call(method, context), exc)
                 raise  # unreachable: _fail always aborts
+            _observe(method, "OK", call.started)
             log.info("rpc_completed", code="OK", duration_ms=_elapsed_ms(call.started))
             return response
 
@@ -140,6 +155,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             except Exception as exc:
                 await self._fail(call or _Call(method, context), exc)
                 raise
+            _observe(method, "OK", call.started)
             log.info("rpc_completed", code="OK", duration_ms=_elapsed_ms(call.started))
 
         return handler
@@ -147,9 +163,13 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     async def _fail(self, call: _Call, exc: Exception) -> None:
         elapsed_ms = _elapsed_ms(call.started)
         if not isinstance(exc, VaultError):
+            _observe(call.method, "INTERNAL", call.started)
             log.error("rpc_internal_error", duration_ms=elapsed_ms, exc_info=exc)
             await call.context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
         code = grpc.StatusCode[exc.code.value]
+        _observe(call.method, code.name, call.started)
+        if isinstance(exc, DataLoss):
+            metrics.DATA_LOSS_EVENTS.inc()
         log.info("rpc_failed", code=code.name, duration_ms=elapsed_ms)
         if isinstance(exc, ResourceExhausted) and exc.retry_after_ms is not None:
             call.context.set_trailing_metadata(

@@ -20,6 +20,7 @@ from uuid import UUID
 import asyncpg
 import structlog
 
+from singura_vault import metrics
 from singura_vault.config import PoolSettings
 from singura_vault.context import current_request
 from singura_vault.db.errors import map_driver_errors
@@ -60,9 +61,11 @@ def _slow_query_logger(threshold_ms: int) -> Callable[[Any], None]:
         if elapsed_ms < threshold_ms:
             return
         match = _QUERY_NAME.match(query.query)
+        name = match[1] if match else "unnamed"
+        metrics.SLOW_QUERIES.labels(query=name).inc()
         log.warning(
             "db_slow_query",
-            query=match[1] if match else "unnamed",
+            query=name,
             duration_ms=round(elapsed_ms, 2),
             failed=query.exception is not None,
         )
@@ -126,6 +129,7 @@ class Database:
                     "search_path": "singura",
                 },
             )
+        metrics.watch_pool(pool.get_size, pool.get_idle_size)
         return cls(pool, settings.connect_timeout_ms / 1000)
 
     async def close(self) -> None:

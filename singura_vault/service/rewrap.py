@@ -16,7 +16,7 @@ import contextlib
 import hmac
 from uuid import UUID
 
-from singura_vault import keys
+from singura_vault import keys, metrics
 from singura_vault.domain import EncryptedValue, StaleCredential, StoredDataKey
 from singura_vault.errors import DataLoss
 from singura_vault.logs import get_logger
@@ -85,6 +85,7 @@ class RewrapWorker:
             if count == 0:
                 return did_work
             did_work = True
+            metrics.REWRAPPED.inc(count)
             log.info("rewrap_progress", job_id=str(job_id), done=done, total=total)
 
     async def _reencrypt(

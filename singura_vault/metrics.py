@@ -1,0 +1,65 @@
+"""Prometheus metrics, served on SINGURA_METRICS_LISTEN (off by default).
+
+Labels are bounded: gRPC method and status code names, query names, outcomes.
+No label ever carries a secret, an organization id or any other unbounded value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RPC_REQUESTS = Counter(
+    "singura_rpc_requests",
+    "RPCs served, by method and gRPC status code.",
+    ["method", "code"],
+    registry=REGISTRY,
+)
+RPC_LATENCY = Histogram(
+    "singura_rpc_duration_seconds",
+    "RPC latency, by method.",
+    ["method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+    registry=REGISTRY,
+)
+SLOW_QUERIES = Counter(
+    "singura_db_slow_queries",
+    "Statements slower than DB_SLOW_QUERY_MS, by query name.",
+    ["query"],
+    registry=REGISTRY,
+)
+CREDENTIAL_REVEALS = Counter(
+    "singura_credential_reveals",
+    "RevealCredential attempts, by outcome.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+DATA_LOSS_EVENTS = Counter(
+    "singura_data_loss_events",
+    "Ciphertexts or data keys that failed their integrity check.",
+    registry=REGISTRY,
+)
+REWRAPPED = Counter(
+    "singura_rewrapped_credentials",
+    "Credentials re-encrypted onto a newer data key by this process.",
+    registry=REGISTRY,
+)
+POOL_SIZE = Gauge("singura_db_pool_size", "Connections in the pool.", registry=REGISTRY)
+POOL_IDLE = Gauge("singura_db_pool_idle", "Idle connections in the pool.", registry=REGISTRY)
+
+
+def watch_pool(size: Callable[[], int], idle: Callable[[], int]) -> None:
+    """Pool gauges read the pool at scrape time (no background task)."""
+    POOL_SIZE.set_function(lambda: float(size()))
+    POOL_IDLE.set_function(lambda: float(idle()))
+
+
+def serve_metrics(listen: str) -> int:
+    """Start the /metrics HTTP endpoint on host:port; returns the bound port."""
+    host, _, port = listen.rpartition(":")
+    server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=REGISTRY)
+    bound: int = server.server_port
+    return bound

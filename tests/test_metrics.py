@@ -1,0 +1,49 @@
+"""Prometheus metrics: RPC counts and latency by method and code, pool gauges."""
+
+from __future__ import annotations
+
+import asyncio
+import urllib.request
+
+import grpc
+
+from singura_vault import metrics
+from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+from tests.conftest import Vault
+from tests.helpers import expect_status
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        body: bytes = response.read()
+    return body.decode()
+
+
+async def test_metrics_count_rpcs_by_method_and_code(vault: Vault) -> None:
+    """A served /metrics counts OK and failed RPCs per method, with pool gauges, and no ids."""
+    port = metrics.serve_metrics("127.0.0.1:0")
+    method = "/singura.vault.v1.OrganizationService/GetOrganization"
+    before = await asyncio.to_thread(scrape, port)
+    created = await vault.organizations.CreateOrganization(
+        opb.CreateOrganizationRequest(
+            organization=opb.Organization(
+                name="Metrics", slug="metrics-org", domain="metrics.example", plan=opb.PLAN_FREE
+            )
+        )
+    )
+    await vault.organizations.GetOrganization(
+        opb.GetOrganizationRequest(organization_id=created.organization.id)
+    )
+    await expect_status(
+        vault.organizations.GetOrganization(opb.GetOrganizationRequest(organization_id="x")),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    after = await asyncio.to_thread(scrape, port)
+    ok_line = f'singura_rpc_requests_total{{code="OK",method="{method}"}}'
+    bad_line = f'singura_rpc_requests_total{{code="INVALID_ARGUMENT",method="{method}"}}'
+    assert ok_line in after
+    assert bad_line in after
+    assert "singura_rpc_duration_seconds_bucket" in after
+    assert "singura_db_pool_size" in after
+    assert created.organization.id not in after  # no unbounded ids in labels
+    assert after != before

@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, cast
 
 import platformdirs
 
@@ -57,6 +58,14 @@ class Settings:
     encryption_key: str | None = field(default=None, repr=False)
     previous_encryption_keys: tuple[str, ...] = field(default=(), repr=False)
     keyring_file: Path | None = None
+    # SINGURA_KMS=transit: the root key is in OpenBao/Vault transit; only the
+    # token file's path is kept here, the key package reads the token itself.
+    kms: Literal["local", "transit"] = "local"
+    transit_address: str | None = None
+    transit_key: str | None = None
+    transit_token_file: Path | None = None
+    transit_mount: str | None = None
+    transit_ca_file: Path | None = None
     auth_secret: str | None = field(default=None, repr=False)
     bootstrap_admin_key: str | None = field(default=None, repr=False)
     rate_limit_rps: float = 500.0
@@ -107,6 +116,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     owner_url = env.get("DATABASE_OWNER_URL", "").strip() or None
     if owner_url is not None:
         _validate_dsn("DATABASE_OWNER_URL", owner_url)
+    kms = cast(Literal["local", "transit"], _choice(env, "SINGURA_KMS", "local", _KMS))
+    if kms != "transit":
+        for name in _TRANSIT_VARIABLES:
+            if env.get(name, "").strip():
+                raise ConfigError(
+                    f"{name} is set but SINGURA_KMS is not transit; "
+                    "set SINGURA_KMS=transit to use OpenBao/Vault transit, or unset it"
+                )
     data_dir_raw = env.get("SINGURA_DATA_DIR", "").strip()
     data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else default_data_dir()
     if not data_dir.is_absolute():
@@ -137,7 +154,28 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         keyring_file=Path(keyring).expanduser()
         if (keyring := env.get("SINGURA_KEYRING_FILE", "").strip())
         else None,
+        kms=kms,
+        transit_address=env.get("SINGURA_TRANSIT_ADDR", "").strip() or None,
+        transit_key=env.get("SINGURA_TRANSIT_KEY", "").strip() or None,
+        transit_token_file=_path(env, "SINGURA_TRANSIT_TOKEN_FILE"),
+        transit_mount=env.get("SINGURA_TRANSIT_MOUNT", "").strip() or None,
+        transit_ca_file=_path(env, "SINGURA_TRANSIT_CA_FILE"),
     )
+
+
+_KMS = ("local", "transit")
+_TRANSIT_VARIABLES = (
+    "SINGURA_TRANSIT_ADDR",
+    "SINGURA_TRANSIT_KEY",
+    "SINGURA_TRANSIT_TOKEN_FILE",
+    "SINGURA_TRANSIT_MOUNT",
+    "SINGURA_TRANSIT_CA_FILE",
+)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
 
 
 def listen_host(listen: str) -> str:

@@ -195,6 +195,8 @@ async def serve(settings: Settings) -> None:
     )
     # Keys first: a bad ENCRYPTION_KEY should stop the vault before it touches data.
     key_manager = load_key_manager(settings)
+    # A remote root key (SINGURA_KMS=transit) is checked before anything is served.
+    await key_manager.connect()
     auth_secret = load_auth_secret(settings)
     prepared = await prepare_database(settings)
     db: Database | None = None

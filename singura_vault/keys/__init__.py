@@ -17,6 +17,7 @@ they belong to.
     keyring_file.py  the keyring file: read and validate, create atomically (0600)
     keyring.py       LocalKeyring: root keys in process memory
     manager.py       KeyManager: create/unwrap/cache data keys, seal, open, fingerprint
+    transit.py       TransitKeyProvider: the root key in OpenBao/Vault transit, over HTTP
     loading.py       load_key_provider: which provider, from the configuration
 
 Nothing outside this package may import ``cryptography``, and nothing here may
@@ -35,6 +36,7 @@ from singura_vault.keys.manager import KeyManager
 from singura_vault.keys.material import generate_encryption_key
 from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
 from singura_vault.keys.records import Sealed, WrappedDataKey
+from singura_vault.keys.transit import KeyServiceUnavailable, TransitKeyProvider
 
 __all__ = [
     "CredentialBinding",
@@ -46,8 +48,10 @@ __all__ = [
     "KeyManager",
     "KeyProvider",
     "KeyProviderMode",
+    "KeyServiceUnavailable",
     "LocalKeyring",
     "Sealed",
+    "TransitKeyProvider",
     "WrappedDataKey",
     "generate_encryption_key",
     "load_key_provider",

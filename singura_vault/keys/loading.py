@@ -1,4 +1,4 @@
-"""Choosing the root-key provider at start: ENCRYPTION_KEY, SINGURA_KEYRING_FILE or development.
+"""Choosing the root-key provider at start: a local key or keyring, transit, or development.
 
 Production must be given a key explicitly. Only the embedded development
 database may fall back to a generated keyring file in the data folder, and
@@ -16,12 +16,14 @@ from singura_vault.keys.file_keyring import FileKeyring
 from singura_vault.keys.keyring import LocalKeyring
 from singura_vault.keys.material import GENERATE_HINT
 from singura_vault.keys.provider import KeyProvider
+from singura_vault.keys.transit import TransitKeyProvider
 from singura_vault.logs import get_logger
 
-__all__ = ["DEVELOPMENT_KEYRING_NAME", "KeyProviderMode", "load_key_provider"]
+__all__ = ["DEVELOPMENT_KEYRING_NAME", "KeyProviderMode", "Kms", "load_key_provider"]
 
 DEVELOPMENT_KEYRING_NAME = "keyring.json"
-KeyProviderMode = Literal["env", "file", "development"]
+Kms = Literal["local", "transit"]
+KeyProviderMode = Literal["env", "file", "development", "transit"]
 
 
 def load_key_provider(
@@ -32,8 +34,36 @@ def load_key_provider(
     data_dir: Path,
     embedded: bool,
     production: bool,
+    kms: Kms = "local",
+    transit_address: str | None = None,
+    transit_key: str | None = None,
+    transit_token_file: Path | None = None,
+    transit_mount: str | None = None,
+    transit_ca_file: Path | None = None,
 ) -> tuple[KeyProvider, KeyProviderMode]:
-    """Return the root-key provider and how it was chosen: "env", "file" or "development"."""
+    """Return the root-key provider and how it was chosen (env, file, transit, development).
+
+    With ``kms="transit"`` the root key stays in an OpenBao/Vault transit engine;
+    the provider is built without network I/O: await its ``refresh()`` at start
+    (KeyManager.connect) to fail fast on a bad token or key.
+    """
+    if kms == "transit":
+        if encryption_key is not None or keyring_file is not None or previous_encryption_keys:
+            raise KeyConfigError(
+                "SINGURA_KMS=transit keeps the root key in OpenBao/Vault; unset ENCRYPTION_KEY, "
+                "ENCRYPTION_KEY_PREVIOUS and SINGURA_KEYRING_FILE (moving data keys wrapped by "
+                "a local root key to transit is not supported yet)"
+            )
+        provider = TransitKeyProvider.from_settings(
+            address=transit_address,
+            key=transit_key,
+            token_file=transit_token_file,
+            mount=transit_mount,
+            ca_file=transit_ca_file,
+        )
+        return provider, "transit"
+    if kms != "local":
+        raise KeyConfigError(f"SINGURA_KMS must be local or transit, not {kms!r}")
     if encryption_key is not None and keyring_file is not None:
         raise KeyConfigError(
             "ENCRYPTION_KEY and SINGURA_KEYRING_FILE are both set, so the root key is ambiguous; "

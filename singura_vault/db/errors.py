@@ -68,15 +68,20 @@ def map_driver_errors(
         asyncpg.exceptions.DeadlockDetectedError,
     ) as exc:
         raise Aborted("the change conflicted with a concurrent one; retry the call") from exc
-    except asyncpg.exceptions.QueryCanceledError as exc:
+    except (
+        asyncpg.exceptions.QueryCanceledError,
+        asyncpg.exceptions.LockNotAvailableError,
+    ) as exc:
         raise DeadlineExceeded(
-            "a database statement exceeded DB_QUERY_TIMEOUT and was cancelled"
+            "a database statement (or its wait for a lock) exceeded DB_QUERY_TIMEOUT and was "
+            "cancelled; retry, and raise DB_QUERY_TIMEOUT if this keeps happening"
+        ) from exc
+    except TimeoutError as exc:  # before OSError, of which it is a subclass
+        raise Unavailable(
+            "no database connection within DB_CONNECT_TIMEOUT (the pool is exhausted or "
+            "the server does not answer); retry shortly"
         ) from exc
     except _CONNECTION_LOST as exc:
         raise Unavailable("the database is unreachable; retry shortly") from exc
-    except TimeoutError as exc:
-        raise Unavailable(
-            "no database connection became free within DB_CONNECT_TIMEOUT; retry shortly"
-        ) from exc
     except asyncio.CancelledError:
         raise

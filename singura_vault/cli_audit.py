@@ -197,10 +197,12 @@ def _private_output(path: Path) -> Iterator[IO[str]]:
 
 
 def _progress(count: int, started: float) -> None:
-    if not sys.stderr.isatty():
-        return
+    """A live counter on a terminal; otherwise a plain line every 10,000 events."""
     rate = count / max(time.monotonic() - started, 1e-6)
-    print(f"\rexporting: {count:,} events ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    if sys.stderr.isatty():
+        print(f"\rexporting: {count:,} events ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
+    elif count % 10_000 < 1_000:
+        print(f"exporting: {count:,} events ({rate:,.0f}/s)", file=sys.stderr, flush=True)
 
 
 DEFAULT_ADDRESS = DEFAULT_LISTEN

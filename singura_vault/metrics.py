@@ -47,6 +47,20 @@ REWRAPPED = Counter(
     "Credentials re-encrypted onto a newer data key by this process.",
     registry=REGISTRY,
 )
+POOL_WAITING = Gauge(
+    "singura_db_pool_waiting", "Requests waiting for a pooled connection.", registry=REGISTRY
+)
+POOL_ACQUIRE = Histogram(
+    "singura_db_pool_acquire_seconds",
+    "Time to get a pooled connection.",
+    buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10),
+    registry=REGISTRY,
+)
+DB_UNAVAILABLE = Counter(
+    "singura_db_unavailable",
+    "Database calls that failed because PostgreSQL was unreachable or the pool exhausted.",
+    registry=REGISTRY,
+)
 POOL_SIZE = Gauge("singura_db_pool_size", "Connections in the pool.", registry=REGISTRY)
 POOL_IDLE = Gauge("singura_db_pool_idle", "Idle connections in the pool.", registry=REGISTRY)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -218,12 +219,28 @@ class Database:
             raise ConfigError(f"role {role.name!r} is not a member of {SERVICE_GROUP_ROLE}; {fix}")
 
     @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection, with the wait measured for the pool metrics."""
+        started = time.perf_counter()
+        metrics.POOL_WAITING.inc()
+        try:
+            conn = await self._pool.acquire(timeout=self._acquire_timeout_s)
+        except (TimeoutError, OSError, asyncpg.PostgresError):
+            metrics.DB_UNAVAILABLE.inc()
+            raise
+        finally:
+            metrics.POOL_WAITING.dec()
+        metrics.POOL_ACQUIRE.observe(time.perf_counter() - started)
+        try:
+            # The pool hands out a proxy that behaves as a Connection.
+            yield cast(asyncpg.Connection, conn)
+        finally:
+            await self._pool.release(conn)
+
+    @asynccontextmanager
     async def _transaction(self, setting: str, value: str) -> AsyncIterator[asyncpg.Connection]:
         with map_driver_errors():
-            async with (
-                self._pool.acquire(timeout=self._acquire_timeout_s) as conn,
-                conn.transaction(),
-            ):
+            async with self._acquire() as conn, conn.transaction():
                 # One round trip sets the scope and, for the audit triggers, who acts
                 # and under which request id (all transaction-scoped).
                 request = current_request()
@@ -235,5 +252,4 @@ class Database:
                     request.actor,
                     request.request_id,
                 )
-                # The pool hands out a proxy that behaves as a Connection.
-                yield cast(asyncpg.Connection, conn)
+                yield conn

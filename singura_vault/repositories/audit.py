@@ -87,7 +87,7 @@ class AuditRepository:
         async with self._scope(organization_id) as conn:
             rows = await conn.fetch(
                 query("audit_list"),
-                organization_id,
+                organization_id or SYSTEM_CHAIN,
                 *_filter_args(audit_filter),
                 before_sequence,
                 limit,
@@ -105,7 +105,7 @@ class AuditRepository:
             async with self._scope(organization_id) as conn:
                 rows = await conn.fetch(
                     query("audit_export"),
-                    organization_id,
+                    organization_id or SYSTEM_CHAIN,
                     *_filter_args(audit_filter),
                     after,
                     batch_size,
@@ -136,7 +136,7 @@ class AuditRepository:
     ) -> list[ChainLink]:
         async with self._scope(organization_id) as conn:
             rows = await conn.fetch(
-                query("audit_chain_batch"), organization_id, after_sequence, limit
+                query("audit_chain_batch"), organization_id or SYSTEM_CHAIN, after_sequence, limit
             )
         return [
             ChainLink(r["id"], r["chain_seq"], r["prev_hash"], r["hash"], r["canonical"])

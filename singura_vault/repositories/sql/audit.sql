@@ -6,12 +6,12 @@ INSERT INTO audit_logs (
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
 
 -- name: audit_list
--- Newest first by chain position; row-level security narrows to the chain's
--- organization, and audit_logs_chain_idx serves the keyset.
+-- Newest first by chain position; audit_logs_chain_key_idx serves the chain
+-- predicate and the keyset ($1 is the organization, or the nil UUID for the system chain).
 SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type, resource_id,
        request_id, outcome, details, prev_hash, hash
   FROM audit_logs
- WHERE organization_id IS NOT DISTINCT FROM $1
+ WHERE coalesce(organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1
    AND ($2::timestamptz IS NULL OR occurred_at >= $2)
    AND ($3::timestamptz IS NULL OR occurred_at < $3)
    AND ($4::text IS NULL OR action = $4)
@@ -28,7 +28,7 @@ SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type
 SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type, resource_id,
        request_id, outcome, details, prev_hash, hash
   FROM audit_logs
- WHERE organization_id IS NOT DISTINCT FROM $1
+ WHERE coalesce(organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1
    AND ($2::timestamptz IS NULL OR occurred_at >= $2)
    AND ($3::timestamptz IS NULL OR occurred_at < $3)
    AND ($4::text IS NULL OR action = $4)
@@ -45,7 +45,7 @@ SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type
 -- row as it is now (an edited field changes it).
 SELECT a.id, a.chain_seq, a.prev_hash, a.hash, singura.audit_canonical(a) AS canonical
   FROM audit_logs a
- WHERE a.organization_id IS NOT DISTINCT FROM $1 AND a.chain_seq > $2
+ WHERE coalesce(a.organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1 AND a.chain_seq > $2
  ORDER BY a.chain_seq
  LIMIT $3;
 

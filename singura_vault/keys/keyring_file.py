@@ -48,7 +48,7 @@ def is_valid_key_id(key_id: object) -> bool:
 
 def read_keyring_file(path: Path) -> tuple[dict[str, bytes], str]:
     """Return ``({key id: key bytes}, primary id)`` from a keyring file, or raise KeyConfigError."""
-    document = _parse(_read_private_file(path), path)
+    document = _parse(read_private_file(path, f"keyring file {path}", _MAX_FILE_BYTES), path)
     keys_field = document["keys"]
     if not isinstance(keys_field, dict) or not keys_field:
         raise KeyConfigError(f'keyring file {path}: "keys" must be a non-empty object')
@@ -72,34 +72,39 @@ def read_keyring_file(path: Path) -> tuple[dict[str, bytes], str]:
     return keys, primary
 
 
-def _read_private_file(path: Path) -> bytes:
+def read_private_file(path: Path, where: str, max_bytes: int) -> bytes:
+    """Read a secret-bearing file that must be a regular file only its owner can access.
+
+    ``where`` names it in messages (e.g. "keyring file /etc/x"); its content never
+    appears in one.
+    """
     try:
         # O_NONBLOCK: a FIFO in its place is refused below instead of hanging the start.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise KeyConfigError(f"keyring file {path} does not exist") from None
+        raise KeyConfigError(f"{where} does not exist") from None
     except PermissionError:
         raise KeyConfigError(
-            f"keyring file {path} cannot be opened by the vault's user; "
+            f"{where} cannot be opened by the vault's user; "
             "make that user its owner and run `chmod 600` on it"
         ) from None
     except OSError as exc:
-        raise KeyConfigError(f"keyring file {path} cannot be opened: {exc.strerror}") from None
+        raise KeyConfigError(f"{where} cannot be opened: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as file:
         # fstat of the open file, not stat of the path: no window in which the
         # checked file and the read file differ.
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise KeyConfigError(f"keyring file {path} is not a regular file")
+            raise KeyConfigError(f"{where} is not a regular file")
         if info.st_mode & 0o077:
             raise KeyConfigError(
-                f"keyring file {path} is accessible to group or others "
+                f"{where} is accessible to group or others "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}` "
                 "(in Kubernetes, mount the secret with defaultMode 0400)"
             )
-        data = file.read(_MAX_FILE_BYTES + 1)
-    if len(data) > _MAX_FILE_BYTES:
-        raise KeyConfigError(f"keyring file {path} is larger than {_MAX_FILE_BYTES} bytes")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise KeyConfigError(f"{where} is larger than {max_bytes} bytes")
     return data
 
 

@@ -50,10 +50,8 @@ import binascii
 import http.client
 import ipaddress
 import json
-import os
 import re
 import ssl
-import stat
 from pathlib import Path
 from typing import Final, NoReturn, Self, TypeGuard, final
 from urllib.parse import urlsplit
@@ -61,6 +59,7 @@ from urllib.parse import urlsplit
 from singura_vault.errors import Unavailable
 from singura_vault.keys.errors import IntegrityError, KeyConfigError
 from singura_vault.keys.holder import KeyHolder
+from singura_vault.keys.keyring_file import read_private_file
 from singura_vault.keys.records import WrappedDataKey
 from singura_vault.logs import get_logger
 
@@ -592,30 +591,7 @@ def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 def _read_token_file(path: Path) -> str:
     """Read the token from a regular file that only its owner may read or write."""
     where = f"SINGURA_TRANSIT_TOKEN_FILE {path}"
-    try:
-        # O_NONBLOCK: a FIFO in its place is refused below instead of hanging the start.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise KeyConfigError(f"{where} does not exist") from None
-    except PermissionError:
-        raise KeyConfigError(
-            f"{where} cannot be opened by the vault's user; "
-            "make that user its owner and run `chmod 600` on it"
-        ) from None
-    except OSError as exc:
-        raise KeyConfigError(f"{where} cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        # fstat of the open file, not stat of the path: what is checked is what is read.
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyConfigError(f"{where} is not a regular file")
-        if info.st_mode & 0o077:
-            raise KeyConfigError(
-                f"{where} is accessible to group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}` "
-                "(in Kubernetes, mount the secret with defaultMode 0400)"
-            )
-        data = file.read(_MAX_TOKEN_FILE_BYTES + 1)
+    data = read_private_file(path, where, _MAX_TOKEN_FILE_BYTES)
     try:
         token = data.decode("ascii").strip()
     except UnicodeDecodeError:

@@ -61,6 +61,11 @@ DB_UNAVAILABLE = Counter(
     "Database calls that failed because PostgreSQL was unreachable or the pool exhausted.",
     registry=REGISTRY,
 )
+AUDIT_APPENDED = Gauge(
+    "singura_audit_chain_events",
+    "Audit events ever appended to the hash chains (all vault processes; read from PostgreSQL).",
+    registry=REGISTRY,
+)
 POOL_SIZE = Gauge("singura_db_pool_size", "Connections in the pool.", registry=REGISTRY)
 POOL_IDLE = Gauge("singura_db_pool_idle", "Idle connections in the pool.", registry=REGISTRY)
 

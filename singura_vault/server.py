@@ -185,6 +185,16 @@ async def _prune_periodically(audit: AuditService, settings: Settings) -> None:
         await asyncio.sleep(RETENTION_INTERVAL_S)
 
 
+async def _track_audit_appends(audit: AuditRepository) -> None:
+    """Refresh the audit-append gauge every 15 s (only when metrics are served)."""
+    while True:
+        try:
+            metrics.AUDIT_APPENDED.set(await audit.appended_total())
+        except Exception as exc:  # a missed refresh only leaves the gauge stale
+            log.warning("audit_metrics_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(15)
+
+
 async def serve(settings: Settings) -> None:
     """Run the vault until SIGTERM or SIGINT."""
     # Read here, not in load_settings: only serving needs the certificate files
@@ -224,9 +234,13 @@ async def serve(settings: Settings) -> None:
             ).run_forever(),
             name="rewrap-worker",
         )
+        audit_gauge: asyncio.Task[None] | None = None
         if settings.metrics_listen is not None:
             metrics_port = metrics.serve_metrics(settings.metrics_listen)
             log.info("metrics_serving", listen=settings.metrics_listen, port=metrics_port)
+            audit_gauge = asyncio.create_task(
+                _track_audit_appends(AuditRepository(db)), name="audit-metrics"
+            )
         port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
         log.info(
             "vault_serving",
@@ -253,6 +267,8 @@ async def serve(settings: Settings) -> None:
         if retention is not None:
             retention.cancel()
         rewrap.cancel()
+        if audit_gauge is not None:
+            audit_gauge.cancel()
         await server.stop(settings.shutdown_grace_s)
     finally:
         if db is not None:

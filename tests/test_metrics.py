@@ -47,3 +47,19 @@ async def test_metrics_count_rpcs_by_method_and_code(vault: Vault) -> None:
     assert "singura_db_pool_size" in after
     assert created.organization.id not in after  # no unbounded ids in labels
     assert after != before
+
+
+async def test_audit_append_total_counts_every_chain(vault: Vault, db: object) -> None:
+    """The audit-append figure behind the metric grows with each recorded change."""
+    from singura_vault.repositories.audit import AuditRepository
+
+    repository = AuditRepository(db)  # type: ignore[arg-type]
+    before = await repository.appended_total()
+    await vault.organizations.CreateOrganization(
+        opb.CreateOrganizationRequest(
+            organization=opb.Organization(
+                name="Audit", slug="audit-metric", domain="audit-metric.example", plan=opb.PLAN_FREE
+            )
+        )
+    )
+    assert await repository.appended_total() == before + 1

@@ -143,6 +143,12 @@ class AuditRepository:
             for r in rows
         ]
 
+    async def appended_total(self) -> int:
+        """Events ever appended to any chain (read from the chain heads)."""
+        async with self._db.admin() as conn:
+            total: int = await conn.fetchval(query("audit_appended_total"))
+        return total
+
     async def prune(self, before: datetime, actor: str) -> dict[UUID, int]:
         """Delete events older than ``before`` from every chain, leaving checkpoints."""
         async with self._db.admin() as conn:

@@ -56,6 +56,10 @@ SELECT pruned_through_seq, pruned_count, last_pruned_hash
 -- name: audit_head
 SELECT last_seq, last_hash FROM audit_chain_heads WHERE chain_key = $1;
 
+-- name: audit_appended_total
+-- Events ever appended, over every chain (pruned ones included): for metrics.
+SELECT coalesce(sum(last_seq), 0)::bigint FROM audit_chain_heads;
+
 -- name: audit_prune
 SELECT chain_key, pruned FROM singura.audit_prune($1, $2);
 

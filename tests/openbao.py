@@ -37,6 +37,7 @@ path "{mount}/keys/{key}" {{ capabilities = ["read"] }}
 path "{mount}/encrypt/{key}" {{ capabilities = ["update"] }}
 path "{mount}/decrypt/{key}" {{ capabilities = ["update"] }}
 path "{mount}/rewrap/{key}" {{ capabilities = ["update"] }}
+path "{mount}/keys/{key}/rotate" {{ capabilities = ["update"] }}
 """
 
 

@@ -470,3 +470,24 @@ async def test_first_use_reads_the_key(transit: TransitConfig) -> None:
     wrapped = await provider.wrap(DATA_KEY, AD)
     assert provider.primary_key_id() == wrapped.root_key_id
     assert provider.key_ids() == (wrapped.root_key_id,)
+
+
+async def test_vault_rotation_makes_v2_primary_and_rewraps_inside_transit(
+    provider: TransitKeyProvider, transit: TransitConfig
+) -> None:
+    """KeyManager.rotate_root_key asks transit for v2; rewrap_data_key moves a v1 data key
+    there (inside transit), and it still unwraps to the same key."""
+    manager = KeyManager(provider)
+    organization = uuid.uuid4()
+    wrapped = await manager.create_data_key(organization, 1)
+    original = await manager.data_key(organization, 1, wrapped)
+    assert await manager.rotate_root_key() == f"transit:{transit.key}:v2"
+    moved = await manager.rewrap_data_key(organization, 1, wrapped)
+    assert moved is not None
+    assert moved.root_key_id == f"transit:{transit.key}:v2"
+    fresh = KeyManager(transit.provider())
+    again = await fresh.data_key(organization, 1, moved)
+    binding = CredentialBinding(organization, uuid.uuid4(), uuid.uuid4(), "api_key", 1, 1)
+    sealed = manager.seal(original, b"same key", binding)
+    assert fresh.open(again, sealed, binding) == b"same key"
+    assert await manager.rewrap_data_key(organization, 1, moved) is None  # already on v2

@@ -280,6 +280,16 @@ class TransitKeyProvider(KeyHolder):
             )
         return self.primary_key_id()
 
+    async def rotate(self) -> str:
+        """Have transit create a new key version, now primary; returns its id.
+
+        The token needs "update" on <mount>/keys/<key>/rotate for this one call
+        (``singura-vault keys rotate``); wrapping and unwrapping never need it.
+        """
+        await self._ensure_checked()
+        await self._request("POST", f"keys/{self._key}/rotate", {}, operation="rotate")
+        return await self.refresh()
+
     async def _ensure_checked(self) -> None:
         # Never send a context to a key not known to be derived: transit
         # would ignore it, and the wrapped key would be bound to nothing.
@@ -457,6 +467,8 @@ class TransitKeyProvider(KeyHolder):
             connection.close()
 
     def _interpret(self, status: int, body: bytes, operation: str) -> dict[str, object]:
+        if status == 204 and operation == "rotate":
+            return {}  # older servers answer a rotation with no content
         document = _json_object(body)
         if 200 <= status < 300 and len(body) <= _MAX_RESPONSE_BYTES:
             data = document.get("data") if document is not None else None
@@ -473,7 +485,8 @@ class TransitKeyProvider(KeyHolder):
                 "SINGURA_TRANSIT_TOKEN_FILE is invalid or expired, or lacks permission: it needs "
                 f'"read" on {self._mount}/keys/{self._key} and "update" on '
                 f"{self._mount}/encrypt/{self._key}, {self._mount}/decrypt/{self._key} and "
-                f"{self._mount}/rewrap/{self._key}"
+                f"{self._mount}/rewrap/{self._key} (and, for `singura-vault keys rotate`, "
+                f"on {self._mount}/keys/{self._key}/rotate)"
             )
         lowered = errors.lower()
         if status == 400 and operation in ("decrypt", "rewrap") and _is_integrity_failure(lowered):

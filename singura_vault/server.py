@@ -13,6 +13,7 @@ import asyncio
 import os
 import signal
 from datetime import timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import grpc
 from grpc_health.v1 import _async as health_aio  # published as grpc_health.v1.health.aio
@@ -83,6 +84,33 @@ def check_listen_address(listen: str, *, allow_insecure: bool, tls: bool = False
             "set SINGURA_TLS_CERT and SINGURA_TLS_KEY, listen on 127.0.0.1 (the default), "
             "or set SINGURA_ALLOW_INSECURE=1 behind a TLS-terminating proxy"
         )
+
+
+def check_production_transport(settings: Settings, *, tls_enabled: bool) -> None:
+    """SINGURA_ENV=production: TLS on the gRPC port (or an explicit, documented
+    SINGURA_ALLOW_INSECURE behind a TLS proxy) and TLS to an external PostgreSQL."""
+    if not settings.production:
+        return
+    if not tls_enabled and not settings.allow_insecure:
+        raise ConfigError(
+            "SINGURA_ENV=production requires TLS on the gRPC port: set SINGURA_TLS_CERT and "
+            "SINGURA_TLS_KEY, or SINGURA_ALLOW_INSECURE=1 if a TLS-terminating proxy or mesh "
+            "is in front of the vault"
+        )
+    if settings.database_url is not None and not database_url_uses_tls(settings.database_url):
+        raise ConfigError(
+            "SINGURA_ENV=production requires TLS to PostgreSQL: add sslmode=verify-full "
+            "(or require / verify-ca) to DATABASE_URL, or connect through a Unix socket "
+            "(host=/path)"
+        )
+
+
+def database_url_uses_tls(url: str) -> bool:
+    """True when the URL asks for TLS, or reaches PostgreSQL over a local Unix socket."""
+    query = parse_qs(urlsplit(url).query)
+    if any(host.startswith("/") for host in query.get("host", [])):
+        return True
+    return query.get("sslmode", [""])[-1] in ("require", "verify-ca", "verify-full")
 
 
 class VaultServer:
@@ -208,6 +236,7 @@ async def serve(settings: Settings) -> None:
     # A remote root key (SINGURA_KMS=transit) is checked before anything is served.
     await key_manager.connect()
     auth_secret = load_auth_secret(settings)
+    check_production_transport(settings, tls_enabled=tls is not None)
     prepared = await prepare_database(settings)
     db: Database | None = None
     try:

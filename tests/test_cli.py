@@ -18,6 +18,7 @@ import grpc
 import pytest
 
 from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.keys import generate_encryption_key
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import (
     connections_pb2_grpc,
@@ -199,13 +200,21 @@ def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
         ("ENCRYPTION_KEY", "hunter2-is-a-32-character-secret", "singura-vault keys generate"),
         ("SINGURA_ENV", "production", "ENCRYPTION_KEY"),
         ("SINGURA_TLS_CERT", "/nonexistent/cert.pem", "SINGURA_TLS_KEY"),
+        ("SINGURA_ENV", "production+keys", "requires TLS on the gRPC port"),
     ],
 )
 def test_bad_configuration_refuses_to_start(
     cli_env: dict[str, str], variable: str, value: str, fragment: str
 ) -> None:
     """A bad variable stops serve with exit 2 and a message naming it, never echoing secrets."""
-    result = run(["serve"], {**cli_env, variable: value})
+    env = {**cli_env, variable: value}
+    if value == "production+keys":  # keys configured: what is left is the transport check
+        env.update(
+            SINGURA_ENV="production",
+            ENCRYPTION_KEY=generate_encryption_key(),
+            SINGURA_AUTH_SECRET=generate_encryption_key(),
+        )
+    result = run(["serve"], env)
     assert result.returncode == 2
     assert fragment in result.stderr
     assert "hunter2" not in result.stderr
@@ -448,3 +457,20 @@ def test_sigterm_during_writes_loses_no_acknowledged_write(cli_env: dict[str, st
                     assert revealed.value == value
     finally:
         assert vault.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "secure"),
+    [
+        ("postgresql://vault@db.internal:5432/singura?sslmode=verify-full", True),
+        ("postgresql://vault@db.internal/singura?sslmode=require", True),
+        ("postgresql://vault@db.internal/singura?sslmode=prefer", False),
+        ("postgresql://vault@db.internal/singura", False),
+        ("postgresql://vault@/singura?host=/var/run/postgresql", True),
+    ],
+)
+def test_production_database_urls_must_use_tls(url: str, secure: bool) -> None:
+    """In production an external DATABASE_URL needs sslmode require/verify-*, or a socket."""
+    from singura_vault.server import database_url_uses_tls
+
+    assert database_url_uses_tls(url) is secure

@@ -106,7 +106,12 @@ def run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
 
 def _print_job(job: keys_pb2.RewrapJob) -> None:
     state = keys_pb2.RewrapJobState.Name(job.state).removeprefix("REWRAP_JOB_STATE_").lower()
-    print(f"rewrap job {job.id}: {state}, {job.done}/{job.total} credentials")
+    failed = (
+        f", {job.failed} failed (see the credential_integrity_failure log events)"
+        if job.failed
+        else ""
+    )
+    print(f"rewrap job {job.id}: {state}, {job.done}/{job.total} credentials{failed}")
 
 
 def _progress(job: keys_pb2.RewrapJob) -> None:

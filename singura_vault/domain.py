@@ -337,6 +337,7 @@ class RewrapJob:
     state: str
     total: int
     done: int
+    failed: int
     started_by: str
     created_at: datetime
     updated_at: datetime

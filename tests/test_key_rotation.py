@@ -391,3 +391,39 @@ async def test_killed_rewrap_process_resumes_without_skipping_or_repeating(
         await owner.close()
     assert stale == 0
     assert rewrapped_events == count  # each credential re-encrypted exactly once
+
+
+async def test_a_tampered_credential_is_skipped_not_retried_forever(
+    vault: Vault, owner_dsn: str, key_manager: keys.KeyManager, service_dsn: str, root_key: str
+) -> None:
+    """A credential whose ciphertext fails its check is recorded as failed and skipped;
+    the job completes with everything else rewrapped."""
+    org, conn = await tenant(vault)
+    await bulk_credentials(vault, owner_dsn, key_manager, org, conn, 50)
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org)
+        await owner.execute(
+            "UPDATE singura.encrypted_credentials "
+            "SET ciphertext = set_byte(ciphertext, 0, get_byte(ciphertext, 0) # 1) "
+            "WHERE credential_type = 'api_key' AND version = 7"
+        )
+    finally:
+        await owner.close()
+    await vault.keys.RotateDataKey(kpb.RotateDataKeyRequest(organization_id=org))
+    job = (await vault.keys.StartRewrap(kpb.StartRewrapRequest())).job
+    pool = await Database.connect(service_dsn, PoolSettings(min_size=1, max_size=2))
+    try:
+        worker = RewrapWorker(
+            KeyAdminRepository(pool),
+            keys.KeyManager(keys.LocalKeyring.from_encryption_key(root_key)),
+            batch_size=20,
+        )
+        assert await worker.work_once()
+    finally:
+        await pool.close()
+    final = (await vault.keys.GetRewrapJob(kpb.GetRewrapJobRequest(job_id=job.id))).job
+    assert final.state == kpb.REWRAP_JOB_STATE_COMPLETED
+    assert (final.done, final.failed, final.total) == (49, 1, 50)
+    await expect_status(reveal(vault, org, conn, 7, API_KEY), grpc.StatusCode.DATA_LOSS)
+    assert await reveal(vault, org, conn, 8, API_KEY) == "bulk-8"

@@ -22,6 +22,7 @@ def job_to_proto(job: RewrapJob) -> pb.RewrapJob:
         state=pb.RewrapJobState.Value(f"REWRAP_JOB_STATE_{job.state.upper()}"),
         total=job.total,
         done=job.done,
+        failed=job.failed,
         started_by=job.started_by,
         create_time=timestamp(job.created_at),
         update_time=timestamp(job.updated_at),

@@ -16,7 +16,7 @@ from singura_vault.domain import (
     StaleCredential,
     StoredDataKey,
 )
-from singura_vault.errors import FailedPrecondition, NotFound
+from singura_vault.errors import DataLoss, FailedPrecondition, NotFound
 from singura_vault.repositories._rows import data_key_from_row
 from singura_vault.repositories.queries import query
 
@@ -31,6 +31,7 @@ def _job(row: asyncpg.Record) -> RewrapJob:
         state=row["state"],
         total=row["total"],
         done=row["done"],
+        failed=row["failed"],
         started_by=row["started_by"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
@@ -98,10 +99,10 @@ class KeyAdminRepository:
             rows = await conn.fetch(query("data_keys_orgs_with_old_versions"))
         return [(r["organization_id"], r["newest"]) for r in rows]
 
-    async def stale_count(self, organization_id: UUID, newest: int) -> int:
+    async def stale_count(self, organization_id: UUID, newest: int, job_id: UUID | None) -> int:
         async with self._db.tenant(organization_id) as conn:
             count: int = await conn.fetchval(
-                query("credentials_stale_count"), organization_id, newest
+                query("credentials_stale_count"), organization_id, newest, job_id
             )
         return count
 
@@ -119,12 +120,13 @@ class KeyAdminRepository:
         """
         async with self._db.tenant(organization_id) as conn:
             rows = await conn.fetch(
-                query("credentials_claim_stale"), organization_id, newest, limit
+                query("credentials_claim_stale"), organization_id, newest, limit, job_id
             )
             if not rows:
                 return 0, -1, -1
             key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
             data_keys = {r["version"]: data_key_from_row(r) for r in key_rows}
+            failed = 0
             for row in rows:
                 stale = StaleCredential(
                     id=row["id"],
@@ -135,7 +137,20 @@ class KeyAdminRepository:
                     nonce=row["nonce"],
                     ciphertext=row["ciphertext"],
                 )
-                value = await reencrypt(stale, data_keys)
+                try:
+                    value = await reencrypt(stale, data_keys)
+                except DataLoss:
+                    # Recorded and skipped for the rest of the job, not retried
+                    # forever; the credential stays readable (or not) as it was.
+                    await conn.execute(
+                        query("rewrap_failure_record"),
+                        job_id,
+                        organization_id,
+                        stale.id,
+                        "integrity",
+                    )
+                    failed += 1
+                    continue
                 await conn.execute(
                     query("credential_reencrypted"),
                     organization_id,
@@ -145,7 +160,9 @@ class KeyAdminRepository:
                     newest,
                     value.fingerprint,
                 )
-            progress = await conn.fetchrow(query("rewrap_job_progress"), job_id, len(rows))
+            progress = await conn.fetchrow(
+                query("rewrap_job_progress"), job_id, len(rows) - failed, failed
+            )
             if progress is None:
                 raise JobNotRunning
         return len(rows), progress["done"], progress["total"]

@@ -165,7 +165,7 @@ class KeyAdminService:
             return running
         total = 0
         for org, newest in await self._repository.organizations_to_rewrap():
-            total += await self._repository.stale_count(org, newest)
+            total += await self._repository.stale_count(org, newest, None)
         job, started = await self._repository.start_job(principal.key_id, total)
         if started:
             log.info("rewrap_started", job_id=str(job.id), total=total)

@@ -66,14 +66,16 @@ class RewrapWorker:
                     return False
                 # Batches held by other workers were skipped, not done: count them
                 # (a plain count sees locked rows) before calling the job complete.
-                remaining += await self._repository.stale_count(organization_id, newest)
+                remaining += await self._repository.stale_count(organization_id, newest, job.id)
             if not did_work and remaining == 0:
                 break
             if not did_work:
                 await asyncio.sleep(0.05)  # another worker is committing the last batches
         finished = await self._repository.finish_job(job.id, "completed")
         if finished is not None:
-            log.info("rewrap_completed", job_id=str(job.id), done=finished.done)
+            log.info(
+                "rewrap_completed", job_id=str(job.id), done=finished.done, failed=finished.failed
+            )
         return finished is not None
 
     async def _drain(self, job_id: UUID, organization_id: UUID, newest: int) -> bool:

@@ -39,17 +39,28 @@ SELECT key_version, count(*) AS n
  GROUP BY key_version;
 
 -- name: credentials_stale_count
-SELECT count(*) FROM encrypted_credentials
- WHERE organization_id = $1 AND state <> 'revoked' AND key_version < $2;
+-- Credentials still to do; those that already failed in job $3 are not counted.
+SELECT count(*) FROM encrypted_credentials e
+ WHERE e.organization_id = $1 AND e.state <> 'revoked' AND e.key_version < $2
+   AND NOT EXISTS (SELECT 1 FROM rewrap_failures f
+                    WHERE f.job_id = $3 AND f.organization_id = $1 AND f.credential_id = e.id);
 
 -- name: credentials_claim_stale
 -- A batch no other worker holds (SKIP LOCKED): never done twice, never waited on.
-SELECT id, connection_id, credential_type, version, key_version, ciphertext, nonce
-  FROM encrypted_credentials
- WHERE organization_id = $1 AND state <> 'revoked' AND key_version < $2
- ORDER BY id
+SELECT e.id, e.connection_id, e.credential_type, e.version, e.key_version, e.ciphertext,
+       e.nonce
+  FROM encrypted_credentials e
+ WHERE e.organization_id = $1 AND e.state <> 'revoked' AND e.key_version < $2
+   AND NOT EXISTS (SELECT 1 FROM rewrap_failures f
+                    WHERE f.job_id = $4 AND f.organization_id = $1 AND f.credential_id = e.id)
+ ORDER BY e.id
  LIMIT $3
-   FOR UPDATE SKIP LOCKED;
+   FOR UPDATE OF e SKIP LOCKED;
+
+-- name: rewrap_failure_record
+INSERT INTO rewrap_failures (job_id, organization_id, credential_id, reason)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT DO NOTHING;
 
 -- name: credential_reencrypted
 UPDATE encrypted_credentials
@@ -77,7 +88,7 @@ SELECT * FROM rewrap_jobs ORDER BY created_at DESC LIMIT 1;
 
 -- name: rewrap_job_progress
 -- In the batch's own transaction: the count commits with the work, or neither.
-UPDATE rewrap_jobs SET done = done + $2, updated_at = now()
+UPDATE rewrap_jobs SET done = done + $2, failed = failed + $3, updated_at = now()
  WHERE id = $1 AND state = 'running'
 RETURNING done, total;
 

@@ -62,6 +62,7 @@ class RewrapJob(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     FINISH_TIME_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Job id."""
     state: Global___RewrapJobState.ValueType
@@ -72,6 +73,10 @@ class RewrapJob(_message.Message):
     """Credentials re-encrypted so far (each counted once)."""
     started_by: _builtins.str
     """Key id of the admin key that started it."""
+    failed: _builtins.int
+    """Credentials that could not be re-encrypted (their ciphertext failed its
+    integrity check, or their data key was destroyed); skipped, left as they were.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Start time."""
@@ -95,10 +100,11 @@ class RewrapJob(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         finish_time: _timestamp_pb2.Timestamp | None = ...,
+        failed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done", b"done", "finish_time", b"finish_time", "id", b"id", "started_by", b"started_by", "state", b"state", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done", b"done", "failed", b"failed", "finish_time", b"finish_time", "id", b"id", "started_by", b"started_by", "state", b"state", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

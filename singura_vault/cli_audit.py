@@ -24,7 +24,7 @@ from typing import IO, Any
 import grpc
 from google.protobuf import json_format
 
-from singura_vault.config import DEFAULT_LISTEN, Settings
+from singura_vault.config import Settings
 from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import audit_pb2, audit_pb2_grpc
 
@@ -203,6 +203,3 @@ def _progress(count: int, started: float) -> None:
         print(f"\rexporting: {count:,} events ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
     elif count % 10_000 < 1_000:
         print(f"exporting: {count:,} events ({rate:,.0f}/s)", file=sys.stderr, flush=True)
-
-
-DEFAULT_ADDRESS = DEFAULT_LISTEN

@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any
 from uuid import UUID
 
 
@@ -131,17 +131,6 @@ class PageCursor:
 
     at: datetime
     id: UUID
-
-
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Page(Generic[T]):
-    """One page of results and the cursor to continue from (None on the last page)."""
-
-    items: tuple[T, ...]
-    next_cursor: PageCursor | None
 
 
 class CredentialType(enum.Enum):

@@ -194,9 +194,6 @@ class VaultServer:
         await self._monitor.stop()
         await self._server.stop(grace_s)
 
-    async def wait_for_termination(self) -> None:
-        await self._server.wait_for_termination()
-
 
 RETENTION_INTERVAL_S = 3600.0
 

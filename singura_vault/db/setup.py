@@ -66,7 +66,6 @@ class PreparedDatabase:
     """Where to connect, and the embedded server to stop at shutdown (if any)."""
 
     service_dsn: str
-    owner_dsn: str | None
     embedded: EmbeddedPostgres | None
 
 
@@ -136,8 +135,8 @@ async def prepare_database(settings: Settings) -> PreparedDatabase:
         )
         await bootstrap_embedded_roles(superuser_dsn)
         await apply_migrations(owner_dsn)
-        return PreparedDatabase(service_dsn, owner_dsn, server)
+        return PreparedDatabase(service_dsn, server)
     if settings.database_owner_url is not None:
         await apply_migrations(settings.database_owner_url)
     await ensure_schema_current(settings.database_url)
-    return PreparedDatabase(settings.database_url, settings.database_owner_url, None)
+    return PreparedDatabase(settings.database_url, None)

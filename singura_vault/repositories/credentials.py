@@ -61,12 +61,6 @@ class CredentialRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def current_data_key(self, organization_id: UUID) -> StoredDataKey | None:
-        """The organization's newest live data key, if it has one."""
-        async with self._db.tenant(organization_id) as conn:
-            row = await conn.fetchrow(query("data_key_current"), organization_id)
-        return data_key_from_row(row) if row is not None else None
-
     async def next_data_key_version(self, organization_id: UUID) -> int:
         """The version number a new data key of the organization gets."""
         async with self._db.tenant(organization_id) as conn:

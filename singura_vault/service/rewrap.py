@@ -12,7 +12,6 @@ its row commits, a credential stays readable under the key that encrypted it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 from uuid import UUID
 
@@ -141,9 +140,3 @@ def _binding(stale: StaleCredential, key: keys.DataKey) -> keys.CredentialBindin
         version=stale.version,
         key_version=key.version,
     )
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task

@@ -21,7 +21,7 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,32 @@ def write_new_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) 
     target exists, so a keyring that protects stored data is never replaced,
     and no reader ever sees a half-written file.
     """
+    exists_message = (
+        f"keyring file {path} already exists; refusing to overwrite it "
+        "(its keys may be the only way to read stored credentials)"
+    )
+    if path.exists():
+        raise KeyConfigError(exists_message)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with _written_temporary(path, keys, primary) as temporary:
+        _link_without_replacing(temporary, path, exists_message)
+    _fsync_directory(path.parent)
+
+
+def replace_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) -> None:
+    """Rewrite an existing keyring file atomically (temporary file, fsync, rename), 0600.
+
+    Used by rotation and retirement: readers see the old file or the new one,
+    never a mix, and a crash leaves the old file intact.
+    """
+    with _written_temporary(path, keys, primary) as temporary:
+        os.replace(temporary, path)
+    _fsync_directory(path.parent)
+
+
+@contextlib.contextmanager
+def _written_temporary(path: Path, keys: Mapping[str, bytes], primary: str) -> Iterator[Path]:
+    """The keyring document, written and fsynced (0600) beside ``path``; removed after."""
     if not all(is_valid_key_id(key_id) for key_id in keys) or primary not in keys:
         raise ValueError(f"invalid keyring: {KEY_ID_RULE}, and primary must be one of them")
     document = {
@@ -168,15 +194,7 @@ def write_new_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) 
         "keys": {key_id: encode_key(key) for key_id, key in keys.items()},
     }
     data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-    exists_message = (
-        f"keyring file {path} already exists; refusing to overwrite it "
-        "(its keys may be the only way to read stored credentials)"
-    )
-    if path.exists():
-        raise KeyConfigError(exists_message)
-    directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:
         try:
@@ -187,44 +205,10 @@ def write_new_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) 
             os.fsync(fd)
         finally:
             os.close(fd)
-        _link_without_replacing(temporary, path, exists_message)
+        yield temporary
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
-    _fsync_directory(directory)
-
-
-def replace_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) -> None:
-    """Rewrite an existing keyring file atomically (temporary file, fsync, rename), 0600.
-
-    Used by rotation and retirement: readers see the old file or the new one,
-    never a mix, and a crash leaves the old file intact.
-    """
-    if not all(is_valid_key_id(key_id) for key_id in keys) or primary not in keys:
-        raise ValueError(f"invalid keyring: {KEY_ID_RULE}, and primary must be one of them")
-    document = {
-        "format": KEYRING_FORMAT,
-        "primary": primary,
-        "keys": {key_id: encode_key(key) for key_id, key in keys.items()},
-    }
-    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
-    directory = path.parent
-    temporary = directory / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-    _fsync_directory(directory)
 
 
 def _link_without_replacing(source: Path, target: Path, exists_message: str) -> None:

@@ -570,14 +570,8 @@ async def _with_embedded(
 ) -> None:
     """Start the embedded server (if it is not running), run ``work(server, superuser
     DSN)``, and stop the server again if we started it."""
-    server = EmbeddedPostgres(settings.data_dir)
-    started_here = not server.is_running()
-    _, superuser_dsn, _, _ = await asyncio.to_thread(setup.prepare_embedded, settings)
-    try:
+    async with setup.embedded_for_command(settings) as (server, superuser_dsn, _, _):
         await work(server, superuser_dsn)
-    finally:
-        if started_here:
-            await asyncio.to_thread(server.stop)
 
 
 async def run_backup(

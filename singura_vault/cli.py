@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, NoReturn, TypeVar
 
 from singura_vault import __version__
 from singura_vault.config import DEFAULT_LISTEN, Settings, load_settings
-from singura_vault.db.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from singura_vault.db.embedded import EmbeddedPostgresError
 from singura_vault.db.migrations import (
     MigrationError,
     create_migration_file,
@@ -281,25 +282,19 @@ async def _audit_prune(settings: Settings, older_than: timedelta) -> int:
     from singura_vault.repositories.audit import AuditRepository
     from singura_vault.service.audit import AuditService
 
-    embedded: EmbeddedPostgres | None = None
-    started_here = False
-    dsn = settings.database_url
-    if dsn is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        started_here = not embedded.is_running()
-        _, superuser_dsn, owner_dsn, dsn = await asyncio.to_thread(setup.prepare_embedded, settings)
-        await setup.bootstrap_embedded_roles(superuser_dsn)
-        await setup.apply_migrations(owner_dsn)
-    assert dsn is not None
-    try:
+    async with AsyncExitStack() as stack:
+        if settings.database_url is not None:
+            dsn = settings.database_url
+        else:
+            embedded = setup.embedded_for_command(settings)
+            _, superuser_dsn, owner_dsn, dsn = await stack.enter_async_context(embedded)
+            await setup.bootstrap_embedded_roles(superuser_dsn)
+            await setup.apply_migrations(owner_dsn)
         db = await Database.connect(dsn, replace(settings.pool, min_size=1, max_size=2))
         try:
             pruned = await AuditService(AuditRepository(db)).prune(older_than, "operator")
         finally:
             await db.close()
-    finally:
-        if embedded is not None and started_here:
-            await asyncio.to_thread(embedded.stop)
     print(f"pruned {sum(pruned.values()):,} events from {len(pruned)} chains")
     return 0
 
@@ -352,22 +347,18 @@ async def _migrate(settings: Settings, command: str) -> int:
     directory = default_migrations_dir()
     if command == "validate":
         load_migrations(directory)
-    embedded: EmbeddedPostgres | None = None
-    started_here = False
-    if settings.database_url is None and settings.database_owner_url is None:
-        embedded = EmbeddedPostgres(settings.data_dir)
-        started_here = not embedded.is_running()
-        _, superuser_dsn, owner_dsn, _ = await asyncio.to_thread(setup.prepare_embedded, settings)
-        await setup.bootstrap_embedded_roles(superuser_dsn)
-        dsn = owner_dsn
-    else:
-        dsn_or_none = settings.database_owner_url or (
-            settings.database_url if command != "up" else None
-        )
-        if dsn_or_none is None:
-            raise ConfigError("migrate up needs DATABASE_OWNER_URL (the schema owner's login)")
-        dsn = dsn_or_none
-    try:
+    async with AsyncExitStack() as stack:
+        if settings.database_url is None and settings.database_owner_url is None:
+            embedded = setup.embedded_for_command(settings)
+            _, superuser_dsn, dsn, _ = await stack.enter_async_context(embedded)
+            await setup.bootstrap_embedded_roles(superuser_dsn)
+        else:
+            dsn_or_none = settings.database_owner_url or (
+                settings.database_url if command != "up" else None
+            )
+            if dsn_or_none is None:
+                raise ConfigError("migrate up needs DATABASE_OWNER_URL (the schema owner's login)")
+            dsn = dsn_or_none
         if command == "up":
             count = await setup.apply_migrations(dsn, directory)
             print(f"applied {count} migration(s)")
@@ -382,6 +373,3 @@ async def _migrate(settings: Settings, command: str) -> int:
         if command == "validate":
             print("ok" if not status.problems else "invalid")
         return 1 if status.problems else 0
-    finally:
-        if embedded is not None and started_here:
-            await asyncio.to_thread(embedded.stop)

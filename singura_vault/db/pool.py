@@ -173,19 +173,19 @@ class Database:
         that are their own narrow door (singura.authenticate). Tables stay
         invisible to it under row-level security."""
         with map_driver_errors():
-            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            async with self._acquire() as conn:
                 return await conn.fetchrow(sql, *args)
 
     async def ping(self) -> None:
         """One round trip; raises Unavailable when PostgreSQL does not answer."""
         with map_driver_errors():
-            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            async with self._acquire() as conn:
                 await conn.fetchval("SELECT 1", timeout=self._acquire_timeout_s)
 
     async def service_role(self) -> ServiceRole:
         """Report the runtime login role's powers (used to refuse an unsafe role)."""
         with map_driver_errors():
-            async with self._pool.acquire(timeout=self._acquire_timeout_s) as conn:
+            async with self._acquire() as conn:
                 row = await conn.fetchrow(_ROLE_CHECK_SQL, SERVICE_GROUP_ROLE)
         assert row is not None
         return ServiceRole(

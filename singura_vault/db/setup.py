@@ -14,6 +14,8 @@ role that row-level security would not bind.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +127,24 @@ def prepare_embedded(settings: Settings) -> tuple[EmbeddedPostgres, str, str, st
         cluster.dsn(OWNER_ROLE, DATABASE_NAME),
         cluster.dsn(SERVICE_ROLE, DATABASE_NAME),
     )
+
+
+@asynccontextmanager
+async def embedded_for_command(
+    settings: Settings,
+) -> AsyncIterator[tuple[EmbeddedPostgres, str, str, str]]:
+    """The embedded server for a one-off command (migrate, prune, backup, restore):
+    started if it is not running, and stopped afterwards only if this command
+    started it, so that a running ``serve`` is left alone. Yields what
+    :func:`prepare_embedded` returns."""
+    server = EmbeddedPostgres(settings.data_dir)
+    started_here = not server.is_running()
+    prepared = await asyncio.to_thread(prepare_embedded, settings)
+    try:
+        yield prepared
+    finally:
+        if started_here:
+            await asyncio.to_thread(server.stop)
 
 
 async def prepare_database(settings: Settings) -> PreparedDatabase:

@@ -1,6 +1,6 @@
-"""``singura-vault keys status|rotate|rotate-data-key|rewrap``: key administration
-against a running vault (KeyService, admin key), so that every step is audited and
-every vault process sees the same database state."""
+"""``singura-vault keys status|rotate|rotate-data-key|rewrap|repair|retire``: key
+administration against a running vault (KeyService, admin key), so that every step is
+audited and every vault process sees the same database state."""
 
 from __future__ import annotations
 
@@ -36,6 +36,14 @@ def add_key_admin_parsers(keys_commands: Any, add_connection_arguments: Any) -> 
     )
     rewrap.add_argument("--wait", action="store_true", help="follow the job until it ends")
     add_connection_arguments(rewrap)
+
+    repair = keys_commands.add_parser(
+        "repair",
+        help="find credentials whose recorded data key version does not open them and "
+        "correct the record (audited)",
+    )
+    repair.add_argument("--organization", metavar="ID", default="", help="default: all")
+    add_connection_arguments(repair)
 
     retire = keys_commands.add_parser("retire", help="retire a root key or a data key version")
     target = retire.add_mutually_exclusive_group(required=True)
@@ -79,6 +87,8 @@ def run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
             print(f"{data_key.organization_id}: data key v{data_key.version}")
         print("run `singura-vault keys rewrap --wait` to move existing credentials onto it")
         return 0
+    if args.keys_command == "repair":
+        return _repair(stub, auth, args.organization)
     if args.keys_command == "retire":
         request = (
             keys_pb2.RetireKeyVersionRequest(root_key_id=args.root_key)
@@ -102,6 +112,35 @@ def run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
         print(file=sys.stderr)
         _print_job(job)
     return 0 if job.state != keys_pb2.REWRAP_JOB_STATE_CANCELLED else 1
+
+
+def _repair(stub: keys_pb2_grpc.KeyServiceStub, auth: Any, organization: str) -> int:
+    """Repair one organization, or each organization with data keys, one line each;
+    exit code 1 if any credential could not be opened under any live data key."""
+    if organization:
+        organizations = [organization]
+    else:
+        status = stub.GetKeyStatus(keys_pb2.GetKeyStatusRequest(), metadata=auth)
+        organizations = sorted({k.organization_id for k in status.data_keys})
+    unrecoverable = 0
+    for index, org in enumerate(organizations, 1):
+        report = stub.RepairCredentialKeys(
+            keys_pb2.RepairCredentialKeysRequest(organization_id=org), metadata=auth
+        )
+        print(
+            f"[{index}/{len(organizations)}] {org}: {report.checked} checked, "
+            f"{len(report.repaired)} repaired, "
+            f"{len(report.unrecoverable_credential_ids)} unrecoverable"
+        )
+        for fix in report.repaired:
+            print(
+                f"  repaired {fix.credential_id}: recorded v{fix.recorded_key_version}, "
+                f"sealed under v{fix.sealed_key_version}"
+            )
+        for credential_id in report.unrecoverable_credential_ids:
+            print(f"  unrecoverable {credential_id}: no live data key version opens it")
+        unrecoverable += len(report.unrecoverable_credential_ids)
+    return 1 if unrecoverable else 0
 
 
 def _print_job(job: keys_pb2.RewrapJob) -> None:

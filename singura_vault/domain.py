@@ -199,11 +199,14 @@ class CredentialSlot:
 
 @dataclass(frozen=True)
 class EncryptedValue:
-    """A sealed secret ready for the database: nonce, ciphertext+tag, fingerprint."""
+    """A sealed secret ready for the database: nonce, ciphertext+tag, fingerprint, and
+    the version of the data key that sealed it -- what the row must record, taken from
+    the sealer rather than from what the caller believed was current."""
 
     nonce: bytes
     ciphertext: bytes
     fingerprint: str
+    key_version: int
 
 
 @dataclass(frozen=True)
@@ -334,8 +337,8 @@ class RewrapJob:
 
 
 @dataclass(frozen=True)
-class StaleCredential:
-    """A credential whose ciphertext is under an older data key version."""
+class SealedCredential:
+    """A credential's ciphertext with the row facts bound into it (for rewrap and repair)."""
 
     id: UUID
     connection_id: UUID
@@ -344,3 +347,23 @@ class StaleCredential:
     key_version: int
     nonce: bytes
     ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class KeyRepair:
+    """A credential whose record named the wrong data-key version, corrected."""
+
+    credential_id: UUID
+    recorded_key_version: int
+    sealed_key_version: int
+
+
+@dataclass(frozen=True)
+class RepairPage:
+    """One page of a key-version repair: how many checked, what was corrected, what no
+    live data key opens, and the last credential id (where the next page starts)."""
+
+    checked: int
+    repaired: tuple[KeyRepair, ...]
+    unrecoverable: tuple[UUID, ...]
+    last_id: UUID | None

@@ -31,7 +31,7 @@ from singura_vault.service.access import AccessService
 from singura_vault.service.credentials import CredentialService
 from singura_vault.service.rewrap import RewrapWorker
 from tests.canaries import canary
-from tests.conftest import Vault, start_vault, stop_vault
+from tests.conftest import Stubs, Vault, start_vault, stop_vault
 from tests.helpers import connection_message, expect_status, org_message
 
 ACCESS = crpb.CREDENTIAL_TYPE_ACCESS_TOKEN
@@ -53,7 +53,7 @@ async def tenant(vault: Vault) -> tuple[str, str]:
 
 
 async def store(
-    vault: Vault, org: str, conn: str, value: str, type_: int = ACCESS
+    vault: Stubs, org: str, conn: str, value: str, type_: int = ACCESS
 ) -> crpb.Credential:
     return (
         await vault.credentials.StoreCredential(
@@ -64,7 +64,7 @@ async def store(
     ).credential
 
 
-async def reveal(vault: Vault, org: str, conn: str, version: int = 0, type_: int = ACCESS) -> str:
+async def reveal(vault: Stubs, org: str, conn: str, version: int = 0, type_: int = ACCESS) -> str:
     return (
         await vault.credentials.RevealCredential(
             crpb.RevealCredentialRequest(

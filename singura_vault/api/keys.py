@@ -101,3 +101,20 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
         else:
             raise InvalidArgument("target", "name a root_key_id or a data_key to retire")
         return pb.RetireKeyVersionResponse()
+
+    async def RepairCredentialKeys(
+        self, request: pb.RepairCredentialKeysRequest, context: Context
+    ) -> pb.RepairCredentialKeysResponse:
+        report = await self._service.repair_credential_keys(request.organization_id)
+        return pb.RepairCredentialKeysResponse(
+            checked=report.checked,
+            repaired=[
+                pb.CredentialKeyRepair(
+                    credential_id=str(r.credential_id),
+                    recorded_key_version=r.recorded_key_version,
+                    sealed_key_version=r.sealed_key_version,
+                )
+                for r in report.repaired
+            ],
+            unrecoverable_credential_ids=[str(i) for i in report.unrecoverable],
+        )

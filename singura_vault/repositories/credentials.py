@@ -34,6 +34,9 @@ from singura_vault.repositories.queries import query
 T = TypeVar("T")
 
 
+LiveDataKeys = Callable[[], Awaitable[list[StoredDataKey]]]
+
+
 class NoDataKey(Exception):  # noqa: N818 - a signal to the service, not an error for clients
     """The organization has no live data key yet; create one and store again."""
 
@@ -42,9 +45,19 @@ class _RequestIdTaken(AlreadyExists):
     """A concurrent store with the same request_id won the race."""
 
 
+class _DataKeyRetired(Aborted):
+    """The data key the value was sealed under was retired before the row committed."""
+
+
 _STORE_ERRORS: dict[str, VaultError] = {
     "encrypted_credentials_request_key": _RequestIdTaken("request_id already used"),
+    "encrypted_credentials_key_live": _DataKeyRetired(
+        "the organization's data key was retired while the value was being sealed; retry"
+    ),
 }
+# A retirement that wins the race against a store refuses the row (migration 008);
+# sealing again under the then-current key succeeds unless retirements keep coming.
+_STORE_ATTEMPTS = 3
 
 
 def _not_found(organization_id: UUID, credential_id: UUID) -> NotFound:
@@ -103,7 +116,28 @@ class CredentialRepository:
         connection are serialized: versions stay consecutive and exactly one
         version is current. ``seal`` encrypts the value for the allocated slot
         under the organization's newest data key; without one, NoDataKey is raised.
+        If that key is retired before the row commits, the database refuses the row
+        (migration 008) and the store starts again under the then-current key.
         """
+        for attempt in range(1, _STORE_ATTEMPTS + 1):
+            try:
+                return await self._store_once(
+                    organization_id, connection_id, credential_type, expires_at, request_id, seal
+                )
+            except _DataKeyRetired:
+                if attempt == _STORE_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _store_once(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        credential_type: CredentialType,
+        expires_at: datetime | None,
+        request_id: UUID | None,
+        seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
+    ) -> Credential:
         try:
             async with self._db.tenant(organization_id) as conn:
                 if request_id is not None:
@@ -152,7 +186,7 @@ class CredentialRepository:
                         slot.version,
                         value.ciphertext,
                         value.nonce,
-                        data_key.version,
+                        value.key_version,
                         value.fingerprint,
                         expires_at,
                         request_id,
@@ -236,9 +270,12 @@ class CredentialRepository:
         connection_id: UUID,
         credential_type: CredentialType,
         version: int,
-        open_: Callable[[EncryptedCredential], Awaitable[T]],
+        open_: Callable[[EncryptedCredential, LiveDataKeys], Awaitable[T]],
     ) -> tuple[Credential, T]:
         """Read a ciphertext, let ``open_`` decrypt it, and audit the attempt atomically.
+
+        ``open_`` also gets a loader of the organization's live data keys, in the
+        same transaction, for the rare reveal whose recorded key does not open it.
 
         The audit event is written in the same transaction as the read: if it
         cannot be written, the transaction fails and nothing is returned. A
@@ -263,7 +300,9 @@ class CredentialRepository:
             credential = credential_from_row(row)
             encrypted = EncryptedCredential(
                 credential=credential,
-                value=EncryptedValue(row["nonce"], row["ciphertext"], row["fingerprint"])
+                value=EncryptedValue(
+                    row["nonce"], row["ciphertext"], row["fingerprint"], credential.key_version
+                )
                 if row["ciphertext"] is not None
                 else None,
                 data_key=StoredDataKey(
@@ -275,8 +314,13 @@ class CredentialRepository:
                 if row["wrapped_key"] is not None
                 else None,
             )
+
+            async def live_data_keys() -> list[StoredDataKey]:
+                rows = await conn.fetch(query("data_keys_of_org"), organization_id)
+                return [data_key_from_row(r) for r in rows]
+
             try:
-                result = await open_(encrypted)
+                result = await open_(encrypted, live_data_keys)
             except VaultError as exc:
                 failure = exc
             request = current_request()

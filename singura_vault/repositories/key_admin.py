@@ -7,22 +7,49 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
+from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
     CredentialType,
     DataKeyInfo,
     EncryptedValue,
+    KeyRepair,
+    RepairPage,
     RewrapJob,
-    StaleCredential,
+    SealedCredential,
     StoredDataKey,
 )
-from singura_vault.errors import DataLoss, FailedPrecondition, NotFound
+from singura_vault.errors import Aborted, DataLoss, FailedPrecondition, NotFound
 from singura_vault.repositories._rows import data_key_from_row
 from singura_vault.repositories.queries import query
 
 
 class JobNotRunning(Exception):  # noqa: N818 - a signal to the worker, not a client error
     """The rewrap job was cancelled or completed while a batch was in flight."""
+
+
+class DataKeysChanged(Aborted):
+    """A data key the batch sealed under was retired before it committed; the batch
+    was rolled back and should be planned again from the live keys."""
+
+
+_KEY_NOT_LIVE = "encrypted_credentials_key_live"
+_RETIRED_DURING_REPAIR = Aborted(
+    "a data key version was retired while the repair ran; nothing of this page was "
+    "changed: run the repair again"
+)
+
+
+def _sealed(row: asyncpg.Record) -> SealedCredential:
+    return SealedCredential(
+        id=row["id"],
+        connection_id=row["connection_id"],
+        type=CredentialType(row["credential_type"]),
+        version=row["version"],
+        key_version=row["key_version"],
+        nonce=row["nonce"],
+        ciphertext=row["ciphertext"],
+    )
 
 
 def _job(row: asyncpg.Record) -> RewrapJob:
@@ -82,6 +109,9 @@ class KeyAdminRepository:
 
     async def retire_data_key(self, organization_id: UUID, version: int) -> None:
         async with self._db.tenant(organization_id) as conn:
+            # Lock first, count after: a store or rewrap still sealing under this
+            # version commits before we count it, or is refused after we retire.
+            await conn.execute(query("data_key_lock_for_retire"), organization_id, version)
             counts = await conn.fetch(query("credentials_per_key_version"), organization_id)
             in_use = {r["key_version"]: r["n"] for r in counts}.get(version, 0)
             if in_use:
@@ -112,7 +142,9 @@ class KeyAdminRepository:
         organization_id: UUID,
         newest: int,
         limit: int,
-        reencrypt: Callable[[StaleCredential, dict[int, StoredDataKey]], Awaitable[EncryptedValue]],
+        reencrypt: Callable[
+            [SealedCredential, dict[int, StoredDataKey]], Awaitable[EncryptedValue]
+        ],
     ) -> tuple[int, int, int]:
         """Claim, re-encrypt and commit one batch with its progress; (batch, done, total).
 
@@ -126,17 +158,9 @@ class KeyAdminRepository:
                 return 0, -1, -1
             key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
             data_keys = {r["version"]: data_key_from_row(r) for r in key_rows}
-            failed = 0
+            failed = counted = 0
             for row in rows:
-                stale = StaleCredential(
-                    id=row["id"],
-                    connection_id=row["connection_id"],
-                    type=CredentialType(row["credential_type"]),
-                    version=row["version"],
-                    key_version=row["key_version"],
-                    nonce=row["nonce"],
-                    ciphertext=row["ciphertext"],
-                )
+                stale = _sealed(row)
                 try:
                     value = await reencrypt(stale, data_keys)
                 except DataLoss:
@@ -151,21 +175,61 @@ class KeyAdminRepository:
                     )
                     failed += 1
                     continue
-                await conn.execute(
-                    query("credential_reencrypted"),
-                    organization_id,
-                    stale.id,
-                    value.ciphertext,
-                    value.nonce,
-                    newest,
-                    value.fingerprint,
-                )
-            progress = await conn.fetchrow(
-                query("rewrap_job_progress"), job_id, len(rows) - failed, failed
-            )
+                with map_driver_errors({_KEY_NOT_LIVE: DataKeysChanged("a data key was retired")}):
+                    await conn.execute(
+                        query("credential_reencrypted"),
+                        organization_id,
+                        stale.id,
+                        value.ciphertext,
+                        value.nonce,
+                        value.key_version,  # the key that sealed it, not one read earlier
+                        value.fingerprint,
+                    )
+                if row["counted"]:
+                    counted += 1
+            progress = await conn.fetchrow(query("rewrap_job_progress"), job_id, counted, failed)
             if progress is None:
                 raise JobNotRunning
         return len(rows), progress["done"], progress["total"]
+
+    async def repair_page(
+        self,
+        organization_id: UUID,
+        after: UUID | None,
+        limit: int,
+        find_sealing_version: Callable[
+            [SealedCredential, dict[int, StoredDataKey]], Awaitable[int | None]
+        ],
+    ) -> RepairPage:
+        """Check one page of an organization's sealed credentials; correct each whose
+        recorded data-key version is not the one ``find_sealing_version`` proves sealed it.
+
+        In one transaction with the rows locked, so a concurrent rewrap cannot
+        re-encrypt a row between the check and the correction.
+        """
+        repaired: list[KeyRepair] = []
+        unrecoverable: list[UUID] = []
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(query("credentials_sealed_page"), organization_id, after, limit)
+            if not rows:
+                return RepairPage(0, (), (), None)
+            key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
+            data_keys = {r["version"]: data_key_from_row(r) for r in key_rows}
+            for row in rows:
+                sealed = _sealed(row)
+                version = await find_sealing_version(sealed, data_keys)
+                if version is None:
+                    unrecoverable.append(sealed.id)
+                elif version != sealed.key_version:
+                    with map_driver_errors({_KEY_NOT_LIVE: _RETIRED_DURING_REPAIR}):
+                        await conn.execute(
+                            query("credential_key_version_repaired"),
+                            organization_id,
+                            sealed.id,
+                            version,
+                        )
+                    repaired.append(KeyRepair(sealed.id, sealed.key_version, version))
+        return RepairPage(len(rows), tuple(repaired), tuple(unrecoverable), rows[-1]["id"])
 
     async def start_job(self, started_by: str, total: int) -> tuple[RewrapJob, bool]:
         """Start a job, or return the running one; (job, started)."""

@@ -1,10 +1,10 @@
 """Credential use cases: the only code that holds plaintext, and only briefly.
 
-This module and ``service/key_admin.py`` are the only importers of the sealed
-``keys`` package (import-linter holds it). Values arrive as UTF-8 text, are
-sealed with AES-256-GCM under the organization's current data key inside the
-store transaction, and leave again only through :meth:`reveal`, which the
-repository audits in the same transaction as the read. No value, key or
+This module, ``service/sealing.py``, ``service/rewrap.py`` and
+``service/key_admin.py`` are the only importers of the sealed ``keys`` package.
+Values arrive as UTF-8 text, are sealed with AES-256-GCM under the organization's
+current data key inside the store transaction, and leave again only through
+:meth:`reveal`, which the repository audits in the same transaction as the read. No value, key or
 ciphertext byte is ever logged or put into an error message.
 """
 
@@ -25,6 +25,7 @@ from singura_vault.domain import (
     EncryptedCredential,
     EncryptedValue,
     PageCursor,
+    SealedCredential,
     StoredDataKey,
 )
 from singura_vault.errors import (
@@ -34,8 +35,8 @@ from singura_vault.errors import (
     InvalidArgument,
 )
 from singura_vault.logs import get_logger
-from singura_vault.repositories.credentials import CredentialRepository, NoDataKey
-from singura_vault.service import pagination, validation
+from singura_vault.repositories.credentials import CredentialRepository, LiveDataKeys, NoDataKey
+from singura_vault.service import pagination, sealing, validation
 from singura_vault.service.authz import READ, REVEAL, WRITE, Authorizer
 
 log = get_logger(__name__)
@@ -74,25 +75,14 @@ def load_key_manager(settings: Settings) -> keys.KeyManager:
     return manager
 
 
-def _binding(
-    slot_or_credential: CredentialSlot | Credential, key: keys.DataKey
-) -> keys.CredentialBinding:
-    if isinstance(slot_or_credential, CredentialSlot):
-        return keys.CredentialBinding(
-            organization_id=slot_or_credential.organization_id,
-            connection_id=slot_or_credential.connection_id,
-            credential_id=slot_or_credential.credential_id,
-            credential_type=slot_or_credential.type.value,
-            version=slot_or_credential.version,
-            key_version=key.version,
-        )
-    return keys.CredentialBinding(
-        organization_id=slot_or_credential.organization_id,
-        connection_id=slot_or_credential.connection_id,
-        credential_id=slot_or_credential.id,
-        credential_type=slot_or_credential.type.value,
-        version=slot_or_credential.version,
-        key_version=slot_or_credential.key_version,
+def _slot_binding(slot: CredentialSlot, key: keys.DataKey) -> keys.CredentialBinding:
+    return sealing.binding(
+        slot.organization_id,
+        slot.connection_id,
+        slot.credential_id,
+        slot.type.value,
+        slot.version,
+        key.version,
     )
 
 
@@ -139,9 +129,12 @@ class CredentialService:
 
         async def seal(slot: CredentialSlot) -> EncryptedValue:
             data_key = await self._unwrap(slot.data_key)
-            sealed = self._keys.seal(data_key, plaintext, _binding(slot, data_key))
+            sealed = self._keys.seal(data_key, plaintext, _slot_binding(slot, data_key))
             return EncryptedValue(
-                sealed.nonce, sealed.ciphertext, self._keys.fingerprint(data_key, plaintext)
+                sealed.nonce,
+                sealed.ciphertext,
+                self._keys.fingerprint(data_key, plaintext),
+                data_key.version,
             )
 
         try:
@@ -274,7 +267,7 @@ class CredentialService:
         )
         return destroyed
 
-    async def _open(self, encrypted: EncryptedCredential) -> str:
+    async def _open(self, encrypted: EncryptedCredential, other_keys: LiveDataKeys) -> str:
         credential = encrypted.credential
         if encrypted.value is None:
             raise FailedPrecondition(
@@ -288,8 +281,16 @@ class CredentialService:
             )
         data_key = await self._unwrap(encrypted.data_key)
         sealed = keys.Sealed(nonce=encrypted.value.nonce, ciphertext=encrypted.value.ciphertext)
+        binding = sealing.binding(
+            credential.organization_id,
+            credential.connection_id,
+            credential.id,
+            credential.type.value,
+            credential.version,
+            credential.key_version,
+        )
         try:
-            plaintext = self._keys.open(data_key, sealed, _binding(credential, data_key))
+            plaintext = self._keys.open(data_key, sealed, binding)
         except keys.IntegrityError:
             log.error(
                 "credential_integrity_failure",
@@ -299,33 +300,46 @@ class CredentialService:
                 version=credential.version,
                 key_version=credential.key_version,
             )
-            raise DataLoss(
-                f"credential {credential.id} failed its integrity check: its stored "
-                "ciphertext was altered or moved; restore it from a backup or store it again"
-            ) from None
+            raise await self._integrity_failure(encrypted, other_keys) from None
         return plaintext.decode("utf-8")
 
+    async def _integrity_failure(
+        self, encrypted: EncryptedCredential, other_keys: LiveDataKeys
+    ) -> DataLoss:
+        """Tell a record that names the wrong key apart from a ciphertext nothing opens."""
+        credential = encrypted.credential
+        assert encrypted.value is not None
+        live = {key.version: key for key in await other_keys()}
+        opened = await sealing.open_under_any(
+            self._keys,
+            credential.organization_id,
+            SealedCredential(
+                id=credential.id,
+                connection_id=credential.connection_id,
+                type=credential.type,
+                version=credential.version,
+                key_version=credential.key_version,
+                nonce=encrypted.value.nonce,
+                ciphertext=encrypted.value.ciphertext,
+            ),
+            live,
+        )
+        if opened is not None:
+            return DataLoss(
+                f"credential {credential.id} is intact but its record names data key version "
+                f"{credential.key_version} while version {opened.key_version} sealed it; run "
+                f"`singura-vault keys repair --organization {credential.organization_id}` "
+                "to correct the record"
+            )
+        return DataLoss(
+            f"credential {credential.id} failed its integrity check under every live data key "
+            f"version of its organization ({', '.join(map(str, sorted(live))) or 'none'}): "
+            "its stored ciphertext or row was altered or moved; restore it from a backup or "
+            "store it again"
+        )
+
     async def _unwrap(self, stored: StoredDataKey) -> keys.DataKey:
-        try:
-            return await self._keys.data_key(
-                stored.organization_id,
-                stored.version,
-                keys.WrappedDataKey(root_key_id=stored.root_key_id, blob=stored.wrapped_key),
-            )
-        except keys.IntegrityError:
-            log.error(
-                "data_key_integrity_failure",
-                security_event=True,
-                key_version=stored.version,
-                root_key_id=stored.root_key_id,
-            )
-            raise DataLoss(
-                f"data key version {stored.version} of organization {stored.organization_id} "
-                "failed its integrity check (altered, moved, or wrapped by another root key "
-                f"than {stored.root_key_id})"
-            ) from None
-        except keys.KeyConfigError as exc:
-            raise FailedPrecondition(str(exc)) from None
+        return await sealing.unwrap(self._keys, stored)
 
     async def _create_data_key(self, organization_id: UUID) -> None:
         version = await self._repository.next_data_key_version(organization_id)

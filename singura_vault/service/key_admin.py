@@ -12,12 +12,18 @@ from pathlib import Path
 from uuid import UUID
 
 from singura_vault import keys
-from singura_vault.domain import DataKeyInfo, RewrapJob, StoredDataKey
+from singura_vault.domain import (
+    DataKeyInfo,
+    KeyRepair,
+    RewrapJob,
+    SealedCredential,
+    StoredDataKey,
+)
 from singura_vault.errors import ConfigError, DataLoss, FailedPrecondition, InvalidArgument
 from singura_vault.logs import get_logger
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
-from singura_vault.service import validation
+from singura_vault.service import sealing, validation
 from singura_vault.service.authz import Authorizer
 
 log = get_logger(__name__)
@@ -47,6 +53,19 @@ class RootKeyInfo:
 class DataKeyStatus:
     info: DataKeyInfo
     credential_count: int
+
+
+@dataclass(frozen=True)
+class RepairReport:
+    """What RepairCredentialKeys found in one organization."""
+
+    organization_id: UUID
+    checked: int
+    repaired: tuple[KeyRepair, ...]
+    unrecoverable: tuple[UUID, ...]
+
+
+REPAIR_PAGE_SIZE = 500
 
 
 @dataclass(frozen=True)
@@ -204,3 +223,45 @@ class KeyAdminService:
         if version < 1:
             raise InvalidArgument("data_key.version", "must be 1 or more")
         await self._repository.retire_data_key(org_id, version)
+
+    async def repair_credential_keys(self, organization_id: str) -> RepairReport:
+        """Correct credentials whose recorded data-key version does not open them.
+
+        Every sealed credential of the organization is opened under its recorded
+        version, and on failure under each other live version; authenticated
+        decryption proves which one sealed it, and only the record is corrected
+        (audited as credential.key_version_repaired). What no live version opens
+        is reported, not changed.
+        """
+        principal = self._authz.require_admin("repair credential key versions")
+        org_id = validation.parse_uuid("organization_id", organization_id)
+
+        async def find_sealing_version(
+            credential: SealedCredential, data_keys: dict[int, StoredDataKey]
+        ) -> int | None:
+            opened = await sealing.open_under_any(self._keys, org_id, credential, data_keys)
+            return None if opened is None else opened.key_version
+
+        checked = 0
+        repaired: list[KeyRepair] = []
+        unrecoverable: list[UUID] = []
+        after: UUID | None = None
+        while True:
+            page = await self._repository.repair_page(
+                org_id, after, REPAIR_PAGE_SIZE, find_sealing_version
+            )
+            if page.checked == 0:
+                break
+            checked += page.checked
+            repaired += page.repaired
+            unrecoverable += page.unrecoverable
+            after = page.last_id
+        log.info(
+            "credential_key_versions_repaired",
+            organization_id=str(org_id),
+            checked=checked,
+            repaired=len(repaired),
+            unrecoverable=len(unrecoverable),
+            by=principal.key_id,
+        )
+        return RepairReport(org_id, checked, tuple(repaired), tuple(unrecoverable))

@@ -3,10 +3,12 @@
 Every vault process runs one. It polls PostgreSQL for the running job and claims
 batches with FOR UPDATE SKIP LOCKED, so any number of processes share a job
 without doing a credential twice. Each batch is one transaction that decrypts
-with the old data key, encrypts with the newest, checks that the new ciphertext
-opens again, and adds its count to the job -- a killed process loses at most its
-uncommitted batch, and whoever polls next carries on. Reads never stop: until
-its row commits, a credential stays readable under the key that encrypted it.
+with the old data key, encrypts with the newest (as read in that transaction, and
+recorded as such: a rotation in between changes which key, never the pairing of
+row and key), checks that the new ciphertext opens again, and adds its count to
+the job -- a killed process loses at most its uncommitted batch, and whoever
+polls next carries on. Reads never stop: until its row commits, a credential
+stays readable under the key that encrypted it.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import hmac
 from uuid import UUID
 
 from singura_vault import keys, metrics
-from singura_vault.domain import EncryptedValue, StaleCredential, StoredDataKey
+from singura_vault.domain import EncryptedValue, SealedCredential, StoredDataKey
 from singura_vault.errors import DataLoss
 from singura_vault.logs import get_logger
-from singura_vault.repositories.key_admin import JobNotRunning, KeyAdminRepository
+from singura_vault.repositories.key_admin import (
+    DataKeysChanged,
+    JobNotRunning,
+    KeyAdminRepository,
+)
+from singura_vault.service import sealing
 
 log = get_logger(__name__)
 
@@ -80,9 +87,15 @@ class RewrapWorker:
     async def _drain(self, job_id: UUID, organization_id: UUID, newest: int) -> bool:
         did_work = False
         while True:
-            count, done, total = await self._repository.reencrypt_batch(
-                job_id, organization_id, newest, self._batch_size, self._reencrypt
-            )
+            try:
+                count, done, total = await self._repository.reencrypt_batch(
+                    job_id, organization_id, newest, self._batch_size, self._reencrypt
+                )
+            except DataKeysChanged:
+                # A retirement won the race with this batch: plan again from the
+                # live keys (the caller's loop asks for the newest once more).
+                log.info("rewrap_keys_changed", organization_id=str(organization_id))
+                return True
             if count == 0:
                 return did_work
             did_work = True
@@ -90,53 +103,45 @@ class RewrapWorker:
             log.info("rewrap_progress", job_id=str(job_id), done=done, total=total)
 
     async def _reencrypt(
-        self, stale: StaleCredential, data_keys: dict[int, StoredDataKey]
+        self, stale: SealedCredential, data_keys: dict[int, StoredDataKey]
     ) -> EncryptedValue:
-        newest_version = max(data_keys)
-        old = await self._data_key(data_keys.get(stale.key_version), stale, stale.key_version)
-        new = await self._data_key(data_keys[newest_version], stale, newest_version)
-        old_binding = _binding(stale, old)
-        new_binding = _binding(stale, new)
-        try:
-            plaintext = self._keys.open(
-                old, keys.Sealed(stale.nonce, stale.ciphertext), old_binding
-            )
-        except keys.IntegrityError:
+        """Open under whichever live version sealed it, seal under the newest.
+
+        The newest version is the one in ``data_keys``, read inside the batch's
+        transaction, and the value returned names it: the row records the key
+        that sealed it, whatever rotation committed since the job looked.
+        """
+        newest = data_keys[max(data_keys)]
+        organization_id = newest.organization_id
+        opened = await sealing.open_under_any(self._keys, organization_id, stale, data_keys)
+        if opened is None:
             log.error(
                 "credential_integrity_failure", security_event=True, credential_id=str(stale.id)
             )
-            raise DataLoss(
-                f"credential {stale.id} failed its integrity check during rewrap"
-            ) from None
-        sealed = self._keys.seal(new, plaintext, new_binding)
+            if stale.key_version not in data_keys:
+                raise DataLoss(
+                    f"credential {stale.id} is encrypted with data key version "
+                    f"{stale.key_version}, which was destroyed; it cannot be rewrapped"
+                )
+            raise DataLoss(f"credential {stale.id} failed its integrity check during rewrap")
+        if opened.key_version != stale.key_version:
+            # A row hit by the rewrap race of earlier releases: authenticated
+            # decryption proved which key sealed it, and this rewrap heals it.
+            log.warning(
+                "credential_key_version_mismatch",
+                credential_id=str(stale.id),
+                recorded_key_version=stale.key_version,
+                sealed_key_version=opened.key_version,
+            )
+        new = await sealing.unwrap(self._keys, newest)
+        binding = sealing.sealed_binding(organization_id, stale, newest.version)
+        sealed = self._keys.seal(new, opened.plaintext, binding)
         # Decrypt-after-encrypt: never commit a ciphertext that does not open.
-        if not hmac.compare_digest(self._keys.open(new, sealed, new_binding), plaintext):
+        if not hmac.compare_digest(self._keys.open(new, sealed, binding), opened.plaintext):
             raise DataLoss(f"re-encryption of credential {stale.id} did not verify")
         return EncryptedValue(
-            sealed.nonce, sealed.ciphertext, self._keys.fingerprint(new, plaintext)
+            sealed.nonce,
+            sealed.ciphertext,
+            self._keys.fingerprint(new, opened.plaintext),
+            newest.version,
         )
-
-    async def _data_key(
-        self, stored: StoredDataKey | None, stale: StaleCredential, version: int
-    ) -> keys.DataKey:
-        if stored is None:
-            raise DataLoss(
-                f"credential {stale.id} is encrypted with data key version {version}, "
-                "which was destroyed; it cannot be rewrapped"
-            )
-        return await self._keys.data_key(
-            stored.organization_id,
-            stored.version,
-            keys.WrappedDataKey(stored.root_key_id, stored.wrapped_key),
-        )
-
-
-def _binding(stale: StaleCredential, key: keys.DataKey) -> keys.CredentialBinding:
-    return keys.CredentialBinding(
-        organization_id=key.organization_id,
-        connection_id=stale.connection_id,
-        credential_id=stale.id,
-        credential_type=stale.type.value,
-        version=stale.version,
-        key_version=key.version,
-    )

@@ -2,12 +2,14 @@
 -- data-key status, and rewrap jobs.
 
 -- name: data_keys_all_live_for_update
--- Admin scope sees wrapped data keys of every organization (migration 005).
+-- Admin scope sees wrapped data keys of every organization (migration 005). NO KEY
+-- UPDATE serializes root rotations without waiting for the KEY SHARE lock that every
+-- credential write holds on its data key (migration 008).
 SELECT organization_id, version, root_key_id, wrapped_key
   FROM data_keys
  WHERE state = 'active'
  ORDER BY organization_id, version
-   FOR UPDATE;
+   FOR NO KEY UPDATE;
 
 -- name: data_key_rewrapped
 UPDATE data_keys SET root_key_id = $3, wrapped_key = $4
@@ -28,6 +30,14 @@ SELECT organization_id, max(version) AS newest
 HAVING count(*) > 1
  ORDER BY organization_id;
 
+-- name: data_key_lock_for_retire
+-- FOR UPDATE waits for every writer still sealing under this version (they hold KEY
+-- SHARE on it, migration 008) and makes later ones wait; the count that follows, in
+-- a new statement, sees what they committed.
+SELECT 1 FROM data_keys
+ WHERE organization_id = $1 AND version = $2 AND state = 'active'
+   FOR UPDATE;
+
 -- name: data_key_retire
 UPDATE data_keys SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now()
  WHERE organization_id = $1 AND version = $2 AND state = 'active';
@@ -47,8 +57,15 @@ SELECT count(*) FROM encrypted_credentials e
 
 -- name: credentials_claim_stale
 -- A batch no other worker holds (SKIP LOCKED): never done twice, never waited on.
+-- `counted`: the credential was stale when job $4 started (older than the newest
+-- version then), so it is part of the job's total; one rewrapped again after a
+-- rotation during the job, or stored after the job started, is not counted twice.
 SELECT e.id, e.connection_id, e.credential_type, e.version, e.key_version, e.ciphertext,
-       e.nonce
+       e.nonce,
+       e.key_version < (SELECT coalesce(max(d.version), 0)
+                          FROM data_keys d, rewrap_jobs j
+                         WHERE j.id = $4 AND d.organization_id = $1
+                           AND d.created_at <= j.created_at) AS counted
   FROM encrypted_credentials e
  WHERE e.organization_id = $1 AND e.state <> 'revoked' AND e.key_version < $2
    AND NOT EXISTS (SELECT 1 FROM rewrap_failures f
@@ -68,6 +85,7 @@ UPDATE encrypted_credentials
  WHERE organization_id = $1 AND id = $2;
 
 -- name: data_keys_of_org
+-- Every live version: what a rewrap seals under, and what a repair tries.
 SELECT organization_id, version, root_key_id, wrapped_key
   FROM data_keys
  WHERE organization_id = $1 AND state = 'active';
@@ -87,8 +105,12 @@ SELECT * FROM rewrap_jobs WHERE id = $1;
 SELECT * FROM rewrap_jobs ORDER BY created_at DESC LIMIT 1;
 
 -- name: rewrap_job_progress
--- In the batch's own transaction: the count commits with the work, or neither.
-UPDATE rewrap_jobs SET done = done + $2, failed = failed + $3, updated_at = now()
+-- In the batch's own transaction: the count commits with the work, or neither. The
+-- total is the count taken at the start; a credential that became stale in the race
+-- with that count raises it, so done + failed never exceeds total.
+UPDATE rewrap_jobs
+   SET done = done + $2, failed = failed + $3, updated_at = now(),
+       total = greatest(total, done + $2 + failed + $3)
  WHERE id = $1 AND state = 'running'
 RETURNING done, total;
 
@@ -96,3 +118,21 @@ RETURNING done, total;
 UPDATE rewrap_jobs SET state = $2, finished_at = now(), updated_at = now()
  WHERE id = $1 AND state = 'running'
 RETURNING *;
+
+-- name: credentials_sealed_page
+-- RepairCredentialKeys: the next page of sealed credentials by id, locked so that a
+-- rewrap batch (which claims in the same order) and a repair never interleave on a row.
+SELECT e.id, e.connection_id, e.credential_type, e.version, e.key_version, e.ciphertext,
+       e.nonce
+  FROM encrypted_credentials e
+ WHERE e.organization_id = $1 AND e.ciphertext IS NOT NULL
+   AND ($2::uuid IS NULL OR e.id > $2)
+ ORDER BY e.id
+ LIMIT $3
+   FOR UPDATE OF e;
+
+-- name: credential_key_version_repaired
+-- The ciphertext stays as it is: only the record of which key sealed it is corrected
+-- (audited as credential.key_version_repaired, migration 008).
+UPDATE encrypted_credentials SET key_version = $3
+ WHERE organization_id = $1 AND id = $2;

@@ -540,3 +540,91 @@ class RetireKeyVersionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetireKeyVersionResponse: _TypeAlias = RetireKeyVersionResponse  # noqa: Y015
+
+@_typing.final
+class RepairCredentialKeysRequest(_message.Message):
+    """Request for RepairCredentialKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The organization whose credentials are checked (required)."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairCredentialKeysRequest: _TypeAlias = RepairCredentialKeysRequest  # noqa: Y015
+
+@_typing.final
+class CredentialKeyRepair(_message.Message):
+    """CredentialKeyRepair is one corrected credential record."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
+    RECORDED_KEY_VERSION_FIELD_NUMBER: _builtins.int
+    SEALED_KEY_VERSION_FIELD_NUMBER: _builtins.int
+    credential_id: _builtins.str
+    """The credential (one version)."""
+    recorded_key_version: _builtins.int
+    """The data key version its record named, which does not open it."""
+    sealed_key_version: _builtins.int
+    """The data key version that sealed it, now recorded."""
+    def __init__(
+        self,
+        *,
+        credential_id: _builtins.str = ...,
+        recorded_key_version: _builtins.int = ...,
+        sealed_key_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential_id", b"credential_id", "recorded_key_version", b"recorded_key_version", "sealed_key_version", b"sealed_key_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CredentialKeyRepair: _TypeAlias = CredentialKeyRepair  # noqa: Y015
+
+@_typing.final
+class RepairCredentialKeysResponse(_message.Message):
+    """Response for RepairCredentialKeys."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKED_FIELD_NUMBER: _builtins.int
+    REPAIRED_FIELD_NUMBER: _builtins.int
+    UNRECOVERABLE_CREDENTIAL_IDS_FIELD_NUMBER: _builtins.int
+    checked: _builtins.int
+    """Sealed (not revoked) credentials checked."""
+    @_builtins.property
+    def repaired(self) -> _containers.RepeatedCompositeFieldContainer[Global___CredentialKeyRepair]:
+        """Records corrected."""
+
+    @_builtins.property
+    def unrecoverable_credential_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Credentials that no live data key version opens: altered, moved, or sealed
+        under a destroyed key. Restore them from a backup or store them again.
+        """
+
+    def __init__(
+        self,
+        *,
+        checked: _builtins.int = ...,
+        repaired: _abc.Iterable[Global___CredentialKeyRepair] | None = ...,
+        unrecoverable_credential_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "repaired", b"repaired", "unrecoverable_credential_ids", b"unrecoverable_credential_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RepairCredentialKeysResponse: _TypeAlias = RepairCredentialKeysResponse  # noqa: Y015

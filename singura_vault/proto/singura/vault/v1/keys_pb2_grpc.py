@@ -72,6 +72,11 @@ class KeyServiceStub:
                 request_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.RetireKeyVersionRequest.SerializeToString,
                 response_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.RetireKeyVersionResponse.FromString,
                 _registered_method=True)
+        self.RepairCredentialKeys = channel.unary_unary(
+                '/singura.vault.v1.KeyService/RepairCredentialKeys',
+                request_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysResponse.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
@@ -135,6 +140,18 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RepairCredentialKeys(self, request, context):
+        """Checks every sealed credential of one organization: a credential whose
+        recorded data key version does not open it is opened under each other live
+        version (authenticated decryption proves which one sealed it) and its record
+        is corrected; the ciphertext is not changed. Each correction is audited as
+        credential.key_version_repaired. Credentials that no live version opens are
+        reported and left as they are. Safe to run at any time and repeatedly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +189,11 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     servicer.RetireKeyVersion,
                     request_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.RetireKeyVersionRequest.FromString,
                     response_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.RetireKeyVersionResponse.SerializeToString,
+            ),
+            'RepairCredentialKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RepairCredentialKeys,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -366,6 +388,33 @@ class KeyService:
             '/singura.vault.v1.KeyService/RetireKeyVersion',
             singura_dot_vault_dot_v1_dot_keys__pb2.RetireKeyVersionRequest.SerializeToString,
             singura_dot_vault_dot_v1_dot_keys__pb2.RetireKeyVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RepairCredentialKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.KeyService/RepairCredentialKeys',
+            singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -61,6 +61,14 @@ class KeyServiceStub:
     """Retires a root key or data key version. Refused with FAILED_PRECONDITION,
     naming the count, while anything still needs it.
     """
+    RepairCredentialKeys: _grpc.UnaryUnaryMultiCallable[_keys_pb2.RepairCredentialKeysRequest, _keys_pb2.RepairCredentialKeysResponse]
+    """Checks every sealed credential of one organization: a credential whose
+    recorded data key version does not open it is opened under each other live
+    version (authenticated decryption proves which one sealed it) and its record
+    is corrected; the ciphertext is not changed. Each correction is audited as
+    credential.key_version_repaired. Credentials that no live version opens are
+    reported and left as they are. Safe to run at any time and repeatedly.
+    """
 
 @_typing.type_check_only
 class KeyServiceAsyncStub(KeyServiceStub):
@@ -94,6 +102,14 @@ class KeyServiceAsyncStub(KeyServiceStub):
     RetireKeyVersion: _aio.UnaryUnaryMultiCallable[_keys_pb2.RetireKeyVersionRequest, _keys_pb2.RetireKeyVersionResponse]  # type: ignore[assignment]
     """Retires a root key or data key version. Refused with FAILED_PRECONDITION,
     naming the count, while anything still needs it.
+    """
+    RepairCredentialKeys: _aio.UnaryUnaryMultiCallable[_keys_pb2.RepairCredentialKeysRequest, _keys_pb2.RepairCredentialKeysResponse]  # type: ignore[assignment]
+    """Checks every sealed credential of one organization: a credential whose
+    recorded data key version does not open it is opened under each other live
+    version (authenticated decryption proves which one sealed it) and its record
+    is corrected; the ciphertext is not changed. Each correction is audited as
+    credential.key_version_repaired. Credentials that no live version opens are
+    reported and left as they are. Safe to run at any time and repeatedly.
     """
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -167,6 +183,20 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_keys_pb2.RetireKeyVersionResponse, _abc.Awaitable[_keys_pb2.RetireKeyVersionResponse]]:
         """Retires a root key or data key version. Refused with FAILED_PRECONDITION,
         naming the count, while anything still needs it.
+        """
+
+    @_abc_1.abstractmethod
+    def RepairCredentialKeys(
+        self,
+        request: _keys_pb2.RepairCredentialKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.RepairCredentialKeysResponse, _abc.Awaitable[_keys_pb2.RepairCredentialKeysResponse]]:
+        """Checks every sealed credential of one organization: a credential whose
+        recorded data key version does not open it is opened under each other live
+        version (authenticated decryption proves which one sealed it) and its record
+        is corrected; the ciphertext is not changed. Each correction is audited as
+        credential.key_version_repaired. Credentials that no live version opens are
+        reported and left as they are. Safe to run at any time and repeatedly.
         """
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

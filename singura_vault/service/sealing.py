@@ -1,0 +1,117 @@
+"""Where sealed credentials meet data keys, for the credential path only.
+
+One home for the bytes that bind a ciphertext to its row (the AES-GCM associated
+data: organization, connection, credential id, type, version, data-key version) --
+the bytes that seal and the bytes that open must agree, so nothing else builds
+them -- and for unwrapping stored data keys and finding which live data-key
+version opens a ciphertext whose record names the wrong one (authenticated
+decryption proves it: a wrong key or a wrong binding never opens).
+
+Like ``service/credentials.py``, it imports the sealed ``keys`` package; it returns
+plaintext only to its caller and never logs or raises with key bytes or plaintext.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from uuid import UUID
+
+from singura_vault import keys
+from singura_vault.domain import SealedCredential, StoredDataKey
+from singura_vault.errors import DataLoss, FailedPrecondition
+from singura_vault.logs import get_logger
+
+log = get_logger(__name__)
+
+
+def binding(
+    organization_id: UUID,
+    connection_id: UUID,
+    credential_id: UUID,
+    credential_type: str,
+    version: int,
+    key_version: int,
+) -> keys.CredentialBinding:
+    """The associated data of a credential's ciphertext: where it belongs and which key."""
+    return keys.CredentialBinding(
+        organization_id=organization_id,
+        connection_id=connection_id,
+        credential_id=credential_id,
+        credential_type=credential_type,
+        version=version,
+        key_version=key_version,
+    )
+
+
+def sealed_binding(
+    organization_id: UUID, credential: SealedCredential, key_version: int
+) -> keys.CredentialBinding:
+    return binding(
+        organization_id,
+        credential.connection_id,
+        credential.id,
+        credential.type.value,
+        credential.version,
+        key_version,
+    )
+
+
+@dataclass(frozen=True)
+class Opened:
+    """A ciphertext opened: under which data-key version, and its plaintext."""
+
+    key_version: int
+    plaintext: bytes
+
+    def __repr__(self) -> str:  # never the plaintext
+        return f"<Opened under data key v{self.key_version}>"
+
+
+async def unwrap(key_manager: keys.KeyManager, stored: StoredDataKey) -> keys.DataKey:
+    """The data key of a stored (wrapped) one; DataLoss if the wrapped key was altered."""
+    try:
+        return await key_manager.data_key(
+            stored.organization_id,
+            stored.version,
+            keys.WrappedDataKey(root_key_id=stored.root_key_id, blob=stored.wrapped_key),
+        )
+    except keys.IntegrityError:
+        log.error(
+            "data_key_integrity_failure",
+            security_event=True,
+            key_version=stored.version,
+            root_key_id=stored.root_key_id,
+        )
+        raise DataLoss(
+            f"data key version {stored.version} of organization {stored.organization_id} "
+            "failed its integrity check (altered, moved, or wrapped by another root key "
+            f"than {stored.root_key_id})"
+        ) from None
+    except keys.KeyConfigError as exc:
+        raise FailedPrecondition(str(exc)) from None
+
+
+async def open_under_any(
+    key_manager: keys.KeyManager,
+    organization_id: UUID,
+    credential: SealedCredential,
+    data_keys: Mapping[int, StoredDataKey],
+) -> Opened | None:
+    """Open under the recorded version first, then under every other live version.
+
+    None if no live version opens it: the ciphertext (or the row facts bound into
+    it) was altered, or it was sealed under a key that has since been destroyed.
+    """
+    sealed = keys.Sealed(credential.nonce, credential.ciphertext)
+    order = sorted(data_keys, key=lambda v: (v != credential.key_version, -v))
+    for version in order:
+        data_key = await unwrap(key_manager, data_keys[version])
+        try:
+            plaintext = key_manager.open(
+                data_key, sealed, sealed_binding(organization_id, credential, version)
+            )
+        except keys.IntegrityError:
+            continue
+        return Opened(version, plaintext)
+    return None

@@ -23,12 +23,29 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class HealthServicer(health_aio.HealthServicer):  # type: ignore[misc]  # untyped base
+    """grpcio-health-checking's async servicer, with ``List`` (which its async
+    flavour leaves UNIMPLEMENTED although reflection advertises it)."""
+
+    async def List(  # noqa: N802 - the gRPC method's name
+        self, request: health_pb2.HealthListRequest, context: object
+    ) -> health_pb2.HealthListResponse:
+        # A snapshot of the statuses this servicer publishes (the base class
+        # keeps them in _server_status; set() is the only writer).
+        return health_pb2.HealthListResponse(
+            statuses={
+                service: health_pb2.HealthCheckResponse(status=status)
+                for service, status in self._server_status.items()
+            }
+        )
+
+
 class HealthMonitor:
     """Keeps the health servicer's statuses in step with a probe (a DB ping)."""
 
     def __init__(
         self,
-        servicer: health_aio.HealthServicer,
+        servicer: HealthServicer,
         services: Sequence[str],
         probe: Callable[[], Awaitable[None]],
         interval_s: float,

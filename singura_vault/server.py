@@ -16,7 +16,6 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
-from grpc_health.v1 import _async as health_aio  # published as grpc_health.v1.health.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -32,7 +31,7 @@ from singura_vault.config import Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import prepare_database
 from singura_vault.errors import ConfigError
-from singura_vault.health import HealthMonitor
+from singura_vault.health import HealthMonitor, HealthServicer
 from singura_vault.logs import get_logger
 from singura_vault.proto.singura.vault.v1 import (
     access_pb2,
@@ -154,7 +153,7 @@ class VaultServer:
         credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
             CredentialServicer(credentials), self._server
         )
-        self._health = health_aio.HealthServicer()
+        self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (

@@ -363,3 +363,52 @@ async def test_repair_corrects_rows_that_name_the_wrong_key_and_reports_the_rest
         for d in map(json.loads, (e["details"] for e in events))
     }
     assert moves == {(1, 2)}
+
+
+async def test_a_connection_lost_mid_store_is_unavailable_and_writes_nothing(
+    db: Database,
+    access_service: AccessService,
+    root_key: str,
+    postgres: PostgresServer,
+    database_name: str,
+) -> None:
+    """The database backend of a store dies between its first statements and its commit:
+    the call is UNAVAILABLE (not INTERNAL), nothing is written, and a retry with the same
+    request_id stores the value once."""
+    manager = UnwrapHook(keys.LocalKeyring.from_encryption_key(root_key))
+    service = CredentialService(CredentialRepository(db), manager)
+    vault = await start_vault(db, service, access_service)
+    killer = await asyncpg.connect(postgres.superuser_dsn)
+    try:
+        org, conn = await tenant(vault)
+        await store(vault, org, conn, canary("first"))  # creates the data key
+
+        async def kill_the_store_backend() -> None:
+            killed = await killer.fetchval(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 10000) FROM "
+                "pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction') t",
+                database_name,
+            )
+            assert killed == 1
+
+        manager.hook = kill_the_store_backend
+        request = crpb.StoreCredentialRequest(
+            organization_id=org,
+            connection_id=conn,
+            type=ACCESS,
+            value=canary("lost"),
+            request_id=str(uuid.uuid4()),
+        )
+        await expect_status(
+            vault.credentials.StoreCredential(request), grpc.StatusCode.UNAVAILABLE, "retry"
+        )
+        versions = await vault.credentials.ListCredentialVersions(
+            crpb.ListCredentialVersionsRequest(organization_id=org, connection_id=conn, type=ACCESS)
+        )
+        assert [c.version for c in versions.credentials] == [1]
+        retried = (await vault.credentials.StoreCredential(request)).credential
+        assert retried.version == 2
+        assert await reveal(vault, org, conn) == request.value
+    finally:
+        await killer.close()
+        await stop_vault(vault)

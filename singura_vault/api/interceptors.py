@@ -1,11 +1,18 @@
 """The server interceptor: authentication, request context, one error mapping, one log line.
 
-Every vault handler (health and reflection are left alone) runs inside a guard that
+Every handler's request deserializer is guarded (``api/request_checks.py``): a body
+that does not decode is INVALID_ARGUMENT with a fixed message, before anything else
+runs, on every service including health and reflection. Every vault handler
+(health and reflection are otherwise left alone) runs inside a guard that
 - binds ``rpc_method`` and ``request_id`` (from ``x-request-id`` metadata, or a
   fresh one) for logs and audit events, and returns the id in trailing metadata;
 - authenticates the ``authorization: Bearer svk_...`` metadata into a principal
   (UNAUTHENTICATED otherwise; rate-limited keys get RESOURCE_EXHAUSTED with
   ``retry-after-ms`` in trailing metadata);
+- checks every field of the request for values the vault cannot hold (NUL, NaN,
+  out-of-range Timestamps and Durations, deep Structs), naming the field;
+- opens an incoming ``page_token`` and seals an outgoing ``next_page_token`` with a
+  MAC bound to the method and the caller's key (``service/page_tokens.py``);
 - turns a :class:`VaultError` into its gRPC status with the error's message, and
   audits UNAUTHENTICATED and PERMISSION_DENIED as ``access.denied`` events;
 - turns anything else into INTERNAL with a fixed message, logging the exception
@@ -15,6 +22,7 @@ Every vault handler (health and reflection are left alone) runs inside a guard t
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,6 +32,7 @@ import grpc
 import structlog
 
 from singura_vault import metrics
+from singura_vault.api import request_checks
 from singura_vault.context import Principal, RequestContext, bind_request
 from singura_vault.errors import (
     DataLoss,
@@ -102,12 +111,15 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or not method.startswith(self._prefix):
+        if handler is None:
             return handler
+        if not method.startswith(self._prefix):
+            return _guard_decoding(method, handler)  # health and reflection
+        deserializer = request_checks.guarded(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -115,25 +127,47 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 self._wrap_unary_stream(
                     method, cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
                 ),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    async def _begin(self, method: str, context: Context) -> _Call:
+    async def _begin(self, method: str, request: Any, context: Context) -> _Call:
         call = _Call(method, context)
         if self._access is not None:
             call.authenticated(await self._access.authenticate(call.metadata.get("authorization")))
+        request_checks.check_request(request)
         return call
+
+    def _open_page_token(self, call: _Call, request: Any) -> None:
+        """Replace a sealed page_token by the service's own (INVALID_ARGUMENT if forged)."""
+        if self._access is None or not getattr(request, "page_token", ""):
+            return
+        assert call.principal is not None
+        request.page_token = self._access.page_tokens.open(
+            request.page_token, call.method, call.principal.key_id
+        )
+
+    def _seal_page_token(self, call: _Call, response: Any) -> None:
+        if self._access is None or not getattr(response, "next_page_token", ""):
+            return
+        assert call.principal is not None
+        response.next_page_token = self._access.page_tokens.seal(
+            response.next_page_token, call.method, call.principal.key_id
+        )
 
     def _wrap_unary(
         self, method: str, behavior: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def handler(request: Any, context: Context) -> Any:
+            if request is request_checks.UNDECODABLE:
+                await _refuse_undecodable(method, context)  # before anything else runs
             call: _Call | None = None
             try:
-                call = await self._begin(method, context)
+                call = await self._begin(method, request, context)
+                self._open_page_token(call, request)
                 response = await behavior(request, context)
+                self._seal_page_token(call, response)
             except Exception as exc:  # every failure leaves through _fail, mapped
                 await self._fail(call or _Call(method, context), exc)
                 raise  # unreachable: _fail always aborts
@@ -147,9 +181,11 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, method: str, behavior: Callable[[Any, Any], AsyncIterator[Any]]
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def handler(request: Any, context: Context) -> AsyncIterator[Any]:
+            if request is request_checks.UNDECODABLE:
+                await _refuse_undecodable(method, context)  # before anything else runs
             call: _Call | None = None
             try:
-                call = await self._begin(method, context)
+                call = await self._begin(method, request, context)
                 async for item in behavior(request, context):
                     yield item
             except Exception as exc:
@@ -185,3 +221,70 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             await self._access.record_denied(call.principal, call.method, code)
         except Exception as exc:  # the refusal stands even if its audit record fails
             log.error("denied_call_not_audited", error_type=type(exc).__name__)
+
+
+async def _refuse_undecodable(method: str, context: Context) -> None:
+    """INVALID_ARGUMENT with a fixed message; one log line per interval at most."""
+    request_checks.undecodable_log.record(method)
+    _observe(method, "INVALID_ARGUMENT", time.perf_counter())
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request_checks.UNDECODABLE_MESSAGE)
+
+
+def _guard_decoding(
+    method: str, handler: grpc.RpcMethodHandler[Any, Any]
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """Health and reflection: only the undecodable-request guard, nothing else."""
+    deserializer = request_checks.guarded(handler.request_deserializer)
+    serializer = handler.response_serializer
+    if handler.unary_unary is not None:
+        unary = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
+
+        async def unary_unary(request: Any, context: Context) -> Any:
+            if request is request_checks.UNDECODABLE:
+                await _refuse_undecodable(method, context)
+            return await unary(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=deserializer, response_serializer=serializer
+        )
+    if handler.unary_stream is not None and not inspect.isasyncgenfunction(handler.unary_stream):
+        # Health/Watch writes with context.write() instead of yielding.
+        writer = cast(Callable[[Any, Any], Awaitable[None]], handler.unary_stream)
+
+        async def unary_stream_writer(request: Any, context: Context) -> None:
+            if request is request_checks.UNDECODABLE:
+                await _refuse_undecodable(method, context)
+            await writer(request, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream_writer, request_deserializer=deserializer, response_serializer=serializer
+        )
+    if handler.unary_stream is not None:
+        stream = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
+
+        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            if request is request_checks.UNDECODABLE:
+                await _refuse_undecodable(method, context)
+            async for item in stream(request, context):
+                yield item
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, request_deserializer=deserializer, response_serializer=serializer
+        )
+    if handler.stream_stream is not None:
+        bidi = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.stream_stream)
+
+        async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+            async def checked() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if request is request_checks.UNDECODABLE:
+                        await _refuse_undecodable(method, context)
+                    yield request
+
+            async for item in bidi(checked(), context):
+                yield item
+
+        return grpc.stream_stream_rpc_method_handler(
+            stream_stream, request_deserializer=deserializer, response_serializer=serializer
+        )
+    return handler

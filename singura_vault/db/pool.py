@@ -25,7 +25,7 @@ from singura_vault import metrics
 from singura_vault.config import PoolSettings
 from singura_vault.context import current_request
 from singura_vault.db.errors import map_driver_errors
-from singura_vault.errors import ConfigError
+from singura_vault.errors import ConfigError, Unavailable
 from singura_vault.logs import get_logger
 
 # The role every vault login role must be a member of; migrations grant to it.
@@ -240,16 +240,38 @@ class Database:
     @asynccontextmanager
     async def _transaction(self, setting: str, value: str) -> AsyncIterator[asyncpg.Connection]:
         with map_driver_errors():
-            async with self._acquire() as conn, conn.transaction():
-                # One round trip sets the scope and, for the audit triggers, who acts
-                # and under which request id (all transaction-scoped).
-                request = current_request()
-                await conn.execute(
-                    "SELECT set_config($1, $2, true), set_config('singura.actor', $3, true), "
-                    "set_config('singura.request_id', $4, true)",
-                    setting,
-                    value,
-                    request.actor,
-                    request.request_id,
-                )
-                yield conn
+            async with self._acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        # One round trip sets the scope and, for the audit triggers, who
+                        # acts and under which request id (all transaction-scoped).
+                        request = current_request()
+                        await conn.execute(
+                            "SELECT set_config($1, $2, true), "
+                            "set_config('singura.actor', $3, true), "
+                            "set_config('singura.request_id', $4, true)",
+                            setting,
+                            value,
+                            request.actor,
+                            request.request_id,
+                        )
+                        yield conn
+                except asyncpg.exceptions.InterfaceError as exc:
+                    # A lost server surfaces as "cannot call Transaction.__aexit__()"
+                    # when the rollback finds the connection closed; that is the
+                    # database going away, not a bug of ours.
+                    if _connection_lost(conn):
+                        raise Unavailable(
+                            "the database connection was lost during the call; retry "
+                            "(with the same request_id, creates and stores are idempotent)"
+                        ) from exc
+                    raise
+
+
+def _connection_lost(conn: Any) -> bool:
+    """Whether a pooled connection is gone. The pool detaches the proxy of a connection
+    whose server went away, and the detached proxy refuses even ``is_closed()``."""
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.exceptions.InterfaceError:
+        return True

@@ -19,6 +19,16 @@ from singura_vault.domain import (
 )
 
 
+def utc(value: datetime | None) -> datetime | None:
+    """A timestamptz as an aware datetime. asyncpg decodes PostgreSQL's -infinity and
+    infinity (which is also what 0001-01-01T00:00:00Z and the last microsecond of 9999
+    encode to) as *naive* datetime.min/max; rows written before the edge checks may hold
+    them, and comparing a naive datetime with an aware one raises."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
 def organization_from_row(row: asyncpg.Record) -> Organization:
     return Organization(
         id=row["id"],
@@ -56,7 +66,7 @@ def connection_from_row(row: asyncpg.Record) -> Connection:
 def credential_from_row(row: asyncpg.Record) -> Credential:
     """Metadata of a credential row; ACTIVE past its expiry is reported as EXPIRED."""
     state = CredentialState(row["state"])
-    expires_at = row["expires_at"]
+    expires_at = utc(row["expires_at"])
     if (
         state is CredentialState.ACTIVE
         and expires_at is not None

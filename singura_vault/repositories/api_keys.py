@@ -10,6 +10,7 @@ from singura_vault.context import current_request
 from singura_vault.db.pool import Database
 from singura_vault.domain import ApiKey, KeyCheck, NewApiKey, PageCursor
 from singura_vault.errors import NotFound
+from singura_vault.repositories._rows import utc
 from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.queries import query
 
@@ -23,7 +24,7 @@ def _api_key(row: asyncpg.Record) -> ApiKey:
         name=row["name"],
         created_by=row["created_by"],
         created_at=row["created_at"],
-        expires_at=row["expires_at"],
+        expires_at=utc(row["expires_at"]),
         revoked_at=row["revoked_at"],
     )
 

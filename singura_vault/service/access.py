@@ -37,6 +37,7 @@ from singura_vault.logs import get_logger
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.service import pagination, validation
 from singura_vault.service.authz import Authorizer
+from singura_vault.service.page_tokens import PageTokenSealer
 
 log = get_logger(__name__)
 
@@ -124,6 +125,7 @@ class AccessService:
         self._auth_secret = auth_secret
         self._rate_limit = rate_limit
         self._authz = authorizer or Authorizer()
+        self.page_tokens = PageTokenSealer(auth_secret)
 
     def _digest(self, key_id: str, secret: str) -> bytes:
         return hmac.new(self._auth_secret, f"{key_id}:{secret}".encode(), hashlib.sha256).digest()

@@ -3,8 +3,9 @@
 A token encodes the sort key of the last row served and a fingerprint of the
 filters it was issued for, so a token replayed with other filters is refused
 instead of silently skipping rows. Tokens are not secret (they hold a timestamp
-and an id the caller already saw), and row-level security bounds what any
-forged token could reach.
+and an id the caller already saw). Before a token leaves the vault the server
+interceptor seals it with a MAC bound to the method and the caller's key
+(``service/page_tokens.py``), so what arrives here was issued by the vault, unchanged.
 """
 
 from __future__ import annotations

@@ -75,6 +75,13 @@ def _parser() -> argparse.ArgumentParser:
         help="write a new keyring file (mode 0600) for SINGURA_KEYRING_FILE instead of printing",
     )
 
+    signing_key = keys_commands.add_parser(
+        "generate-signing-key",
+        help="write a new Ed25519 audit signing key file (mode 0600) for "
+        "SINGURA_AUDIT_SIGNING_KEY_FILE and print its public key",
+    )
+    signing_key.add_argument("--output", type=Path, required=True, metavar="FILE")
+
     health = commands.add_parser(
         "health", help="probe a running vault (grpc_health_probe exit codes)"
     )
@@ -153,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _version()
     if args.command == "keys" and args.keys_command == "generate":
         return _keys(args)
+    if args.command == "keys" and args.keys_command == "generate-signing-key":
+        return _signing_key(args.output)
     if args.command == "migrate" and args.migrate_command == "create":
         try:
             path = create_migration_file(args.dir, args.name)
@@ -248,8 +257,14 @@ def _audit(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.audit_command == "prune":
         return _run(_audit_prune(settings, args.older_than))
-    run = cli_audit.run_export if args.audit_command == "export" else cli_audit.run_verify
-    return _call_vault(args, settings, run)
+    if args.audit_command == "verify" and cli_audit.offline_verify_requested(args):
+        return cli_audit.run_offline_verify(args)
+    runs = {
+        "export": cli_audit.run_export,
+        "verify": cli_audit.run_verify,
+        "public-key": cli_audit.run_public_key,
+    }
+    return _call_vault(args, settings, runs[args.audit_command])
 
 
 def _key_admin(args: argparse.Namespace, settings: Settings) -> int:
@@ -332,6 +347,23 @@ def _keys(args: argparse.Namespace) -> int:
         f"wrote {args.keyring_file} (mode 0600) with key {ids[0]}; "
         f"set SINGURA_KEYRING_FILE={args.keyring_file}"
     )
+    return 0
+
+
+def _signing_key(path: Path) -> int:
+    from singura_vault.service import key_admin
+
+    try:
+        key_id, public_key_pem = key_admin.create_audit_signing_key_file(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"wrote {path} (mode 0600), key {key_id}; set SINGURA_AUDIT_SIGNING_KEY_FILE={path} "
+        "and keep the public key below for `audit verify --public-key`",
+        file=sys.stderr,
+    )
+    print(public_key_pem, end="")
     return 0
 
 

@@ -1,7 +1,8 @@
-"""``singura-vault audit export|verify|prune``: the audit trail from the command line.
+"""``singura-vault audit export|verify|public-key|prune``: the audit trail from the CLI.
 
-``export`` and ``verify`` are clients of a running vault (its AuditService, with
-an API key), so they are authorized and audited like any caller. ``prune`` is an
+``export``, ``verify`` and ``public-key`` are clients of a running vault (its
+AuditService, with an API key), so they are authorized and audited like any caller;
+``verify --export`` checks files offline and needs neither vault nor database. ``prune`` is an
 operator's action on the database itself (it deletes, so it is not exposed over
 the API) and records itself as an ``audit.pruned`` event.
 """
@@ -25,8 +26,9 @@ import grpc
 from google.protobuf import json_format
 
 from singura_vault.config import Settings
-from singura_vault.errors import ConfigError
+from singura_vault.errors import ConfigError, VaultError
 from singura_vault.proto.singura.vault.v1 import audit_pb2, audit_pb2_grpc
+from singura_vault.service import audit_offline
 
 CSV_COLUMNS = (
     "id",
@@ -84,11 +86,42 @@ def add_audit_parser(commands: Any, add_connection_arguments: Any) -> None:
     export.add_argument("--until", type=parse_time, help="ISO time or duration ago")
     export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     export.add_argument("--output", type=Path, required=True, help="file to write (mode 0600)")
+    export.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="FILE",
+        help="also write the chain's signed checkpoints (jsonl, mode 0600), for "
+        "`audit verify --export`",
+    )
     add_connection_arguments(export)
 
-    verify = audit_commands.add_parser("verify", help="recompute an audit hash chain")
-    _add_target(verify)
+    verify = audit_commands.add_parser(
+        "verify",
+        help="recompute an audit hash chain (in the vault, or offline from an export)",
+        description=(
+            "With --organization or --system: the running vault recomputes the chain. "
+            "With --export, --checkpoints and --public-key: verify an exported chain "
+            "against its signed checkpoints on this machine, with no vault or database."
+        ),
+    )
+    _add_target(verify, required=False)
+    verify.add_argument("--export", type=Path, metavar="FILE", help="a jsonl export")
+    verify.add_argument(
+        "--checkpoints",
+        type=Path,
+        metavar="FILE",
+        help="its checkpoints (audit export --checkpoints)",
+    )
+    verify.add_argument(
+        "--public-key", type=Path, metavar="FILE", help="the audit signing key's public key (PEM)"
+    )
     add_connection_arguments(verify)
+
+    public_key = audit_commands.add_parser(
+        "public-key", help="print (or write) the public key that verifies signed checkpoints"
+    )
+    public_key.add_argument("--output", type=Path, metavar="FILE", help="write it to FILE")
+    add_connection_arguments(public_key)
 
     prune = audit_commands.add_parser(
         "prune", help="delete events older than a retention period (database access)"
@@ -98,8 +131,8 @@ def add_audit_parser(commands: Any, add_connection_arguments: Any) -> None:
     )
 
 
-def _add_target(parser: argparse.ArgumentParser) -> None:
-    target = parser.add_mutually_exclusive_group(required=True)
+def _add_target(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    target = parser.add_mutually_exclusive_group(required=required)
     target.add_argument("--organization", metavar="ID", help="organization id")
     target.add_argument(
         "--system", action="store_true", help="the system trail (events of no organization)"
@@ -131,6 +164,16 @@ def run_export(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int
     request = audit_pb2.ExportAuditEventsRequest(
         organization_id=args.organization or "", filter=audit_filter
     )
+    auth = (("authorization", f"Bearer {key}"),)
+    if args.checkpoints is not None:
+        if args.until:
+            raise ConfigError(
+                "--checkpoints needs the chain up to now: leave out --until (a checkpoint "
+                "past the export's end would read as events removed from the end)"
+            )
+        # Checkpoints first: the events exported after them reach at least as far.
+        checkpoints = _export_checkpoints(stub, args.organization or "", args.checkpoints, auth)
+        print(f"wrote {checkpoints:,} checkpoints to {args.checkpoints}", file=sys.stderr)
     started = time.monotonic()
     count = 0
     with _private_output(args.output) as handle:
@@ -144,6 +187,81 @@ def run_export(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int
     elapsed = time.monotonic() - started
     print(f"\rexported {count:,} events to {args.output} in {elapsed:.1f} s", file=sys.stderr)
     return 0
+
+
+def _export_checkpoints(
+    stub: audit_pb2_grpc.AuditServiceStub, organization: str, path: Path, auth: Any
+) -> int:
+    count = 0
+    with _private_output(path) as handle:
+        request = audit_pb2.ExportAuditCheckpointsRequest(organization_id=organization)
+        for message in stub.ExportAuditCheckpoints(request, metadata=auth):
+            for checkpoint in message.checkpoints:
+                record = json_format.MessageToDict(checkpoint, preserving_proto_field_name=True)
+                handle.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
+            count += len(message.checkpoints)
+    return count
+
+
+def run_public_key(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
+    stub = audit_pb2_grpc.AuditServiceStub(channel)
+    answer = stub.GetAuditSigningKey(
+        audit_pb2.GetAuditSigningKeyRequest(), metadata=(("authorization", f"Bearer {key}"),)
+    )
+    if args.output is None:
+        print(answer.public_key_pem, end="")
+    else:
+        args.output.write_text(answer.public_key_pem, encoding="ascii")
+        print(f"wrote {args.output} ({answer.key_id})", file=sys.stderr)
+    return 0
+
+
+def offline_verify_requested(args: argparse.Namespace) -> bool:
+    """Whether ``audit verify`` names files (offline) rather than a chain (the vault)."""
+    files = (args.export, args.checkpoints, args.public_key)
+    if any(f is not None for f in files):
+        if not all(f is not None for f in files) or args.organization or args.system:
+            raise ConfigError(
+                "offline verification takes --export, --checkpoints and --public-key "
+                "together, and no --organization or --system"
+            )
+        return True
+    if not (args.organization or args.system):
+        raise ConfigError("name a chain (--organization ID or --system), or files (--export ...)")
+    return False
+
+
+def run_offline_verify(args: argparse.Namespace) -> int:
+    """Verify an export against its checkpoints; exit 0 ok, 1 tampered, 2 bad files."""
+    try:
+        events = _read_records(args.export, "export")
+        checkpoints = _read_records(args.checkpoints, "checkpoints")
+        report = audit_offline.verify_offline(
+            events, checkpoints, args.public_key.read_text(encoding="ascii")
+        )
+    except (OSError, UnicodeDecodeError, audit_offline.ExportFormatError, VaultError) as exc:
+        print(f"error: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return 2
+    newest = (
+        f"; newest checkpoint: position {report.newest_checkpoint_sequence}, signed "
+        f"{report.newest_checkpoint_time.isoformat()}"
+        if report.newest_checkpoint_time
+        else "; no checkpoints"
+    )
+    if report.ok:
+        print(
+            f"ok: {report.events:,} events (positions {report.first_sequence} to "
+            f"{report.last_sequence}) and {report.checkpoints:,} signed checkpoints verified"
+            f"{newest}"
+        )
+        return 0
+    print(f"TAMPERED: {report.problem}", file=sys.stderr)
+    return 1
+
+
+def _read_records(path: Path, what: str) -> list[dict[str, Any]]:
+    with path.open(encoding="utf-8") as handle:
+        return audit_offline.read_jsonl(handle, f"{what} {path}")
 
 
 def run_verify(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
@@ -186,7 +304,10 @@ def _writer(handle: IO[str], fmt: str) -> Any:
 def _private_output(path: Path) -> Iterator[IO[str]]:
     """Write to a 0600 temporary file beside ``path``; rename into place on success only."""
     temporary = path.with_name(f".{path.name}.partial")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
             yield handle

@@ -70,6 +70,8 @@ class Settings:
     bootstrap_admin_key: str | None = field(default=None, repr=False)
     rate_limit_rps: float = 500.0
     audit_retention_days: int = 0
+    audit_signing_key_file: Path | None = None
+    audit_checkpoint_interval_s: float = 3600.0
     rewrap_batch_size: int = 200
     metrics_listen: str | None = None
     rate_limit_burst: float = 1000.0
@@ -146,6 +148,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         auth_secret=env.get("SINGURA_AUTH_SECRET", "").strip() or None,
         audit_retention_days=_int(env, "SINGURA_AUDIT_RETENTION_DAYS", 0, minimum=0),
+        audit_signing_key_file=_path(env, "SINGURA_AUDIT_SIGNING_KEY_FILE"),
+        audit_checkpoint_interval_s=_float(
+            env, "SINGURA_AUDIT_CHECKPOINT_INTERVAL", 3600.0, minimum=0.0
+        ),
         rewrap_batch_size=_int(env, "SINGURA_REWRAP_BATCH_SIZE", 200, minimum=1),
         metrics_listen=_optional_listen(env, "SINGURA_METRICS_LISTEN"),
         bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,

@@ -367,3 +367,27 @@ class RepairPage:
     repaired: tuple[KeyRepair, ...]
     unrecoverable: tuple[UUID, ...]
     last_id: UUID | None
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The newest event of one audit chain, to be signed, and the chain's newest
+    checkpoint signature (None before its first checkpoint)."""
+
+    organization_id: UUID | None  # None: the system chain
+    sequence: int
+    head_hash: bytes
+    previous_signature: bytes | None
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """An audit chain head signed with the vault's Ed25519 audit signing key."""
+
+    organization_id: UUID | None  # None: the system chain
+    sequence: int
+    head_hash: bytes
+    signed_at: datetime
+    key_id: str
+    previous_signature: bytes | None
+    signature: bytes

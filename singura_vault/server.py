@@ -49,12 +49,14 @@ from singura_vault.proto.singura.vault.v1 import (
 )
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.audit import AuditRepository
+from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
 from singura_vault.service.audit import AuditService
+from singura_vault.service.audit_checkpoints import AuditCheckpointService, load_audit_signer
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService, load_key_manager
@@ -124,6 +126,7 @@ class VaultServer:
         health_interval_s: float = 5.0,
         authorizer: Authorizer | None = None,
         key_admin: KeyAdminService | None = None,
+        audit_checkpoints: AuditCheckpointService | None = None,
     ) -> None:
         """``access=None`` disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath."""
@@ -141,8 +144,12 @@ class VaultServer:
             ConnectionServicer(ConnectionService(ConnectionRepository(db), authorizer)),
             self._server,
         )
+        checkpoints = audit_checkpoints or AuditCheckpointService(
+            AuditCheckpointRepository(db), None, authorizer
+        )
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(AuditService(AuditRepository(db), authorizer)), self._server
+            AuditServicer(AuditService(AuditRepository(db), authorizer), checkpoints),
+            self._server,
         )
         if key_admin is not None:
             keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_admin), self._server)
@@ -229,6 +236,7 @@ async def serve(settings: Settings) -> None:
     )
     # Keys first: a bad ENCRYPTION_KEY should stop the vault before it touches data.
     key_manager = load_key_manager(settings)
+    audit_signer = load_audit_signer(settings)
     # A remote root key (SINGURA_KMS=transit) is checked before anything is served.
     await key_manager.connect()
     auth_secret = load_auth_secret(settings)
@@ -246,12 +254,14 @@ async def serve(settings: Settings) -> None:
         )
         await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
         key_admin = KeyAdminService(KeyAdminRepository(db), CredentialRepository(db), key_manager)
+        checkpoints = AuditCheckpointService(AuditCheckpointRepository(db), audit_signer)
         server = VaultServer(
             db,
             credentials,
             access,
             health_interval_s=settings.health_interval_s,
             key_admin=key_admin,
+            audit_checkpoints=checkpoints,
         )
         rewrap = asyncio.create_task(
             RewrapWorker(
@@ -275,6 +285,14 @@ async def serve(settings: Settings) -> None:
             database="embedded" if prepared.embedded else "external",
             data_dir=str(settings.data_dir) if prepared.embedded else None,
         )
+        signing = (
+            asyncio.create_task(
+                checkpoints.run_forever(settings.audit_checkpoint_interval_s),
+                name="audit-checkpoints",
+            )
+            if checkpoints.enabled and settings.audit_checkpoint_interval_s > 0
+            else None
+        )
         retention = (
             asyncio.create_task(
                 _prune_periodically(AuditService(AuditRepository(db)), settings),
@@ -291,6 +309,8 @@ async def serve(settings: Settings) -> None:
         log.info("vault_stopping", grace_s=settings.shutdown_grace_s)
         if retention is not None:
             retention.cancel()
+        if signing is not None:
+            signing.cancel()
         rewrap.cancel()
         if audit_gauge is not None:
             audit_gauge.cancel()

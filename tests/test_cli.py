@@ -19,12 +19,14 @@ import pytest
 
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.keys import generate_encryption_key
-from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     connections_pb2_grpc,
     credentials_pb2_grpc,
     organizations_pb2_grpc,
 )
+from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from tests.canaries import canary
@@ -200,6 +202,7 @@ def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
         ("ENCRYPTION_KEY", "hunter2-is-a-32-character-secret", "singura-vault keys generate"),
         ("SINGURA_ENV", "production", "ENCRYPTION_KEY"),
         ("SINGURA_TLS_CERT", "/nonexistent/cert.pem", "SINGURA_TLS_KEY"),
+        ("SINGURA_ENV", "production+root-key", "SINGURA_AUDIT_SIGNING_KEY_FILE"),
         ("SINGURA_ENV", "production+keys", "requires TLS on the gRPC port"),
     ],
 )
@@ -208,12 +211,18 @@ def test_bad_configuration_refuses_to_start(
 ) -> None:
     """A bad variable stops serve with exit 2 and a message naming it, never echoing secrets."""
     env = {**cli_env, variable: value}
-    if value == "production+keys":  # keys configured: what is left is the transport check
+    if value.startswith("production+"):  # keys configured: the next check speaks
         env.update(
             SINGURA_ENV="production",
             ENCRYPTION_KEY=generate_encryption_key(),
             SINGURA_AUTH_SECRET=generate_encryption_key(),
         )
+    if value == "production+keys":  # ... and the audit signing key: the transport check
+        signing_key = Path(cli_env["SINGURA_DATA_DIR"]) / "signing-key"
+        created = run(["keys", "generate-signing-key", "--output", str(signing_key)], cli_env)
+        assert created.returncode == 0, created.stderr
+        assert "BEGIN PUBLIC KEY" in created.stdout
+        env.update(SINGURA_AUDIT_SIGNING_KEY_FILE=str(signing_key))
     result = run(["serve"], env)
     assert result.returncode == 2
     assert fragment in result.stderr
@@ -270,6 +279,30 @@ def test_audit_export_verify_and_prune_commands(cli_env: dict[str, str], tmp_pat
             "connection.created"
         ] * 3
         assert stat.S_IMODE(jsonl.stat().st_mode) == 0o600
+        # Embedded development mode signs checkpoints with a key it made in the data dir.
+        signing_key = data_dir / "audit-signing-key"
+        assert stat.S_IMODE(signing_key.stat().st_mode) == 0o600
+        signed = jsonl.with_name("signed.jsonl")
+        checkpoints = jsonl.with_name("checkpoints.jsonl")
+        public_key = jsonl.with_name("public.pem")
+        with grpc.insecure_channel(cli_env["SINGURA_LISTEN"]) as channel:
+            audit_pb2_grpc.AuditServiceStub(channel).CreateAuditCheckpoint(
+                audit_pb2.CreateAuditCheckpointRequest(organization_id=org.id), metadata=auth
+            )
+        for command in (
+            ["audit", "export", "--organization", org.id, "--output", str(signed),
+             "--checkpoints", str(checkpoints), *address],
+            ["audit", "public-key", "--output", str(public_key), *address],
+        ):  # fmt: skip
+            done = run(command, cli_env)
+            assert done.returncode == 0, done.stderr
+        offline = run(
+            ["audit", "verify", "--export", str(signed), "--checkpoints", str(checkpoints),
+             "--public-key", str(public_key)],
+            cli_env,
+        )  # fmt: skip
+        assert offline.returncode == 0, offline.stderr
+        assert "ok: 4 events (positions 1 to 4) and 1 signed checkpoints verified" in offline.stdout
         as_csv = tmp_path / "audit.csv"
         run(
             [

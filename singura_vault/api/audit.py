@@ -9,11 +9,12 @@ from typing import Any
 import grpc
 
 from singura_vault.api._convert import struct, timestamp
-from singura_vault.domain import AuditEvent, AuditFilter
+from singura_vault.domain import AuditEvent, AuditFilter, SignedCheckpoint
 from singura_vault.errors import InvalidArgument
 from singura_vault.proto.singura.vault.v1 import audit_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import audit_pb2_grpc as pb_grpc
 from singura_vault.service.audit import AuditService
+from singura_vault.service.audit_checkpoints import AuditCheckpointService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -53,9 +54,22 @@ def _filter(message: pb.AuditFilter) -> AuditFilter:
     )
 
 
+def checkpoint_to_proto(checkpoint: SignedCheckpoint) -> pb.AuditCheckpoint:
+    return pb.AuditCheckpoint(
+        organization_id=str(checkpoint.organization_id) if checkpoint.organization_id else "",
+        sequence=checkpoint.sequence,
+        hash=checkpoint.head_hash.hex(),
+        sign_time=timestamp(checkpoint.signed_at),
+        key_id=checkpoint.key_id,
+        previous_signature=(checkpoint.previous_signature or b"").hex(),
+        signature=checkpoint.signature.hex(),
+    )
+
+
 class AuditServicer(pb_grpc.AuditServiceServicer):
-    def __init__(self, service: AuditService) -> None:
+    def __init__(self, service: AuditService, checkpoints: AuditCheckpointService) -> None:
         self._service = service
+        self._checkpoints = checkpoints
 
     async def ListAuditEvents(
         self, request: pb.ListAuditEventsRequest, context: Context
@@ -85,3 +99,23 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             problem=result.problem,
             pruned_count=result.pruned_count,
         )
+
+    async def CreateAuditCheckpoint(
+        self, request: pb.CreateAuditCheckpointRequest, context: Context
+    ) -> pb.CreateAuditCheckpointResponse:
+        checkpoint = await self._checkpoints.create(request.organization_id)
+        return pb.CreateAuditCheckpointResponse(checkpoint=checkpoint_to_proto(checkpoint))
+
+    async def ExportAuditCheckpoints(
+        self, request: pb.ExportAuditCheckpointsRequest, context: Context
+    ) -> AsyncIterator[pb.ExportAuditCheckpointsResponse]:
+        async for batch in self._checkpoints.export(request.organization_id):
+            yield pb.ExportAuditCheckpointsResponse(
+                checkpoints=[checkpoint_to_proto(c) for c in batch]
+            )
+
+    async def GetAuditSigningKey(
+        self, request: pb.GetAuditSigningKeyRequest, context: Context
+    ) -> pb.GetAuditSigningKeyResponse:
+        key_id, pem = self._checkpoints.public_key()
+        return pb.GetAuditSigningKeyResponse(key_id=key_id, public_key_pem=pem)

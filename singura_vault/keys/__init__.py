@@ -18,6 +18,7 @@ they belong to.
     keyring.py       LocalKeyring: root keys in process memory
     manager.py       KeyManager: create/unwrap/cache data keys, seal, open, fingerprint
     transit.py       TransitKeyProvider: the root key in OpenBao/Vault transit, over HTTP
+    signing.py       AuditSigner: the Ed25519 key that signs audit checkpoints
     loading.py       load_key_provider: which provider, from the configuration
 
 Nothing outside this package may import ``cryptography``, and nothing here may
@@ -36,9 +37,18 @@ from singura_vault.keys.manager import KeyManager
 from singura_vault.keys.material import generate_encryption_key
 from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
 from singura_vault.keys.records import Sealed, WrappedDataKey
+from singura_vault.keys.signing import (
+    DEVELOPMENT_SIGNING_KEY_NAME,
+    AuditSigner,
+    load_audit_signer,
+    public_key_id,
+    verify_signature,
+)
 from singura_vault.keys.transit import KeyServiceUnavailable, TransitKeyProvider
 
 __all__ = [
+    "DEVELOPMENT_SIGNING_KEY_NAME",
+    "AuditSigner",
     "CredentialBinding",
     "DataKey",
     "DescribedKeyProvider",
@@ -54,5 +64,8 @@ __all__ = [
     "TransitKeyProvider",
     "WrappedDataKey",
     "generate_encryption_key",
+    "load_audit_signer",
     "load_key_provider",
+    "public_key_id",
+    "verify_signature",
 ]

@@ -160,14 +160,21 @@ def write_new_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) 
     target exists, so a keyring that protects stored data is never replaced,
     and no reader ever sees a half-written file.
     """
-    exists_message = (
+    write_new_private_file(
+        path,
+        _keyring_document(keys, primary),
         f"keyring file {path} already exists; refusing to overwrite it "
-        "(its keys may be the only way to read stored credentials)"
+        "(its keys may be the only way to read stored credentials)",
     )
+
+
+def write_new_private_file(path: Path, data: bytes, exists_message: str) -> None:
+    """Create ``path`` (mode 0600) holding ``data``; KeyConfigError(exists_message) if it
+    exists. Written and fsynced under a temporary name, then linked into place."""
     if path.exists():
         raise KeyConfigError(exists_message)
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _written_temporary(path, keys, primary) as temporary:
+    with _written_temporary(path, data) as temporary:
         _link_without_replacing(temporary, path, exists_message)
     _fsync_directory(path.parent)
 
@@ -178,14 +185,12 @@ def replace_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) ->
     Used by rotation and retirement: readers see the old file or the new one,
     never a mix, and a crash leaves the old file intact.
     """
-    with _written_temporary(path, keys, primary) as temporary:
+    with _written_temporary(path, _keyring_document(keys, primary)) as temporary:
         os.replace(temporary, path)
     _fsync_directory(path.parent)
 
 
-@contextlib.contextmanager
-def _written_temporary(path: Path, keys: Mapping[str, bytes], primary: str) -> Iterator[Path]:
-    """The keyring document, written and fsynced (0600) beside ``path``; removed after."""
+def _keyring_document(keys: Mapping[str, bytes], primary: str) -> bytes:
     if not all(is_valid_key_id(key_id) for key_id in keys) or primary not in keys:
         raise ValueError(f"invalid keyring: {KEY_ID_RULE}, and primary must be one of them")
     document = {
@@ -193,7 +198,12 @@ def _written_temporary(path: Path, keys: Mapping[str, bytes], primary: str) -> I
         "primary": primary,
         "keys": {key_id: encode_key(key) for key_id, key in keys.items()},
     }
-    data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
+    return (json.dumps(document, indent=2) + "\n").encode("utf-8")
+
+
+@contextlib.contextmanager
+def _written_temporary(path: Path, data: bytes) -> Iterator[Path]:
+    """``data`` written and fsynced (0600) beside ``path``; removed after."""
     temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     try:

@@ -50,13 +50,7 @@ class AuditService:
         self._authz = authorizer or Authorizer()
 
     def _chain(self, organization_id: str, action: str) -> UUID | None:
-        """The chain a request names; the system chain (empty id) is for admin keys only."""
-        if not organization_id:
-            self._authz.require_admin(f"{action} the system audit trail")
-            return None
-        org_id = validation.parse_uuid("organization_id", organization_id)
-        self._authz.require(org_id, READ, f"{action} the audit trail")
-        return org_id
+        return chain_of(self._authz, organization_id, action)
 
     async def list_events(
         self, organization_id: str, audit_filter: AuditFilter, page_size: int, page_token: str
@@ -139,6 +133,16 @@ class AuditService:
         pruned = await self._repository.prune(before, actor)
         log.info("audit_pruned", before=before.isoformat(), events=sum(pruned.values()))
         return pruned
+
+
+def chain_of(authz: Authorizer, organization_id: str, action: str) -> UUID | None:
+    """The chain a request names; the system chain (empty id) is for admin keys only."""
+    if not organization_id:
+        authz.require_admin(f"{action} the system audit trail")
+        return None
+    org_id = validation.parse_uuid("organization_id", organization_id)
+    authz.require(org_id, READ, f"{action} the audit trail")
+    return org_id
 
 
 def _check_range(audit_filter: AuditFilter) -> None:

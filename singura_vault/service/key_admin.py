@@ -42,6 +42,15 @@ def create_keyring_file(path: Path) -> tuple[str, ...]:
         raise ConfigError(str(exc)) from None
 
 
+def create_audit_signing_key_file(path: Path) -> tuple[str, str]:
+    """Write a new audit signing key file (0600); returns its key id and public key PEM."""
+    try:
+        signer = keys.AuditSigner.generate_file(path)
+    except keys.KeyConfigError as exc:
+        raise ConfigError(str(exc)) from None
+    return signer.key_id, signer.public_key_pem
+
+
 @dataclass(frozen=True)
 class RootKeyInfo:
     id: str

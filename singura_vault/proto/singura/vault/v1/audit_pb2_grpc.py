@@ -54,6 +54,21 @@ class AuditServiceStub:
                 request_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.SerializeToString,
                 response_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.FromString,
                 _registered_method=True)
+        self.CreateAuditCheckpoint = channel.unary_unary(
+                '/singura.vault.v1.AuditService/CreateAuditCheckpoint',
+                request_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.CreateAuditCheckpointRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.CreateAuditCheckpointResponse.FromString,
+                _registered_method=True)
+        self.ExportAuditCheckpoints = channel.unary_stream(
+                '/singura.vault.v1.AuditService/ExportAuditCheckpoints',
+                request_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.ExportAuditCheckpointsRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.ExportAuditCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.GetAuditSigningKey = channel.unary_unary(
+                '/singura.vault.v1.AuditService/GetAuditSigningKey',
+                request_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.GetAuditSigningKeyRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.GetAuditSigningKeyResponse.FromString,
+                _registered_method=True)
 
 
 class AuditServiceServicer:
@@ -85,6 +100,31 @@ class AuditServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateAuditCheckpoint(self, request, context):
+        """Signs the chain's head now with the vault's Ed25519 audit signing key (the
+        vault also signs every moved head periodically) and returns the newest
+        checkpoint. FAILED_PRECONDITION when no signing key is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportAuditCheckpoints(self, request, context):
+        """Streams the chain's signed checkpoints, oldest first, for offline verification
+        of an export (`singura-vault audit verify --export`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAuditSigningKey(self, request, context):
+        """Returns the public half of the audit signing key. Pin it once, out of band:
+        an attacker who controls the vault could hand out another.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -102,6 +142,21 @@ def add_AuditServiceServicer_to_server(servicer, server):
                     servicer.VerifyAuditChain,
                     request_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.FromString,
                     response_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.SerializeToString,
+            ),
+            'CreateAuditCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateAuditCheckpoint,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.CreateAuditCheckpointRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.CreateAuditCheckpointResponse.SerializeToString,
+            ),
+            'ExportAuditCheckpoints': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportAuditCheckpoints,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.ExportAuditCheckpointsRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.ExportAuditCheckpointsResponse.SerializeToString,
+            ),
+            'GetAuditSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAuditSigningKey,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_audit__pb2.GetAuditSigningKeyRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_audit__pb2.GetAuditSigningKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -190,6 +245,87 @@ class AuditService:
             '/singura.vault.v1.AuditService/VerifyAuditChain',
             singura_dot_vault_dot_v1_dot_audit__pb2.VerifyAuditChainRequest.SerializeToString,
             singura_dot_vault_dot_v1_dot_audit__pb2.VerifyAuditChainResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateAuditCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.AuditService/CreateAuditCheckpoint',
+            singura_dot_vault_dot_v1_dot_audit__pb2.CreateAuditCheckpointRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_audit__pb2.CreateAuditCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportAuditCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/singura.vault.v1.AuditService/ExportAuditCheckpoints',
+            singura_dot_vault_dot_v1_dot_audit__pb2.ExportAuditCheckpointsRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_audit__pb2.ExportAuditCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAuditSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.AuditService/GetAuditSigningKey',
+            singura_dot_vault_dot_v1_dot_audit__pb2.GetAuditSigningKeyRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_audit__pb2.GetAuditSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,19 @@ class AuditServiceStub:
     """Streams every matching event oldest first, for compliance exports of any size."""
     VerifyAuditChain: _grpc.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditChainRequest, _audit_pb2.VerifyAuditChainResponse]
     """Recomputes the hash chain and reports the first event that does not match."""
+    CreateAuditCheckpoint: _grpc.UnaryUnaryMultiCallable[_audit_pb2.CreateAuditCheckpointRequest, _audit_pb2.CreateAuditCheckpointResponse]
+    """Signs the chain's head now with the vault's Ed25519 audit signing key (the
+    vault also signs every moved head periodically) and returns the newest
+    checkpoint. FAILED_PRECONDITION when no signing key is configured.
+    """
+    ExportAuditCheckpoints: _grpc.UnaryStreamMultiCallable[_audit_pb2.ExportAuditCheckpointsRequest, _audit_pb2.ExportAuditCheckpointsResponse]
+    """Streams the chain's signed checkpoints, oldest first, for offline verification
+    of an export (`singura-vault audit verify --export`).
+    """
+    GetAuditSigningKey: _grpc.UnaryUnaryMultiCallable[_audit_pb2.GetAuditSigningKeyRequest, _audit_pb2.GetAuditSigningKeyResponse]
+    """Returns the public half of the audit signing key. Pin it once, out of band:
+    an attacker who controls the vault could hand out another.
+    """
 
 @_typing.type_check_only
 class AuditServiceAsyncStub(AuditServiceStub):
@@ -61,6 +74,19 @@ class AuditServiceAsyncStub(AuditServiceStub):
     """Streams every matching event oldest first, for compliance exports of any size."""
     VerifyAuditChain: _aio.UnaryUnaryMultiCallable[_audit_pb2.VerifyAuditChainRequest, _audit_pb2.VerifyAuditChainResponse]  # type: ignore[assignment]
     """Recomputes the hash chain and reports the first event that does not match."""
+    CreateAuditCheckpoint: _aio.UnaryUnaryMultiCallable[_audit_pb2.CreateAuditCheckpointRequest, _audit_pb2.CreateAuditCheckpointResponse]  # type: ignore[assignment]
+    """Signs the chain's head now with the vault's Ed25519 audit signing key (the
+    vault also signs every moved head periodically) and returns the newest
+    checkpoint. FAILED_PRECONDITION when no signing key is configured.
+    """
+    ExportAuditCheckpoints: _aio.UnaryStreamMultiCallable[_audit_pb2.ExportAuditCheckpointsRequest, _audit_pb2.ExportAuditCheckpointsResponse]  # type: ignore[assignment]
+    """Streams the chain's signed checkpoints, oldest first, for offline verification
+    of an export (`singura-vault audit verify --export`).
+    """
+    GetAuditSigningKey: _aio.UnaryUnaryMultiCallable[_audit_pb2.GetAuditSigningKeyRequest, _audit_pb2.GetAuditSigningKeyResponse]  # type: ignore[assignment]
+    """Returns the public half of the audit signing key. Pin it once, out of band:
+    an attacker who controls the vault could hand out another.
+    """
 
 class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
     """AuditService reads an organization's audit trail: every data change (recorded
@@ -93,5 +119,36 @@ class AuditServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_audit_pb2.VerifyAuditChainResponse, _abc.Awaitable[_audit_pb2.VerifyAuditChainResponse]]:
         """Recomputes the hash chain and reports the first event that does not match."""
+
+    @_abc_1.abstractmethod
+    def CreateAuditCheckpoint(
+        self,
+        request: _audit_pb2.CreateAuditCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.CreateAuditCheckpointResponse, _abc.Awaitable[_audit_pb2.CreateAuditCheckpointResponse]]:
+        """Signs the chain's head now with the vault's Ed25519 audit signing key (the
+        vault also signs every moved head periodically) and returns the newest
+        checkpoint. FAILED_PRECONDITION when no signing key is configured.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportAuditCheckpoints(
+        self,
+        request: _audit_pb2.ExportAuditCheckpointsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_audit_pb2.ExportAuditCheckpointsResponse], _abc.AsyncIterator[_audit_pb2.ExportAuditCheckpointsResponse]]:
+        """Streams the chain's signed checkpoints, oldest first, for offline verification
+        of an export (`singura-vault audit verify --export`).
+        """
+
+    @_abc_1.abstractmethod
+    def GetAuditSigningKey(
+        self,
+        request: _audit_pb2.GetAuditSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_audit_pb2.GetAuditSigningKeyResponse, _abc.Awaitable[_audit_pb2.GetAuditSigningKeyResponse]]:
+        """Returns the public half of the audit signing key. Pin it once, out of band:
+        an attacker who controls the vault could hand out another.
+        """
 
 def add_AuditServiceServicer_to_server(servicer: AuditServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -56,6 +56,7 @@ class HealthMonitor:
         self._interval_s = interval_s
         self._healthy: bool | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def check_once(self) -> bool:
@@ -76,6 +77,11 @@ class HealthMonitor:
         self._healthy = healthy
         return healthy
 
+    def check_soon(self) -> None:
+        """Probe now rather than at the next interval: a call just found the database
+        gone (or back), and orchestrators should hear of it within milliseconds."""
+        self._wake.set()
+
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="health-monitor")
 
@@ -90,6 +96,17 @@ class HealthMonitor:
 
     async def _run(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()
             await self.check_once()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self._interval_s)
+                await asyncio.wait_for(self._woken(), timeout=self._interval_s)
+
+    async def _woken(self) -> None:
+        """Returns when stopping or when check_soon() was called."""
+        stop = asyncio.ensure_future(self._stopping.wait())
+        wake = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait((stop, wake), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            wake.cancel()

@@ -30,6 +30,7 @@ from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.config import Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import prepare_database
+from singura_vault.db.supervisor import EmbeddedSupervisor
 from singura_vault.errors import ConfigError
 from singura_vault.health import HealthMonitor, HealthServicer
 from singura_vault.logs import get_logger
@@ -171,7 +172,12 @@ class VaultServer:
             self._server,
         )
         self._monitor = HealthMonitor(self._health, VAULT_SERVICES, db.ping, health_interval_s)
+        db.on_unavailable(self._monitor.check_soon)
         self.port = 0
+
+    def check_health_soon(self) -> None:
+        """Probe the database now (the embedded supervisor saw it die or come back)."""
+        self._monitor.check_soon()
 
     async def start(
         self, listen: str, *, allow_insecure: bool = False, tls: TlsSettings | None = None
@@ -285,6 +291,14 @@ async def serve(settings: Settings) -> None:
             database="embedded" if prepared.embedded else "external",
             data_dir=str(settings.data_dir) if prepared.embedded else None,
         )
+        supervisor = (
+            asyncio.create_task(
+                EmbeddedSupervisor(prepared.embedded, server.check_health_soon).run_forever(),
+                name="embedded-postgres-supervisor",
+            )
+            if prepared.embedded is not None
+            else None
+        )
         signing = (
             asyncio.create_task(
                 checkpoints.run_forever(settings.audit_checkpoint_interval_s),
@@ -311,6 +325,8 @@ async def serve(settings: Settings) -> None:
             retention.cancel()
         if signing is not None:
             signing.cancel()
+        if supervisor is not None:
+            supervisor.cancel()  # before PostgreSQL is stopped below: no restart then
         rewrap.cancel()
         if audit_gauge is not None:
             audit_gauge.cancel()

@@ -91,10 +91,14 @@ class Serving:
 
     def terminate(self) -> int:
         self.process.send_signal(signal.SIGTERM)
+        self.read_log_to_end()
+        return self.process.wait(timeout=60)
+
+    def read_log_to_end(self) -> None:
+        """Read the rest of the log, until the process closes it."""
         assert self.process.stderr is not None
         for line in self.process.stderr:
             self.events.append(parse(line))
-        return self.process.wait(timeout=60)
 
 
 def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:

@@ -83,5 +83,12 @@ def map_driver_errors(
         ) from exc
     except _CONNECTION_LOST as exc:
         raise Unavailable("the database is unreachable; retry shortly") from exc
+    except asyncpg.exceptions.InternalClientError as exc:
+        # What a connection whose server died mid-statement raises on its next use
+        # (the pool discards it, see db/pool.py).
+        raise Unavailable(
+            "the database connection was lost during the call; retry "
+            "(with the same request_id, creates and stores are idempotent)"
+        ) from exc
     except asyncio.CancelledError:
         raise

@@ -9,6 +9,7 @@ an unfinished transaction first), which saves a round trip per request.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -109,6 +110,12 @@ class Database:
     def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float) -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_s
+        self._unavailable_listeners: list[Callable[[], None]] = []
+
+    def on_unavailable(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` whenever a request finds the database unreachable (the health
+        monitor then probes at once instead of at its next interval)."""
+        self._unavailable_listeners.append(listener)
 
     @classmethod
     async def connect(cls, dsn: str, settings: PoolSettings) -> Database:
@@ -172,9 +179,13 @@ class Database:
         """One statement outside any tenant: only for SECURITY DEFINER functions
         that are their own narrow door (singura.authenticate). Tables stay
         invisible to it under row-level security."""
-        with map_driver_errors():
-            async with self._acquire() as conn:
-                return await conn.fetchrow(sql, *args)
+        try:
+            with map_driver_errors():
+                async with self._acquire() as conn:
+                    return await conn.fetchrow(sql, *args)
+        except Unavailable:
+            self._tell_unavailable()
+            raise
 
     async def ping(self) -> None:
         """One round trip; raises Unavailable when PostgreSQL does not answer."""
@@ -234,11 +245,34 @@ class Database:
         try:
             # The pool hands out a proxy that behaves as a Connection.
             yield cast(asyncpg.Connection, conn)
+        except asyncpg.exceptions.InternalClientError as exc:
+            # The server died mid-statement and left the driver's protocol in the
+            # middle of an operation ("cannot switch to state ..."): the connection is
+            # unusable, so close it and let the pool open a new one.
+            log.warning("db_connection_discarded", error_type=type(exc).__name__)
+            with contextlib.suppress(Exception):
+                conn.terminate()
+            raise
         finally:
             await self._pool.release(conn)
 
     @asynccontextmanager
     async def _transaction(self, setting: str, value: str) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self._mapped_transaction(setting, value) as conn:
+                yield conn
+        except Unavailable:
+            self._tell_unavailable()
+            raise
+
+    def _tell_unavailable(self) -> None:
+        for listener in self._unavailable_listeners:
+            listener()
+
+    @asynccontextmanager
+    async def _mapped_transaction(
+        self, setting: str, value: str
+    ) -> AsyncIterator[asyncpg.Connection]:
         with map_driver_errors():
             async with self._acquire() as conn:
                 try:
@@ -261,11 +295,14 @@ class Database:
                     # when the rollback finds the connection closed; that is the
                     # database going away, not a bug of ours.
                     if _connection_lost(conn):
-                        raise Unavailable(
-                            "the database connection was lost during the call; retry "
-                            "(with the same request_id, creates and stores are idempotent)"
-                        ) from exc
+                        raise Unavailable(_LOST_MID_CALL) from exc
                     raise
+
+
+_LOST_MID_CALL = (
+    "the database connection was lost during the call; retry "
+    "(with the same request_id, creates and stores are idempotent)"
+)
 
 
 def _connection_lost(conn: Any) -> bool:

@@ -19,6 +19,10 @@ from singura_vault.repositories.queries import query
 # The chain of events that belong to no organization.
 SYSTEM_CHAIN = UUID(int=0)
 
+# The first page of a newest-first listing reads before this position (the largest
+# bigint), so that the keyset is always a plain ``chain_seq < $n`` index condition.
+_BEFORE_ANY = 2**63 - 1
+
 
 async def append_event(
     conn: asyncpg.Connection,
@@ -68,6 +72,16 @@ def _filter_args(f: AuditFilter) -> tuple[object, ...]:
     return (f.start, f.end, f.action, f.resource_type, f.resource_id, f.actor, f.outcome)
 
 
+def _chain_query(name: str, organization_id: UUID | None) -> tuple[str, tuple[object, ...]]:
+    """The SQL of a chain read and its leading arguments: ``name`` with the organization
+    as $1, or ``name_system`` (no organization argument) for the system chain. Each
+    selects its chain with a predicate that stays an index condition under row-level
+    security (see sql/audit.sql)."""
+    if organization_id is None:
+        return query(f"{name}_system"), ()
+    return query(name), (organization_id,)
+
+
 class AuditRepository:
     """Reading, exporting, verifying, pruning and erasing audit chains."""
 
@@ -84,14 +98,10 @@ class AuditRepository:
         before_sequence: int | None,
         limit: int,
     ) -> list[AuditEvent]:
+        sql, chain = _chain_query("audit_list", organization_id)
+        before = _BEFORE_ANY if before_sequence is None else before_sequence
         async with self._scope(organization_id) as conn:
-            rows = await conn.fetch(
-                query("audit_list"),
-                organization_id or SYSTEM_CHAIN,
-                *_filter_args(audit_filter),
-                before_sequence,
-                limit,
-            )
+            rows = await conn.fetch(sql, *chain, *_filter_args(audit_filter), before, limit)
         return [_event(row) for row in rows]
 
     async def export(
@@ -100,16 +110,11 @@ class AuditRepository:
         """Batches oldest first, each read in its own short transaction: memory stays
         flat whatever the trail's size, and no transaction stays open while the
         client reads."""
+        sql, chain = _chain_query("audit_export", organization_id)
         after = 0
         while True:
             async with self._scope(organization_id) as conn:
-                rows = await conn.fetch(
-                    query("audit_export"),
-                    organization_id or SYSTEM_CHAIN,
-                    *_filter_args(audit_filter),
-                    after,
-                    batch_size,
-                )
+                rows = await conn.fetch(sql, *chain, *_filter_args(audit_filter), after, batch_size)
             if not rows:
                 return
             batch = [_event(row) for row in rows]
@@ -134,10 +139,9 @@ class AuditRepository:
     async def links(
         self, organization_id: UUID | None, after_sequence: int, limit: int
     ) -> list[ChainLink]:
+        sql, chain = _chain_query("audit_chain_batch", organization_id)
         async with self._scope(organization_id) as conn:
-            rows = await conn.fetch(
-                query("audit_chain_batch"), organization_id or SYSTEM_CHAIN, after_sequence, limit
-            )
+            rows = await conn.fetch(sql, *chain, after_sequence, limit)
         return [
             ChainLink(r["id"], r["chain_seq"], r["prev_hash"], r["hash"], r["canonical"])
             for r in rows

@@ -5,13 +5,24 @@ INSERT INTO audit_logs (
     organization_id, actor, action, resource_type, resource_id, request_id, outcome, details)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
 
+-- The chain reads below come in pairs: one for an organization's chain
+-- (organization_id = $1) and one for the system chain (organization_id IS NULL).
+-- Both predicates are leakproof, so under row-level security they are the index
+-- condition on audit_logs_chain_idx (organization_id, chain_seq) and the policy only
+-- filters the rows of that chain; the keyset on chain_seq is an index condition too.
+-- Do not write the chain as coalesce(organization_id, ...) = $1 or IS NOT DISTINCT
+-- FROM $1: neither is an index condition under row-level security (migration 010),
+-- so every call would read every tenant's rows. The system chain orders by
+-- (organization_id, chain_seq), the index's own order, because the planner does not
+-- treat IS NULL as fixing the first column and would sort otherwise.
+
 -- name: audit_list
--- Newest first by chain position; audit_logs_chain_key_idx serves the chain
--- predicate and the keyset ($1 is the organization, or the nil UUID for the system chain).
+-- Newest first by chain position ($9: before this position; the repository passes the
+-- largest bigint for the first page).
 SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type, resource_id,
        request_id, outcome, details, prev_hash, hash
   FROM audit_logs
- WHERE coalesce(organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1
+ WHERE organization_id = $1
    AND ($2::timestamptz IS NULL OR occurred_at >= $2)
    AND ($3::timestamptz IS NULL OR occurred_at < $3)
    AND ($4::text IS NULL OR action = $4)
@@ -19,16 +30,32 @@ SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type
    AND ($6::text IS NULL OR resource_id = $6)
    AND ($7::text IS NULL OR actor = $7)
    AND ($8::text IS NULL OR outcome = $8)
-   AND ($9::bigint IS NULL OR chain_seq < $9)
+   AND chain_seq < $9
  ORDER BY chain_seq DESC
  LIMIT $10;
+
+-- name: audit_list_system
+SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type, resource_id,
+       request_id, outcome, details, prev_hash, hash
+  FROM audit_logs
+ WHERE organization_id IS NULL
+   AND ($1::timestamptz IS NULL OR occurred_at >= $1)
+   AND ($2::timestamptz IS NULL OR occurred_at < $2)
+   AND ($3::text IS NULL OR action = $3)
+   AND ($4::text IS NULL OR resource_type = $4)
+   AND ($5::text IS NULL OR resource_id = $5)
+   AND ($6::text IS NULL OR actor = $6)
+   AND ($7::text IS NULL OR outcome = $7)
+   AND chain_seq < $8
+ ORDER BY organization_id DESC, chain_seq DESC
+ LIMIT $9;
 
 -- name: audit_export
 -- Oldest first, one batch after another (keyset on the chain position).
 SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type, resource_id,
        request_id, outcome, details, prev_hash, hash
   FROM audit_logs
- WHERE coalesce(organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1
+ WHERE organization_id = $1
    AND ($2::timestamptz IS NULL OR occurred_at >= $2)
    AND ($3::timestamptz IS NULL OR occurred_at < $3)
    AND ($4::text IS NULL OR action = $4)
@@ -40,14 +67,37 @@ SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type
  ORDER BY chain_seq
  LIMIT $10;
 
+-- name: audit_export_system
+SELECT id, organization_id, chain_seq, occurred_at, actor, action, resource_type, resource_id,
+       request_id, outcome, details, prev_hash, hash
+  FROM audit_logs
+ WHERE organization_id IS NULL
+   AND ($1::timestamptz IS NULL OR occurred_at >= $1)
+   AND ($2::timestamptz IS NULL OR occurred_at < $2)
+   AND ($3::text IS NULL OR action = $3)
+   AND ($4::text IS NULL OR resource_type = $4)
+   AND ($5::text IS NULL OR resource_id = $5)
+   AND ($6::text IS NULL OR actor = $6)
+   AND ($7::text IS NULL OR outcome = $7)
+   AND chain_seq > $8
+ ORDER BY organization_id, chain_seq
+ LIMIT $9;
+
 -- name: audit_chain_batch
 -- For verification: the stored links and the canonical text recomputed from the
 -- row as it is now (an edited field changes it).
 SELECT a.id, a.chain_seq, a.prev_hash, a.hash, singura.audit_canonical(a) AS canonical
   FROM audit_logs a
- WHERE coalesce(a.organization_id, '00000000-0000-0000-0000-000000000000'::uuid) = $1 AND a.chain_seq > $2
+ WHERE a.organization_id = $1 AND a.chain_seq > $2
  ORDER BY a.chain_seq
  LIMIT $3;
+
+-- name: audit_chain_batch_system
+SELECT a.id, a.chain_seq, a.prev_hash, a.hash, singura.audit_canonical(a) AS canonical
+  FROM audit_logs a
+ WHERE a.organization_id IS NULL AND a.chain_seq > $1
+ ORDER BY a.organization_id, a.chain_seq
+ LIMIT $2;
 
 -- name: audit_checkpoint
 SELECT pruned_through_seq, pruned_count, last_pruned_hash

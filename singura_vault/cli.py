@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from singura_vault import __version__
-from singura_vault.config import DEFAULT_LISTEN, Settings, load_settings
+from singura_vault.config import DEFAULT_LISTEN, Settings, load_settings, with_workers
 from singura_vault.db.embedded import EmbeddedPostgresError
 from singura_vault.db.migrations import (
     MigrationError,
@@ -45,9 +45,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
 
     commands.add_parser("version", help="print the versions of the vault and its parts")
-    commands.add_parser(
+    serve = commands.add_parser(
         "serve",
         help="start the vault (embedded PostgreSQL unless DATABASE_URL is set)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port (default SINGURA_WORKERS, else 1)",
     )
 
     migrate = commands.add_parser("migrate", help="database schema migrations")
@@ -174,6 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         configure_logging(settings.log_level, settings.log_format)
         if args.command == "serve":
+            if args.workers is not None:
+                settings = with_workers(settings, args.workers)
             _run(_serve(settings))
             return 0
         if args.command == "audit":

@@ -7,6 +7,7 @@ accepted form (``ConfigError``); nothing here ever echoes a secret value.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import os
@@ -75,6 +76,9 @@ class Settings:
     rewrap_batch_size: int = 200
     metrics_listen: str | None = None
     rate_limit_burst: float = 1000.0
+    access_log: Literal["all", "errors", "off"] = "errors"
+    auth_cache_ttl_s: float = 10.0
+    workers: int = 1
 
     @property
     def production(self) -> bool:
@@ -139,6 +143,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         environment=environment,
         log_level=_choice(env, "SINGURA_LOG_LEVEL", "info", ("debug", "info", "warning", "error")),
         log_format=_choice(env, "SINGURA_LOG_FORMAT", "json", ("json", "console")),
+        access_log=cast(
+            Literal["all", "errors", "off"],
+            _choice(env, "SINGURA_ACCESS_LOG", "errors", ("all", "errors", "off")),
+        ),
         health_interval_s=_float(env, "SINGURA_HEALTH_INTERVAL", 5.0, minimum=0.05),
         shutdown_grace_s=_float(env, "SINGURA_SHUTDOWN_GRACE", 10.0, minimum=0.0),
         allow_insecure=_bool(env, "SINGURA_ALLOW_INSECURE", default=False),
@@ -157,6 +165,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,
         rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 500.0, minimum=0.0)),
         rate_limit_burst=_float(env, "SINGURA_RATE_LIMIT_BURST", max(2 * rps, 1.0), minimum=1.0),
+        auth_cache_ttl_s=_float(env, "SINGURA_AUTH_CACHE_TTL", 10.0, minimum=0.0),
+        workers=_workers(_int(env, "SINGURA_WORKERS", 1, minimum=1), "SINGURA_WORKERS"),
         keyring_file=Path(keyring).expanduser()
         if (keyring := env.get("SINGURA_KEYRING_FILE", "").strip())
         else None,
@@ -182,6 +192,22 @@ _TRANSIT_VARIABLES = (
 def _path(env: Mapping[str, str], name: str) -> Path | None:
     raw = env.get(name, "").strip()
     return Path(raw).expanduser() if raw else None
+
+
+MAX_WORKERS = 64
+
+
+def _workers(value: int, name: str) -> int:
+    if value > MAX_WORKERS:
+        raise ConfigError(f"{name} must be from 1 to {MAX_WORKERS}, not {value}")
+    return value
+
+
+def with_workers(settings: Settings, workers: int) -> Settings:
+    """The settings with ``serve --workers N`` applied (it overrides SINGURA_WORKERS)."""
+    if workers < 1:
+        raise ConfigError(f"--workers must be from 1 to {MAX_WORKERS}, not {workers}")
+    return dataclasses.replace(settings, workers=_workers(workers, "--workers"))
 
 
 def listen_host(listen: str) -> str:

@@ -247,13 +247,13 @@ class NewApiKey:
 
 
 @dataclass(frozen=True)
-class KeyCheck:
-    """What singura.authenticate() said about a presented key."""
+class KeyLookup:
+    """What singura.api_key_lookup() said about a presented key."""
 
-    status: str  # ok | unknown | revoked | expired | rate_limited
+    status: str  # ok | unknown | revoked | expired
     organization_id: UUID | None
     roles: tuple[str, ...]
-    retry_after_ms: int
+    expires_at: datetime | None
 
 
 @dataclass(frozen=True)

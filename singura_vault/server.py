@@ -24,12 +24,12 @@ from singura_vault.api.access import AccessServicer
 from singura_vault.api.audit import AuditServicer
 from singura_vault.api.connections import ConnectionServicer
 from singura_vault.api.credentials import CredentialServicer
-from singura_vault.api.interceptors import VaultInterceptor
+from singura_vault.api.interceptors import AccessLog, VaultInterceptor
 from singura_vault.api.keys import KeyServicer
 from singura_vault.api.organizations import OrganizationServicer
-from singura_vault.config import Settings, is_loopback, listen_host
+from singura_vault.config import PoolSettings, Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
-from singura_vault.db.setup import prepare_database
+from singura_vault.db.setup import PreparedDatabase, prepare_database
 from singura_vault.db.supervisor import EmbeddedSupervisor
 from singura_vault.errors import ConfigError
 from singura_vault.health import HealthMonitor, HealthServicer
@@ -65,6 +65,7 @@ from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.organizations import OrganizationService
 from singura_vault.service.rewrap import RewrapWorker
 from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
+from singura_vault.workers import WORKER_DSN_ENV, WORKER_INDEX_ENV, run_workers
 
 log = get_logger(__name__)
 
@@ -128,14 +129,20 @@ class VaultServer:
         authorizer: Authorizer | None = None,
         key_admin: KeyAdminService | None = None,
         audit_checkpoints: AuditCheckpointService | None = None,
+        access_log: AccessLog = "errors",
+        reuse_port: bool = False,
     ) -> None:
         """``access=None`` disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath."""
         self._db = db
+        self._access = access
+        self._key_watch: asyncio.Task[None] | None = None
         self._server = grpc.aio.server(
-            interceptors=[VaultInterceptor(access)],
-            # Without this, a second vault on the same port would silently share it.
-            options=[("grpc.so_reuseport", 0)],
+            interceptors=[VaultInterceptor(access, access_log=access_log)],
+            # Without this, a second vault on the same port would silently share it;
+            # the workers of `serve --workers N` share it on purpose (the parent has
+            # checked that nobody else uses the port).
+            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
         )
         organizations_pb2_grpc.add_OrganizationServiceServicer_to_server(
             OrganizationServicer(OrganizationService(OrganizationRepository(db), authorizer)),
@@ -199,11 +206,17 @@ class VaultServer:
         await self._monitor.check_once()
         await self._server.start()
         self._monitor.start()
+        if self._access is not None:
+            self._key_watch = asyncio.create_task(
+                self._access.watch_key_changes(), name="api-key-changes"
+            )
         return self.port
 
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first, then let in-flight calls finish within grace_s."""
         await self._monitor.stop()
+        if self._key_watch is not None:
+            self._key_watch.cancel()
         await self._server.stop(grace_s)
 
 
@@ -232,6 +245,38 @@ async def _track_audit_appends(audit: AuditRepository) -> None:
         await asyncio.sleep(15)
 
 
+async def _serve_as_parent(
+    settings: Settings, prepared: PreparedDatabase, auth_secret: bytes
+) -> None:
+    """`serve --workers N`: bootstrap once, then run and supervise N workers."""
+    try:
+        db = await Database.connect(prepared.service_dsn, PoolSettings(min_size=1, max_size=2))
+        try:
+            await db.ensure_safe_service_role()
+            access = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(0, 1))
+            await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
+        finally:
+            await db.close()
+        supervisor = (
+            EmbeddedSupervisor(prepared.embedded, on_down=lambda: None)
+            if prepared.embedded is not None
+            else None
+        )
+        await run_workers(settings, prepared.service_dsn, supervisor)
+    finally:
+        if prepared.embedded is not None:
+            await asyncio.to_thread(prepared.embedded.stop)
+        log.info("vault_stopped")
+
+
+def _worker_metrics_listen(listen: str, worker: int | None) -> str:
+    """Worker i of `serve --workers N` serves its metrics on the configured port + i."""
+    if not worker:
+        return listen
+    host, _, port = listen.rpartition(":")
+    return f"{host}:{int(port) + worker}"
+
+
 async def serve(settings: Settings) -> None:
     """Run the vault until SIGTERM or SIGINT."""
     # Read here, not in load_settings: only serving needs the certificate files
@@ -247,7 +292,17 @@ async def serve(settings: Settings) -> None:
     await key_manager.connect()
     auth_secret = load_auth_secret(settings)
     check_production_transport(settings, tls_enabled=tls is not None)
-    prepared = await prepare_database(settings)
+    # A worker of `serve --workers N`: the parent owns the database and the bootstrap.
+    worker_dsn = os.environ.get(WORKER_DSN_ENV)
+    worker = int(os.environ.get(WORKER_INDEX_ENV, "0")) if worker_dsn else None
+    prepared = (
+        PreparedDatabase(worker_dsn, None)
+        if worker_dsn is not None
+        else await prepare_database(settings)
+    )
+    if worker is None and settings.workers > 1:
+        await _serve_as_parent(settings, prepared, auth_secret)
+        return
     db: Database | None = None
     try:
         db = await Database.connect(prepared.service_dsn, settings.pool)
@@ -257,8 +312,10 @@ async def serve(settings: Settings) -> None:
             ApiKeyRepository(db),
             auth_secret,
             RateLimit(settings.rate_limit_rps, settings.rate_limit_burst),
+            cache_ttl_s=settings.auth_cache_ttl_s,
         )
-        await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
+        if worker is None:
+            await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
         key_admin = KeyAdminService(KeyAdminRepository(db), CredentialRepository(db), key_manager)
         checkpoints = AuditCheckpointService(AuditCheckpointRepository(db), audit_signer)
         server = VaultServer(
@@ -268,6 +325,8 @@ async def serve(settings: Settings) -> None:
             health_interval_s=settings.health_interval_s,
             key_admin=key_admin,
             audit_checkpoints=checkpoints,
+            access_log=settings.access_log,
+            reuse_port=worker is not None,
         )
         rewrap = asyncio.create_task(
             RewrapWorker(
@@ -277,8 +336,9 @@ async def serve(settings: Settings) -> None:
         )
         audit_gauge: asyncio.Task[None] | None = None
         if settings.metrics_listen is not None:
-            metrics_port = metrics.serve_metrics(settings.metrics_listen)
-            log.info("metrics_serving", listen=settings.metrics_listen, port=metrics_port)
+            metrics_listen = _worker_metrics_listen(settings.metrics_listen, worker)
+            metrics_port = metrics.serve_metrics(metrics_listen)
+            log.info("metrics_serving", listen=metrics_listen, port=metrics_port)
             audit_gauge = asyncio.create_task(
                 _track_audit_appends(AuditRepository(db)), name="audit-metrics"
             )
@@ -287,6 +347,8 @@ async def serve(settings: Settings) -> None:
             "vault_serving",
             listen=settings.listen,
             port=port,
+            pid=os.getpid(),
+            worker=worker,
             tls="off" if tls is None else "mutual" if tls.mutual else "server",
             database="embedded" if prepared.embedded else "external",
             data_dir=str(settings.data_dir) if prepared.embedded else None,

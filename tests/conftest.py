@@ -17,8 +17,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -288,9 +290,9 @@ async def vault(
     await stop_vault(running)
 
 
-@pytest.fixture
-async def second_process(
-    vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str
+@asynccontextmanager
+async def serve_process(
+    vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str, **env_overrides: str
 ) -> AsyncIterator[str]:
     """`singura-vault serve` in another process on the same database; yields its address."""
     import socket
@@ -306,7 +308,11 @@ async def second_process(
         SINGURA_BOOTSTRAP_ADMIN_KEY=vault.admin_key,
         SINGURA_LISTEN=f"127.0.0.1:{port}",
         SINGURA_RATE_LIMIT_RPS="0",
+        # Long enough that only a change notification can explain a key dropping out
+        # of the cache within a test.
+        SINGURA_AUTH_CACHE_TTL="300",
     )
+    env.update(env_overrides)
     # Popen only starts the process; its output is read in a thread below.
     process = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, "-m", "singura_vault", "serve"],
@@ -317,9 +323,23 @@ async def second_process(
     assert process.stderr is not None
     lines = await asyncio.to_thread(_read_until_serving, process)
     assert lines, "the second vault exited before serving"
-    yield f"127.0.0.1:{port}"
-    process.send_signal(signal.SIGTERM)
-    await asyncio.to_thread(process.wait, 60)
+    # Keep reading: a full pipe would stall the process.
+    drain = threading.Thread(target=process.stderr.read, daemon=True)
+    drain.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(process.wait, 60)
+
+
+@pytest.fixture
+async def second_process(
+    vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str
+) -> AsyncIterator[str]:
+    """`singura-vault serve` in another process on the same database; yields its address."""
+    async with serve_process(vault, service_dsn, auth_secret, root_key) as address:
+        yield address
 
 
 def _read_until_serving(process: subprocess.Popen[str]) -> list[str]:

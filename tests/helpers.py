@@ -84,3 +84,17 @@ async def expect_status(call: Any, code: grpc.StatusCode, *fragments: str) -> st
     for fragment in fragments:
         assert fragment in details, details
     return details
+
+
+async def first_refusal(call: Any, *, attempts: int = 3000) -> grpc.StatusCode:
+    """Repeat ``call()`` until it fails and return its status code: polling for a
+    change another process makes (10 ms apart, ~30 s at most), not a timed check."""
+    import asyncio
+
+    for _ in range(attempts):
+        try:
+            await call()
+        except grpc.aio.AioRpcError as exc:
+            return exc.code()
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the call still succeeds after {attempts} attempts")

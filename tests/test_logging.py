@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from singura_vault.db.pool import Database
 from singura_vault.logs import REDACTED, redact_secrets
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from tests.conftest import Vault
+from singura_vault.service.access import AccessService
+from singura_vault.service.credentials import CredentialService
+from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import org_message
 
 
@@ -36,8 +41,20 @@ def test_redaction_blanks_secret_fields_and_url_passwords() -> None:
     assert event["event"] == "something_happened"
 
 
-async def test_each_rpc_logs_one_event_with_its_request_id(vault: Vault) -> None:
-    """A call's x-request-id is echoed in trailers and carried by its log events."""
+@pytest.fixture
+async def logging_vault(
+    db: Database, credential_service: CredentialService, access_service: AccessService
+) -> AsyncIterator[Vault]:
+    """A vault with SINGURA_ACCESS_LOG=all: a line for every call."""
+    running = await start_vault(db, credential_service, access_service, access_log="all")
+    yield running
+    await stop_vault(running)
+
+
+async def test_each_rpc_logs_one_event_with_its_request_id(logging_vault: Vault) -> None:
+    """With SINGURA_ACCESS_LOG=all, a call's x-request-id is echoed in trailers and
+    carried by its log events."""
+    vault = logging_vault
     with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
         call = vault.organizations.CreateOrganization(
             opb.CreateOrganizationRequest(organization=org_message()),
@@ -89,3 +106,17 @@ async def test_slow_queries_are_logged_by_name_without_arguments(service_dsn: st
     assert all(isinstance(e["duration_ms"], float) for e in slow)
     allowed = {"event", "log_level", "query", "duration_ms", "failed", "organization_id"}
     assert all(set(e) <= allowed for e in slow), slow  # no arguments, no SQL text
+
+
+async def test_the_default_access_log_keeps_failures_only(vault: Vault) -> None:
+    """By default (SINGURA_ACCESS_LOG=errors) a successful call writes no line and a
+    failed one writes rpc_failed."""
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
+        await vault.organizations.ListOrganizations(opb.ListOrganizationsRequest())
+        with pytest.raises(grpc.aio.AioRpcError):
+            await vault.organizations.GetOrganization(
+                opb.GetOrganizationRequest(organization_id="not-a-uuid")
+            )
+    names = [e["event"] for e in events]
+    assert "rpc_completed" not in names
+    assert names.count("rpc_failed") == 1

@@ -14,7 +14,7 @@ import grpc
 
 from singura_vault.api._convert import enum_from_proto, enum_to_proto_name, timestamp
 from singura_vault.domain import Credential, CredentialState, CredentialType
-from singura_vault.errors import InvalidArgument
+from singura_vault.errors import InvalidArgument, VaultError
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as pb_grpc
 from singura_vault.service.credentials import CredentialService
@@ -112,6 +112,29 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
             request.organization_id, request.connection_id, _type(request.type), request.version
         )
         return pb.RevealCredentialResponse(credential=credential_to_proto(credential), value=value)
+
+    async def BatchRevealCredentials(
+        self, request: pb.BatchRevealCredentialsRequest, context: Context
+    ) -> pb.BatchRevealCredentialsResponse:
+        outcomes = await self._service.reveal_many(
+            request.organization_id,
+            [
+                (item.connection_id, _type(item.type, f"items[{i}].type"), item.version)
+                for i, item in enumerate(request.items)
+            ],
+        )
+        results = []
+        for credential, outcome in outcomes:
+            result = pb.BatchRevealResult()
+            if credential is not None:
+                result.credential.CopyFrom(credential_to_proto(credential))
+            if isinstance(outcome, VaultError):
+                result.code = grpc.StatusCode[outcome.code.value].value[0]
+                result.message = outcome.message
+            else:
+                result.value = outcome
+            results.append(result)
+        return pb.BatchRevealCredentialsResponse(results=results)
 
     async def ListExpiringCredentials(
         self, request: pb.ListExpiringCredentialsRequest, context: Context

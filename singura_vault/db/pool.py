@@ -9,6 +9,7 @@ an unfinished transaction first), which saves a round trip per request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -107,9 +108,10 @@ class ServiceRole:
 class Database:
     """The vault's connection pool. Repositories are its only users."""
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float) -> None:
+    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float, dsn: str = "") -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_s
+        self._dsn = dsn
         self._unavailable_listeners: list[Callable[[], None]] = []
 
     def on_unavailable(self, listener: Callable[[], None]) -> None:
@@ -138,7 +140,7 @@ class Database:
                 },
             )
         metrics.watch_pool(pool.get_size, pool.get_idle_size)
-        return cls(pool, settings.connect_timeout_ms / 1000)
+        return cls(pool, settings.connect_timeout_ms / 1000, dsn)
 
     async def close(self) -> None:
         await self._pool.close()
@@ -175,9 +177,52 @@ class Database:
         async with self._transaction("singura.scope", "admin") as conn:
             yield conn
 
+    async def listen(
+        self,
+        channel: str,
+        on_notify: Callable[[str], None],
+        on_state: Callable[[bool], None],
+    ) -> None:
+        """LISTEN on ``channel`` over a dedicated connection until cancelled.
+
+        ``on_notify(payload)`` runs for each notification; ``on_state(True)`` once the
+        subscription is live, ``on_state(False)`` as soon as it is lost (notifications
+        may then be missed). The connection is checked every few seconds, and opened
+        again with backoff after a loss.
+        """
+        backoff = 0.5
+        while True:
+            try:
+                conn = await asyncpg.connect(
+                    self._dsn,
+                    timeout=self._acquire_timeout_s,
+                    server_settings={"application_name": "singura-vault-listener"},
+                )
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("db_listen_failed", channel=channel, error_type=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            try:
+                # Told at once when the server closes the connection (the checks
+                # below catch a connection that died silently).
+                conn.add_termination_listener(lambda _c: on_state(False))
+                await conn.add_listener(channel, lambda _c, _pid, _ch, payload: on_notify(payload))
+                on_state(True)
+                backoff = 0.5
+                while True:
+                    await asyncio.sleep(_LISTEN_CHECK_S)
+                    await conn.fetchval("SELECT 1", timeout=_LISTEN_CHECK_S)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("db_listen_lost", channel=channel, error_type=type(exc).__name__)
+            finally:
+                on_state(False)
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+
     async def fetchrow_unscoped(self, sql: str, *args: object) -> asyncpg.Record | None:
         """One statement outside any tenant: only for SECURITY DEFINER functions
-        that are their own narrow door (singura.authenticate). Tables stay
+        that are their own narrow door (singura.api_key_lookup). Tables stay
         invisible to it under row-level security."""
         try:
             with map_driver_errors():
@@ -298,6 +343,10 @@ class Database:
                         raise Unavailable(_LOST_MID_CALL) from exc
                     raise
 
+
+# How often the LISTEN connection proves it is alive (a silently dead one would
+# otherwise miss notifications until the cache TTL runs out).
+_LISTEN_CHECK_S = 2.0
 
 _LOST_MID_CALL = (
     "the database connection was lost during the call; retry "

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from uuid import UUID, uuid4
 
 import asyncpg
 
 from singura_vault.context import current_request
 from singura_vault.db.pool import Database
-from singura_vault.domain import ApiKey, KeyCheck, NewApiKey, PageCursor
+from singura_vault.domain import ApiKey, KeyLookup, NewApiKey, PageCursor
 from singura_vault.errors import NotFound
 from singura_vault.repositories._rows import utc
 from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.queries import query
+
+# Migration 011's trigger announces changed keys (by key id) here.
+API_KEY_CHANNEL = "singura_api_keys"
 
 
 def _api_key(row: asyncpg.Record) -> ApiKey:
@@ -33,18 +37,31 @@ class ApiKeyRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def check(self, key_id: str, digest: bytes, rate: float, burst: float) -> KeyCheck:
-        """Authenticate and charge the rate-limit bucket: one round trip, no tenant needed."""
-        row = await self._db.fetchrow_unscoped(
-            query("api_key_authenticate"), key_id, digest, rate, burst
-        )
+    async def lookup(self, key_id: str, digest: bytes) -> KeyLookup:
+        """Verify a key and read its scope: one round trip, no write."""
+        row = await self._db.fetchrow_unscoped(query("api_key_lookup"), key_id, digest)
         assert row is not None
-        return KeyCheck(
+        return KeyLookup(
             status=row["status"],
             organization_id=row["organization_id"],
             roles=tuple(row["roles"] or ()),
-            retry_after_ms=row["retry_after_ms"],
+            expires_at=utc(row["expires_at"]),
         )
+
+    async def lease_tokens(
+        self, key_id: str, rate: float, burst: float, want: int
+    ) -> tuple[int, int]:
+        """Take up to ``want`` tokens from the key's shared bucket; (granted, retry_after_ms)."""
+        row = await self._db.fetchrow_unscoped(query("api_key_lease"), key_id, rate, burst, want)
+        assert row is not None
+        return row["granted"], row["retry_after_ms"]
+
+    async def listen_for_changes(
+        self, on_change: Callable[[str], None], on_state: Callable[[bool], None]
+    ) -> None:
+        """Call ``on_change(key_id)`` for every committed change of a key, and
+        ``on_state(live)`` when notifications start or stop flowing; until cancelled."""
+        await self._db.listen(API_KEY_CHANNEL, on_change, on_state)
 
     async def insert(self, new: NewApiKey) -> ApiKey:
         async with self._db.admin() as conn:

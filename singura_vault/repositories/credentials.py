@@ -8,12 +8,15 @@ allocated) and the one moment a ciphertext is read for reveal (``open``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 from uuid import UUID, uuid4
 
-from singura_vault.context import current_request
+import asyncpg
+
+from singura_vault.context import RequestContext, current_request
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
@@ -28,7 +31,6 @@ from singura_vault.domain import (
 )
 from singura_vault.errors import Aborted, AlreadyExists, NotFound, VaultError
 from singura_vault.repositories._rows import credential_from_row, data_key_from_row
-from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.queries import query
 
 T = TypeVar("T")
@@ -282,68 +284,60 @@ class CredentialRepository:
         refused or failed reveal (revoked, tampered) is recorded as a failure
         and committed before the error is raised.
         """
-        failure: VaultError | None = None
+        ((credential, outcome),) = await self.reveal_many(
+            organization_id, [RevealTarget(connection_id, credential_type, version)], open_
+        )
+        if isinstance(outcome, VaultError):
+            raise outcome
+        assert credential is not None
+        return credential, outcome
+
+    async def reveal_many(
+        self,
+        organization_id: UUID,
+        targets: Sequence[RevealTarget],
+        open_: Callable[[EncryptedCredential, LiveDataKeys], Awaitable[T]],
+    ) -> list[tuple[Credential | None, T | VaultError]]:
+        """Reveal several credentials in one transaction: one read for all, one audit
+        event per credential found (in the same transaction: audit-or-fail), and per
+        target its credential (None if there is none) and value, or the error of that
+        target alone."""
+        outcomes: list[tuple[Credential | None, T | VaultError]] = []
+        events: list[tuple[object, ...]] = []
+        request = current_request()
         async with self._db.tenant(organization_id) as conn:
-            row = await conn.fetchrow(
-                query("credential_for_reveal"),
+            rows = await conn.fetch(
+                query("credential_for_reveal_many"),
                 organization_id,
-                connection_id,
-                credential_type.value,
-                version,
+                [t.connection_id for t in targets],
+                [t.type.value for t in targets],
+                [t.version for t in targets],
             )
-            if row is None:
-                which = f"version {version}" if version else "credential"
-                raise NotFound(
-                    f"connection {connection_id} in organization {organization_id} has no "
-                    f"{credential_type.value} {which}"
-                )
-            credential = credential_from_row(row)
-            encrypted = EncryptedCredential(
-                credential=credential,
-                value=EncryptedValue(
-                    row["nonce"], row["ciphertext"], row["fingerprint"], credential.key_version
-                )
-                if row["ciphertext"] is not None
-                else None,
-                data_key=StoredDataKey(
-                    organization_id=organization_id,
-                    version=credential.key_version,
-                    root_key_id=row["root_key_id"],
-                    wrapped_key=row["wrapped_key"],
-                )
-                if row["wrapped_key"] is not None
-                else None,
-            )
+            found = {row["ord"]: row for row in rows}
 
             async def live_data_keys() -> list[StoredDataKey]:
-                rows = await conn.fetch(query("data_keys_of_org"), organization_id)
-                return [data_key_from_row(r) for r in rows]
+                key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
+                return [data_key_from_row(r) for r in key_rows]
 
-            try:
-                result = await open_(encrypted, live_data_keys)
-            except VaultError as exc:
-                failure = exc
-            request = current_request()
-            await append_event(
-                conn,
-                organization_id=organization_id,
-                actor=request.actor,
-                action="credential.revealed",
-                resource_type="credential",
-                resource_id=str(credential.id),
-                request_id=request.request_id,
-                outcome="success" if failure is None else "failure",
-                details={
-                    "connection_id": str(connection_id),
-                    "credential_type": credential_type.value,
-                    "version": credential.version,
-                    "key_version": credential.key_version,
-                    **({"error": failure.code.value} if failure is not None else {}),
-                },
-            )
-        if failure is not None:
-            raise failure
-        return credential, result
+            for index, target in enumerate(targets, 1):
+                row = found.get(index)
+                if row is None:
+                    outcomes.append((None, _no_such_credential(organization_id, target)))
+                    continue
+                encrypted = _encrypted_from_row(organization_id, row)
+                failure: VaultError | None = None
+                try:
+                    outcomes.append((encrypted.credential, await open_(encrypted, live_data_keys)))
+                except VaultError as exc:
+                    failure = exc
+                    outcomes.append((encrypted.credential, exc))
+                events.append(
+                    _reveal_event(organization_id, encrypted.credential, failure, request)
+                )
+            if events:
+                # One round trip for all of them (asyncpg pipelines executemany).
+                await conn.executemany(query("audit_append"), events)
+        return outcomes
 
     async def revoke(
         self, organization_id: UUID, credential_id: UUID, all_versions: bool
@@ -361,3 +355,66 @@ class CredentialRepository:
         return sorted(
             (credential_from_row(row) for row in rows), key=lambda c: c.version, reverse=True
         )
+
+
+@dataclass(frozen=True)
+class RevealTarget:
+    """One credential to reveal: a connection's credential of a type, at a version
+    (0: the current one)."""
+
+    connection_id: UUID
+    type: CredentialType
+    version: int
+
+
+def _no_such_credential(organization_id: UUID, target: RevealTarget) -> NotFound:
+    which = f"version {target.version}" if target.version else "credential"
+    return NotFound(
+        f"connection {target.connection_id} in organization {organization_id} has no "
+        f"{target.type.value} {which}"
+    )
+
+
+def _encrypted_from_row(organization_id: UUID, row: asyncpg.Record) -> EncryptedCredential:
+    credential = credential_from_row(row)
+    return EncryptedCredential(
+        credential=credential,
+        value=EncryptedValue(
+            row["nonce"], row["ciphertext"], row["fingerprint"], credential.key_version
+        )
+        if row["ciphertext"] is not None
+        else None,
+        data_key=StoredDataKey(
+            organization_id=organization_id,
+            version=credential.key_version,
+            root_key_id=row["root_key_id"],
+            wrapped_key=row["wrapped_key"],
+        )
+        if row["wrapped_key"] is not None
+        else None,
+    )
+
+
+def _reveal_event(
+    organization_id: UUID,
+    credential: Credential,
+    failure: VaultError | None,
+    request: RequestContext,
+) -> tuple[object, ...]:
+    """The audit_append arguments of one reveal attempt's credential.revealed event."""
+    return (
+        organization_id,
+        request.actor,
+        "credential.revealed",
+        "credential",
+        str(credential.id),
+        request.request_id or None,
+        "success" if failure is None else "failure",
+        {
+            "connection_id": str(credential.connection_id),
+            "credential_type": credential.type.value,
+            "version": credential.version,
+            "key_version": credential.key_version,
+            **({"error": failure.code.value} if failure is not None else {}),
+        },
+    )

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import string
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,14 +31,15 @@ from singura_vault.domain import ApiKey, NewApiKey, PageCursor
 from singura_vault.errors import (
     ConfigError,
     InvalidArgument,
-    ResourceExhausted,
     Unauthenticated,
 )
 from singura_vault.logs import get_logger
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.service import pagination, validation
 from singura_vault.service.authz import Authorizer
+from singura_vault.service.key_cache import DEFAULT_TTL_S, KeyCache
 from singura_vault.service.page_tokens import PageTokenSealer
+from singura_vault.service.rate_limit import LeasedBuckets
 
 log = get_logger(__name__)
 
@@ -120,12 +122,30 @@ class AccessService:
         auth_secret: bytes,
         rate_limit: RateLimit,
         authorizer: Authorizer | None = None,
+        *,
+        cache_ttl_s: float = DEFAULT_TTL_S,
     ) -> None:
         self._repository = repository
         self._auth_secret = auth_secret
         self._rate_limit = rate_limit
         self._authz = authorizer or Authorizer()
         self.page_tokens = PageTokenSealer(auth_secret)
+        self._cache = KeyCache(cache_ttl_s)
+        self._buckets = LeasedBuckets(repository, rate_limit.rate, rate_limit.burst)
+
+    async def watch_key_changes(self) -> None:
+        """Keep the key cache in step with the database until cancelled (every vault
+        process runs this: a revocation anywhere reaches its cache when it commits)."""
+        await self._repository.listen_for_changes(self._cache.forget, self._on_listen_state)
+
+    @property
+    def key_cache_live(self) -> bool:
+        """Whether verified keys are being cached (change notifications are flowing)."""
+        return self._cache.live
+
+    def _on_listen_state(self, live: bool) -> None:
+        self._cache.set_live(live)
+        log.info("api_key_cache_live" if live else "api_key_cache_bypassed")
 
     def _digest(self, key_id: str, secret: str) -> bytes:
         return hmac.new(self._auth_secret, f"{key_id}:{secret}".encode(), hashlib.sha256).digest()
@@ -143,21 +163,30 @@ class AccessService:
         if match is None:
             raise Unauthenticated(INVALID_KEY_MESSAGE)
         key_id, secret = match[1], match[2]
-        check = await self._repository.check(
-            key_id, self._digest(key_id, secret), self._rate_limit.rate, self._rate_limit.burst
-        )
-        if check.status == "rate_limited":
-            raise ResourceExhausted(
-                f"API key {key_id} exceeded its rate limit of {self._rate_limit.rate:g} "
-                f"requests per second; retry after {check.retry_after_ms} ms",
-                retry_after_ms=check.retry_after_ms,
+        digest = self._digest(key_id, secret)
+        cached = self._cache.get(key_id, digest)
+        if cached is not None:
+            organization_id, roles = cached.organization_id, cached.roles
+        else:
+            looked_up_at = time.monotonic()
+            found = await self._repository.lookup(key_id, digest)
+            if found.status != "ok":
+                raise Unauthenticated(INVALID_KEY_MESSAGE)
+            organization_id, roles = found.organization_id, found.roles
+            self._cache.put(
+                key_id,
+                digest,
+                organization_id,
+                roles,
+                found.expires_at,
+                looked_up_at=looked_up_at,
             )
-        if check.status != "ok":
-            raise Unauthenticated(INVALID_KEY_MESSAGE)
+        if self._buckets.enabled:
+            await self._buckets.spend(key_id)
         return Principal(
             key_id=key_id,
-            organization_id=check.organization_id,
-            roles=frozenset(Role(r) for r in check.roles),
+            organization_id=organization_id,
+            roles=frozenset(Role(r) for r in roles),
         )
 
     async def create(

@@ -33,9 +33,15 @@ from singura_vault.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
+    VaultError,
 )
 from singura_vault.logs import get_logger
-from singura_vault.repositories.credentials import CredentialRepository, LiveDataKeys, NoDataKey
+from singura_vault.repositories.credentials import (
+    CredentialRepository,
+    LiveDataKeys,
+    NoDataKey,
+    RevealTarget,
+)
 from singura_vault.service import pagination, sealing, validation
 from singura_vault.service.authz import READ, REVEAL, WRITE, Authorizer
 
@@ -43,6 +49,7 @@ log = get_logger(__name__)
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_EXPIRY_WINDOW = timedelta(days=3650)
+MAX_BATCH_REVEAL = 100
 
 
 @dataclass(frozen=True)
@@ -245,6 +252,33 @@ class CredentialService:
         if version < 0:
             raise InvalidArgument("version", "must be 0 (current) or a version number")
         return await self._repository.reveal(org_id, conn_id, credential_type, version, self._open)
+
+    async def reveal_many(
+        self, organization_id: str, items: Sequence[tuple[str, CredentialType | None, int]]
+    ) -> Sequence[tuple[Credential | None, str | VaultError]]:
+        """Decrypt up to MAX_BATCH_REVEAL credentials in one transaction; each item's
+        outcome on its own (a value, or its error), each found one audited."""
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, REVEAL, "reveal credentials")
+        if not 1 <= len(items) <= MAX_BATCH_REVEAL:
+            raise InvalidArgument(
+                "items", f"must hold 1 to {MAX_BATCH_REVEAL} credentials, not {len(items)}"
+            )
+        targets = []
+        for index, (connection_id, credential_type, version) in enumerate(items):
+            where = f"items[{index}]"
+            if credential_type is None:
+                raise InvalidArgument(f"{where}.type", "is required")
+            if version < 0:
+                raise InvalidArgument(f"{where}.version", "must be 0 (current) or a version")
+            targets.append(
+                RevealTarget(
+                    validation.parse_uuid(f"{where}.connection_id", connection_id),
+                    credential_type,
+                    version,
+                )
+            )
+        return await self._repository.reveal_many(org_id, targets, self._open)
 
     async def revoke(
         self, organization_id: str, credential_id: str, all_versions: bool

@@ -1,9 +1,5 @@
--- API key queries. Lookups for authentication go through singura.authenticate()
--- (SECURITY DEFINER, migration 003); everything else is admin scope.
-
--- name: api_key_authenticate
-SELECT id, organization_id, roles, status, retry_after_ms
-  FROM singura.authenticate($1, $2, $3, $4);
+-- API key queries. Lookups for authentication go through singura.api_key_lookup()
+-- (SECURITY DEFINER, migration 011); everything else is admin scope.
 
 -- name: api_key_insert
 INSERT INTO api_keys (id, key_id, secret_digest, organization_id, roles, name, created_by,
@@ -40,3 +36,12 @@ SELECT EXISTS (SELECT 1 FROM api_keys WHERE key_id = $1);
 -- name: api_key_bootstrap_lock
 -- Several vault processes may start at once; one of them bootstraps.
 SELECT pg_advisory_xact_lock(1397114625);
+
+-- name: api_key_lookup
+-- Verify a key, reading only (migration 011); the caller caches the answer.
+SELECT id, organization_id, roles, status, expires_at
+  FROM singura.api_key_lookup($1, $2);
+
+-- name: api_key_lease
+-- Take up to $4 rate-limit tokens from the key's shared bucket in one statement.
+SELECT granted, retry_after_ms FROM singura.api_key_lease($1, $2, $3, $4);

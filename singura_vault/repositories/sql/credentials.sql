@@ -95,17 +95,22 @@ SELECT id, organization_id, connection_id, credential_type, version, state, key_
  ORDER BY version DESC
  LIMIT $5;
 
--- name: credential_for_reveal
--- The named version, or (version 0) the newest; with the wrapped data key that opens it.
-SELECT e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
-       e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at,
-       e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
-  FROM encrypted_credentials e
-  JOIN data_keys d ON d.organization_id = e.organization_id AND d.version = e.key_version
- WHERE e.organization_id = $1 AND e.connection_id = $2 AND e.credential_type = $3
-   AND ($4 = 0 OR e.version = $4)
- ORDER BY e.version DESC
- LIMIT 1;
+-- name: credential_for_reveal_many
+-- BatchRevealCredentials: for each (connection, type, version) target, numbered from
+-- 1 in `ord`, the named version or (0) the newest, with the wrapped data key.
+SELECT t.ord, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
+       e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
+       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+  FROM unnest($2::uuid[], $3::text[], $4::int[]) WITH ORDINALITY
+       AS t(connection_id, credential_type, version, ord)
+  CROSS JOIN LATERAL (
+        SELECT * FROM encrypted_credentials c
+         WHERE c.organization_id = $1 AND c.connection_id = t.connection_id
+           AND c.credential_type = t.credential_type
+           AND (t.version = 0 OR c.version = t.version)
+         ORDER BY c.version DESC
+         LIMIT 1) e
+  JOIN data_keys d ON d.organization_id = e.organization_id AND d.version = e.key_version;
 
 -- name: credential_expiring
 -- Served by the partial index encrypted_credentials_expiry_idx.

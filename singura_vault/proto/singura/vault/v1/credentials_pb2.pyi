@@ -485,6 +485,126 @@ class RevealCredentialResponse(_message.Message):
 Global___RevealCredentialResponse: _TypeAlias = RevealCredentialResponse  # noqa: Y015
 
 @_typing.final
+class BatchRevealItem(_message.Message):
+    """One credential of a BatchRevealCredentials call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    connection_id: _builtins.str
+    """UUID of the connection."""
+    type: Global___CredentialType.ValueType
+    """The credential type; required."""
+    version: _builtins.int
+    """Version to reveal; 0 means the current version."""
+    def __init__(
+        self,
+        *,
+        connection_id: _builtins.str = ...,
+        type: Global___CredentialType.ValueType = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRevealItem: _TypeAlias = BatchRevealItem  # noqa: Y015
+
+@_typing.final
+class BatchRevealCredentialsRequest(_message.Message):
+    """Request for BatchRevealCredentials."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization (all items belong to it)."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchRevealItem]:
+        """The credentials to reveal: 1 to 100."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        items: _abc.Iterable[Global___BatchRevealItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRevealCredentialsRequest: _TypeAlias = BatchRevealCredentialsRequest  # noqa: Y015
+
+@_typing.final
+class BatchRevealResult(_message.Message):
+    """The outcome of one BatchRevealItem."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    code: _builtins.int
+    """google.rpc.Code of this item: 0 (OK), 5 (NOT_FOUND), 9 (FAILED_PRECONDITION,
+    e.g. revoked) or 15 (DATA_LOSS, failed its integrity check).
+    """
+    message: _builtins.str
+    """Why the item failed, for people; empty when code is 0."""
+    value: _builtins.str
+    """The secret value (only when code is 0)."""
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """Metadata of the revealed version (set unless code is NOT_FOUND)."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        credential: Global___Credential | None = ...,
+        value: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "credential", b"credential", "message", b"message", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRevealResult: _TypeAlias = BatchRevealResult  # noqa: Y015
+
+@_typing.final
+class BatchRevealCredentialsResponse(_message.Message):
+    """Response for BatchRevealCredentials."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___BatchRevealResult]:
+        """One result per item, in the order of the request's items."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___BatchRevealResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRevealCredentialsResponse: _TypeAlias = BatchRevealCredentialsResponse  # noqa: Y015
+
+@_typing.final
 class ListExpiringCredentialsRequest(_message.Message):
     """Request for ListExpiringCredentials."""
 

@@ -66,6 +66,11 @@ class CredentialServiceStub:
                 request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevealCredentialRequest.SerializeToString,
                 response_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevealCredentialResponse.FromString,
                 _registered_method=True)
+        self.BatchRevealCredentials = channel.unary_unary(
+                '/singura.vault.v1.CredentialService/BatchRevealCredentials',
+                request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.BatchRevealCredentialsRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.BatchRevealCredentialsResponse.FromString,
+                _registered_method=True)
         self.ListExpiringCredentials = channel.unary_unary(
                 '/singura.vault.v1.CredentialService/ListExpiringCredentials',
                 request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.ListExpiringCredentialsRequest.SerializeToString,
@@ -130,6 +135,17 @@ class CredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchRevealCredentials(self, request, context):
+        """Decrypts up to 100 credentials of one organization in one call and one
+        transaction, each addressed like RevealCredential. Every item gets its own
+        result: one missing, revoked or tampered credential does not fail the others.
+        Each credential found is audited as its own credential.revealed event, in the
+        same transaction as the read. Requires the revealer role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListExpiringCredentials(self, request, context):
         """Lists the organization's current credentials whose expiry falls before
         now + within, soonest first; already expired ones are included as EXPIRED.
@@ -173,6 +189,11 @@ def add_CredentialServiceServicer_to_server(servicer, server):
                     servicer.RevealCredential,
                     request_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevealCredentialRequest.FromString,
                     response_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevealCredentialResponse.SerializeToString,
+            ),
+            'BatchRevealCredentials': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRevealCredentials,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.BatchRevealCredentialsRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.BatchRevealCredentialsResponse.SerializeToString,
             ),
             'ListExpiringCredentials': grpc.unary_unary_rpc_method_handler(
                     servicer.ListExpiringCredentials,
@@ -327,6 +348,33 @@ class CredentialService:
             '/singura.vault.v1.CredentialService/RevealCredential',
             singura_dot_vault_dot_v1_dot_credentials__pb2.RevealCredentialRequest.SerializeToString,
             singura_dot_vault_dot_v1_dot_credentials__pb2.RevealCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRevealCredentials(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.CredentialService/BatchRevealCredentials',
+            singura_dot_vault_dot_v1_dot_credentials__pb2.BatchRevealCredentialsRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_credentials__pb2.BatchRevealCredentialsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,13 @@ class CredentialServiceStub:
     record cannot be written, nothing is revealed. A revoked credential is
     FAILED_PRECONDITION; a ciphertext that fails its integrity check is DATA_LOSS.
     """
+    BatchRevealCredentials: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.BatchRevealCredentialsRequest, _credentials_pb2.BatchRevealCredentialsResponse]
+    """Decrypts up to 100 credentials of one organization in one call and one
+    transaction, each addressed like RevealCredential. Every item gets its own
+    result: one missing, revoked or tampered credential does not fail the others.
+    Each credential found is audited as its own credential.revealed event, in the
+    same transaction as the read. Requires the revealer role.
+    """
     ListExpiringCredentials: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.ListExpiringCredentialsRequest, _credentials_pb2.ListExpiringCredentialsResponse]
     """Lists the organization's current credentials whose expiry falls before
     now + within, soonest first; already expired ones are included as EXPIRED.
@@ -100,6 +107,13 @@ class CredentialServiceAsyncStub(CredentialServiceStub):
     is recorded in the audit log in the same transaction as the read; if the
     record cannot be written, nothing is revealed. A revoked credential is
     FAILED_PRECONDITION; a ciphertext that fails its integrity check is DATA_LOSS.
+    """
+    BatchRevealCredentials: _aio.UnaryUnaryMultiCallable[_credentials_pb2.BatchRevealCredentialsRequest, _credentials_pb2.BatchRevealCredentialsResponse]  # type: ignore[assignment]
+    """Decrypts up to 100 credentials of one organization in one call and one
+    transaction, each addressed like RevealCredential. Every item gets its own
+    result: one missing, revoked or tampered credential does not fail the others.
+    Each credential found is audited as its own credential.revealed event, in the
+    same transaction as the read. Requires the revealer role.
     """
     ListExpiringCredentials: _aio.UnaryUnaryMultiCallable[_credentials_pb2.ListExpiringCredentialsRequest, _credentials_pb2.ListExpiringCredentialsResponse]  # type: ignore[assignment]
     """Lists the organization's current credentials whose expiry falls before
@@ -168,6 +182,19 @@ class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
         is recorded in the audit log in the same transaction as the read; if the
         record cannot be written, nothing is revealed. A revoked credential is
         FAILED_PRECONDITION; a ciphertext that fails its integrity check is DATA_LOSS.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchRevealCredentials(
+        self,
+        request: _credentials_pb2.BatchRevealCredentialsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credentials_pb2.BatchRevealCredentialsResponse, _abc.Awaitable[_credentials_pb2.BatchRevealCredentialsResponse]]:
+        """Decrypts up to 100 credentials of one organization in one call and one
+        transaction, each addressed like RevealCredential. Every item gets its own
+        result: one missing, revoked or tampered credential does not fail the others.
+        Each credential found is audited as its own credential.revealed event, in the
+        same transaction as the read. Requires the revealer role.
         """
 
     @_abc_1.abstractmethod

@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from singura_vault import keys
+from singura_vault.api.interceptors import AccessLog
 from singura_vault.config import PoolSettings
 from singura_vault.db.embedded import EmbeddedCluster, EmbeddedPostgres
 from singura_vault.db.pool import Database
@@ -168,8 +169,8 @@ def embedded_postgres() -> Iterator[Postgres]:
 
 
 def quiet_server_logs(path: str) -> None:
-    """The vault logs one JSON line per RPC at its default level (info); render them
-    as in production, but into ``path`` (default /dev/null) rather than the terminal."""
+    """Render the vault's log lines as in production (level info), but into ``path``
+    (default /dev/null) rather than the terminal."""
     stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the process
     configure_logging("info", "json", stream=stream)
 
@@ -195,7 +196,9 @@ class Vault:
 
 
 @asynccontextmanager
-async def running_vault(pg: Postgres, pool: PoolSettings) -> AsyncIterator[Vault]:
+async def running_vault(
+    pg: Postgres, pool: PoolSettings, *, access_log: AccessLog = "errors"
+) -> AsyncIterator[Vault]:
     """Migrate, connect, and serve plaintext gRPC on 127.0.0.1:<random port>.
 
     Rate limiting is off (``RateLimit(0, 1)``), as SINGURA_RATE_LIMIT_RPS=0 would do.
@@ -212,7 +215,7 @@ async def running_vault(pg: Postgres, pool: PoolSettings) -> AsyncIterator[Vault
         access = AccessService(ApiKeyRepository(db), os.urandom(32), RateLimit(0, 1))
         admin_key = new_key_text()
         await access.bootstrap_admin_key(Path("/nonexistent"), admin_key)
-        server = VaultServer(db, credentials, access)
+        server = VaultServer(db, credentials, access, access_log=access_log)
         port = await server.start("127.0.0.1:0")
         try:
             yield Vault(f"127.0.0.1:{port}", admin_key, db, server)

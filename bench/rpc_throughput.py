@@ -91,6 +91,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"vault's asyncpg pool max size (default {PoolSettings().max_size}, as DB_POOL_MAX)",
     )
     parser.add_argument(
+        "--access-log",
+        choices=("all", "errors", "off"),
+        default="errors",
+        help="the vault's SINGURA_ACCESS_LOG (default errors, as serve)",
+    )
+    parser.add_argument(
         "--server-log",
         default=os.devnull,
         help="where the vault's JSON log lines go (default: discarded)",
@@ -313,7 +319,7 @@ async def _main(args: argparse.Namespace, rpcs: list[str], pg: h.Postgres) -> No
     pg_version = await h.postgres_version(pg)
     pool = PoolSettings(max_size=args.pool_size, min_size=min(2, args.pool_size))
     rows = []
-    async with h.running_vault(pg, pool) as vault:
+    async with h.running_vault(pg, pool, access_log=args.access_log) as vault:
         targets = await _setup(vault, args.organizations)
         for rpc in rpcs:
             print(

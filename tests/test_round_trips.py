@@ -1,0 +1,102 @@
+"""Round trips per RPC, counted: each statement the vault sends to PostgreSQL (BEGIN and
+COMMIT included) is one, so a change that adds one to a hot path fails here.
+
+The budgets are today's counts. The goal (#12) is one per read and two per write;
+where a budget is above that, the comment says what the remaining trips are."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from singura_vault import keys
+from singura_vault.config import PoolSettings
+from singura_vault.db.pool import Database
+from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
+from singura_vault.repositories.api_keys import ApiKeyRepository
+from singura_vault.repositories.credentials import CredentialRepository
+from singura_vault.service.access import AccessService, RateLimit
+from singura_vault.service.credentials import CredentialService
+from tests.canaries import canary
+from tests.conftest import Vault, start_vault, stop_vault
+from tests.test_key_cache import until
+from tests.test_key_rotation import ACCESS, store, tenant
+
+POOL_SIZE = 4
+
+
+@pytest.fixture
+async def counting_vault(
+    service_dsn: str, key_manager: keys.KeyManager, auth_secret: bytes
+) -> AsyncIterator[Vault]:
+    """A vault whose every statement is logged (DB_SLOW_QUERY_MS=0)."""
+    db = await Database.connect(
+        service_dsn, PoolSettings(min_size=1, max_size=POOL_SIZE, slow_query_ms=0)
+    )
+    access = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(0, 1))
+    vault = await start_vault(db, CredentialService(CredentialRepository(db), key_manager), access)
+    await until(lambda: access.key_cache_live)
+    yield vault
+    await stop_vault(vault)
+    await db.close()
+
+
+async def trips(make_call: Any) -> list[str]:
+    """The statements the fewest of a few identical calls sent, by query name (BEGIN and
+    COMMIT are unnamed). The first use of a statement on a pooled connection also
+    prepares it and, for array parameters, looks up their types: that happens once per
+    connection, so the steady state is the least over more calls than connections.
+    The health monitor's pings carry no rpc_method and are left out."""
+    fewest: list[str] | None = None
+    for _ in range(POOL_SIZE + 2):
+        with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as events:
+            await make_call()
+        sent = [
+            str(e["query"]) for e in events if e["event"] == "db_slow_query" and "rpc_method" in e
+        ]
+        if fewest is None or len(sent) < len(fewest):
+            fewest = sent
+    assert fewest is not None
+    return fewest
+
+
+async def test_round_trips_per_rpc_stay_within_budget(counting_vault: Vault) -> None:
+    """Authentication from the cache adds none; a read is BEGIN, scope, query, COMMIT;
+    a reveal adds its audit event; a batch of 10 reveals costs what one does."""
+    vault = counting_vault
+    org, conn = await tenant(vault)
+    stored = await store(vault, org, conn, canary("trips"))
+    get = await trips(
+        lambda: vault.credentials.GetCredential(
+            crpb.GetCredentialRequest(organization_id=org, credential_id=stored.id)
+        )
+    )
+    assert get == ["unnamed", "unnamed", "credential_get", "unnamed"], get  # BEGIN scope q COMMIT
+    listed = await trips(
+        lambda: vault.credentials.ListCredentials(
+            crpb.ListCredentialsRequest(organization_id=org, connection_id=conn)
+        )
+    )
+    assert len(listed) == 4, listed
+    reveal = crpb.RevealCredentialRequest(organization_id=org, connection_id=conn, type=ACCESS)
+    revealed = await trips(lambda: vault.credentials.RevealCredential(reveal))
+    assert len(revealed) == 5, revealed  # + the audit event
+    batch = crpb.BatchRevealCredentialsRequest(
+        organization_id=org,
+        items=[crpb.BatchRevealItem(connection_id=conn, type=ACCESS)] * 10,
+    )
+    batched = await trips(lambda: vault.credentials.BatchRevealCredentials(batch))
+    assert len(batched) == 5, batched  # one read and one pipelined audit insert for all 10
+    stored_trips = await trips(
+        lambda: vault.credentials.StoreCredential(
+            crpb.StoreCredentialRequest(
+                organization_id=org, connection_id=conn, type=ACCESS, value=canary("trips-2")
+            )
+        )
+    )
+    # BEGIN, scope, lock, current key, last version, supersede, insert, COMMIT.
+    assert len(stored_trips) <= 8, stored_trips

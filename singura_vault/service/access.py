@@ -144,8 +144,9 @@ class AccessService:
         return self._cache.live
 
     def _on_listen_state(self, live: bool) -> None:
+        if live != self._cache.live:
+            log.info("api_key_cache_live" if live else "api_key_cache_bypassed")
         self._cache.set_live(live)
-        log.info("api_key_cache_live" if live else "api_key_cache_bypassed")
 
     def _digest(self, key_id: str, secret: str) -> bytes:
         return hmac.new(self._auth_secret, f"{key_id}:{secret}".encode(), hashlib.sha256).digest()

@@ -1,11 +1,11 @@
 """Credential use cases: the only code that holds plaintext, and only briefly.
 
-This module, ``service/sealing.py``, ``service/rewrap.py`` and
-``service/key_admin.py`` are the only importers of the sealed ``keys`` package.
+It is one of the few importers of the sealed ``keys`` package (the allow-list is
+the "key package is sealed" contract in pyproject.toml, which the build checks).
 Values arrive as UTF-8 text, are sealed with AES-256-GCM under the organization's
 current data key inside the store transaction, and leave again only through
-:meth:`reveal`, which the repository audits in the same transaction as the read. No value, key or
-ciphertext byte is ever logged or put into an error message.
+:meth:`reveal`, which the repository audits in the same transaction as the read.
+No value, key or ciphertext byte is ever logged or put into an error message.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Key administration: root key generation (CLI), status, rotation, retirement, rewrap jobs.
 
-Besides ``service/credentials.py`` this is the only importer of the sealed
-``keys`` package. A generated key is returned to the caller (the CLI prints it
-to stdout, its whole purpose, like ``openssl rand``); it is never logged.
+One of the few importers of the sealed ``keys`` package (allow-listed by the
+import-linter contract in pyproject.toml). A generated key is returned to the
+caller (the CLI prints it to stdout, its whole purpose, like ``openssl rand``);
+it is never logged.
 """
 
 from __future__ import annotations

@@ -140,6 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated rows, in order, from {', '.join(PAIRS)} (default all)",
     )
     parser.add_argument(
+        "--channels",
+        type=int,
+        default=1,
+        help="gRPC channels (TCP connections) the vault client spreads its calls over "
+        "(default 1; use more with --vault-env SINGURA_WORKERS=N)",
+    )
+    parser.add_argument(
         "--batch-size",
         type=int,
         default=100,
@@ -223,8 +230,8 @@ Call = Callable[[int, int], Awaitable[tuple[int, str]]]
 """(worker, sequence number) -> (items done, status code name)."""
 
 
-def _vault_call(config: dict[str, Any], channel: grpc.aio.Channel) -> Call:
-    stub = crgrpc.CredentialServiceStub(channel)
+def _vault_call(config: dict[str, Any], channels: list[grpc.aio.Channel]) -> Call:
+    stubs = [crgrpc.CredentialServiceStub(c) for c in channels]
     metadata = h.auth(config["secret"])
     org = config["organization_id"]
     slots: list[dict[str, Any]] = config["slots"]
@@ -239,7 +246,7 @@ def _vault_call(config: dict[str, Any], channel: grpc.aio.Channel) -> Call:
 
     async def store(worker: int, n: int) -> tuple[int, str]:
         slot = slot_of(worker, n)
-        await stub.StoreCredential(
+        await stubs[worker % len(stubs)].StoreCredential(
             crpb.StoreCredentialRequest(
                 organization_id=org,
                 connection_id=slot["connection_id"],
@@ -253,7 +260,7 @@ def _vault_call(config: dict[str, Any], channel: grpc.aio.Channel) -> Call:
 
     async def reveal(worker: int, n: int) -> tuple[int, str]:
         slot = slot_of(worker, n)
-        await stub.RevealCredential(
+        await stubs[worker % len(stubs)].RevealCredential(
             crpb.RevealCredentialRequest(
                 organization_id=org, connection_id=slot["connection_id"], type=slot["type"]
             ),
@@ -264,7 +271,7 @@ def _vault_call(config: dict[str, Any], channel: grpc.aio.Channel) -> Call:
 
     async def get(worker: int, n: int) -> tuple[int, str]:
         slot = slot_of(worker, n)
-        await stub.GetCredential(
+        await stubs[worker % len(stubs)].GetCredential(
             crpb.GetCredentialRequest(organization_id=org, credential_id=slot["credential_id"]),
             metadata=metadata,
             timeout=CALL_TIMEOUT_S,
@@ -276,7 +283,7 @@ def _vault_call(config: dict[str, Any], channel: grpc.aio.Channel) -> Call:
     async def batch(worker: int, n: int) -> tuple[int, str]:
         start = (worker * 7 + n * size) % len(slots)
         chosen = [slots[(start + i) % len(slots)] for i in range(size)]
-        method = getattr(stub, BATCH_RPC)
+        method = getattr(stubs[worker % len(stubs)], BATCH_RPC)
         response = await method(
             _batch_request(org, chosen), metadata=metadata, timeout=CALL_TIMEOUT_S
         )
@@ -368,9 +375,20 @@ async def _drive(config: dict[str, Any], call: Call) -> None:
 
 async def _client(config: dict[str, Any]) -> None:
     if config["system"] == "vault":
-        async with grpc.aio.insecure_channel(config["address"]) as channel:
-            await channel.channel_ready()
-            await _drive(config, _vault_call(config, channel))
+        # A local subchannel pool per channel: each is its own TCP connection, so that
+        # `serve --workers N` (SO_REUSEPORT spreads connections) gets traffic on all.
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        channels = [
+            grpc.aio.insecure_channel(config["address"], options=options)
+            for _ in range(config["channels"])
+        ]
+        try:
+            for channel in channels:
+                await channel.channel_ready()
+            await _drive(config, _vault_call(config, channels))
+        finally:
+            for channel in channels:
+                await channel.close()
     else:
         import aiohttp
 
@@ -922,6 +940,7 @@ async def _main(
         "seconds": args.seconds,
         "slots": slots,
         "batch_size": args.batch_size,
+        "channels": args.channels,
     }
     vault_config = {
         **base,

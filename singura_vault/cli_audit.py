@@ -24,6 +24,7 @@ from typing import IO, Any
 
 import grpc
 from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from singura_vault.config import Settings
 from singura_vault.errors import ConfigError, VaultError
@@ -194,11 +195,11 @@ def _export_checkpoints(
 ) -> int:
     count = 0
     with _private_output(path) as handle:
+        write = _writer(handle, "jsonl")
         request = audit_pb2.ExportAuditCheckpointsRequest(organization_id=organization)
         for message in stub.ExportAuditCheckpoints(request, metadata=auth):
             for checkpoint in message.checkpoints:
-                record = json_format.MessageToDict(checkpoint, preserving_proto_field_name=True)
-                handle.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
+                write(checkpoint)
             count += len(message.checkpoints)
     return count
 
@@ -284,7 +285,7 @@ def run_verify(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int
 def _writer(handle: IO[str], fmt: str) -> Any:
     if fmt == "jsonl":
 
-        def write_json(event: audit_pb2.AuditEvent) -> None:
+        def write_json(event: Message) -> None:  # an event, or a checkpoint
             record = json_format.MessageToDict(event, preserving_proto_field_name=True)
             handle.write(json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n")
 

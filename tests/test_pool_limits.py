@@ -21,10 +21,9 @@ async def test_exhausted_pool_is_unavailable_after_the_connect_timeout(
     db = await Database.connect(
         service_dsn, PoolSettings(min_size=1, max_size=1, connect_timeout_ms=300)
     )
-    access = AccessService(
-        access_service._repository, access_service._auth_secret, access_service._rate_limit
-    )
-    vault = await start_vault(db, credential_service, access)
+    # Authentication goes through access_service's own pool: only the call's
+    # transaction waits for the busy connection.
+    vault = await start_vault(db, credential_service, access_service)
     try:
         async with db._pool.acquire():  # the only connection is busy elsewhere
             await expect_status(

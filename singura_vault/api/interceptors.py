@@ -124,13 +124,19 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if handler is None:
             return handler
-        if not method.startswith(self._prefix):
-            return _guard_decoding(method, handler)  # health and reflection
-        deserializer = request_checks.guarded(handler.request_deserializer)
+        if method.startswith(self._prefix):
+            handler = self._wrap(method, handler)
+        # Outermost, on every service (health and reflection too): an undecodable
+        # body never reaches authentication, the checks or a handler.
+        return _guard_decoding(method, handler)
+
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=deserializer,
+                request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -138,7 +144,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 self._wrap_unary_stream(
                     method, cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
                 ),
-                request_deserializer=deserializer,
+                request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -171,8 +177,6 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, method: str, behavior: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def handler(request: Any, context: Context) -> Any:
-            if request is request_checks.UNDECODABLE:
-                await _refuse_undecodable(method, context)  # before anything else runs
             call: _Call | None = None
             try:
                 call = await self._begin(method, request, context)
@@ -193,8 +197,6 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self, method: str, behavior: Callable[[Any, Any], AsyncIterator[Any]]
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def handler(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is request_checks.UNDECODABLE:
-                await _refuse_undecodable(method, context)  # before anything else runs
             call: _Call | None = None
             try:
                 call = await self._begin(method, request, context)
@@ -247,7 +249,8 @@ async def _refuse_undecodable(method: str, context: Context) -> None:
 def _guard_decoding(
     method: str, handler: grpc.RpcMethodHandler[Any, Any]
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """Health and reflection: only the undecodable-request guard, nothing else."""
+    """The handler with a deserializer that cannot raise, and a refusal of what it
+    could not decode before the handler runs."""
     deserializer = request_checks.guarded(handler.request_deserializer)
     serializer = handler.response_serializer
     if handler.unary_unary is not None:

@@ -38,6 +38,12 @@ _CONNECTION_LOST = (
 )
 
 
+LOST_MID_CALL = (
+    "the database connection was lost during the call; retry "
+    "(with the same request_id, creates and stores are idempotent)"
+)
+
+
 @contextmanager
 def map_driver_errors(
     constraint_messages: Mapping[str, VaultError] | None = None,
@@ -86,9 +92,6 @@ def map_driver_errors(
     except asyncpg.exceptions.InternalClientError as exc:
         # What a connection whose server died mid-statement raises on its next use
         # (the pool discards it, see db/pool.py).
-        raise Unavailable(
-            "the database connection was lost during the call; retry "
-            "(with the same request_id, creates and stores are idempotent)"
-        ) from exc
+        raise Unavailable(LOST_MID_CALL) from exc
     except asyncio.CancelledError:
         raise

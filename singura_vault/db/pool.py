@@ -26,7 +26,7 @@ import structlog
 from singura_vault import metrics
 from singura_vault.config import PoolSettings
 from singura_vault.context import current_request
-from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.errors import LOST_MID_CALL, map_driver_errors
 from singura_vault.errors import ConfigError, Unavailable
 from singura_vault.logs import get_logger
 
@@ -298,14 +298,34 @@ class Database:
             with contextlib.suppress(Exception):
                 conn.terminate()
             raise
+        except asyncpg.exceptions.InterfaceError as exc:
+            # A lost server also surfaces as "cannot call Transaction.__aexit__()"
+            # when the rollback finds the connection closed: the database going
+            # away, not a bug of ours.
+            if _connection_lost(conn):
+                raise Unavailable(LOST_MID_CALL) from exc
+            raise
         finally:
             await self._pool.release(conn)
 
     @asynccontextmanager
     async def _transaction(self, setting: str, value: str) -> AsyncIterator[asyncpg.Connection]:
         try:
-            async with self._mapped_transaction(setting, value) as conn:
-                yield conn
+            with map_driver_errors():
+                async with self._acquire() as conn, conn.transaction():
+                    # One round trip sets the scope and, for the audit triggers, who
+                    # acts and under which request id (all transaction-scoped).
+                    request = current_request()
+                    await conn.execute(
+                        "SELECT set_config($1, $2, true), "
+                        "set_config('singura.actor', $3, true), "
+                        "set_config('singura.request_id', $4, true)",
+                        setting,
+                        value,
+                        request.actor,
+                        request.request_id,
+                    )
+                    yield conn
         except Unavailable:
             self._tell_unavailable()
             raise
@@ -314,44 +334,10 @@ class Database:
         for listener in self._unavailable_listeners:
             listener()
 
-    @asynccontextmanager
-    async def _mapped_transaction(
-        self, setting: str, value: str
-    ) -> AsyncIterator[asyncpg.Connection]:
-        with map_driver_errors():
-            async with self._acquire() as conn:
-                try:
-                    async with conn.transaction():
-                        # One round trip sets the scope and, for the audit triggers, who
-                        # acts and under which request id (all transaction-scoped).
-                        request = current_request()
-                        await conn.execute(
-                            "SELECT set_config($1, $2, true), "
-                            "set_config('singura.actor', $3, true), "
-                            "set_config('singura.request_id', $4, true)",
-                            setting,
-                            value,
-                            request.actor,
-                            request.request_id,
-                        )
-                        yield conn
-                except asyncpg.exceptions.InterfaceError as exc:
-                    # A lost server surfaces as "cannot call Transaction.__aexit__()"
-                    # when the rollback finds the connection closed; that is the
-                    # database going away, not a bug of ours.
-                    if _connection_lost(conn):
-                        raise Unavailable(_LOST_MID_CALL) from exc
-                    raise
-
 
 # How often the LISTEN connection proves it is alive (a silently dead one would
 # otherwise miss notifications until the cache TTL runs out).
 _LISTEN_CHECK_S = 2.0
-
-_LOST_MID_CALL = (
-    "the database connection was lost during the call; retry "
-    "(with the same request_id, creates and stores are idempotent)"
-)
 
 
 def _connection_lost(conn: Any) -> bool:

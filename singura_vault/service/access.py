@@ -127,7 +127,6 @@ class AccessService:
     ) -> None:
         self._repository = repository
         self._auth_secret = auth_secret
-        self._rate_limit = rate_limit
         self._authz = authorizer or Authorizer()
         self.page_tokens = PageTokenSealer(auth_secret)
         self._cache = KeyCache(cache_ttl_s)

@@ -314,15 +314,17 @@ class CredentialService:
                 f"{credential.key_version} of its organization was destroyed"
             )
         data_key = await self._unwrap(encrypted.data_key)
-        sealed = keys.Sealed(nonce=encrypted.value.nonce, ciphertext=encrypted.value.ciphertext)
-        binding = sealing.binding(
-            credential.organization_id,
-            credential.connection_id,
-            credential.id,
-            credential.type.value,
-            credential.version,
-            credential.key_version,
+        stored = SealedCredential(
+            id=credential.id,
+            connection_id=credential.connection_id,
+            type=credential.type,
+            version=credential.version,
+            key_version=credential.key_version,
+            nonce=encrypted.value.nonce,
+            ciphertext=encrypted.value.ciphertext,
         )
+        sealed = keys.Sealed(nonce=stored.nonce, ciphertext=stored.ciphertext)
+        binding = sealing.sealed_binding(credential.organization_id, stored, stored.key_version)
         try:
             plaintext = self._keys.open(data_key, sealed, binding)
         except keys.IntegrityError:
@@ -334,30 +336,15 @@ class CredentialService:
                 version=credential.version,
                 key_version=credential.key_version,
             )
-            raise await self._integrity_failure(encrypted, other_keys) from None
+            raise await self._integrity_failure(credential, stored, other_keys) from None
         return plaintext.decode("utf-8")
 
     async def _integrity_failure(
-        self, encrypted: EncryptedCredential, other_keys: LiveDataKeys
+        self, credential: Credential, stored: SealedCredential, other_keys: LiveDataKeys
     ) -> DataLoss:
         """Tell a record that names the wrong key apart from a ciphertext nothing opens."""
-        credential = encrypted.credential
-        assert encrypted.value is not None
         live = {key.version: key for key in await other_keys()}
-        opened = await sealing.open_under_any(
-            self._keys,
-            credential.organization_id,
-            SealedCredential(
-                id=credential.id,
-                connection_id=credential.connection_id,
-                type=credential.type,
-                version=credential.version,
-                key_version=credential.key_version,
-                nonce=encrypted.value.nonce,
-                ciphertext=encrypted.value.ciphertext,
-            ),
-            live,
-        )
+        opened = await sealing.open_under_any(self._keys, credential.organization_id, stored, live)
         if opened is not None:
             return DataLoss(
                 f"credential {credential.id} is intact but its record names data key version "

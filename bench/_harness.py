@@ -453,3 +453,10 @@ def client_main(body: Callable[[dict[str, Any]], Awaitable[None]]) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+async def chain_pending_audit(conn: asyncpg.Connection) -> None:
+    """Chain audit events loaded straight into the table (they wait in audit_pending
+    for the sequencer, migration 012) in large batches, before measuring reads."""
+    while await conn.fetchval("SELECT singura.audit_sequence(50000)"):
+        pass

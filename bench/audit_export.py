@@ -2,7 +2,7 @@
 
 For each size N (``--sizes``, default 10,000 and 100,000) a new organization gets
 N audit events, inserted straight into ``singura.audit_logs`` as the schema owner
-(the BEFORE INSERT trigger chains them as it chains every event). Then a client
+and chained by the audit sequencer, as every event is. Then a client
 *in a separate process* streams them with ExportAuditEvents over a real gRPC
 channel, and calls VerifyAuditChain over the same chain.
 
@@ -169,6 +169,7 @@ async def _load(owner_dsn: str, organization_id: str, count: int, chunk: int) ->
                 )
                 await conn.execute(INSERT_EVENTS, uuid.UUID(organization_id), n)
             left -= n
+        await h.chain_pending_audit(conn)
         seconds = time.perf_counter() - started
         length = await conn.fetchval(
             "SELECT last_seq FROM singura.audit_chain_heads WHERE chain_key = $1",

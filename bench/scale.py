@@ -145,6 +145,7 @@ async def _append(conn: asyncpg.Connection, org: uuid.UUID, count: int) -> None:
             await conn.execute("SELECT set_config('singura.organization_id', $1, true)", str(org))
             await conn.execute(INSERT_EVENTS, org, n)
         left -= n
+    await h.chain_pending_audit(conn)
 
 
 async def _grow_others(conn: asyncpg.Connection, others: list[uuid.UUID], count: int) -> None:

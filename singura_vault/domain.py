@@ -308,6 +308,9 @@ class ChainState:
     pruned_last_hash: bytes | None
     head_sequence: int
     head_hash: bytes | None
+    # Events recorded but not chained yet (migration 012), and when the oldest was.
+    pending_count: int = 0
+    oldest_pending_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
 from singura_vault.service.audit import AuditService
 from singura_vault.service.audit_checkpoints import AuditCheckpointService, load_audit_signer
+from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService, load_key_manager
@@ -155,8 +156,12 @@ class VaultServer:
         checkpoints = audit_checkpoints or AuditCheckpointService(
             AuditCheckpointRepository(db), None, authorizer
         )
+        audit = AuditRepository(db)
+        self._sequencer = AuditSequencer(audit)
+        self._sequencing: asyncio.Task[None] | None = None
+        db.on_write_committed(self._sequencer.wake)
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(AuditService(AuditRepository(db), authorizer), checkpoints),
+            AuditServicer(AuditService(audit, authorizer, self._sequencer), checkpoints),
             self._server,
         )
         if key_admin is not None:
@@ -206,6 +211,9 @@ class VaultServer:
         await self._monitor.check_once()
         await self._server.start()
         self._monitor.start()
+        self._sequencing = asyncio.create_task(
+            self._sequencer.run_forever(), name="audit-sequencer"
+        )
         if self._access is not None:
             self._key_watch = asyncio.create_task(
                 self._access.watch_key_changes(), name="api-key-changes"
@@ -218,6 +226,11 @@ class VaultServer:
         if self._key_watch is not None:
             self._key_watch.cancel()
         await self._server.stop(grace_s)
+        if self._sequencing is not None:
+            self._sequencing.cancel()
+            # Chain what the drained calls recorded, rather than leave it to the next
+            # process's fallback run.
+            await self._sequencer.run_once()
 
 
 RETENTION_INTERVAL_S = 3600.0

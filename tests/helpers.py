@@ -98,3 +98,17 @@ async def first_refusal(call: Any, *, attempts: int = 3000) -> grpc.StatusCode:
             return exc.code()
         await asyncio.sleep(0.01)
     raise AssertionError(f"the call still succeeds after {attempts} attempts")
+
+
+# The advisory lock that serializes audit sequencers (migration 012): a test that holds
+# it keeps new events pending.
+AUDIT_SEQUENCER_LOCK = 1397114627
+
+
+async def chain_pending_audit(conn: Any) -> int:
+    """Chain every committed pending audit event now (as the vault's sequencer does a
+    moment after each write), so a test may read audit_logs directly; returns how many."""
+    chained = 0
+    while (n := await conn.fetchval("SELECT singura.audit_sequence(10000)")) > 0:
+        chained += n
+    return chained

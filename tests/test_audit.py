@@ -19,7 +19,13 @@ from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.repositories.audit import AuditRepository
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Stubs, Vault
-from tests.helpers import connection_message, expect_status, org_message
+from tests.helpers import (
+    AUDIT_SEQUENCER_LOCK,
+    chain_pending_audit,
+    connection_message,
+    expect_status,
+    org_message,
+)
 
 
 async def new_org(vault: Vault) -> str:
@@ -142,20 +148,29 @@ async def test_api_key_events_and_denials_go_to_the_right_chains(vault: Vault) -
 async def test_audit_log_refuses_update_delete_truncate_even_for_the_owner(
     vault: Vault, owner_dsn: str
 ) -> None:
-    """Even the schema owner cannot change the trail: UPDATE matches no row, DELETE and
-    TRUNCATE hit the append-only trigger."""
-    await new_org(vault)
+    """Even the schema owner cannot change the trail, chained or still pending: UPDATE
+    matches no row, DELETE and TRUNCATE hit the append-only triggers."""
     owner = await asyncpg.connect(owner_dsn)
+    sequencer_lock = await asyncpg.connect(owner_dsn)
     try:
-        # No policy admits UPDATE at all: even the owner's update touches no row.
-        assert await owner.execute("UPDATE singura.audit_logs SET actor = 'x'") == "UPDATE 0"
-        for statement in ("DELETE FROM singura.audit_logs", "TRUNCATE singura.audit_logs"):
-            with pytest.raises(asyncpg.PostgresError, match="append-only"):
-                await owner.execute(statement)
-        remaining = await owner.fetchval("SELECT count(*) FROM singura.audit_logs")
+        await new_org(vault)
+        await chain_pending_audit(owner)
+        # Hold the sequencers off, so that the next events stay pending.
+        await sequencer_lock.execute("SELECT pg_advisory_lock($1)", AUDIT_SEQUENCER_LOCK)
+        await new_org(vault)
+        for table in ("audit_logs", "audit_pending"):
+            # No policy admits UPDATE at all: even the owner's update touches no row.
+            assert await owner.execute(f"UPDATE singura.{table} SET actor = 'x'") == "UPDATE 0"
+            for statement in (f"DELETE FROM singura.{table}", f"TRUNCATE singura.{table}"):
+                with pytest.raises(asyncpg.PostgresError, match="append-only"):
+                    await owner.execute(statement)
+        chained = await owner.fetchval("SELECT count(*) FROM singura.audit_logs")
+        pending = await owner.fetchval("SELECT count(*) FROM singura.audit_pending")
     finally:
+        await sequencer_lock.close()
         await owner.close()
-    assert remaining > 0
+    assert chained > 0
+    assert pending > 0
 
 
 async def tamper(postgres: PostgresServer, database: str, sql: str, *args: object) -> None:

@@ -26,7 +26,7 @@ from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.queries import query
 from tests.conftest import PostgresServer, Stubs, Vault
-from tests.helpers import expect_status, org_message
+from tests.helpers import chain_pending_audit, expect_status, org_message
 
 OTHER_ORGANIZATIONS = 15
 OTHER_EVENTS_EACH = 1_000
@@ -59,7 +59,7 @@ class Trail:
 
 
 async def _load(owner: asyncpg.Connection, org: uuid.UUID | None, count: int) -> None:
-    """``count`` events appended by the chain trigger, as bench/audit_export.py does."""
+    """``count`` events recorded as the service records them (chained by the fixture)."""
     async with owner.transaction():
         await owner.execute(
             "SELECT set_config('singura.organization_id', $1, true)", str(org or "")
@@ -87,6 +87,7 @@ async def trail(vault: Vault, owner_dsn: str) -> Trail:
         await _load(owner, big, BIG_EVENTS)
         await _load(owner, small, SMALL_EVENTS)
         await _load(owner, None, SYSTEM_EVENTS)
+        await chain_pending_audit(owner)
         await owner.execute("ANALYZE singura.audit_logs")
         heads = {
             r["chain_key"]: r["last_seq"]

@@ -32,7 +32,7 @@ from singura_vault.service.credentials import CredentialService
 from singura_vault.service.rewrap import RewrapWorker
 from tests.canaries import canary
 from tests.conftest import Stubs, Vault, start_vault, stop_vault
-from tests.helpers import connection_message, expect_status, org_message
+from tests.helpers import chain_pending_audit, connection_message, expect_status, org_message
 
 ACCESS = crpb.CREDENTIAL_TYPE_ACCESS_TOKEN
 API_KEY = crpb.CREDENTIAL_TYPE_API_KEY
@@ -380,6 +380,7 @@ async def test_killed_rewrap_process_resumes_without_skipping_or_repeating(
     assert final.done == count
     owner = await asyncpg.connect(owner_dsn)
     try:
+        await chain_pending_audit(owner)
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org)
         rewrapped_events = await owner.fetchval(
             "SELECT count(*) FROM singura.audit_logs WHERE action = 'credential.rewrapped'"

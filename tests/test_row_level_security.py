@@ -139,6 +139,7 @@ async def test_service_role_cannot_bypass_or_disable_rls(
     )
     assert [r["relname"] for r in forced] == [
         "audit_logs",
+        "audit_pending",
         "data_keys",
         "encrypted_credentials",
         "organizations",
@@ -149,12 +150,16 @@ async def test_service_role_cannot_bypass_or_disable_rls(
 async def test_audit_log_is_append_only_for_the_service_role(
     two_tenants: tuple[uuid.UUID, uuid.UUID, uuid.UUID], service_conn: asyncpg.Connection
 ) -> None:
-    """The service role may insert audit events but not update, delete or truncate them."""
+    """The service role may insert audit events but not update, delete or truncate them,
+    chained or pending."""
     a, _, _ = two_tenants
     for statement in (
         "UPDATE singura.audit_logs SET actor = 'x'",
         "DELETE FROM singura.audit_logs",
         "TRUNCATE singura.audit_logs",
+        "UPDATE singura.audit_pending SET actor = 'x'",
+        "DELETE FROM singura.audit_pending",
+        "TRUNCATE singura.audit_pending",
     ):
         with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
             await as_tenant(service_conn, a, statement)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from singura_vault.errors import InvalidArgument
 
@@ -20,6 +20,14 @@ def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
         return None
     message = timestamp_pb2.Timestamp()
     message.FromDatetime(value)
+    return message
+
+
+def duration(value: timedelta | None) -> duration_pb2.Duration | None:
+    if value is None:
+        return None
+    message = duration_pb2.Duration()
+    message.FromTimedelta(value)
     return message
 
 

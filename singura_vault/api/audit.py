@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from singura_vault.api._convert import struct, timestamp
+from singura_vault.api._convert import duration, struct, timestamp
 from singura_vault.domain import AuditEvent, AuditFilter, SignedCheckpoint
 from singura_vault.errors import InvalidArgument
 from singura_vault.proto.singura.vault.v1 import audit_pb2 as pb
@@ -98,6 +98,8 @@ class AuditServicer(pb_grpc.AuditServiceServicer):
             first_bad_event_id=result.first_bad_event_id,
             problem=result.problem,
             pruned_count=result.pruned_count,
+            pending_event_count=result.pending_count,
+            oldest_pending_age=duration(result.oldest_pending_age),
         )
 
     async def CreateAuditCheckpoint(

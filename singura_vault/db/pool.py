@@ -113,11 +113,17 @@ class Database:
         self._acquire_timeout_s = acquire_timeout_s
         self._dsn = dsn
         self._unavailable_listeners: list[Callable[[], None]] = []
+        self._commit_listeners: list[Callable[[], None]] = []
 
     def on_unavailable(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a request finds the database unreachable (the health
         monitor then probes at once instead of at its next interval)."""
         self._unavailable_listeners.append(listener)
+
+    def on_write_committed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each committed transaction that was not read-only
+        (the audit sequencer then chains the events it recorded)."""
+        self._commit_listeners.append(listener)
 
     @classmethod
     async def connect(cls, dsn: str, settings: PoolSettings) -> Database:
@@ -146,8 +152,11 @@ class Database:
         await self._pool.close()
 
     @asynccontextmanager
-    async def tenant(self, organization_id: UUID) -> AsyncIterator[asyncpg.Connection]:
+    async def tenant(
+        self, organization_id: UUID, *, read_only: bool = False
+    ) -> AsyncIterator[asyncpg.Connection]:
         """A transaction that row-level security confines to one organization.
+        ``read_only`` opens it READ ONLY (a read that tried to write would fail).
 
         For an organization key the fence is the key's own organization, whatever
         organization the request named: a service-layer bug that forgot to check
@@ -158,11 +167,13 @@ class Database:
             organization_id = principal.organization_id
         # Log lines of this request from here on name the tenant they concern.
         structlog.contextvars.bind_contextvars(organization_id=str(organization_id))
-        async with self._transaction("singura.organization_id", str(organization_id)) as conn:
+        async with self._transaction(
+            "singura.organization_id", str(organization_id), read_only
+        ) as conn:
             yield conn
 
     @asynccontextmanager
-    async def admin(self) -> AsyncIterator[asyncpg.Connection]:
+    async def admin(self, *, read_only: bool = False) -> AsyncIterator[asyncpg.Connection]:
         """A transaction in admin scope: it may list and create organizations, no more.
 
         Tenant tables ignore admin scope entirely (see migrations/001); to touch
@@ -171,10 +182,10 @@ class Database:
         """
         principal = current_request().principal
         if principal is not None and principal.organization_id is not None:
-            async with self.tenant(principal.organization_id) as conn:
+            async with self.tenant(principal.organization_id, read_only=read_only) as conn:
                 yield conn
             return
-        async with self._transaction("singura.scope", "admin") as conn:
+        async with self._transaction("singura.scope", "admin", read_only) as conn:
             yield conn
 
     async def listen(
@@ -309,10 +320,12 @@ class Database:
             await self._pool.release(conn)
 
     @asynccontextmanager
-    async def _transaction(self, setting: str, value: str) -> AsyncIterator[asyncpg.Connection]:
+    async def _transaction(
+        self, setting: str, value: str, read_only: bool
+    ) -> AsyncIterator[asyncpg.Connection]:
         try:
             with map_driver_errors():
-                async with self._acquire() as conn, conn.transaction():
+                async with self._acquire() as conn, conn.transaction(readonly=read_only):
                     # One round trip sets the scope and, for the audit triggers, who
                     # acts and under which request id (all transaction-scoped).
                     request = current_request()
@@ -329,6 +342,9 @@ class Database:
         except Unavailable:
             self._tell_unavailable()
             raise
+        if not read_only:
+            for listener in self._commit_listeners:
+                listener()
 
     def _tell_unavailable(self) -> None:
         for listener in self._unavailable_listeners:

@@ -82,7 +82,7 @@ class ApiKeyRepository:
     async def list(
         self, organization_id: UUID | None, after: PageCursor | None, limit: int
     ) -> list[ApiKey]:
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             rows = await conn.fetch(
                 query("api_key_list"),
                 organization_id,

@@ -23,6 +23,9 @@ SYSTEM_CHAIN = UUID(int=0)
 # bigint), so that the keyset is always a plain ``chain_seq < $n`` index condition.
 _BEFORE_ANY = 2**63 - 1
 
+# Events per sequencer transaction when a maintenance step chains everything first.
+_CATCH_UP_BATCH = 10_000
+
 
 async def append_event(
     conn: asyncpg.Connection,
@@ -48,6 +51,22 @@ async def append_event(
         outcome,
         details,
     )
+
+
+async def sequence_pending(db: Database, limit: int) -> int:
+    """One sequencer batch (migration 012): chain up to ``limit`` committed pending
+    events of every chain; returns how many."""
+    row = await db.fetchrow_unscoped(query("audit_sequence"), limit)
+    assert row is not None
+    chained: int = row[0]
+    return chained
+
+
+async def chain_all_pending(db: Database) -> None:
+    """Chain every event committed so far, before a step that must see them all
+    chained (retention, signing checkpoints)."""
+    while await sequence_pending(db, _CATCH_UP_BATCH) == _CATCH_UP_BATCH:
+        pass
 
 
 def _event(row: asyncpg.Record) -> AuditEvent:
@@ -88,8 +107,10 @@ class AuditRepository:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    def _scope(self, organization_id: UUID | None) -> Any:
-        return self._db.admin() if organization_id is None else self._db.tenant(organization_id)
+    def _scope(self, organization_id: UUID | None, *, read_only: bool = False) -> Any:
+        if organization_id is None:
+            return self._db.admin(read_only=read_only)
+        return self._db.tenant(organization_id, read_only=read_only)
 
     async def newest_first(
         self,
@@ -100,7 +121,7 @@ class AuditRepository:
     ) -> list[AuditEvent]:
         sql, chain = _chain_query("audit_list", organization_id)
         before = _BEFORE_ANY if before_sequence is None else before_sequence
-        async with self._scope(organization_id) as conn:
+        async with self._scope(organization_id, read_only=True) as conn:
             rows = await conn.fetch(sql, *chain, *_filter_args(audit_filter), before, limit)
         return [_event(row) for row in rows]
 
@@ -113,7 +134,7 @@ class AuditRepository:
         sql, chain = _chain_query("audit_export", organization_id)
         after = 0
         while True:
-            async with self._scope(organization_id) as conn:
+            async with self._scope(organization_id, read_only=True) as conn:
                 rows = await conn.fetch(sql, *chain, *_filter_args(audit_filter), after, batch_size)
             if not rows:
                 return
@@ -123,24 +144,34 @@ class AuditRepository:
             if len(rows) < batch_size:
                 return
 
+    async def sequence(self, limit: int) -> int:
+        """Chain up to ``limit`` committed pending events of every chain (one
+        sequencer transaction, serialized across processes); returns how many."""
+        return await sequence_pending(self._db, limit)
+
     async def chain_state(self, organization_id: UUID | None) -> ChainState:
         key = organization_id or SYSTEM_CHAIN
-        async with self._scope(organization_id) as conn:
+        sql, chain = _chain_query("audit_pending_stats", organization_id)
+        async with self._scope(organization_id, read_only=True) as conn:
             checkpoint = await conn.fetchrow(query("audit_checkpoint"), key)
             head = await conn.fetchrow(query("audit_head"), key)
+            pending = await conn.fetchrow(sql, *chain)
+        assert pending is not None
         return ChainState(
             pruned_through=checkpoint["pruned_through_seq"] if checkpoint else 0,
             pruned_count=checkpoint["pruned_count"] if checkpoint else 0,
             pruned_last_hash=checkpoint["last_pruned_hash"] if checkpoint else None,
             head_sequence=head["last_seq"] if head else 0,
             head_hash=head["last_hash"] if head else None,
+            pending_count=pending["pending"],
+            oldest_pending_at=pending["oldest"],
         )
 
     async def links(
         self, organization_id: UUID | None, after_sequence: int, limit: int
     ) -> list[ChainLink]:
         sql, chain = _chain_query("audit_chain_batch", organization_id)
-        async with self._scope(organization_id) as conn:
+        async with self._scope(organization_id, read_only=True) as conn:
             rows = await conn.fetch(sql, *chain, after_sequence, limit)
         return [
             ChainLink(r["id"], r["chain_seq"], r["prev_hash"], r["hash"], r["canonical"])
@@ -154,7 +185,9 @@ class AuditRepository:
         return total
 
     async def prune(self, before: datetime, actor: str) -> dict[UUID, int]:
-        """Delete events older than ``before`` from every chain, leaving checkpoints."""
+        """Delete events older than ``before`` from every chain, leaving checkpoints.
+        Pending events are chained first: retention applies to every committed event."""
+        await chain_all_pending(self._db)
         async with self._db.admin() as conn:
             rows = await conn.fetch(query("audit_prune"), before, actor)
         return {row["chain_key"]: row["pruned"] for row in rows}

@@ -15,7 +15,7 @@ import asyncpg
 
 from singura_vault.db.pool import Database
 from singura_vault.domain import ChainHead, SignedCheckpoint
-from singura_vault.repositories.audit import SYSTEM_CHAIN
+from singura_vault.repositories.audit import SYSTEM_CHAIN, chain_all_pending
 from singura_vault.repositories.queries import query
 
 
@@ -50,6 +50,8 @@ class AuditCheckpointRepository:
         """Sign the heads that moved (every chain, or one: ``organization``, None being the
         system chain); None if ``wait`` is False and another process holds the round."""
         chain = None if every_chain else (organization or SYSTEM_CHAIN)
+        # Sign what has been committed, not just what the sequencer got to.
+        await chain_all_pending(self._db)
         async with self._db.admin() as conn:
             if wait:
                 await conn.execute(query("audit_signing_lock"))

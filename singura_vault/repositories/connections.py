@@ -89,7 +89,7 @@ class ConnectionRepository:
         return connection_from_row(row)
 
     async def get(self, organization_id: UUID, connection_id: UUID) -> Connection:
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             row = await conn.fetchrow(query("connection_get"), organization_id, connection_id)
         if row is None:
             raise _not_found(organization_id, connection_id)
@@ -104,7 +104,7 @@ class ConnectionRepository:
         limit: int,
     ) -> list[Connection]:
         """Connections newest first, optionally filtered, starting after the cursor."""
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             rows = await conn.fetch(
                 query("connection_list"),
                 organization_id,

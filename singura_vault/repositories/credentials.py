@@ -205,7 +205,7 @@ class CredentialRepository:
         return credential_from_row(row)
 
     async def get(self, organization_id: UUID, credential_id: UUID) -> Credential:
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             row = await conn.fetchrow(query("credential_get"), organization_id, credential_id)
         if row is None:
             raise _not_found(organization_id, credential_id)
@@ -220,7 +220,7 @@ class CredentialRepository:
         after: PageCursor | None,
         limit: int,
     ) -> list[Credential]:
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             rows = await conn.fetch(
                 query("credential_list"),
                 organization_id,
@@ -241,7 +241,7 @@ class CredentialRepository:
         after: UUID | None,
         limit: int,
     ) -> list[Credential]:
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             rows = await conn.fetch(
                 query("credential_versions"),
                 organization_id,
@@ -255,7 +255,7 @@ class CredentialRepository:
     async def expiring(
         self, organization_id: UUID, before: datetime, after: PageCursor | None, limit: int
     ) -> list[Credential]:
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             rows = await conn.fetch(
                 query("credential_expiring"),
                 organization_id,

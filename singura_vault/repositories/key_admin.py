@@ -92,7 +92,7 @@ class KeyAdminRepository:
         return count
 
     async def data_keys(self, organization_id: UUID | None) -> list[DataKeyInfo]:
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             rows = await conn.fetch(query("data_keys_status"), organization_id)
         return [
             DataKeyInfo(
@@ -103,7 +103,7 @@ class KeyAdminRepository:
 
     async def credential_counts(self, organization_id: UUID) -> dict[int, int]:
         """Credentials (not revoked) per data key version, for one organization."""
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             rows = await conn.fetch(query("credentials_per_key_version"), organization_id)
         return {r["key_version"]: r["n"] for r in rows}
 
@@ -125,12 +125,12 @@ class KeyAdminRepository:
 
     async def organizations_to_rewrap(self) -> list[tuple[UUID, int]]:
         """(organization, newest data key version) for every organization with older ones."""
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             rows = await conn.fetch(query("data_keys_orgs_with_old_versions"))
         return [(r["organization_id"], r["newest"]) for r in rows]
 
     async def stale_count(self, organization_id: UUID, newest: int, job_id: UUID | None) -> int:
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             count: int = await conn.fetchval(
                 query("credentials_stale_count"), organization_id, newest, job_id
             )
@@ -243,19 +243,19 @@ class KeyAdminRepository:
         return _job(running), False
 
     async def running_job(self) -> RewrapJob | None:
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             row = await conn.fetchrow(query("rewrap_job_running"))
         return _job(row) if row else None
 
     async def job(self, job_id: UUID) -> RewrapJob:
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             row = await conn.fetchrow(query("rewrap_job_get"), job_id)
         if row is None:
             raise NotFound(f"rewrap job {job_id} not found")
         return _job(row)
 
     async def latest_job(self) -> RewrapJob | None:
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             row = await conn.fetchrow(query("rewrap_job_latest"))
         return _job(row) if row else None
 

@@ -82,7 +82,7 @@ class OrganizationRepository:
         return organization_from_row(row), True
 
     async def get(self, organization_id: UUID) -> Organization:
-        async with self._db.tenant(organization_id) as conn:
+        async with self._db.tenant(organization_id, read_only=True) as conn:
             row = await conn.fetchrow(query("organization_get"), organization_id)
         if row is None:
             raise not_found(organization_id)
@@ -90,7 +90,7 @@ class OrganizationRepository:
 
     async def list(self, after: PageCursor | None, limit: int) -> list[Organization]:
         """Organizations in creation order, starting after the cursor."""
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             rows = await conn.fetch(
                 query("organization_list"),
                 after.at if after else None,
@@ -146,6 +146,6 @@ class OrganizationRepository:
         return current
 
     async def _by_request_id(self, request_id: UUID) -> Organization | None:
-        async with self._db.admin() as conn:
+        async with self._db.admin(read_only=True) as conn:
             row = await conn.fetchrow(query("organization_by_request_id"), request_id)
         return organization_from_row(row) if row is not None else None

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from singura_vault.domain import AuditEvent, AuditFilter
+from singura_vault.domain import AuditEvent, AuditFilter, ChainState
 from singura_vault.errors import InvalidArgument
 from singura_vault.logs import get_logger
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.service import pagination, validation
+from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import READ, Authorizer
 
 log = get_logger(__name__)
@@ -36,6 +37,9 @@ class ChainVerification:
     pruned_count: int
     first_bad_event_id: int = 0
     problem: str = ""
+    # Committed events the sequencer has not chained yet (so not checked).
+    pending_count: int = 0
+    oldest_pending_age: timedelta | None = None
 
 
 @dataclass(frozen=True)
@@ -45,9 +49,16 @@ class AuditPage:
 
 
 class AuditService:
-    def __init__(self, repository: AuditRepository, authorizer: Authorizer | None = None) -> None:
+    def __init__(
+        self,
+        repository: AuditRepository,
+        authorizer: Authorizer | None = None,
+        sequencer: AuditSequencer | None = None,
+    ) -> None:
         self._repository = repository
         self._authz = authorizer or Authorizer()
+        # Reads chain what is pending first, so a caller sees its own committed events.
+        self._sequencer = sequencer or AuditSequencer(repository)
 
     def _chain(self, organization_id: str, action: str) -> UUID | None:
         return chain_of(self._authz, organization_id, action)
@@ -60,6 +71,7 @@ class AuditService:
         size = pagination.page_size(page_size)
         filters = ("audit", str(org_id or ""), repr(audit_filter))
         before = pagination.decode_sequence_token(page_token, filters)
+        await self._sequencer.run_once()
         rows = await self._repository.newest_first(org_id, audit_filter, before, size + 1)
         items = tuple(rows[:size])
         token = (
@@ -75,6 +87,7 @@ class AuditService:
         org_id = self._chain(organization_id, "export")
         _check_range(audit_filter)
         exported = 0
+        await self._sequencer.run_once()
         async for batch in self._repository.export(org_id, audit_filter, EXPORT_BATCH):
             exported += len(batch)
             yield batch
@@ -82,7 +95,20 @@ class AuditService:
 
     async def verify(self, organization_id: str) -> ChainVerification:
         org_id = self._chain(organization_id, "verify")
+        await self._sequencer.run_once()
         state = await self._repository.chain_state(org_id)
+        result = await self._walk(org_id, state)
+        oldest = state.oldest_pending_at
+        return replace(
+            result,
+            pending_count=state.pending_count,
+            oldest_pending_age=(
+                max(datetime.now(UTC) - oldest, timedelta(0)) if oldest is not None else None
+            ),
+        )
+
+    async def _walk(self, org_id: UUID | None, state: ChainState) -> ChainVerification:
+        """Check the chained events from the prune checkpoint to the head."""
         expected_prev = state.pruned_last_hash or GENESIS_HASH
         expected_seq = state.pruned_through + 1
         count = 0

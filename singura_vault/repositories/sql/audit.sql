@@ -115,3 +115,16 @@ SELECT chain_key, pruned FROM singura.audit_prune($1, $2);
 
 -- name: audit_erase_organization
 SELECT singura.audit_erase_organization($1, $2);
+
+-- name: audit_sequence
+-- Chain up to $1 committed pending events (migration 012); returns how many.
+SELECT singura.audit_sequence($1);
+
+-- name: audit_pending_stats
+-- Events of one chain recorded but not chained yet, and the oldest one's time.
+SELECT count(*) AS pending, min(occurred_at) AS oldest
+  FROM audit_pending WHERE organization_id = $1;
+
+-- name: audit_pending_stats_system
+SELECT count(*) AS pending, min(occurred_at) AS oldest
+  FROM audit_pending WHERE organization_id IS NULL;

@@ -22,49 +22,50 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csingura/vault/v1/audit.proto\x12\x10singura.vault.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x15\n\rresource_type\x18\x07 \x01(\t\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12/\n\x07outcome\x18\n \x01(\x0e\x32\x1e.singura.vault.v1.AuditOutcome\x12(\n\x07\x64\x65tails\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x0c \x01(\t\x12\x0c\n\x04hash\x18\r \x01(\t\"\xe7\x01\n\x0b\x41uditFilter\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x13\n\x0bresource_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12/\n\x07outcome\x18\x07 \x01(\x0e\x32\x1e.singura.vault.v1.AuditOutcome\"\x87\x01\n\x16ListAuditEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.singura.vault.v1.AuditFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x18\x45xportAuditEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.singura.vault.v1.AuditFilter\"I\n\x19\x45xportAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.AuditEvent\"2\n\x17VerifyAuditChainRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"\x91\x01\n\x18VerifyAuditChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12\x1a\n\x12\x66irst_bad_event_id\x18\x04 \x01(\x03\x12\x0f\n\x07problem\x18\x05 \x01(\t\x12\x14\n\x0cpruned_count\x18\x06 \x01(\x03\"\xb8\x01\n\x0f\x41uditCheckpoint\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12-\n\tsign_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x1a\n\x12previous_signature\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\"7\n\x1c\x43reateAuditCheckpointRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"V\n\x1d\x43reateAuditCheckpointResponse\x12\x35\n\ncheckpoint\x18\x01 \x01(\x0b\x32!.singura.vault.v1.AuditCheckpoint\"8\n\x1d\x45xportAuditCheckpointsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"X\n\x1e\x45xportAuditCheckpointsResponse\x12\x36\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32!.singura.vault.v1.AuditCheckpoint\"\x1b\n\x19GetAuditSigningKeyRequest\"D\n\x1aGetAuditSigningKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x02 \x01(\t*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x03\x32\xbb\x05\n\x0c\x41uditService\x12\x66\n\x0fListAuditEvents\x12(.singura.vault.v1.ListAuditEventsRequest\x1a).singura.vault.v1.ListAuditEventsResponse\x12n\n\x11\x45xportAuditEvents\x12*.singura.vault.v1.ExportAuditEventsRequest\x1a+.singura.vault.v1.ExportAuditEventsResponse0\x01\x12i\n\x10VerifyAuditChain\x12).singura.vault.v1.VerifyAuditChainRequest\x1a*.singura.vault.v1.VerifyAuditChainResponse\x12x\n\x15\x43reateAuditCheckpoint\x12..singura.vault.v1.CreateAuditCheckpointRequest\x1a/.singura.vault.v1.CreateAuditCheckpointResponse\x12}\n\x16\x45xportAuditCheckpoints\x12/.singura.vault.v1.ExportAuditCheckpointsRequest\x1a\x30.singura.vault.v1.ExportAuditCheckpointsResponse0\x01\x12o\n\x12GetAuditSigningKey\x12+.singura.vault.v1.GetAuditSigningKeyRequest\x1a,.singura.vault.v1.GetAuditSigningKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csingura/vault/v1/audit.proto\x12\x10singura.vault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xce\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x10\n\x08sequence\x18\x03 \x01(\x03\x12.\n\noccur_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x15\n\rresource_type\x18\x07 \x01(\t\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\t\x12/\n\x07outcome\x18\n \x01(\x0e\x32\x1e.singura.vault.v1.AuditOutcome\x12(\n\x07\x64\x65tails\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x11\n\tprev_hash\x18\x0c \x01(\t\x12\x0c\n\x04hash\x18\r \x01(\t\"\xe7\x01\n\x0b\x41uditFilter\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x15\n\rresource_type\x18\x04 \x01(\t\x12\x13\n\x0bresource_id\x18\x05 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x06 \x01(\t\x12/\n\x07outcome\x18\x07 \x01(\x0e\x32\x1e.singura.vault.v1.AuditOutcome\"\x87\x01\n\x16ListAuditEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.singura.vault.v1.AuditFilter\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"`\n\x17ListAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x18\x45xportAuditEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12-\n\x06\x66ilter\x18\x02 \x01(\x0b\x32\x1d.singura.vault.v1.AuditFilter\"I\n\x19\x45xportAuditEventsResponse\x12,\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.AuditEvent\"2\n\x17VerifyAuditChainRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"\xe5\x01\n\x18VerifyAuditChainResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x13\n\x0b\x65vent_count\x18\x02 \x01(\x03\x12\x11\n\thead_hash\x18\x03 \x01(\t\x12\x1a\n\x12\x66irst_bad_event_id\x18\x04 \x01(\x03\x12\x0f\n\x07problem\x18\x05 \x01(\t\x12\x14\n\x0cpruned_count\x18\x06 \x01(\x03\x12\x1b\n\x13pending_event_count\x18\x07 \x01(\x03\x12\x35\n\x12oldest_pending_age\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xb8\x01\n\x0f\x41uditCheckpoint\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x0c\n\x04hash\x18\x03 \x01(\t\x12-\n\tsign_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x05 \x01(\t\x12\x1a\n\x12previous_signature\x18\x06 \x01(\t\x12\x11\n\tsignature\x18\x07 \x01(\t\"7\n\x1c\x43reateAuditCheckpointRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"V\n\x1d\x43reateAuditCheckpointResponse\x12\x35\n\ncheckpoint\x18\x01 \x01(\x0b\x32!.singura.vault.v1.AuditCheckpoint\"8\n\x1d\x45xportAuditCheckpointsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"X\n\x1e\x45xportAuditCheckpointsResponse\x12\x36\n\x0b\x63heckpoints\x18\x01 \x03(\x0b\x32!.singura.vault.v1.AuditCheckpoint\"\x1b\n\x19GetAuditSigningKeyRequest\"D\n\x1aGetAuditSigningKeyResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x16\n\x0epublic_key_pem\x18\x02 \x01(\t*}\n\x0c\x41uditOutcome\x12\x1d\n\x19\x41UDIT_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41UDIT_OUTCOME_SUCCESS\x10\x01\x12\x19\n\x15\x41UDIT_OUTCOME_FAILURE\x10\x02\x12\x18\n\x14\x41UDIT_OUTCOME_DENIED\x10\x03\x32\xbb\x05\n\x0c\x41uditService\x12\x66\n\x0fListAuditEvents\x12(.singura.vault.v1.ListAuditEventsRequest\x1a).singura.vault.v1.ListAuditEventsResponse\x12n\n\x11\x45xportAuditEvents\x12*.singura.vault.v1.ExportAuditEventsRequest\x1a+.singura.vault.v1.ExportAuditEventsResponse0\x01\x12i\n\x10VerifyAuditChain\x12).singura.vault.v1.VerifyAuditChainRequest\x1a*.singura.vault.v1.VerifyAuditChainResponse\x12x\n\x15\x43reateAuditCheckpoint\x12..singura.vault.v1.CreateAuditCheckpointRequest\x1a/.singura.vault.v1.CreateAuditCheckpointResponse\x12}\n\x16\x45xportAuditCheckpoints\x12/.singura.vault.v1.ExportAuditCheckpointsRequest\x1a\x30.singura.vault.v1.ExportAuditCheckpointsResponse0\x01\x12o\n\x12GetAuditSigningKey\x12+.singura.vault.v1.GetAuditSigningKeyRequest\x1a,.singura.vault.v1.GetAuditSigningKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'singura_vault.proto.singura.vault.v1.audit_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_AUDITOUTCOME']._serialized_start=1874
-  _globals['_AUDITOUTCOME']._serialized_end=1999
-  _globals['_AUDITEVENT']._serialized_start=114
-  _globals['_AUDITEVENT']._serialized_end=448
-  _globals['_AUDITFILTER']._serialized_start=451
-  _globals['_AUDITFILTER']._serialized_end=682
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=685
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=820
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=822
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=918
-  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_start=920
-  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_end=1018
-  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_start=1020
-  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_end=1093
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=1095
-  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=1145
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=1148
-  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1293
-  _globals['_AUDITCHECKPOINT']._serialized_start=1296
-  _globals['_AUDITCHECKPOINT']._serialized_end=1480
-  _globals['_CREATEAUDITCHECKPOINTREQUEST']._serialized_start=1482
-  _globals['_CREATEAUDITCHECKPOINTREQUEST']._serialized_end=1537
-  _globals['_CREATEAUDITCHECKPOINTRESPONSE']._serialized_start=1539
-  _globals['_CREATEAUDITCHECKPOINTRESPONSE']._serialized_end=1625
-  _globals['_EXPORTAUDITCHECKPOINTSREQUEST']._serialized_start=1627
-  _globals['_EXPORTAUDITCHECKPOINTSREQUEST']._serialized_end=1683
-  _globals['_EXPORTAUDITCHECKPOINTSRESPONSE']._serialized_start=1685
-  _globals['_EXPORTAUDITCHECKPOINTSRESPONSE']._serialized_end=1773
-  _globals['_GETAUDITSIGNINGKEYREQUEST']._serialized_start=1775
-  _globals['_GETAUDITSIGNINGKEYREQUEST']._serialized_end=1802
-  _globals['_GETAUDITSIGNINGKEYRESPONSE']._serialized_start=1804
-  _globals['_GETAUDITSIGNINGKEYRESPONSE']._serialized_end=1872
-  _globals['_AUDITSERVICE']._serialized_start=2002
-  _globals['_AUDITSERVICE']._serialized_end=2701
+  _globals['_AUDITOUTCOME']._serialized_start=1990
+  _globals['_AUDITOUTCOME']._serialized_end=2115
+  _globals['_AUDITEVENT']._serialized_start=146
+  _globals['_AUDITEVENT']._serialized_end=480
+  _globals['_AUDITFILTER']._serialized_start=483
+  _globals['_AUDITFILTER']._serialized_end=714
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=717
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=852
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=854
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=950
+  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_start=952
+  _globals['_EXPORTAUDITEVENTSREQUEST']._serialized_end=1050
+  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_start=1052
+  _globals['_EXPORTAUDITEVENTSRESPONSE']._serialized_end=1125
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_start=1127
+  _globals['_VERIFYAUDITCHAINREQUEST']._serialized_end=1177
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_start=1180
+  _globals['_VERIFYAUDITCHAINRESPONSE']._serialized_end=1409
+  _globals['_AUDITCHECKPOINT']._serialized_start=1412
+  _globals['_AUDITCHECKPOINT']._serialized_end=1596
+  _globals['_CREATEAUDITCHECKPOINTREQUEST']._serialized_start=1598
+  _globals['_CREATEAUDITCHECKPOINTREQUEST']._serialized_end=1653
+  _globals['_CREATEAUDITCHECKPOINTRESPONSE']._serialized_start=1655
+  _globals['_CREATEAUDITCHECKPOINTRESPONSE']._serialized_end=1741
+  _globals['_EXPORTAUDITCHECKPOINTSREQUEST']._serialized_start=1743
+  _globals['_EXPORTAUDITCHECKPOINTSREQUEST']._serialized_end=1799
+  _globals['_EXPORTAUDITCHECKPOINTSRESPONSE']._serialized_start=1801
+  _globals['_EXPORTAUDITCHECKPOINTSRESPONSE']._serialized_end=1889
+  _globals['_GETAUDITSIGNINGKEYREQUEST']._serialized_start=1891
+  _globals['_GETAUDITSIGNINGKEYREQUEST']._serialized_end=1918
+  _globals['_GETAUDITSIGNINGKEYRESPONSE']._serialized_start=1920
+  _globals['_GETAUDITSIGNINGKEYRESPONSE']._serialized_end=1988
+  _globals['_AUDITSERVICE']._serialized_start=2118
+  _globals['_AUDITSERVICE']._serialized_end=2817
 # @@protoc_insertion_point(module_scope)

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -323,6 +324,8 @@ class VerifyAuditChainResponse(_message.Message):
     FIRST_BAD_EVENT_ID_FIELD_NUMBER: _builtins.int
     PROBLEM_FIELD_NUMBER: _builtins.int
     PRUNED_COUNT_FIELD_NUMBER: _builtins.int
+    PENDING_EVENT_COUNT_FIELD_NUMBER: _builtins.int
+    OLDEST_PENDING_AGE_FIELD_NUMBER: _builtins.int
     ok: _builtins.bool
     """True when every event matches its hash and follows its predecessor."""
     event_count: _builtins.int
@@ -335,6 +338,15 @@ class VerifyAuditChainResponse(_message.Message):
     """When not ok: what is wrong with it, for people."""
     pruned_count: _builtins.int
     """Events removed by retention before the checked part, per the checkpoint."""
+    pending_event_count: _builtins.int
+    """Events recorded (committed) but not yet chained by the sequencer, so not yet
+    checked. Normally 0 or a handful; a growing number means no vault process is
+    sequencing (see docs/audit.md).
+    """
+    @_builtins.property
+    def oldest_pending_age(self) -> _duration_pb2.Duration:
+        """How long the oldest of those events has waited; unset when none is pending."""
+
     def __init__(
         self,
         *,
@@ -344,10 +356,12 @@ class VerifyAuditChainResponse(_message.Message):
         first_bad_event_id: _builtins.int = ...,
         problem: _builtins.str = ...,
         pruned_count: _builtins.int = ...,
+        pending_event_count: _builtins.int = ...,
+        oldest_pending_age: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_pending_age", b"oldest_pending_age"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "first_bad_event_id", b"first_bad_event_id", "head_hash", b"head_hash", "ok", b"ok", "problem", b"problem", "pruned_count", b"pruned_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_count", b"event_count", "first_bad_event_id", b"first_bad_event_id", "head_hash", b"head_hash", "ok", b"ok", "oldest_pending_age", b"oldest_pending_age", "pending_event_count", b"pending_event_count", "problem", b"problem", "pruned_count", b"pruned_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

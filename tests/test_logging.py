@@ -102,7 +102,7 @@ async def test_slow_queries_are_logged_by_name_without_arguments(service_dsn: st
     finally:
         await db.close()
     slow = [e for e in events if e["event"] == "db_slow_query"]
-    assert "organization_get" in [e["query"] for e in slow]
+    assert "organization_get_scoped" in [e["query"] for e in slow]
     assert all(isinstance(e["duration_ms"], float) for e in slow)
     allowed = {"event", "log_level", "query", "duration_ms", "failed", "organization_id"}
     assert all(set(e) <= allowed for e in slow), slow  # no arguments, no SQL text

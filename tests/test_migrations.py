@@ -30,7 +30,7 @@ async def test_every_named_query_prepares_against_the_migrated_schema(service_ds
                 pytest.fail(f"query {name} does not fit the schema: {exc}")
     finally:
         await conn.close()
-    assert {"organization_insert", "connection_list", "audit_append"} <= set(QUERIES)
+    assert {"organization_insert", "connection_list_scoped", "audit_append"} <= set(QUERIES)
 
 
 async def test_status_reports_everything_applied(owner_dsn: str) -> None:

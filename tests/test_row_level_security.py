@@ -163,3 +163,21 @@ async def test_audit_log_is_append_only_for_the_service_role(
     ):
         with pytest.raises(asyncpg.exceptions.InsufficientPrivilegeError):
             await as_tenant(service_conn, a, statement)
+
+
+async def test_one_statement_reads_keep_the_fence_and_leave_no_setting_behind(
+    two_tenants: tuple[uuid.UUID, uuid.UUID, uuid.UUID], service_conn: asyncpg.Connection
+) -> None:
+    """The one-round-trip read functions (migration 013) run under row-level security:
+    in B's scope, A's connection is not there even when asked for by A's id; the scope
+    ends with the statement; and they accept no setting but a request scope."""
+    a, b, conn = two_tenants
+    get = "SELECT * FROM singura.connection_get_scoped($1, $2, 'actor', '', $3, $4)"
+    scope = "singura.organization_id"
+    assert len(await service_conn.fetch(get, scope, str(a), a, conn)) == 1
+    assert await service_conn.fetch(get, scope, str(b), a, conn) == []
+    # Autocommit: the statement was its own transaction, so its settings are gone.
+    assert await service_conn.fetchval("SELECT singura.current_organization_id()") is None
+    assert await service_conn.fetchval("SELECT count(*) FROM singura.platform_connections") == 0
+    with pytest.raises(asyncpg.exceptions.InvalidParameterValueError, match="not a request scope"):
+        await service_conn.fetch(get, "row_security", "off", a, conn)

@@ -162,14 +162,8 @@ class Database:
         organization the request named: a service-layer bug that forgot to check
         still reaches nothing outside the caller's tenant.
         """
-        principal = current_request().principal
-        if principal is not None and principal.organization_id is not None:
-            organization_id = principal.organization_id
-        # Log lines of this request from here on name the tenant they concern.
-        structlog.contextvars.bind_contextvars(organization_id=str(organization_id))
-        async with self._transaction(
-            "singura.organization_id", str(organization_id), read_only
-        ) as conn:
+        setting, value = _scope(organization_id)
+        async with self._transaction(setting, value, read_only) as conn:
             yield conn
 
     @asynccontextmanager
@@ -180,13 +174,33 @@ class Database:
         an organization's data, use :meth:`tenant`. An organization key never
         gets admin scope: its transaction is confined to its own organization.
         """
-        principal = current_request().principal
-        if principal is not None and principal.organization_id is not None:
-            async with self.tenant(principal.organization_id, read_only=read_only) as conn:
-                yield conn
-            return
-        async with self._transaction("singura.scope", "admin", read_only) as conn:
+        setting, value = _scope(None)
+        async with self._transaction(setting, value, read_only) as conn:
             yield conn
+
+    async def fetch_scoped(
+        self, organization_id: UUID | None, sql: str, *args: object, writes: bool = False
+    ) -> list[asyncpg.Record]:
+        """Run one scoped SQL function (migration 013) in one round trip: its first four
+        parameters get the request's scope -- ``organization_id``'s tenant, or admin scope
+        for None, fenced to an organization key's own tenant as :meth:`tenant` and
+        :meth:`admin` are -- then ``args``. The statement is its own transaction (no
+        BEGIN or COMMIT round trips); ``writes`` says it records something, so the
+        commit listeners run."""
+        setting, value = _scope(organization_id)
+        request = current_request()
+        try:
+            with map_driver_errors():
+                async with self._acquire() as conn:
+                    rows = await conn.fetch(
+                        sql, setting, value, request.actor, request.request_id, *args
+                    )
+        except Unavailable:
+            self._tell_unavailable()
+            raise
+        if writes:
+            self._tell_committed()
+        return rows
 
     async def listen(
         self,
@@ -343,12 +357,31 @@ class Database:
             self._tell_unavailable()
             raise
         if not read_only:
-            for listener in self._commit_listeners:
-                listener()
+            self._tell_committed()
+
+    def _tell_committed(self) -> None:
+        for listener in self._commit_listeners:
+            listener()
 
     def _tell_unavailable(self) -> None:
         for listener in self._unavailable_listeners:
             listener()
+
+
+def _scope(organization_id: UUID | None) -> tuple[str, str]:
+    """The transaction setting that scopes a request: ``organization_id``'s tenant, or
+    admin scope for None. For an organization key the fence is the key's own
+    organization, whatever the request named: a service-layer bug that forgot to check
+    still reaches nothing outside the caller's tenant, and an organization key never
+    gets admin scope."""
+    principal = current_request().principal
+    if principal is not None and principal.organization_id is not None:
+        organization_id = principal.organization_id
+    if organization_id is None:
+        return "singura.scope", "admin"
+    # Log lines of this request from here on name the tenant they concern.
+    structlog.contextvars.bind_contextvars(organization_id=str(organization_id))
+    return "singura.organization_id", str(organization_id)
 
 
 # How often the LISTEN connection proves it is alive (a silently dead one would

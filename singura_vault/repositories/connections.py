@@ -89,11 +89,12 @@ class ConnectionRepository:
         return connection_from_row(row)
 
     async def get(self, organization_id: UUID, connection_id: UUID) -> Connection:
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            row = await conn.fetchrow(query("connection_get"), organization_id, connection_id)
-        if row is None:
+        rows = await self._db.fetch_scoped(
+            organization_id, query("connection_get_scoped"), organization_id, connection_id
+        )
+        if not rows:
             raise _not_found(organization_id, connection_id)
-        return connection_from_row(row)
+        return connection_from_row(rows[0])
 
     async def list(
         self,
@@ -104,16 +105,16 @@ class ConnectionRepository:
         limit: int,
     ) -> list[Connection]:
         """Connections newest first, optionally filtered, starting after the cursor."""
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            rows = await conn.fetch(
-                query("connection_list"),
-                organization_id,
-                platform.value if platform else None,
-                status.value if status else None,
-                after.at if after else None,
-                after.id if after else None,
-                limit,
-            )
+        rows = await self._db.fetch_scoped(
+            organization_id,
+            query("connection_list_scoped"),
+            organization_id,
+            platform.value if platform else None,
+            status.value if status else None,
+            after.at if after else None,
+            after.id if after else None,
+            limit,
+        )
         return [connection_from_row(row) for row in rows]
 
     async def update(

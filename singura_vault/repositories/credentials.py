@@ -16,7 +16,6 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from singura_vault.context import RequestContext, current_request
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
@@ -205,11 +204,12 @@ class CredentialRepository:
         return credential_from_row(row)
 
     async def get(self, organization_id: UUID, credential_id: UUID) -> Credential:
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            row = await conn.fetchrow(query("credential_get"), organization_id, credential_id)
-        if row is None:
+        rows = await self._db.fetch_scoped(
+            organization_id, query("credential_get_scoped"), organization_id, credential_id
+        )
+        if not rows:
             raise _not_found(organization_id, credential_id)
-        return credential_from_row(row)
+        return credential_from_row(rows[0])
 
     async def for_connection(
         self,
@@ -220,17 +220,17 @@ class CredentialRepository:
         after: PageCursor | None,
         limit: int,
     ) -> list[Credential]:
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            rows = await conn.fetch(
-                query("credential_list"),
-                organization_id,
-                connection_id,
-                credential_type.value if credential_type else None,
-                state.value if state else None,
-                after.at if after else None,
-                after.id if after else None,
-                limit,
-            )
+        rows = await self._db.fetch_scoped(
+            organization_id,
+            query("credential_list_scoped"),
+            organization_id,
+            connection_id,
+            credential_type.value if credential_type else None,
+            state.value if state else None,
+            after.at if after else None,
+            after.id if after else None,
+            limit,
+        )
         return [credential_from_row(row) for row in rows]
 
     async def versions(
@@ -241,29 +241,29 @@ class CredentialRepository:
         after: UUID | None,
         limit: int,
     ) -> list[Credential]:
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            rows = await conn.fetch(
-                query("credential_versions"),
-                organization_id,
-                connection_id,
-                credential_type.value,
-                after,
-                limit,
-            )
+        rows = await self._db.fetch_scoped(
+            organization_id,
+            query("credential_versions_scoped"),
+            organization_id,
+            connection_id,
+            credential_type.value,
+            after,
+            limit,
+        )
         return [credential_from_row(row) for row in rows]
 
     async def expiring(
         self, organization_id: UUID, before: datetime, after: PageCursor | None, limit: int
     ) -> list[Credential]:
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            rows = await conn.fetch(
-                query("credential_expiring"),
-                organization_id,
-                before,
-                after.at if after else None,
-                after.id if after else None,
-                limit,
-            )
+        rows = await self._db.fetch_scoped(
+            organization_id,
+            query("credential_expiring_scoped"),
+            organization_id,
+            before,
+            after.at if after else None,
+            after.id if after else None,
+            limit,
+        )
         return [credential_from_row(row) for row in rows]
 
     async def reveal(
@@ -303,40 +303,46 @@ class CredentialRepository:
         target its credential (None if there is none) and value, or the error of that
         target alone."""
         outcomes: list[tuple[Credential | None, T | VaultError]] = []
-        events: list[tuple[object, ...]] = []
-        request = current_request()
-        async with self._db.tenant(organization_id) as conn:
-            rows = await conn.fetch(
-                query("credential_for_reveal_many"),
-                organization_id,
-                [t.connection_id for t in targets],
-                [t.type.value for t in targets],
-                [t.version for t in targets],
-            )
-            found = {row["ord"]: row for row in rows}
+        events: list[_RevealEvent] = []
+        rows = await self._db.fetch_scoped(
+            organization_id,
+            query("credential_for_reveal_scoped"),
+            organization_id,
+            [t.connection_id for t in targets],
+            [t.type.value for t in targets],
+            [t.version for t in targets],
+        )
+        found = {row["ord"]: row for row in rows}
 
-            async def live_data_keys() -> list[StoredDataKey]:
+        async def live_data_keys() -> list[StoredDataKey]:
+            async with self._db.tenant(organization_id, read_only=True) as conn:
                 key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
-                return [data_key_from_row(r) for r in key_rows]
+            return [data_key_from_row(r) for r in key_rows]
 
-            for index, target in enumerate(targets, 1):
-                row = found.get(index)
-                if row is None:
-                    outcomes.append((None, _no_such_credential(organization_id, target)))
-                    continue
-                encrypted = _encrypted_from_row(organization_id, row)
-                failure: VaultError | None = None
-                try:
-                    outcomes.append((encrypted.credential, await open_(encrypted, live_data_keys)))
-                except VaultError as exc:
-                    failure = exc
-                    outcomes.append((encrypted.credential, exc))
-                events.append(
-                    _reveal_event(organization_id, encrypted.credential, failure, request)
-                )
-            if events:
-                # One round trip for all of them (asyncpg pipelines executemany).
-                await conn.executemany(query("audit_append"), events)
+        for index, target in enumerate(targets, 1):
+            row = found.get(index)
+            if row is None:
+                outcomes.append((None, _no_such_credential(organization_id, target)))
+                continue
+            encrypted = _encrypted_from_row(organization_id, row)
+            failure: VaultError | None = None
+            try:
+                outcomes.append((encrypted.credential, await open_(encrypted, live_data_keys)))
+            except VaultError as exc:
+                failure = exc
+                outcomes.append((encrypted.credential, exc))
+            events.append(_reveal_event(encrypted.credential, failure))
+        if events:
+            # Audit-or-fail: nothing is returned unless this statement commits. It is a
+            # second statement, not part of the read, because each event records whether
+            # the vault could open the ciphertext.
+            await self._db.fetch_scoped(
+                organization_id,
+                query("audit_append_scoped"),
+                organization_id,
+                *(list(column) for column in zip(*events, strict=True)),
+                writes=True,
+            )
         return outcomes
 
     async def revoke(
@@ -395,20 +401,17 @@ def _encrypted_from_row(organization_id: UUID, row: asyncpg.Record) -> Encrypted
     )
 
 
-def _reveal_event(
-    organization_id: UUID,
-    credential: Credential,
-    failure: VaultError | None,
-    request: RequestContext,
-) -> tuple[object, ...]:
-    """The audit_append arguments of one reveal attempt's credential.revealed event."""
+# One credential.revealed event, as audit_append_scoped's columns: action, resource
+# type, resource id, outcome, details (actor and request id are the request's).
+_RevealEvent = tuple[str, str, str, str, dict[str, object]]
+
+
+def _reveal_event(credential: Credential, failure: VaultError | None) -> _RevealEvent:
+    """The credential.revealed event of one reveal attempt (ids and versions only)."""
     return (
-        organization_id,
-        request.actor,
         "credential.revealed",
         "credential",
         str(credential.id),
-        request.request_id or None,
         "success" if failure is None else "failure",
         {
             "connection_id": str(credential.connection_id),

@@ -82,21 +82,22 @@ class OrganizationRepository:
         return organization_from_row(row), True
 
     async def get(self, organization_id: UUID) -> Organization:
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            row = await conn.fetchrow(query("organization_get"), organization_id)
-        if row is None:
+        rows = await self._db.fetch_scoped(
+            organization_id, query("organization_get_scoped"), organization_id
+        )
+        if not rows:
             raise not_found(organization_id)
-        return organization_from_row(row)
+        return organization_from_row(rows[0])
 
     async def list(self, after: PageCursor | None, limit: int) -> list[Organization]:
         """Organizations in creation order, starting after the cursor."""
-        async with self._db.admin(read_only=True) as conn:
-            rows = await conn.fetch(
-                query("organization_list"),
-                after.at if after else None,
-                after.id if after else None,
-                limit,
-            )
+        rows = await self._db.fetch_scoped(
+            None,
+            query("organization_list_scoped"),
+            after.at if after else None,
+            after.id if after else None,
+            limit,
+        )
         return [organization_from_row(row) for row in rows]
 
     async def update(

@@ -9,9 +9,6 @@ INSERT INTO platform_connections (
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING *;
 
--- name: connection_get
-SELECT * FROM platform_connections WHERE organization_id = $1 AND id = $2;
-
 -- name: connection_get_for_update
 SELECT * FROM platform_connections WHERE organization_id = $1 AND id = $2 FOR NO KEY UPDATE;
 
@@ -21,18 +18,6 @@ SELECT * FROM platform_connections WHERE organization_id = $1 AND create_request
 -- name: connection_count_active
 -- Served by the partial index platform_connections_active_idx.
 SELECT count(*) FROM platform_connections WHERE organization_id = $1 AND status = 'active';
-
--- name: connection_list
--- Keyset pagination, newest first; the status filter uses
--- platform_connections_status_list_idx, no filter platform_connections_list_idx.
-SELECT *
-  FROM platform_connections
- WHERE organization_id = $1
-   AND ($2::text IS NULL OR platform = $2)
-   AND ($3::text IS NULL OR status = $3)
-   AND ($4::timestamptz IS NULL OR (created_at, id) < ($4, $5::uuid))
- ORDER BY created_at DESC, id DESC
- LIMIT $6;
 
 -- name: connection_update
 UPDATE platform_connections
@@ -50,3 +35,11 @@ RETURNING *;
 
 -- name: connection_delete
 DELETE FROM platform_connections WHERE organization_id = $1 AND id = $2;
+
+-- One round trip each (migration 013; scope in $1-$4, see Database.fetch_scoped).
+
+-- name: connection_get_scoped
+SELECT * FROM singura.connection_get_scoped($1, $2, $3, $4, $5, $6);
+
+-- name: connection_list_scoped
+SELECT * FROM singura.connection_list_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);

@@ -71,58 +71,6 @@ SELECT id, organization_id, connection_id, credential_type, version, state, key_
   FROM encrypted_credentials
  WHERE organization_id = $1 AND id = $2;
 
--- name: credential_list
--- Served by encrypted_credentials_list_idx; EXPIRED is derived from expires_at.
-SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
-       fingerprint, created_at, expires_at, state_changed_at
-  FROM encrypted_credentials
- WHERE organization_id = $1 AND connection_id = $2
-   AND ($3::text IS NULL OR credential_type = $3)
-   AND ($4::text IS NULL OR
-        (CASE WHEN state = 'active' AND expires_at <= now() THEN 'expired' ELSE state END) = $4)
-   AND ($5::timestamptz IS NULL OR (created_at, id) < ($5, $6::uuid))
- ORDER BY created_at DESC, id DESC
- LIMIT $7;
-
--- name: credential_versions
--- Newest version first; the cursor is the last row's id (its version bounds the next page).
-SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
-       fingerprint, created_at, expires_at, state_changed_at
-  FROM encrypted_credentials
- WHERE organization_id = $1 AND connection_id = $2 AND credential_type = $3
-   AND ($4::uuid IS NULL OR version < (SELECT c.version FROM encrypted_credentials c
-                                        WHERE c.organization_id = $1 AND c.id = $4))
- ORDER BY version DESC
- LIMIT $5;
-
--- name: credential_for_reveal_many
--- BatchRevealCredentials: for each (connection, type, version) target, numbered from
--- 1 in `ord`, the named version or (0) the newest, with the wrapped data key.
-SELECT t.ord, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
-       e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
-       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
-  FROM unnest($2::uuid[], $3::text[], $4::int[]) WITH ORDINALITY
-       AS t(connection_id, credential_type, version, ord)
-  CROSS JOIN LATERAL (
-        SELECT * FROM encrypted_credentials c
-         WHERE c.organization_id = $1 AND c.connection_id = t.connection_id
-           AND c.credential_type = t.credential_type
-           AND (t.version = 0 OR c.version = t.version)
-         ORDER BY c.version DESC
-         LIMIT 1) e
-  JOIN data_keys d ON d.organization_id = e.organization_id AND d.version = e.key_version;
-
--- name: credential_expiring
--- Served by the partial index encrypted_credentials_expiry_idx.
-SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
-       fingerprint, created_at, expires_at, state_changed_at
-  FROM encrypted_credentials
- WHERE organization_id = $1 AND state = 'active'
-   AND expires_at IS NOT NULL AND expires_at < $2
-   AND ($3::timestamptz IS NULL OR (expires_at, id) > ($3, $4::uuid))
- ORDER BY expires_at, id
- LIMIT $5;
-
 -- name: credential_revoke
 -- One version, or with $3 every version of its (connection, type). Destroys the ciphertext.
 UPDATE encrypted_credentials e
@@ -135,3 +83,24 @@ UPDATE encrypted_credentials e
    AND e.state <> 'revoked'
 RETURNING e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
           e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at;
+
+-- The reads of one round trip (migration 013): each runs its function in the scope
+-- given as $1-$4 (Database.fetch_scoped), the query's own arguments after.
+
+-- name: credential_get_scoped
+SELECT * FROM singura.credential_get_scoped($1, $2, $3, $4, $5, $6);
+
+-- name: credential_list_scoped
+SELECT * FROM singura.credential_list_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+
+-- name: credential_versions_scoped
+SELECT * FROM singura.credential_versions_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: credential_expiring_scoped
+SELECT * FROM singura.credential_expiring_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9);
+
+-- name: credential_for_reveal_scoped
+SELECT * FROM singura.credential_for_reveal_scoped($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: audit_append_scoped
+SELECT singura.audit_append_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);

@@ -27,15 +27,6 @@ SELECT o.*, p.connection_limit
   JOIN plans p ON p.plan = o.plan
  WHERE o.create_request_id = $1;
 
--- name: organization_list
--- Keyset pagination on (created_at, id): page N costs what page 1 does.
-SELECT o.*, p.connection_limit
-  FROM organizations o
-  JOIN plans p ON p.plan = o.plan
- WHERE ($1::timestamptz IS NULL OR (o.created_at, o.id) > ($1, $2::uuid))
- ORDER BY o.created_at, o.id
- LIMIT $3;
-
 -- name: organization_update
 UPDATE organizations
    SET name = coalesce($2, name),
@@ -50,3 +41,11 @@ RETURNING organizations.*,
 
 -- name: organization_delete
 DELETE FROM organizations WHERE id = $1;
+
+-- One round trip each (migration 013; scope in $1-$4, see Database.fetch_scoped).
+
+-- name: organization_get_scoped
+SELECT * FROM singura.organization_get_scoped($1, $2, $3, $4, $5);
+
+-- name: organization_list_scoped
+SELECT * FROM singura.organization_list_scoped($1, $2, $3, $4, $5, $6, $7);

@@ -26,6 +26,7 @@ from singura_vault.service.credentials import CredentialService
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Stubs, Vault, start_vault, stop_vault
 from tests.helpers import (
+    chain_pending_audit,
     connection_message,
     expect_status,
     first_refusal,
@@ -359,6 +360,7 @@ async def test_denied_calls_are_audited(
     )
     superuser = await asyncpg.connect(postgres.dsn("postgres", database_name))
     try:
+        await chain_pending_audit(superuser)
         rows = await superuser.fetch(
             "SELECT organization_id, actor, outcome, details::text AS details "
             "FROM singura.audit_logs WHERE action = 'access.denied' ORDER BY id"

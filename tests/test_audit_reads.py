@@ -329,6 +329,7 @@ async def test_positions_stay_unique_in_every_chain_the_system_chain_included(
     org = await _new_org(vault)
     conn = await asyncpg.connect(postgres.superuser_dsn, database=database_name)
     try:
+        await chain_pending_audit(conn)  # so that position 1 of both chains is taken
         for chain in (org, None):
             async with conn.transaction():
                 await conn.execute("SET LOCAL session_replication_role = replica")

@@ -13,7 +13,7 @@ from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from tests.canaries import canary
 from tests.conftest import Vault
-from tests.helpers import connection_message, expect_status
+from tests.helpers import chain_pending_audit, connection_message, expect_status
 from tests.test_access import make_key
 from tests.test_key_rotation import ACCESS, API_KEY, store, tenant
 
@@ -85,6 +85,7 @@ async def test_each_item_gets_its_own_result_and_audit_event(vault: Vault, owner
     owner = await asyncpg.connect(owner_dsn)
     try:
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org)
+        await chain_pending_audit(owner)
         outcomes = await owner.fetch(
             "SELECT outcome, count(*) AS n FROM singura.audit_logs "
             "WHERE organization_id = $1 AND action = 'credential.revealed' GROUP BY outcome",

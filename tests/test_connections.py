@@ -13,7 +13,7 @@ from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from tests.canaries import canary
 from tests.conftest import Vault
-from tests.helpers import connection_message, expect_status, org_message
+from tests.helpers import chain_pending_audit, connection_message, expect_status, org_message
 
 
 async def new_org(vault: Vault, plan: int = opb.PLAN_STARTER) -> opb.Organization:
@@ -210,6 +210,7 @@ async def test_status_changes_are_recorded_with_reason(vault: Vault, owner_dsn: 
     owner = await asyncpg.connect(owner_dsn)
     try:
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org.id)
+        await chain_pending_audit(owner)
         rows = await owner.fetch(
             "SELECT action, actor, request_id, resource_id, details::text AS details "
             "FROM singura.audit_logs WHERE action = 'connection.status_changed'"

@@ -22,7 +22,7 @@ from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.service.credentials import MAX_VALUE_BYTES, CredentialService
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Vault
-from tests.helpers import connection_message, expect_status, org_message
+from tests.helpers import chain_pending_audit, connection_message, expect_status, org_message
 
 ACCESS = pb.CREDENTIAL_TYPE_ACCESS_TOKEN
 REFRESH = pb.CREDENTIAL_TYPE_REFRESH_TOKEN
@@ -182,6 +182,7 @@ async def test_flipped_ciphertext_byte_is_data_loss(vault: Vault, owner_dsn: str
     conn_db = await asyncpg.connect(owner_dsn)
     try:
         await conn_db.execute("SELECT set_config('singura.organization_id', $1, false)", org)
+        await chain_pending_audit(conn_db)
         outcome = await conn_db.fetchval(
             "SELECT outcome FROM singura.audit_logs WHERE action = 'credential.revealed' "
             "AND resource_id = $1",
@@ -388,6 +389,7 @@ async def test_reveal_is_audited_and_fails_closed(vault: Vault, owner_dsn: str) 
     owner = await asyncpg.connect(owner_dsn)
     try:
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org)
+        await chain_pending_audit(owner)
         row = await owner.fetchrow(
             "SELECT actor, request_id, outcome, details::text AS details FROM singura.audit_logs "
             "WHERE action = 'credential.revealed' AND resource_id = $1",

@@ -15,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import asyncpg
@@ -33,7 +34,7 @@ from singura_vault.service.credentials import CredentialService
 from singura_vault.service.rewrap import RewrapWorker
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Stubs, Vault, start_vault, stop_vault
-from tests.helpers import bearer, expect_status
+from tests.helpers import bearer, chain_pending_audit, expect_status
 from tests.test_access import make_key
 from tests.test_key_rotation import ACCESS, API_KEY, reveal, store, tenant
 
@@ -351,6 +352,7 @@ async def test_repair_corrects_rows_that_name_the_wrong_key_and_reports_the_rest
     owner = await asyncpg.connect(owner_dsn)
     try:
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org)
+        await chain_pending_audit(owner)
         events = await owner.fetch(
             "SELECT actor, details FROM singura.audit_logs "
             "WHERE action = 'credential.key_version_repaired' AND actor <> 'system'"
@@ -365,6 +367,12 @@ async def test_repair_corrects_rows_that_name_the_wrong_key_and_reports_the_rest
     assert moves == {(1, 2)}
 
 
+WAITING_WRITERS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 "
+    "AND wait_event_type = 'Lock' AND application_name = 'singura-vault'"
+)
+
+
 async def test_a_connection_lost_mid_store_is_unavailable_and_writes_nothing(
     db: Database,
     access_service: AccessService,
@@ -372,26 +380,45 @@ async def test_a_connection_lost_mid_store_is_unavailable_and_writes_nothing(
     postgres: PostgresServer,
     database_name: str,
 ) -> None:
-    """The database backend of a store dies between its first statements and its commit:
-    the call is UNAVAILABLE (not INTERNAL), nothing is written, and a retry with the same
-    request_id stores the value once."""
+    """The database backend of a store dies while its writing statement runs: the call is
+    UNAVAILABLE (not INTERNAL), nothing is written, and a retry with the same request_id
+    stores the value once. (The write is made to wait on a lock held by another session,
+    so that its backend can be found and killed mid-statement.)"""
     manager = UnwrapHook(keys.LocalKeyring.from_encryption_key(root_key))
     service = CredentialService(CredentialRepository(db), manager)
     vault = await start_vault(db, service, access_service)
     killer = await asyncpg.connect(postgres.superuser_dsn)
+    superuser = urlsplit(postgres.superuser_dsn).username or "postgres"
+    blocker = await asyncpg.connect(postgres.dsn(superuser, database_name))
+    kills: list[asyncio.Task[None]] = []
     try:
         org, conn = await tenant(vault)
         await store(vault, org, conn, canary("first"))  # creates the data key
 
-        async def kill_the_store_backend() -> None:
+        async def kill_the_waiting_writer() -> None:
+            # Poll (as tests/test_key_cache.until does) until the write waits on the lock.
+            for _ in range(3000):
+                if await killer.fetchval(WAITING_WRITERS, database_name):
+                    break
+                await asyncio.sleep(0.01)
             killed = await killer.fetchval(
                 "SELECT count(*) FROM (SELECT pg_terminate_backend(pid, 10000) FROM "
-                "pg_stat_activity WHERE datname = $1 AND state = 'idle in transaction') t",
+                "pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock' "
+                "AND application_name = 'singura-vault') t",
                 database_name,
             )
             assert killed == 1
+            await blocker.execute("ROLLBACK")
 
-        manager.hook = kill_the_store_backend
+        async def hold_the_connection_row() -> None:
+            await blocker.execute("BEGIN")
+            await blocker.execute(
+                "SELECT 1 FROM singura.platform_connections WHERE id = $1 FOR UPDATE",
+                uuid.UUID(conn),
+            )
+            kills.append(asyncio.create_task(kill_the_waiting_writer()))
+
+        manager.hook = hold_the_connection_row
         request = crpb.StoreCredentialRequest(
             organization_id=org,
             connection_id=conn,
@@ -409,6 +436,8 @@ async def test_a_connection_lost_mid_store_is_unavailable_and_writes_nothing(
         retried = (await vault.credentials.StoreCredential(request)).credential
         assert retried.version == 2
         assert await reveal(vault, org, conn) == request.value
+        await asyncio.gather(*kills)
     finally:
+        await blocker.close()
         await killer.close()
         await stop_vault(vault)

@@ -14,7 +14,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -27,7 +27,7 @@ from singura_vault import metrics
 from singura_vault.config import PoolSettings
 from singura_vault.context import current_request
 from singura_vault.db.errors import LOST_MID_CALL, map_driver_errors
-from singura_vault.errors import ConfigError, Unavailable
+from singura_vault.errors import ConfigError, Unavailable, VaultError
 from singura_vault.logs import get_logger
 
 # The role every vault login role must be a member of; migrations grant to it.
@@ -179,18 +179,23 @@ class Database:
             yield conn
 
     async def fetch_scoped(
-        self, organization_id: UUID | None, sql: str, *args: object, writes: bool = False
+        self,
+        organization_id: UUID | None,
+        sql: str,
+        *args: object,
+        writes: bool = False,
+        constraint_messages: Mapping[str, VaultError] | None = None,
     ) -> list[asyncpg.Record]:
         """Run one scoped SQL function (migration 013) in one round trip: its first four
         parameters get the request's scope -- ``organization_id``'s tenant, or admin scope
         for None, fenced to an organization key's own tenant as :meth:`tenant` and
         :meth:`admin` are -- then ``args``. The statement is its own transaction (no
         BEGIN or COMMIT round trips); ``writes`` says it records something, so the
-        commit listeners run."""
+        commit listeners run. ``constraint_messages`` as for map_driver_errors."""
         setting, value = _scope(organization_id)
         request = current_request()
         try:
-            with map_driver_errors():
+            with map_driver_errors(constraint_messages):
                 async with self._acquire() as conn:
                     rows = await conn.fetch(
                         sql, setting, value, request.actor, request.request_id, *args

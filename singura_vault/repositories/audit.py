@@ -179,7 +179,9 @@ class AuditRepository:
         ]
 
     async def appended_total(self) -> int:
-        """Events ever appended to any chain (read from the chain heads)."""
+        """Events ever appended to any chain (read from the chain heads, after chaining
+        what is pending)."""
+        await chain_all_pending(self._db)
         async with self._db.admin() as conn:
             total: int = await conn.fetchval(query("audit_appended_total"))
         return total

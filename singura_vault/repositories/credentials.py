@@ -50,15 +50,24 @@ class _DataKeyRetired(Aborted):
     """The data key the value was sealed under was retired before the row committed."""
 
 
+class _VersionTaken(Aborted):
+    """A concurrent store of the same connection and type took the planned version."""
+
+
 _STORE_ERRORS: dict[str, VaultError] = {
     "encrypted_credentials_request_key": _RequestIdTaken("request_id already used"),
     "encrypted_credentials_key_live": _DataKeyRetired(
         "the organization's data key was retired while the value was being sealed; retry"
     ),
+    "encrypted_credentials_version_key": _VersionTaken(
+        "concurrent stores of this credential kept taking the next version; retry"
+    ),
 }
-# A retirement that wins the race against a store refuses the row (migration 008);
-# sealing again under the then-current key succeeds unless retirements keep coming.
-_STORE_ATTEMPTS = 3
+# A retirement that wins the race against a store refuses the row (migration 008), and
+# a concurrent store of the same connection and type may take the planned version
+# (migration 014): both plan and seal again. The last attempt takes the connection's
+# lock instead, so that a store under heavy contention on one credential still lands.
+_STORE_ATTEMPTS = 5
 
 
 def _not_found(organization_id: UUID, credential_id: UUID) -> NotFound:
@@ -121,16 +130,69 @@ class CredentialRepository:
         (migration 008) and the store starts again under the then-current key.
         """
         for attempt in range(1, _STORE_ATTEMPTS + 1):
+            write = self._store_planned if attempt < _STORE_ATTEMPTS else self._store_locked
             try:
-                return await self._store_once(
+                return await write(
                     organization_id, connection_id, credential_type, expires_at, request_id, seal
                 )
-            except _DataKeyRetired:
+            except (_DataKeyRetired, _VersionTaken):
                 if attempt == _STORE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
-    async def _store_once(
+    async def _store_planned(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        credential_type: CredentialType,
+        expires_at: datetime | None,
+        request_id: UUID | None,
+        seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
+    ) -> Credential:
+        """Two round trips and no lock across them (migration 014): read what sealing
+        needs, seal, then supersede and insert in one statement."""
+        (plan,) = await self._db.fetch_scoped(
+            organization_id,
+            query("credential_store_plan_scoped"),
+            organization_id,
+            connection_id,
+            credential_type.value,
+            request_id,
+        )
+        if plan["existing_id"] is not None:
+            return await self.get(organization_id, plan["existing_id"])
+        if not plan["connection_found"]:
+            raise _connection_not_found(organization_id, connection_id)
+        if plan["key_version"] is None:
+            raise NoDataKey
+        slot = CredentialSlot(
+            organization_id=organization_id,
+            connection_id=connection_id,
+            credential_id=uuid4(),
+            type=credential_type,
+            version=plan["last_version"] + 1,
+            data_key=StoredDataKey(
+                organization_id=organization_id,
+                version=plan["key_version"],
+                root_key_id=plan["root_key_id"],
+                wrapped_key=plan["wrapped_key"],
+            ),
+        )
+        value = await seal(slot)
+        try:
+            (row,) = await self._db.fetch_scoped(
+                organization_id,
+                query("credential_store_scoped"),
+                *_new_row(slot, value, expires_at, request_id),
+                writes=True,
+                constraint_messages=_STORE_ERRORS,
+            )
+        except _RequestIdTaken:
+            assert request_id is not None
+            return await self._by_request_id(organization_id, request_id)
+        return credential_from_row(row)
+
+    async def _store_locked(
         self,
         organization_id: UUID,
         connection_id: UUID,
@@ -180,27 +242,22 @@ class CredentialRepository:
                 with map_driver_errors(_STORE_ERRORS):
                     row = await conn.fetchrow(
                         query("credential_insert"),
-                        organization_id,
-                        slot.credential_id,
-                        connection_id,
-                        credential_type.value,
-                        slot.version,
-                        value.ciphertext,
-                        value.nonce,
-                        value.key_version,
-                        value.fingerprint,
-                        expires_at,
-                        request_id,
+                        *_new_row(slot, value, expires_at, request_id),
                     )
         except _RequestIdTaken:
             assert request_id is not None
-            async with self._db.tenant(organization_id) as conn:
-                row = await conn.fetchrow(
-                    query("credential_by_request_id"), organization_id, request_id
-                )
-            if row is None:
-                raise Aborted("a concurrent store with this request_id failed; retry") from None
+            return await self._by_request_id(organization_id, request_id)
         assert row is not None
+        return credential_from_row(row)
+
+    async def _by_request_id(self, organization_id: UUID, request_id: UUID) -> Credential:
+        """The credential a concurrent store with the same request id made."""
+        async with self._db.tenant(organization_id, read_only=True) as conn:
+            row = await conn.fetchrow(
+                query("credential_by_request_id"), organization_id, request_id
+            )
+        if row is None:
+            raise Aborted("a concurrent store with this request_id failed; retry")
         return credential_from_row(row)
 
     async def get(self, organization_id: UUID, credential_id: UUID) -> Credential:
@@ -398,6 +455,29 @@ def _encrypted_from_row(organization_id: UUID, row: asyncpg.Record) -> Encrypted
         )
         if row["wrapped_key"] is not None
         else None,
+    )
+
+
+def _new_row(
+    slot: CredentialSlot,
+    value: EncryptedValue,
+    expires_at: datetime | None,
+    request_id: UUID | None,
+) -> tuple[object, ...]:
+    """A new credential row, in the argument order of credential_insert and
+    credential_store_scoped."""
+    return (
+        slot.organization_id,
+        slot.credential_id,
+        slot.connection_id,
+        slot.type.value,
+        slot.version,
+        value.ciphertext,
+        value.nonce,
+        value.key_version,
+        value.fingerprint,
+        expires_at,
+        request_id,
     )
 
 

@@ -104,3 +104,12 @@ SELECT * FROM singura.credential_for_reveal_scoped($1, $2, $3, $4, $5, $6, $7, $
 
 -- name: audit_append_scoped
 SELECT singura.audit_append_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- StoreCredential in two statements (migration 014): plan, then write.
+
+-- name: credential_store_plan_scoped
+SELECT * FROM singura.credential_store_plan_scoped($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: credential_store_scoped
+SELECT * FROM singura.credential_store_scoped(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);

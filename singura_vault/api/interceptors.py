@@ -112,6 +112,9 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # recorded in the audit trail; a JSON line for each costs ~7% of a cheap call.
         self._log_success = access_log == "all"
         self._log_failure = access_log != "off"
+        self._wrapped: dict[
+            str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]
+        ] = {}
 
     async def intercept_service(
         self,
@@ -124,11 +127,16 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = handler_call_details.method
         if handler is None:
             return handler
-        if method.startswith(self._prefix):
-            handler = self._wrap(method, handler)
+        # The registered handler of a method is one object: wrap it once, not per call.
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler) if method.startswith(self._prefix) else handler
         # Outermost, on every service (health and reflection too): an undecodable
         # body never reaches authentication, the checks or a handler.
-        return _guard_decoding(method, handler)
+        guarded = _guard_decoding(method, wrapped)
+        self._wrapped[method] = (handler, guarded)
+        return guarded
 
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]

@@ -40,18 +40,21 @@ import re
 import secrets
 import shutil
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
-import asyncpg
-
 from singura_vault.config import Settings
 from singura_vault.db import setup
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.migrations import MigrationStatus
+from singura_vault.repositories.backup_checks import (
+    DatabaseCheckError,
+    backup_source_facts,
+    restore_target_facts,
+)
 
 __all__ = [
     "SCHEMA",
@@ -83,7 +86,6 @@ Tool = Literal["pg_dump", "pg_restore"]
 Progress = Callable[[str], None]
 
 _ARCHIVE_MAGIC = b"PGDMP"
-_CONNECT_TIMEOUT_S = 10
 _LOCK_WAIT_TIMEOUT = "60s"
 _ERROR_TAIL_LINES = 20
 _TAKEN = "{output} appeared while the backup ran; nothing was replaced"
@@ -189,27 +191,6 @@ def _external_env() -> dict[str, str]:
     return dict(os.environ)
 
 
-@contextlib.asynccontextmanager
-async def _connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
-    """One connection for the checks; driver errors become BackupError (never the URL,
-    which may hold a password)."""
-    try:
-        conn = await asyncpg.connect(dsn, timeout=_CONNECT_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
-        raise BackupError(
-            f"cannot connect to the database ({reason}); is it running, and is the URL right?"
-        ) from None
-    except asyncpg.PostgresError as exc:
-        raise BackupError(f"cannot connect to the database: {exc}") from None
-    try:
-        yield conn
-    except asyncpg.PostgresError as exc:
-        raise BackupError(f"database error: {exc}") from None
-    finally:
-        await conn.close()
-
-
 async def _tool_version(tool: Path) -> str:
     code, out, _ = await _run_captured([str(tool), "--version"], _embedded_env())
     return out.strip() if code == 0 else f"{tool.name} (version unknown)"
@@ -279,28 +260,23 @@ async def check_backup_source(dsn: str) -> str:
 
     The role must see every organization's rows: a superuser or a role with BYPASSRLS.
     """
-    async with _connection(dsn) as conn:
-        row = await conn.fetchrow(
-            "SELECT current_user AS role, current_database() AS database, "
-            "r.rolsuper OR r.rolbypassrls AS bypasses, "
-            "EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS has_schema "
-            "FROM pg_roles r WHERE r.rolname = current_user",
-            SCHEMA,
-        )
-    assert row is not None
-    if not row["has_schema"]:
+    try:
+        facts = await backup_source_facts(dsn, SCHEMA)
+    except DatabaseCheckError as exc:
+        raise BackupError(str(exc)) from None
+    if not facts.has_schema:
         raise BackupError(
-            f"database {row['database']!r} has no {SCHEMA} schema: there is no vault to back up"
+            f"database {facts.database!r} has no {SCHEMA} schema: there is no vault to back up"
         )
-    if not row["bypasses"]:
+    if not facts.bypasses_rls:
         raise BackupError(
-            f"the backup connects as role {row['role']!r}, which row-level security binds: "
+            f"the backup connects as role {facts.role!r}, which row-level security binds: "
             "the tenant tables are FORCE ROW LEVEL SECURITY, so it cannot read every "
             f"organization's rows and the dump would be refused or incomplete; set "
             f"{BACKUP_URL_VARIABLE} to a superuser or to a role with BYPASSRLS and "
             "pg_read_all_data (docs/backup-restore.md has the SQL)"
         )
-    return str(row["role"])
+    return facts.role
 
 
 async def backup_database(
@@ -466,40 +442,33 @@ async def check_restore_target(owner_dsn: str, *, hint: str = "") -> str:
 
     Returns the role name. ``hint`` is appended to the "not empty" refusal.
     """
-    async with _connection(owner_dsn) as conn:
-        row = await conn.fetchrow(
-            "SELECT current_user AS role, current_database() AS database, r.rolsuper, "
-            "EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1) AS has_schema, "
-            "EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $2) AS has_app_role, "
-            "has_database_privilege(current_database(), 'CREATE') AS may_create "
-            "FROM pg_roles r WHERE r.rolname = current_user",
-            SCHEMA,
-            APP_ROLE,
-        )
-    assert row is not None
-    database = row["database"]
-    if row["has_schema"]:
+    try:
+        facts = await restore_target_facts(owner_dsn, SCHEMA, APP_ROLE)
+    except DatabaseCheckError as exc:
+        raise BackupError(str(exc)) from None
+    database = facts.database
+    if facts.has_schema:
         raise BackupError(
             f"database {database!r} already has a {SCHEMA} schema; a backup is restored only "
             f"into an empty database, never over a vault{hint}"
         )
-    if row["rolsuper"]:
+    if facts.superuser:
         raise BackupError(
-            f"restore connects as {row['role']!r}, a superuser: the restored tables and "
+            f"restore connects as {facts.role!r}, a superuser: the restored tables and "
             "SECURITY DEFINER functions would belong to it; connect DATABASE_OWNER_URL as the "
             "schema owner (docs/operations.md)"
         )
-    if not row["has_app_role"]:
+    if not facts.has_app_role:
         raise BackupError(
             f"role {APP_ROLE} does not exist in the target cluster; the backup's grants name "
             "it: create it first (docs/operations.md, 'SQL for the DBA')"
         )
-    if not row["may_create"]:
+    if not facts.may_create:
         raise BackupError(
-            f"role {row['role']!r} may not create schemas in database {database!r}; make it "
-            f"the database's owner (CREATE DATABASE {database} OWNER {row['role']})"
+            f"role {facts.role!r} may not create schemas in database {database!r}; make it "
+            f"the database's owner (CREATE DATABASE {database} OWNER {facts.role})"
         )
-    return str(row["role"])
+    return facts.role
 
 
 async def restore_database(

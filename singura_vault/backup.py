@@ -529,10 +529,6 @@ async def restore_database(
 # -- the CLI commands ------------------------------------------------------------------------
 
 
-def _embedded_mode(settings: Settings) -> bool:
-    return settings.database_url is None and settings.database_owner_url is None
-
-
 async def _with_embedded(
     settings: Settings,
     work: Callable[[EmbeddedPostgres, str], Awaitable[object]],
@@ -552,7 +548,7 @@ async def run_backup(
 ) -> BackupResult:
     """``singura-vault backup``: embedded or external, as the settings say."""
     _check_output(output)
-    if _embedded_mode(settings) and backup_url is None:
+    if settings.embedded and backup_url is None:
         pgdata = settings.data_dir / "postgres"
         if not (pgdata / "PG_VERSION").is_file():
             raise BackupError(
@@ -602,7 +598,7 @@ async def run_restore(
 ) -> RestoreResult:
     """``singura-vault restore``: into the embedded ``singura`` database (roles and
     database are created first) or into DATABASE_OWNER_URL's database."""
-    if _embedded_mode(settings):
+    if settings.embedded:
         # The file first: no server is started for a file that is no backup.
         await inspect_archive(archive, pg_restore=find_pg_tool("pg_restore", prefer_path=False))
         results: list[RestoreResult] = []

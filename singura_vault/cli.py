@@ -306,13 +306,15 @@ async def _audit_prune(settings: Settings, older_than: timedelta) -> int:
     from singura_vault.service.audit import AuditService
 
     async with AsyncExitStack() as stack:
-        if settings.database_url is not None:
-            dsn = settings.database_url
-        else:
+        if settings.embedded:
             embedded = setup.embedded_for_command(settings)
             _, superuser_dsn, owner_dsn, dsn = await stack.enter_async_context(embedded)
             await setup.bootstrap_embedded_roles(superuser_dsn)
             await setup.apply_migrations(owner_dsn)
+        elif settings.database_url is None:
+            raise ConfigError(setup.NEEDS_DATABASE_URL)
+        else:
+            dsn = settings.database_url
         db = await Database.connect(dsn, replace(settings.pool, min_size=1, max_size=2))
         try:
             pruned = await AuditService(AuditRepository(db)).prune(older_than, "operator")
@@ -388,7 +390,7 @@ async def _migrate(settings: Settings, command: str) -> int:
     if command == "validate":
         load_migrations(directory)
     async with AsyncExitStack() as stack:
-        if settings.database_url is None and settings.database_owner_url is None:
+        if settings.embedded:
             embedded = setup.embedded_for_command(settings)
             _, superuser_dsn, dsn, _ = await stack.enter_async_context(embedded)
             await setup.bootstrap_embedded_roles(superuser_dsn)

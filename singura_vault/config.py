@@ -86,8 +86,11 @@ class Settings:
 
     @property
     def embedded(self) -> bool:
-        """True when the vault runs its own PostgreSQL (no DATABASE_URL)."""
-        return self.database_url is None
+        """True when the vault runs its own PostgreSQL: neither DATABASE_URL nor
+        DATABASE_OWNER_URL is set. The one definition every command uses; with only
+        DATABASE_OWNER_URL set the database is external (``migrate up`` and ``restore``
+        need no more), and ``serve`` refuses to start without DATABASE_URL."""
+        return self.database_url is None and self.database_owner_url is None
 
 
 def default_data_dir() -> Path:

@@ -29,7 +29,7 @@ from singura_vault.api.keys import KeyServicer
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.config import PoolSettings, Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
-from singura_vault.db.setup import PreparedDatabase, prepare_database
+from singura_vault.db.setup import NEEDS_DATABASE_URL, PreparedDatabase, prepare_database
 from singura_vault.db.supervisor import EmbeddedSupervisor
 from singura_vault.errors import ConfigError
 from singura_vault.health import HealthMonitor, HealthServicer
@@ -295,6 +295,8 @@ async def serve(settings: Settings) -> None:
     # Read here, not in load_settings: only serving needs the certificate files
     # (a migrate job may share the environment without mounting them).
     tls = tls_settings_from_env(os.environ)
+    if not settings.embedded and settings.database_url is None:
+        raise ConfigError(NEEDS_DATABASE_URL)
     check_listen_address(
         settings.listen, allow_insecure=settings.allow_insecure, tls=tls is not None
     )

@@ -203,6 +203,12 @@ def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
         ("DB_POOL_MIN", "50", "DB_POOL_MIN (50) is larger than DB_POOL_MAX"),
         ("SINGURA_HEALTH_INTERVAL", "nan", "SINGURA_HEALTH_INTERVAL"),
         ("DATABASE_URL", "mysql://root:hunter2@db/x", "DATABASE_URL must be a PostgreSQL URL"),
+        # One definition of embedded mode: an owner URL alone means an external database.
+        (
+            "DATABASE_OWNER_URL",
+            "postgresql://owner:hunter2@db.example/x",
+            "DATABASE_OWNER_URL is set but DATABASE_URL is not",
+        ),
         ("ENCRYPTION_KEY", "hunter2-is-a-32-character-secret", "singura-vault keys generate"),
         ("SINGURA_ENV", "production", "ENCRYPTION_KEY"),
         ("SINGURA_TLS_CERT", "/nonexistent/cert.pem", "SINGURA_TLS_KEY"),

@@ -147,15 +147,25 @@ async def embedded_for_command(
             await asyncio.to_thread(server.stop)
 
 
+# An external database (DATABASE_OWNER_URL set) serves through the service role's URL.
+NEEDS_DATABASE_URL = (
+    "DATABASE_OWNER_URL is set but DATABASE_URL is not: with an external PostgreSQL the "
+    "vault connects as the service role through DATABASE_URL (docs/operations.md); unset "
+    "DATABASE_OWNER_URL to use the embedded PostgreSQL instead"
+)
+
+
 async def prepare_database(settings: Settings) -> PreparedDatabase:
     """Start (if embedded), bootstrap, migrate and check; ready for Database.connect."""
-    if settings.database_url is None:
+    if settings.embedded:
         server, superuser_dsn, owner_dsn, service_dsn = await asyncio.to_thread(
             prepare_embedded, settings
         )
         await bootstrap_embedded_roles(superuser_dsn)
         await apply_migrations(owner_dsn)
         return PreparedDatabase(service_dsn, server)
+    if settings.database_url is None:
+        raise ConfigError(NEEDS_DATABASE_URL)
     if settings.database_owner_url is not None:
         await apply_migrations(settings.database_owner_url)
     await ensure_schema_current(settings.database_url)

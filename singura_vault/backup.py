@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import importlib.util
 import os
 import re
@@ -50,6 +49,7 @@ from singura_vault.config import Settings
 from singura_vault.db import setup
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.migrations import MigrationStatus
+from singura_vault.private_files import fsync_directory, link_without_replacing
 from singura_vault.repositories.backup_checks import (
     DatabaseCheckError,
     backup_source_facts,
@@ -377,31 +377,13 @@ def _check_same_file(fd: int, partial: Path) -> None:
 def _publish(partial: Path, output: Path) -> int:
     """Give the finished archive its name, durably; returns its size."""
     try:
-        os.link(partial, output)  # unlike rename, fails if the name was taken meanwhile
-    except FileExistsError:
-        partial.unlink()
-        raise BackupError(_TAKEN.format(output=output)) from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-            partial.unlink()
-            raise
-        # A file system without hard links (some network shares): a plain rename.
-        if output.exists():
-            partial.unlink()
-            raise BackupError(_TAKEN.format(output=output)) from None
-        os.rename(partial, output)
-    else:
-        partial.unlink()
-    _fsync_directory(output.parent)
-    return output.stat().st_size
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
+        # Unlike rename, fails if the name was taken meanwhile.
+        link_without_replacing(partial, output, _TAKEN.format(output=output), error=BackupError)
     finally:
-        os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    fsync_directory(output.parent)
+    return output.stat().st_size
 
 
 # -- restore ---------------------------------------------------------------------------------

@@ -20,9 +20,7 @@ Certificates are read once, at start: rotating them means restarting the vault.
 from __future__ import annotations
 
 import enum
-import os
 import ssl
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from pathlib import Path
 import grpc
 
 from singura_vault.errors import ConfigError
+from singura_vault.private_files import read_private_file
 
 CERT_VAR = "SINGURA_TLS_CERT"
 KEY_VAR = "SINGURA_TLS_KEY"
@@ -152,35 +151,15 @@ def _path(env: Mapping[str, str], name: str) -> Path | None:
 
 
 def _read_pem(what: str, path: Path, kind: _Kind, *, check_mode: bool = True) -> bytes:
-    """The file's bytes, after the checks for kind; ``what`` starts every message."""
-    try:
-        # O_NONBLOCK: a FIFO in its place is refused below instead of hanging the start.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise ConfigError(f"{what}: no such file; it must be {kind.value}") from None
-    except PermissionError:
-        chmod = f" and run `chmod 600 {path}`" if kind is _Kind.KEY else ""
-        raise ConfigError(
-            f"{what} cannot be opened by this user; make the user the vault runs as "
-            f"its owner{chmod}"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{what} cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        # fstat of the open file, not stat of the path: no window in which the
-        # checked file and the read file differ.
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{what} is not a regular file; it must be {kind.value}")
-        if kind is _Kind.KEY and check_mode and info.st_mode & 0o077:
-            raise ConfigError(
-                f"{what} is accessible to group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}` "
-                "(in Kubernetes, mount the secret with defaultMode 0400)"
-            )
-        data = file.read(_MAX_PEM_BYTES + 1)
-    if len(data) > _MAX_PEM_BYTES:
-        raise ConfigError(f"{what} is larger than {_MAX_PEM_BYTES} bytes; it must be {kind.value}")
+    """The file's bytes, after the checks for kind; ``what`` starts every message. Only
+    a key file must be owner-only (certificates are public)."""
+    data = read_private_file(
+        path,
+        what,
+        _MAX_PEM_BYTES,
+        must_be=kind.value,
+        owner_only=kind is _Kind.KEY and check_mode,
+    )
     _check_pem(what, data, kind)
     return data
 

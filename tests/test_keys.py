@@ -834,8 +834,9 @@ def _imports(path: Path) -> set[str]:
 
 
 def test_keys_package_imports_only_what_it_may() -> None:
-    """singura_vault.keys imports the standard library, cryptography, errors and logs only."""
-    allowed_vault = {"singura_vault.errors", "singura_vault.logs"}
+    """singura_vault.keys imports the standard library, cryptography, errors, logs and
+    private_files (the owner-only file reader and writer) only."""
+    allowed_vault = {"singura_vault.errors", "singura_vault.logs", "singura_vault.private_files"}
     for path in sorted((_PACKAGE / "keys").glob("*.py")):
         for name in _imports(path):
             top = name.split(".")[0]

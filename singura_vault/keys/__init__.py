@@ -14,7 +14,7 @@ they belong to.
     binding.py       CredentialBinding and the data-key associated data
     datakey.py       DataKey: one unwrapped data key, opaque
     provider.py      KeyProvider: the root-key port (async, for a remote KMS later)
-    keyring_file.py  the keyring file: read and validate, create atomically (0600)
+    keyring_file.py  the keyring file's format: read and validate, create (0600)
     keyring.py       LocalKeyring: root keys in process memory
     manager.py       KeyManager: create/unwrap/cache data keys, seal, open, fingerprint
     transit.py       TransitKeyProvider: the root key in OpenBao/Vault transit, over HTTP
@@ -22,7 +22,8 @@ they belong to.
     loading.py       load_key_provider: which provider, from the configuration
 
 Nothing outside this package may import ``cryptography``, and nothing here may
-import asyncpg, grpc or other vault modules (except ``errors`` and ``logs``).
+import asyncpg, grpc or other vault modules (except ``errors``, ``logs`` and
+``private_files``, which reads and writes every owner-only file).
 No key bytes or plaintext may ever appear in a repr, an exception message or
 a log line.
 """

@@ -14,19 +14,19 @@ the file, the field and the fix; they must never contain a key value.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import json
-import os
 import re
-import secrets
-import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from singura_vault.keys.errors import KeyConfigError
 from singura_vault.keys.material import decode_key, encode_key
+from singura_vault.private_files import (
+    read_private_file,
+    replace_private_file,
+    write_new_private_file,
+)
 
 __all__ = ["KEYRING_FORMAT", "is_valid_key_id", "read_keyring_file", "write_new_keyring_file"]
 
@@ -48,7 +48,8 @@ def is_valid_key_id(key_id: object) -> bool:
 
 def read_keyring_file(path: Path) -> tuple[dict[str, bytes], str]:
     """Return ``({key id: key bytes}, primary id)`` from a keyring file, or raise KeyConfigError."""
-    document = _parse(read_private_file(path, f"keyring file {path}", _MAX_FILE_BYTES), path)
+    data = read_private_file(path, f"keyring file {path}", _MAX_FILE_BYTES, error=KeyConfigError)
+    document = _parse(data, path)
     keys_field = document["keys"]
     if not isinstance(keys_field, dict) or not keys_field:
         raise KeyConfigError(f'keyring file {path}: "keys" must be a non-empty object')
@@ -70,42 +71,6 @@ def read_keyring_file(path: Path) -> tuple[dict[str, bytes], str]:
             f'set "primary" to one of: {", ".join(keys)}'
         )
     return keys, primary
-
-
-def read_private_file(path: Path, where: str, max_bytes: int) -> bytes:
-    """Read a secret-bearing file that must be a regular file only its owner can access.
-
-    ``where`` names it in messages (e.g. "keyring file /etc/x"); its content never
-    appears in one.
-    """
-    try:
-        # O_NONBLOCK: a FIFO in its place is refused below instead of hanging the start.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise KeyConfigError(f"{where} does not exist") from None
-    except PermissionError:
-        raise KeyConfigError(
-            f"{where} cannot be opened by the vault's user; "
-            "make that user its owner and run `chmod 600` on it"
-        ) from None
-    except OSError as exc:
-        raise KeyConfigError(f"{where} cannot be opened: {exc.strerror}") from None
-    with os.fdopen(fd, "rb") as file:
-        # fstat of the open file, not stat of the path: no window in which the
-        # checked file and the read file differ.
-        info = os.fstat(file.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyConfigError(f"{where} is not a regular file")
-        if info.st_mode & 0o077:
-            raise KeyConfigError(
-                f"{where} is accessible to group or others "
-                f"(mode {stat.S_IMODE(info.st_mode):04o}); run `chmod 600 {path}` "
-                "(in Kubernetes, mount the secret with defaultMode 0400)"
-            )
-        data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise KeyConfigError(f"{where} is larger than {max_bytes} bytes")
-    return data
 
 
 class _DuplicateFieldError(Exception):
@@ -165,18 +130,8 @@ def write_new_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) 
         _keyring_document(keys, primary),
         f"keyring file {path} already exists; refusing to overwrite it "
         "(its keys may be the only way to read stored credentials)",
+        error=KeyConfigError,
     )
-
-
-def write_new_private_file(path: Path, data: bytes, exists_message: str) -> None:
-    """Create ``path`` (mode 0600) holding ``data``; KeyConfigError(exists_message) if it
-    exists. Written and fsynced under a temporary name, then linked into place."""
-    if path.exists():
-        raise KeyConfigError(exists_message)
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with _written_temporary(path, data) as temporary:
-        _link_without_replacing(temporary, path, exists_message)
-    _fsync_directory(path.parent)
 
 
 def replace_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) -> None:
@@ -185,9 +140,7 @@ def replace_keyring_file(path: Path, keys: Mapping[str, bytes], primary: str) ->
     Used by rotation and retirement: readers see the old file or the new one,
     never a mix, and a crash leaves the old file intact.
     """
-    with _written_temporary(path, _keyring_document(keys, primary)) as temporary:
-        os.replace(temporary, path)
-    _fsync_directory(path.parent)
+    replace_private_file(path, _keyring_document(keys, primary))
 
 
 def _keyring_document(keys: Mapping[str, bytes], primary: str) -> bytes:
@@ -199,48 +152,3 @@ def _keyring_document(keys: Mapping[str, bytes], primary: str) -> bytes:
         "keys": {key_id: encode_key(key) for key_id, key in keys.items()},
     }
     return (json.dumps(document, indent=2) + "\n").encode("utf-8")
-
-
-@contextlib.contextmanager
-def _written_temporary(path: Path, data: bytes) -> Iterator[Path]:
-    """``data`` written and fsynced (0600) beside ``path``; removed after."""
-    temporary = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            os.fchmod(fd, 0o600)  # exactly 0600 whatever the umask
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        yield temporary
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
-def _link_without_replacing(source: Path, target: Path, exists_message: str) -> None:
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        raise KeyConfigError(exists_message) from None
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV):
-            raise
-        # A filesystem without hard links: check, then rename. Only a
-        # concurrent creator of the same file could slip into the gap.
-        if target.exists():
-            raise KeyConfigError(exists_message) from None
-        os.rename(source, target)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the new directory entry itself durable; not possible everywhere.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

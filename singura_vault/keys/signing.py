@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from singura_vault.keys.errors import KeyConfigError
 from singura_vault.keys.holder import KeyHolder
-from singura_vault.keys.keyring_file import read_private_file, write_new_private_file
 from singura_vault.keys.material import decode_key, encode_key, generate_key_bytes
+from singura_vault.private_files import read_private_file, write_new_private_file
 
 __all__ = ["AuditSigner", "load_audit_signer", "public_key_id", "verify_signature"]
 
@@ -59,7 +59,7 @@ class AuditSigner(KeyHolder):
     @classmethod
     def from_file(cls, path: Path) -> AuditSigner:
         where = f"audit signing key file {path}"
-        data = read_private_file(path, where, _MAX_FILE_BYTES)
+        data = read_private_file(path, where, _MAX_FILE_BYTES, error=KeyConfigError)
         try:
             text = data.decode("ascii")
         except UnicodeDecodeError:
@@ -75,6 +75,7 @@ class AuditSigner(KeyHolder):
             (encode_key(seed) + "\n").encode("ascii"),
             f"audit signing key file {path} already exists; refusing to overwrite it "
             "(checkpoints signed with it could no longer be matched to a key you hold)",
+            error=KeyConfigError,
         )
         return cls(seed)
 

@@ -59,9 +59,9 @@ from urllib.parse import urlsplit
 from singura_vault.errors import Unavailable
 from singura_vault.keys.errors import IntegrityError, KeyConfigError
 from singura_vault.keys.holder import KeyHolder
-from singura_vault.keys.keyring_file import read_private_file
 from singura_vault.keys.records import WrappedDataKey
 from singura_vault.logs import get_logger
+from singura_vault.private_files import read_private_file
 
 __all__ = [
     "CONTEXT_DOMAIN",
@@ -604,7 +604,7 @@ def _ssl_context(ca_file: Path | None) -> ssl.SSLContext:
 def _read_token_file(path: Path) -> str:
     """Read the token from a regular file that only its owner may read or write."""
     where = f"SINGURA_TRANSIT_TOKEN_FILE {path}"
-    data = read_private_file(path, where, _MAX_TOKEN_FILE_BYTES)
+    data = read_private_file(path, where, _MAX_TOKEN_FILE_BYTES, error=KeyConfigError)
     try:
         token = data.decode("ascii").strip()
     except UnicodeDecodeError:

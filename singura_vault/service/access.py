@@ -15,7 +15,6 @@ import asyncio
 import base64
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import string
@@ -34,6 +33,11 @@ from singura_vault.errors import (
     Unauthenticated,
 )
 from singura_vault.logs import get_logger
+from singura_vault.private_files import (
+    read_private_file,
+    replace_private_file,
+    write_new_private_file,
+)
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.service import pagination, validation
 from singura_vault.service.authz import Authorizer
@@ -69,6 +73,10 @@ class CreatedApiKey:
     secret: str  # the full svk_ key: returned once, never stored or logged
 
 
+# A base64 secret and a newline; anything much larger is not one.
+_MAX_SECRET_FILE_BYTES = 1024
+
+
 def load_auth_secret(settings: Settings) -> bytes:
     """The HMAC key for API-key digests: SINGURA_AUTH_SECRET, or a generated
     development file in the data dir (embedded, non-production only)."""
@@ -82,10 +90,14 @@ def load_auth_secret(settings: Settings) -> bytes:
         )
     path = settings.data_dir / AUTH_SECRET_FILE
     if not path.exists():
-        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _write_private(path, base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+        write_new_private_file(
+            path,
+            (base64.b64encode(secrets.token_bytes(32)).decode() + "\n").encode("ascii"),
+            f"development auth secret {path} appeared while the vault was creating it",
+        )
         log.warning("development_auth_secret_created", path=str(path))
-    return _decode_secret(path.read_text(encoding="utf-8").strip())
+    data = read_private_file(path, f"development auth secret {path}", _MAX_SECRET_FILE_BYTES)
+    return _decode_secret(data.decode("ascii", errors="replace").strip())
 
 
 def _decode_secret(value: str) -> bytes:
@@ -99,18 +111,6 @@ def _decode_secret(value: str) -> bytes:
             "generate one with `singura-vault keys generate`"
         )
     return raw
-
-
-def _replace_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.unlink(missing_ok=True)
-    _write_private(path, text)
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 class AccessService:
@@ -278,7 +278,7 @@ class AccessService:
             self._admin_key(key_id, digest), only_if_none=True
         ):
             return
-        await asyncio.to_thread(_replace_private, path, full_key + "\n")
+        await asyncio.to_thread(replace_private_file, path, (full_key + "\n").encode("ascii"))
         log.warning("bootstrap_admin_key_created", key_id=key_id, path=str(path))
 
     @staticmethod

@@ -64,7 +64,7 @@ MIB = 1024 * 1024
 
 def loop_name() -> str:
     try:
-        import uvloop  # noqa: F401
+        import uvloop  # noqa: F401 - only asks whether it is installed
     except ImportError:
         return "asyncio"
     return "uvloop"

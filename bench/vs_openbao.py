@@ -192,7 +192,7 @@ def _batch_request(organization_id: str, slots: list[dict[str, Any]]) -> Any:
     (connection_id, type, version; organization_id too if the item has it). Built from
     the descriptor, so only those field names are assumed.
     """
-    request_class: Any = crpb.BatchRevealCredentialsRequest  # type: ignore[attr-defined,unused-ignore]
+    request_class: Any = crpb.BatchRevealCredentialsRequest  # type: ignore[attr-defined,unused-ignore]  # absent from older generated stubs
     request = request_class()
     fields = request_class.DESCRIPTOR.fields_by_name
     if "organization_id" in fields:
@@ -554,7 +554,7 @@ def _http(method: str, url: str, token: str | None = None, body: Any = None) -> 
     if token is not None:
         request.add_header("X-Vault-Token", token)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a loopback http URL this script built
             raw = response.read()
             return response.status, json.loads(raw) if raw else None
     except urllib.error.HTTPError as exc:
@@ -660,7 +660,7 @@ class BaoProcess:
         self.audit_on = on
 
     def version(self) -> str:
-        out = subprocess.run(  # noqa: S603
+        out = subprocess.run(  # noqa: S603 - the bao binary, fixed argv, no shell
             [self.binary, "version"], capture_output=True, check=False, text=True
         ).stdout
         return out.split(" (")[0].strip() or "unknown"

@@ -138,11 +138,11 @@ class CredentialType(enum.Enum):
 
     # ruff's S105 reads these type names as hard-coded passwords; they are not.
 
-    ACCESS_TOKEN = "access_token"  # noqa: S105
-    REFRESH_TOKEN = "refresh_token"  # noqa: S105
+    ACCESS_TOKEN = "access_token"  # noqa: S105 - a credential type name, not a password
+    REFRESH_TOKEN = "refresh_token"  # noqa: S105 - a credential type name, not a password
     API_KEY = "api_key"
-    CLIENT_SECRET = "client_secret"  # noqa: S105
-    WEBHOOK_SECRET = "webhook_secret"  # noqa: S105
+    CLIENT_SECRET = "client_secret"  # noqa: S105 - a credential type name, not a password
+    WEBHOOK_SECRET = "webhook_secret"  # noqa: S105 - a credential type name, not a password
     PRIVATE_KEY = "private_key"
 
 

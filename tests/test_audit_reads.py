@@ -227,7 +227,7 @@ async def _pages(stubs: Stubs, org: str, page_size: int, **filters: object) -> l
         page = await _audit(stubs).ListAuditEvents(
             pb.ListAuditEventsRequest(
                 organization_id=org,
-                filter=pb.AuditFilter(**filters),  # type: ignore[arg-type]
+                filter=pb.AuditFilter(**filters),  # type: ignore[arg-type]  # filters are the test's keyword arguments
                 page_size=page_size,
                 page_token=token,
             )

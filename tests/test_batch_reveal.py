@@ -12,7 +12,7 @@ from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from tests.canaries import canary
-from tests.conftest import Vault
+from tests.conftest import Stubs, Vault
 from tests.helpers import chain_pending_audit, connection_message, expect_status
 from tests.test_access import make_key
 from tests.test_key_rotation import ACCESS, API_KEY, store, tenant
@@ -102,8 +102,10 @@ async def test_a_batch_is_checked_as_a_whole_first(vault: Vault) -> None:
     org, conn = await tenant(vault)
     await store(vault, org, conn, canary("batch-checked"))
 
-    async def batch(items: list[crpb.BatchRevealItem], stubs: object = vault) -> object:
-        return await stubs.credentials.BatchRevealCredentials(  # type: ignore[attr-defined]
+    async def batch(
+        items: list[crpb.BatchRevealItem], stubs: Stubs = vault
+    ) -> crpb.BatchRevealCredentialsResponse:
+        return await stubs.credentials.BatchRevealCredentials(
             crpb.BatchRevealCredentialsRequest(organization_id=org, items=items)
         )
 
@@ -119,6 +121,6 @@ async def test_a_batch_is_checked_as_a_whole_first(vault: Vault) -> None:
         batch([item(conn, crpb.CREDENTIAL_TYPE_UNSPECIFIED)]), invalid, "items[0].type"
     )
     full = await batch([item(conn, ACCESS)] * 100)
-    assert len(full.results) == 100  # type: ignore[attr-defined]
+    assert len(full.results) == 100
     reader = vault.as_key(await make_key(vault, org, (apb.API_KEY_ROLE_READER,)))
     await expect_status(batch([item(conn, ACCESS)], reader), grpc.StatusCode.PERMISSION_DENIED)

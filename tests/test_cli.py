@@ -114,7 +114,7 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
             stub = organizations_pb2_grpc.OrganizationServiceStub(channel)
             with pytest.raises(grpc.RpcError) as refused:
                 stub.ListOrganizations(opb.ListOrganizationsRequest())
-            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]  # RpcError declares no code(); AioRpcError has it
             created = stub.CreateOrganization(
                 opb.CreateOrganizationRequest(organization=org_message(slug="cli-org")),
                 metadata=auth,

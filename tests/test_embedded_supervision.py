@@ -106,7 +106,7 @@ def test_a_killed_embedded_postgres_is_restarted_and_loses_nothing(
                             timeout=10,
                         )
                     except grpc.RpcError as exc:
-                        failures.append(exc.code())  # type: ignore[attr-defined]
+                        failures.append(exc.code())  # type: ignore[attr-defined]  # AioRpcError has code()
                         continue
                     acknowledged.append(value)
                     some_stored.release()

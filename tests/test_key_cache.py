@@ -40,7 +40,7 @@ class CountingRepository(ApiKeyRepository):
 async def until(condition: object, attempts: int = 3000) -> None:
     """Poll ``condition()`` (10 ms apart) until it is true."""
     for _ in range(attempts):
-        if condition():  # type: ignore[operator]
+        if condition():  # type: ignore[operator]  # any zero-argument callable
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition never became true")

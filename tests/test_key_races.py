@@ -224,7 +224,7 @@ async def test_rotations_rewraps_stores_and_retirements_in_two_processes_lose_no
         await channel.close()
 
 
-async def _mixed_load(vault: Vault, sides: list[Stubs], service_dsn: str, root_key: str) -> None:
+async def _mixed_load(vault: Vault, sides: list[Stubs], service_dsn: str, root_key: str) -> None:  # noqa: C901 - one step per kind of concurrent work
     tenants = [await tenant(vault) for _ in range(2)]
     expected: dict[tuple[str, str, int, int], str] = {}
     pools = [

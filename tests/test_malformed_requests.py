@@ -328,7 +328,7 @@ def _mutations(descriptor: Descriptor, rng: random.Random, ids: dict[str, str]) 
         yield encoded + tag + b"\x02\xff\xfe"  # invalid UTF-8 (or a bad nested message)
 
 
-def _field_variants(field: FieldDescriptor, rng: random.Random) -> list[Any]:
+def _field_variants(field: FieldDescriptor, rng: random.Random) -> list[Any]:  # noqa: C901 - one case per protobuf field type
     name = field.name
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         sub = field.message_type.full_name

@@ -8,6 +8,7 @@ import urllib.request
 import grpc
 
 from singura_vault import metrics
+from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from tests.conftest import Vault
 from tests.helpers import expect_status
@@ -49,11 +50,11 @@ async def test_metrics_count_rpcs_by_method_and_code(vault: Vault) -> None:
     assert after != before
 
 
-async def test_audit_append_total_counts_every_chain(vault: Vault, db: object) -> None:
+async def test_audit_append_total_counts_every_chain(vault: Vault, db: Database) -> None:
     """The audit-append figure behind the metric grows with each recorded change."""
     from singura_vault.repositories.audit import AuditRepository
 
-    repository = AuditRepository(db)  # type: ignore[arg-type]
+    repository = AuditRepository(db)
     before = await repository.appended_total()
     await vault.organizations.CreateOrganization(
         opb.CreateOrganizationRequest(

@@ -49,7 +49,7 @@ class TransitConfig:
             "token_file": self.token_file,
         }
         settings.update(overrides)
-        return TransitKeyProvider.from_settings(**settings)  # type: ignore[arg-type]
+        return TransitKeyProvider.from_settings(**settings)  # type: ignore[arg-type]  # settings built per test
 
 
 def write_token_file(path: Path, token: str, mode: int = 0o600) -> Path:
@@ -325,7 +325,7 @@ def test_bad_settings_are_refused(
     }
     arguments.update(settings)
     with pytest.raises(KeyConfigError, match=message) as caught:
-        TransitKeyProvider.from_settings(**arguments)  # type: ignore[arg-type]
+        TransitKeyProvider.from_settings(**arguments)  # type: ignore[arg-type]  # deliberately wrong settings
     assert "pw" not in str(caught.value)
 
 

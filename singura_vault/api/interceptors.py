@@ -95,7 +95,7 @@ class _Call:
         )
 
 
-class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs types it generic, grpc does not subscript it at run time
     """Wraps the vault's own handlers; ``access=None`` serves without authentication
     (only for tests of layers below it)."""
 
@@ -262,54 +262,67 @@ def _guard_decoding(
     deserializer = request_checks.guarded(handler.request_deserializer)
     serializer = handler.response_serializer
     if handler.unary_unary is not None:
-        unary = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
-
-        async def unary_unary(request: Any, context: Context) -> Any:
-            if request is request_checks.UNDECODABLE:
-                await _refuse_undecodable(method, context)
-            return await unary(request, context)
-
         return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=deserializer, response_serializer=serializer
-        )
-    if handler.unary_stream is not None and not inspect.isasyncgenfunction(handler.unary_stream):
-        # Health/Watch writes with context.write() instead of yielding.
-        writer = cast(Callable[[Any, Any], Awaitable[None]], handler.unary_stream)
-
-        async def unary_stream_writer(request: Any, context: Context) -> None:
-            if request is request_checks.UNDECODABLE:
-                await _refuse_undecodable(method, context)
-            await writer(request, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream_writer, request_deserializer=deserializer, response_serializer=serializer
+            _guard_unary(method, handler.unary_unary),
+            request_deserializer=deserializer,
+            response_serializer=serializer,
         )
     if handler.unary_stream is not None:
-        stream = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
-
-        async def unary_stream(request: Any, context: Context) -> AsyncIterator[Any]:
-            if request is request_checks.UNDECODABLE:
-                await _refuse_undecodable(method, context)
-            async for item in stream(request, context):
-                yield item
-
+        guard = (
+            _guard_stream(method, handler.unary_stream)
+            if inspect.isasyncgenfunction(handler.unary_stream)
+            # Health/Watch writes with context.write() instead of yielding.
+            else _guard_unary(method, handler.unary_stream)
+        )
         return grpc.unary_stream_rpc_method_handler(
-            unary_stream, request_deserializer=deserializer, response_serializer=serializer
+            guard, request_deserializer=deserializer, response_serializer=serializer
         )
     if handler.stream_stream is not None:
-        bidi = cast(Callable[[Any, Any], AsyncIterator[Any]], handler.stream_stream)
-
-        async def stream_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
-            async def checked() -> AsyncIterator[Any]:
-                async for request in requests:
-                    if request is request_checks.UNDECODABLE:
-                        await _refuse_undecodable(method, context)
-                    yield request
-
-            async for item in bidi(checked(), context):
-                yield item
-
         return grpc.stream_stream_rpc_method_handler(
-            stream_stream, request_deserializer=deserializer, response_serializer=serializer
+            _guard_bidi(method, handler.stream_stream),
+            request_deserializer=deserializer,
+            response_serializer=serializer,
         )
     return handler
+
+
+def _guard_unary(method: str, behavior: Any) -> Callable[[Any, Any], Awaitable[Any]]:
+    """A handler that answers (or writes) once: refuse, else run it."""
+    run = cast(Callable[[Any, Any], Awaitable[Any]], behavior)
+
+    async def guarded(request: Any, context: Context) -> Any:
+        if request is request_checks.UNDECODABLE:
+            await _refuse_undecodable(method, context)
+        return await run(request, context)
+
+    return guarded
+
+
+def _guard_stream(method: str, behavior: Any) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    """A handler that yields its responses: refuse, else stream them."""
+    stream = cast(Callable[[Any, Any], AsyncIterator[Any]], behavior)
+
+    async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
+        if request is request_checks.UNDECODABLE:
+            await _refuse_undecodable(method, context)
+        async for item in stream(request, context):
+            yield item
+
+    return guarded
+
+
+def _guard_bidi(method: str, behavior: Any) -> Callable[[Any, Any], AsyncIterator[Any]]:
+    """A bidirectional handler: each incoming message is checked as it arrives."""
+    bidi = cast(Callable[[Any, Any], AsyncIterator[Any]], behavior)
+
+    async def guarded(requests: Any, context: Context) -> AsyncIterator[Any]:
+        async def checked() -> AsyncIterator[Any]:
+            async for request in requests:
+                if request is request_checks.UNDECODABLE:
+                    await _refuse_undecodable(method, context)
+                yield request
+
+        async for item in bidi(checked(), context):
+            yield item
+
+    return guarded

@@ -497,7 +497,7 @@ class EmbeddedPostgres:
             ]
         try:
             # Arguments are ours (absolute binary paths and validated directories), no shell.
-            return subprocess.run(  # noqa: S603
+            return subprocess.run(  # noqa: S603 - argv of the wheel's own binaries, no shell
                 command,
                 env=env,
                 cwd="/",
@@ -595,7 +595,7 @@ def _mkdir_owned(path: Path, gid: int) -> None:
     path.mkdir(mode=0o750)
     os.chown(path, 0, gid)
     # mkdir's mode is filtered by the umask. Group only: the server's own group.
-    os.chmod(path, 0o750)  # noqa: S103
+    os.chmod(path, 0o750)  # noqa: S103 - the PostgreSQL user must traverse it; no write for others
 
 
 def _make_parents(path: Path) -> None:
@@ -606,7 +606,7 @@ def _make_parents(path: Path) -> None:
             directory.mkdir(mode=0o755)
             # A directory we just made (so nothing is loosened) that the server user must
             # traverse to reach base_dir.
-            os.chmod(directory, 0o755)  # noqa: S103
+            os.chmod(directory, 0o755)  # noqa: S103 - the wheel's binaries, read and run by the PostgreSQL user
 
 
 def _create_os_user(name: str) -> None:
@@ -617,7 +617,7 @@ def _create_os_user(name: str) -> None:
             "cannot be created; create it, run the vault as a non-root user, or set "
             "DATABASE_URL to use an external PostgreSQL"
         )
-    result = subprocess.run(  # noqa: S603 -- fixed arguments, no shell
+    result = subprocess.run(  # noqa: S603 - argv of the wheel's own binaries, no shell -- fixed arguments, no shell
         [
             useradd,
             "--system",

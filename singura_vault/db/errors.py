@@ -45,7 +45,7 @@ LOST_MID_CALL = (
 
 
 @contextmanager
-def map_driver_errors(
+def map_driver_errors(  # noqa: C901 - one clause per driver error family, in order
     constraint_messages: Mapping[str, VaultError] | None = None,
 ) -> Iterator[None]:
     """Re-raise driver errors as VaultError subclasses.

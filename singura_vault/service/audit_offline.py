@@ -81,7 +81,7 @@ def verify_offline(
         raise ExportFormatError(f"a record lacks a field or has a malformed one ({exc})") from None
 
 
-def _verify(
+def _verify(  # noqa: C901 - one check per rule an auditor reads, in order
     events: Sequence[Mapping[str, Any]],
     checkpoints: Sequence[Mapping[str, Any]],
     public_key_pem: str,

@@ -210,6 +210,7 @@ class Vault(Stubs):
     address: str
     admin_key: str
     access_service: AccessService
+    db: Database
     _channels: list[grpc.aio.Channel]
 
     def as_key(self, key: str | None) -> Stubs:
@@ -242,7 +243,7 @@ async def start_vault(
         KeyAdminService(
             KeyAdminRepository(db),
             CredentialRepository(db),
-            credential_service._keys,  # the same key manager the credential path uses
+            credential_service.key_manager,  # the one the credential path uses
         ),
     )
     """Serve on 127.0.0.1:<random port> with a fresh admin key and a channel using it."""
@@ -270,6 +271,7 @@ async def start_vault(
         address=address,
         admin_key=admin_key,
         access_service=access,
+        db=db,
         _channels=[channel],
     )
 

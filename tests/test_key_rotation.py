@@ -124,7 +124,7 @@ async def test_root_rotation_keeps_old_credentials_readable_and_wraps_new_ones(
     assert {d.root_key_id for d in status.data_keys} == {rotated.primary_root_key_id}
 
     # The other process meets the new root key id, reloads the file, and reads on.
-    rows = await KeyAdminRepository(vault.server._db).data_keys(uuid.UUID(org_a))
+    rows = await KeyAdminRepository(vault.db).data_keys(uuid.UUID(org_a))
     reloaded = await other_process_keys.data_key(
         uuid.UUID(org_a),
         rows[0].version,
@@ -139,7 +139,7 @@ async def test_root_rotation_keeps_old_credentials_readable_and_wraps_new_ones(
 
 
 async def _wrapped(vault: Vault, org: str) -> bytes:
-    async with vault.server._db.tenant(uuid.UUID(org)) as conn:
+    async with vault.db.tenant(uuid.UUID(org)) as conn:
         blob: bytes = await conn.fetchval(
             "SELECT wrapped_key FROM singura.data_keys WHERE organization_id = $1", uuid.UUID(org)
         )

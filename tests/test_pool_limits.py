@@ -25,7 +25,7 @@ async def test_exhausted_pool_is_unavailable_after_the_connect_timeout(
     # transaction waits for the busy connection.
     vault = await start_vault(db, credential_service, access_service)
     try:
-        async with db._pool.acquire():  # the only connection is busy elsewhere
+        async with db.admin(read_only=True):  # the only connection is busy elsewhere
             await expect_status(
                 vault.organizations.ListOrganizations(opb.ListOrganizationsRequest(), timeout=10),
                 grpc.StatusCode.UNAVAILABLE,

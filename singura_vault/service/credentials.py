@@ -117,6 +117,12 @@ class CredentialService:
         self._keys = key_manager
         self._authz = authorizer or Authorizer()
 
+    @property
+    def key_manager(self) -> keys.KeyManager:
+        """The key manager this service seals and opens with (key administration and
+        the rewrap worker must use the same one, and its cache)."""
+        return self._keys
+
     async def store(
         self,
         organization_id: str,

@@ -1,4 +1,4 @@
-"""``singura-vault keys status|rotate|rotate-data-key|rewrap|repair|retire``: key
+"""``singura-vault keys ...``: new root and signing keys on this machine, and key
 administration against a running vault (KeyService, admin key), so that every step is
 audited and every vault process sees the same database state."""
 
@@ -7,14 +7,85 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from singura_vault.cli._common import EXIT_CONFIG, add_connection_arguments, call_vault
+from singura_vault.config import Settings
+from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import keys_pb2, keys_pb2_grpc
+from singura_vault.service import key_admin
+
+_ADMIN_COMMANDS = ("status", "rotate", "rotate-data-key", "rewrap", "repair", "retire")
 
 
-def add_key_admin_parsers(keys_commands: Any, add_connection_arguments: Any) -> None:
+def add_parsers(commands: Any) -> None:
+    keys = commands.add_parser("keys", help="root key administration")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = keys_commands.add_parser(
+        "generate",
+        help="print a new random root key for ENCRYPTION_KEY, or write a keyring file",
+    )
+    generate.add_argument(
+        "--keyring-file",
+        type=Path,
+        help="write a new keyring file (mode 0600) for SINGURA_KEYRING_FILE instead of printing",
+    )
+
+    signing_key = keys_commands.add_parser(
+        "generate-signing-key",
+        help="write a new Ed25519 audit signing key file (mode 0600) for "
+        "SINGURA_AUDIT_SIGNING_KEY_FILE and print its public key",
+    )
+    signing_key.add_argument("--output", type=Path, required=True, metavar="FILE")
+
+    generate.set_defaults(run=_generate, needs_settings=False)
+    signing_key.set_defaults(run=_generate_signing_key, needs_settings=False)
+    _add_admin_parsers(keys_commands)
+    for name in _ADMIN_COMMANDS:
+        keys_commands.choices[name].set_defaults(run=_administer, needs_settings=True)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    if args.keyring_file is None:
+        # The one place the vault prints a key: that is what the command is for.
+        print(key_admin.generate_root_key())
+        return 0
+    try:
+        ids = key_admin.create_keyring_file(args.keyring_file)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"wrote {args.keyring_file} (mode 0600) with key {ids[0]}; "
+        f"set SINGURA_KEYRING_FILE={args.keyring_file}"
+    )
+    return 0
+
+
+def _generate_signing_key(args: argparse.Namespace) -> int:
+    path: Path = args.output
+    try:
+        key_id, public_key_pem = key_admin.create_audit_signing_key_file(path)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(
+        f"wrote {path} (mode 0600), key {key_id}; set SINGURA_AUDIT_SIGNING_KEY_FILE={path} "
+        "and keep the public key below for `audit verify --public-key`",
+        file=sys.stderr,
+    )
+    print(public_key_pem, end="")
+    return 0
+
+
+def _administer(args: argparse.Namespace, settings: Settings) -> int:
+    return call_vault(args, settings, _run)
+
+
+def _add_admin_parsers(keys_commands: Any) -> None:
     status = keys_commands.add_parser("status", help="root keys, data keys and rewrap progress")
     status.add_argument("--organization", metavar="ID", default="", help="one organization only")
     add_connection_arguments(status)
@@ -53,7 +124,7 @@ def add_key_admin_parsers(keys_commands: Any, add_connection_arguments: Any) -> 
     add_connection_arguments(retire)
 
 
-def run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
+def _run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
     stub = keys_pb2_grpc.KeyServiceStub(channel)
     auth = (("authorization", f"Bearer {key}"),)
     if args.keys_command == "status":

@@ -17,7 +17,8 @@ import re
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AsyncExitStack, contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -26,10 +27,15 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
+from singura_vault.cli._common import add_connection_arguments, call_vault, run_async
 from singura_vault.config import Settings
+from singura_vault.db import setup
+from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError, VaultError
 from singura_vault.proto.singura.vault.v1 import audit_pb2, audit_pb2_grpc
+from singura_vault.repositories.audit import AuditRepository
 from singura_vault.service import audit_offline
+from singura_vault.service.audit import AuditService
 
 CSV_COLUMNS = (
     "id",
@@ -75,7 +81,7 @@ def parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def add_audit_parser(commands: Any, add_connection_arguments: Any) -> None:
+def add_parsers(commands: Any) -> None:
     audit = commands.add_parser("audit", help="export, verify and prune the audit trail")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
 
@@ -130,6 +136,8 @@ def add_audit_parser(commands: Any, add_connection_arguments: Any) -> None:
     prune.add_argument(
         "--older-than", type=parse_duration, required=True, help="e.g. 365d (at least 1d)"
     )
+    for name in ("export", "verify", "public-key", "prune"):
+        audit_commands.choices[name].set_defaults(run=_audit, needs_settings=True)
 
 
 def _add_target(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -138,21 +146,6 @@ def _add_target(parser: argparse.ArgumentParser, *, required: bool = True) -> No
     target.add_argument(
         "--system", action="store_true", help="the system trail (events of no organization)"
     )
-
-
-def api_key(settings: Settings) -> str:
-    """SINGURA_API_KEY, or the bootstrap admin key file in the data dir."""
-    key = os.environ.get("SINGURA_API_KEY", "").strip()
-    if key:
-        return key
-    path = settings.data_dir / "admin-api-key"
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except OSError:
-        raise ConfigError(
-            f"no API key: set SINGURA_API_KEY, or run where {path} (the bootstrap admin key) "
-            "is readable"
-        ) from None
 
 
 def run_export(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
@@ -325,3 +318,36 @@ def _progress(count: int, started: float) -> None:
         print(f"\rexporting: {count:,} events ({rate:,.0f}/s)", end="", file=sys.stderr, flush=True)
     elif count % 10_000 < 1_000:
         print(f"exporting: {count:,} events ({rate:,.0f}/s)", file=sys.stderr, flush=True)
+
+
+def _audit(args: argparse.Namespace, settings: Settings) -> int:
+    if args.audit_command == "prune":
+        return run_async(_audit_prune(settings, args.older_than))
+    if args.audit_command == "verify" and offline_verify_requested(args):
+        return run_offline_verify(args)
+    runs = {
+        "export": run_export,
+        "verify": run_verify,
+        "public-key": run_public_key,
+    }
+    return call_vault(args, settings, runs[args.audit_command])
+
+
+async def _audit_prune(settings: Settings, older_than: timedelta) -> int:
+    async with AsyncExitStack() as stack:
+        if settings.embedded:
+            embedded = setup.embedded_for_command(settings)
+            _, superuser_dsn, owner_dsn, dsn = await stack.enter_async_context(embedded)
+            await setup.bootstrap_embedded_roles(superuser_dsn)
+            await setup.apply_migrations(owner_dsn)
+        elif settings.database_url is None:
+            raise ConfigError(setup.NEEDS_DATABASE_URL)
+        else:
+            dsn = settings.database_url
+        db = await Database.connect(dsn, replace(settings.pool, min_size=1, max_size=2))
+        try:
+            pruned = await AuditService(AuditRepository(db)).prune(older_than, "operator")
+        finally:
+            await db.close()
+    print(f"pruned {sum(pruned.values()):,} events from {len(pruned)} chains")
+    return 0

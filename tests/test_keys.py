@@ -608,11 +608,16 @@ async def test_data_key_and_keyring_reprs_contain_no_key_bytes() -> None:
     assert expected_env_key_id(ROOT_KEY) in repr(keyring)
 
 
-async def test_key_holders_cannot_be_pickled_or_copied() -> None:
-    """pickle, copy.copy and copy.deepcopy of a DataKey or a LocalKeyring raise TypeError."""
+async def test_key_holders_cannot_be_pickled_or_copied(tmp_path: Path) -> None:
+    """pickle, copy.copy and copy.deepcopy of a DataKey, a LocalKeyring or a FileKeyring
+    raise TypeError, and a FileKeyring's attributes cannot be changed from outside."""
     manager = KeyManager(root_keyring())
     key, _ = await new_data_key(manager)
-    for holder in (key, root_keyring(), Aes256Gcm(ROOT_KEY)):
+    LocalKeyring.generate_file(tmp_path / "keyring.json")
+    file_keyring = FileKeyring(tmp_path / "keyring.json")
+    with pytest.raises(AttributeError, match="immutable"):
+        file_keyring._path = tmp_path / "elsewhere.json"  # type: ignore[misc]  # the point
+    for holder in (key, root_keyring(), Aes256Gcm(ROOT_KEY), file_keyring):
         for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
             with pytest.raises(TypeError, match="cannot be copied or serialized"):
                 pickle.dumps(holder, protocol=protocol)

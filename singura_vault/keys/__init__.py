@@ -14,7 +14,8 @@ they belong to.
     binding.py       CredentialBinding and the data-key associated data
     datakey.py       DataKey: one unwrapped data key, opaque
     provider.py      KeyProvider: the root-key port (async, for a remote KMS later)
-    keyring_file.py  the keyring file's format: read and validate, create (0600)
+    keyring_format.py  the keyring file's format: read and validate, create (0600)
+    file_keyring.py  FileKeyring: a keyring file that rotates and retires keys in place
     keyring.py       LocalKeyring: root keys in process memory
     manager.py       KeyManager: create/unwrap/cache data keys, seal, open, fingerprint
     transit.py       TransitKeyProvider: the root key in OpenBao/Vault transit, over HTTP

@@ -13,28 +13,35 @@ import asyncio
 from pathlib import Path
 
 from singura_vault.keys.errors import KeyConfigError
+from singura_vault.keys.holder import KeyHolder
 from singura_vault.keys.keyring import LocalKeyring
-from singura_vault.keys.keyring_file import read_keyring_file, replace_keyring_file
+from singura_vault.keys.keyring_format import read_keyring_file, replace_keyring_file
 from singura_vault.keys.material import derive_key_id, generate_key_bytes
 from singura_vault.keys.records import WrappedDataKey
 
 __all__ = ["FileKeyring"]
 
 
-class FileKeyring:
-    """KeyProvider over a keyring file, with rotation and retirement."""
+class FileKeyring(KeyHolder):
+    """KeyProvider over a keyring file, with rotation and retirement.
+
+    A key holder like the keyring it wraps: it cannot be pickled or copied, and nothing
+    outside it can change its attributes. Only :meth:`reload` replaces the keyring
+    it holds, after the file changed."""
+
+    __slots__ = ("_keyring", "_lock", "_mtime_ns", "_path")
+    _path: Path
+    _keyring: LocalKeyring
+    _mtime_ns: int
+    _lock: asyncio.Lock
 
     def __init__(self, path: Path) -> None:
-        self._path = path
-        self._keyring = LocalKeyring.from_file(path)
-        self._mtime_ns = path.stat().st_mtime_ns
-        self._lock = asyncio.Lock()
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "_lock", asyncio.Lock())
+        self.reload()
 
     def __repr__(self) -> str:
         return f"<FileKeyring {self._path}: {self._keyring.description()}>"
-
-    def __reduce__(self) -> str | tuple[object, ...]:
-        raise TypeError("a keyring cannot be copied or serialized")
 
     def primary_key_id(self) -> str:
         return self._keyring.primary_key_id()
@@ -61,8 +68,9 @@ class FileKeyring:
             return await self._keyring.unwrap(wrapped, associated_data)
 
     def reload(self) -> None:
-        self._mtime_ns = self._path.stat().st_mtime_ns
-        self._keyring = LocalKeyring.from_file(self._path)
+        """Read the file again (another process rotated or retired a key)."""
+        object.__setattr__(self, "_mtime_ns", self._path.stat().st_mtime_ns)
+        object.__setattr__(self, "_keyring", LocalKeyring.from_file(self._path))
 
     async def rotate(self) -> str:
         """Add a fresh root key to the file and make it primary; returns its id."""

@@ -15,7 +15,7 @@ from typing import Self, final
 from singura_vault.keys.aead import NONCE_SIZE, Aes256Gcm
 from singura_vault.keys.errors import KeyConfigError
 from singura_vault.keys.holder import KeyHolder
-from singura_vault.keys.keyring_file import (
+from singura_vault.keys.keyring_format import (
     is_valid_key_id,
     read_keyring_file,
     write_new_keyring_file,
@@ -68,7 +68,7 @@ class LocalKeyring(KeyHolder):
 
     @classmethod
     def from_file(cls, path: Path) -> LocalKeyring:
-        """Load a keyring file (mode 0600 or stricter; see keyring_file for the format)."""
+        """Load a keyring file (mode 0600 or stricter; see keyring_format for the format)."""
         keys, primary = read_keyring_file(path)
         return cls._create(keys, primary)
 

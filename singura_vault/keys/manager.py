@@ -20,7 +20,15 @@ from singura_vault.keys.aead import KEY_SIZE
 from singura_vault.keys.binding import CredentialBinding, data_key_associated_data
 from singura_vault.keys.datakey import DataKey
 from singura_vault.keys.errors import IntegrityError, KeyConfigError
-from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
+from singura_vault.keys.provider import (
+    DescribedKeyProvider,
+    KeyProvider,
+    ListingKeyProvider,
+    RefreshingKeyProvider,
+    RetiringKeyProvider,
+    RewrappingKeyProvider,
+    RotatingKeyProvider,
+)
 from singura_vault.keys.records import Sealed, WrappedDataKey
 
 __all__ = ["KeyManager"]
@@ -56,9 +64,8 @@ class KeyManager:
         A no-op for providers in process memory. Raises KeyConfigError for a bad
         token or key, KeyServiceUnavailable when the provider cannot be reached.
         """
-        refresh = getattr(self._provider, "refresh", None)
-        if callable(refresh):
-            await refresh()
+        if isinstance(self._provider, RefreshingKeyProvider):
+            await self._provider.refresh()
 
     async def create_data_key(self, organization_id: UUID, version: int) -> WrappedDataKey:
         """Make a new random data key for (organization, version) and return it wrapped.
@@ -126,29 +133,27 @@ class KeyManager:
 
     def root_key_ids(self) -> tuple[str, ...]:
         """Every root key the provider can unwrap with (only the primary if it cannot say)."""
-        key_ids = getattr(self._provider, "key_ids", None)
-        return tuple(key_ids()) if callable(key_ids) else (self._provider.primary_key_id(),)
+        if isinstance(self._provider, ListingKeyProvider):
+            return tuple(self._provider.key_ids())
+        return (self._provider.primary_key_id(),)
 
     async def rotate_root_key(self) -> str:
         """Make a new root key version primary, where the provider can; returns its id."""
-        rotate = getattr(self._provider, "rotate", None)
-        if not callable(rotate):
+        if not isinstance(self._provider, RotatingKeyProvider):
             raise KeyConfigError(
                 "this root key cannot be rotated by the vault: set ENCRYPTION_KEY to a new key "
                 "(`singura-vault keys generate`) and ENCRYPTION_KEY_PREVIOUS to the old one, "
                 "restart every vault, then call RotateRootKey to rewrap the data keys"
             )
-        key_id: str = await rotate()
-        return key_id
+        return await self._provider.rotate()
 
     async def retire_root_key(self, key_id: str) -> None:
-        retire = getattr(self._provider, "retire", None)
-        if not callable(retire):
+        if not isinstance(self._provider, RetiringKeyProvider):
             raise KeyConfigError(
                 f"root key {key_id} is retired by removing it from ENCRYPTION_KEY_PREVIOUS "
                 "and restarting the vaults"
             )
-        await retire(key_id)
+        await self._provider.retire(key_id)
 
     async def rewrap_data_key(
         self, organization_id: UUID, version: int, wrapped: WrappedDataKey
@@ -161,12 +166,10 @@ class KeyManager:
         if wrapped.root_key_id == self._provider.primary_key_id():
             return None
         associated_data = data_key_associated_data(organization_id, version)
-        provider_rewrap = getattr(self._provider, "rewrap", None)
-        if callable(provider_rewrap):
+        if isinstance(self._provider, RewrappingKeyProvider):
             # An external KMS re-encrypts on its side (authenticated there): the
             # data key never leaves it during a root-key rotation.
-            moved: WrappedDataKey = await provider_rewrap(wrapped, associated_data)
-            return moved
+            return await self._provider.rewrap(wrapped, associated_data)
         material = await self._provider.unwrap(wrapped, associated_data)
         rewrapped = await self._provider.wrap(material, associated_data)
         if not hmac.compare_digest(

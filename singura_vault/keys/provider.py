@@ -14,7 +14,15 @@ from typing import Protocol, runtime_checkable
 
 from singura_vault.keys.records import WrappedDataKey
 
-__all__ = ["DescribedKeyProvider", "KeyProvider"]
+__all__ = [
+    "DescribedKeyProvider",
+    "KeyProvider",
+    "ListingKeyProvider",
+    "RefreshingKeyProvider",
+    "RetiringKeyProvider",
+    "RewrappingKeyProvider",
+    "RotatingKeyProvider",
+]
 
 
 class KeyProvider(Protocol):
@@ -40,3 +48,44 @@ class DescribedKeyProvider(Protocol):
     def description(self) -> str:
         """Return e.g. ``local keyring (2 keys, primary env-0123456789ab)``."""
         ...
+
+
+# Optional abilities. KeyManager asks isinstance() of these (method presence, as
+# runtime_checkable Protocols check it) and falls back, or explains what the operator
+# must do instead, when a provider lacks one.
+
+
+@runtime_checkable
+class RefreshingKeyProvider(Protocol):
+    """A remote provider that is reached once at start (and whenever it must re-read)."""
+
+    async def refresh(self) -> None: ...
+
+
+@runtime_checkable
+class ListingKeyProvider(Protocol):
+    """A provider that can say every root key id it can unwrap with."""
+
+    def key_ids(self) -> tuple[str, ...]: ...
+
+
+@runtime_checkable
+class RotatingKeyProvider(Protocol):
+    """A provider that can make a new root key version primary; returns its id."""
+
+    async def rotate(self) -> str: ...
+
+
+@runtime_checkable
+class RetiringKeyProvider(Protocol):
+    """A provider that can stop holding a root key."""
+
+    async def retire(self, key_id: str) -> None: ...
+
+
+@runtime_checkable
+class RewrappingKeyProvider(Protocol):
+    """A provider that re-encrypts a wrapped data key under its primary root key on its
+    own side (an external KMS), so the data key never leaves it."""
+
+    async def rewrap(self, wrapped: WrappedDataKey, associated_data: bytes) -> WrappedDataKey: ...

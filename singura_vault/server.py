@@ -10,6 +10,7 @@ and the embedded PostgreSQL stop).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from datetime import timedelta
@@ -223,11 +224,15 @@ class VaultServer:
     async def stop(self, grace_s: float) -> None:
         """NOT_SERVING first, then let in-flight calls finish within grace_s."""
         await self._monitor.stop()
-        if self._key_watch is not None:
-            self._key_watch.cancel()
         await self._server.stop(grace_s)
+        # Awaited, not only cancelled: a task cancelled mid-statement must hand its
+        # connection back before the pool closes.
+        for task in (self._key_watch, self._sequencing):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._sequencing is not None:
-            self._sequencing.cancel()
             # Chain what the drained calls recorded, rather than leave it to the next
             # process's fallback run.
             await self._sequencer.run_once()

@@ -76,7 +76,7 @@ def test_two_workers_share_the_port_and_a_dead_one_is_restarted(
         drain.join(timeout=30)
     assert code == 0
     names = [e.get("event") for e in vault.events]
-    assert names.count("vault_stopped") == 3  # two workers, then the parent
+    assert names.count("vault_stopped") == 3, names  # two workers, then the parent
     assert "embedded_postgres_stopped" in names
     assert names.count("bootstrap_admin_key_created") == 1  # by the parent, once
     for event in serving_events(vault):

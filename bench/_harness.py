@@ -252,7 +252,7 @@ def machine_summary(pg_version: str) -> str:
 # -- measuring --------------------------------------------------------------------------
 
 
-def _status_kib(field: str, pid: str = "self") -> int:
+def status_kib(field: str, pid: str = "self") -> int:
     with open(f"/proc/{pid}/status", encoding="ascii") as status:
         for line in status:
             if line.startswith(field + ":"):
@@ -262,7 +262,7 @@ def _status_kib(field: str, pid: str = "self") -> int:
 
 def rss_bytes() -> int:
     """Current resident set size of this process."""
-    return _status_kib("VmRSS") * 1024
+    return status_kib("VmRSS") * 1024
 
 
 class PeakRss:
@@ -304,7 +304,7 @@ class PeakRss:
             self._sampling = False
             await self._sampler
         else:
-            self.peak = _status_kib("VmHWM") * 1024
+            self.peak = status_kib("VmHWM") * 1024
         return max(0, self.peak - self.baseline)
 
 
@@ -346,7 +346,7 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float:
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A small Markdown table (pastes into bench/README.md as is)."""
-    cells = [[str(h) for h in headers], *[[_cell(v) for v in row] for row in rows]]
+    cells = [[str(h) for h in headers], *[[cell(v) for v in row] for row in rows]]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:
@@ -356,7 +356,7 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join([line(cells[0]), rule, *[line(r) for r in cells[1:]]])
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "n/a"

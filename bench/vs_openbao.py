@@ -459,7 +459,7 @@ def _machine_busy_seconds() -> float:
 
 
 def _rss_mib(pid: int) -> float:
-    return h._status_kib("VmRSS", str(pid)) / 1024
+    return h.status_kib("VmRSS", str(pid)) / 1024
 
 
 class VaultProcess:
@@ -798,10 +798,10 @@ class Row:
 def _spread(values: list[float]) -> str:
     if any(v != v for v in values):  # NaN: no successful call
         return "n/a"
-    median = h._cell(statistics.median(values))
+    median = h.cell(statistics.median(values))
     if len(values) == 1:
         return median
-    return f"{median} ({h._cell(min(values))}\u2013{h._cell(max(values))})"
+    return f"{median} ({h.cell(min(values))}\u2013{h.cell(max(values))})"
 
 
 def _tables(rows: list[Row], batch: bool) -> str:

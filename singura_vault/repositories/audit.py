@@ -53,7 +53,7 @@ async def append_event(
     )
 
 
-async def sequence_pending(db: Database, limit: int) -> int:
+async def _sequence_batch(db: Database, limit: int) -> int:
     """One sequencer batch (migration 012): chain up to ``limit`` committed pending
     events of every chain; returns how many."""
     row = await db.fetchrow_unscoped(query("audit_sequence"), limit)
@@ -62,11 +62,15 @@ async def sequence_pending(db: Database, limit: int) -> int:
     return chained
 
 
-async def chain_all_pending(db: Database) -> None:
-    """Chain every event committed so far, before a step that must see them all
-    chained (retention, signing checkpoints)."""
-    while await sequence_pending(db, _CATCH_UP_BATCH) == _CATCH_UP_BATCH:
-        pass
+async def chain_all_pending(db: Database, batch: int = _CATCH_UP_BATCH) -> int:
+    """Chain every event committed so far, ``batch`` per sequencer transaction, until a
+    batch comes back short; returns how many were chained."""
+    chained = 0
+    while True:
+        n = await _sequence_batch(db, batch)
+        chained += n
+        if n < batch:
+            return chained
 
 
 def _event(row: asyncpg.Record) -> AuditEvent:
@@ -144,10 +148,10 @@ class AuditRepository:
             if len(rows) < batch_size:
                 return
 
-    async def sequence(self, limit: int) -> int:
-        """Chain up to ``limit`` committed pending events of every chain (one
-        sequencer transaction, serialized across processes); returns how many."""
-        return await sequence_pending(self._db, limit)
+    async def chain_pending(self, batch: int) -> int:
+        """Chain every committed pending event of every chain, in sequencer
+        transactions of ``batch`` (serialized across processes); returns how many."""
+        return await chain_all_pending(self._db, batch)
 
     async def chain_state(self, organization_id: UUID | None) -> ChainState:
         key = organization_id or SYSTEM_CHAIN

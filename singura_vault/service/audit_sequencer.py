@@ -61,11 +61,7 @@ class AuditSequencer:
         the events stay pending and durable meanwhile."""
         chained = 0
         try:
-            while True:
-                n = await self._repository.sequence(self._batch)
-                chained += n
-                if n < self._batch:
-                    break
+            chained = await self._repository.chain_pending(self._batch)
         except Exception as exc:  # the loop must outlive any failure; the run is retried
             self._report_failure(exc)
         else:

@@ -8,12 +8,6 @@ RETURNING organizations.*,
           (SELECT connection_limit FROM plans WHERE plans.plan = organizations.plan)
               AS connection_limit;
 
--- name: organization_get
-SELECT o.*, p.connection_limit
-  FROM organizations o
-  JOIN plans p ON p.plan = o.plan
- WHERE o.id = $1;
-
 -- name: organization_get_for_update
 SELECT o.*, p.connection_limit
   FROM organizations o

@@ -450,6 +450,22 @@ $$;
 
 ALTER FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) OWNER TO singura_owner;
 
+CREATE TABLE singura.connection_refresh_state (
+    organization_id uuid NOT NULL,
+    connection_id uuid NOT NULL,
+    last_refresh_at timestamp with time zone,
+    failure_count integer DEFAULT 0 NOT NULL,
+    last_error text DEFAULT ''::text NOT NULL,
+    next_refresh_at timestamp with time zone,
+    intent_started_at timestamp with time zone,
+    intent_refresh_version integer,
+    CONSTRAINT connection_refresh_state_error_length CHECK ((char_length(last_error) <= 500))
+);
+
+ALTER TABLE ONLY singura.connection_refresh_state FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.connection_refresh_state OWNER TO singura_owner;
+
 CREATE TABLE singura.platform_connections (
     organization_id uuid NOT NULL,
     id uuid NOT NULL,
@@ -478,21 +494,46 @@ ALTER TABLE ONLY singura.platform_connections FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.platform_connections OWNER TO singura_owner;
 
-CREATE FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) RETURNS SETOF singura.platform_connections
+CREATE VIEW singura.connection_with_refresh WITH (security_invoker='true') AS
+ SELECT c.organization_id,
+    c.id,
+    c.platform,
+    c.platform_user_id,
+    c.platform_workspace_id,
+    c.display_name,
+    c.permissions_granted,
+    c.metadata,
+    c.status,
+    c.status_reason,
+    c.last_sync_at,
+    c.create_request_id,
+    c.version,
+    c.created_at,
+    c.updated_at,
+    r.last_refresh_at,
+    COALESCE(r.failure_count, 0) AS refresh_failure_count,
+    COALESCE(r.last_error, ''::text) AS last_refresh_error,
+    r.next_refresh_at
+   FROM (singura.platform_connections c
+     LEFT JOIN singura.connection_refresh_state r ON (((r.organization_id = c.organization_id) AND (r.connection_id = c.id))));
+
+ALTER VIEW singura.connection_with_refresh OWNER TO singura_owner;
+
+CREATE FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) RETURNS SETOF singura.connection_with_refresh
     LANGUAGE sql
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
-SELECT * FROM singura.platform_connections WHERE organization_id = p_org AND id = p_id;
+SELECT * FROM singura.connection_with_refresh WHERE organization_id = p_org AND id = p_id;
 $$;
 
 ALTER FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) RETURNS SETOF singura.platform_connections
+CREATE FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) RETURNS SETOF singura.connection_with_refresh
     LANGUAGE sql
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT *
-  FROM singura.platform_connections
+  FROM singura.connection_with_refresh
  WHERE organization_id = p_org
    AND (p_platform IS NULL OR platform = p_platform)
    AND (p_status IS NULL OR status = p_status)
@@ -727,6 +768,93 @@ CREATE FUNCTION singura.is_schema_owner() RETURNS boolean
 
 ALTER FUNCTION singura.is_schema_owner() OWNER TO singura_owner;
 
+CREATE FUNCTION singura.oauth_client_key_must_be_live() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM 1 FROM singura.data_keys
+      WHERE organization_id = NEW.organization_id AND version = NEW.key_version
+        AND state = 'active'
+      FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'data key version % of the organization is not live', NEW.key_version
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'oauth_clients_key_live';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+ALTER FUNCTION singura.oauth_client_key_must_be_live() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive interval, p_lease interval, p_limit integer) RETURNS TABLE(organization_id uuid, connection_id uuid, keepalive boolean)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    -- Every due connection gets a state row to lock and lease (a statement of its
+    -- own: the claim below must see the rows this one inserts).
+    INSERT INTO singura.connection_refresh_state (organization_id, connection_id)
+    SELECT d.organization_id, d.connection_id FROM singura.oauth_refresh_due(p_margin, p_keepalive) d
+    ON CONFLICT DO NOTHING;
+    RETURN QUERY
+    WITH due AS (
+        SELECT * FROM singura.oauth_refresh_due(p_margin, p_keepalive)
+    ), claimed AS (
+        SELECT s.organization_id, s.connection_id, due.keepalive
+          FROM singura.connection_refresh_state s
+          JOIN due
+            ON due.organization_id = s.organization_id AND due.connection_id = s.connection_id
+         -- Checked again on the row as locked: a lease another process committed after
+         -- this statement's snapshot is seen here, and the row is left to it.
+         WHERE s.next_refresh_at IS NULL OR s.next_refresh_at <= now()
+         ORDER BY s.next_refresh_at NULLS FIRST
+         LIMIT p_limit
+           FOR UPDATE OF s SKIP LOCKED
+    ), leased AS (
+        UPDATE singura.connection_refresh_state s
+           SET next_refresh_at = now() + p_lease
+          FROM claimed
+         WHERE s.organization_id = claimed.organization_id
+           AND s.connection_id = claimed.connection_id
+        RETURNING s.organization_id, s.connection_id
+    )
+    SELECT l.organization_id, l.connection_id, claimed.keepalive
+      FROM leased l
+      JOIN claimed
+        ON claimed.organization_id = l.organization_id
+       AND claimed.connection_id = l.connection_id;
+END
+$$;
+
+ALTER FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive interval, p_lease interval, p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval) RETURNS TABLE(organization_id uuid, connection_id uuid, keepalive boolean)
+    LANGUAGE sql STABLE
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+SELECT c.organization_id, c.id,
+       NOT (a.id IS NULL OR a.expires_at <= now() + p_margin)
+  FROM singura.platform_connections c
+  JOIN singura.oauth_clients o
+    ON o.organization_id = c.organization_id AND o.platform = c.platform
+  JOIN singura.encrypted_credentials r
+    ON r.organization_id = c.organization_id AND r.connection_id = c.id
+   AND r.credential_type = 'refresh_token' AND r.state = 'active'
+  LEFT JOIN singura.encrypted_credentials a
+    ON a.organization_id = c.organization_id AND a.connection_id = c.id
+   AND a.credential_type = 'access_token' AND a.state = 'active'
+  LEFT JOIN singura.connection_refresh_state s
+    ON s.organization_id = c.organization_id AND s.connection_id = c.id
+ WHERE c.status = 'active'
+   AND (s.next_refresh_at IS NULL OR s.next_refresh_at <= now())
+   AND (a.id IS NULL OR a.expires_at <= now() + p_margin
+        OR coalesce(s.last_refresh_at, r.created_at) <= now() - p_keepalive);
+$$;
+
+ALTER FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval) OWNER TO singura_owner;
+
 CREATE TABLE singura.organizations (
     id uuid NOT NULL,
     name text NOT NULL,
@@ -911,6 +1039,32 @@ ALTER TABLE ONLY singura.data_keys FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.data_keys OWNER TO singura_owner;
 
+CREATE TABLE singura.oauth_clients (
+    organization_id uuid NOT NULL,
+    platform text NOT NULL,
+    id uuid NOT NULL,
+    client_id text NOT NULL,
+    secret_ciphertext bytea NOT NULL,
+    secret_nonce bytea NOT NULL,
+    key_version integer NOT NULL,
+    token_url text DEFAULT ''::text NOT NULL,
+    revocation_url text DEFAULT ''::text NOT NULL,
+    scopes text[] DEFAULT '{}'::text[] NOT NULL,
+    auth_method text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    version integer DEFAULT 1 NOT NULL,
+    CONSTRAINT oauth_clients_auth_method_known CHECK ((auth_method = ANY (ARRAY['client_secret_basic'::text, 'client_secret_post'::text]))),
+    CONSTRAINT oauth_clients_client_id_length CHECK (((char_length(client_id) >= 1) AND (char_length(client_id) <= 512))),
+    CONSTRAINT oauth_clients_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
+    CONSTRAINT oauth_clients_scopes_count CHECK ((cardinality(scopes) <= 100)),
+    CONSTRAINT oauth_clients_url_length CHECK (((char_length(token_url) <= 2048) AND (char_length(revocation_url) <= 2048)))
+);
+
+ALTER TABLE ONLY singura.oauth_clients FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.oauth_clients OWNER TO singura_owner;
+
 CREATE TABLE singura.rewrap_failures (
     job_id uuid NOT NULL,
     organization_id uuid NOT NULL,
@@ -966,6 +1120,9 @@ ALTER TABLE ONLY singura.audit_pending
 ALTER TABLE ONLY singura.audit_signed_checkpoints
     ADD CONSTRAINT audit_signed_checkpoints_pkey PRIMARY KEY (chain_key, chain_seq);
 
+ALTER TABLE ONLY singura.connection_refresh_state
+    ADD CONSTRAINT connection_refresh_state_pkey PRIMARY KEY (organization_id, connection_id);
+
 ALTER TABLE ONLY singura.data_keys
     ADD CONSTRAINT data_keys_pkey PRIMARY KEY (organization_id, version);
 
@@ -977,6 +1134,9 @@ ALTER TABLE ONLY singura.encrypted_credentials
 
 ALTER TABLE ONLY singura.encrypted_credentials
     ADD CONSTRAINT encrypted_credentials_version_key UNIQUE (organization_id, connection_id, credential_type, version);
+
+ALTER TABLE ONLY singura.oauth_clients
+    ADD CONSTRAINT oauth_clients_pkey PRIMARY KEY (organization_id, platform);
 
 ALTER TABLE ONLY singura.organizations
     ADD CONSTRAINT organizations_domain_key UNIQUE (domain);
@@ -1061,6 +1221,12 @@ CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_ver
 
 CREATE TRIGGER encrypted_credentials_rewrap_audit AFTER UPDATE OF key_version ON singura.encrypted_credentials FOR EACH ROW WHEN ((old.key_version IS DISTINCT FROM new.key_version)) EXECUTE FUNCTION singura.audit_rewrap_action();
 
+CREATE TRIGGER oauth_clients_audit AFTER INSERT OR DELETE OR UPDATE ON singura.oauth_clients FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('oauth_client');
+
+CREATE TRIGGER oauth_clients_key_live BEFORE INSERT OR UPDATE ON singura.oauth_clients FOR EACH ROW EXECUTE FUNCTION singura.oauth_client_key_must_be_live();
+
+CREATE TRIGGER oauth_clients_touch BEFORE UPDATE ON singura.oauth_clients FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
+
 CREATE TRIGGER organizations_audit AFTER INSERT OR DELETE OR UPDATE ON singura.organizations FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('organization');
 
 CREATE TRIGGER organizations_touch BEFORE UPDATE ON singura.organizations FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
@@ -1072,6 +1238,9 @@ CREATE TRIGGER platform_connections_touch BEFORE UPDATE ON singura.platform_conn
 ALTER TABLE ONLY singura.api_keys
     ADD CONSTRAINT api_keys_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY singura.connection_refresh_state
+    ADD CONSTRAINT connection_refresh_state_organization_id_connection_id_fkey FOREIGN KEY (organization_id, connection_id) REFERENCES singura.platform_connections(organization_id, id) ON DELETE CASCADE;
+
 ALTER TABLE ONLY singura.data_keys
     ADD CONSTRAINT data_keys_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
@@ -1080,6 +1249,9 @@ ALTER TABLE ONLY singura.encrypted_credentials
 
 ALTER TABLE ONLY singura.encrypted_credentials
     ADD CONSTRAINT encrypted_credentials_organization_id_connection_id_fkey FOREIGN KEY (organization_id, connection_id) REFERENCES singura.platform_connections(organization_id, id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.oauth_clients
+    ADD CONSTRAINT oauth_clients_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.organizations
     ADD CONSTRAINT organizations_plan_fkey FOREIGN KEY (plan) REFERENCES singura.plans(plan);
@@ -1110,6 +1282,12 @@ CREATE POLICY audit_pending_read ON singura.audit_pending FOR SELECT USING (((or
 
 CREATE POLICY audit_pending_sequenced ON singura.audit_pending FOR DELETE USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
+ALTER TABLE singura.connection_refresh_state ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY connection_refresh_state_refresh_worker ON singura.connection_refresh_state USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
+CREATE POLICY connection_refresh_state_tenant ON singura.connection_refresh_state USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
 ALTER TABLE singura.data_keys ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY data_keys_admin_read ON singura.data_keys FOR SELECT USING (singura.is_admin_scope());
@@ -1120,7 +1298,15 @@ CREATE POLICY data_keys_tenant ON singura.data_keys USING ((organization_id = si
 
 ALTER TABLE singura.encrypted_credentials ENABLE ROW LEVEL SECURITY;
 
+CREATE POLICY encrypted_credentials_refresh_worker ON singura.encrypted_credentials FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
 CREATE POLICY encrypted_credentials_tenant ON singura.encrypted_credentials USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+ALTER TABLE singura.oauth_clients ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY oauth_clients_refresh_worker ON singura.oauth_clients FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
+CREATE POLICY oauth_clients_tenant ON singura.oauth_clients USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
 ALTER TABLE singura.organizations ENABLE ROW LEVEL SECURITY;
 
@@ -1133,6 +1319,8 @@ CREATE POLICY organizations_read ON singura.organizations FOR SELECT USING (((id
 CREATE POLICY organizations_update ON singura.organizations FOR UPDATE USING ((id = singura.current_organization_id())) WITH CHECK ((id = singura.current_organization_id()));
 
 ALTER TABLE singura.platform_connections ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY platform_connections_refresh_worker ON singura.platform_connections FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY platform_connections_tenant ON singura.platform_connections USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
@@ -1162,7 +1350,15 @@ GRANT ALL ON FUNCTION singura.audit_sequence(p_limit integer) TO singura_app;
 REVOKE ALL ON FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) TO singura_app;
 
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.connection_refresh_state TO singura_app;
+
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.platform_connections TO singura_app;
+
+GRANT SELECT ON TABLE singura.connection_with_refresh TO singura_app;
+
+GRANT ALL ON FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app;
 
@@ -1177,6 +1373,11 @@ GRANT ALL ON FUNCTION singura.enter_scope(p_setting text, p_value text, p_actor 
 GRANT ALL ON FUNCTION singura.is_admin_scope() TO singura_app;
 
 GRANT ALL ON FUNCTION singura.is_schema_owner() TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive interval, p_lease interval, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive interval, p_lease interval, p_limit integer) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval) FROM PUBLIC;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.organizations TO singura_app;
 
@@ -1195,6 +1396,8 @@ GRANT SELECT,INSERT ON TABLE singura.audit_pending TO singura_app;
 GRANT SELECT,INSERT ON TABLE singura.audit_signed_checkpoints TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.data_keys TO singura_app;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.oauth_clients TO singura_app;
 
 GRANT SELECT,INSERT ON TABLE singura.rewrap_failures TO singura_app;
 

@@ -40,6 +40,28 @@ class PoolSettings:
 
 
 @dataclass(frozen=True)
+class OAuthSettings:
+    """How the vault refreshes OAuth tokens (docs/oauth.md), in seconds."""
+
+    # After a transient failure (timeout, 5xx, 429), no refresh before this has passed
+    # (or the provider's Retry-After, if longer).
+    refresh_cooldown_s: float = 60.0
+    # The background worker (and RefreshConnection without force) refreshes access
+    # tokens that expire within this margin ...
+    refresh_margin_s: float = 300.0
+    # ... and every connection not refreshed for this long (Google drops refresh
+    # tokens unused for six months).
+    refresh_keepalive_s: float = 3 * 86400.0
+    refresh_worker: bool = True
+    refresh_interval_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    timeout_s: float = 15.0
+    revoke_timeout_s: float = 5.0
+    # Outbound proxy for token and revocation endpoints; environment proxies are ignored.
+    proxy: str | None = None
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the vault reads from its environment."""
 
@@ -79,6 +101,7 @@ class Settings:
     access_log: Literal["all", "errors", "off"] = "errors"
     auth_cache_ttl_s: float = 10.0
     workers: int = 1
+    oauth: OAuthSettings = field(default_factory=lambda: OAuthSettings())
 
     @property
     def production(self) -> bool:
@@ -179,7 +202,51 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         transit_token_file=_path(env, "SINGURA_TRANSIT_TOKEN_FILE"),
         transit_mount=env.get("SINGURA_TRANSIT_MOUNT", "").strip() or None,
         transit_ca_file=_path(env, "SINGURA_TRANSIT_CA_FILE"),
+        oauth=_oauth_settings(env),
     )
+
+
+def _oauth_settings(env: Mapping[str, str]) -> OAuthSettings:
+    proxy = env.get("SINGURA_OAUTH_PROXY", "").strip() or None
+    if proxy is not None and not proxy.startswith(("http://", "https://", "socks5://")):
+        raise ConfigError(
+            "SINGURA_OAUTH_PROXY must be a proxy URL such as http://proxy.internal:3128"
+        )
+    return OAuthSettings(
+        refresh_cooldown_s=_duration(env, "SINGURA_REFRESH_COOLDOWN", 60.0),
+        refresh_margin_s=_duration(env, "SINGURA_REFRESH_MARGIN", 300.0),
+        refresh_keepalive_s=_duration(env, "SINGURA_REFRESH_KEEPALIVE", 3 * 86400.0, minimum=60),
+        refresh_worker=_choice(env, "SINGURA_REFRESH_WORKER", "on", ("on", "off")) == "on",
+        refresh_interval_s=_duration(env, "SINGURA_REFRESH_INTERVAL", 30.0, minimum=0.1),
+        connect_timeout_s=_duration(env, "SINGURA_OAUTH_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+        timeout_s=_duration(env, "SINGURA_OAUTH_TIMEOUT", 15.0, minimum=0.1),
+        revoke_timeout_s=_duration(env, "SINGURA_REVOKE_TIMEOUT", 5.0, minimum=0.1),
+        proxy=proxy,
+    )
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration(env: Mapping[str, str], name: str, default: float, *, minimum: float = 0.0) -> float:
+    """Seconds from "90", "90s", "500ms", "5m", "12h" or "3d"."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    number, unit = raw, "s"
+    for suffix in sorted(_DURATION_UNITS, key=len, reverse=True):
+        if raw.endswith(suffix):
+            number, unit = raw[: -len(suffix)].strip(), suffix
+            break
+    try:
+        value = float(number) * _DURATION_UNITS[unit]
+    except ValueError:
+        raise ConfigError(
+            f"{name}={raw!r} is not a duration; use seconds or a unit, e.g. 90, 5m, 12h, 3d"
+        ) from None
+    if not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name}={raw!r} must be at least {minimum} seconds")
+    return value
 
 
 _KMS = ("local", "transit")
@@ -221,7 +288,7 @@ def listen_host(listen: str) -> str:
 
 def is_loopback(host: str) -> bool:
     """True for localhost and loopback IP literals."""
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback

@@ -101,6 +101,12 @@ class Connection:
     created_at: datetime
     updated_at: datetime
     version: int
+    # The vault's OAuth refresh bookkeeping (migration 016); zero values until the
+    # first refresh.
+    last_refresh_at: datetime | None = None
+    refresh_failure_count: int = 0
+    last_refresh_error: str = ""
+    next_refresh_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -394,3 +400,60 @@ class SignedCheckpoint:
     key_id: str
     previous_signature: bytes | None
     signature: bytes
+
+
+class ClientAuthMethod(enum.Enum):
+    """How an OAuth client authenticates at a token endpoint (RFC 6749 2.3.1)."""
+
+    CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - a method's name, not a secret
+    CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105 - a method's name, not a secret
+
+
+@dataclass(frozen=True)
+class OAuthClientSettings:
+    """An organization's OAuth client for a platform, without its secret."""
+
+    organization_id: UUID
+    platform: Platform
+    client_id: str
+    token_url: str
+    revocation_url: str
+    scopes: tuple[str, ...]
+    auth_method: ClientAuthMethod
+
+
+@dataclass(frozen=True)
+class OAuthClientRecord:
+    """A stored OAuth client: its settings, the id its sealed secret is bound to, and
+    that secret with the data key that opens it (None once the key is destroyed)."""
+
+    settings: OAuthClientSettings
+    id: UUID
+    secret: EncryptedValue
+    data_key: StoredDataKey | None
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RefreshState:
+    """A connection's refresh bookkeeping, as the refresh transaction reads it."""
+
+    last_refresh_at: datetime | None = None
+    failure_count: int = 0
+    last_error: str = ""
+    next_refresh_at: datetime | None = None
+    # A refresh that may have reached the provider and whose result was never
+    # committed: set before the token endpoint is called, cleared with the result.
+    intent_started_at: datetime | None = None
+    intent_refresh_version: int | None = None
+
+
+@dataclass(frozen=True)
+class RefreshClaim:
+    """A connection the background worker has leased for a refresh; keepalive when only
+    its age makes it due (its access token is not about to expire)."""
+
+    organization_id: UUID
+    connection_id: UUID
+    keepalive: bool

@@ -62,7 +62,9 @@ class HealthMonitor:
     async def check_once(self) -> bool:
         """Probe now and publish the result; returns True when healthy."""
         try:
-            await asyncio.wait_for(self._probe(), timeout=max(self._interval_s, 1.0))
+            # asyncio.timeout rather than wait_for, which on 3.11 can drop a cancellation.
+            async with asyncio.timeout(max(self._interval_s, 1.0)):
+                await self._probe()
             healthy = True
         except Exception as exc:  # any failure to answer means "not serving"
             healthy = False
@@ -99,7 +101,8 @@ class HealthMonitor:
             self._wake.clear()
             await self.check_once()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken(), timeout=self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await self._woken()
 
     async def _woken(self) -> None:
         """Returns when stopping or when check_soon() was called."""

@@ -66,6 +66,26 @@ AUDIT_APPENDED = Gauge(
     "Audit events ever appended to the hash chains (all vault processes; read from PostgreSQL).",
     registry=REGISTRY,
 )
+OAUTH_REFRESHES = Counter(
+    "singura_oauth_refreshes",
+    "Calls to OAuth token endpoints by this process, by platform and outcome "
+    "(success, transient, invalid_grant, invalid_client, revoked).",
+    ["platform", "outcome"],
+    registry=REGISTRY,
+)
+OAUTH_REFRESH_SECONDS = Histogram(
+    "singura_oauth_refresh_seconds",
+    "Time an OAuth token endpoint took to answer a refresh.",
+    ["platform"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
+OAUTH_LOCK_WAIT = Histogram(
+    "singura_oauth_refresh_lock_wait_seconds",
+    "Time a refresh waited for another refresh of the same connection (any process).",
+    buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30),
+    registry=REGISTRY,
+)
 POOL_SIZE = Gauge("singura_db_pool_size", "Connections in the pool.", registry=REGISTRY)
 POOL_IDLE = Gauge("singura_db_pool_idle", "Idle connections in the pool.", registry=REGISTRY)
 

@@ -27,8 +27,9 @@ from singura_vault.api.connections import ConnectionServicer
 from singura_vault.api.credentials import CredentialServicer
 from singura_vault.api.interceptors import AccessLog, VaultInterceptor
 from singura_vault.api.keys import KeyServicer
+from singura_vault.api.oauth import OAuthServicer
 from singura_vault.api.organizations import OrganizationServicer
-from singura_vault.config import PoolSettings, Settings, is_loopback, listen_host
+from singura_vault.config import OAuthSettings, PoolSettings, Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import NEEDS_DATABASE_URL, PreparedDatabase, prepare_database
 from singura_vault.db.supervisor import EmbeddedSupervisor
@@ -46,15 +47,19 @@ from singura_vault.proto.singura.vault.v1 import (
     credentials_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    oauth_pb2,
+    oauth_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
 )
+from singura_vault.providers import EgressSettings, TokenEndpointClient
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
+from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
 from singura_vault.service.audit import AuditService
@@ -64,6 +69,11 @@ from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService, load_key_manager
 from singura_vault.service.key_admin import KeyAdminService
+from singura_vault.service.oauth_clients import OAuthClientService
+from singura_vault.service.oauth_refresh import RefreshPolicy, TokenRefresher
+from singura_vault.service.oauth_revocation import ProviderRevoker
+from singura_vault.service.oauth_tokens import AccessTokenService
+from singura_vault.service.oauth_worker import RefreshWorker
 from singura_vault.service.organizations import OrganizationService
 from singura_vault.service.rewrap import RewrapWorker
 from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
@@ -78,6 +88,7 @@ VAULT_SERVICES = (
     access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
+    oauth_pb2.DESCRIPTOR.services_by_name["OAuthService"].full_name,
 )
 
 
@@ -133,6 +144,8 @@ class VaultServer:
         audit_checkpoints: AuditCheckpointService | None = None,
         access_log: AccessLog = "errors",
         reuse_port: bool = False,
+        oauth: OAuthSettings | None = None,
+        production: bool = False,
     ) -> None:
         """``access=None`` disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath."""
@@ -150,8 +163,16 @@ class VaultServer:
             OrganizationServicer(OrganizationService(OrganizationRepository(db), authorizer)),
             self._server,
         )
+        # Without settings (tests of other parts), no background refresh.
+        revoker = self._add_oauth(
+            db,
+            credentials,
+            oauth or OAuthSettings(refresh_worker=False),
+            production,
+            authorizer,
+        )
         connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
-            ConnectionServicer(ConnectionService(ConnectionRepository(db), authorizer)),
+            ConnectionServicer(ConnectionService(ConnectionRepository(db), authorizer), revoker),
             self._server,
         )
         checkpoints = audit_checkpoints or AuditCheckpointService(
@@ -172,7 +193,7 @@ class VaultServer:
                 AccessServicer(access), self._server
             )
         credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
-            CredentialServicer(credentials), self._server
+            CredentialServicer(credentials, revoker), self._server
         )
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -187,6 +208,70 @@ class VaultServer:
         self._monitor = HealthMonitor(self._health, VAULT_SERVICES, db.ping, health_interval_s)
         db.on_unavailable(self._monitor.check_soon)
         self.port = 0
+
+    def _add_oauth(
+        self,
+        db: Database,
+        credentials: CredentialService,
+        settings: OAuthSettings,
+        production: bool,
+        authorizer: Authorizer | None,
+    ) -> ProviderRevoker:
+        """Serve OAuthService; returns the revoker DeleteConnection and
+        RevokeCredential use for revoke_at_provider."""
+        self._token_endpoint = TokenEndpointClient(
+            EgressSettings(
+                connect_timeout_s=settings.connect_timeout_s,
+                total_timeout_s=settings.timeout_s,
+                revoke_timeout_s=settings.revoke_timeout_s,
+                proxy=settings.proxy,
+                allow_loopback_http=not production,
+            )
+        )
+        repository = OAuthRepository(db)
+        self._refresher = TokenRefresher(
+            repository,
+            credentials,
+            self._token_endpoint,
+            RefreshPolicy(
+                cooldown=timedelta(seconds=settings.refresh_cooldown_s),
+                margin=timedelta(seconds=settings.refresh_margin_s),
+                # A waiting refresh outlasts the provider call it waits for.
+                lock_wait_s=settings.timeout_s + 10.0,
+            ),
+        )
+        self._refresh_worker = (
+            RefreshWorker(
+                repository,
+                self._refresher,
+                keepalive=timedelta(seconds=settings.refresh_keepalive_s),
+                interval_s=settings.refresh_interval_s,
+            )
+            if settings.refresh_worker
+            else None
+        )
+        self._refreshing: asyncio.Task[None] | None = None
+        oauth_pb2_grpc.add_OAuthServiceServicer_to_server(
+            OAuthServicer(
+                OAuthClientService(
+                    repository,
+                    credentials,
+                    allow_loopback_http=not production,
+                    authorizer=authorizer,
+                ),
+                AccessTokenService(
+                    self._refresher,
+                    credentials,
+                    CredentialRepository(db),
+                    ConnectionRepository(db),
+                    authorizer,
+                ),
+            ),
+            self._server,
+        )
+        return ProviderRevoker(
+            repository, credentials, ConnectionRepository(db), self._token_endpoint, authorizer
+        )
 
     def check_health_soon(self) -> None:
         """Probe the database now (the embedded supervisor saw it die or come back)."""
@@ -215,6 +300,10 @@ class VaultServer:
         self._sequencing = asyncio.create_task(
             self._sequencer.run_forever(), name="audit-sequencer"
         )
+        if self._refresh_worker is not None:
+            self._refreshing = asyncio.create_task(
+                self._refresh_worker.run_forever(), name="oauth-refresh-worker"
+            )
         if self._access is not None:
             self._key_watch = asyncio.create_task(
                 self._access.watch_key_changes(), name="api-key-changes"
@@ -227,11 +316,14 @@ class VaultServer:
         await self._server.stop(grace_s)
         # Awaited, not only cancelled: a task cancelled mid-statement must hand its
         # connection back before the pool closes.
-        for task in (self._key_watch, self._sequencing):
+        for task in (self._key_watch, self._sequencing, self._refreshing):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        # A refresh whose callers are gone still commits what the provider answered.
+        await self._refresher.drain()
+        await self._token_endpoint.aclose()
         if self._sequencing is not None:
             # Chain what the drained calls recorded, rather than leave it to the next
             # process's fallback run.
@@ -347,6 +439,8 @@ async def serve(settings: Settings) -> None:
             audit_checkpoints=checkpoints,
             access_log=settings.access_log,
             reuse_port=worker is not None,
+            oauth=settings.oauth,
+            production=settings.production,
         )
         rewrap = asyncio.create_task(
             RewrapWorker(

@@ -120,8 +120,10 @@ async def _restart(worker: _Worker, code: int, service_dsn: str, stop: asyncio.E
     # A worker that ran a while gets a quick restart; one that keeps dying, a slower one.
     if time.monotonic() - worker.started_at > 60:
         worker.backoff_s = 1.0
+    # asyncio.timeout rather than wait_for, which on 3.11 can drop a cancellation.
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=worker.backoff_s)
+        async with asyncio.timeout(worker.backoff_s):
+            await stop.wait()
     if stop.is_set():
         worker.waiter = None
         return
@@ -143,7 +145,8 @@ async def _stop_all(workers: list[_Worker], grace_s: float) -> None:
             process.send_signal(signal.SIGTERM)
     for process in running:
         try:
-            await asyncio.wait_for(process.wait(), timeout=grace_s + 30)
+            async with asyncio.timeout(grace_s + 30):
+                await process.wait()
         except TimeoutError:
             log.error("worker_killed", pid=process.pid, reason="did not stop in time")
             with contextlib.suppress(ProcessLookupError):

@@ -45,6 +45,7 @@ from singura_vault.proto.singura.vault.v1 import (
     connections_pb2_grpc,
     credentials_pb2_grpc,
     keys_pb2_grpc,
+    oauth_pb2_grpc,
     organizations_pb2_grpc,
 )
 from singura_vault.repositories.api_keys import ApiKeyRepository
@@ -189,6 +190,7 @@ class Stubs:
     credentials: credentials_pb2_grpc.CredentialServiceStub
     access: access_pb2_grpc.AccessServiceStub
     keys: keys_pb2_grpc.KeyServiceStub
+    oauth: oauth_pb2_grpc.OAuthServiceStub
 
     @classmethod
     def on(cls, channel: grpc.aio.Channel) -> Stubs:
@@ -199,6 +201,7 @@ class Stubs:
             credentials=credentials_pb2_grpc.CredentialServiceStub(channel),
             access=access_pb2_grpc.AccessServiceStub(channel),
             keys=keys_pb2_grpc.KeyServiceStub(channel),
+            oauth=oauth_pb2_grpc.OAuthServiceStub(channel),
         )
 
 
@@ -267,6 +270,7 @@ async def start_vault(
         credentials=stubs.credentials,
         access=stubs.access,
         keys=stubs.keys,
+        oauth=stubs.oauth,
         server=server,
         address=address,
         admin_key=admin_key,
@@ -297,6 +301,18 @@ async def serve_process(
     vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str, **env_overrides: str
 ) -> AsyncIterator[str]:
     """`singura-vault serve` in another process on the same database; yields its address."""
+    async with serve_process_handle(vault, service_dsn, auth_secret, root_key, **env_overrides) as (
+        address,
+        _,
+    ):
+        yield address
+
+
+@asynccontextmanager
+async def serve_process_handle(
+    vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str, **env_overrides: str
+) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
+    """Like serve_process, and yields the process too (for tests that kill it)."""
     import socket
 
     with socket.socket() as sock:
@@ -313,6 +329,8 @@ async def serve_process(
         # Long enough that only a change notification can explain a key dropping out
         # of the cache within a test.
         SINGURA_AUTH_CACHE_TTL="300",
+        # Tests that want the background refresh turn it on; others count provider calls.
+        SINGURA_REFRESH_WORKER="off",
     )
     env.update(env_overrides)
     # Popen only starts the process; its output is read in a thread below.
@@ -325,14 +343,23 @@ async def serve_process(
     assert process.stderr is not None
     lines = await asyncio.to_thread(_read_until_serving, process)
     assert lines, "the second vault exited before serving"
-    # Keep reading: a full pipe would stall the process.
-    drain = threading.Thread(target=process.stderr.read, daemon=True)
+    # Keep reading: a full pipe would stall the process. The lines are kept so that a
+    # process that does not stop can say what it was doing.
+    drain = threading.Thread(target=lines.extend, args=(process.stderr,), daemon=True)
     drain.start()
     try:
-        yield f"127.0.0.1:{port}"
+        yield f"127.0.0.1:{port}", process
     finally:
-        process.send_signal(signal.SIGTERM)
-        await asyncio.to_thread(process.wait, 60)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            tail = "".join(lines[-40:])
+            raise AssertionError(
+                f"the second vault ignored SIGTERM for 60 s; its log:\n{tail}"
+            ) from None
 
 
 @pytest.fixture

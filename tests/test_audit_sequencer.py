@@ -14,8 +14,11 @@ import uuid
 import asyncpg
 import grpc
 
+from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import audit_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
+from singura_vault.repositories.audit import AuditRepository
+from singura_vault.service.audit_sequencer import AuditSequencer
 from tests.canaries import canary
 from tests.conftest import Stubs, Vault
 from tests.helpers import AUDIT_SEQUENCER_LOCK, chain_pending_audit
@@ -155,3 +158,17 @@ async def test_reveals_through_two_processes_are_each_chained_once(
         for e in message.events
     ]
     assert exported == list(range(1, result.event_count + 1))
+
+
+async def test_a_sequencer_cancelled_as_a_write_wakes_it_stops(db: Database) -> None:
+    """VaultServer.stop cancels the sequencer and waits for it. A commit that wakes it
+    in the same moment must not swallow the cancellation (asyncio.wait_for on Python
+    3.11 did: shutdown then waited forever)."""
+    sequencer = AuditSequencer(AuditRepository(db), fallback_interval_s=3600)
+    task = asyncio.create_task(sequencer.run_forever())
+    await asyncio.sleep(0)  # one turn of the loop: the task is now in its wait
+    sequencer.wake()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=30)
+    assert task in done
+    assert task.cancelled()

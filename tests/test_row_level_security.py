@@ -140,8 +140,10 @@ async def test_service_role_cannot_bypass_or_disable_rls(
     assert [r["relname"] for r in forced] == [
         "audit_logs",
         "audit_pending",
+        "connection_refresh_state",
         "data_keys",
         "encrypted_credentials",
+        "oauth_clients",
         "organizations",
         "platform_connections",
     ]

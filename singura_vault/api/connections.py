@@ -17,12 +17,13 @@ from singura_vault.domain import Connection, ConnectionStatus, Platform
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc as pb_grpc
 from singura_vault.service.connections import ConnectionInput, ConnectionService
+from singura_vault.service.oauth_revocation import ProviderRevocation, ProviderRevoker
 from singura_vault.service.validation import etag_for
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
-def _platform(value: pb.Platform.ValueType, field: str) -> Platform | None:
+def platform_from_proto(value: pb.Platform.ValueType, field: str) -> Platform | None:
     return enum_from_proto(Platform, pb.Platform.Name, value, "PLATFORM_", field)
 
 
@@ -48,6 +49,10 @@ def connection_to_proto(conn: Connection) -> pb.Connection:
         create_time=timestamp(conn.created_at),
         update_time=timestamp(conn.updated_at),
         etag=etag_for(conn.version),
+        last_refresh_time=timestamp(conn.last_refresh_at),
+        refresh_failure_count=conn.refresh_failure_count,
+        last_refresh_error=conn.last_refresh_error,
+        next_refresh_time=timestamp(conn.next_refresh_at),
     )
 
 
@@ -55,7 +60,7 @@ def _input(message: pb.Connection) -> ConnectionInput:
     return ConnectionInput(
         organization_id=message.organization_id,
         id=message.id,
-        platform=_platform(message.platform, "connection.platform"),
+        platform=platform_from_proto(message.platform, "connection.platform"),
         platform_user_id=message.platform_user_id,
         platform_workspace_id=message.platform_workspace_id,
         display_name=message.display_name,
@@ -64,9 +69,21 @@ def _input(message: pb.Connection) -> ConnectionInput:
     )
 
 
+def revocation_to_proto(revocation: ProviderRevocation | None) -> pb.ProviderRevocation | None:
+    if revocation is None:
+        return None
+    return pb.ProviderRevocation(
+        outcome=pb.ProviderRevocationOutcome.Value(
+            "PROVIDER_REVOCATION_OUTCOME_" + revocation.outcome.upper()
+        ),
+        detail=revocation.detail,
+    )
+
+
 class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
-    def __init__(self, service: ConnectionService) -> None:
+    def __init__(self, service: ConnectionService, revoker: ProviderRevoker) -> None:
         self._service = service
+        self._revoker = revoker
 
     async def CreateConnection(
         self, request: pb.CreateConnectionRequest, context: Context
@@ -85,7 +102,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     ) -> pb.ListConnectionsResponse:
         page = await self._service.list(
             request.organization_id,
-            _platform(request.platform, "platform"),
+            platform_from_proto(request.platform, "platform"),
             _status(request.status, "status"),
             request.page_size,
             request.page_token,
@@ -118,5 +135,12 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     async def DeleteConnection(
         self, request: pb.DeleteConnectionRequest, context: Context
     ) -> pb.DeleteConnectionResponse:
+        revocation = (
+            await self._revoker.before_connection_delete(
+                request.organization_id, request.connection_id, request.etag
+            )
+            if request.revoke_at_provider
+            else None
+        )
         await self._service.delete(request.organization_id, request.connection_id, request.etag)
-        return pb.DeleteConnectionResponse()
+        return pb.DeleteConnectionResponse(provider_revocation=revocation_to_proto(revocation))

@@ -13,11 +13,13 @@ from typing import Any
 import grpc
 
 from singura_vault.api._convert import enum_from_proto, enum_to_proto_name, timestamp
+from singura_vault.api.connections import revocation_to_proto
 from singura_vault.domain import Credential, CredentialState, CredentialType
 from singura_vault.errors import InvalidArgument, VaultError
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as pb_grpc
 from singura_vault.service.credentials import CredentialService
+from singura_vault.service.oauth_revocation import ProviderRevoker
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -49,8 +51,9 @@ def credential_to_proto(credential: Credential) -> pb.Credential:
 
 
 class CredentialServicer(pb_grpc.CredentialServiceServicer):
-    def __init__(self, service: CredentialService) -> None:
+    def __init__(self, service: CredentialService, revoker: ProviderRevoker) -> None:
         self._service = service
+        self._revoker = revoker
 
     async def StoreCredential(
         self, request: pb.StoreCredentialRequest, context: Context
@@ -153,7 +156,17 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
     async def RevokeCredential(
         self, request: pb.RevokeCredentialRequest, context: Context
     ) -> pb.RevokeCredentialResponse:
+        revocation = (
+            await self._revoker.before_credential_revoke(
+                request.organization_id, request.credential_id
+            )
+            if request.revoke_at_provider
+            else None
+        )
         revoked = await self._service.revoke(
             request.organization_id, request.credential_id, request.all_versions
         )
-        return pb.RevokeCredentialResponse(credentials=[credential_to_proto(c) for c in revoked])
+        return pb.RevokeCredentialResponse(
+            credentials=[credential_to_proto(c) for c in revoked],
+            provider_revocation=revocation_to_proto(revocation),
+        )

@@ -148,8 +148,21 @@ class Database:
         metrics.watch_pool(pool.get_size, pool.get_idle_size)
         return cls(pool, settings.connect_timeout_ms / 1000, dsn)
 
-    async def close(self) -> None:
-        await self._pool.close()
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Close the pool once every connection is back; after timeout_s, close the
+        ones still out (a task that never returned its connection must not keep the
+        process from exiting)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._pool.close()
+        except TimeoutError:
+            log.warning(
+                "db_pool_close_timeout",
+                timeout_s=timeout_s,
+                size=self._pool.get_size(),
+                idle=self._pool.get_idle_size(),
+            )
+            self._pool.terminate()
 
     @asynccontextmanager
     async def tenant(
@@ -250,17 +263,24 @@ class Database:
                 with contextlib.suppress(Exception):
                     conn.terminate()
 
-    async def fetchrow_unscoped(self, sql: str, *args: object) -> asyncpg.Record | None:
+    async def fetch_unscoped(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """One statement outside any tenant: only for SECURITY DEFINER functions
-        that are their own narrow door (singura.api_key_lookup). Tables stay
-        invisible to it under row-level security."""
+        that are their own narrow door (singura.api_key_lookup,
+        singura.oauth_refresh_claim). Tables stay invisible to it under row-level
+        security."""
         try:
             with map_driver_errors():
                 async with self._acquire() as conn:
-                    return await conn.fetchrow(sql, *args)
+                    rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+                    return rows
         except Unavailable:
             self._tell_unavailable()
             raise
+
+    async def fetchrow_unscoped(self, sql: str, *args: object) -> asyncpg.Record | None:
+        """The first row of fetch_unscoped, if any."""
+        rows = await self.fetch_unscoped(sql, *args)
+        return rows[0] if rows else None
 
     async def ping(self) -> None:
         """One round trip; raises Unavailable when PostgreSQL does not answer."""

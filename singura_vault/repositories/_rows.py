@@ -60,6 +60,12 @@ def connection_from_row(row: asyncpg.Record) -> Connection:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         version=row["version"],
+        # Reads go through connection_with_refresh (migration 016); an insert's
+        # RETURNING has no refresh state yet.
+        last_refresh_at=row.get("last_refresh_at"),
+        refresh_failure_count=row.get("refresh_failure_count") or 0,
+        last_refresh_error=row.get("last_refresh_error") or "",
+        next_refresh_at=row.get("next_refresh_at"),
     )
 
 

@@ -105,6 +105,18 @@ class CredentialRepository:
                 key.wrapped_key,
             )
 
+    async def current_data_key(self, organization_id: UUID) -> StoredDataKey | None:
+        """The organization's newest live data key, if it has one."""
+        async with self._db.tenant(organization_id, read_only=True) as conn:
+            row = await conn.fetchrow(query("data_key_current"), organization_id)
+        return data_key_from_row(row) if row is not None else None
+
+    async def live_data_keys(self, organization_id: UUID) -> list[StoredDataKey]:
+        """Every live data key version of the organization."""
+        async with self._db.tenant(organization_id, read_only=True) as conn:
+            rows = await conn.fetch(query("data_keys_of_org"), organization_id)
+        return [data_key_from_row(r) for r in rows]
+
     async def destroy_data_keys(self, organization_id: UUID) -> int:
         """Crypto-shred: drop every wrapped data key of the organization; returns how many."""
         async with self._db.tenant(organization_id) as conn:
@@ -217,38 +229,18 @@ class CredentialRepository:
                 key_row = await conn.fetchrow(query("data_key_current"), organization_id)
                 if key_row is None:
                     raise NoDataKey
-                data_key = data_key_from_row(key_row)
-                last = await conn.fetchval(
-                    query("credential_last_version"),
-                    organization_id,
+                return await store_version_in(
+                    conn,
+                    data_key_from_row(key_row),
                     connection_id,
-                    credential_type.value,
+                    credential_type,
+                    expires_at,
+                    seal,
+                    request_id,
                 )
-                slot = CredentialSlot(
-                    organization_id=organization_id,
-                    connection_id=connection_id,
-                    credential_id=uuid4(),
-                    type=credential_type,
-                    version=last + 1,
-                    data_key=data_key,
-                )
-                value = await seal(slot)
-                await conn.execute(
-                    query("credential_supersede"),
-                    organization_id,
-                    connection_id,
-                    credential_type.value,
-                )
-                with map_driver_errors(_STORE_ERRORS):
-                    row = await conn.fetchrow(
-                        query("credential_insert"),
-                        *_new_row(slot, value, expires_at, request_id),
-                    )
         except _RequestIdTaken:
             assert request_id is not None
             return await self._by_request_id(organization_id, request_id)
-        assert row is not None
-        return credential_from_row(row)
 
     async def _by_request_id(self, organization_id: UUID, request_id: UUID) -> Credential:
         """The credential a concurrent store with the same request id made."""
@@ -372,16 +364,14 @@ class CredentialRepository:
         found = {row["ord"]: row for row in rows}
 
         async def live_data_keys() -> list[StoredDataKey]:
-            async with self._db.tenant(organization_id, read_only=True) as conn:
-                key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
-            return [data_key_from_row(r) for r in key_rows]
+            return await self.live_data_keys(organization_id)
 
         for index, target in enumerate(targets, 1):
             row = found.get(index)
             if row is None:
                 outcomes.append((None, _no_such_credential(organization_id, target)))
                 continue
-            encrypted = _encrypted_from_row(organization_id, row)
+            encrypted = encrypted_from_row(organization_id, row)
             failure: VaultError | None = None
             try:
                 outcomes.append((encrypted.credential, await open_(encrypted, live_data_keys)))
@@ -420,6 +410,43 @@ class CredentialRepository:
         )
 
 
+async def store_version_in(
+    conn: asyncpg.Connection,
+    data_key: StoredDataKey,
+    connection_id: UUID,
+    credential_type: CredentialType,
+    expires_at: datetime | None,
+    seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
+    request_id: UUID | None = None,
+) -> Credential:
+    """Write the next version of (connection, type) in the caller's transaction, which
+    holds the connection's row lock (a store under contention does, and the OAuth
+    refresh stores its access and refresh token together this way, so that both commit
+    or neither does)."""
+    organization_id = data_key.organization_id
+    last = await conn.fetchval(
+        query("credential_last_version"), organization_id, connection_id, credential_type.value
+    )
+    slot = CredentialSlot(
+        organization_id=organization_id,
+        connection_id=connection_id,
+        credential_id=uuid4(),
+        type=credential_type,
+        version=last + 1,
+        data_key=data_key,
+    )
+    value = await seal(slot)
+    await conn.execute(
+        query("credential_supersede"), organization_id, connection_id, credential_type.value
+    )
+    with map_driver_errors(_STORE_ERRORS):
+        row = await conn.fetchrow(
+            query("credential_insert"), *_new_row(slot, value, expires_at, request_id)
+        )
+    assert row is not None
+    return credential_from_row(row)
+
+
 @dataclass(frozen=True)
 class RevealTarget:
     """One credential to reveal: a connection's credential of a type, at a version
@@ -438,7 +465,7 @@ def _no_such_credential(organization_id: UUID, target: RevealTarget) -> NotFound
     )
 
 
-def _encrypted_from_row(organization_id: UUID, row: asyncpg.Record) -> EncryptedCredential:
+def encrypted_from_row(organization_id: UUID, row: asyncpg.Record) -> EncryptedCredential:
     credential = credential_from_row(row)
     return EncryptedCredential(
         credential=credential,

@@ -117,7 +117,8 @@ class KeyAdminRepository:
             if in_use:
                 raise FailedPrecondition(
                     f"data key version {version} of organization {organization_id} still "
-                    f"encrypts {in_use} credentials; rewrap them first (StartRewrap)"
+                    f"encrypts {in_use} credentials or OAuth client secrets; rewrap the "
+                    "credentials first (StartRewrap) and set OAuth clients again (SetOAuthClient)"
                 )
             status = await conn.execute(query("data_key_retire"), organization_id, version)
         if status.endswith(" 0"):

@@ -50,8 +50,12 @@ class AuditSequencer:
 
     async def run_forever(self) -> None:
         while True:
+            # asyncio.timeout, never wait_for: on Python 3.11 wait_for drops a
+            # cancellation that arrives just as the wait ends (a write woke us while
+            # VaultServer.stop cancelled us), and stop() then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._fallback_interval_s)
+                async with asyncio.timeout(self._fallback_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             await self.run_once()
 

@@ -24,6 +24,7 @@ from singura_vault.domain import (
     CredentialType,
     EncryptedCredential,
     EncryptedValue,
+    OAuthClientRecord,
     PageCursor,
     SealedCredential,
     StoredDataKey,
@@ -141,14 +142,7 @@ class CredentialService:
         key = validation.parse_optional_uuid("request_id", request_id)
 
         async def seal(slot: CredentialSlot) -> EncryptedValue:
-            data_key = await self._unwrap(slot.data_key)
-            sealed = self._keys.seal(data_key, plaintext, _slot_binding(slot, data_key))
-            return EncryptedValue(
-                sealed.nonce,
-                sealed.ciphertext,
-                self._keys.fingerprint(data_key, plaintext),
-                data_key.version,
-            )
+            return await self.seal_for(slot, plaintext)
 
         try:
             return await self._repository.store(
@@ -296,6 +290,76 @@ class CredentialService:
             validation.parse_uuid("credential_id", credential_id),
             all_versions,
         )
+
+    async def seal_for(self, slot: CredentialSlot, plaintext: bytes) -> EncryptedValue:
+        """Seal a value for the row slot describes, under the slot's data key."""
+        data_key = await self._unwrap(slot.data_key)
+        sealed = self._keys.seal(data_key, plaintext, _slot_binding(slot, data_key))
+        return EncryptedValue(
+            sealed.nonce,
+            sealed.ciphertext,
+            self._keys.fingerprint(data_key, plaintext),
+            data_key.version,
+        )
+
+    async def open_stored(self, encrypted: EncryptedCredential) -> str:
+        """Decrypt a credential read by another use case (the OAuth refresh reads its
+        refresh token this way); the caller audits what it does with it."""
+        organization_id = encrypted.credential.organization_id
+
+        async def live_keys() -> list[StoredDataKey]:
+            return await self._repository.live_data_keys(organization_id)
+
+        return await self._open(encrypted, live_keys)
+
+    async def seal_client_secret(
+        self, organization_id: UUID, client_row_id: UUID, secret: str
+    ) -> EncryptedValue:
+        """Seal an OAuth client secret under the organization's current data key."""
+        stored = await self._repository.current_data_key(organization_id)
+        if stored is None:
+            await self._create_data_key(organization_id)
+            stored = await self._repository.current_data_key(organization_id)
+            assert stored is not None
+        data_key = await self._unwrap(stored)
+        plaintext = secret.encode("utf-8")
+        sealed = self._keys.seal(
+            data_key,
+            plaintext,
+            sealing.client_secret_binding(organization_id, client_row_id, data_key.version),
+        )
+        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version)
+
+    async def open_client_secret(self, client: OAuthClientRecord) -> str:
+        """The secret of a stored OAuth client; FAILED_PRECONDITION if it cannot be
+        opened (its data key destroyed), DATA_LOSS if it was altered."""
+        organization_id = client.settings.organization_id
+        if client.data_key is None:
+            raise FailedPrecondition(
+                f"the OAuth client secret for {client.settings.platform.value} cannot be "
+                f"decrypted: data key version {client.secret.key_version} of organization "
+                f"{organization_id} was destroyed; set the client again with SetOAuthClient"
+            )
+        data_key = await self._unwrap(client.data_key)
+        try:
+            plaintext = self._keys.open(
+                data_key,
+                keys.Sealed(nonce=client.secret.nonce, ciphertext=client.secret.ciphertext),
+                sealing.client_secret_binding(organization_id, client.id, data_key.version),
+            )
+        except keys.IntegrityError:
+            log.error(
+                "oauth_client_integrity_failure",
+                security_event=True,
+                platform=client.settings.platform.value,
+                key_version=client.secret.key_version,
+            )
+            raise DataLoss(
+                f"the OAuth client secret for {client.settings.platform.value} in organization "
+                f"{organization_id} failed its integrity check (altered or moved); set the "
+                "client again with SetOAuthClient"
+            ) from None
+        return plaintext.decode("utf-8")
 
     async def shred_organization_keys(self, organization_id: UUID) -> int:
         """Crypto-shred: destroy every data key of an organization, in the database and

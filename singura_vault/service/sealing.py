@@ -57,6 +57,21 @@ def sealed_binding(
     )
 
 
+# The credential type an OAuth client secret's binding names: no credential has it,
+# so a client secret's ciphertext never opens as a credential, nor the reverse.
+OAUTH_CLIENT_SECRET = "oauth_client_secret"  # noqa: S105 - a type's name, not a secret
+
+
+def client_secret_binding(
+    organization_id: UUID, client_row_id: UUID, key_version: int
+) -> keys.CredentialBinding:
+    """The associated data of an OAuth client secret (migration 016): its organization,
+    the client row's id (new on every SetOAuthClient) and the data-key version."""
+    return binding(
+        organization_id, client_row_id, client_row_id, OAUTH_CLIENT_SECRET, 1, key_version
+    )
+
+
 @dataclass(frozen=True)
 class Opened:
     """A ciphertext opened: under which data-key version, and its plaintext."""

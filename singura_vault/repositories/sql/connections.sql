@@ -19,19 +19,34 @@ SELECT * FROM platform_connections WHERE organization_id = $1 AND create_request
 -- Served by the partial index platform_connections_active_idx.
 SELECT count(*) FROM platform_connections WHERE organization_id = $1 AND status = 'active';
 
+-- The two updates below answer with the connection's refresh state too, as
+-- Get/ListConnections do (connection_with_refresh, migration 016).
+
 -- name: connection_update
-UPDATE platform_connections
-   SET display_name = coalesce($3, display_name),
-       metadata = coalesce($4, metadata),
-       permissions_granted = coalesce($5, permissions_granted)
- WHERE organization_id = $1 AND id = $2
-RETURNING *;
+WITH changed AS (
+    UPDATE platform_connections
+       SET display_name = coalesce($3, display_name),
+           metadata = coalesce($4, metadata),
+           permissions_granted = coalesce($5, permissions_granted)
+     WHERE organization_id = $1 AND id = $2
+    RETURNING *)
+SELECT changed.*, r.last_refresh_at, coalesce(r.failure_count, 0) AS refresh_failure_count,
+       coalesce(r.last_error, '') AS last_refresh_error, r.next_refresh_at
+  FROM changed
+  LEFT JOIN connection_refresh_state r
+         ON r.organization_id = changed.organization_id AND r.connection_id = changed.id;
 
 -- name: connection_set_status
-UPDATE platform_connections
-   SET status = $3, status_reason = $4
- WHERE organization_id = $1 AND id = $2
-RETURNING *;
+WITH changed AS (
+    UPDATE platform_connections
+       SET status = $3, status_reason = $4
+     WHERE organization_id = $1 AND id = $2
+    RETURNING *)
+SELECT changed.*, r.last_refresh_at, coalesce(r.failure_count, 0) AS refresh_failure_count,
+       coalesce(r.last_error, '') AS last_refresh_error, r.next_refresh_at
+  FROM changed
+  LEFT JOIN connection_refresh_state r
+         ON r.organization_id = changed.organization_id AND r.connection_id = changed.id;
 
 -- name: connection_delete
 DELETE FROM platform_connections WHERE organization_id = $1 AND id = $2;

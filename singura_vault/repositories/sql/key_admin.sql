@@ -43,9 +43,13 @@ UPDATE data_keys SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now
  WHERE organization_id = $1 AND version = $2 AND state = 'active';
 
 -- name: credentials_per_key_version
+-- OAuth client secrets (migration 016) are sealed under data keys too: a version that
+-- still seals one is in use.
 SELECT key_version, count(*) AS n
-  FROM encrypted_credentials
- WHERE organization_id = $1 AND state <> 'revoked'
+  FROM (SELECT key_version FROM encrypted_credentials
+         WHERE organization_id = $1 AND state <> 'revoked'
+        UNION ALL
+        SELECT key_version FROM oauth_clients WHERE organization_id = $1) sealed
  GROUP BY key_version;
 
 -- name: credentials_stale_count

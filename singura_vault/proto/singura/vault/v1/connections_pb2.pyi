@@ -106,6 +106,38 @@ CONNECTION_STATUS_REVOKED: ConnectionStatus.ValueType  # 5
 """The grant was revoked on the platform side or by the organization."""
 Global___ConnectionStatus: _TypeAlias = ConnectionStatus  # noqa: Y015
 
+class _ProviderRevocationOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ProviderRevocationOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ProviderRevocationOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PROVIDER_REVOCATION_OUTCOME_UNSPECIFIED: _ProviderRevocationOutcome.ValueType  # 0
+    """Not asked for."""
+    PROVIDER_REVOCATION_OUTCOME_REVOKED: _ProviderRevocationOutcome.ValueType  # 1
+    """The platform confirmed the revocation (or that the token was already invalid)."""
+    PROVIDER_REVOCATION_OUTCOME_NOT_SUPPORTED: _ProviderRevocationOutcome.ValueType  # 2
+    """The platform has no revocation call and none is configured (Microsoft)."""
+    PROVIDER_REVOCATION_OUTCOME_FAILED: _ProviderRevocationOutcome.ValueType  # 3
+    """The platform refused, failed or did not answer in time; the grant may still work."""
+    PROVIDER_REVOCATION_OUTCOME_SKIPPED: _ProviderRevocationOutcome.ValueType  # 4
+    """Nothing to revoke with: no OAuth client for the platform, or no token stored."""
+
+class ProviderRevocationOutcome(_ProviderRevocationOutcome, metaclass=_ProviderRevocationOutcomeEnumTypeWrapper):
+    """The outcome of revoking a grant at the platform."""
+
+PROVIDER_REVOCATION_OUTCOME_UNSPECIFIED: ProviderRevocationOutcome.ValueType  # 0
+"""Not asked for."""
+PROVIDER_REVOCATION_OUTCOME_REVOKED: ProviderRevocationOutcome.ValueType  # 1
+"""The platform confirmed the revocation (or that the token was already invalid)."""
+PROVIDER_REVOCATION_OUTCOME_NOT_SUPPORTED: ProviderRevocationOutcome.ValueType  # 2
+"""The platform has no revocation call and none is configured (Microsoft)."""
+PROVIDER_REVOCATION_OUTCOME_FAILED: ProviderRevocationOutcome.ValueType  # 3
+"""The platform refused, failed or did not answer in time; the grant may still work."""
+PROVIDER_REVOCATION_OUTCOME_SKIPPED: ProviderRevocationOutcome.ValueType  # 4
+"""Nothing to revoke with: no OAuth client for the platform, or no token stored."""
+Global___ProviderRevocationOutcome: _TypeAlias = ProviderRevocationOutcome  # noqa: Y015
+
 @_typing.final
 class Connection(_message.Message):
     """A Connection is one authorized link between an organization and a platform
@@ -128,6 +160,10 @@ class Connection(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    LAST_REFRESH_TIME_FIELD_NUMBER: _builtins.int
+    REFRESH_FAILURE_COUNT_FIELD_NUMBER: _builtins.int
+    LAST_REFRESH_ERROR_FIELD_NUMBER: _builtins.int
+    NEXT_REFRESH_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID. Output only."""
     organization_id: _builtins.str
@@ -146,6 +182,12 @@ class Connection(_message.Message):
     """Reason given with the last status change. Output only."""
     etag: _builtins.str
     """Opaque version tag for optimistic concurrency. Output only."""
+    refresh_failure_count: _builtins.int
+    """Refresh failures since the last successful refresh. Output only."""
+    last_refresh_error: _builtins.str
+    """Why the last refresh failed, for people (never a token or a provider's answer);
+    empty after a success. Output only.
+    """
     @_builtins.property
     def permissions_granted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """OAuth scopes or permissions granted, e.g. "channels:read"."""
@@ -166,6 +208,16 @@ class Connection(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Last update time. Output only."""
 
+    @_builtins.property
+    def last_refresh_time(self) -> _timestamp_pb2.Timestamp:
+        """When the vault last refreshed the connection's OAuth tokens. Output only."""
+
+    @_builtins.property
+    def next_refresh_time(self) -> _timestamp_pb2.Timestamp:
+        """The earliest time the vault refreshes again on its own (after a failure, the end
+        of its cooldown). Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -183,10 +235,14 @@ class Connection(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
         etag: _builtins.str = ...,
+        last_refresh_time: _timestamp_pb2.Timestamp | None = ...,
+        refresh_failure_count: _builtins.int = ...,
+        last_refresh_error: _builtins.str = ...,
+        next_refresh_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "id", b"id", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -495,22 +551,30 @@ class DeleteConnectionRequest(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     CONNECTION_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
+    REVOKE_AT_PROVIDER_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     connection_id: _builtins.str
     """UUID of the connection."""
     etag: _builtins.str
     """Optional etag; if set and stale, the call fails with ABORTED."""
+    revoke_at_provider: _builtins.bool
+    """First revoke the grant at the platform (RFC 7009 or the platform's own call)
+    with the connection's refresh token (or access token). The local delete happens
+    whatever the platform answers, after at most SINGURA_REVOKE_TIMEOUT; the outcome
+    is in the response and in a connection.provider_revocation audit event.
+    """
     def __init__(
         self,
         *,
         organization_id: _builtins.str = ...,
         connection_id: _builtins.str = ...,
         etag: _builtins.str = ...,
+        revoke_at_provider: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "etag", b"etag", "organization_id", b"organization_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "etag", b"etag", "organization_id", b"organization_id", "revoke_at_provider", b"revoke_at_provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,13 +586,46 @@ class DeleteConnectionResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    PROVIDER_REVOCATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def provider_revocation(self) -> Global___ProviderRevocation:
+        """What the platform said, when revoke_at_provider was set."""
+
     def __init__(
         self,
+        *,
+        provider_revocation: Global___ProviderRevocation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_revocation", b"provider_revocation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_revocation", b"provider_revocation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteConnectionResponse: _TypeAlias = DeleteConnectionResponse  # noqa: Y015
+
+@_typing.final
+class ProviderRevocation(_message.Message):
+    """What revoking a grant at the platform came to."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    outcome: Global___ProviderRevocationOutcome.ValueType
+    """The outcome."""
+    detail: _builtins.str
+    """A sentence for people (never a token or the platform's answer)."""
+    def __init__(
+        self,
+        *,
+        outcome: Global___ProviderRevocationOutcome.ValueType = ...,
+        detail: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderRevocation: _TypeAlias = ProviderRevocation  # noqa: Y015

@@ -10,6 +10,7 @@ from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from singura_vault.proto.singura.vault.v1 import connections_pb2 as _connections_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -679,6 +680,7 @@ class RevokeCredentialRequest(_message.Message):
     ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     ALL_VERSIONS_FIELD_NUMBER: _builtins.int
+    REVOKE_AT_PROVIDER_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     credential_id: _builtins.str
@@ -687,16 +689,22 @@ class RevokeCredentialRequest(_message.Message):
     """Also revoke every other version of the same connection and type (for a
     leaked secret whose older versions may be just as valid).
     """
+    revoke_at_provider: _builtins.bool
+    """First revoke the named version's token at the platform (access and refresh
+    tokens only; RFC 7009 or the platform's own call). The local revocation happens
+    whatever the platform answers, after at most SINGURA_REVOKE_TIMEOUT.
+    """
     def __init__(
         self,
         *,
         organization_id: _builtins.str = ...,
         credential_id: _builtins.str = ...,
         all_versions: _builtins.bool = ...,
+        revoke_at_provider: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_versions", b"all_versions", "credential_id", b"credential_id", "organization_id", b"organization_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_versions", b"all_versions", "credential_id", b"credential_id", "organization_id", b"organization_id", "revoke_at_provider", b"revoke_at_provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -709,18 +717,24 @@ class RevokeCredentialResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CREDENTIALS_FIELD_NUMBER: _builtins.int
+    PROVIDER_REVOCATION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def credentials(self) -> _containers.RepeatedCompositeFieldContainer[Global___Credential]:
         """Metadata of the revoked versions, newest first."""
+
+    @_builtins.property
+    def provider_revocation(self) -> _connections_pb2.ProviderRevocation:
+        """What the platform said, when revoke_at_provider was set."""
 
     def __init__(
         self,
         *,
         credentials: _abc.Iterable[Global___Credential] | None = ...,
+        provider_revocation: _connections_pb2.ProviderRevocation | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_revocation", b"provider_revocation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credentials", b"credentials", "provider_revocation", b"provider_revocation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,114 @@
+-- OAuth clients and the refresh transaction (migration 016); all run inside a tenant
+-- transaction, so row-level security already limits them to one organization.
+
+-- name: oauth_client_upsert
+-- A new id each time: the sealed secret is bound to it.
+INSERT INTO oauth_clients (
+    organization_id, platform, id, client_id, secret_ciphertext, secret_nonce, key_version,
+    token_url, revocation_url, scopes, auth_method)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (organization_id, platform) DO UPDATE
+   SET id = EXCLUDED.id, client_id = EXCLUDED.client_id,
+       secret_ciphertext = EXCLUDED.secret_ciphertext, secret_nonce = EXCLUDED.secret_nonce,
+       key_version = EXCLUDED.key_version, token_url = EXCLUDED.token_url,
+       revocation_url = EXCLUDED.revocation_url, scopes = EXCLUDED.scopes,
+       auth_method = EXCLUDED.auth_method
+RETURNING *, NULL::text AS root_key_id, NULL::bytea AS wrapped_key;
+
+-- name: oauth_client_get
+SELECT o.*, d.root_key_id, d.wrapped_key
+  FROM oauth_clients o
+  LEFT JOIN data_keys d
+         ON d.organization_id = o.organization_id AND d.version = o.key_version
+        AND d.state = 'active'
+ WHERE o.organization_id = $1 AND o.platform = $2;
+
+-- name: oauth_client_delete
+DELETE FROM oauth_clients WHERE organization_id = $1 AND platform = $2;
+
+-- name: refresh_lock_timeout
+-- How long a refresh waits for another one of the same connection, this transaction only.
+SELECT set_config('lock_timeout', $1, true);
+
+-- name: refresh_state_get
+SELECT * FROM connection_refresh_state WHERE organization_id = $1 AND connection_id = $2;
+
+-- name: refresh_current_tokens
+-- The current (active) access and refresh token, with what opens them.
+SELECT e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
+       e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at,
+       e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+  FROM encrypted_credentials e
+  LEFT JOIN data_keys d
+         ON d.organization_id = e.organization_id AND d.version = e.key_version
+        AND d.state = 'active'
+ WHERE e.organization_id = $1 AND e.connection_id = $2
+   AND e.credential_type IN ('access_token', 'refresh_token') AND e.state = 'active';
+
+-- name: refresh_token_version
+SELECT max(version) FROM encrypted_credentials
+ WHERE organization_id = $1 AND connection_id = $2 AND credential_type = 'refresh_token'
+   AND state = 'active';
+
+-- name: refresh_data_key_current
+-- KEY SHARE: a retirement of this version waits until the new tokens are committed
+-- (migration 008), so a refresh the provider has answered is not refused at insert.
+SELECT organization_id, version, root_key_id, wrapped_key
+  FROM data_keys
+ WHERE organization_id = $1 AND state = 'active'
+ ORDER BY version DESC
+ LIMIT 1
+   FOR KEY SHARE;
+
+-- name: refresh_intent_record
+-- Committed on its own before the token endpoint is called.
+INSERT INTO connection_refresh_state (
+    organization_id, connection_id, intent_started_at, intent_refresh_version)
+VALUES ($1, $2, now(), $3)
+ON CONFLICT (organization_id, connection_id) DO UPDATE
+   SET intent_started_at = EXCLUDED.intent_started_at,
+       intent_refresh_version = EXCLUDED.intent_refresh_version;
+
+-- name: refresh_succeeded
+INSERT INTO connection_refresh_state (
+    organization_id, connection_id, last_refresh_at, failure_count, last_error,
+    next_refresh_at)
+VALUES ($1, $2, now(), 0, '', $3)
+ON CONFLICT (organization_id, connection_id) DO UPDATE
+   SET last_refresh_at = now(), failure_count = 0, last_error = '',
+       next_refresh_at = EXCLUDED.next_refresh_at, intent_started_at = NULL,
+       intent_refresh_version = NULL;
+
+-- name: refresh_failed
+-- $5: keep the intent (the provider may have acted on a request whose answer was lost).
+INSERT INTO connection_refresh_state (
+    organization_id, connection_id, failure_count, last_error, next_refresh_at)
+VALUES ($1, $2, 1, $3, $4)
+ON CONFLICT (organization_id, connection_id) DO UPDATE
+   SET failure_count = connection_refresh_state.failure_count + 1,
+       last_error = EXCLUDED.last_error,
+       next_refresh_at = EXCLUDED.next_refresh_at,
+       intent_started_at = CASE WHEN $5 THEN connection_refresh_state.intent_started_at END,
+       intent_refresh_version =
+           CASE WHEN $5 THEN connection_refresh_state.intent_refresh_version END;
+
+-- name: oauth_refresh_claim
+-- Across organizations, through the SECURITY DEFINER function of migration 016.
+SELECT * FROM singura.oauth_refresh_claim($1, $2, $3, $4);
+
+-- name: oauth_credential_sealed
+-- One credential version with what opens it (revoking its token at the provider).
+SELECT e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
+       e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at,
+       e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+  FROM encrypted_credentials e
+  LEFT JOIN data_keys d
+         ON d.organization_id = e.organization_id AND d.version = e.key_version
+        AND d.state = 'active'
+ WHERE e.organization_id = $1 AND e.id = $2;
+
+-- name: refresh_intent_clear
+-- The provider's answer explained itself (a peer's rotation): nothing failed.
+UPDATE connection_refresh_state
+   SET intent_started_at = NULL, intent_refresh_version = NULL
+ WHERE organization_id = $1 AND connection_id = $2;

@@ -1,0 +1,695 @@
+"""A real OAuth 2.0 authorization server for tests: HTTP on 127.0.0.1, in a background thread.
+
+The vault's token client is tested against this server rather than against mocks of
+httpx, so every request really crosses a socket: client authentication, encodings,
+status codes, oversized and withheld answers behave as they would with a provider.
+Because it listens on a real port, vault subprocesses can call it as well.
+
+It implements the refresh_token grant (RFC 6749 §6) with refresh-token rotation,
+RFC 7009 revocation, and the dialects of the providers that answer differently:
+Slack (HTTP 200 with ``"ok": false``), GitHub (HTTP 200 with ``error``; form encoding
+unless JSON is asked for; grant deletion), and Dropbox (Bearer revocation).
+
+Tokens are canaries (tests/canaries.py): the session's log scan then proves that none
+of them was ever logged. Error answers echo the presented token and client secret in
+``error_description``, as careless providers do, so a client that copies provider text
+into its messages is caught by the tests.
+
+Timing is never simulated with sleeps: ``hold_next`` withholds an answer until the test
+releases or drops it, and the held request is fully processed (a refresh token rotated)
+before ``Hold.reached`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import collections
+import contextlib
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+from urllib.parse import parse_qsl, unquote, unquote_plus, urlencode, urlsplit
+
+from tests import canaries
+
+# A held answer that nobody releases is dropped after this long, so that a broken
+# test cannot hang the server (or the run) forever.
+HOLD_LIMIT_S = 60.0
+# Requests larger than this are refused: no legitimate token request comes close.
+_MAX_REQUEST_BYTES = 1024 * 1024
+_SECRET_PARAMS = frozenset(
+    {"refresh_token", "client_secret", "token", "access_token", "code", "code_verifier"}
+)
+REDACTED = "<redacted>"
+
+Endpoint = Literal["token", "revoke"]
+Dialect = Literal["standard", "slack", "github", "dropbox"]
+
+_TOKEN_PATHS: Mapping[str, Dialect] = {
+    "/token": "standard",
+    "/slack/oauth.v2.access": "slack",
+    "/github/login/oauth/access_token": "github",
+}
+_REVOKE_PATHS: Mapping[str, Dialect] = {
+    "/revoke": "standard",
+    "/slack/auth.revoke": "slack",
+    "/dropbox/2/auth/token/revoke": "dropbox",
+}
+_GITHUB_GRANT_PREFIX = "/github/applications/"
+_GITHUB_GRANT_SUFFIX = "/grant"
+
+# How each dialect spells the standard error codes.
+_SLACK_CODES = {
+    "invalid_grant": "invalid_refresh_token",
+    "invalid_request": "invalid_arguments",
+    "unsupported_grant_type": "invalid_grant_type",
+}
+_GITHUB_CODES = {
+    "invalid_grant": "bad_refresh_token",
+    "invalid_client": "incorrect_client_credentials",
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """What a request looked like on the wire, minus its secrets."""
+
+    method: str
+    path: str
+    # Lower-case names; Authorization keeps only its scheme ("Basic", "Bearer").
+    headers: Mapping[str, str]
+    # Body parameter names in order, and their values with secret ones redacted.
+    form_keys: tuple[str, ...]
+    params: Mapping[str, str]
+    content_type: str
+    # "basic", "post" or "none": how the client authenticated.
+    client_auth: str
+
+
+class Hold:
+    """One withheld answer; see the module docstring."""
+
+    def __init__(self, *, after_headers: bool = False) -> None:
+        self.reached = threading.Event()
+        self.after_headers = after_headers
+        self._decided = threading.Event()
+        self._drop = False
+
+    def release(self) -> None:
+        """Let the held request be answered."""
+        self._decided.set()
+
+    def drop(self) -> None:
+        """Close the held request's connection without answering."""
+        self._drop = True
+        self._decided.set()
+
+    def wait_reached(self, timeout: float = 10.0) -> bool:
+        """Block until the held request has arrived and been processed."""
+        return self.reached.wait(timeout)
+
+    async def wait_reached_async(self, limit_s: float = 10.0) -> bool:
+        """wait_reached without blocking the event loop the client under test runs on."""
+        return await asyncio.to_thread(self.reached.wait, limit_s)
+
+    def _await_decision(self) -> bool:
+        """Server side: True to answer, False to drop (also after HOLD_LIMIT_S)."""
+        return self._decided.wait(HOLD_LIMIT_S) and not self._drop
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # Stream this many filler bytes after body, with no Content-Length.
+    filler: int = 0
+
+
+@dataclass
+class _Grant:
+    client_id: str
+    expires_in: int
+    rotate: bool
+    scopes: tuple[str, ...]
+    refresh_token: str
+    access_tokens: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class _Incoming:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    params: Mapping[str, str]
+    duplicate_params: bool
+    content_type: str
+
+
+def _json(status: int, document: object, headers: Mapping[str, str] | None = None) -> _Reply:
+    return _Reply(status, json.dumps(document).encode(), headers=headers or {})
+
+
+class FakeOAuthProvider:
+    """The server; usable as ``with FakeOAuthProvider() as provider:``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # Notified on every token request (wait_for_token_calls).
+        self._called = threading.Condition(self._lock)
+        self._clients: dict[str, str] = {}
+        self._grants: list[_Grant] = []
+        self._by_refresh: dict[str, _Grant] = {}
+        self._by_access: dict[str, _Grant] = {}
+        self._revoked: list[str] = []
+        self._scripted: collections.deque[_Reply] = collections.deque()
+        self._holds: dict[Endpoint, collections.deque[Hold]] = {
+            "token": collections.deque(),
+            "revoke": collections.deque(),
+        }
+        self._waiting: list[Hold] = []
+        self._revocation_failure: int | None = None
+        self._token_calls = 0
+        self._revoke_calls = 0
+        self._last_token_request: RecordedRequest | None = None
+        self._last_revoke_request: RecordedRequest | None = None
+        self._closed = False
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.provider = self  # type: ignore[attr-defined]  # read by _Handler
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host!s}:{port}"
+        self.token_url = self.url + "/token"
+        self.revocation_url = self.url + "/revoke"
+        self.slack_token_url = self.url + "/slack/oauth.v2.access"
+        self.slack_revocation_url = self.url + "/slack/auth.revoke"
+        self.github_token_url = self.url + "/github/login/oauth/access_token"
+        # Keeps GitHub's "{client_id}" placeholder, as the catalogue's URL does.
+        self.github_revocation_url = self.url + "/github/applications/{client_id}/grant"
+        self.dropbox_revocation_url = self.url + "/dropbox/2/auth/token/revoke"
+        # A short poll interval only makes close() prompt; nothing waits on it.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-oauth-provider",
+            daemon=True,
+        )
+        self._thread.start()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> FakeOAuthProvider:
+        return self
+
+    def __exit__(
+        self,
+        _type: type[BaseException] | None,
+        _value: BaseException | None,
+        _traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving; held requests are dropped so their threads finish."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            holds = [*self._waiting, *self._holds["token"], *self._holds["revoke"]]
+        for hold in holds:
+            hold.drop()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)
+
+    # ---------------------------------------------------------------- test set-up
+
+    def register_client(self, client_id: str, client_secret: str) -> None:
+        with self._lock:
+            self._clients[client_id] = client_secret
+
+    def issue_grant(
+        self,
+        client_id: str,
+        *,
+        expires_in: int = 3600,
+        rotate: bool = True,
+        scopes: tuple[str, ...] = (),
+    ) -> tuple[str, str]:
+        """A new authorization for client_id: returns (access_token, refresh_token)."""
+        access_token, refresh_token = canaries.canary("at"), canaries.canary("rt")
+        grant = _Grant(client_id, expires_in, rotate, scopes, refresh_token, {access_token})
+        with self._lock:
+            if client_id not in self._clients:
+                raise KeyError("register the client before issuing grants to it")
+            self._grants.append(grant)
+            self._by_refresh[refresh_token] = grant
+            self._by_access[access_token] = grant
+        return access_token, refresh_token
+
+    def fail_next(
+        self,
+        n: int = 1,
+        *,
+        status: int = 500,
+        error: str | None = None,
+        retry_after: int | str | None = None,
+    ) -> None:
+        """The next n token requests fail this way, before any processing.
+
+        With status 200 the failure is spoken in the endpoint's dialect (Slack's
+        ``ok: false``, GitHub's ``error``); without an error code the body is not JSON.
+        """
+        headers = {} if retry_after is None else {"Retry-After": str(retry_after)}
+        if error is None:
+            reply = _Reply(status, b"<html>scripted failure</html>", "text/html", headers)
+        else:
+            document = {"error": error, "error_description": "scripted failure"}
+            reply = _json(status, document, headers)
+        self._script(n, reply)
+
+    def answer_next_raw(
+        self,
+        status: int,
+        body: bytes,
+        *,
+        content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """The next token request gets exactly this answer."""
+        self._script(1, _Reply(status, body, content_type, dict(headers or {})))
+
+    def oversize_next(self, size: int = 1024 * 1024) -> None:
+        """The next token request gets a 200 whose body is `size` bytes, undeclared."""
+        self._script(1, _Reply(200, b'{"access_token": "x", "pad": "', filler=size))
+
+    def redirect_next(self, status: int = 302, location: str = "") -> None:
+        """The next token request is redirected (to a path that would succeed, if followed)."""
+        headers = {"Location": location or self.token_url}
+        self._script(1, _Reply(status, b"", "text/plain", headers))
+
+    def _script(self, n: int, reply: _Reply) -> None:
+        with self._lock:
+            self._scripted.extend([reply] * n)
+
+    def hold_next(self, *, on: Endpoint = "token", after_headers: bool = False) -> Hold:
+        """Withhold the answer to the next request on `on` until the Hold says.
+
+        after_headers: send the status line, the headers and half the body first, and
+        withhold the rest (a provider that stalls mid-answer).
+        """
+        hold = Hold(after_headers=after_headers)
+        with self._lock:
+            self._holds[on].append(hold)
+        return hold
+
+    def fail_revocations(self, status: int | None) -> None:
+        """Every revocation answers `status` from now on (None: back to normal)."""
+        with self._lock:
+            self._revocation_failure = status
+
+    # ---------------------------------------------------------------- observation
+
+    @property
+    def token_calls(self) -> int:
+        with self._lock:
+            return self._token_calls
+
+    def wait_for_token_calls(self, count: int, timeout: float = 30.0) -> bool:
+        """Block until at least count token requests have arrived; False on timeout."""
+        with self._called:
+            return self._called.wait_for(lambda: self._token_calls >= count, timeout)
+
+    async def wait_for_token_calls_async(self, count: int, limit_s: float = 30.0) -> bool:
+        return await asyncio.to_thread(self.wait_for_token_calls, count, limit_s)
+
+    @property
+    def revoke_calls(self) -> int:
+        with self._lock:
+            return self._revoke_calls
+
+    @property
+    def last_token_request(self) -> RecordedRequest | None:
+        with self._lock:
+            return self._last_token_request
+
+    @property
+    def last_revoke_request(self) -> RecordedRequest | None:
+        with self._lock:
+            return self._last_revoke_request
+
+    @property
+    def revoked(self) -> list[str]:
+        with self._lock:
+            return list(self._revoked)
+
+    def is_refresh_token_valid(self, refresh_token: str) -> bool:
+        with self._lock:
+            return refresh_token in self._by_refresh
+
+    def is_access_token_valid(self, access_token: str) -> bool:
+        with self._lock:
+            return access_token in self._by_access
+
+    # -------------------------------------------------------------------- serving
+
+    def _handle(self, handler: _Handler) -> None:
+        incoming = _read_request(handler)
+        endpoint, dialect = _route(incoming)
+        with self._lock:
+            hold = self._count_and_take_hold(endpoint, incoming)
+            reply = self._answer(endpoint, dialect, incoming)
+            if hold is not None:
+                self._waiting.append(hold)
+        if hold is None:
+            _write_reply(handler, reply)
+            return
+        # With after_headers, the status line, headers and half the body go out first,
+        # so the client is left waiting in the middle of reading the body.
+        cut = len(reply.body) // 2 if hold.after_headers else 0
+        if hold.after_headers:
+            _write_reply(handler, replace(reply, body=reply.body[:cut], filler=0), reply.body)
+        hold.reached.set()
+        answer = hold._await_decision()
+        with self._lock:
+            self._waiting.remove(hold)
+        if not answer:
+            handler.close_connection = True
+        elif hold.after_headers:
+            with contextlib.suppress(OSError):
+                handler.wfile.write(reply.body[cut:])
+        else:
+            _write_reply(handler, reply)
+
+    def _count_and_take_hold(self, endpoint: Endpoint | None, incoming: _Incoming) -> Hold | None:
+        if endpoint is None:
+            return None
+        recorded = _record(incoming)
+        if endpoint == "token":
+            self._token_calls += 1
+            self._last_token_request = recorded
+            self._called.notify_all()
+        else:
+            self._revoke_calls += 1
+            self._last_revoke_request = recorded
+        holds = self._holds[endpoint]
+        return holds.popleft() if holds else None
+
+    def _answer(self, endpoint: Endpoint | None, dialect: Dialect, incoming: _Incoming) -> _Reply:
+        if endpoint == "token":
+            if self._scripted:
+                return self._in_dialect(self._scripted.popleft(), dialect)
+            return self._refresh(dialect, incoming)
+        if endpoint == "revoke":
+            if self._revocation_failure is not None:
+                body = {"error": "temporarily_unavailable"}
+                return _json(self._revocation_failure, body)
+            return self._revoke(dialect, incoming)
+        return _json(404, {"error": "not_found"})
+
+    @staticmethod
+    def _in_dialect(reply: _Reply, dialect: Dialect) -> _Reply:
+        """A scripted 200 failure, spoken as Slack would."""
+        if dialect != "slack" or reply.status != 200 or not reply.body.startswith(b"{"):
+            return reply
+        document = json.loads(reply.body)
+        if "error" not in document:
+            return reply
+        return _json(200, {"ok": False, "error": document["error"]}, reply.headers)
+
+    # ----------------------------------------------------------- token endpoints
+
+    def _authenticate(self, incoming: _Incoming) -> tuple[str | None, str]:
+        """(client_id or None when authentication failed, error code or "")."""
+        basic = _basic_credentials(incoming.headers.get("authorization", ""))
+        posted = incoming.params.get("client_secret")
+        if basic is not None and posted is not None:
+            return None, "invalid_request"  # RFC 6749 §2.3: one method only
+        if basic is None and posted is None:
+            return None, "invalid_client"
+        client_id, secret = basic or (incoming.params.get("client_id", ""), posted or "")
+        if self._clients.get(client_id) != secret:
+            return None, "invalid_client"
+        return client_id, ""
+
+    def _refresh(self, dialect: Dialect, incoming: _Incoming) -> _Reply:
+        presented = incoming.params.get("refresh_token", "")
+        if incoming.method != "POST":
+            return _json(405, {"error": "invalid_request"})
+        client_id, error = self._authenticate(incoming)
+        if client_id is None:
+            return self._token_error(dialect, incoming, error, presented)
+        if incoming.duplicate_params or not presented:
+            return self._token_error(dialect, incoming, "invalid_request", presented)
+        if incoming.params.get("grant_type") != "refresh_token":
+            return self._token_error(dialect, incoming, "unsupported_grant_type", presented)
+        grant = self._by_refresh.get(presented)
+        if grant is None or grant.client_id != client_id:
+            return self._token_error(dialect, incoming, "invalid_grant", presented)
+        access_token = canaries.canary("at")
+        grant.access_tokens.add(access_token)
+        self._by_access[access_token] = grant
+        document: dict[str, Any] = {
+            "access_token": access_token,
+            "token_type": "Bearer",
+            "expires_in": grant.expires_in,
+        }
+        if grant.rotate:
+            del self._by_refresh[presented]
+            grant.refresh_token = canaries.canary("rt")
+            self._by_refresh[grant.refresh_token] = grant
+            document["refresh_token"] = grant.refresh_token
+        if grant.scopes:
+            separator = "," if dialect == "slack" else " "
+            document["scope"] = separator.join(grant.scopes)
+        if dialect == "slack":
+            document = {"ok": True, **document, "token_type": "bot"}
+        return self._token_success(dialect, incoming, document)
+
+    def _token_success(
+        self, dialect: Dialect, incoming: _Incoming, document: Mapping[str, Any]
+    ) -> _Reply:
+        if dialect == "github" and "application/json" not in incoming.headers.get("accept", ""):
+            form = urlencode({k: str(v) for k, v in document.items()}).encode()
+            return _Reply(200, form, "application/x-www-form-urlencoded")
+        return _json(200, document)
+
+    def _token_error(
+        self, dialect: Dialect, incoming: _Incoming, code: str, presented: str
+    ) -> _Reply:
+        # Careless providers echo what they were sent; the client must not copy it.
+        secret = incoming.params.get("client_secret", "")
+        description = f"refresh token {presented!r} (client secret {secret!r}) was rejected"
+        if dialect == "slack":
+            if code == "invalid_client":
+                known = incoming.params.get("client_id", "") in self._clients
+                code = "bad_client_secret" if known else "invalid_client_id"
+            return _json(200, {"ok": False, "error": _SLACK_CODES.get(code, code)})
+        if dialect == "github":
+            document = {"error": _GITHUB_CODES.get(code, code), "error_description": description}
+            return self._token_success(dialect, incoming, document)
+        status = 401 if code == "invalid_client" else 400
+        headers = {"WWW-Authenticate": 'Basic realm="fake"'} if status == 401 else {}
+        return _json(status, {"error": code, "error_description": description}, headers)
+
+    # ------------------------------------------------------ revocation endpoints
+
+    def _revoke(self, dialect: Dialect, incoming: _Incoming) -> _Reply:
+        if incoming.path.startswith(_GITHUB_GRANT_PREFIX):
+            return self._revoke_github_grant(incoming)
+        if dialect == "dropbox":
+            token = _bearer(incoming.headers.get("authorization", ""))
+            if token is None or token not in self._by_access:
+                body = {
+                    "error_summary": "invalid_access_token/",
+                    "error": {".tag": "invalid_access_token"},
+                }
+                return _json(401, body)
+            self._end_grant(self._by_access[token], token)
+            return _Reply(200, b"null")
+        token = incoming.params.get("token") or _bearer(incoming.headers.get("authorization", ""))
+        if dialect == "slack":
+            if not token or not self._revoke_token(token):
+                return _json(200, {"ok": False, "error": "invalid_auth"})
+            return _json(200, {"ok": True, "revoked": True})
+        has_credentials = "authorization" in incoming.headers or "client_secret" in incoming.params
+        if has_credentials and self._authenticate(incoming)[0] is None:
+            return _json(401, {"error": "invalid_client"})
+        if not token:
+            return _json(400, {"error": "invalid_request"})
+        self._revoke_token(token)
+        return _Reply(200)  # RFC 7009 §2.2: 200 whether or not the token was valid
+
+    def _revoke_github_grant(self, incoming: _Incoming) -> _Reply:
+        path_client = unquote(incoming.path[len(_GITHUB_GRANT_PREFIX) : -len(_GITHUB_GRANT_SUFFIX)])
+        credentials = _raw_basic_credentials(incoming.headers.get("authorization", ""))
+        if incoming.method != "DELETE":
+            return _json(404, {"message": "Not Found"})
+        if credentials is None or self._clients.get(credentials[0]) != credentials[1]:
+            return _json(401, {"message": "Bad credentials"})
+        token = incoming.params.get("access_token", "")
+        grant = self._by_access.get(token)
+        if credentials[0] != path_client or grant is None or grant.client_id != path_client:
+            return _json(404, {"message": "Not Found"})
+        self._end_grant(grant, token)
+        return _Reply(204)
+
+    def _revoke_token(self, token: str) -> bool:
+        """Revoke one token (a refresh token ends its whole grant); False if unknown."""
+        grant = self._by_refresh.get(token)
+        if grant is not None:
+            self._end_grant(grant, token)
+            return True
+        grant = self._by_access.pop(token, None)
+        if grant is None:
+            return False
+        grant.access_tokens.discard(token)
+        self._revoked.append(token)
+        return True
+
+    def _end_grant(self, grant: _Grant, presented: str) -> None:
+        self._by_refresh.pop(grant.refresh_token, None)
+        for access_token in grant.access_tokens:
+            self._by_access.pop(access_token, None)
+        grant.access_tokens.clear()
+        self._revoked.append(presented)
+
+
+# ------------------------------------------------------------------ HTTP plumbing
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0: one request per connection, so a dropped answer is a closed socket.
+    protocol_version = "HTTP/1.0"
+    # A client that connects and sends nothing cannot pin a thread for long.
+    timeout = 30
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        provider: FakeOAuthProvider = self.server.provider  # type: ignore[attr-defined]
+        provider._handle(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silent: the test output is not the place for request lines."""
+
+
+def _read_request(handler: _Handler) -> _Incoming:
+    length = int(handler.headers.get("Content-Length") or 0)
+    body = handler.rfile.read(min(length, _MAX_REQUEST_BYTES)) if length > 0 else b""
+    content_type = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
+    params, duplicates = _parse_body(body, content_type)
+    return _Incoming(
+        method=handler.command,
+        path=urlsplit(handler.path).path,
+        headers={name.lower(): value for name, value in handler.headers.items()},
+        params=params,
+        duplicate_params=duplicates,
+        content_type=content_type,
+    )
+
+
+def _parse_body(body: bytes, content_type: str) -> tuple[dict[str, str], bool]:
+    if not body:
+        return {}, False
+    if content_type == "application/json":
+        try:
+            document = json.loads(body)
+        except ValueError:
+            return {}, False
+        if not isinstance(document, dict):
+            return {}, False
+        return {str(k): str(v) for k, v in document.items()}, False
+    pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
+    params = dict(pairs)
+    return params, len(params) != len(pairs)
+
+
+def _route(incoming: _Incoming) -> tuple[Endpoint | None, Dialect]:
+    if incoming.path in _TOKEN_PATHS:
+        return "token", _TOKEN_PATHS[incoming.path]
+    if incoming.path in _REVOKE_PATHS:
+        return "revoke", _REVOKE_PATHS[incoming.path]
+    if incoming.path.startswith(_GITHUB_GRANT_PREFIX) and incoming.path.endswith(
+        _GITHUB_GRANT_SUFFIX
+    ):
+        return "revoke", "github"
+    return None, "standard"
+
+
+def _record(incoming: _Incoming) -> RecordedRequest:
+    headers = dict(incoming.headers)
+    if "authorization" in headers:
+        headers["authorization"] = headers["authorization"].split(" ", 1)[0]
+    basic = "authorization" in incoming.headers and headers["authorization"].lower() == "basic"
+    client_auth = "basic" if basic else "post" if "client_secret" in incoming.params else "none"
+    return RecordedRequest(
+        method=incoming.method,
+        path=incoming.path,
+        headers=headers,
+        form_keys=tuple(incoming.params),
+        params={k: REDACTED if k in _SECRET_PARAMS else v for k, v in incoming.params.items()},
+        content_type=incoming.content_type,
+        client_auth=client_auth,
+    )
+
+
+def _raw_basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, encoded = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, colon, password = decoded.partition(":")
+    return (user, password) if colon else None
+
+
+def _basic_credentials(header: str) -> tuple[str, str] | None:
+    """RFC 6749 §2.3.1: Basic credentials whose parts are form-urlencoded."""
+    raw = _raw_basic_credentials(header)
+    return None if raw is None else (unquote_plus(raw[0]), unquote_plus(raw[1]))
+
+
+def _bearer(header: str) -> str | None:
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+def _write_reply(handler: _Handler, reply: _Reply, full_body: bytes | None = None) -> None:
+    """Write the reply; Content-Length announces full_body when only part of it is sent."""
+    declared = reply.body if full_body is None else full_body
+    with contextlib.suppress(OSError):  # the client may have gone: that is its business
+        handler.send_response(reply.status)
+        for name, value in reply.headers.items():
+            handler.send_header(name, value)
+        if declared or reply.filler:
+            handler.send_header("Content-Type", reply.content_type)
+        if not reply.filler:
+            handler.send_header("Content-Length", str(len(declared)))
+        handler.end_headers()
+        handler.wfile.write(reply.body)
+        for chunk in _filler(reply.filler):
+            handler.wfile.write(chunk)
+
+
+def _filler(size: int) -> Iterator[bytes]:
+    chunk = b"a" * 16384
+    while size > 0:
+        yield chunk[:size]
+        size -= len(chunk)

@@ -908,3 +908,29 @@ async def test_invalid_grant_after_a_peer_rotated_is_not_an_error(
     state = await connection(vault, linked)
     assert state.status == cpb.CONNECTION_STATUS_ACTIVE
     assert state.refresh_failure_count == 0
+
+
+async def test_production_refuses_plain_http_even_to_loopback(
+    db: Database, credential_service: CredentialService, access_service: AccessService
+) -> None:
+    running = await start_vault(db, credential_service, access_service, production=True)
+    try:
+        org, _ = await tenant(running)
+        await expect_status(
+            running.oauth.SetOAuthClient(
+                pb.SetOAuthClientRequest(
+                    client=pb.OAuthClient(
+                        organization_id=org,
+                        platform=cpb.PLATFORM_SLACK,
+                        client_id=CLIENT_ID,
+                        client_secret="canary-production-secret",
+                        token_url="http://127.0.0.1:9/token",
+                    )
+                )
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "client.token_url",
+            "https",
+        )
+    finally:
+        await stop_vault(running)

@@ -31,7 +31,6 @@ from urllib.parse import quote_plus
 import httpx
 
 from singura_vault.domain import ClientAuthMethod
-from singura_vault.logs import get_logger
 from singura_vault.providers.catalogue import (
     CATALOGUE,
     OAuthClientConfig,
@@ -49,8 +48,6 @@ from singura_vault.providers.egress import (
     build_http_client,
     check_endpoint_url,
 )
-
-log = get_logger(__name__)
 
 _ERROR_CODE = re.compile(r"^[a-z0-9_.-]{1,64}$")
 UNRECOGNIZED = "unrecognized"
@@ -594,7 +591,7 @@ class TokenEndpointClient:
         try:
             check_endpoint_url(url, allow_loopback_http=self._settings.allow_loopback_http)
         except UnsafeEndpoint as unsafe:
-            return self._logged(client, _failed(f"the revocation URL was refused: {unsafe}"))
+            return _failed(f"the revocation URL was refused: {unsafe}")
         # Bearer-style revocations need an access token; a refresh token will not do.
         is_access = token_type_hint == "access_token"  # noqa: S105 -- a hint's name
         bearer = access_token or (token if is_access else None)
@@ -602,11 +599,8 @@ class TokenEndpointClient:
             client, entry.revocation_style, url, token, token_type_hint, bearer
         )
         if request is None:
-            return self._logged(
-                client,
-                _failed(
-                    f"{client.platform.value} revokes through an access token, and none was given"
-                ),
+            return _failed(
+                f"{client.platform.value} revokes through an access token, and none was given"
             )
         timeout_s = self._settings.revoke_timeout_s
         try:
@@ -614,17 +608,8 @@ class TokenEndpointClient:
                 self._http, request, deadline_s=timeout_s, limit=self._settings.max_response_bytes
             )
         except _ExchangeError as failure:
-            return self._logged(client, _failed(_transport_revocation_failure(failure, timeout_s)))
-        return self._logged(client, _interpret_revocation(answer, entry.revocation_style))
-
-    def _logged(self, client: OAuthClientConfig, result: RevocationResult) -> RevocationResult:
-        log.info(
-            "oauth_revocation",
-            platform=client.platform.value,
-            outcome=result.outcome.value,
-            detail=result.detail,
-        )
-        return result
+            return _failed(_transport_revocation_failure(failure, timeout_s))
+        return _interpret_revocation(answer, entry.revocation_style)
 
     def _revocation_request(
         self,

@@ -126,6 +126,7 @@ class ProviderRevoker:
             connection_id=str(connection.id),
             platform=connection.platform.value,
             outcome=outcome.outcome,
+            detail=outcome.detail,
         )
         return outcome
 

@@ -5,7 +5,12 @@
 #   docker build -t singura-vault .
 #   docker run --init -p 50051:50051 \
 #       -e DATABASE_URL='postgresql://singura_service:...@db:5432/singura?sslmode=verify-full' \
+#       -e ENCRYPTION_KEY="$(singura-vault keys generate)" \
+#       -e SINGURA_AUTH_SECRET="$(singura-vault keys generate)" \
 #       singura-vault
+#
+# (Keep both keys: generate them once and store them in your secret manager; the
+# root key decrypts every credential and the auth secret validates every API key.)
 #
 # The image is meant to run against an external PostgreSQL (DATABASE_URL; see
 # docs/operations.md for the roles a DBA creates and `migrate up`). Without

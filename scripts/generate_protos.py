@@ -4,10 +4,11 @@
     python scripts/generate_protos.py --check  # exit 1, listing drifted files, if it is stale
 
 Every ``protos/**/*.proto`` file is compiled with grpcio-tools' bundled protoc into ``_pb2.py``
-and ``_pb2_grpc.py`` modules plus mypy-protobuf ``.pyi`` stubs. protoc names a module after its
-proto path (``singura.vault.v1.organizations_pb2``), but ours live under ``singura_vault.proto``,
-so the imports between our own generated modules are rewritten to that prefix afterwards;
-``google.protobuf`` imports are left alone.
+and ``_pb2_grpc.py`` modules plus mypy-protobuf ``.pyi`` stubs, and into one descriptor set
+with the comments (``descriptors.binpb``, which server reflection serves). protoc names a
+module after its proto path (``singura.vault.v1.organizations_pb2``), but ours live under
+``singura_vault.proto``, so the imports between our own generated modules are rewritten to
+that prefix afterwards; ``google.protobuf`` imports are left alone.
 
 singura_vault/proto/ belongs to this script: it is replaced wholesale on every run, so nothing
 hand-written may live there. The output depends only on the .proto files and the pinned
@@ -38,6 +39,8 @@ ROOT_INIT = (
     'run scripts/generate_protos.py."""\n'
 )
 PACKAGE_INIT = '"""Generated, do not edit; run scripts/generate_protos.py."""\n'
+# Every .proto file with its comments, as a FileDescriptorSet (served by reflection).
+DESCRIPTOR_SET = "descriptors.binpb"
 
 # Byproducts of importing the checked-in code, never written by this script, so not drift.
 IGNORED_NAMES = frozenset({"__pycache__"})
@@ -146,6 +149,11 @@ def run_protoc(protos: list[str], out: Path) -> None:
         "--mypy_opt=quiet",
         f"--mypy_grpc_out={out}",
         "--mypy_grpc_opt=quiet",
+        # The contract with its comments, for server reflection: generated _pb2 modules
+        # drop the source info, so `grpcurl describe` would show no documentation.
+        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
+        "--include_source_info",
+        "--include_imports",
         # Absolute paths inside --proto_path, so the result does not depend on the cwd; protoc
         # still records them by their path relative to PROTO_ROOT.
         *(str(PROTO_ROOT / proto) for proto in protos),

@@ -101,6 +101,8 @@ class Settings:
     access_log: Literal["all", "errors", "off"] = "errors"
     auth_cache_ttl_s: float = 10.0
     workers: int = 1
+    # How long `serve` keeps trying an external database that does not answer at start.
+    db_wait_s: float = 0.0
     oauth: OAuthSettings = field(default_factory=lambda: OAuthSettings())
 
     @property
@@ -202,6 +204,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         transit_token_file=_path(env, "SINGURA_TRANSIT_TOKEN_FILE"),
         transit_mount=env.get("SINGURA_TRANSIT_MOUNT", "").strip() or None,
         transit_ca_file=_path(env, "SINGURA_TRANSIT_CA_FILE"),
+        db_wait_s=_duration(env, "SINGURA_DB_WAIT", 0.0),
         oauth=_oauth_settings(env),
     )
 

@@ -42,35 +42,47 @@ class ErrorCode(enum.Enum):
 
 
 class VaultError(Exception):
-    """Base of every error the vault reports to a client."""
+    """Base of every error the vault reports to a client.
+
+    ``reason`` is the error's stable name (UPPER_SNAKE_CASE, AIP-193's ErrorInfo
+    reason in the domain ``singura.vault``): clients switch on it, never on the
+    message, which is for people and may change. Each class has a default; a raise
+    site names a more specific one where a client can act on the difference."""
 
     code: ErrorCode = ErrorCode.FAILED_PRECONDITION
+    reason: str = "FAILED_PRECONDITION"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if reason is not None:
+            self.reason = reason
 
 
 class InvalidArgument(VaultError):
     """A request field is missing or malformed; the message names the field."""
 
     code = ErrorCode.INVALID_ARGUMENT
+    reason = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, problem: str) -> None:
-        super().__init__(f"{field}: {problem}")
+    def __init__(self, field: str, problem: str, *, reason: str | None = None) -> None:
+        super().__init__(f"{field}: {problem}", reason=reason)
         self.field = field
+        self.problem = problem
 
 
 class NotFound(VaultError):
     """The resource does not exist, or not in the caller's organization."""
 
     code = ErrorCode.NOT_FOUND
+    reason = "NOT_FOUND"
 
 
 class AlreadyExists(VaultError):
     """A value that must be unique is already taken."""
 
     code = ErrorCode.ALREADY_EXISTS
+    reason = "ALREADY_EXISTS"
 
 
 class FailedPrecondition(VaultError):
@@ -83,15 +95,19 @@ class Aborted(VaultError):
     """A concurrent change won; re-read the resource and retry."""
 
     code = ErrorCode.ABORTED
+    reason = "CONCURRENT_CHANGE"
 
 
 class ResourceExhausted(VaultError):
     """A limit was reached: a plan's connection limit or a rate limit."""
 
     code = ErrorCode.RESOURCE_EXHAUSTED
+    reason = "LIMIT_REACHED"
 
-    def __init__(self, message: str, retry_after_ms: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, retry_after_ms: int | None = None, *, reason: str | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
         self.retry_after_ms = retry_after_ms
 
 
@@ -99,30 +115,35 @@ class Unavailable(VaultError):
     """The database cannot be reached right now; the call may be retried."""
 
     code = ErrorCode.UNAVAILABLE
+    reason = "UNAVAILABLE"
 
 
 class DeadlineExceeded(VaultError):
     """A database statement ran longer than DB_QUERY_TIMEOUT and was cancelled."""
 
     code = ErrorCode.DEADLINE_EXCEEDED
+    reason = "DEADLINE_EXCEEDED"
 
 
 class DataLoss(VaultError):
     """Stored data failed an integrity check (e.g. a tampered ciphertext)."""
 
     code = ErrorCode.DATA_LOSS
+    reason = "INTEGRITY_CHECK_FAILED"
 
 
 class Unauthenticated(VaultError):
     """The call carries no valid API key. One message for every unknown key: no oracle."""
 
     code = ErrorCode.UNAUTHENTICATED
+    reason = "API_KEY_INVALID"
 
 
 class PermissionDenied(VaultError):
     """The key is valid but may not do this (scope, organization or role)."""
 
     code = ErrorCode.PERMISSION_DENIED
+    reason = "PERMISSION_DENIED"
 
 
 class ConfigError(Exception):

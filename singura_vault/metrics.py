@@ -7,22 +7,50 @@ No label ever carries a secret, an organization id or any other unbounded value.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    start_http_server,
+)
+
+# No `*_created` series beside every counter and histogram: dashboards do not use them
+# and they double the series count.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+# The standard process (CPU, memory, file descriptors) and Python (GC, platform) series.
+for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+    REGISTRY.register(_collector)
 
-RPC_REQUESTS = Counter(
-    "singura_rpc_requests",
-    "RPCs served, by method and gRPC status code.",
-    ["method", "code"],
+# RPC metrics in grpc-ecosystem's shape (go-grpc-prometheus, py-grpc-prometheus), so
+# that their dashboards and alerts work unchanged.
+_RPC_LABELS = ["grpc_type", "grpc_service", "grpc_method"]
+RPC_STARTED = Counter(
+    "grpc_server_started",
+    "Total number of RPCs started on the server.",
+    _RPC_LABELS,
     registry=REGISTRY,
 )
-RPC_LATENCY = Histogram(
-    "singura_rpc_duration_seconds",
-    "RPC latency, by method.",
-    ["method"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+RPC_HANDLED = Counter(
+    "grpc_server_handled",
+    "Total number of RPCs completed on the server, regardless of success or failure.",
+    [*_RPC_LABELS, "grpc_code"],
+    registry=REGISTRY,
+)
+RPC_HANDLING = Histogram(
+    "grpc_server_handling_seconds",
+    "Histogram of response latency (seconds) of gRPC that had been application-level "
+    "handled by the server.",
+    _RPC_LABELS,
     registry=REGISTRY,
 )
 SLOW_QUERIES = Counter(
@@ -102,3 +130,26 @@ def serve_metrics(listen: str) -> int:
     server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=REGISTRY)
     bound: int = server.server_port
     return bound
+
+
+@lru_cache(maxsize=1024)
+def _rpc_children(grpc_type: str, full_method: str) -> tuple[Any, Any, dict[str, Any]]:
+    """The labelled series of one method, looked up once (a label lookup per call costs
+    more than the increment)."""
+    service, _, method = full_method.lstrip("/").rpartition("/")
+    labels = (grpc_type, service, method)
+    return RPC_STARTED.labels(*labels), RPC_HANDLING.labels(*labels), {}
+
+
+def rpc_started(grpc_type: str, full_method: str) -> None:
+    _rpc_children(grpc_type, full_method)[0].inc()
+
+
+def rpc_handled(grpc_type: str, full_method: str, code: str, seconds: float) -> None:
+    _, handling, handled = _rpc_children(grpc_type, full_method)
+    child = handled.get(code)
+    if child is None:
+        service, _, method = full_method.lstrip("/").rpartition("/")
+        child = handled[code] = RPC_HANDLED.labels(grpc_type, service, method, code)
+    child.inc()
+    handling.observe(seconds)

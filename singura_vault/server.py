@@ -19,8 +19,10 @@ from urllib.parse import parse_qs, urlsplit
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import Tracer
 
-from singura_vault import metrics
+from singura_vault import metrics, tracing
 from singura_vault.api.access import AccessServicer
 from singura_vault.api.audit import AuditServicer
 from singura_vault.api.connections import ConnectionServicer
@@ -29,6 +31,7 @@ from singura_vault.api.interceptors import AccessLog, VaultInterceptor
 from singura_vault.api.keys import KeyServicer
 from singura_vault.api.oauth import OAuthServicer
 from singura_vault.api.organizations import OrganizationServicer
+from singura_vault.api.reflection import add_reflection
 from singura_vault.config import OAuthSettings, PoolSettings, Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import NEEDS_DATABASE_URL, PreparedDatabase, prepare_database
@@ -146,6 +149,7 @@ class VaultServer:
         reuse_port: bool = False,
         oauth: OAuthSettings | None = None,
         production: bool = False,
+        tracer: Tracer | None = None,
     ) -> None:
         """``access=None`` disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath."""
@@ -153,7 +157,7 @@ class VaultServer:
         self._access = access
         self._key_watch: asyncio.Task[None] | None = None
         self._server = grpc.aio.server(
-            interceptors=[VaultInterceptor(access, access_log=access_log)],
+            interceptors=[VaultInterceptor(access, access_log=access_log, tracer=tracer)],
             # Without this, a second vault on the same port would silently share it;
             # the workers of `serve --workers N` share it on purpose (the parent has
             # checked that nobody else uses the port).
@@ -197,13 +201,13 @@ class VaultServer:
         )
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
+        add_reflection(
+            self._server,
             (
                 *VAULT_SERVICES,
                 health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
                 reflection.SERVICE_NAME,
             ),
-            self._server,
         )
         self._monitor = HealthMonitor(self._health, VAULT_SERVICES, db.ping, health_interval_s)
         db.on_unavailable(self._monitor.check_soon)
@@ -416,6 +420,7 @@ async def serve(settings: Settings) -> None:
         await _serve_as_parent(settings, prepared, auth_secret)
         return
     db: Database | None = None
+    spans = tracing.tracer_provider()
     try:
         db = await Database.connect(prepared.service_dsn, settings.pool)
         await db.ensure_safe_service_role()
@@ -441,6 +446,7 @@ async def serve(settings: Settings) -> None:
             reuse_port=worker is not None,
             oauth=settings.oauth,
             production=settings.production,
+            tracer=tracing.tracer_from(spans),
         )
         rewrap = asyncio.create_task(
             RewrapWorker(
@@ -456,6 +462,12 @@ async def serve(settings: Settings) -> None:
             audit_gauge = asyncio.create_task(
                 _track_audit_appends(AuditRepository(db)), name="audit-metrics"
             )
+        # Before serving, so that a SIGTERM right after `vault_serving` is a graceful stop
+        # rather than the default action (the process killed mid-start).
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
         port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
         log.info(
             "vault_serving",
@@ -491,10 +503,6 @@ async def serve(settings: Settings) -> None:
             if settings.audit_retention_days
             else None
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("vault_stopping", grace_s=settings.shutdown_grace_s)
         if retention is not None:
@@ -508,8 +516,18 @@ async def serve(settings: Settings) -> None:
             audit_gauge.cancel()
         await server.stop(settings.shutdown_grace_s)
     finally:
-        if db is not None:
-            await db.close()
-        if prepared.embedded is not None:
-            await asyncio.to_thread(prepared.embedded.stop)
-        log.info("vault_stopped")
+        await _release(spans, db, prepared)
+
+
+async def _release(
+    spans: TracerProvider | None, db: Database | None, prepared: PreparedDatabase
+) -> None:
+    """The last steps of serve: flush spans, close the pool, stop embedded PostgreSQL."""
+    if spans is not None:
+        # Export what the drained calls recorded before the process ends.
+        await asyncio.to_thread(spans.shutdown)
+    if db is not None:
+        await db.close()
+    if prepared.embedded is not None:
+        await asyncio.to_thread(prepared.embedded.stop)
+    log.info("vault_stopped")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -108,6 +109,10 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
     vault = Serving(cli_env)
     admin_key_file = data_dir / "admin-api-key"
     admin_key = admin_key_file.read_text().strip()
+    # README's way to get it: the command finds the file through SINGURA_DATA_DIR.
+    printed = run(["keys", "admin-key"], cli_env)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == admin_key
     auth = (("authorization", f"Bearer {admin_key}"),)
     try:
         with grpc.insecure_channel(address) as channel:
@@ -185,6 +190,70 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
         assert vault.terminate() == 0
 
 
+def test_serve_takes_a_fresh_loose_mode_data_dir(cli_env: dict[str, str]) -> None:
+    """A new, empty SINGURA_DATA_DIR of mode 0755: serve writes its development key
+    files there first, and must still take the directory over (it used to refuse it,
+    seeing files that were not the embedded server's)."""
+    parent = Path(cli_env["SINGURA_DATA_DIR"])
+    parent.chmod(0o711)  # as root, the embedded server's own user must pass through it
+    loose = parent / "loose"
+    loose.mkdir()
+    loose.chmod(0o755)
+    vault = Serving({**cli_env, "SINGURA_DATA_DIR": str(loose)})
+    try:
+        assert (loose / "keyring.json").exists()
+        assert stat.S_IMODE(loose.stat().st_mode) in (0o700, 0o710)
+    finally:
+        assert vault.terminate() == 0
+
+
+@pytest.mark.parametrize(
+    ("host", "cause"),
+    [("127.0.0.1:{port}", "connection was refused"), ("db.invalid:5432", "does not resolve")],
+)
+def test_an_unreachable_database_is_named_with_its_cause(
+    cli_env: dict[str, str], host: str, cause: str
+) -> None:
+    """serve says which variable, which host and port, and why; SINGURA_DB_WAIT makes it
+    try again for a while first, logging each attempt."""
+    endpoint = host.format(port=free_port())
+    env = {
+        **cli_env,
+        "DATABASE_URL": f"postgresql://singura_service:hunter2@{endpoint}/singura",
+        "ENCRYPTION_KEY": generate_encryption_key(),
+        "SINGURA_AUTH_SECRET": base64.b64encode(os.urandom(32)).decode(),
+        "SINGURA_DB_WAIT": "1s",
+    }
+    refused = run(["serve"], env)
+    assert refused.returncode != 0
+    assert f"cannot reach PostgreSQL at {endpoint} (DATABASE_URL): " in refused.stderr
+    assert cause in refused.stderr
+    assert "gave up after 1 s (SINGURA_DB_WAIT)" in refused.stderr
+    assert '"db_waiting"' in refused.stderr
+    assert "hunter2" not in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["bogus"],
+        ["serve", "--bogus"],
+        ["health", "--bogus"],
+        ["keys", "bogus"],
+        ["migrate"],
+        ["audit", "export"],
+        ["keys", "rotate", "--bogus"],
+    ],
+)
+def test_every_usage_error_exits_1(cli_env: dict[str, str], args: list[str]) -> None:
+    """docs/operations.md#exit-codes: usage errors exit 1 from every parser (2 is a bad
+    configuration, and for health a failed connection: a typo must not read as that)."""
+    result = run(args, cli_env)
+    assert result.returncode == 1, result.stderr
+    assert "usage: singura-vault" in result.stderr
+
+
 def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
     """The probe exits 2 when nothing listens and 1 on bad arguments (grpc_health_probe codes)."""
     nobody = run(["health", "--address", cli_env["SINGURA_LISTEN"], "--timeout", "0.5"], cli_env)
@@ -192,6 +261,30 @@ def test_health_probe_exit_codes(cli_env: dict[str, str]) -> None:
     assert "failed to connect" in nobody.stderr
     bad = run(["health", "--timeout", "soon"], cli_env)
     assert bad.returncode == 1
+
+
+def test_client_commands_dial_singura_listen_and_name_missing_commands(
+    cli_env: dict[str, str],
+) -> None:
+    """With SINGURA_LISTEN set, health dials it (loopback for a wildcard host) without
+    --address; a missing sub-command is named COMMAND, not argparse's internal name."""
+    port = cli_env["SINGURA_LISTEN"].rpartition(":")[2]
+    env = {**cli_env, "SINGURA_LISTEN": f"0.0.0.0:{port}"}
+    nobody = run(["health", "--timeout", "0.5"], env)
+    assert nobody.returncode == 2
+    assert f"127.0.0.1:{port}" in nobody.stderr
+    helped = run(["health", "--help"], env)
+    assert f"127.0.0.1:{port}" in helped.stdout
+    assert "SINGURA_API_KEY" not in helped.stdout  # health sends no key
+    exported = run(["audit", "export", "--help"], cli_env)
+    assert "SINGURA_API_KEY" in exported.stdout
+    assert "(default jsonl)" in exported.stdout
+    assert "SINGURA_AUTH_SECRET" in run(["serve", "--help"], cli_env).stdout
+    for group in ("keys", "migrate", "audit"):
+        bare = run([group], cli_env)
+        assert bare.returncode == 1
+        assert "required: COMMAND" in bare.stderr
+        assert "_command" not in bare.stderr
 
 
 @pytest.mark.parametrize(
@@ -312,7 +405,7 @@ def test_audit_export_verify_and_prune_commands(cli_env: dict[str, str], tmp_pat
             cli_env,
         )  # fmt: skip
         assert offline.returncode == 0, offline.stderr
-        assert "ok: 4 events (positions 1 to 4) and 1 signed checkpoints verified" in offline.stdout
+        assert "ok: 4 events (positions 1 to 4) and 1 signed checkpoint verified" in offline.stdout
         as_csv = tmp_path / "audit.csv"
         run(
             [
@@ -390,7 +483,7 @@ def test_keys_rotation_commands_against_a_running_vault(cli_env: dict[str, str])
             address = ["--address", cli_env["SINGURA_LISTEN"]]
             rotated = run(["keys", "rotate", *address], cli_env)
             assert rotated.returncode == 0, rotated.stderr
-            assert "1 data keys rewrapped" in rotated.stdout
+            assert "1 data key rewrapped" in rotated.stdout
             keyring = json.loads((data_dir / "keyring.json").read_text())
             assert len(keyring["keys"]) == 2
             assert keyring["primary"] in rotated.stdout
@@ -401,7 +494,7 @@ def test_keys_rotation_commands_against_a_running_vault(cli_env: dict[str, str])
             assert "completed, 1/1 credentials" in rewrapped.stdout
             status = run(["keys", "status", "--organization", org.id, *address], cli_env)
             assert "v1   ACTIVE    0 credentials" in status.stdout
-            assert "v2   ACTIVE    1 credentials" in status.stdout
+            assert "v2   ACTIVE    1 credential " in status.stdout
             assert credentials.RevealCredential(request, metadata=auth).value == secret
             assert secret not in rotated.stdout + new_dek.stdout + rewrapped.stdout
     finally:

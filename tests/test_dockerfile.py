@@ -7,13 +7,17 @@ extra) lints the file, and the rest reads the Dockerfile's instructions as text.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from singura_vault.keys import generate_encryption_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -101,3 +105,38 @@ def test_final_stage_runs_serve_as_non_root_with_a_vault_healthcheck() -> None:
     cmds = [_exec_form(a) for keyword, a in final if keyword == "CMD"]
     command = (entrypoints[-1] if entrypoints else []) + (cmds[-1] if cmds else [])
     assert command[:2] == ["singura-vault", "serve"]
+
+
+def _docker_run_variables(text: str) -> set[str]:
+    return set(re.findall(r"-e ([A-Z_]+)=", text))
+
+
+def test_the_documented_docker_run_commands_pass_what_serve_needs() -> None:
+    """The Dockerfile header's and operations.md's `docker run` examples name every
+    variable an external-database `serve` needs: with them (and a database that is not
+    there), serve gets as far as connecting, instead of stopping at its configuration."""
+    header = "\n".join(line for line in DOCKERFILE.read_text().splitlines() if line.startswith("#"))
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    example = operations[operations.index("docker run --init -d --name vault") :]
+    example = example[: example.index("singura-vault\n")]
+    for variables in (_docker_run_variables(header), _docker_run_variables(example)):
+        assert {"DATABASE_URL", "ENCRYPTION_KEY", "SINGURA_AUTH_SECRET"} <= variables
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SINGURA_"))}
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        values = {
+            "DATABASE_URL": f"postgresql://singura_service:x@127.0.0.1:{port}/singura",
+            "ENCRYPTION_KEY": generate_encryption_key(),
+            "SINGURA_AUTH_SECRET": generate_encryption_key(),
+        }
+        env.update({name: values.get(name, "") for name in variables})
+        started = subprocess.run(
+            [sys.executable, "-m", "singura_vault", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert "cannot reach PostgreSQL" in started.stderr, started.stderr[-2000:]

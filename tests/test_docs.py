@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIABLE = re.compile(r'"((?:SINGURA|DB|DATABASE|ENCRYPTION)_[A-Z_]+)"')
+VARIABLE = re.compile(r'"((?:SINGURA|DB|DATABASE|ENCRYPTION|OTEL)_[A-Z_]+)"')
 
 
 def variables_in_code() -> set[str]:

@@ -96,6 +96,23 @@ async def test_grpcurl_list_describe_and_health(vault: Vault) -> None:
     assert health == {"status": "SERVING"}
 
 
+async def test_grpcurl_describe_shows_the_contracts_comments(vault: Vault) -> None:
+    """Reflection serves the descriptors with their source info: the .proto comments of
+    messages, fields and RPCs show in `describe`."""
+    request = await call_ok(
+        "-plaintext", vault.address, "describe", "singura.vault.v1.GetOrganizationRequest"
+    )
+    assert "// UUID of the organization." in request
+    assert "string organization_id = 1;" in request
+    service = await call_ok(
+        "-plaintext", vault.address, "describe", "singura.vault.v1.OAuthService"
+    )
+    assert "refreshing it first when it" in service
+    listed = (await call_ok("-plaintext", vault.address, "list")).split()
+    assert "singura.vault.v1.OAuthService" in listed
+    assert "grpc.reflection.v1alpha.ServerReflection" in listed
+
+
 async def test_grpcurl_readme_session(vault: Vault) -> None:
     """README's authenticated calls: organization, connection, store, reveal, API key."""
     auth = f"authorization: Bearer {vault.admin_key}"

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -68,6 +70,38 @@ async def test_reflection_lists_and_describes_the_services(vault: Vault) -> None
     assert "grpc.health.v1.Health" in services
     assert "grpc.reflection.v1alpha.ServerReflection" in services
     assert file_name == "singura/vault/v1/connections.proto"
+
+
+async def test_reflection_v1_serves_the_documented_descriptors(vault: Vault) -> None:
+    """Reflection v1 (what newer clients ask first) answers like v1alpha, and the files it
+    returns carry the .proto comments."""
+    info = vault.channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    requests = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="singura.vault.v1.GetOrganizationRequest"
+        ),
+        reflection_pb2.ServerReflectionRequest(
+            file_containing_symbol="grpc.reflection.v1.ServerReflection"
+        ),
+    ]
+    listed, found, own = [response async for response in info(iter(requests))]
+    names = {service.name for service in listed.list_services_response.service}
+    assert {"grpc.reflection.v1.ServerReflection", *VAULT_SERVICES} <= names
+    files = {}
+    for raw in found.file_descriptor_response.file_descriptor_proto:
+        file = descriptor_pb2.FileDescriptorProto.FromString(raw)
+        files[file.name] = file
+    organizations = files["singura/vault/v1/organizations.proto"]
+    comments = [loc.leading_comments for loc in organizations.source_code_info.location]
+    assert " UUID of the organization.\n" in comments
+    assert "google/protobuf/field_mask.proto" in files  # dependencies come along
+    (v1,) = own.file_descriptor_response.file_descriptor_proto
+    assert descriptor_pb2.FileDescriptorProto.FromString(v1).package == "grpc.reflection.v1"
 
 
 @pytest.fixture

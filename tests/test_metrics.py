@@ -23,7 +23,6 @@ def scrape(port: int) -> str:
 async def test_metrics_count_rpcs_by_method_and_code(vault: Vault) -> None:
     """A served /metrics counts OK and failed RPCs per method, with pool gauges, and no ids."""
     port = metrics.serve_metrics("127.0.0.1:0")
-    method = "/singura.vault.v1.OrganizationService/GetOrganization"
     before = await asyncio.to_thread(scrape, port)
     created = await vault.organizations.CreateOrganization(
         opb.CreateOrganizationRequest(
@@ -40,11 +39,18 @@ async def test_metrics_count_rpcs_by_method_and_code(vault: Vault) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
     )
     after = await asyncio.to_thread(scrape, port)
-    ok_line = f'singura_rpc_requests_total{{code="OK",method="{method}"}}'
-    bad_line = f'singura_rpc_requests_total{{code="INVALID_ARGUMENT",method="{method}"}}'
+    labels = 'grpc_method="GetOrganization",grpc_service="singura.vault.v1.OrganizationService"'
+    assert f'grpc_server_started_total{{{labels},grpc_type="unary"}}' in after
+    ok_line = f'grpc_server_handled_total{{grpc_code="OK",{labels},grpc_type="unary"}}'
+    bad = f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{labels},grpc_type="unary"}}'
     assert ok_line in after
-    assert bad_line in after
-    assert "singura_rpc_duration_seconds_bucket" in after
+    assert bad in after
+    assert f'grpc_server_handling_seconds_bucket{{{labels},grpc_type="unary",le="0.005"}}' in after
+    # The standard process and Python collectors, and no *_created series.
+    assert "process_resident_memory_bytes" in after
+    assert "python_gc_objects_collected_total" in after
+    assert "python_info" in after
+    assert "_created" not in after
     assert "singura_db_pool_size" in after
     assert created.organization.id not in after  # no unbounded ids in labels
     assert after != before

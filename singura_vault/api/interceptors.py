@@ -30,9 +30,12 @@ from typing import Any, Literal, cast
 
 import grpc
 import structlog
+from opentelemetry import trace
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
-from singura_vault import metrics
+from singura_vault import metrics, tracing
 from singura_vault.api import request_checks
+from singura_vault.api.error_details import DETAILS_KEY, plain_status_details, status_details
 from singura_vault.context import Principal, RequestContext, bind_request
 from singura_vault.errors import (
     DataLoss,
@@ -49,6 +52,9 @@ log = get_logger(__name__)
 INTERNAL_MESSAGE = "internal error; the server log has details under this call's request id"
 REQUEST_ID_KEY = "x-request-id"
 RETRY_AFTER_KEY = "retry-after-ms"
+# grpc_type label values, as grpc-ecosystem's interceptors name them.
+UNARY = "unary"
+SERVER_STREAM = "server_stream"
 _MAX_REQUEST_ID = 128
 Context = grpc.aio.ServicerContext[Any, Any]
 AccessLog = Literal["all", "errors", "off"]
@@ -60,30 +66,58 @@ def _metadata(context: Context) -> dict[str, str]:
     }
 
 
-def _observe(method: str, code: str, started: float) -> None:
-    metrics.RPC_REQUESTS.labels(method=method, code=code).inc()
-    metrics.RPC_LATENCY.labels(method=method).observe(time.perf_counter() - started)
-    if method.endswith("/RevealCredential"):
+def _observe(call: _Call, code: str) -> None:
+    metrics.rpc_handled(call.grpc_type, call.method, code, time.perf_counter() - call.started)
+    if call.method.endswith("/RevealCredential"):
         metrics.CREDENTIAL_REVEALS.labels(outcome=code).inc()
+    call.span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
+    if code != "OK":
+        call.span.set_status(Status(StatusCode.ERROR, code))
+    call.span.end()
 
 
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 2)
 
 
-class _Call:
-    """One RPC's request id, principal and timing."""
+def _server_span(tracer: Tracer, method: str, metadata: dict[str, str], request_id: str) -> Span:
+    """The RPC's server span, continuing the caller's W3C trace context if it sent one.
+    Its attributes name the RPC and the request id only, never a request field."""
+    service, _, name = method.lstrip("/").rpartition("/")
+    return tracer.start_span(
+        method.lstrip("/"),
+        context=tracing.PROPAGATOR.extract(metadata),
+        kind=SpanKind.SERVER,
+        attributes={
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": name,
+            "singura.request_id": request_id,
+        },
+    )
 
-    def __init__(self, method: str, context: Context) -> None:
+
+class _Call:
+    """One RPC's request id, principal, timing and span."""
+
+    def __init__(self, method: str, context: Context, grpc_type: str, tracer: Tracer) -> None:
         self.method = method
+        self.grpc_type = grpc_type
         self.context = context
         self.metadata = _metadata(context)
         candidate = self.metadata.get(REQUEST_ID_KEY, "")
         self.request_id = candidate if 0 < len(candidate) <= _MAX_REQUEST_ID else str(uuid.uuid4())
         self.principal: Principal | None = None
         self.started = time.perf_counter()
+        metrics.rpc_started(grpc_type, method)
+        self.span = _server_span(tracer, method, self.metadata, self.request_id)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc_method=method, request_id=self.request_id)
+        ids = self.span.get_span_context()
+        if ids.is_valid:
+            structlog.contextvars.bind_contextvars(
+                trace_id=format(ids.trace_id, "032x"), span_id=format(ids.span_id, "016x")
+            )
         bind_request(RequestContext(request_id=self.request_id, actor="anonymous"))
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
 
@@ -105,9 +139,11 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         prefix: str = "/singura.vault.",
         *,
         access_log: AccessLog = "errors",
+        tracer: Tracer | None = None,
     ) -> None:
         self._access = access
         self._prefix = prefix
+        self._tracer = tracer or trace.NoOpTracer()
         # Successful calls are already counted by the metrics and, where it matters,
         # recorded in the audit trail; a JSON line for each costs ~7% of a cheap call.
         self._log_success = access_log == "all"
@@ -157,8 +193,8 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
             )
         return handler
 
-    async def _begin(self, method: str, request: Any, context: Context) -> _Call:
-        call = _Call(method, context)
+    async def _begin(self, method: str, request: Any, context: Context, grpc_type: str) -> _Call:
+        call = _Call(method, context, grpc_type, self._tracer)
         if self._access is not None:
             call.authenticated(await self._access.authenticate(call.metadata.get("authorization")))
         request_checks.check_request(request)
@@ -187,14 +223,14 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         async def handler(request: Any, context: Context) -> Any:
             call: _Call | None = None
             try:
-                call = await self._begin(method, request, context)
+                call = await self._begin(method, request, context, UNARY)
                 self._open_page_token(call, request)
                 response = await behavior(request, context)
                 self._seal_page_token(call, response)
             except Exception as exc:  # every failure leaves through _fail, mapped
-                await self._fail(call or _Call(method, context), exc)
+                await self._fail(call or _Call(method, context, UNARY, self._tracer), exc)
                 raise  # unreachable: _fail always aborts
-            _observe(method, "OK", call.started)
+            _observe(call, "OK")
             if self._log_success:
                 log.info("rpc_completed", code="OK", duration_ms=_elapsed_ms(call.started))
             return response
@@ -207,13 +243,13 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         async def handler(request: Any, context: Context) -> AsyncIterator[Any]:
             call: _Call | None = None
             try:
-                call = await self._begin(method, request, context)
+                call = await self._begin(method, request, context, SERVER_STREAM)
                 async for item in behavior(request, context):
                     yield item
             except Exception as exc:
-                await self._fail(call or _Call(method, context), exc)
+                await self._fail(call or _Call(method, context, SERVER_STREAM, self._tracer), exc)
                 raise
-            _observe(method, "OK", call.started)
+            _observe(call, "OK")
             if self._log_success:
                 log.info("rpc_completed", code="OK", duration_ms=_elapsed_ms(call.started))
 
@@ -221,23 +257,28 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
 
     async def _fail(self, call: _Call, exc: Exception) -> None:
         elapsed_ms = _elapsed_ms(call.started)
+        trailer: list[tuple[str, str | bytes]] = [(REQUEST_ID_KEY, call.request_id)]
         if not isinstance(exc, VaultError):
-            _observe(call.method, "INTERNAL", call.started)
+            _observe(call, "INTERNAL")
             log.error("rpc_internal_error", duration_ms=elapsed_ms, exc_info=exc)
-            await call.context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            trailer.append(
+                (DETAILS_KEY, plain_status_details("INTERNAL", INTERNAL_MESSAGE, "INTERNAL"))
+            )
+            await call.context.abort(
+                grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE, trailing_metadata=tuple(trailer)
+            )
         code = grpc.StatusCode[exc.code.value]
-        _observe(call.method, code.name, call.started)
+        _observe(call, code.name)
         if isinstance(exc, DataLoss):
             metrics.DATA_LOSS_EVENTS.inc()
         if self._log_failure:
             log.info("rpc_failed", code=code.name, duration_ms=elapsed_ms)
         if isinstance(exc, ResourceExhausted) and exc.retry_after_ms is not None:
-            call.context.set_trailing_metadata(
-                ((REQUEST_ID_KEY, call.request_id), (RETRY_AFTER_KEY, str(exc.retry_after_ms)))
-            )
+            trailer.append((RETRY_AFTER_KEY, str(exc.retry_after_ms)))
+        trailer.append((DETAILS_KEY, status_details(exc)))
         if isinstance(exc, Unauthenticated | PermissionDenied) and self._access is not None:
             await self._audit_denied(call, code.name)
-        await call.context.abort(code, exc.message)
+        await call.context.abort(code, exc.message, trailing_metadata=tuple(trailer))
 
     async def _audit_denied(self, call: _Call, code: str) -> None:
         assert self._access is not None
@@ -250,8 +291,16 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
 async def _refuse_undecodable(method: str, context: Context) -> None:
     """INVALID_ARGUMENT with a fixed message; one log line per interval at most."""
     request_checks.undecodable_log.record(method)
-    _observe(method, "INVALID_ARGUMENT", time.perf_counter())
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request_checks.UNDECODABLE_MESSAGE)
+    metrics.rpc_started(UNARY, method)
+    metrics.rpc_handled(UNARY, method, "INVALID_ARGUMENT", 0.0)
+    details = plain_status_details(
+        "INVALID_ARGUMENT", request_checks.UNDECODABLE_MESSAGE, "UNDECODABLE_REQUEST"
+    )
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        request_checks.UNDECODABLE_MESSAGE,
+        trailing_metadata=((DETAILS_KEY, details),),
+    )
 
 
 def _guard_decoding(

@@ -24,12 +24,16 @@ from singura_vault.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # SubcommandParser at the top too: a usage error exits 1 whichever parser finds it
+    # (`serve --bogus` is reported by this one, as an unrecognised argument).
+    parser = SubcommandParser(
         prog="singura-vault",
         description="Multi-tenant credential vault served over gRPC.",
     )
     parser.add_argument("--version", action="version", version=f"singura-vault {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=SubcommandParser)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=SubcommandParser
+    )
     for group in (serve, database, keys, audit):
         group.add_parsers(commands)
     return parser

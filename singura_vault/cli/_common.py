@@ -32,9 +32,34 @@ class SubcommandParser(argparse.ArgumentParser):
         self.exit(1, f"{self.prog}: error: {message}\n")
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
-    """How a client command reaches a running vault: address and TLS."""
-    parser.add_argument("--address", default=DEFAULT_LISTEN, help="host:port of the vault")
+def default_address() -> str:
+    """Where the client commands dial by default: SINGURA_LISTEN, as the vault beside
+    them listens, with a wildcard host dialled on loopback."""
+    listen = os.environ.get("SINGURA_LISTEN", "").strip() or DEFAULT_LISTEN
+    host, _, port = listen.rpartition(":")
+    if host in ("0.0.0.0", ""):  # noqa: S104 - a listen address read, to dial loopback
+        return f"127.0.0.1:{port}"
+    if host in ("[::]", "::"):
+        return f"[::1]:{port}"
+    return listen
+
+
+API_KEY_HELP = (
+    "The API key comes from SINGURA_API_KEY, else from the bootstrap admin key file "
+    "SINGURA_DATA_DIR/admin-api-key."
+)
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, *, api_key: bool = True) -> None:
+    """How a client command reaches a running vault: address and TLS (and, in its
+    help, where the API key comes from, for the commands that send one)."""
+    if api_key:
+        parser.epilog = API_KEY_HELP
+    parser.add_argument(
+        "--address",
+        default=default_address(),
+        help="host:port of the vault (default: %(default)s, from SINGURA_LISTEN when set)",
+    )
     # Any --tls-* option implies --tls: asking for a CA or a client certificate
     # and then speaking plaintext would never be what was meant.
     parser.add_argument(
@@ -52,6 +77,11 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="name to check the vault's certificate against, instead of the address's host",
     )
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """ "1 event", "2 events", "1,000 events": a count with its noun in agreement."""
+    return f"{count:,} {noun if count == 1 else plural or noun + 's'}"
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -102,11 +132,19 @@ def api_key(settings: Settings) -> str:
     key = os.environ.get("SINGURA_API_KEY", "").strip()
     if key:
         return key
+    try:
+        return bootstrap_admin_key(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"no API key: set SINGURA_API_KEY, or {exc}") from None
+
+
+def bootstrap_admin_key(settings: Settings) -> str:
+    """The admin key `serve` wrote to SINGURA_DATA_DIR/admin-api-key on first start."""
     path = settings.data_dir / "admin-api-key"
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError:
         raise ConfigError(
-            f"no API key: set SINGURA_API_KEY, or run where {path} (the bootstrap admin key) "
-            "is readable"
+            f"run where {path} (the bootstrap admin key, written by the first `serve`) is "
+            "readable: set SINGURA_DATA_DIR to the vault's data directory"
         ) from None

@@ -27,7 +27,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from singura_vault.cli._common import add_connection_arguments, call_vault, run_async
+from singura_vault.cli._common import add_connection_arguments, call_vault, counted, run_async
 from singura_vault.config import Settings
 from singura_vault.db import setup
 from singura_vault.db.pool import Database
@@ -83,7 +83,7 @@ def parse_time(value: str) -> datetime:
 
 def add_parsers(commands: Any) -> None:
     audit = commands.add_parser("audit", help="export, verify and prune the audit trail")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands = audit.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
 
     export = audit_commands.add_parser(
         "export", help="stream an organization's audit events to a file (jsonl or csv)"
@@ -91,7 +91,13 @@ def add_parsers(commands: Any) -> None:
     _add_target(export)
     export.add_argument("--since", type=parse_time, help="ISO time or duration ago (e.g. 30d)")
     export.add_argument("--until", type=parse_time, help="ISO time or duration ago")
-    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    export.add_argument(
+        "--format",
+        choices=("jsonl", "csv"),
+        default="jsonl",
+        help="jsonl (one event per line, what `audit verify --export` reads) or csv "
+        "(default %(default)s)",
+    )
     export.add_argument("--output", type=Path, required=True, help="file to write (mode 0600)")
     export.add_argument(
         "--checkpoints",
@@ -179,7 +185,10 @@ def run_export(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int
             count += len(message.events)
             _progress(count, started)
     elapsed = time.monotonic() - started
-    print(f"\rexported {count:,} events to {args.output} in {elapsed:.1f} s", file=sys.stderr)
+    print(
+        f"\rexported {counted(count, 'event')} to {args.output} in {elapsed:.1f} s",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -244,8 +253,9 @@ def run_offline_verify(args: argparse.Namespace) -> int:
     )
     if report.ok:
         print(
-            f"ok: {report.events:,} events (positions {report.first_sequence} to "
-            f"{report.last_sequence}) and {report.checkpoints:,} signed checkpoints verified"
+            f"ok: {counted(report.events, 'event')} (positions {report.first_sequence} to "
+            f"{report.last_sequence}) and {counted(report.checkpoints, 'signed checkpoint')} "
+            "verified"
             f"{newest}"
         )
         return 0
@@ -266,7 +276,7 @@ def run_verify(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int
     )
     if result.ok:
         print(
-            f"ok: {result.event_count} events verified "
+            f"ok: {counted(result.event_count, 'event')} verified "
             f"({result.pruned_count} pruned before them), head {result.head_hash}"
         )
         return 0
@@ -349,5 +359,5 @@ async def _audit_prune(settings: Settings, older_than: timedelta) -> int:
             pruned = await AuditService(AuditRepository(db)).prune(older_than, "operator")
         finally:
             await db.close()
-    print(f"pruned {sum(pruned.values()):,} events from {len(pruned)} chains")
+    print(f"pruned {counted(sum(pruned.values()), 'event')} from {counted(len(pruned), 'chain')}")
     return 0

@@ -24,8 +24,18 @@ from singura_vault.errors import ConfigError
 
 def add_parsers(commands: Any) -> None:
     migrate = commands.add_parser("migrate", help="database schema migrations")
-    migrate_commands = migrate.add_subparsers(dest="migrate_command", required=True)
-    migrate_commands.add_parser("up", help="apply pending migrations (as the schema owner)")
+    migrate_commands = migrate.add_subparsers(
+        dest="migrate_command", metavar="COMMAND", required=True
+    )
+    migrate_commands.add_parser(
+        "up",
+        help="apply pending migrations (as the schema owner)",
+        description=(
+            "Apply every pending migration as the schema owner (DATABASE_OWNER_URL; set "
+            "DATABASE_URL too, or the embedded database is migrated). Vaults that start "
+            "together apply each migration once (an advisory lock)."
+        ),
+    )
     migrate_commands.add_parser("status", help="list applied and pending migrations")
     migrate_commands.add_parser(
         "validate", help="check file names and that applied files were not edited"

@@ -12,7 +12,13 @@ from typing import Any
 
 import grpc
 
-from singura_vault.cli._common import EXIT_CONFIG, add_connection_arguments, call_vault
+from singura_vault.cli._common import (
+    EXIT_CONFIG,
+    add_connection_arguments,
+    bootstrap_admin_key,
+    call_vault,
+    counted,
+)
 from singura_vault.config import Settings
 from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import keys_pb2, keys_pb2_grpc
@@ -23,7 +29,7 @@ _ADMIN_COMMANDS = ("status", "rotate", "rotate-data-key", "rewrap", "repair", "r
 
 def add_parsers(commands: Any) -> None:
     keys = commands.add_parser("keys", help="root key administration")
-    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_commands = keys.add_subparsers(dest="keys_command", metavar="COMMAND", required=True)
     generate = keys_commands.add_parser(
         "generate",
         help="print a new random root key for ENCRYPTION_KEY, or write a keyring file",
@@ -41,11 +47,29 @@ def add_parsers(commands: Any) -> None:
     )
     signing_key.add_argument("--output", type=Path, required=True, metavar="FILE")
 
+    admin_key = keys_commands.add_parser(
+        "admin-key",
+        help="print the bootstrap admin key that serve wrote to SINGURA_DATA_DIR/admin-api-key "
+        '(for ADMIN_KEY="$(singura-vault keys admin-key)")',
+    )
+    admin_key.set_defaults(run=_admin_key, needs_settings=True)
+
     generate.set_defaults(run=_generate, needs_settings=False)
     signing_key.set_defaults(run=_generate_signing_key, needs_settings=False)
     _add_admin_parsers(keys_commands)
     for name in _ADMIN_COMMANDS:
         keys_commands.choices[name].set_defaults(run=_administer, needs_settings=True)
+
+
+def _admin_key(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        key = bootstrap_admin_key(settings)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    # Printed on purpose, as `cat` of the file would: the operator asked for it.
+    print(key)
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -134,11 +158,11 @@ def _run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
         print(f"provider: {status.provider}")
         for root in status.root_keys:
             mark = "*" if root.primary else " "
-            print(f"root {mark} {root.id:<24} wraps {root.data_key_count} data keys")
+            print(f"root {mark} {root.id:<24} wraps {counted(root.data_key_count, 'data key')}")
         for data_key in status.data_keys:
             print(
                 f"data   {data_key.organization_id} v{data_key.version:<3} {data_key.state:<9} "
-                f"{data_key.credential_count} credentials  {data_key.root_key_id}"
+                f"{counted(data_key.credential_count, 'credential')}  {data_key.root_key_id}"
             )
         if status.HasField("latest_rewrap_job"):
             _print_job(status.latest_rewrap_job)
@@ -147,7 +171,7 @@ def _run(args: argparse.Namespace, channel: grpc.Channel, key: str) -> int:
         rotated = stub.RotateRootKey(keys_pb2.RotateRootKeyRequest(), metadata=auth)
         print(
             f"primary root key {rotated.primary_root_key_id}; "
-            f"{rotated.rewrapped_data_keys} data keys rewrapped"
+            f"{counted(rotated.rewrapped_data_keys, 'data key')} rewrapped"
         )
         return 0
     if args.keys_command == "rotate-data-key":

@@ -22,6 +22,14 @@ def add_parsers(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         help="start the vault (embedded PostgreSQL unless DATABASE_URL is set)",
+        description=(
+            "Serve the vault's gRPC services, health and reflection on SINGURA_LISTEN "
+            "(default 127.0.0.1:50051) until SIGTERM or SIGINT. Without DATABASE_URL it "
+            "runs its own PostgreSQL in SINGURA_DATA_DIR and creates development keys "
+            "there; with it, it needs ENCRYPTION_KEY (or SINGURA_KEYRING_FILE or "
+            "SINGURA_KMS=transit) and SINGURA_AUTH_SECRET. Every variable: "
+            "docs/configuration.md."
+        ),
     )
     serve.add_argument(
         "--workers",
@@ -35,7 +43,7 @@ def add_parsers(commands: Any) -> None:
     )
     health.add_argument("--service", default="", help="service name; empty = whole server")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
-    add_connection_arguments(health)
+    add_connection_arguments(health, api_key=False)  # health needs no key
     health.set_defaults(run=_health, needs_settings=False)
 
 

@@ -292,9 +292,12 @@ class EmbeddedPostgres:
             os.chmod(base, mode, follow_symlinks=False)
 
     def _holds_only_ours(self) -> bool:
+        """True if the directory holds only the embedded server's entries and private
+        files of the vault's own user (the development keyring, auth secret, admin key
+        and signing key that `serve` writes there before the server starts)."""
         ours = {self._pgdata.name, self._run_dir.name, _LOCK_NAME, f"{self._pgdata.name}.initdb"}
         return all(
-            entry.name in ours or entry.name.startswith("engine-")
+            entry.name in ours or entry.name.startswith("engine-") or _private_file(entry)
             for entry in os.scandir(self._base_dir)
         )
 
@@ -511,6 +514,12 @@ class EmbeddedPostgres:
 
 
 # -- helpers --------------------------------------------------------------------------------
+
+
+def _private_file(entry: os.DirEntry[str]) -> bool:
+    """A regular file of the vault's user that nobody else may read or write."""
+    st = entry.stat(follow_symlinks=False)
+    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
 
 
 def _make_parents(path: Path) -> None:

@@ -31,6 +31,7 @@ from singura_vault.db.migrations import (
     migrate_up,
     migration_status,
 )
+from singura_vault.db.reachability import wait_until_reachable
 from singura_vault.errors import ConfigError
 
 DATABASE_NAME = "singura"
@@ -167,6 +168,10 @@ async def prepare_database(settings: Settings) -> PreparedDatabase:
     if settings.database_url is None:
         raise ConfigError(NEEDS_DATABASE_URL)
     if settings.database_owner_url is not None:
+        await wait_until_reachable(
+            settings.database_owner_url, "DATABASE_OWNER_URL", settings.db_wait_s
+        )
         await apply_migrations(settings.database_owner_url)
+    await wait_until_reachable(settings.database_url, "DATABASE_URL", settings.db_wait_s)
     await ensure_schema_current(settings.database_url)
     return PreparedDatabase(settings.database_url, None)

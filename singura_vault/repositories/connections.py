@@ -181,7 +181,8 @@ class ConnectionRepository:
                 f"organization {organization_id} already has {active} active connections, "
                 f"the limit of its {organization.plan.value} plan "
                 f"({organization.connection_limit}); deactivate or delete a connection, "
-                "or move the organization to a larger plan"
+                "or move the organization to a larger plan",
+                reason="PLAN_CONNECTION_LIMIT",
             )
 
     async def _lock(
@@ -200,6 +201,7 @@ class ConnectionRepository:
         if expected_version is not None and current.version != expected_version:
             raise Aborted(
                 f"connection {connection_id} was changed by another call since you read it "
-                "(stale etag); read it again and retry"
+                "(stale etag); read it again and retry",
+                reason="STALE_ETAG",
             )
         return current

@@ -27,13 +27,14 @@ class _RequestIdTaken(AlreadyExists):
 def _unique_errors(slug: str | None, domain: str | None) -> dict[str, VaultError]:
     return {
         "organizations_slug_key": AlreadyExists(
-            f"slug: an organization with slug {slug!r} already exists; choose another slug"
+            f"organization.slug: an organization with slug {slug!r} already exists; "
+            "choose another slug"
         ),
         "organizations_domain_key": AlreadyExists(
-            f"domain: an organization with domain {domain!r} already exists"
+            f"organization.domain: an organization with domain {domain!r} already exists"
         ),
         "organizations_request_key": _RequestIdTaken("request_id already used"),
-        "organizations_plan_fkey": InvalidArgument("plan", "unknown plan"),
+        "organizations_plan_fkey": InvalidArgument("organization.plan", "unknown plan"),
     }
 
 
@@ -142,7 +143,8 @@ class OrganizationRepository:
         if expected_version is not None and current.version != expected_version:
             raise Aborted(
                 f"organization {organization_id} was changed by another call since you read "
-                "it (stale etag); read it again and retry"
+                "it (stale etag); read it again and retry",
+                reason="STALE_ETAG",
             )
         return current
 

@@ -376,7 +376,8 @@ class CredentialService:
         if encrypted.value is None:
             raise FailedPrecondition(
                 f"credential {credential.id} (version {credential.version}) is revoked; "
-                "its value was destroyed and cannot be revealed"
+                "its value was destroyed and cannot be revealed",
+                reason="CREDENTIAL_REVOKED",
             )
         if encrypted.data_key is None:
             raise FailedPrecondition(

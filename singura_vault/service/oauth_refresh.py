@@ -306,7 +306,8 @@ class TokenRefresher:
             await self._record_failure(tx, failure, None)
             return Unavailable(
                 f"refreshing connection {connection.id} failed: {failure.reason}; the vault "
-                f"tries again from {next_at:%Y-%m-%dT%H:%M:%SZ}"
+                f"tries again from {next_at:%Y-%m-%dT%H:%M:%SZ}",
+                reason="PROVIDER_UNAVAILABLE",
             )
         if failure.kind is FailureKind.INVALID_GRANT:
             current = await tx.refresh_token_version()
@@ -320,7 +321,8 @@ class TokenRefresher:
         await self._record_failure(tx, failure, status)
         return FailedPrecondition(
             f"connection {connection.id} cannot be refreshed and is now "
-            f"{status.value.upper()}: {reason}"
+            f"{status.value.upper()}: {reason}",
+            reason="REFRESH_REJECTED",
         )
 
     async def _record_failure(
@@ -353,17 +355,20 @@ def _refusal(
             f"connection {connection.id} is {connection.status.value.upper()}"
             + (f" ({connection.status_reason})" if connection.status_reason else "")
             + "; it is refreshed only while ACTIVE: reconnect the user, store the new "
-            "tokens, then set it ACTIVE with UpdateConnectionStatus"
+            "tokens, then set it ACTIVE with UpdateConnectionStatus",
+            reason="CONNECTION_NOT_ACTIVE",
         )
     if not has_refresh_token:
         return FailedPrecondition(
             f"connection {connection.id} has no refresh token; store one with StoreCredential "
-            "(type CREDENTIAL_TYPE_REFRESH_TOKEN)"
+            "(type CREDENTIAL_TYPE_REFRESH_TOKEN)",
+            reason="NO_REFRESH_TOKEN",
         )
     if tx.client is None:
         return FailedPrecondition(
             f"organization {connection.organization_id} has no OAuth client for "
-            f"{connection.platform.value}; register one with SetOAuthClient"
+            f"{connection.platform.value}; register one with SetOAuthClient",
+            reason="NO_OAUTH_CLIENT",
         )
     state = tx.state
     if (
@@ -376,7 +381,8 @@ def _refusal(
             f"refreshing connection {connection.id} failed {state.failure_count} time(s) "
             f"(last: {state.last_error or 'unknown'}); the next attempt is allowed from "
             f"{state.next_refresh_at:%Y-%m-%dT%H:%M:%SZ} (RefreshConnection with force "
-            "tries now)"
+            "tries now)",
+            reason="REFRESH_COOLING_DOWN",
         )
     return None
 

@@ -66,7 +66,8 @@ class ProviderRevoker:
         if expected is not None and connection.version != expected:
             raise Aborted(
                 f"connection {conn_id} was changed by another call since you read it "
-                "(stale etag); read it again and retry"
+                "(stale etag); read it again and retry",
+                reason="STALE_ETAG",
             )
         tokens = await self._repository.current_tokens(org_id, conn_id)
         target = tokens.get(CredentialType.REFRESH_TOKEN) or tokens.get(CredentialType.ACCESS_TOKEN)

@@ -68,6 +68,7 @@ class LeasedBuckets:
                     f"API key {key_id} exceeded its rate limit of {self._rate:g} requests "
                     f"per second; retry after {retry_after_ms} ms",
                     retry_after_ms=retry_after_ms,
+                    reason="RATE_LIMITED",
                 )
             allowance.tokens = granted - 1
             allowance.expires = time.monotonic() + LEASE_LIFETIME_S

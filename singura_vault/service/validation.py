@@ -48,7 +48,7 @@ def text(field: str, value: str, *, min_length: int, max_length: int) -> str:
 def slug(value: str) -> str:
     if not SLUG_PATTERN.fullmatch(value):
         raise InvalidArgument(
-            "slug",
+            "organization.slug",
             f"{value[:80]!r} must be 3-63 characters of lowercase letters, digits and "
             "hyphens, starting and ending with a letter or digit",
         )
@@ -58,7 +58,9 @@ def slug(value: str) -> str:
 def domain(value: str) -> str:
     normalized = value.strip().lower().rstrip(".")
     if not DOMAIN_PATTERN.fullmatch(normalized):
-        raise InvalidArgument("domain", f"{value[:80]!r} is not a domain name like acme.com")
+        raise InvalidArgument(
+            "organization.domain", f"{value[:80]!r} is not a domain name like acme.com"
+        )
     return normalized
 
 

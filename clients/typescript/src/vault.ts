@@ -1,0 +1,453 @@
+/**
+ * createVaultClient: a typed facade over the generated singura-vault clients.
+ *
+ * One place decides, for every call (facade and `raw` alike): the API key
+ * (`authorization: Bearer <key>`), the deadline, TLS, retries of UNAVAILABLE for
+ * idempotent calls, and errors (always a VaultError).
+ */
+import type { JsonObject } from "@bufbuild/protobuf";
+import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { CallOptions, Client, Interceptor } from "@connectrpc/connect";
+import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
+import type * as http2 from "node:http2";
+
+import { toVaultError } from "./errors.js";
+import { AccessService } from "./gen/singura/vault/v1/access_pb.js";
+import {
+  AuditService,
+  type AuditEvent,
+  type AuditOutcome,
+  type VerifyAuditChainResponse,
+} from "./gen/singura/vault/v1/audit_pb.js";
+import {
+  ConnectionService,
+  type Connection,
+  type ConnectionStatus,
+  type Platform,
+  type ProviderRevocation,
+} from "./gen/singura/vault/v1/connections_pb.js";
+import {
+  CredentialService,
+  type Credential,
+  type CredentialState,
+  type CredentialType,
+} from "./gen/singura/vault/v1/credentials_pb.js";
+import { KeyService } from "./gen/singura/vault/v1/keys_pb.js";
+import { OAuthService } from "./gen/singura/vault/v1/oauth_pb.js";
+import {
+  OrganizationService,
+  type Organization,
+  type Plan,
+} from "./gen/singura/vault/v1/organizations_pb.js";
+import { createPolicyClient, type CallPolicy } from "./policy.js";
+
+/** TLS settings; PEM text or bytes. Without `ca` the system's CAs are trusted. */
+export interface TlsOptions {
+  /** CA certificate(s) to trust instead of the system's. */
+  readonly ca?: string | Buffer;
+  /** Client certificate and key, for a vault that requires mutual TLS. */
+  readonly cert?: string | Buffer;
+  readonly key?: string | Buffer;
+  /** The name to check the server certificate against (default: the address's host). */
+  readonly serverName?: string;
+}
+
+export interface VaultClientOptions {
+  /** "host:port" (e.g. "127.0.0.1:50051"), or a base URL "http://..." / "https://...". */
+  readonly address: string;
+  /** The vault API key (svk_...); sent as `authorization: Bearer <key>` on every call. */
+  readonly apiKey: string;
+  /** false (default): plaintext HTTP/2 (h2c), for loopback; true or options: TLS. */
+  readonly tls?: false | true | TlsOptions;
+  /** Deadline of each call, retries included, in ms (default 10 000; 0: none). */
+  readonly timeoutMs?: number;
+  /** Retries of an idempotent call after UNAVAILABLE (default 2). */
+  readonly retries?: number;
+  /** First retry backoff in ms (default 100); doubles per retry, at most 2 000. */
+  readonly backoffMs?: number;
+  /** More interceptors (after the API key's); they see every attempt of a call. */
+  readonly interceptors?: readonly Interceptor[];
+}
+
+/** One page of a list call. */
+export interface Page<T> {
+  readonly items: T[];
+  /** Pass as `pageToken` for the next page; "" on the last page. */
+  readonly nextPageToken: string;
+}
+
+export interface PageRequest {
+  readonly pageSize?: number;
+  readonly pageToken?: string;
+}
+
+export interface OrganizationInput {
+  readonly name: string;
+  readonly slug: string;
+  readonly domain: string;
+  readonly plan: Plan;
+  readonly settings?: JsonObject;
+}
+
+/** Fields UpdateOrganization's mask may name. */
+export type OrganizationField = "name" | "slug" | "domain" | "plan" | "settings";
+
+export interface ConnectionInput {
+  readonly organizationId: string;
+  readonly platform: Platform;
+  readonly platformUserId: string;
+  readonly platformWorkspaceId?: string;
+  readonly displayName: string;
+  readonly permissionsGranted?: string[];
+  readonly metadata?: JsonObject;
+}
+
+/** Fields UpdateConnection's mask may name. */
+export type ConnectionField = "display_name" | "metadata" | "permissions_granted";
+
+export interface ConnectionFilters extends PageRequest {
+  readonly platform?: Platform;
+  readonly status?: ConnectionStatus;
+}
+
+export interface StoreCredentialInput {
+  readonly organizationId: string;
+  readonly connectionId: string;
+  readonly type: CredentialType;
+  /** The secret (1 byte to 64 KiB of UTF-8). Never logged by the client or the vault. */
+  readonly value: string;
+  readonly expireTime?: Date;
+  /** Idempotency key (a UUID): a store is retried after UNAVAILABLE only when it has one. */
+  readonly requestId?: string;
+}
+
+export interface CredentialAddress {
+  readonly organizationId: string;
+  readonly connectionId: string;
+  readonly type: CredentialType;
+  /** 0 or absent: the current version. */
+  readonly version?: number;
+}
+
+export interface RevealedCredential {
+  readonly credential: Credential;
+  readonly value: string;
+}
+
+export interface ListCredentialsInput extends PageRequest {
+  readonly organizationId: string;
+  readonly connectionId: string;
+  readonly type?: CredentialType;
+  readonly state?: CredentialState;
+}
+
+export interface AuditFilterInput {
+  readonly startTime?: Date;
+  readonly endTime?: Date;
+  readonly action?: string;
+  readonly resourceType?: string;
+  readonly resourceId?: string;
+  readonly actor?: string;
+  readonly outcome?: AuditOutcome;
+}
+
+export interface AuditQuery {
+  /** The organization; "" for the system trail (admin keys only). */
+  readonly organizationId: string;
+  readonly filter?: AuditFilterInput;
+}
+
+export interface VaultClient {
+  readonly organizations: {
+    create(org: OrganizationInput & { requestId?: string }, options?: CallOptions): Promise<Organization>;
+    get(id: string, options?: CallOptions): Promise<Organization>;
+    list(page?: PageRequest, options?: CallOptions): Promise<Page<Organization>>;
+    /** Every organization, page after page. */
+    listAll(page?: Omit<PageRequest, "pageToken">, options?: CallOptions): AsyncIterable<Organization>;
+    update(
+      org: Partial<OrganizationInput> & { readonly id: string },
+      updateMask: readonly OrganizationField[],
+      etag?: string,
+      options?: CallOptions,
+    ): Promise<Organization>;
+    delete(id: string, etag?: string, options?: CallOptions): Promise<void>;
+  };
+  readonly connections: {
+    create(connection: ConnectionInput & { requestId?: string }, options?: CallOptions): Promise<Connection>;
+    get(organizationId: string, connectionId: string, options?: CallOptions): Promise<Connection>;
+    list(organizationId: string, filters?: ConnectionFilters, options?: CallOptions): Promise<Page<Connection>>;
+    update(
+      connection: Partial<Omit<ConnectionInput, "organizationId">> & {
+        readonly organizationId: string;
+        readonly id: string;
+      },
+      updateMask: readonly ConnectionField[],
+      etag?: string,
+      options?: CallOptions,
+    ): Promise<Connection>;
+    updateStatus(
+      organizationId: string,
+      connectionId: string,
+      change: { readonly status: ConnectionStatus; readonly reason: string; readonly etag?: string },
+      options?: CallOptions,
+    ): Promise<Connection>;
+    /** Returns what the platform said when revokeAtProvider was set. */
+    delete(
+      organizationId: string,
+      connectionId: string,
+      opts?: { readonly etag?: string; readonly revokeAtProvider?: boolean },
+      options?: CallOptions,
+    ): Promise<ProviderRevocation | undefined>;
+  };
+  readonly credentials: {
+    /** Returns metadata only: the value is never sent back. */
+    store(input: StoreCredentialInput, options?: CallOptions): Promise<Credential>;
+    /** Audited as credential.revealed. */
+    reveal(address: CredentialAddress, options?: CallOptions): Promise<RevealedCredential>;
+    get(organizationId: string, credentialId: string, options?: CallOptions): Promise<Credential>;
+    list(input: ListCredentialsInput, options?: CallOptions): Promise<Page<Credential>>;
+  };
+  readonly audit: {
+    /**
+     * ExportAuditEvents: every matching event, oldest first, as one async iterator
+     * over the stream's batches. The call's deadline covers the whole stream: pass
+     * a larger `timeoutMs` (or 0) for a large export.
+     */
+    export(query: AuditQuery, options?: CallOptions): AsyncIterable<AuditEvent>;
+    list(query: AuditQuery & PageRequest, options?: CallOptions): Promise<Page<AuditEvent>>;
+    verify(organizationId: string, options?: CallOptions): Promise<VerifyAuditChainResponse>;
+  };
+  /** The generated clients, under the same key, deadline, retry and error policy. */
+  readonly raw: {
+    readonly organizations: Client<typeof OrganizationService>;
+    readonly connections: Client<typeof ConnectionService>;
+    readonly credentials: Client<typeof CredentialService>;
+    readonly access: Client<typeof AccessService>;
+    readonly audit: Client<typeof AuditService>;
+    readonly keys: Client<typeof KeyService>;
+    readonly oauth: Client<typeof OAuthService>;
+  };
+  /** Closes the HTTP/2 connection; calls still running fail with CANCELLED. */
+  close(): void;
+}
+
+export const DEFAULT_TIMEOUT_MS = 10_000;
+export const DEFAULT_RETRIES = 2;
+const DEFAULT_BACKOFF_MS = 100;
+const MAX_BACKOFF_MS = 2_000;
+
+/** The base URL and node:http2 options for an address and TLS setting. */
+export function transportTarget(
+  address: string,
+  tls: VaultClientOptions["tls"],
+): { baseUrl: string; nodeOptions: http2.SecureClientSessionOptions } {
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(address);
+  const baseUrl = hasScheme ? address : `${tls ? "https" : "http"}://${address}`;
+  const secure = baseUrl.toLowerCase().startsWith("https://");
+  if (!secure && tls) {
+    throw new TypeError(`tls is set, but the address ${address} is not https://`);
+  }
+  if (!secure && !baseUrl.toLowerCase().startsWith("http://")) {
+    throw new TypeError(`unsupported address ${address}: use host:port, http:// or https://`);
+  }
+  const nodeOptions: http2.SecureClientSessionOptions = {};
+  if (typeof tls === "object") {
+    if (tls.ca !== undefined) nodeOptions.ca = tls.ca;
+    if (tls.cert !== undefined) nodeOptions.cert = tls.cert;
+    if (tls.key !== undefined) nodeOptions.key = tls.key;
+    if (tls.serverName !== undefined) nodeOptions.servername = tls.serverName;
+  }
+  return { baseUrl, nodeOptions };
+}
+
+/** The interceptor that sends the API key on every call. */
+export function apiKeyInterceptor(apiKey: string): Interceptor {
+  const value = `Bearer ${apiKey}`;
+  return (next) => async (req) => {
+    req.header.set("authorization", value);
+    return next(req);
+  };
+}
+
+/** A field the vault always sets, or an INTERNAL VaultError naming the RPC. */
+function required<T>(value: T | undefined, what: string, procedure: string): T {
+  if (value === undefined) {
+    throw toVaultError(new ConnectError(`the response has no ${what}`, Code.Internal), procedure);
+  }
+  return value;
+}
+
+function auditFilter(filter: AuditFilterInput | undefined) {
+  if (filter === undefined) {
+    return undefined;
+  }
+  return {
+    ...filter,
+    startTime: filter.startTime && timestampFromDate(filter.startTime),
+    endTime: filter.endTime && timestampFromDate(filter.endTime),
+  };
+}
+
+export function createVaultClient(options: VaultClientOptions): VaultClient {
+  if (!options.apiKey) {
+    throw new TypeError("apiKey is required");
+  }
+  const { baseUrl, nodeOptions } = transportTarget(options.address, options.tls);
+  const policy: CallPolicy = {
+    timeoutMs: options.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    retries: Math.max(0, options.retries ?? DEFAULT_RETRIES),
+    backoffMs: options.backoffMs ?? DEFAULT_BACKOFF_MS,
+    maxBackoffMs: MAX_BACKOFF_MS,
+  };
+  const sessionManager = new Http2SessionManager(baseUrl, {}, nodeOptions);
+  const transport = createGrpcTransport({
+    baseUrl,
+    sessionManager,
+    interceptors: [apiKeyInterceptor(options.apiKey), ...(options.interceptors ?? [])],
+  });
+  const raw = {
+    organizations: createPolicyClient(OrganizationService, transport, policy),
+    connections: createPolicyClient(ConnectionService, transport, policy),
+    credentials: createPolicyClient(CredentialService, transport, policy),
+    access: createPolicyClient(AccessService, transport, policy),
+    audit: createPolicyClient(AuditService, transport, policy),
+    keys: createPolicyClient(KeyService, transport, policy),
+    oauth: createPolicyClient(OAuthService, transport, policy),
+  };
+  const orgRpc = (name: string) => `${OrganizationService.typeName}/${name}`;
+  const connRpc = (name: string) => `${ConnectionService.typeName}/${name}`;
+  const credRpc = (name: string) => `${CredentialService.typeName}/${name}`;
+
+  const organizations: VaultClient["organizations"] = {
+    async create({ requestId, ...org }, callOptions) {
+      const res = await raw.organizations.createOrganization({ organization: org, requestId }, callOptions);
+      return required(res.organization, "organization", orgRpc("CreateOrganization"));
+    },
+    async get(id, callOptions) {
+      const res = await raw.organizations.getOrganization({ organizationId: id }, callOptions);
+      return required(res.organization, "organization", orgRpc("GetOrganization"));
+    },
+    async list(page, callOptions) {
+      const res = await raw.organizations.listOrganizations({ ...page }, callOptions);
+      return { items: res.organizations, nextPageToken: res.nextPageToken };
+    },
+    async *listAll(page, callOptions) {
+      let pageToken = "";
+      do {
+        const res = await organizations.list({ ...page, pageToken }, callOptions);
+        yield* res.items;
+        pageToken = res.nextPageToken;
+      } while (pageToken !== "");
+    },
+    async update(org, updateMask, etag, callOptions) {
+      const res = await raw.organizations.updateOrganization(
+        { organization: org, updateMask: { paths: [...updateMask] }, etag: etag ?? "" },
+        callOptions,
+      );
+      return required(res.organization, "organization", orgRpc("UpdateOrganization"));
+    },
+    async delete(id, etag, callOptions) {
+      await raw.organizations.deleteOrganization({ organizationId: id, etag: etag ?? "" }, callOptions);
+    },
+  };
+
+  const connections: VaultClient["connections"] = {
+    async create({ requestId, ...connection }, callOptions) {
+      const res = await raw.connections.createConnection({ connection, requestId }, callOptions);
+      return required(res.connection, "connection", connRpc("CreateConnection"));
+    },
+    async get(organizationId, connectionId, callOptions) {
+      const res = await raw.connections.getConnection({ organizationId, connectionId }, callOptions);
+      return required(res.connection, "connection", connRpc("GetConnection"));
+    },
+    async list(organizationId, filters, callOptions) {
+      const res = await raw.connections.listConnections({ ...filters, organizationId }, callOptions);
+      return { items: res.connections, nextPageToken: res.nextPageToken };
+    },
+    async update(connection, updateMask, etag, callOptions) {
+      const res = await raw.connections.updateConnection(
+        { connection, updateMask: { paths: [...updateMask] }, etag: etag ?? "" },
+        callOptions,
+      );
+      return required(res.connection, "connection", connRpc("UpdateConnection"));
+    },
+    async updateStatus(organizationId, connectionId, change, callOptions) {
+      const res = await raw.connections.updateConnectionStatus(
+        { organizationId, connectionId, ...change },
+        callOptions,
+      );
+      return required(res.connection, "connection", connRpc("UpdateConnectionStatus"));
+    },
+    async delete(organizationId, connectionId, opts, callOptions) {
+      const res = await raw.connections.deleteConnection(
+        {
+          organizationId,
+          connectionId,
+          etag: opts?.etag ?? "",
+          revokeAtProvider: opts?.revokeAtProvider ?? false,
+        },
+        callOptions,
+      );
+      return res.providerRevocation;
+    },
+  };
+
+  const credentials: VaultClient["credentials"] = {
+    async store({ expireTime, ...input }, callOptions) {
+      const res = await raw.credentials.storeCredential(
+        { ...input, expireTime: expireTime && timestampFromDate(expireTime) },
+        callOptions,
+      );
+      return required(res.credential, "credential", credRpc("StoreCredential"));
+    },
+    async reveal(address, callOptions) {
+      const res = await raw.credentials.revealCredential({ ...address }, callOptions);
+      return {
+        credential: required(res.credential, "credential", credRpc("RevealCredential")),
+        value: res.value,
+      };
+    },
+    async get(organizationId, credentialId, callOptions) {
+      const res = await raw.credentials.getCredential({ organizationId, credentialId }, callOptions);
+      return required(res.credential, "credential", credRpc("GetCredential"));
+    },
+    async list(input, callOptions) {
+      const res = await raw.credentials.listCredentials({ ...input }, callOptions);
+      return { items: res.credentials, nextPageToken: res.nextPageToken };
+    },
+  };
+
+  const audit: VaultClient["audit"] = {
+    async *export({ organizationId, filter }, callOptions) {
+      const stream = raw.audit.exportAuditEvents(
+        { organizationId, filter: auditFilter(filter) },
+        callOptions,
+      );
+      for await (const batch of stream) {
+        yield* batch.events;
+      }
+    },
+    async list({ organizationId, filter, pageSize, pageToken }, callOptions) {
+      const res = await raw.audit.listAuditEvents(
+        { organizationId, filter: auditFilter(filter), pageSize, pageToken },
+        callOptions,
+      );
+      return { items: res.events, nextPageToken: res.nextPageToken };
+    },
+    async verify(organizationId, callOptions) {
+      return raw.audit.verifyAuditChain({ organizationId }, callOptions);
+    },
+  };
+
+  return {
+    organizations,
+    connections,
+    credentials,
+    audit,
+    raw,
+    close() {
+      sessionManager.abort();
+    },
+  };
+}

@@ -1,0 +1,175 @@
+"""Errors a program can act on (AIP-193): every error carries a google.rpc.Status in
+the grpc-status-details-bin trailer with an ErrorInfo in the singura.vault domain,
+and the detail its code calls for."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf import field_mask_pb2
+from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
+
+from singura_vault.db.pool import Database
+from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
+from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
+from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+from singura_vault.repositories.api_keys import ApiKeyRepository
+from singura_vault.service.access import AccessService, RateLimit
+from singura_vault.service.credentials import CredentialService
+from tests.canaries import canary
+from tests.conftest import Vault, start_vault, stop_vault
+from tests.helpers import org_message
+from tests.test_key_rotation import ACCESS, store, tenant
+
+DETAIL_TYPES = {
+    "ErrorInfo": error_details_pb2.ErrorInfo,
+    "BadRequest": error_details_pb2.BadRequest,
+    "RetryInfo": error_details_pb2.RetryInfo,
+    "PreconditionFailure": error_details_pb2.PreconditionFailure,
+}
+
+
+async def failure(call: Any) -> grpc.aio.AioRpcError:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error
+    raise AssertionError("the call succeeded")
+
+
+def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """The error's google.rpc.Status details by type name; checks the Status agrees
+    with the call's own code and message."""
+    trailers = dict(error.trailing_metadata() or ())
+    status = status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    assert status.code == error.code().value[0]
+    assert status.message == error.details()
+    unpacked: dict[str, Any] = {}
+    for packed in status.details:
+        name = packed.TypeName().rsplit(".", 1)[-1]
+        message = DETAIL_TYPES[name]()
+        assert packed.Unpack(message)
+        unpacked[name] = message
+    assert unpacked["ErrorInfo"].domain == "singura.vault"
+    return unpacked
+
+
+async def test_invalid_argument_names_the_field_in_a_bad_request(vault: Vault) -> None:
+    error = await failure(
+        vault.organizations.CreateOrganization(
+            opb.CreateOrganizationRequest(organization=org_message(slug="Not A Slug"))
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = details(error)
+    assert found["ErrorInfo"].reason == "INVALID_ARGUMENT"
+    assert found["ErrorInfo"].metadata["field"] == "organization.slug"
+    (violation,) = found["BadRequest"].field_violations
+    assert violation.field == "organization.slug"
+    assert "lowercase" in violation.description
+    assert error.details().startswith("organization.slug: ")
+
+
+async def test_a_stale_etag_is_a_precondition_failure_with_its_reason(vault: Vault) -> None:
+    org, conn = await tenant(vault)
+    current = (
+        await vault.connections.GetConnection(
+            cpb.GetConnectionRequest(organization_id=org, connection_id=conn)
+        )
+    ).connection
+    rename = cpb.UpdateConnectionRequest(
+        connection=cpb.Connection(organization_id=org, id=conn, display_name="Renamed"),
+        update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+        etag=current.etag,
+    )
+    await vault.connections.UpdateConnection(rename)
+    error = await failure(vault.connections.UpdateConnection(rename))
+    assert error.code() == grpc.StatusCode.ABORTED
+    found = details(error)
+    assert found["ErrorInfo"].reason == "STALE_ETAG"
+    assert found["PreconditionFailure"].violations[0].type == "STALE_ETAG"
+
+
+async def test_a_revoked_credential_says_so_in_its_reason(vault: Vault) -> None:
+    org, conn = await tenant(vault)
+    stored = await store(vault, org, conn, canary("details-revoked"))
+    await vault.credentials.RevokeCredential(
+        crpb.RevokeCredentialRequest(organization_id=org, credential_id=stored.id)
+    )
+    error = await failure(
+        vault.credentials.RevealCredential(
+            crpb.RevealCredentialRequest(organization_id=org, connection_id=conn, type=ACCESS)
+        )
+    )
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details(error)["ErrorInfo"].reason == "CREDENTIAL_REVOKED"
+
+
+async def test_not_found_and_unauthenticated_carry_error_info(vault: Vault) -> None:
+    missing = await failure(
+        vault.organizations.GetOrganization(
+            opb.GetOrganizationRequest(organization_id=str(uuid.uuid4()))
+        )
+    )
+    assert details(missing)["ErrorInfo"].reason == "NOT_FOUND"
+    anonymous = await failure(
+        vault.as_key(None).organizations.ListOrganizations(opb.ListOrganizationsRequest())
+    )
+    assert anonymous.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert details(anonymous)["ErrorInfo"].reason == "API_KEY_INVALID"
+
+
+async def test_rate_limited_calls_carry_retry_info_and_keep_retry_after_ms(
+    db: Database, credential_service: CredentialService, auth_secret: bytes
+) -> None:
+    limited = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(rate=0.01, burst=1))
+    running = await start_vault(db, credential_service, limited)
+    try:
+        results = await asyncio.gather(
+            *(
+                running.organizations.ListOrganizations(opb.ListOrganizationsRequest())
+                for _ in range(3)
+            ),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+        assert refused
+        error = refused[0]
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        found = details(error)
+        assert found["ErrorInfo"].reason == "RATE_LIMITED"
+        retry_ms = int(dict(error.trailing_metadata() or ())["retry-after-ms"])
+        delay = found["RetryInfo"].retry_delay
+        assert delay.seconds * 1000 + delay.nanos // 1_000_000 == retry_ms
+        assert dict(error.trailing_metadata() or ()).get("x-request-id")
+    finally:
+        await stop_vault(running)
+
+
+async def test_an_undecodable_request_gets_details_too(vault: Vault) -> None:
+    call = vault.channel.unary_unary(
+        "/singura.vault.v1.OrganizationService/GetOrganization",
+        request_serializer=lambda raw: raw,
+        response_deserializer=lambda raw: raw,
+    )
+    error = await failure(call(b"\xff\xff\xff"))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(error)["ErrorInfo"].reason == "UNDECODABLE_REQUEST"
+
+
+def test_every_reason_the_code_names_is_documented() -> None:
+    """docs/errors.md's table lists every reason a raise site or error class names."""
+    root = Path(__file__).resolve().parent.parent
+    named: set[str] = set()
+    for path in (root / "singura_vault").rglob("*.py"):
+        text = path.read_text()
+        named.update(re.findall(r'reason(?::\s*str)?\s*=\s*"([A-Z_]+)"', text))
+        named.update(re.findall(r'plain_status_details\([^)]*"([A-Z_]+)"\s*\)', text, re.S))
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", (root / "docs/errors.md").read_text(), re.M))
+    assert {"RATE_LIMITED", "STALE_ETAG", "INTERNAL", "UNDECODABLE_REQUEST"} <= named
+    assert named - documented == set()

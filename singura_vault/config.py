@@ -90,6 +90,8 @@ class Settings:
     transit_mount: str | None = None
     transit_ca_file: Path | None = None
     auth_secret: str | None = field(default=None, repr=False)
+    # SINGURA_AUTH_SECRET_FILE: the same secret in an owner-only file (container secrets).
+    auth_secret_file: Path | None = None
     bootstrap_admin_key: str | None = field(default=None, repr=False)
     rate_limit_rps: float = 500.0
     audit_retention_days: int = 0
@@ -183,6 +185,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             k.strip() for k in env.get("ENCRYPTION_KEY_PREVIOUS", "").split(",") if k.strip()
         ),
         auth_secret=env.get("SINGURA_AUTH_SECRET", "").strip() or None,
+        auth_secret_file=_path(env, "SINGURA_AUTH_SECRET_FILE"),
         audit_retention_days=_int(env, "SINGURA_AUDIT_RETENTION_DAYS", 0, minimum=0),
         audit_signing_key_file=_path(env, "SINGURA_AUDIT_SIGNING_KEY_FILE"),
         audit_checkpoint_interval_s=_float(

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,14 +17,16 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from singura_vault.config import load_settings
 from singura_vault.context import Role
 from singura_vault.db.pool import Database
+from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.repositories.api_keys import ApiKeyRepository
-from singura_vault.service.access import AccessService, RateLimit
+from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
 from singura_vault.service.credentials import CredentialService
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Stubs, Vault, start_vault, stop_vault
@@ -505,3 +510,24 @@ def test_roles_enum_matches_the_contract() -> None:
         for n in apb.ApiKeyRole.keys()  # noqa: SIM118 - a protobuf enum wrapper, not a dict
         if n != "API_KEY_ROLE_UNSPECIFIED"
     }
+
+
+def test_the_auth_secret_can_come_from_an_owner_only_file(tmp_path: Path) -> None:
+    """SINGURA_AUTH_SECRET_FILE (container secrets): read with the owner-only check;
+    never together with SINGURA_AUTH_SECRET."""
+    secret = base64.b64encode(os.urandom(32)).decode()
+    path = tmp_path / "auth_secret"
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    external = {
+        "DATABASE_URL": "postgresql://singura_service@db.internal/singura",
+        "SINGURA_AUTH_SECRET_FILE": str(path),
+    }
+    assert load_auth_secret(load_settings(external)) == base64.b64decode(secret)
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        load_auth_secret(load_settings(external))
+    with pytest.raises(ConfigError, match="both set"):
+        load_auth_secret(load_settings({**external, "SINGURA_AUTH_SECRET": secret}))
+    with pytest.raises(ConfigError, match="SINGURA_AUTH_SECRET_FILE"):
+        load_auth_secret(load_settings({"DATABASE_URL": external["DATABASE_URL"]}))

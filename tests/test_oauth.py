@@ -23,6 +23,7 @@ from singura_vault.metrics import REGISTRY
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
+from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
 from singura_vault.proto.singura.vault.v1 import oauth_pb2 as pb
 from singura_vault.providers import EgressSettings, TokenEndpointClient
 from singura_vault.repositories.oauth import OAuthRepository
@@ -934,3 +935,20 @@ async def test_production_refuses_plain_http_even_to_loopback(
         )
     finally:
         await stop_vault(running)
+
+
+async def test_a_data_key_that_seals_a_client_secret_is_not_retired(
+    vault: Vault, provider: FakeOAuthProvider
+) -> None:
+    """Client secrets are sealed under data keys too: retiring the version that seals
+    one is refused (the rewrap job re-seals credentials, not client secrets)."""
+    org, _ = await tenant(vault)
+    await set_client(vault, provider, org, "canary-retire-client")
+    await vault.keys.RotateDataKey(kpb.RotateDataKeyRequest(organization_id=org))
+    await expect_status(
+        vault.keys.RetireKeyVersion(
+            kpb.RetireKeyVersionRequest(data_key=kpb.DataKeyRef(organization_id=org, version=1))
+        ),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "OAuth client secrets",
+    )

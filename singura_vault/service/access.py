@@ -80,13 +80,19 @@ _MAX_SECRET_FILE_BYTES = 1024
 def load_auth_secret(settings: Settings) -> bytes:
     """The HMAC key for API-key digests: SINGURA_AUTH_SECRET, or a generated
     development file in the data dir (embedded, non-production only)."""
+    if settings.auth_secret is not None and settings.auth_secret_file is not None:
+        raise ConfigError("SINGURA_AUTH_SECRET and SINGURA_AUTH_SECRET_FILE are both set; set one")
     if settings.auth_secret is not None:
         return _decode_secret(settings.auth_secret)
+    if settings.auth_secret_file is not None:
+        path = settings.auth_secret_file
+        data = read_private_file(path, f"SINGURA_AUTH_SECRET_FILE {path}", _MAX_SECRET_FILE_BYTES)
+        return _decode_secret(data.decode("ascii", errors="replace").strip())
     if settings.production or not settings.embedded:
         raise ConfigError(
-            "SINGURA_AUTH_SECRET is required with an external DATABASE_URL or in "
-            "production (every vault process must share it); generate one with "
-            "`singura-vault keys generate`"
+            "SINGURA_AUTH_SECRET (or SINGURA_AUTH_SECRET_FILE) is required with an "
+            "external DATABASE_URL or in production (every vault process must share it); "
+            "generate one with `singura-vault keys generate`"
         )
     path = settings.data_dir / AUTH_SECRET_FILE
     if not path.exists():

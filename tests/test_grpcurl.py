@@ -113,6 +113,26 @@ async def test_grpcurl_describe_shows_the_contracts_comments(vault: Vault) -> No
     assert "grpc.reflection.v1alpha.ServerReflection" in listed
 
 
+async def test_grpcurl_decodes_the_error_details(vault: Vault) -> None:
+    """Reflection also serves google.rpc's error details, so grpcurl prints an error's
+    ErrorInfo and BadRequest decoded rather than as raw bytes."""
+    code, _, stderr = await grpcurl(
+        "-plaintext",
+        "-H",
+        f"authorization: Bearer {vault.admin_key}",
+        "-d",
+        json.dumps({"organization": {"name": "Acme", "slug": "Not A Slug", "plan": "PLAN_FREE"}}),
+        vault.address,
+        "singura.vault.v1.OrganizationService/CreateOrganization",
+    )
+    assert code != 0
+    assert "is not recognized" not in stderr
+    compact = stderr.replace(" ", "")
+    assert '"@type":"type.googleapis.com/google.rpc.ErrorInfo"' in compact
+    assert '"domain":"singura.vault"' in compact
+    assert '"field":"organization.slug"' in compact
+
+
 async def test_grpcurl_readme_session(vault: Vault) -> None:
     """README's authenticated calls: organization, connection, store, reveal, API key."""
     auth = f"authorization: Bearer {vault.admin_key}"

@@ -19,6 +19,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from google.rpc import error_details_pb2  # type: ignore[import-untyped]  # no stubs
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
@@ -41,7 +42,9 @@ def _load() -> tuple[descriptor_pool.DescriptorPool, dict[str, bytes]]:
         pool.Add(file)
         _without_json_names(file.message_type)
         documented[file.name] = file.SerializeToString()
-    for module in (health_pb2, reflection_pb2):
+    # Health and reflection are served beside the vault; the google.rpc error details
+    # travel in every error's trailer, and clients (grpcurl) decode them through here.
+    for module in (health_pb2, reflection_pb2, error_details_pb2):
         proto = descriptor_pb2.FileDescriptorProto()
         module.DESCRIPTOR.CopyToProto(proto)
         pool.Add(proto)

@@ -26,11 +26,13 @@ from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
 from singura_vault.proto.singura.vault.v1 import oauth_pb2 as pb
 from singura_vault.providers import EgressSettings, TokenEndpointClient
+from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service.access import AccessService
 from singura_vault.service.credentials import CredentialService
 from singura_vault.service.oauth_refresh import LOST_ROTATION, TokenRefresher
 from singura_vault.service.oauth_worker import RefreshWorker
+from singura_vault.service.rewrap import RewrapWorker
 from tests.conftest import (
     Stubs,
     Vault,
@@ -937,18 +939,24 @@ async def test_production_refuses_plain_http_even_to_loopback(
         await stop_vault(running)
 
 
-async def test_a_data_key_that_seals_a_client_secret_is_not_retired(
-    vault: Vault, provider: FakeOAuthProvider
+async def test_rewrap_reseals_client_secrets_so_their_key_can_be_retired(
+    vault: Vault, provider: FakeOAuthProvider, credential_service: CredentialService
 ) -> None:
-    """Client secrets are sealed under data keys too: retiring the version that seals
-    one is refused (the rewrap job re-seals credentials, not client secrets)."""
-    org, _ = await tenant(vault)
-    await set_client(vault, provider, org, "canary-retire-client")
-    await vault.keys.RotateDataKey(kpb.RotateDataKeyRequest(organization_id=org))
-    await expect_status(
-        vault.keys.RetireKeyVersion(
-            kpb.RetireKeyVersionRequest(data_key=kpb.DataKeyRef(organization_id=org, version=1))
-        ),
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "OAuth client secrets",
+    """Client secrets are sealed under data keys too. Before a rewrap, retiring the
+    version that seals one is refused; the rewrap job re-seals it under the newest
+    version, the old one then retires, and the refresh still authenticates."""
+    linked = await link(vault, provider)
+    await vault.keys.RotateDataKey(kpb.RotateDataKeyRequest(organization_id=linked.org))
+    retire = vault.keys.RetireKeyVersion(
+        kpb.RetireKeyVersionRequest(data_key=kpb.DataKeyRef(organization_id=linked.org, version=1))
     )
+    await expect_status(retire, grpc.StatusCode.FAILED_PRECONDITION, "OAuth client secrets")
+    await vault.keys.StartRewrap(kpb.StartRewrapRequest())
+    worker = RewrapWorker(KeyAdminRepository(vault.db), credential_service.key_manager)
+    assert await worker.work_once()
+    await vault.keys.RetireKeyVersion(
+        kpb.RetireKeyVersionRequest(data_key=kpb.DataKeyRef(organization_id=linked.org, version=1))
+    )
+    response = await get_token(vault, linked)
+    assert response.refreshed is True
+    assert provider.token_calls == 1

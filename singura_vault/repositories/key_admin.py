@@ -34,6 +34,7 @@ class DataKeysChanged(Aborted):
 
 
 _KEY_NOT_LIVE = "encrypted_credentials_key_live"
+_CLIENT_KEY_NOT_LIVE = "oauth_clients_key_live"
 _RETIRED_DURING_REPAIR = Aborted(
     "a data key version was retired while the repair ran; nothing of this page was "
     "changed: run the repair again"
@@ -117,8 +118,8 @@ class KeyAdminRepository:
             if in_use:
                 raise FailedPrecondition(
                     f"data key version {version} of organization {organization_id} still "
-                    f"encrypts {in_use} credentials or OAuth client secrets; rewrap the "
-                    "credentials first (StartRewrap) and set OAuth clients again (SetOAuthClient)"
+                    f"encrypts {in_use} credentials or OAuth client secrets; rewrap them "
+                    "first (StartRewrap)"
                 )
             status = await conn.execute(query("data_key_retire"), organization_id, version)
         if status.endswith(" 0"):
@@ -136,6 +137,46 @@ class KeyAdminRepository:
                 query("credentials_stale_count"), organization_id, newest, job_id
             )
         return count
+
+    async def reseal_client_secrets(
+        self,
+        organization_id: UUID,
+        newest: int,
+        reseal: Callable[
+            [UUID, int, EncryptedValue, dict[int, StoredDataKey]], Awaitable[EncryptedValue]
+        ],
+    ) -> int:
+        """Re-seal the organization's OAuth client secrets that an older data key seals
+        (a handful per organization: one transaction); returns how many."""
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(query("oauth_clients_claim_stale"), organization_id, newest)
+            if not rows:
+                return 0
+            key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
+            data_keys = {r["version"]: data_key_from_row(r) for r in key_rows}
+            resealed = 0
+            for row in rows:
+                stale = EncryptedValue(
+                    row["secret_nonce"], row["secret_ciphertext"], "", row["key_version"]
+                )
+                try:
+                    value = await reseal(row["id"], row["key_version"], stale, data_keys)
+                except DataLoss:
+                    # Left as it is (and its key unretirable) until the client is set
+                    # again; the rest of the job goes on.
+                    continue
+                resealed += 1
+                with map_driver_errors({_CLIENT_KEY_NOT_LIVE: DataKeysChanged("retired")}):
+                    await conn.execute(
+                        query("oauth_client_resealed"),
+                        organization_id,
+                        row["platform"],
+                        row["id"],
+                        value.ciphertext,
+                        value.nonce,
+                        value.key_version,
+                    )
+        return resealed
 
     async def reencrypt_batch(
         self,

@@ -97,10 +97,65 @@ class RewrapWorker:
                 log.info("rewrap_keys_changed", organization_id=str(organization_id))
                 return True
             if count == 0:
-                return did_work
+                # The credentials are done; the organization's OAuth client secrets are
+                # sealed under its data keys too, and retirement waits for them.
+                try:
+                    resealed = await self._repository.reseal_client_secrets(
+                        organization_id, newest, self._reseal_client_secret
+                    )
+                except DataKeysChanged:
+                    return True
+                if resealed:
+                    log.info(
+                        "rewrap_client_secrets",
+                        organization_id=str(organization_id),
+                        count=resealed,
+                    )
+                return did_work or resealed > 0
             did_work = True
             metrics.REWRAPPED.inc(count)
             log.info("rewrap_progress", job_id=str(job_id), done=done, total=total)
+
+    async def _reseal_client_secret(
+        self,
+        row_id: UUID,
+        key_version: int,
+        stale: EncryptedValue,
+        data_keys: dict[int, StoredDataKey],
+    ) -> EncryptedValue:
+        """Open an OAuth client secret under the version that sealed it, seal it under
+        the newest (decrypt-after-encrypt checked, as for credentials)."""
+        newest = data_keys[max(data_keys)]
+        organization_id = newest.organization_id
+        if key_version not in data_keys:
+            raise DataLoss(
+                f"an OAuth client secret of organization {organization_id} is sealed under "
+                f"data key version {key_version}, which was destroyed; set the client again"
+            )
+        old = await sealing.unwrap(self._keys, data_keys[key_version])
+        try:
+            plaintext = self._keys.open(
+                old,
+                keys.Sealed(stale.nonce, stale.ciphertext),
+                sealing.client_secret_binding(organization_id, row_id, key_version),
+            )
+        except keys.IntegrityError:
+            log.error(
+                "oauth_client_integrity_failure",
+                security_event=True,
+                organization_id=str(organization_id),
+                key_version=key_version,
+            )
+            raise DataLoss(
+                f"an OAuth client secret of organization {organization_id} failed its "
+                "integrity check during rewrap; set the client again"
+            ) from None
+        new = await sealing.unwrap(self._keys, newest)
+        binding = sealing.client_secret_binding(organization_id, row_id, newest.version)
+        sealed = self._keys.seal(new, plaintext, binding)
+        if not hmac.compare_digest(self._keys.open(new, sealed, binding), plaintext):
+            raise DataLoss("re-sealing an OAuth client secret did not verify")
+        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", newest.version)
 
     async def _reencrypt(
         self, stale: SealedCredential, data_keys: dict[int, StoredDataKey]

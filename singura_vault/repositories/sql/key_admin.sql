@@ -140,3 +140,16 @@ SELECT e.id, e.connection_id, e.credential_type, e.version, e.key_version, e.cip
 -- (audited as credential.key_version_repaired, migration 008).
 UPDATE encrypted_credentials SET key_version = $3
  WHERE organization_id = $1 AND id = $2;
+
+-- name: oauth_clients_claim_stale
+-- OAuth client secrets (migration 016) sealed under an older data key than the newest;
+-- SKIP LOCKED: one worker re-seals each.
+SELECT organization_id, platform, id, key_version, secret_nonce, secret_ciphertext
+  FROM oauth_clients
+ WHERE organization_id = $1 AND key_version < $2
+   FOR UPDATE SKIP LOCKED;
+
+-- name: oauth_client_resealed
+UPDATE oauth_clients
+   SET secret_ciphertext = $4, secret_nonce = $5, key_version = $6
+ WHERE organization_id = $1 AND platform = $2 AND id = $3;

@@ -98,6 +98,17 @@ class Aborted(VaultError):
     reason = "CONCURRENT_CHANGE"
 
 
+def check_etag(what: str, expected_version: int | None, current_version: int) -> None:
+    """ABORTED (reason STALE_ETAG) when the caller's etag names another version of
+    ``what`` (e.g. "connection <id>") than the current one; no etag passes."""
+    if expected_version is not None and current_version != expected_version:
+        raise Aborted(
+            f"{what} was changed by another call since you read it (stale etag); "
+            "read it again and retry",
+            reason="STALE_ETAG",
+        )
+
+
 class ResourceExhausted(VaultError):
     """A limit was reached: a plan's connection limit or a rate limit."""
 

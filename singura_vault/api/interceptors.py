@@ -83,6 +83,9 @@ def _elapsed_ms(started: float) -> float:
 def _server_span(tracer: Tracer, method: str, metadata: dict[str, str], request_id: str) -> Span:
     """The RPC's server span, continuing the caller's W3C trace context if it sent one.
     Its attributes name the RPC and the request id only, never a request field."""
+    if "traceparent" not in metadata and isinstance(tracer, trace.NoOpTracer):
+        # Nothing to record and no trace to continue: the common case costs nothing.
+        return trace.INVALID_SPAN
     service, _, name = method.lstrip("/").rpartition("/")
     return tracer.start_span(
         method.lstrip("/"),

@@ -222,13 +222,12 @@ def resolve_token_url(client: OAuthClientConfig, workspace_id: str) -> str:
 
     "{tenant}" becomes the workspace id (Microsoft's tenant), or "common" when empty.
     """
-    template = client.token_url or CATALOGUE[client.platform].token_url
-    return _fill(template, client, workspace_id)
+    return _fill(token_url_template(client.platform, client.token_url), client, workspace_id)
 
 
 def resolve_revocation_url(client: OAuthClientConfig, workspace_id: str) -> str | None:
     """The revocation endpoint for this client, or None when the platform has none."""
-    template = client.revocation_url or CATALOGUE[client.platform].revocation_url
+    template = revocation_url_template(client.platform, client.revocation_url)
     if template is None:
         return None
     return _fill(template, client, workspace_id)

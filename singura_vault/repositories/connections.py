@@ -22,6 +22,7 @@ from singura_vault.errors import (
     NotFound,
     ResourceExhausted,
     VaultError,
+    check_etag,
 )
 from singura_vault.repositories._rows import connection_from_row, organization_from_row
 from singura_vault.repositories.organizations import not_found as organization_not_found
@@ -198,10 +199,5 @@ class ConnectionRepository:
         if row is None:
             raise _not_found(organization_id, connection_id)
         current = connection_from_row(row)
-        if expected_version is not None and current.version != expected_version:
-            raise Aborted(
-                f"connection {connection_id} was changed by another call since you read it "
-                "(stale etag); read it again and retry",
-                reason="STALE_ETAG",
-            )
+        check_etag(f"connection {connection_id}", expected_version, current.version)
         return current

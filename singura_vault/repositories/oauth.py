@@ -215,11 +215,10 @@ class OAuthRepository:
         return _client_from_row(row)
 
     async def get_client(self, organization_id: UUID, platform: Platform) -> OAuthClientRecord:
-        async with self._db.tenant(organization_id, read_only=True) as conn:
-            row = await conn.fetchrow(query("oauth_client_get"), organization_id, platform.value)
-        if row is None:
+        client = await self.find_client(organization_id, platform)
+        if client is None:
             raise _client_not_found(organization_id, platform)
-        return _client_from_row(row)
+        return client
 
     async def find_client(
         self, organization_id: UUID, platform: Platform

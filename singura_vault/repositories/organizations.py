@@ -15,7 +15,14 @@ from singura_vault.domain import (
     OrganizationChanges,
     PageCursor,
 )
-from singura_vault.errors import Aborted, AlreadyExists, InvalidArgument, NotFound, VaultError
+from singura_vault.errors import (
+    Aborted,
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    VaultError,
+    check_etag,
+)
 from singura_vault.repositories._rows import organization_from_row
 from singura_vault.repositories.queries import query
 
@@ -140,12 +147,7 @@ class OrganizationRepository:
         if row is None:
             raise not_found(organization_id)
         current = organization_from_row(row)
-        if expected_version is not None and current.version != expected_version:
-            raise Aborted(
-                f"organization {organization_id} was changed by another call since you read "
-                "it (stale etag); read it again and retry",
-                reason="STALE_ETAG",
-            )
+        check_etag(f"organization {organization_id}", expected_version, current.version)
         return current
 
     async def _by_request_id(self, request_id: UUID) -> Organization | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from singura_vault.domain import Connection, CredentialType, EncryptedCredential
-from singura_vault.errors import Aborted, InvalidArgument, NotFound, VaultError
+from singura_vault.errors import InvalidArgument, NotFound, VaultError, check_etag
 from singura_vault.logs import get_logger
 from singura_vault.providers import RevocationOutcome, TokenEndpointClient
 from singura_vault.repositories.connections import ConnectionRepository
@@ -63,12 +63,7 @@ class ProviderRevoker:
         conn_id = validation.parse_uuid("connection_id", connection_id)
         expected = validation.parse_etag(etag)
         connection = await self._connections.get(org_id, conn_id)
-        if expected is not None and connection.version != expected:
-            raise Aborted(
-                f"connection {conn_id} was changed by another call since you read it "
-                "(stale etag); read it again and retry",
-                reason="STALE_ETAG",
-            )
+        check_etag(f"connection {conn_id}", expected, connection.version)
         tokens = await self._repository.current_tokens(org_id, conn_id)
         target = tokens.get(CredentialType.REFRESH_TOKEN) or tokens.get(CredentialType.ACCESS_TOKEN)
         return await self._revoke(

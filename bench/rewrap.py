@@ -21,6 +21,7 @@ import _harness as h
 import asyncpg
 
 from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.config import PoolSettings
 from singura_vault.context import Principal, RequestContext, bind_request
 from singura_vault.db.pool import Database
@@ -34,11 +35,8 @@ from singura_vault.domain import (
     Platform,
 )
 from singura_vault.repositories.connections import ConnectionRepository
-from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.organizations import OrganizationRepository
-from singura_vault.service.credentials import CredentialService
-from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.rewrap import RewrapWorker
 
 CHUNK = 1000
@@ -57,7 +55,7 @@ async def load(
         NewConnection(org.id, Platform.SLACK, "U1", "T1", "Bench Slack"), None
     )
     assert conn.status is ConnectionStatus.ACTIVE
-    service = CredentialService(CredentialRepository(db), manager)
+    service = Components(db, key_manager=manager).credentials
     await service.store(str(org.id), str(conn.id), CredentialType.API_KEY, "first", None, "")
     started = time.perf_counter()
     owner = await asyncpg.connect(pg.owner_dsn)
@@ -122,7 +120,7 @@ async def bench(args: argparse.Namespace) -> None:
             )
             try:
                 org, load_s = await load(pg, db, manager, args.credentials)
-                admin = KeyAdminService(KeyAdminRepository(db), CredentialRepository(db), manager)
+                admin = Components(db, key_manager=manager).key_admin
                 await admin.rotate_data_key(str(org))
                 job = await admin.start_rewrap()
                 pools = [

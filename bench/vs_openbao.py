@@ -53,7 +53,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -431,25 +431,6 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _cpu_seconds_of(roots: Iterable[int | None]) -> float:
-    """User + system CPU time of the given processes and their direct children, each once."""
-    wanted = {pid for pid in roots if pid is not None}
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as stat:
-                text = stat.read()
-        except OSError:
-            continue
-        fields = text[text.rfind(")") + 2 :].split()
-        if int(entry.name) in wanted or int(fields[1]) in wanted:
-            total += int(fields[11]) + int(fields[12])
-    return total / ticks
-
-
 def _machine_busy_seconds() -> float:
     """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
     with open("/proc/stat", encoding="ascii") as stat:
@@ -527,7 +508,7 @@ class VaultProcess:
             return None
 
     def cpu_seconds(self) -> float:
-        return _cpu_seconds_of([self.process.pid, self.postmaster_pid()])
+        return h.processes_cpu_seconds([self.process.pid, self.postmaster_pid()])
 
     def stop(self) -> None:
         _stop(self.process)
@@ -666,7 +647,7 @@ class BaoProcess:
         return out.split(" (")[0].strip() or "unknown"
 
     def cpu_seconds(self) -> float:
-        return _cpu_seconds_of([self.process.pid])
+        return h.processes_cpu_seconds([self.process.pid])
 
     def stop(self) -> None:
         _stop(self.process)

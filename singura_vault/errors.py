@@ -23,6 +23,7 @@ and say what to do, and they never contain a secret value.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 
 
 class ErrorCode(enum.Enum):
@@ -65,10 +66,32 @@ class InvalidArgument(VaultError):
     code = ErrorCode.INVALID_ARGUMENT
     reason = "INVALID_ARGUMENT"
 
-    def __init__(self, field: str, problem: str, *, reason: str | None = None) -> None:
-        super().__init__(f"{field}: {problem}", reason=reason)
+    def __init__(
+        self,
+        field: str,
+        problem: str,
+        *,
+        reason: str | None = None,
+        example: enum.Enum | None = None,
+    ) -> None:
+        """``example``: a valid value to suggest, a domain enum member; the API layer
+        spells it as the wire contract does (``CredentialType.ACCESS_TOKEN`` reaches
+        the client as ``CREDENTIAL_TYPE_ACCESS_TOKEN``), so the layers below never
+        write protobuf names."""
         self.field = field
         self.problem = problem
+        self.example = example
+        super().__init__(f"{field}: {self.describe(_domain_name)}", reason=reason)
+
+    def describe(self, name_of: Callable[[enum.Enum], str]) -> str:
+        """The problem, with the example value spelled by ``name_of``."""
+        if self.example is None:
+            return self.problem
+        return f"{self.problem} (e.g. {name_of(self.example)})"
+
+
+def _domain_name(value: enum.Enum) -> str:
+    return f"{type(value).__name__}.{value.name}"
 
 
 class NotFound(VaultError):

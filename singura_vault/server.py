@@ -32,7 +32,8 @@ from singura_vault.api.keys import KeyServicer
 from singura_vault.api.oauth import OAuthServicer
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.api.reflection import add_reflection
-from singura_vault.config import OAuthSettings, PoolSettings, Settings, is_loopback, listen_host
+from singura_vault.composition import Components, build_access, build_access_from
+from singura_vault.config import PoolSettings, Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import NEEDS_DATABASE_URL, PreparedDatabase, prepare_database
 from singura_vault.db.supervisor import EmbeddedSupervisor
@@ -55,30 +56,11 @@ from singura_vault.proto.singura.vault.v1 import (
     organizations_pb2,
     organizations_pb2_grpc,
 )
-from singura_vault.providers import EgressSettings, TokenEndpointClient
-from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.audit import AuditRepository
-from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
-from singura_vault.repositories.connections import ConnectionRepository
-from singura_vault.repositories.credentials import CredentialRepository
-from singura_vault.repositories.key_admin import KeyAdminRepository
-from singura_vault.repositories.oauth import OAuthRepository
-from singura_vault.repositories.organizations import OrganizationRepository
-from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
+from singura_vault.service.access import load_auth_secret
 from singura_vault.service.audit import AuditService
-from singura_vault.service.audit_checkpoints import AuditCheckpointService, load_audit_signer
-from singura_vault.service.audit_sequencer import AuditSequencer
-from singura_vault.service.authz import Authorizer
-from singura_vault.service.connections import ConnectionService
-from singura_vault.service.credentials import CredentialService, load_key_manager
-from singura_vault.service.key_admin import KeyAdminService
-from singura_vault.service.oauth_clients import OAuthClientService
-from singura_vault.service.oauth_refresh import RefreshPolicy, TokenRefresher
-from singura_vault.service.oauth_revocation import ProviderRevoker
-from singura_vault.service.oauth_tokens import AccessTokenService
-from singura_vault.service.oauth_worker import RefreshWorker
-from singura_vault.service.organizations import OrganizationService
-from singura_vault.service.rewrap import RewrapWorker
+from singura_vault.service.audit_checkpoints import load_audit_signer
+from singura_vault.service.credentials import load_key_manager
 from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
 from singura_vault.workers import WORKER_DSN_ENV, WORKER_INDEX_ENV, run_workers
 
@@ -133,72 +115,33 @@ def database_url_uses_tls(url: str) -> bool:
 
 
 class VaultServer:
-    """A started gRPC server bound to one Database."""
+    """A started gRPC server over one vault's Components."""
 
     def __init__(
         self,
-        db: Database,
-        credentials: CredentialService,
-        access: AccessService | None,
+        components: Components,
         *,
         health_interval_s: float = 5.0,
-        authorizer: Authorizer | None = None,
-        key_admin: KeyAdminService | None = None,
-        audit_checkpoints: AuditCheckpointService | None = None,
         access_log: AccessLog = "errors",
         reuse_port: bool = False,
-        oauth: OAuthSettings | None = None,
-        production: bool = False,
         tracer: Tracer | None = None,
     ) -> None:
-        """``access=None`` disables authentication and ``authorizer`` replaces the
-        service-layer checks: both exist for tests of the layers beneath."""
-        self._db = db
-        self._access = access
+        self.components = components
+        db = components.db
         self._key_watch: asyncio.Task[None] | None = None
+        self._sequencing: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Task[None] | None = None
         self._server = grpc.aio.server(
-            interceptors=[VaultInterceptor(access, access_log=access_log, tracer=tracer)],
+            interceptors=[
+                VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
+            ],
             # Without this, a second vault on the same port would silently share it;
             # the workers of `serve --workers N` share it on purpose (the parent has
             # checked that nobody else uses the port).
             options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
         )
-        organizations_pb2_grpc.add_OrganizationServiceServicer_to_server(
-            OrganizationServicer(OrganizationService(OrganizationRepository(db), authorizer)),
-            self._server,
-        )
-        # Without settings (tests of other parts), no background refresh.
-        revoker = self._add_oauth(
-            db,
-            credentials,
-            oauth or OAuthSettings(refresh_worker=False),
-            production,
-            authorizer,
-        )
-        connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
-            ConnectionServicer(ConnectionService(ConnectionRepository(db), authorizer), revoker),
-            self._server,
-        )
-        checkpoints = audit_checkpoints or AuditCheckpointService(
-            AuditCheckpointRepository(db), None, authorizer
-        )
-        audit = AuditRepository(db)
-        self._sequencer = AuditSequencer(audit)
-        self._sequencing: asyncio.Task[None] | None = None
-        db.on_write_committed(self._sequencer.wake)
-        audit_pb2_grpc.add_AuditServiceServicer_to_server(
-            AuditServicer(AuditService(audit, authorizer, self._sequencer), checkpoints),
-            self._server,
-        )
-        if key_admin is not None:
-            keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(key_admin), self._server)
-        if access is not None:
-            access_pb2_grpc.add_AccessServiceServicer_to_server(
-                AccessServicer(access), self._server
-            )
-        credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
-            CredentialServicer(credentials, revoker), self._server
-        )
+        self._add_servicers(components)
+        db.on_write_committed(components.sequencer.wake)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         add_reflection(
@@ -213,69 +156,28 @@ class VaultServer:
         db.on_unavailable(self._monitor.check_soon)
         self.port = 0
 
-    def _add_oauth(
-        self,
-        db: Database,
-        credentials: CredentialService,
-        settings: OAuthSettings,
-        production: bool,
-        authorizer: Authorizer | None,
-    ) -> ProviderRevoker:
-        """Serve OAuthService; returns the revoker DeleteConnection and
-        RevokeCredential use for revoke_at_provider."""
-        self._token_endpoint = TokenEndpointClient(
-            EgressSettings(
-                connect_timeout_s=settings.connect_timeout_s,
-                total_timeout_s=settings.timeout_s,
-                revoke_timeout_s=settings.revoke_timeout_s,
-                proxy=settings.proxy,
-                allow_loopback_http=not production,
-            )
+    def _add_servicers(self, parts: Components) -> None:
+        server = self._server
+        organizations_pb2_grpc.add_OrganizationServiceServicer_to_server(
+            OrganizationServicer(parts.organizations), server
         )
-        repository = OAuthRepository(db)
-        self._refresher = TokenRefresher(
-            repository,
-            credentials,
-            self._token_endpoint,
-            RefreshPolicy(
-                cooldown=timedelta(seconds=settings.refresh_cooldown_s),
-                margin=timedelta(seconds=settings.refresh_margin_s),
-                # A waiting refresh outlasts the provider call it waits for.
-                lock_wait_s=settings.timeout_s + 10.0,
-            ),
+        connections_pb2_grpc.add_ConnectionServiceServicer_to_server(
+            ConnectionServicer(parts.connections, parts.revoker), server
         )
-        self._refresh_worker = (
-            RefreshWorker(
-                repository,
-                self._refresher,
-                keepalive=timedelta(seconds=settings.refresh_keepalive_s),
-                interval_s=settings.refresh_interval_s,
-            )
-            if settings.refresh_worker
-            else None
+        credentials_pb2_grpc.add_CredentialServiceServicer_to_server(
+            CredentialServicer(parts.credentials, parts.revoker), server
         )
-        self._refreshing: asyncio.Task[None] | None = None
+        audit_pb2_grpc.add_AuditServiceServicer_to_server(
+            AuditServicer(parts.audit, parts.audit_checkpoints), server
+        )
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(parts.key_admin), server)
         oauth_pb2_grpc.add_OAuthServiceServicer_to_server(
-            OAuthServicer(
-                OAuthClientService(
-                    repository,
-                    credentials,
-                    allow_loopback_http=not production,
-                    authorizer=authorizer,
-                ),
-                AccessTokenService(
-                    self._refresher,
-                    credentials,
-                    CredentialRepository(db),
-                    ConnectionRepository(db),
-                    authorizer,
-                ),
-            ),
-            self._server,
+            OAuthServicer(parts.oauth_clients, parts.access_tokens), server
         )
-        return ProviderRevoker(
-            repository, credentials, ConnectionRepository(db), self._token_endpoint, authorizer
-        )
+        if parts.access is not None:
+            access_pb2_grpc.add_AccessServiceServicer_to_server(
+                AccessServicer(parts.access), server
+            )
 
     def check_health_soon(self) -> None:
         """Probe the database now (the embedded supervisor saw it die or come back)."""
@@ -301,16 +203,17 @@ class VaultServer:
         await self._monitor.check_once()
         await self._server.start()
         self._monitor.start()
+        parts = self.components
         self._sequencing = asyncio.create_task(
-            self._sequencer.run_forever(), name="audit-sequencer"
+            parts.sequencer.run_forever(), name="audit-sequencer"
         )
-        if self._refresh_worker is not None:
+        if parts.refresh_worker is not None:
             self._refreshing = asyncio.create_task(
-                self._refresh_worker.run_forever(), name="oauth-refresh-worker"
+                parts.refresh_worker.run_forever(), name="oauth-refresh-worker"
             )
-        if self._access is not None:
+        if parts.access is not None:
             self._key_watch = asyncio.create_task(
-                self._access.watch_key_changes(), name="api-key-changes"
+                parts.access.watch_key_changes(), name="api-key-changes"
             )
         return self.port
 
@@ -325,13 +228,11 @@ class VaultServer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        # A refresh whose callers are gone still commits what the provider answered.
-        await self._refresher.drain()
-        await self._token_endpoint.aclose()
+        await self.components.aclose()
         if self._sequencing is not None:
             # Chain what the drained calls recorded, rather than leave it to the next
             # process's fallback run.
-            await self._sequencer.run_once()
+            await self.components.sequencer.run_once()
 
 
 RETENTION_INTERVAL_S = 3600.0
@@ -367,7 +268,7 @@ async def _serve_as_parent(
         db = await Database.connect(prepared.service_dsn, PoolSettings(min_size=1, max_size=2))
         try:
             await db.ensure_safe_service_role()
-            access = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(0, 1))
+            access = build_access(db, auth_secret)
             await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
         finally:
             await db.close()
@@ -424,43 +325,27 @@ async def serve(settings: Settings) -> None:
     try:
         db = await Database.connect(prepared.service_dsn, settings.pool)
         await db.ensure_safe_service_role()
-        credentials = CredentialService(CredentialRepository(db), key_manager)
-        access = AccessService(
-            ApiKeyRepository(db),
-            auth_secret,
-            RateLimit(settings.rate_limit_rps, settings.rate_limit_burst),
-            cache_ttl_s=settings.auth_cache_ttl_s,
-        )
+        access = build_access_from(db, settings, auth_secret)
         if worker is None:
             await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
-        key_admin = KeyAdminService(KeyAdminRepository(db), CredentialRepository(db), key_manager)
-        checkpoints = AuditCheckpointService(AuditCheckpointRepository(db), audit_signer)
+        components = Components.for_serve(
+            db, settings, key_manager=key_manager, access=access, audit_signer=audit_signer
+        )
         server = VaultServer(
-            db,
-            credentials,
-            access,
+            components,
             health_interval_s=settings.health_interval_s,
-            key_admin=key_admin,
-            audit_checkpoints=checkpoints,
             access_log=settings.access_log,
             reuse_port=worker is not None,
-            oauth=settings.oauth,
-            production=settings.production,
             tracer=tracing.tracer_from(spans),
         )
-        rewrap = asyncio.create_task(
-            RewrapWorker(
-                KeyAdminRepository(db), key_manager, batch_size=settings.rewrap_batch_size
-            ).run_forever(),
-            name="rewrap-worker",
-        )
+        rewrap = asyncio.create_task(components.rewrap.run_forever(), name="rewrap-worker")
         audit_gauge: asyncio.Task[None] | None = None
         if settings.metrics_listen is not None:
             metrics_listen = _worker_metrics_listen(settings.metrics_listen, worker)
             metrics_port = metrics.serve_metrics(metrics_listen)
             log.info("metrics_serving", listen=metrics_listen, port=metrics_port)
             audit_gauge = asyncio.create_task(
-                _track_audit_appends(AuditRepository(db)), name="audit-metrics"
+                _track_audit_appends(components.audit_repository), name="audit-metrics"
             )
         # Before serving, so that a SIGTERM right after `vault_serving` is a graceful stop
         # rather than the default action (the process killed mid-start).
@@ -487,6 +372,7 @@ async def serve(settings: Settings) -> None:
             if prepared.embedded is not None
             else None
         )
+        checkpoints = components.audit_checkpoints
         signing = (
             asyncio.create_task(
                 checkpoints.run_forever(settings.audit_checkpoint_interval_s),
@@ -497,7 +383,7 @@ async def serve(settings: Settings) -> None:
         )
         retention = (
             asyncio.create_task(
-                _prune_periodically(AuditService(AuditRepository(db)), settings),
+                _prune_periodically(components.audit, settings),
                 name="audit-retention",
             )
             if settings.audit_retention_days

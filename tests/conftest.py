@@ -30,6 +30,7 @@ import grpc
 import pytest
 
 from singura_vault import keys
+from singura_vault.composition import Components, build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database
@@ -48,13 +49,9 @@ from singura_vault.proto.singura.vault.v1 import (
     oauth_pb2_grpc,
     organizations_pb2_grpc,
 )
-from singura_vault.repositories.api_keys import ApiKeyRepository
-from singura_vault.repositories.credentials import CredentialRepository
-from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.server import VaultServer
-from singura_vault.service.access import AccessService, RateLimit
+from singura_vault.service.access import AccessService
 from singura_vault.service.credentials import CredentialService
-from singura_vault.service.key_admin import KeyAdminService
 from tests import canaries
 from tests.helpers import bearer, new_key_text
 
@@ -176,8 +173,17 @@ def key_manager(root_key: str) -> keys.KeyManager:
 
 
 @pytest.fixture
-def credential_service(db: Database, key_manager: keys.KeyManager) -> CredentialService:
-    return CredentialService(CredentialRepository(db), key_manager)
+def components(
+    db: Database, key_manager: keys.KeyManager, access_service: AccessService
+) -> Components:
+    """The vault's object graph on the test database, as ``serve`` builds it (no
+    background refresh); ``vault`` serves exactly these."""
+    return Components(db, key_manager=key_manager, access=access_service)
+
+
+@pytest.fixture
+def credential_service(components: Components) -> CredentialService:
+    return components.credentials
 
 
 @dataclass
@@ -232,30 +238,18 @@ def auth_secret() -> bytes:
 @pytest.fixture
 def access_service(db: Database, auth_secret: bytes) -> AccessService:
     """Authentication with rate limiting off (tests of the limit configure their own)."""
-    return AccessService(ApiKeyRepository(db), auth_secret, RateLimit(0, 1))
+    return build_access(db, auth_secret)
 
 
-async def start_vault(
-    db: Database,
-    credential_service: CredentialService,
-    access: AccessService,
-    **server_options: object,
-) -> Vault:
-    server_options.setdefault(
-        "key_admin",
-        KeyAdminService(
-            KeyAdminRepository(db),
-            CredentialRepository(db),
-            credential_service.key_manager,  # the one the credential path uses
-        ),
-    )
-    """Serve on 127.0.0.1:<random port> with a fresh admin key and a channel using it."""
+async def start_vault(components: Components, **server_options: object) -> Vault:
+    """Serve ``components`` on 127.0.0.1:<random port> with a fresh admin key and a
+    channel using it; ``server_options`` are VaultServer's keyword options."""
+    access = components.access
+    assert access is not None, "start_vault serves an authenticating vault"
     admin_key = new_key_text()
     await access.bootstrap_admin_key(Path("/nonexistent"), admin_key)
     server = VaultServer(
-        db,
-        credential_service,
-        access,
+        components,
         health_interval_s=0.2,
         **server_options,  # type: ignore[arg-type]  # VaultServer's keyword options, passed through
     )
@@ -275,7 +269,7 @@ async def start_vault(
         address=address,
         admin_key=admin_key,
         access_service=access,
-        db=db,
+        db=components.db,
         _channels=[channel],
     )
 
@@ -287,11 +281,9 @@ async def stop_vault(vault: Vault) -> None:
 
 
 @pytest.fixture
-async def vault(
-    db: Database, credential_service: CredentialService, access_service: AccessService
-) -> AsyncIterator[Vault]:
+async def vault(components: Components) -> AsyncIterator[Vault]:
     """A vault serving on 127.0.0.1:<random port>, with an admin-key channel."""
-    running = await start_vault(db, credential_service, access_service)
+    running = await start_vault(components)
     yield running
     await stop_vault(running)
 

@@ -17,6 +17,8 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from singura_vault import keys
+from singura_vault.composition import Components, build_access
 from singura_vault.config import load_settings
 from singura_vault.context import Role
 from singura_vault.db.pool import Database
@@ -25,9 +27,7 @@ from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.service.access import AccessService, RateLimit, load_auth_secret
-from singura_vault.service.credentials import CredentialService
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Stubs, Vault, start_vault, stop_vault
 from tests.helpers import (
@@ -383,12 +383,12 @@ async def test_denied_calls_are_audited(
 
 
 async def test_rate_limit_holds_across_concurrent_calls(
-    db: Database, credential_service: CredentialService, auth_secret: bytes
+    db: Database, key_manager: keys.KeyManager, auth_secret: bytes
 ) -> None:
     """With a burst of 3 and a trickle of refill, 10 concurrent calls: 3 pass, 7 are
     RESOURCE_EXHAUSTED with retry-after-ms in the trailers."""
-    limited = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(rate=0.01, burst=3))
-    vault = await start_vault(db, credential_service, limited)
+    limited = build_access(db, auth_secret, RateLimit(rate=0.01, burst=3))
+    vault = await start_vault(Components(db, key_manager=key_manager, access=limited))
     try:
         calls = [
             vault.organizations.ListOrganizations(opb.ListOrganizationsRequest()) for _ in range(10)
@@ -425,11 +425,10 @@ async def test_rls_alone_stops_cross_tenant_access(
 ) -> None:
     """With the service-layer check switched off, an org key still reaches 0 rows of
     another organization: reads are NOT_FOUND, updates and deletes change nothing."""
-    from singura_vault.repositories.credentials import CredentialRepository
-
     seam = PermitAll()
-    credentials = CredentialService(CredentialRepository(db), key_manager, seam)  # type: ignore[arg-type]  # PermitAll stands in for Authorizer
-    vault = await start_vault(db, credentials, access_service, authorizer=seam)
+    vault = await start_vault(
+        Components(db, key_manager=key_manager, access=access_service, authorizer=seam)  # type: ignore[arg-type]  # PermitAll stands in for Authorizer
+    )
     try:
         org_a = (
             await vault.organizations.CreateOrganization(

@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import audit_pb2 as pb
@@ -28,7 +29,6 @@ from singura_vault.repositories.audit_checkpoints import AuditCheckpointReposito
 from singura_vault.service.access import AccessService
 from singura_vault.service.audit_checkpoints import AuditCheckpointService
 from singura_vault.service.audit_offline import canonical, read_jsonl, verify_offline
-from singura_vault.service.credentials import CredentialService
 from tests.conftest import PostgresServer, Vault, start_vault, stop_vault
 from tests.helpers import expect_status
 from tests.test_access import make_key
@@ -45,13 +45,12 @@ async def signer(tmp_path: Path) -> keys.AuditSigner:
 @pytest.fixture
 async def signing_vault(
     db: Database,
-    credential_service: CredentialService,
+    key_manager: keys.KeyManager,
     access_service: AccessService,
     signer: keys.AuditSigner,
 ) -> AsyncIterator[Vault]:
-    checkpoints = AuditCheckpointService(AuditCheckpointRepository(db), signer)
     running = await start_vault(
-        db, credential_service, access_service, audit_checkpoints=checkpoints
+        Components(db, key_manager=key_manager, access=access_service, audit_signer=signer)
     )
     yield running
     await stop_vault(running)

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 from singura_vault import backup, keys
+from singura_vault.composition import Components, build_access
 from singura_vault.config import PoolSettings, load_settings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database
@@ -25,10 +26,6 @@ from singura_vault.proto.singura.vault.v1 import audit_pb2, audit_pb2_grpc
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.repositories.api_keys import ApiKeyRepository
-from singura_vault.repositories.credentials import CredentialRepository
-from singura_vault.service.access import AccessService, RateLimit
-from singura_vault.service.credentials import CredentialService
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Stubs, Vault, start_vault, stop_vault
 from tests.helpers import connection_message, expect_status, org_message
@@ -129,12 +126,9 @@ async def empty_database(postgres: PostgresServer) -> AsyncIterator[str]:
 async def vault_on(dsn: str, root_key: str, auth_secret: bytes) -> tuple[Database, Vault]:
     """An in-process vault on another database, with the given root key and auth secret."""
     db = await Database.connect(dsn, POOL)
-    credentials = CredentialService(
-        CredentialRepository(db),
-        keys.KeyManager(keys.LocalKeyring.from_encryption_key(root_key)),
-    )
-    access = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(0, 1))
-    return db, await start_vault(db, credentials, access)
+    manager = keys.KeyManager(keys.LocalKeyring.from_encryption_key(root_key))
+    access = build_access(db, auth_secret)
+    return db, await start_vault(Components(db, key_manager=manager, access=access))
 
 
 async def sql_text(archive: Path) -> str:

@@ -405,14 +405,16 @@ async def test_reveal_is_audited_and_fails_closed(vault: Vault, owner_dsn: str) 
     assert secret not in details
 
 
-async def test_crypto_shredding_makes_ciphertexts_undecryptable(
+async def test_erasing_an_organization_leaves_no_key_that_opens_its_data(
     vault: Vault, owner_dsn: str, credential_service: CredentialService, root_key: str
 ) -> None:
-    """After an organization's data keys are destroyed, no key the vault holds opens its data."""
+    """DeleteOrganization deletes the organization's data keys with it and purges them
+    from the process's cache: no key the vault holds opens its ciphertexts."""
     org, conn = await tenant_with_connection(vault)
     other_org, other_conn = await tenant_with_connection(vault)
-    await store(vault, other_org, other_conn, canary("bystander"))
-    victim = await store(vault, org, conn, canary("shredded"))
+    bystander = canary("bystander")
+    await store(vault, other_org, other_conn, bystander)
+    victim = await store(vault, org, conn, canary("erased"))
     owner = await asyncpg.connect(owner_dsn)
     try:
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", org)
@@ -420,19 +422,21 @@ async def test_crypto_shredding_makes_ciphertexts_undecryptable(
             "SELECT ciphertext, nonce FROM singura.encrypted_credentials WHERE id = $1",
             uuid.UUID(victim.id),
         )
-        destroyed = await credential_service.shred_organization_keys(uuid.UUID(org))
-        wrapped_left = await owner.fetchval(
-            "SELECT count(*) FROM singura.data_keys WHERE wrapped_key IS NOT NULL"
+        await vault.organizations.DeleteOrganization(
+            opb.DeleteOrganizationRequest(organization_id=org)
         )
+        keys_left = await owner.fetchval("SELECT count(*) FROM singura.data_keys")
         await owner.execute("SELECT set_config('singura.organization_id', $1, false)", other_org)
         bystander_key = await owner.fetchrow(
             "SELECT version, root_key_id, wrapped_key FROM singura.data_keys"
         )
     finally:
         await owner.close()
-    assert destroyed == 1
-    assert wrapped_left == 0
-    await expect_status(reveal(vault, org, conn), grpc.StatusCode.FAILED_PRECONDITION, "destroyed")
+    assert keys_left == 0
+    # The erased organization's unwrapped key left the cache; the bystander's stayed.
+    cache = credential_service.key_manager
+    assert cache.forget_organization(uuid.UUID(org)) == 0
+    assert cache.forget_organization(uuid.UUID(other_org)) == 1
     # Every data key the vault can still unwrap (the bystander's) fails on the ciphertext.
     assert sealed is not None
     assert bystander_key is not None
@@ -452,6 +456,4 @@ async def test_crypto_shredding_makes_ciphertexts_undecryptable(
     )
     with pytest.raises(keys.IntegrityError):
         manager.open(other_key, keys.Sealed(sealed["nonce"], sealed["ciphertext"]), binding)
-    # The organization can store again: it gets a new data key version.
-    fresh = await store(vault, org, conn, canary("after-shred"))
-    assert fresh.key_version == 2
+    assert await reveal(vault, other_org, other_conn) == bystander

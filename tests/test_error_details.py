@@ -14,13 +14,13 @@ import grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
 
+from singura_vault import keys
+from singura_vault.composition import Components, build_access
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.repositories.api_keys import ApiKeyRepository
-from singura_vault.service.access import AccessService, RateLimit
-from singura_vault.service.credentials import CredentialService
+from singura_vault.service.access import RateLimit
 from tests.canaries import canary
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import org_message
@@ -75,6 +75,27 @@ async def test_invalid_argument_names_the_field_in_a_bad_request(vault: Vault) -
     assert error.details().startswith("organization.slug: ")
 
 
+async def test_a_missing_enum_suggests_a_value_as_the_contract_spells_it(vault: Vault) -> None:
+    """The service layer names a domain value (Plan.FREE, CredentialType.ACCESS_TOKEN);
+    the client reads the wire name, in the message and in the BadRequest."""
+    error = await failure(
+        vault.organizations.CreateOrganization(
+            opb.CreateOrganizationRequest(organization=org_message(plan=opb.PLAN_UNSPECIFIED))
+        )
+    )
+    assert error.details() == "organization.plan: is required (e.g. PLAN_FREE)"
+    (violation,) = details(error)["BadRequest"].field_violations
+    assert violation.description == "is required (e.g. PLAN_FREE)"
+    org, conn = await tenant(vault)
+    untyped = await failure(
+        vault.credentials.StoreCredential(
+            crpb.StoreCredentialRequest(organization_id=org, connection_id=conn, value="v")
+        )
+    )
+    assert untyped.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert untyped.details() == "type: is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)"
+
+
 async def test_a_stale_etag_is_a_precondition_failure_with_its_reason(vault: Vault) -> None:
     org, conn = await tenant(vault)
     current = (
@@ -125,10 +146,10 @@ async def test_not_found_and_unauthenticated_carry_error_info(vault: Vault) -> N
 
 
 async def test_rate_limited_calls_carry_retry_info_and_keep_retry_after_ms(
-    db: Database, credential_service: CredentialService, auth_secret: bytes
+    db: Database, key_manager: keys.KeyManager, auth_secret: bytes
 ) -> None:
-    limited = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(rate=0.01, burst=1))
-    running = await start_vault(db, credential_service, limited)
+    limited = build_access(db, auth_secret, RateLimit(rate=0.01, burst=1))
+    running = await start_vault(Components(db, key_manager=key_manager, access=limited))
     try:
         results = await asyncio.gather(
             *(

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 from singura_vault import keys
+from singura_vault.composition import Components, build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database
@@ -30,11 +31,7 @@ from singura_vault.db.setup import (
 )
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc
-from singura_vault.repositories.api_keys import ApiKeyRepository
-from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.server import VAULT_SERVICES, VaultServer
-from singura_vault.service.access import AccessService, RateLimit
-from singura_vault.service.credentials import CredentialService
 from tests.conftest import Vault
 from tests.helpers import new_key_text
 
@@ -125,9 +122,10 @@ async def test_health_follows_postgres_down_and_back_up(
     """Watch("") goes SERVING -> NOT_SERVING when PostgreSQL stops -> SERVING when it returns."""
     pg, dsn = own_postgres
     db = await Database.connect(dsn, PoolSettings(min_size=1, max_size=2, connect_timeout_ms=1000))
-    credentials = CredentialService(CredentialRepository(db), key_manager)
-    access = AccessService(ApiKeyRepository(db), os.urandom(32), RateLimit(0, 1))
-    server = VaultServer(db, credentials, access, health_interval_s=0.1)
+    access = build_access(db, os.urandom(32))
+    server = VaultServer(
+        Components(db, key_manager=key_manager, access=access), health_interval_s=0.1
+    )
     port = await server.start("127.0.0.1:0")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:

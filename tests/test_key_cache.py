@@ -11,6 +11,8 @@ import asyncpg
 import grpc
 import pytest
 
+from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.db.pool import Database
 from singura_vault.domain import KeyLookup
 from singura_vault.errors import Unauthenticated
@@ -18,7 +20,6 @@ from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.service.access import AccessService, RateLimit
-from singura_vault.service.credentials import CredentialService
 from singura_vault.service.rate_limit import lease_size
 from tests.conftest import PostgresServer, Stubs, Vault, serve_process, start_vault, stop_vault
 from tests.helpers import bearer, first_refusal
@@ -48,11 +49,11 @@ async def until(condition: object, attempts: int = 3000) -> None:
 
 @pytest.fixture
 async def counted(
-    db: Database, credential_service: CredentialService, auth_secret: bytes
+    db: Database, key_manager: keys.KeyManager, auth_secret: bytes
 ) -> AsyncIterator[tuple[Vault, AccessService, CountingRepository]]:
     repository = CountingRepository(db)
     access = AccessService(repository, auth_secret, RateLimit(0, 1))
-    vault = await start_vault(db, credential_service, access)
+    vault = await start_vault(Components(db, key_manager=key_manager, access=access))
     await until(lambda: access.key_cache_live)
     yield vault, access, repository
     await stop_vault(vault)

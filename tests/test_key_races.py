@@ -22,15 +22,14 @@ import asyncpg
 import grpc
 
 from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
-from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.service.access import AccessService
-from singura_vault.service.credentials import CredentialService
 from singura_vault.service.rewrap import RewrapWorker
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Stubs, Vault, start_vault, stop_vault
@@ -133,9 +132,7 @@ async def test_retiring_the_key_a_store_is_sealing_under_makes_it_seal_again(
     store's commit: the database refuses the row, and the store seals again under the
     current key -- the value reveals, nothing names a destroyed key."""
     manager = UnwrapHook(keys.LocalKeyring.from_encryption_key(root_key))
-    vault = await start_vault(
-        db, CredentialService(CredentialRepository(db), manager), access_service
-    )
+    vault = await start_vault(Components(db, key_manager=manager, access=access_service))
     try:
         org, conn = await tenant(vault)
         first = await store(vault, org, conn, canary("revoked-first"))
@@ -385,8 +382,7 @@ async def test_a_connection_lost_mid_store_is_unavailable_and_writes_nothing(
     stores the value once. (The write is made to wait on a lock held by another session,
     so that its backend can be found and killed mid-statement.)"""
     manager = UnwrapHook(keys.LocalKeyring.from_encryption_key(root_key))
-    service = CredentialService(CredentialRepository(db), manager)
-    vault = await start_vault(db, service, access_service)
+    vault = await start_vault(Components(db, key_manager=manager, access=access_service))
     killer = await asyncpg.connect(postgres.superuser_dsn)
     superuser = urlsplit(postgres.superuser_dsn).username or "postgres"
     blocker = await asyncpg.connect(postgres.dsn(superuser, database_name))

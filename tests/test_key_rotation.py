@@ -19,16 +19,15 @@ import grpc
 import pytest
 
 from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.service.access import AccessService
-from singura_vault.service.credentials import CredentialService
 from singura_vault.service.rewrap import RewrapWorker
 from tests.canaries import canary
 from tests.conftest import Stubs, Vault, start_vault, stop_vault
@@ -82,9 +81,7 @@ async def file_keyring_vault(
     path = tmp_path / "keyring.json"
     keys.LocalKeyring.generate_file(path)
     manager = keys.KeyManager(keys.FileKeyring(path))
-    vault = await start_vault(
-        db, CredentialService(CredentialRepository(db), manager), access_service
-    )
+    vault = await start_vault(Components(db, key_manager=manager, access=access_service))
     yield vault, path
     await stop_vault(vault)
 
@@ -152,9 +149,7 @@ async def test_env_root_key_rotates_with_previous_key(
     """With ENCRYPTION_KEY the vault cannot mint a key: RotateRootKey explains how; after
     ENCRYPTION_KEY=new and ENCRYPTION_KEY_PREVIOUS=old it rewraps onto the new key."""
     first = keys.KeyManager(keys.LocalKeyring.from_encryption_key(root_key))
-    vault = await start_vault(
-        db, CredentialService(CredentialRepository(db), first), access_service
-    )
+    vault = await start_vault(Components(db, key_manager=first, access=access_service))
     try:
         org, conn = await tenant(vault)
         value = canary("env-root")
@@ -168,9 +163,7 @@ async def test_env_root_key_rotates_with_previous_key(
         await stop_vault(vault)
     new_key = keys.generate_encryption_key()
     second = keys.KeyManager(keys.LocalKeyring.from_encryption_key(new_key, (root_key,)))
-    vault = await start_vault(
-        db, CredentialService(CredentialRepository(db), second), access_service
-    )
+    vault = await start_vault(Components(db, key_manager=second, access=access_service))
     try:
         rotated = await vault.keys.RotateRootKey(kpb.RotateRootKeyRequest())
         assert rotated.rewrapped_data_keys == 1
@@ -178,9 +171,7 @@ async def test_env_root_key_rotates_with_previous_key(
     finally:
         await stop_vault(vault)
     only_new = keys.KeyManager(keys.LocalKeyring.from_encryption_key(new_key))
-    vault = await start_vault(
-        db, CredentialService(CredentialRepository(db), only_new), access_service
-    )
+    vault = await start_vault(Components(db, key_manager=only_new, access=access_service))
     try:
         assert await reveal(vault, org, conn) == value  # the old key is no longer needed
     finally:

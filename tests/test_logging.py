@@ -9,11 +9,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from singura_vault.db.pool import Database
+from singura_vault.composition import Components
 from singura_vault.logs import REDACTED, redact_secrets
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.service.access import AccessService
-from singura_vault.service.credentials import CredentialService
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import org_message
 
@@ -43,10 +41,10 @@ def test_redaction_blanks_secret_fields_and_url_passwords() -> None:
 
 @pytest.fixture
 async def logging_vault(
-    db: Database, credential_service: CredentialService, access_service: AccessService
+    components: Components,
 ) -> AsyncIterator[Vault]:
     """A vault with SINGURA_ACCESS_LOG=all: a line for every call."""
-    running = await start_vault(db, credential_service, access_service, access_log="all")
+    running = await start_vault(components, access_log="all")
     yield running
     await stop_vault(running)
 

@@ -17,6 +17,8 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from prometheus_client import generate_latest
 
+from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.config import OAuthSettings, PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.metrics import REGISTRY
@@ -727,17 +729,19 @@ async def test_a_provider_that_fails_does_not_block_the_delete(
 
 async def test_a_slow_provider_does_not_hold_up_the_delete_past_the_timeout(
     db: Database,
-    credential_service: CredentialService,
+    key_manager: keys.KeyManager,
     access_service: AccessService,
     provider: FakeOAuthProvider,
 ) -> None:
     """SINGURA_REVOKE_TIMEOUT bounds the wait: the provider never answers, the
     connection is deleted all the same."""
     running = await start_vault(
-        db,
-        credential_service,
-        access_service,
-        oauth=OAuthSettings(revoke_timeout_s=0.5, refresh_worker=False),
+        Components(
+            db,
+            key_manager=key_manager,
+            access=access_service,
+            oauth=OAuthSettings(revoke_timeout_s=0.5, refresh_worker=False),
+        )
     )
     try:
         linked = await link(running, provider)
@@ -914,9 +918,11 @@ async def test_invalid_grant_after_a_peer_rotated_is_not_an_error(
 
 
 async def test_production_refuses_plain_http_even_to_loopback(
-    db: Database, credential_service: CredentialService, access_service: AccessService
+    db: Database, key_manager: keys.KeyManager, access_service: AccessService
 ) -> None:
-    running = await start_vault(db, credential_service, access_service, production=True)
+    running = await start_vault(
+        Components(db, key_manager=key_manager, access=access_service, production=True)
+    )
     try:
         org, _ = await tenant(running)
         await expect_status(

@@ -5,17 +5,18 @@ from __future__ import annotations
 import asyncpg
 import grpc
 
+from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.service.access import AccessService
-from singura_vault.service.credentials import CredentialService
 from tests.conftest import start_vault, stop_vault
 from tests.helpers import expect_status, org_message
 
 
 async def test_exhausted_pool_is_unavailable_after_the_connect_timeout(
-    service_dsn: str, credential_service: CredentialService, access_service: AccessService
+    service_dsn: str, key_manager: keys.KeyManager, access_service: AccessService
 ) -> None:
     """With every pooled connection held, a call fails UNAVAILABLE after DB_CONNECT_TIMEOUT."""
     db = await Database.connect(
@@ -23,7 +24,7 @@ async def test_exhausted_pool_is_unavailable_after_the_connect_timeout(
     )
     # Authentication goes through access_service's own pool: only the call's
     # transaction waits for the busy connection.
-    vault = await start_vault(db, credential_service, access_service)
+    vault = await start_vault(Components(db, key_manager=key_manager, access=access_service))
     try:
         async with db.admin(read_only=True):  # the only connection is busy elsewhere
             await expect_status(
@@ -39,14 +40,14 @@ async def test_exhausted_pool_is_unavailable_after_the_connect_timeout(
 async def test_lock_wait_past_the_query_timeout_is_deadline_exceeded(
     service_dsn: str,
     owner_dsn: str,
-    credential_service: CredentialService,
+    key_manager: keys.KeyManager,
     access_service: AccessService,
 ) -> None:
     """A statement stuck behind another transaction's lock is cancelled at DB_QUERY_TIMEOUT."""
     db = await Database.connect(
         service_dsn, PoolSettings(min_size=1, max_size=3, query_timeout_ms=300)
     )
-    vault = await start_vault(db, credential_service, access_service)
+    vault = await start_vault(Components(db, key_manager=key_manager, access=access_service))
     owner = await asyncpg.connect(owner_dsn)
     try:
         org = (

@@ -15,15 +15,12 @@ from google.protobuf import duration_pb2
 from structlog.testing import capture_logs
 
 from singura_vault import keys
+from singura_vault.composition import Components, build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.repositories.api_keys import ApiKeyRepository
-from singura_vault.repositories.credentials import CredentialRepository
-from singura_vault.service.access import AccessService, RateLimit
-from singura_vault.service.credentials import CredentialService
 from tests.canaries import canary
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.test_key_cache import until
@@ -40,8 +37,8 @@ async def counting_vault(
     db = await Database.connect(
         service_dsn, PoolSettings(min_size=1, max_size=POOL_SIZE, slow_query_ms=0)
     )
-    access = AccessService(ApiKeyRepository(db), auth_secret, RateLimit(0, 1))
-    vault = await start_vault(db, CredentialService(CredentialRepository(db), key_manager), access)
+    access = build_access(db, auth_secret)
+    vault = await start_vault(Components(db, key_manager=key_manager, access=access))
     await until(lambda: access.key_cache_live)
     yield vault
     await stop_vault(vault)

@@ -392,7 +392,7 @@ async def test_health_command_exits_1_on_unusable_tls_files(pki: Pki, tmp_path: 
 
 
 async def test_vault_serves_its_api_over_mtls(
-    pki: Pki, db: Any, credential_service: Any, access_service: Any
+    pki: Pki, components: Any, access_service: Any
 ) -> None:
     """The vault itself serves over mTLS: a client with a CA-signed certificate and an API
     key gets answers; one without a certificate never gets to present its key."""
@@ -403,7 +403,7 @@ async def test_vault_serves_its_api_over_mtls(
 
     admin_key = new_key_text()
     await access_service.bootstrap_admin_key(Path("/nonexistent"), admin_key)
-    server = VaultServer(db, credential_service, access_service, health_interval_s=0.2)
+    server = VaultServer(components, health_interval_s=0.2)
     settings = TlsSettings(pki.server_cert, pki.server_key, pki.ca_cert)
     port = await server.start("0.0.0.0:0", tls=settings)  # non-loopback is fine with TLS
     auth = (("authorization", f"Bearer {admin_key}"),)

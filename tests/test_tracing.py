@@ -18,11 +18,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from singura_vault.db.pool import Database
+from singura_vault.composition import Components
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc
-from singura_vault.service.access import AccessService
-from singura_vault.service.credentials import CredentialService
 from tests.canaries import canary
 from tests.conftest import Vault, serve_process, start_vault, stop_vault
 from tests.helpers import bearer
@@ -41,17 +39,13 @@ def spans() -> Iterator[InMemorySpanExporter]:
 
 
 async def test_calls_continue_the_callers_trace_and_record_no_secret(
-    db: Database,
-    credential_service: CredentialService,
-    access_service: AccessService,
+    components: Components,
     spans: InMemorySpanExporter,
     run_log: Path,
 ) -> None:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    running = await start_vault(
-        db, credential_service, access_service, tracer=provider.get_tracer("test")
-    )
+    running = await start_vault(components, tracer=provider.get_tracer("test"))
     try:
         org, conn = await tenant(running)
         secret = canary("traced")

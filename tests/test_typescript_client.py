@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from singura_vault import keys
+from singura_vault.composition import Components
 from singura_vault.db.pool import Database
 from singura_vault.server import VaultServer
 from singura_vault.service.access import AccessService
-from singura_vault.service.credentials import CredentialService
 from singura_vault.tls import TlsSettings
 from tests.canaries import canary
 from tests.certs import make_pki
@@ -70,7 +71,7 @@ def _tap_count(output: str, name: str) -> int:
 async def test_typescript_client_against_a_real_vault(
     vault: Vault,
     db: Database,
-    credential_service: CredentialService,
+    key_manager: keys.KeyManager,
     access_service: AccessService,
     tmp_path: Path,
 ) -> None:
@@ -87,7 +88,9 @@ async def test_typescript_client_against_a_real_vault(
 
     # The same vault (database, keys, admin key) behind mutual TLS.
     pki = make_pki(tmp_path / "pki")
-    tls_server = VaultServer(db, credential_service, access_service, health_interval_s=0.2)
+    tls_server = VaultServer(
+        Components(db, key_manager=key_manager, access=access_service), health_interval_s=0.2
+    )
     tls_port = await tls_server.start(
         "127.0.0.1:0", tls=TlsSettings(pki.server_cert, pki.server_key, pki.ca_cert)
     )

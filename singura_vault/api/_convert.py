@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
+from singura_vault.domain import ConnectionStatus, CredentialState, CredentialType, Plan, Platform
 from singura_vault.errors import InvalidArgument
 
 E = TypeVar("E", bound=enum.Enum)
@@ -60,3 +61,18 @@ def enum_from_proto(
 
 def enum_to_proto_name(value: enum.Enum, prefix: str) -> str:
     return prefix + value.name
+
+
+# How the contract spells the domain enums that error messages suggest as examples.
+_WIRE_PREFIXES: dict[type[enum.Enum], str] = {
+    ConnectionStatus: "CONNECTION_STATUS_",
+    CredentialState: "CREDENTIAL_STATE_",
+    CredentialType: "CREDENTIAL_TYPE_",
+    Plan: "PLAN_",
+    Platform: "PLATFORM_",
+}
+
+
+def wire_name(value: enum.Enum) -> str:
+    """``Plan.FREE`` as a client writes it: ``PLAN_FREE``."""
+    return enum_to_proto_name(value, _WIRE_PREFIXES[type(value)])

@@ -14,6 +14,7 @@ import grpc
 
 from singura_vault.api._convert import enum_from_proto, enum_to_proto_name, timestamp
 from singura_vault.api.connections import revocation_to_proto
+from singura_vault.api.error_details import client_message
 from singura_vault.domain import Credential, CredentialState, CredentialType
 from singura_vault.errors import InvalidArgument, VaultError
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as pb
@@ -133,7 +134,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
                 result.credential.CopyFrom(credential_to_proto(credential))
             if isinstance(outcome, VaultError):
                 result.code = grpc.StatusCode[outcome.code.value].value[0]
-                result.message = outcome.message
+                result.message = client_message(outcome)
             else:
                 result.value = outcome
             results.append(result)

@@ -16,6 +16,7 @@ from google.protobuf import any_pb2, duration_pb2
 # googleapis-common-protos ships no type stubs.
 from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
 
+from singura_vault.api._convert import wire_name
 from singura_vault.errors import (
     Aborted,
     FailedPrecondition,
@@ -40,6 +41,13 @@ def error_info(reason: str, metadata: dict[str, str] | None = None) -> object:
     return error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
 
 
+def client_message(exc: VaultError) -> str:
+    """The message a client sees: example values spelled as the contract does."""
+    if isinstance(exc, InvalidArgument):
+        return f"{exc.field}: {exc.describe(wire_name)}"
+    return exc.message
+
+
 def status_details(exc: VaultError) -> bytes:
     """The serialized google.rpc.Status of a vault error."""
     metadata: dict[str, str] = {}
@@ -47,7 +55,7 @@ def status_details(exc: VaultError) -> bytes:
     if isinstance(exc, InvalidArgument):
         metadata["field"] = exc.field
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=exc.field, description=exc.problem
+            field=exc.field, description=exc.describe(wire_name)
         )
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
     elif isinstance(exc, ResourceExhausted) and exc.retry_after_ms is not None:
@@ -61,7 +69,7 @@ def status_details(exc: VaultError) -> bytes:
         )
         details.append(error_details_pb2.PreconditionFailure(violations=[violation]))
     code: int = getattr(code_pb2, exc.code.value)
-    return _status(code, exc.message, exc.reason, metadata, details)
+    return _status(code, client_message(exc), exc.reason, metadata, details)
 
 
 def plain_status_details(code_name: str, message: str, reason: str) -> bytes:

@@ -35,7 +35,12 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from singura_vault import metrics, tracing
 from singura_vault.api import request_checks
-from singura_vault.api.error_details import DETAILS_KEY, plain_status_details, status_details
+from singura_vault.api.error_details import (
+    DETAILS_KEY,
+    client_message,
+    plain_status_details,
+    status_details,
+)
 from singura_vault.context import Principal, RequestContext, bind_request
 from singura_vault.errors import (
     DataLoss,
@@ -281,7 +286,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         trailer.append((DETAILS_KEY, status_details(exc)))
         if isinstance(exc, Unauthenticated | PermissionDenied) and self._access is not None:
             await self._audit_denied(call, code.name)
-        await call.context.abort(code, exc.message, trailing_metadata=tuple(trailer))
+        await call.context.abort(code, client_message(exc), trailing_metadata=tuple(trailer))
 
     async def _audit_denied(self, call: _Call, code: str) -> None:
         assert self._access is not None

@@ -28,14 +28,13 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from singura_vault.cli._common import add_connection_arguments, call_vault, counted, run_async
+from singura_vault.composition import Components
 from singura_vault.config import Settings
 from singura_vault.db import setup
 from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError, VaultError
 from singura_vault.proto.singura.vault.v1 import audit_pb2, audit_pb2_grpc
-from singura_vault.repositories.audit import AuditRepository
 from singura_vault.service import audit_offline
-from singura_vault.service.audit import AuditService
 
 CSV_COLUMNS = (
     "id",
@@ -356,7 +355,7 @@ async def _audit_prune(settings: Settings, older_than: timedelta) -> int:
             dsn = settings.database_url
         db = await Database.connect(dsn, replace(settings.pool, min_size=1, max_size=2))
         try:
-            pruned = await AuditService(AuditRepository(db)).prune(older_than, "operator")
+            pruned = await Components(db).audit.prune(older_than, "operator")
         finally:
             await db.close()
     print(f"pruned {counted(sum(pruned.values()), 'event')} from {counted(len(pruned), 'chain')}")

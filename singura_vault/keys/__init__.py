@@ -19,6 +19,8 @@ they belong to.
     keyring.py       LocalKeyring: root keys in process memory
     manager.py       KeyManager: create/unwrap/cache data keys, seal, open, fingerprint
     transit.py       TransitKeyProvider: the root key in OpenBao/Vault transit, over HTTP
+    transit_settings.py  SINGURA_TRANSIT_* settings and the token file, validated
+    transit_http.py  one transit HTTP call and what its answer means as an error
     signing.py       AuditSigner: the Ed25519 key that signs audit checkpoints
     loading.py       load_key_provider: which provider, from the configuration
 

@@ -117,12 +117,6 @@ class CredentialRepository:
             rows = await conn.fetch(query("data_keys_of_org"), organization_id)
         return [data_key_from_row(r) for r in rows]
 
-    async def destroy_data_keys(self, organization_id: UUID) -> int:
-        """Crypto-shred: drop every wrapped data key of the organization; returns how many."""
-        async with self._db.tenant(organization_id) as conn:
-            status = await conn.execute(query("data_key_destroy_all"), organization_id)
-        return int(status.split()[-1])
-
     async def store(
         self,
         organization_id: UUID,

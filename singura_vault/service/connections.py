@@ -58,7 +58,7 @@ class ConnectionService:
 
     async def create(self, data: ConnectionInput, request_id: str) -> Connection:
         if data.platform is None:
-            raise InvalidArgument("connection.platform", "is required (e.g. PLATFORM_SLACK)")
+            raise InvalidArgument("connection.platform", "is required", example=Platform.SLACK)
         org_id = validation.parse_uuid("connection.organization_id", data.organization_id)
         self._authz.require(org_id, WRITE, "create connections")
         new = NewConnection(
@@ -145,7 +145,7 @@ class ConnectionService:
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, WRITE, "change connection status")
         if status is None:
-            raise InvalidArgument("status", "is required (e.g. CONNECTION_STATUS_INACTIVE)")
+            raise InvalidArgument("status", "is required", example=ConnectionStatus.INACTIVE)
         return await self._repository.set_status(
             org_id,
             validation.parse_uuid("connection_id", connection_id),

@@ -137,7 +137,7 @@ class CredentialService:
         self._authz.require(org_id, WRITE, "store credentials")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
-            raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
+            raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
         plaintext = _value_bytes(value)
         key = validation.parse_optional_uuid("request_id", request_id)
 
@@ -204,7 +204,7 @@ class CredentialService:
         self._authz.require(org_id, READ, "list credential versions")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
-            raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
+            raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
         size = pagination.page_size(page_size)
         filters = ("versions", str(org_id), str(conn_id), credential_type.value)
         after = pagination.decode_token(page_token, filters)
@@ -248,7 +248,7 @@ class CredentialService:
         self._authz.require(org_id, REVEAL, "reveal credentials")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
-            raise InvalidArgument("type", "is required (e.g. CREDENTIAL_TYPE_ACCESS_TOKEN)")
+            raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
         if version < 0:
             raise InvalidArgument("version", "must be 0 (current) or a version number")
         return await self._repository.reveal(org_id, conn_id, credential_type, version, self._open)
@@ -361,15 +361,10 @@ class CredentialService:
             ) from None
         return plaintext.decode("utf-8")
 
-    async def shred_organization_keys(self, organization_id: UUID) -> int:
-        """Crypto-shred: destroy every data key of an organization, in the database and
-        in this process's cache, so none of its ciphertexts can ever be decrypted."""
-        destroyed = await self._repository.destroy_data_keys(organization_id)
+    def forget_organization_keys(self, organization_id: UUID) -> None:
+        """Drop an erased organization's unwrapped data keys from this process's cache
+        (DeleteOrganization has deleted the wrapped ones with the organization)."""
         self._keys.forget_organization(organization_id)
-        log.warning(
-            "organization_keys_destroyed", organization_id=str(organization_id), count=destroyed
-        )
-        return destroyed
 
     async def _open(self, encrypted: EncryptedCredential, other_keys: LiveDataKeys) -> str:
         credential = encrypted.credential

@@ -99,5 +99,5 @@ class OAuthClientService:
 
 def _platform(field_path: str, platform: Platform | None) -> Platform:
     if platform is None:
-        raise InvalidArgument(field_path, "is required (e.g. PLATFORM_SLACK)")
+        raise InvalidArgument(field_path, "is required", example=Platform.SLACK)
     return platform

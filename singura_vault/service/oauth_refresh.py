@@ -361,7 +361,7 @@ def _refusal(
     if not has_refresh_token:
         return FailedPrecondition(
             f"connection {connection.id} has no refresh token; store one with StoreCredential "
-            "(type CREDENTIAL_TYPE_REFRESH_TOKEN)",
+            "(credential type: refresh token)",
             reason="NO_REFRESH_TOKEN",
         )
     if tx.client is None:

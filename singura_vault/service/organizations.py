@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from singura_vault.domain import (
     NewOrganization,
@@ -40,15 +41,23 @@ class OrganizationPage:
 
 class OrganizationService:
     def __init__(
-        self, repository: OrganizationRepository, authorizer: Authorizer | None = None
+        self,
+        repository: OrganizationRepository,
+        authorizer: Authorizer | None = None,
+        *,
+        on_erased: Callable[[UUID], None] | None = None,
     ) -> None:
+        """``on_erased`` runs after an organization's erasure commits: the composition
+        root purges its data keys from the credential path's cache there (this layer
+        may not touch keys)."""
         self._repository = repository
         self._authz = authorizer or Authorizer()
+        self._on_erased = on_erased
 
     async def create(self, data: OrganizationInput, request_id: str) -> Organization:
         self._authz.require_admin("create organizations")
         if data.plan is None:
-            raise InvalidArgument("organization.plan", "is required (e.g. PLAN_FREE)")
+            raise InvalidArgument("organization.plan", "is required", example=Plan.FREE)
         new = NewOrganization(
             name=validation.text("organization.name", data.name, min_length=1, max_length=200),
             slug=validation.slug(data.slug),
@@ -82,7 +91,7 @@ class OrganizationService:
         self._authz.require_admin("update organizations")
         fields = validation.update_mask(mask, UPDATABLE_FIELDS)
         if "plan" in fields and data.plan is None:
-            raise InvalidArgument("organization.plan", "cannot be set to PLAN_UNSPECIFIED")
+            raise InvalidArgument("organization.plan", "cannot be unset", example=Plan.FREE)
         changes = OrganizationChanges(
             name=validation.text("organization.name", data.name, min_length=1, max_length=200)
             if "name" in fields
@@ -100,3 +109,5 @@ class OrganizationService:
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require_admin("delete organizations")
         await self._repository.delete(org_id, validation.parse_etag(etag))
+        if self._on_erased is not None:
+            self._on_erased(org_id)

@@ -22,19 +22,6 @@ INSERT INTO data_keys (organization_id, version, root_key_id, wrapped_key)
 VALUES ($1, $2, $3, $4)
 ON CONFLICT (organization_id, version) DO NOTHING;
 
--- name: data_key_destroy_all
--- Locked FOR UPDATE first: waits for writers still sealing under these keys (KEY
--- SHARE, migration 008); later writers are then refused and start again.
-WITH doomed AS (
-    SELECT version FROM data_keys
-     WHERE organization_id = $1 AND state = 'active'
-       FOR UPDATE
-)
-UPDATE data_keys d
-   SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now()
-  FROM doomed
- WHERE d.organization_id = $1 AND d.version = doomed.version;
-
 -- name: credential_lock_connection
 -- Serializes stores per connection, so versions are consecutive and exactly
 -- one stays current under concurrent StoreCredential calls.

@@ -1,0 +1,65 @@
+"""Shared plumbing for the benchmarks in this directory (not a benchmark itself).
+
+The benchmarks are run as ``python bench/<name>.py``, which puts this directory
+first on ``sys.path``; they ``import _harness as h`` and use ``h.<name>``. This
+package re-exports those names from modules that each do one job:
+
+- :mod:`.loop`: :func:`run` a coroutine (on uvloop when installed), SIGTERM included.
+- :mod:`.postgres`: :func:`embedded_postgres`, a throwaway PostgreSQL in a temporary
+  directory, stopped and deleted on exit, Ctrl-C or SIGTERM included.
+- :mod:`.vault`: :func:`running_vault`, the vault served on ``127.0.0.1:<random port>``
+  with a fresh admin key, and helpers that talk to it.
+- :mod:`.meters`: memory and CPU meters read from ``/proc`` (Linux only).
+- :mod:`.report`: percentiles, Markdown tables and the machine summary.
+- :mod:`.clients`: the line-delimited JSON protocol for load-generating *client
+  processes* (``<script> --client``), so the client's CPU and memory are not the
+  server's.
+
+A package rather than a ``_harness.py`` facade with sibling modules: the modules
+live under one name instead of spreading ``_harness_*.py`` files among the
+benchmarks, and the benchmarks' imports stay as they were.
+"""
+
+from .clients import ClientProcess, client_main, emit, receive_line
+from .loop import loop_name, run
+from .meters import (
+    MIB,
+    PeakRss,
+    cpu_seconds,
+    process_tree_cpu_seconds,
+    processes_cpu_seconds,
+    rss_bytes,
+    status_kib,
+)
+from .postgres import Postgres, embedded_postgres, postgres_version
+from .report import cell, machine_summary, percentile, table
+from .vault import Vault, auth, chain_pending_audit, new_key_text, quiet_server_logs, running_vault
+
+__all__ = [
+    "MIB",
+    "ClientProcess",
+    "PeakRss",
+    "Postgres",
+    "Vault",
+    "auth",
+    "cell",
+    "chain_pending_audit",
+    "client_main",
+    "cpu_seconds",
+    "embedded_postgres",
+    "emit",
+    "loop_name",
+    "machine_summary",
+    "new_key_text",
+    "percentile",
+    "postgres_version",
+    "process_tree_cpu_seconds",
+    "processes_cpu_seconds",
+    "quiet_server_logs",
+    "receive_line",
+    "rss_bytes",
+    "run",
+    "running_vault",
+    "status_kib",
+    "table",
+]

@@ -1,0 +1,282 @@
+"""The composition root: the one place that builds the vault's object graph.
+
+``Components`` turns a ``Database`` and the few things that differ between callers
+(the key manager, the authentication service, the audit signer, OAuth settings)
+into every repository, use case and background worker of one vault process. The
+server, the CLI commands, the benchmarks and the tests all build through it, so a
+new service is wired once and nobody assembles a partial graph of their own.
+
+Each part is built on first use and then shared: ``singura-vault audit prune``
+asks only for ``audit`` and never needs a key manager, while ``VaultServer`` asks
+for everything.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from functools import cached_property
+from uuid import UUID
+
+from singura_vault import keys
+from singura_vault.config import OAuthSettings, Settings
+from singura_vault.db.pool import Database
+from singura_vault.providers import EgressSettings, TokenEndpointClient
+from singura_vault.repositories.api_keys import ApiKeyRepository
+from singura_vault.repositories.audit import AuditRepository
+from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
+from singura_vault.repositories.connections import ConnectionRepository
+from singura_vault.repositories.credentials import CredentialRepository
+from singura_vault.repositories.key_admin import KeyAdminRepository
+from singura_vault.repositories.oauth import OAuthRepository
+from singura_vault.repositories.organizations import OrganizationRepository
+from singura_vault.service.access import AccessService, RateLimit
+from singura_vault.service.audit import AuditService
+from singura_vault.service.audit_checkpoints import AuditCheckpointService
+from singura_vault.service.audit_sequencer import AuditSequencer
+from singura_vault.service.authz import Authorizer
+from singura_vault.service.connections import ConnectionService
+from singura_vault.service.credentials import CredentialService
+from singura_vault.service.key_admin import KeyAdminService
+from singura_vault.service.oauth_clients import OAuthClientService
+from singura_vault.service.oauth_refresh import RefreshPolicy, TokenRefresher
+from singura_vault.service.oauth_revocation import ProviderRevoker
+from singura_vault.service.oauth_tokens import AccessTokenService
+from singura_vault.service.oauth_worker import RefreshWorker
+from singura_vault.service.organizations import OrganizationService
+from singura_vault.service.rewrap import BATCH_SIZE, RewrapWorker
+
+# Tests of other parts and the benchmarks run without the background refresh.
+NO_BACKGROUND_REFRESH = OAuthSettings(refresh_worker=False)
+# What SINGURA_RATE_LIMIT_RPS=0 configures.
+NO_RATE_LIMIT = RateLimit(0, 1)
+
+
+def build_access(
+    db: Database,
+    auth_secret: bytes,
+    rate_limit: RateLimit = NO_RATE_LIMIT,
+    *,
+    cache_ttl_s: float | None = None,
+) -> AccessService:
+    """API-key authentication over ``db``, by default without rate limiting;
+    ``cache_ttl_s`` None keeps the service's default."""
+    repository = ApiKeyRepository(db)
+    if cache_ttl_s is None:
+        return AccessService(repository, auth_secret, rate_limit)
+    return AccessService(repository, auth_secret, rate_limit, cache_ttl_s=cache_ttl_s)
+
+
+def build_access_from(db: Database, settings: Settings, auth_secret: bytes) -> AccessService:
+    """Authentication as ``singura-vault serve`` configures it."""
+    return build_access(
+        db,
+        auth_secret,
+        RateLimit(settings.rate_limit_rps, settings.rate_limit_burst),
+        cache_ttl_s=settings.auth_cache_ttl_s,
+    )
+
+
+class Components:
+    """Every service of one vault process over one Database, each built once."""
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        key_manager: keys.KeyManager | None = None,
+        access: AccessService | None = None,
+        authorizer: Authorizer | None = None,
+        audit_signer: keys.AuditSigner | None = None,
+        oauth: OAuthSettings = NO_BACKGROUND_REFRESH,
+        production: bool = False,
+        rewrap_batch_size: int = BATCH_SIZE,
+    ) -> None:
+        """``key_manager`` None: a graph without the credential path (audit pruning).
+        ``access`` None disables authentication and ``authorizer`` replaces the
+        service-layer checks: both exist for tests of the layers beneath."""
+        self.db = db
+        self.access = access
+        self._key_manager = key_manager
+        self._authorizer = authorizer
+        self._audit_signer = audit_signer
+        self.oauth_settings = oauth
+        self._production = production
+        self._rewrap_batch_size = rewrap_batch_size
+
+    @classmethod
+    def for_serve(
+        cls,
+        db: Database,
+        settings: Settings,
+        *,
+        key_manager: keys.KeyManager,
+        access: AccessService,
+        audit_signer: keys.AuditSigner | None,
+    ) -> Components:
+        """The graph ``singura-vault serve`` runs."""
+        return cls(
+            db,
+            key_manager=key_manager,
+            access=access,
+            audit_signer=audit_signer,
+            oauth=settings.oauth,
+            production=settings.production,
+            rewrap_batch_size=settings.rewrap_batch_size,
+        )
+
+    @property
+    def key_manager(self) -> keys.KeyManager:
+        if self._key_manager is None:
+            raise RuntimeError("these components were built without a key manager")
+        return self._key_manager
+
+    # -- tenants and credentials --------------------------------------------------------
+
+    @cached_property
+    def organizations(self) -> OrganizationService:
+        return OrganizationService(
+            OrganizationRepository(self.db), self._authorizer, on_erased=self._forget_keys
+        )
+
+    def _forget_keys(self, organization_id: UUID) -> None:
+        if self._key_manager is not None:
+            self.credentials.forget_organization_keys(organization_id)
+
+    @cached_property
+    def connection_repository(self) -> ConnectionRepository:
+        return ConnectionRepository(self.db)
+
+    @cached_property
+    def connections(self) -> ConnectionService:
+        return ConnectionService(self.connection_repository, self._authorizer)
+
+    @cached_property
+    def credential_repository(self) -> CredentialRepository:
+        return CredentialRepository(self.db)
+
+    @cached_property
+    def credentials(self) -> CredentialService:
+        return CredentialService(self.credential_repository, self.key_manager, self._authorizer)
+
+    # -- keys ---------------------------------------------------------------------------
+
+    @cached_property
+    def key_admin_repository(self) -> KeyAdminRepository:
+        return KeyAdminRepository(self.db)
+
+    @cached_property
+    def key_admin(self) -> KeyAdminService:
+        return KeyAdminService(
+            self.key_admin_repository, self.credential_repository, self.key_manager
+        )
+
+    @cached_property
+    def rewrap(self) -> RewrapWorker:
+        return RewrapWorker(
+            self.key_admin_repository, self.key_manager, batch_size=self._rewrap_batch_size
+        )
+
+    # -- audit --------------------------------------------------------------------------
+
+    @cached_property
+    def audit_repository(self) -> AuditRepository:
+        return AuditRepository(self.db)
+
+    @cached_property
+    def sequencer(self) -> AuditSequencer:
+        return AuditSequencer(self.audit_repository)
+
+    @cached_property
+    def audit(self) -> AuditService:
+        return AuditService(self.audit_repository, self._authorizer, self.sequencer)
+
+    @cached_property
+    def audit_checkpoints(self) -> AuditCheckpointService:
+        return AuditCheckpointService(
+            AuditCheckpointRepository(self.db), self._audit_signer, self._authorizer
+        )
+
+    # -- OAuth --------------------------------------------------------------------------
+
+    @cached_property
+    def oauth_repository(self) -> OAuthRepository:
+        return OAuthRepository(self.db)
+
+    @cached_property
+    def token_endpoint(self) -> TokenEndpointClient:
+        settings = self.oauth_settings
+        return TokenEndpointClient(
+            EgressSettings(
+                connect_timeout_s=settings.connect_timeout_s,
+                total_timeout_s=settings.timeout_s,
+                revoke_timeout_s=settings.revoke_timeout_s,
+                proxy=settings.proxy,
+                allow_loopback_http=not self._production,
+            )
+        )
+
+    @cached_property
+    def refresher(self) -> TokenRefresher:
+        settings = self.oauth_settings
+        return TokenRefresher(
+            self.oauth_repository,
+            self.credentials,
+            self.token_endpoint,
+            RefreshPolicy(
+                cooldown=timedelta(seconds=settings.refresh_cooldown_s),
+                margin=timedelta(seconds=settings.refresh_margin_s),
+                # A waiting refresh outlasts the provider call it waits for.
+                lock_wait_s=settings.timeout_s + 10.0,
+            ),
+        )
+
+    @cached_property
+    def refresh_worker(self) -> RefreshWorker | None:
+        """None when SINGURA_REFRESH_WORKER is off."""
+        settings = self.oauth_settings
+        if not settings.refresh_worker:
+            return None
+        return RefreshWorker(
+            self.oauth_repository,
+            self.refresher,
+            keepalive=timedelta(seconds=settings.refresh_keepalive_s),
+            interval_s=settings.refresh_interval_s,
+        )
+
+    @cached_property
+    def oauth_clients(self) -> OAuthClientService:
+        return OAuthClientService(
+            self.oauth_repository,
+            self.credentials,
+            allow_loopback_http=not self._production,
+            authorizer=self._authorizer,
+        )
+
+    @cached_property
+    def access_tokens(self) -> AccessTokenService:
+        return AccessTokenService(
+            self.refresher,
+            self.credentials,
+            self.credential_repository,
+            self.connection_repository,
+            self._authorizer,
+        )
+
+    @cached_property
+    def revoker(self) -> ProviderRevoker:
+        """revoke_at_provider of DeleteConnection and RevokeCredential."""
+        return ProviderRevoker(
+            self.oauth_repository,
+            self.credentials,
+            self.connection_repository,
+            self.token_endpoint,
+            self._authorizer,
+        )
+
+    async def aclose(self) -> None:
+        """Drain what must finish and release outbound connections (pool left open)."""
+        if "refresher" in self.__dict__:
+            # A refresh whose callers are gone still commits what the provider answered.
+            await self.refresher.drain()
+        if "token_endpoint" in self.__dict__:
+            await self.token_endpoint.aclose()

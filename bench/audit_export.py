@@ -36,8 +36,6 @@ import grpc
 
 from singura_vault.config import PoolSettings
 from singura_vault.proto.singura.vault.v1 import audit_pb2, audit_pb2_grpc
-from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc as ogrpc
 
 # Events shaped like the ones RevealCredential writes (a few hundred bytes each).
 INSERT_EVENTS = """
@@ -200,19 +198,10 @@ async def _measure(pg: h.Postgres, vault: h.Vault, op: str, org: str) -> dict[st
 
 
 async def _new_org(vault: h.Vault, channel: grpc.aio.Channel) -> str:
-    suffix = uuid.uuid4().hex[:10]
-    response = await ogrpc.OrganizationServiceStub(channel).CreateOrganization(
-        opb.CreateOrganizationRequest(
-            organization=opb.Organization(
-                name=f"Bench {suffix}",
-                slug=f"bench-{suffix}",
-                domain=f"bench-{suffix}.example",
-                plan=opb.PLAN_FREE,
-            )
-        ),
-        metadata=h.auth(vault.admin_key),
+    organization = await h.create_organization(
+        channel, h.auth(vault.admin_key), uuid.uuid4().hex[:10]
     )
-    return str(response.organization.id)
+    return str(organization.id)
 
 
 async def _main(args: argparse.Namespace, pg: h.Postgres) -> None:

@@ -31,7 +31,6 @@ import contextlib
 import os
 import secrets
 import sys
-import time
 import uuid
 from collections import Counter
 from typing import Any
@@ -46,8 +45,6 @@ from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc as cgrpc
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as crgrpc
-from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc as ogrpc
 
 RPCS = {"reveal": "RevealCredential", "get": "GetConnection"}
 CALL_TIMEOUT_S = 30.0
@@ -151,50 +148,22 @@ async def _client(config: dict[str, Any]) -> None:
                         metadata,
                     )
                 )
-        started = time.perf_counter()
-        window_start = started + config["warmup"]
-        window_end = window_start + config["duration"]
-        latencies: list[float] = []
-        errors: Counter[str] = Counter()
 
-        async def worker(index: int) -> None:
+        async def call(index: int, n: int) -> tuple[int, str]:
             method, request, metadata = calls[(config["worker_offset"] + index) % len(calls)]
-            while True:
-                begun = time.perf_counter()
-                if begun >= window_end:
-                    return
-                code = "OK"
-                try:
-                    await method(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
-                except grpc.aio.AioRpcError as exc:
-                    code = exc.code().name
-                done = time.perf_counter()
-                if window_start <= done <= window_end:
-                    if code == "OK":
-                        latencies.append(done - begun)
-                    else:
-                        errors[code] += 1
+            await method(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
+            return 1, "OK"
 
-        async def markers() -> tuple[float, float]:
-            await asyncio.sleep(max(0.0, window_start - time.perf_counter()))
-            cpu0 = h.cpu_seconds()
-            h.emit({"event": "window_start"})
-            await asyncio.sleep(max(0.0, window_end - time.perf_counter()))
-            h.emit({"event": "window_end"})
-            return cpu0, h.cpu_seconds()
-
-        marker_task = asyncio.create_task(markers())
-        await asyncio.gather(*(worker(i) for i in range(config["concurrency"])))
-        cpu0, cpu1 = await marker_task
-        latencies.sort()
+        window = await h.drive(call, config["concurrency"], config["warmup"], config["duration"])
+        latencies = window.latencies
         h.emit(
             {
                 "event": "result",
                 "ok": len(latencies),
-                "errors": dict(errors),
+                "errors": dict(window.errors),
                 "latencies_ms": [h.percentile(latencies, q) * 1000 for q in (0.5, 0.9, 0.99, 1.0)],
                 "mean_ms": sum(latencies) / len(latencies) * 1000 if latencies else float("nan"),
-                "cpu_s": cpu1 - cpu0,
+                "cpu_s": window.cpu_s,
             }
         )
 
@@ -207,40 +176,14 @@ async def _setup(vault: h.Vault, organizations: int) -> list[dict[str, str]]:
     admin = h.auth(vault.admin_key)
     targets = []
     async with grpc.aio.insecure_channel(vault.address) as channel:
-        orgs = ogrpc.OrganizationServiceStub(channel)
-        connections = cgrpc.ConnectionServiceStub(channel)
         credentials = crgrpc.CredentialServiceStub(channel)
         access = agrpc.AccessServiceStub(channel)
         for _ in range(organizations):
             suffix = uuid.uuid4().hex[:10]
-            org = (
-                await orgs.CreateOrganization(
-                    opb.CreateOrganizationRequest(
-                        organization=opb.Organization(
-                            name=f"Bench {suffix}",
-                            slug=f"bench-{suffix}",
-                            domain=f"bench-{suffix}.example",
-                            plan=opb.PLAN_FREE,
-                        )
-                    ),
-                    metadata=admin,
-                )
-            ).organization
-            connection = (
-                await connections.CreateConnection(
-                    cpb.CreateConnectionRequest(
-                        connection=cpb.Connection(
-                            organization_id=org.id,
-                            platform=cpb.PLATFORM_SLACK,
-                            platform_user_id=f"U{suffix}",
-                            platform_workspace_id="T0001",
-                            display_name="Bench Slack",
-                            permissions_granted=["channels:read", "users:read"],
-                        )
-                    ),
-                    metadata=admin,
-                )
-            ).connection
+            org = await h.create_organization(channel, admin, suffix)
+            connection = await h.create_connection(
+                channel, admin, org.id, f"U{suffix}", permissions=["channels:read", "users:read"]
+            )
             await credentials.StoreCredential(
                 crpb.StoreCredentialRequest(
                     organization_id=org.id,

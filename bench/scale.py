@@ -31,8 +31,6 @@ from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc as cgrpc
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as crgrpc
-from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc as ogrpc
 
 OTHER_ORGANIZATIONS = 200
 CHUNK = 1000
@@ -158,33 +156,8 @@ async def _grow_others(conn: asyncpg.Connection, others: list[uuid.UUID], count:
 async def _measured_org(vault: h.Vault, channel: grpc.aio.Channel) -> dict[str, str]:
     admin = h.auth(vault.admin_key)
     suffix = uuid.uuid4().hex[:10]
-    org = (
-        await ogrpc.OrganizationServiceStub(channel).CreateOrganization(
-            opb.CreateOrganizationRequest(
-                organization=opb.Organization(
-                    name=f"Bench {suffix}",
-                    slug=f"bench-{suffix}",
-                    domain=f"bench-{suffix}.example",
-                    plan=opb.PLAN_FREE,
-                )
-            ),
-            metadata=admin,
-        )
-    ).organization
-    connection = (
-        await cgrpc.ConnectionServiceStub(channel).CreateConnection(
-            cpb.CreateConnectionRequest(
-                connection=cpb.Connection(
-                    organization_id=org.id,
-                    platform=cpb.PLATFORM_SLACK,
-                    platform_user_id=f"U{suffix}",
-                    platform_workspace_id="T0001",
-                    display_name="Bench Slack",
-                )
-            ),
-            metadata=admin,
-        )
-    ).connection
+    org = await h.create_organization(channel, admin, suffix)
+    connection = await h.create_connection(channel, admin, org.id, f"U{suffix}")
     stored = await crgrpc.CredentialServiceStub(channel).StoreCredential(
         crpb.StoreCredentialRequest(
             organization_id=org.id,

@@ -106,6 +106,10 @@ class Settings:
     # How long `serve` keeps trying an external database that does not answer at start.
     db_wait_s: float = 0.0
     oauth: OAuthSettings = field(default_factory=lambda: OAuthSettings())
+    # DATABASE_REPLICA_URL: a hot standby that serves reads tolerating staleness up to
+    # SINGURA_REPLICA_MAX_LAG (docs/high-availability.md#reads-from-replicas).
+    database_replica_url: str | None = None
+    replica_max_lag_s: float = 1.0
 
     @property
     def production(self) -> bool:
@@ -152,6 +156,14 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     owner_url = env.get("DATABASE_OWNER_URL", "").strip() or None
     if owner_url is not None:
         _validate_dsn("DATABASE_OWNER_URL", owner_url)
+    replica_url = env.get("DATABASE_REPLICA_URL", "").strip() or None
+    if replica_url is not None:
+        _validate_dsn("DATABASE_REPLICA_URL", replica_url)
+        if database_url is None:
+            raise ConfigError(
+                "DATABASE_REPLICA_URL is set but DATABASE_URL is not: replicas serve an "
+                "external primary; set DATABASE_URL too, or unset DATABASE_REPLICA_URL"
+            )
     kms = cast(Literal["local", "transit"], _choice(env, "SINGURA_KMS", "local", _KMS))
     if kms != "transit":
         for name in _TRANSIT_VARIABLES:
@@ -160,6 +172,15 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     f"{name} is set but SINGURA_KMS is not transit; "
                     "set SINGURA_KMS=transit to use OpenBao/Vault transit, or unset it"
                 )
+    oauth = _oauth_settings(env)
+    if pool.query_timeout_ms < oauth.timeout_s * 1000:
+        raise ConfigError(
+            f"DB_QUERY_TIMEOUT ({pool.query_timeout_ms} ms) is shorter than "
+            f"SINGURA_OAUTH_TIMEOUT ({oauth.timeout_s:g} s): a token refresh keeps its "
+            "transaction open while the provider answers, and PostgreSQL ends a transaction "
+            "idle for longer than DB_QUERY_TIMEOUT; raise DB_QUERY_TIMEOUT or lower "
+            "SINGURA_OAUTH_TIMEOUT"
+        )
     data_dir_raw = env.get("SINGURA_DATA_DIR", "").strip()
     data_dir = Path(data_dir_raw).expanduser() if data_dir_raw else default_data_dir()
     if not data_dir.is_absolute():
@@ -208,7 +229,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         transit_mount=env.get("SINGURA_TRANSIT_MOUNT", "").strip() or None,
         transit_ca_file=_path(env, "SINGURA_TRANSIT_CA_FILE"),
         db_wait_s=_duration(env, "SINGURA_DB_WAIT", 0.0),
-        oauth=_oauth_settings(env),
+        oauth=oauth,
+        database_replica_url=replica_url,
+        replica_max_lag_s=_duration(env, "SINGURA_REPLICA_MAX_LAG", 1.0, minimum=0.05),
     )
 
 

@@ -40,6 +40,12 @@ class RequestContext:
     request_id: str
     actor: str
     principal: Principal | None = None
+    # The caller's consistency token (x-consistency-token): a WAL position its reads
+    # must see, so a replica that has not replayed it is skipped.
+    min_lsn: int | None = None
+    # The RPC is a metadata read that may be answered from a replica within
+    # SINGURA_REPLICA_MAX_LAG (writes, reveals and authentication never are).
+    replica_ok: bool = False
 
 
 _current: ContextVar[RequestContext | None] = ContextVar("singura_request", default=None)
@@ -54,3 +60,33 @@ def current_request() -> RequestContext:
 def bind_request(context: RequestContext) -> None:
     """Set the context for the current task (the interceptor calls this per RPC)."""
     _current.set(context)
+    _written.set(None)
+
+
+# The primary's WAL position after this RPC's last write: the consistency token it
+# returns when replicas serve reads (db/replica.py).
+_written: ContextVar[int | None] = ContextVar("singura_written_lsn", default=None)
+
+
+def note_write_position(lsn: int) -> None:
+    _written.set(max(lsn, _written.get() or 0))
+
+
+def write_position() -> int | None:
+    return _written.get()
+
+
+def format_lsn(lsn: int) -> str:
+    """A WAL position in PostgreSQL's text form, e.g. ``16/B374D848``."""
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str) -> int | None:
+    """``16/B374D848`` -> int; None for anything else (the caller says what is wrong)."""
+    high, slash, low = text.strip().partition("/")
+    if not slash or not (0 < len(high) <= 8 and 0 < len(low) <= 8):
+        return None
+    try:
+        return int(high, 16) << 32 | int(low, 16)
+    except ValueError:
+        return None

@@ -89,6 +89,17 @@ DB_UNAVAILABLE = Counter(
     "Database calls that failed because PostgreSQL was unreachable or the pool exhausted.",
     registry=REGISTRY,
 )
+REPLICA_READS = Counter(
+    "singura_replica_reads",
+    "Reads that tolerate staleness, by where they went (DATABASE_REPLICA_URL).",
+    ["target"],
+    registry=REGISTRY,
+)
+REPLICA_STALENESS = Gauge(
+    "singura_replica_staleness_seconds",
+    "How far behind the replica may be; -1 while it is not known to be current.",
+    registry=REGISTRY,
+)
 AUDIT_APPENDED = Gauge(
     "singura_audit_chain_events",
     "Audit events ever appended to the hash chains (all vault processes; read from PostgreSQL).",

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+from dataclasses import replace
 from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
@@ -35,9 +36,10 @@ from singura_vault.api.reflection import add_reflection
 from singura_vault.composition import Components, build_access, build_access_from
 from singura_vault.config import PoolSettings, Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
+from singura_vault.db.reachability import hosts_of
 from singura_vault.db.setup import NEEDS_DATABASE_URL, PreparedDatabase, prepare_database
 from singura_vault.db.supervisor import EmbeddedSupervisor
-from singura_vault.errors import ConfigError
+from singura_vault.errors import ConfigError, Unavailable
 from singura_vault.health import HealthMonitor, HealthServicer
 from singura_vault.logs import get_logger
 from singura_vault.proto.singura.vault.v1 import (
@@ -107,10 +109,10 @@ def check_production_transport(settings: Settings, *, tls_enabled: bool) -> None
 
 
 def database_url_uses_tls(url: str) -> bool:
-    """True when the URL asks for TLS, or reaches PostgreSQL over a local Unix socket."""
-    query = parse_qs(urlsplit(url).query)
-    if any(host.startswith("/") for host in query.get("host", [])):
+    """True when the URL asks for TLS, or reaches every host over a local Unix socket."""
+    if all(host.startswith("/") for host, _ in hosts_of(url)):
         return True
+    query = parse_qs(urlsplit(url).query)
     return query.get("sslmode", [""])[-1] in ("require", "verify-ca", "verify-full")
 
 
@@ -284,6 +286,22 @@ async def _serve_as_parent(
         log.info("vault_stopped")
 
 
+async def attach_replica(db: Database, url: str, settings: Settings) -> None:
+    """DATABASE_REPLICA_URL: reads that tolerate staleness may go there. A replica
+    that is down at start is not fatal (reads stay on the primary until it answers);
+    one whose login could bypass row-level security is."""
+    replica = await Database.connect(url, replace(settings.pool, min_size=0))
+    try:
+        await replica.ensure_safe_service_role()
+    except ConfigError as exc:
+        await replica.close()
+        raise ConfigError(str(exc).replace("DATABASE_URL", "DATABASE_REPLICA_URL")) from None
+    except Unavailable as exc:
+        log.warning("replica_unreachable", problem=exc.message)
+    db.attach_replica(replica, settings.replica_max_lag_s)
+    log.info("replica_attached", max_lag_s=settings.replica_max_lag_s)
+
+
 def _worker_metrics_listen(listen: str, worker: int | None) -> str:
     """Worker i of `serve --workers N` serves its metrics on the configured port + i."""
     if not worker:
@@ -325,6 +343,8 @@ async def serve(settings: Settings) -> None:
     try:
         db = await Database.connect(prepared.service_dsn, settings.pool)
         await db.ensure_safe_service_role()
+        if settings.database_replica_url is not None:
+            await attach_replica(db, settings.database_replica_url, settings)
         access = build_access_from(db, settings, auth_secret)
         if worker is None:
             await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)

@@ -302,21 +302,30 @@ async def serve_process(
 
 @asynccontextmanager
 async def serve_process_handle(
-    vault: Vault, service_dsn: str, auth_secret: bytes, root_key: str, **env_overrides: str
+    vault: Vault | str,
+    service_dsn: str,
+    auth_secret: bytes,
+    root_key: str,
+    *,
+    host: str = "127.0.0.1",
+    **env_overrides: str,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
-    """Like serve_process, and yields the process too (for tests that kill it)."""
+    """Like serve_process, and yields the process too (for tests that kill it).
+    ``vault`` is the vault whose admin key the process bootstraps, or that key;
+    ``host`` a loopback address of its own (127.0.0.2, ...: another "host")."""
     import socket
 
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         port = sock.getsockname()[1]
+    admin_key = vault if isinstance(vault, str) else vault.admin_key
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SINGURA_"))}
     env.update(
         DATABASE_URL=service_dsn,
         ENCRYPTION_KEY=root_key,
         SINGURA_AUTH_SECRET=base64.b64encode(auth_secret).decode(),
-        SINGURA_BOOTSTRAP_ADMIN_KEY=vault.admin_key,
-        SINGURA_LISTEN=f"127.0.0.1:{port}",
+        SINGURA_BOOTSTRAP_ADMIN_KEY=admin_key,
+        SINGURA_LISTEN=f"{host}:{port}",
         SINGURA_RATE_LIMIT_RPS="0",
         # Long enough that only a change notification can explain a key dropping out
         # of the cache within a test.
@@ -340,7 +349,7 @@ async def serve_process_handle(
     drain = threading.Thread(target=lines.extend, args=(process.stderr,), daemon=True)
     drain.start()
     try:
-        yield f"127.0.0.1:{port}", process
+        yield f"{host}:{port}", process
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)

@@ -603,6 +603,11 @@ def test_sigterm_during_writes_loses_no_acknowledged_write(cli_env: dict[str, st
         ("postgresql://vault@db.internal/singura?sslmode=prefer", False),
         ("postgresql://vault@db.internal/singura", False),
         ("postgresql://vault@/singura?host=/var/run/postgresql", True),
+        # Multi-host (failover) URLs: every host must be safe.
+        ("postgresql://vault@db1:5432,db2:5432/singura?sslmode=verify-full", True),
+        ("postgresql://vault@db1,db2/singura?target_session_attrs=read-write", False),
+        ("postgresql://vault@/singura?host=/run/a,/run/b&port=5432,5433", True),
+        ("postgresql://vault@/singura?host=/run/a,db2", False),
     ],
 )
 def test_production_database_urls_must_use_tls(url: str, secure: bool) -> None:

@@ -1,5 +1,5 @@
-"""Memory and CPU meters of this process and of the PostgreSQL process tree, read from
-``/proc`` and ``getrusage`` (Linux only)."""
+"""Memory and CPU meters of this process, of given process trees and of the whole
+machine, read from ``/proc`` and ``getrusage`` (Linux only)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,11 @@ def processes_cpu_seconds(roots: Iterable[int | None]) -> float:
         if int(entry.name) in wanted or int(fields[1]) in wanted:
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent not idle since boot (from /proc/stat)."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")

@@ -41,9 +41,17 @@ from singura_vault.api.error_details import (
     plain_status_details,
     status_details,
 )
-from singura_vault.context import Principal, RequestContext, bind_request
+from singura_vault.context import (
+    Principal,
+    RequestContext,
+    bind_request,
+    format_lsn,
+    parse_lsn,
+    write_position,
+)
 from singura_vault.errors import (
     DataLoss,
+    InvalidArgument,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
@@ -56,6 +64,26 @@ log = get_logger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server log has details under this call's request id"
 REQUEST_ID_KEY = "x-request-id"
+# Returned by a write when replicas serve reads; a read that sends it back sees the
+# write (docs/high-availability.md#reads-from-replicas).
+CONSISTENCY_KEY = "x-consistency-token"
+# The RPCs whose reads may come from a replica (DATABASE_REPLICA_URL): metadata reads
+# that tolerate SINGURA_REPLICA_MAX_LAG. Anything else (writes, reveals, which audit,
+# and everything that must see its own write) reads the primary.
+REPLICA_READS = frozenset(
+    f"/singura.vault.v1.{service}/{method}"
+    for service, methods in {
+        "OrganizationService": ("GetOrganization", "ListOrganizations"),
+        "ConnectionService": ("GetConnection", "ListConnections"),
+        "CredentialService": (
+            "GetCredential",
+            "ListCredentials",
+            "ListCredentialVersions",
+            "ListExpiringCredentials",
+        ),
+    }.items()
+    for method in methods
+)
 RETRY_AFTER_KEY = "retry-after-ms"
 # grpc_type label values, as grpc-ecosystem's interceptors name them.
 UNARY = "unary"
@@ -126,15 +154,44 @@ class _Call:
             structlog.contextvars.bind_contextvars(
                 trace_id=format(ids.trace_id, "032x"), span_id=format(ids.span_id, "016x")
             )
-        bind_request(RequestContext(request_id=self.request_id, actor="anonymous"))
+        self._bind()
         context.set_trailing_metadata(((REQUEST_ID_KEY, self.request_id),))
 
     def authenticated(self, principal: Principal) -> None:
         self.principal = principal
         structlog.contextvars.bind_contextvars(key_id=principal.key_id)
+        self._bind()
+
+    def _bind(self, min_lsn: int | None = None) -> None:
+        principal = self.principal
         bind_request(
-            RequestContext(request_id=self.request_id, actor=principal.key_id, principal=principal)
+            RequestContext(
+                request_id=self.request_id,
+                actor=principal.key_id if principal is not None else "anonymous",
+                principal=principal,
+                min_lsn=min_lsn,
+                replica_ok=self.method in REPLICA_READS,
+            )
         )
+
+    def read_after(self, token: str) -> None:
+        """The caller's consistency token: its reads must see that WAL position."""
+        lsn = parse_lsn(token)
+        if lsn is None:
+            raise InvalidArgument(
+                CONSISTENCY_KEY,
+                "is not a consistency token; send back the x-consistency-token trailer "
+                "a write returned (e.g. 0/3000060), or nothing",
+            )
+        self._bind(lsn)
+
+    def answered(self) -> None:
+        """On success: a write's consistency token joins the trailers."""
+        written = write_position()
+        if written is not None:
+            self.context.set_trailing_metadata(
+                ((REQUEST_ID_KEY, self.request_id), (CONSISTENCY_KEY, format_lsn(written)))
+            )
 
 
 class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  # grpc-stubs types it generic, grpc does not subscript it at run time
@@ -205,6 +262,9 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         call = _Call(method, context, grpc_type, self._tracer)
         if self._access is not None:
             call.authenticated(await self._access.authenticate(call.metadata.get("authorization")))
+        token = call.metadata.get(CONSISTENCY_KEY)
+        if token is not None:
+            call.read_after(token)
         request_checks.check_request(request)
         return call
 
@@ -235,6 +295,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
                 self._open_page_token(call, request)
                 response = await behavior(request, context)
                 self._seal_page_token(call, response)
+                call.answered()
             except Exception as exc:  # every failure leaves through _fail, mapped
                 await self._fail(call or _Call(method, context, UNARY, self._tracer), exc)
                 raise  # unreachable: _fail always aborts

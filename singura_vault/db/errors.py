@@ -42,6 +42,20 @@ LOST_MID_CALL = (
     "the database connection was lost during the call; retry "
     "(with the same request_id, creates and stores are idempotent)"
 )
+# A multi-host DATABASE_URL with target_session_attrs=read-write found no primary:
+# the old one is down and no standby has been promoted yet.
+NO_PRIMARY = (
+    "no host in DATABASE_URL accepts writes (target_session_attrs=read-write): the "
+    "primary is down or a failover is under way; retry shortly"
+)
+READ_ONLY_SERVER = (
+    "the database server became read-only (a primary demoted during a failover); "
+    "retry shortly: the vault reconnects to the new primary"
+)
+
+
+class ServerReadOnly(Exception):  # noqa: N818 - reads as the condition it reports
+    """A statement hit a server in recovery (raised by the pool, mapped to Unavailable)."""
 
 
 @contextmanager
@@ -89,6 +103,10 @@ def map_driver_errors(  # noqa: C901 - one clause per driver error family, in or
         ) from exc
     except _CONNECTION_LOST as exc:
         raise Unavailable("the database is unreachable; retry shortly") from exc
+    except asyncpg.exceptions.TargetServerAttributeNotMatched as exc:
+        raise Unavailable(NO_PRIMARY) from exc
+    except ServerReadOnly as exc:
+        raise Unavailable(READ_ONLY_SERVER) from exc
     except asyncpg.exceptions.InternalClientError as exc:
         # What a connection whose server died mid-statement raises on its next use
         # (the pool discards it, see db/pool.py).

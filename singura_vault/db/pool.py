@@ -25,9 +25,10 @@ import structlog
 
 from singura_vault import metrics
 from singura_vault.config import PoolSettings
-from singura_vault.context import current_request
-from singura_vault.db.errors import LOST_MID_CALL, map_driver_errors
-from singura_vault.errors import ConfigError, Unavailable, VaultError
+from singura_vault.context import current_request, note_write_position
+from singura_vault.db.errors import LOST_MID_CALL, ServerReadOnly, map_driver_errors
+from singura_vault.db.replica import Freshness, watch_freshness
+from singura_vault.errors import Aborted, ConfigError, Unavailable, VaultError
 from singura_vault.logs import get_logger
 
 # The role every vault login role must be a member of; migrations grant to it.
@@ -114,6 +115,24 @@ class Database:
         self._dsn = dsn
         self._unavailable_listeners: list[Callable[[], None]] = []
         self._commit_listeners: list[Callable[[], None]] = []
+        self._replica: Database | None = None
+        self._freshness: Freshness | None = None
+        self._replica_watch: asyncio.Task[None] | None = None
+
+    def attach_replica(self, replica: Database, max_lag_s: float) -> None:
+        """Serve reads that tolerate staleness from ``replica`` while it is current
+        within ``max_lag_s`` (db/replica.py); needs a running event loop."""
+        self._replica = replica
+        self._freshness = freshness = Freshness(max_lag_s)
+        interval_s = min(_REPLICA_TICK_S, max(max_lag_s / 4, 0.02))
+        self._replica_watch = asyncio.create_task(
+            watch_freshness(self, replica, freshness, interval_s), name="replica-freshness"
+        )
+
+    @property
+    def replica_staleness_s(self) -> float | None:
+        """How far behind the replica may be; None without one, or when not current."""
+        return None if self._freshness is None else self._freshness.staleness_s()
 
     def on_unavailable(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a request finds the database unreachable (the health
@@ -142,6 +161,14 @@ class Database:
                     "statement_timeout": str(settings.query_timeout_ms),
                     # Lock waits count against the same budget as the statement.
                     "lock_timeout": str(settings.query_timeout_ms),
+                    # A vault that stops mid-transaction (frozen, or cut off from the
+                    # database) holds its row locks only this long; and a client that
+                    # vanished over TCP is noticed within about a minute, not the OS's
+                    # two hours, so its connection slots come back.
+                    "idle_in_transaction_session_timeout": str(settings.query_timeout_ms),
+                    "tcp_keepalives_idle": "30",
+                    "tcp_keepalives_interval": "10",
+                    "tcp_keepalives_count": "3",
                     "search_path": "singura",
                 },
             )
@@ -151,7 +178,13 @@ class Database:
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close the pool once every connection is back; after timeout_s, close the
         ones still out (a task that never returned its connection must not keep the
-        process from exiting)."""
+        process from exiting). An attached replica is closed too."""
+        if self._replica_watch is not None:
+            self._replica_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replica_watch
+        if self._replica is not None:
+            await self._replica.close(timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
                 await self._pool.close()
@@ -197,6 +230,7 @@ class Database:
         sql: str,
         *args: object,
         writes: bool = False,
+        replica_ok: bool = False,
         constraint_messages: Mapping[str, VaultError] | None = None,
     ) -> list[asyncpg.Record]:
         """Run one scoped SQL function (migration 013) in one round trip: its first four
@@ -204,7 +238,14 @@ class Database:
         for None, fenced to an organization key's own tenant as :meth:`tenant` and
         :meth:`admin` are -- then ``args``. The statement is its own transaction (no
         BEGIN or COMMIT round trips); ``writes`` says it records something, so the
-        commit listeners run. ``constraint_messages`` as for map_driver_errors."""
+        commit listeners run. ``replica_ok``: a read that tolerates
+        SINGURA_REPLICA_MAX_LAG may go to the replica (if one is attached and current,
+        and it has replayed the caller's consistency token). ``constraint_messages`` as
+        for map_driver_errors."""
+        if replica_ok and self._replica is not None and current_request().replica_ok:
+            from_replica = await self._read_replica(self._replica, organization_id, sql, args)
+            if from_replica is not None:
+                return from_replica
         setting, value = _scope(organization_id)
         request = current_request()
         try:
@@ -217,8 +258,26 @@ class Database:
             self._tell_unavailable()
             raise
         if writes:
-            self._tell_committed()
+            await self._committed()
         return rows
+
+    async def _read_replica(
+        self, replica: Database, organization_id: UUID | None, sql: str, args: tuple[object, ...]
+    ) -> list[asyncpg.Record] | None:
+        """The rows from the replica if it is current enough for this request, else
+        None (the caller reads the primary, also when the replica fails)."""
+        if self._freshness is not None and self._freshness.serves(current_request().min_lsn):
+            try:
+                rows = await replica.fetch_scoped(organization_id, sql, *args)
+            except (Unavailable, Aborted) as exc:
+                # Aborted: a statement cancelled by a conflict with recovery (replay
+                # needed rows it was reading); the primary has no such conflict.
+                log.warning("replica_read_failed", error_type=type(exc).__name__)
+            else:
+                metrics.REPLICA_READS.labels("replica").inc()
+                return rows
+        metrics.REPLICA_READS.labels("primary").inc()
+        return None
 
     async def listen(
         self,
@@ -282,6 +341,15 @@ class Database:
         rows = await self.fetch_unscoped(sql, *args)
         return rows[0] if rows else None
 
+    async def wal_position(self, function: str) -> int | None:
+        """``pg_current_wal_lsn`` (a primary) or ``pg_last_wal_replay_lsn`` (a standby;
+        None on a server that is not one)."""
+        assert function in ("pg_current_wal_lsn", "pg_last_wal_replay_lsn")
+        with map_driver_errors():
+            async with self._acquire() as conn:
+                position = await conn.fetchval(f"SELECT {function}()")
+        return None if position is None else int(position)
+
     async def ping(self) -> None:
         """One round trip; raises Unavailable when PostgreSQL does not answer."""
         with map_driver_errors():
@@ -335,7 +403,12 @@ class Database:
             # Opening a connection is bounded by its own connect timeout either way.
             timeout = None if self._pool.get_idle_size() else self._acquire_timeout_s
             conn = await self._pool.acquire(timeout=timeout)
-        except (TimeoutError, OSError, asyncpg.PostgresError):
+        except (
+            TimeoutError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.exceptions.TargetServerAttributeNotMatched,
+        ):
             metrics.DB_UNAVAILABLE.inc()
             raise
         finally:
@@ -358,6 +431,16 @@ class Database:
             # away, not a bug of ours.
             if _connection_lost(conn):
                 raise Unavailable(LOST_MID_CALL) from exc
+            raise
+        except asyncpg.exceptions.ReadOnlySQLTransactionError as exc:
+            # Also what a write in one of our READ ONLY transactions would raise (a
+            # bug: stays INTERNAL). A server in recovery is a failover: drop the
+            # connection, so the pool's next one finds the new primary.
+            if await _in_recovery(conn):
+                log.warning("db_connection_discarded", error_type="server_in_recovery")
+                with contextlib.suppress(Exception):
+                    conn.terminate()
+                raise ServerReadOnly from exc
             raise
         finally:
             await self._pool.release(conn)
@@ -386,11 +469,22 @@ class Database:
             self._tell_unavailable()
             raise
         if not read_only:
-            self._tell_committed()
+            await self._committed()
 
-    def _tell_committed(self) -> None:
+    async def _committed(self) -> None:
         for listener in self._commit_listeners:
             listener()
+        if self._replica is None:
+            return
+        # The consistency token: a position at or past this write's commit record, so
+        # a read that passes it back skips a replica that has not replayed the write.
+        # Only with a replica (one round trip); the write stands if this fails.
+        try:
+            position = await self.wal_position("pg_current_wal_lsn")
+            if position is not None:
+                note_write_position(position)
+        except VaultError as exc:
+            log.warning("consistency_token_unavailable", error_type=type(exc).__name__)
 
     def _tell_unavailable(self) -> None:
         for listener in self._unavailable_listeners:
@@ -413,9 +507,19 @@ def _scope(organization_id: UUID | None) -> tuple[str, str]:
     return "singura.organization_id", str(organization_id)
 
 
+# How often, at most, the primary and replica positions are sampled (db/replica.py).
+_REPLICA_TICK_S = 0.25
+
 # How often the LISTEN connection proves it is alive (a silently dead one would
 # otherwise miss notifications until the cache TTL runs out).
 _LISTEN_CHECK_S = 2.0
+
+
+async def _in_recovery(conn: Any) -> bool:
+    try:
+        return bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
+    except Exception:  # a server that cannot answer is not known to be a standby
+        return False
 
 
 def _connection_lost(conn: Any) -> bool:

@@ -27,12 +27,43 @@ _MAX_BACKOFF_S = 5.0
 
 
 def endpoint(dsn: str) -> str:
-    """host:port of a PostgreSQL URL (a Unix socket directory as a path), no password."""
+    """host:port of a PostgreSQL URL (a Unix socket directory as a path), no password;
+    each host of a multi-host URL (libpq style), comma-separated."""
+    return ", ".join(
+        f"{host} (Unix socket, port {port})"
+        if host.startswith("/")
+        else f"[{host}]:{port}"
+        if ":" in host
+        else f"{host}:{port}"
+        for host, port in hosts_of(dsn)
+    )
+
+
+def hosts_of(dsn: str) -> list[tuple[str, str]]:
+    """The (host, port) pairs a libpq-style URL names, in the order they are tried:
+    ``postgresql://u@h1:5432,h2:5433/db`` or ``...?host=/run/a,/run/b&port=5432,5433``."""
     parts = urlsplit(dsn)
     query = parse_qs(parts.query)
-    host = (query.get("host") or [parts.hostname or "localhost"])[-1]
-    port = (query.get("port") or [str(parts.port or 5432)])[-1]
-    return f"{host}:{port}" if not host.startswith("/") else f"{host} (Unix socket, port {port})"
+    ports = (query.get("port") or [""])[-1].split(",")
+    if query.get("host"):
+        hosts = [(host, "") for host in query["host"][-1].split(",")]
+    else:
+        hostspec = parts.netloc.rpartition("@")[2]
+        hosts = [_split_hostport(item) for item in hostspec.split(",")] if hostspec else []
+    hosts = hosts or [("localhost", "")]
+    pairs = []
+    for i, (host, own_port) in enumerate(hosts):
+        port = own_port or (ports[i] if len(ports) == len(hosts) else ports[0]) or "5432"
+        pairs.append((host or "localhost", port))
+    return pairs
+
+
+def _split_hostport(item: str) -> tuple[str, str]:
+    if item.startswith("["):  # [IPv6]:port
+        host, _, rest = item[1:].partition("]")
+        return host, rest.removeprefix(":")
+    host, colon, port = item.rpartition(":")
+    return (host, port) if colon else (item, "")
 
 
 def _cause(exc: BaseException) -> str:
@@ -51,6 +82,11 @@ def _cause(exc: BaseException) -> str:
         return "the server is starting up or shutting down"
     if isinstance(exc, asyncpg.exceptions.TooManyConnectionsError):
         return "the server has no connection slots left (max_connections)"
+    if isinstance(exc, asyncpg.exceptions.TargetServerAttributeNotMatched):
+        return (
+            "no host accepts writes (target_session_attrs=read-write): only standbys "
+            "answer; is the primary down or a failover under way?"
+        )
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror.lower()
     return type(exc).__name__
@@ -61,6 +97,8 @@ _UNREACHABLE = (
     TimeoutError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # Every host answered, none is a primary (target_session_attrs=read-write).
+    asyncpg.exceptions.TargetServerAttributeNotMatched,
 )
 
 

@@ -1,8 +1,11 @@
 """Outbound OAuth 2.0: refresh and revoke tokens at SaaS providers' endpoints.
 
 catalogue: what each platform's endpoints are and how they speak; egress: where
-credentials may be sent and the HTTP client that sends them; token_endpoint: the
-calls themselves and what their answers mean.
+credentials may be sent and the HTTP client that sends them; exchange: one bounded
+request and its answer; client_auth: how the OAuth client authenticates;
+token_refresh and token_revocation: the two calls; refresh_errors: what a failed
+refresh means; outcomes: the values the calls hand back; token_endpoint: the
+TokenEndpointClient that makes the calls.
 """
 
 from singura_vault.domain import ClientAuthMethod

@@ -103,7 +103,7 @@ def build_http_client(settings: EgressSettings) -> httpx.AsyncClient:
     """The HTTP client for provider calls, configured as the module docstring explains.
 
     The timeout here is only a default: each call sets its own and enforces its whole
-    duration with a deadline of its own (see token_endpoint).
+    duration with a deadline of its own (see exchange).
     """
     total = max(settings.total_timeout_s, settings.revoke_timeout_s)
     return httpx.AsyncClient(

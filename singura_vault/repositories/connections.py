@@ -91,7 +91,11 @@ class ConnectionRepository:
 
     async def get(self, organization_id: UUID, connection_id: UUID) -> Connection:
         rows = await self._db.fetch_scoped(
-            organization_id, query("connection_get_scoped"), organization_id, connection_id
+            organization_id,
+            query("connection_get_scoped"),
+            organization_id,
+            connection_id,
+            replica_ok=True,
         )
         if not rows:
             raise _not_found(organization_id, connection_id)
@@ -115,6 +119,7 @@ class ConnectionRepository:
             after.at if after else None,
             after.id if after else None,
             limit,
+            replica_ok=True,
         )
         return [connection_from_row(row) for row in rows]
 

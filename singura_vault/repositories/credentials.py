@@ -248,7 +248,11 @@ class CredentialRepository:
 
     async def get(self, organization_id: UUID, credential_id: UUID) -> Credential:
         rows = await self._db.fetch_scoped(
-            organization_id, query("credential_get_scoped"), organization_id, credential_id
+            organization_id,
+            query("credential_get_scoped"),
+            organization_id,
+            credential_id,
+            replica_ok=True,
         )
         if not rows:
             raise _not_found(organization_id, credential_id)
@@ -273,6 +277,7 @@ class CredentialRepository:
             after.at if after else None,
             after.id if after else None,
             limit,
+            replica_ok=True,
         )
         return [credential_from_row(row) for row in rows]
 
@@ -292,6 +297,7 @@ class CredentialRepository:
             credential_type.value,
             after,
             limit,
+            replica_ok=True,
         )
         return [credential_from_row(row) for row in rows]
 
@@ -306,6 +312,7 @@ class CredentialRepository:
             after.at if after else None,
             after.id if after else None,
             limit,
+            replica_ok=True,
         )
         return [credential_from_row(row) for row in rows]
 

@@ -1,0 +1,69 @@
+"""The data set, written before measuring: one organization with 60 connections and
+3 credentials each in the vault, and the same 180 values as KV v2 entries in OpenBao."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+
+import _harness as h
+import grpc
+
+from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
+from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as crgrpc
+from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+
+from .bao_server import BaoProcess, http
+from .pairs import CONNECTIONS, KV_MOUNT, TYPES, Slot
+from .vault_server import VaultProcess
+
+
+async def setup(vault: VaultProcess, bao: BaoProcess) -> tuple[str, list[Slot]]:
+    """One organization, 60 connections x 3 credentials in the vault; the same 180
+    values in OpenBao. Returns the organization id and the slots (no values)."""
+    admin = h.auth(vault.admin_key())
+    slots: list[Slot] = []
+    async with grpc.aio.insecure_channel(vault.address) as channel:
+        suffix = secrets.token_hex(5)
+        # Enterprise: 60 connections (free allows 3).
+        org = await h.create_organization(channel, admin, suffix, opb.PLAN_ENTERPRISE)
+        credentials = crgrpc.CredentialServiceStub(channel)
+        for index in range(CONNECTIONS):
+            connection = await h.create_connection(
+                channel,
+                admin,
+                org.id,
+                f"U{suffix}{index:02d}",
+                f"Bench Slack {index}",
+                ["channels:read", "users:read"],
+            )
+            for name, kind in TYPES.items():
+                value = secrets.token_urlsafe(48)
+                stored = await credentials.StoreCredential(
+                    crpb.StoreCredentialRequest(
+                        organization_id=org.id,
+                        connection_id=connection.id,
+                        type=kind,
+                        value=value,
+                    ),
+                    metadata=admin,
+                )
+                path = f"bench/{connection.id}/{name}"
+                status, _ = await asyncio.to_thread(
+                    http,
+                    "POST",
+                    f"{bao.url}/v1/{KV_MOUNT}/data/{path}",
+                    bao.token,
+                    {"data": {"value": value}},
+                )
+                if status != 200:
+                    raise RuntimeError(f"OpenBao KV write answered HTTP {status}")
+                slots.append(
+                    {
+                        "connection_id": connection.id,
+                        "type": kind,
+                        "credential_id": stored.credential.id,
+                        "path": path,
+                    }
+                )
+    return org.id, slots

@@ -1,0 +1,139 @@
+"""Two vault hosts on one primary (docs/high-availability.md): a client balancing
+round-robin over both keeps working when one host dies mid-load, nothing it was
+told was stored is lost, and the work one process at a time does (audit sequencing,
+rewrap) carries on on the survivor.
+
+The hosts are two `singura-vault serve` processes, each listening on a loopback
+address of its own (127.0.0.2 and 127.0.0.3), the way two machines would."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from singura_vault.config import load_settings
+from singura_vault.errors import ConfigError
+from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
+from singura_vault.service.access import AccessService
+from tests.conftest import Stubs, serve_process_handle
+from tests.helpers import bearer, new_key_text
+from tests.store_load import Ledger, check_every_store_survived, tenant_with_connections, writer
+
+WRITERS = 4
+BEFORE = 40  # acknowledged stores before host A dies ...
+AFTER = 40  # ... and after
+LOAD_TIMEOUT_S = 120.0
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        pytest.param(signal.SIGKILL, id="host-dies"),
+        # Frozen: its TCP connections and database sessions stay open, as when a host
+        # is cut off from the network; its clients get their calls back at the call's
+        # deadline, and PostgreSQL ends whatever transaction it left open at
+        # DB_QUERY_TIMEOUT.
+        pytest.param(signal.SIGSTOP, id="host-cut-off"),
+    ],
+)
+async def test_a_client_keeps_working_through_two_hosts_when_one_fails(
+    failure: signal.Signals,
+    access_service: AccessService,
+    service_dsn: str,
+    auth_secret: bytes,
+    root_key: str,
+) -> None:
+    admin_key = new_key_text()
+    await access_service.bootstrap_admin_key(Path("/nonexistent"), admin_key)
+    # Small rewrap batches, so that a job is still being worked when host A fails, and
+    # short timeouts, so that a transaction it left open ends within the test.
+    small_batches = {
+        "SINGURA_REWRAP_BATCH_SIZE": "2",
+        "DB_QUERY_TIMEOUT": "3000",
+        "SINGURA_OAUTH_TIMEOUT": "2s",
+    }
+    host_a = serve_process_handle(
+        admin_key, service_dsn, auth_secret, root_key, host="127.0.0.2", **small_batches
+    )
+    host_b = serve_process_handle(
+        admin_key, service_dsn, auth_secret, root_key, host="127.0.0.3", **small_batches
+    )
+    async with host_a as (address_a, process_a), host_b as (address_b, _):
+        channel = grpc.aio.insecure_channel(
+            f"ipv4:{address_a},{address_b}",
+            options=[("grpc.lb_policy_name", "round_robin")],
+            interceptors=bearer(admin_key),
+        )
+        stubs = Stubs.on(channel)
+        # Checks afterwards ask the survivor only: a frozen host would hold them.
+        survivor_channel = grpc.aio.insecure_channel(address_b, interceptors=bearer(admin_key))
+        survivor = Stubs.on(survivor_channel)
+        try:
+            for address in (address_a, address_b):  # both hosts serve, each on its own
+                assert await serving(address)
+            org, conns = await tenant_with_connections(stubs, WRITERS)
+            ledger, stop = Ledger(), asyncio.Event()
+            # A deadline per call is how a client gets its calls back from a host that
+            # stopped answering without closing its connections.
+            writers = [
+                asyncio.create_task(writer(stubs, org, conn, ledger, stop, timeout_s=2.0))
+                for conn in conns
+            ]
+            try:
+                async with asyncio.timeout(LOAD_TIMEOUT_S):
+                    await ledger.until(BEFORE)
+                    await stubs.keys.RotateDataKey(kpb.RotateDataKeyRequest(organization_id=org))
+                    job = (await stubs.keys.StartRewrap(kpb.StartRewrapRequest())).job
+                    process_a.send_signal(failure)
+                    killed_at = len(ledger.acknowledged)
+                    await ledger.until(killed_at + AFTER)
+                    stop.set()
+                    await asyncio.gather(*writers)
+                    rewrapped = await rewrap_finished(survivor, job.id)
+            finally:
+                stop.set()
+                for task in writers:
+                    task.cancel()
+                await asyncio.gather(*writers, return_exceptions=True)
+
+            # Calls that were on host A fail UNAVAILABLE, or DEADLINE_EXCEEDED when it
+            # froze with the call (retryable with the request_id), never INTERNAL.
+            retryable = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+            assert set(ledger.codes) <= retryable, set(ledger.codes)
+            assert rewrapped.state == kpb.REWRAP_JOB_STATE_COMPLETED, rewrapped
+            assert rewrapped.done == rewrapped.total, rewrapped
+            # Host B chained every event, including those host A recorded.
+            await check_every_store_survived(survivor, org, conns, ledger)
+        finally:
+            await channel.close()
+            await survivor_channel.close()
+            process_a.send_signal(signal.SIGCONT)  # so that a frozen host can be stopped
+
+
+async def serving(address: str) -> bool:
+    async with grpc.aio.insecure_channel(address) as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+async def rewrap_finished(stubs: Stubs, job_id: str) -> kpb.RewrapJob:
+    """Until the job is no longer running (its workers report progress in the row)."""
+    while True:
+        job = (await stubs.keys.GetRewrapJob(kpb.GetRewrapJobRequest(job_id=job_id))).job
+        if job.state != kpb.REWRAP_JOB_STATE_RUNNING:
+            return job
+        await asyncio.sleep(0.1)  # polling the job's row, bounded by LOAD_TIMEOUT_S
+
+
+def test_db_query_timeout_must_outlast_a_token_refresh() -> None:
+    """DB_QUERY_TIMEOUT also ends idle transactions; a refresh holds one open while
+    the provider answers (up to SINGURA_OAUTH_TIMEOUT)."""
+    with pytest.raises(ConfigError, match=r"DB_QUERY_TIMEOUT \(3000 ms\) is shorter than"):
+        load_settings({"DB_QUERY_TIMEOUT": "3000"})
+    settings = load_settings({"DB_QUERY_TIMEOUT": "3000", "SINGURA_OAUTH_TIMEOUT": "2s"})
+    assert settings.pool.query_timeout_ms == 3000

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -18,11 +19,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from singura_vault.config import load_settings
 from singura_vault.errors import ConfigError
+from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
 from singura_vault.service.access import AccessService
-from tests.conftest import Stubs, serve_process_handle
+from tests.conftest import Stubs, Vault, serve_process_handle
 from tests.helpers import bearer, new_key_text
+from tests.oauth_provider import FakeOAuthProvider
 from tests.store_load import Ledger, check_every_store_survived, tenant_with_connections, writer
+from tests.test_oauth import access_version, connection, link
 
 WRITERS = 4
 BEFORE = 40  # acknowledged stores before host A dies ...
@@ -137,3 +141,42 @@ def test_db_query_timeout_must_outlast_a_token_refresh() -> None:
         load_settings({"DB_QUERY_TIMEOUT": "3000"})
     settings = load_settings({"DB_QUERY_TIMEOUT": "3000", "SINGURA_OAUTH_TIMEOUT": "2s"})
     assert settings.pool.query_timeout_ms == 3000
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeOAuthProvider]:
+    with FakeOAuthProvider() as running:
+        yield running
+
+
+async def test_a_refresh_claimed_by_a_host_that_died_is_done_by_the_survivor(
+    vault: Vault,
+    provider: FakeOAuthProvider,
+    service_dsn: str,
+    auth_secret: bytes,
+    root_key: str,
+) -> None:
+    """Host A's background worker claims a due connection and dies while the provider
+    is answering; host B refreshes it once A's claim (a lease) runs out."""
+    linked = await link(vault, provider, rotate=False)
+    worker_on = {
+        "SINGURA_REFRESH_WORKER": "on",
+        "SINGURA_REFRESH_INTERVAL": "100ms",
+        # The lease is twice (SINGURA_OAUTH_TIMEOUT + 10 s): 22 s here.
+        "SINGURA_OAUTH_TIMEOUT": "1s",
+    }
+    hold = provider.hold_next()
+    host_a = serve_process_handle(vault, service_dsn, auth_secret, root_key, **worker_on)
+    async with host_a as (_, process_a):
+        assert await hold.wait_reached_async(limit_s=30)
+        process_a.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process_a.wait, 30)
+        hold.release()  # the answer goes to a dead socket
+    assert await access_version(vault, linked) == 1
+    host_b = serve_process_handle(vault, service_dsn, auth_secret, root_key, **worker_on)
+    async with host_b:
+        assert await provider.wait_for_token_calls_async(2, limit_s=60)
+    assert await access_version(vault, linked) == 2
+    refreshed = await connection(vault, linked)
+    assert refreshed.status == cpb.CONNECTION_STATUS_ACTIVE
+    assert refreshed.HasField("last_refresh_time")

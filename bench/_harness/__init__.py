@@ -8,13 +8,13 @@ package re-exports those names from modules that each do one job:
 - :mod:`.postgres`: :func:`embedded_postgres`, a throwaway PostgreSQL in a temporary
   directory, stopped and deleted on exit, Ctrl-C or SIGTERM included.
 - :mod:`.replication`: :func:`hot_standby`, a streaming standby of that server, which
-  :meth:`Standby.use` stops or makes asynchronous or synchronous, and
-  :func:`postmaster_cpu_seconds`, which also counts backends that have exited.
+  :meth:`Standby.use` stops or makes asynchronous or synchronous.
 - :mod:`.vault`: :func:`running_vault`, the vault served on ``127.0.0.1:<random port>``
   with a fresh admin key, and helpers that talk to it.
 - :mod:`.tenants`: :func:`create_organization` and :func:`create_connection`, the
   setups' organizations and connections.
-- :mod:`.meters`: memory and CPU meters read from ``/proc`` (Linux only).
+- :mod:`.meters`: memory and CPU meters read from ``/proc`` (Linux only); a
+  postmaster's CPU includes the backends that have exited (its cutime/cstime).
 - :mod:`.load`: :func:`drive`, the client side of a measurement: calls kept in flight
   through a warm-up and a measured window, and what completed inside it.
 - :mod:`.report`: percentiles, Markdown tables and the machine summary.
@@ -40,13 +40,14 @@ from .meters import (
     PeakRss,
     cpu_seconds,
     machine_busy_seconds,
+    postmaster_cpu_seconds,
     process_tree_cpu_seconds,
     processes_cpu_seconds,
     rss_bytes,
     status_kib,
 )
 from .postgres import Postgres, embedded_postgres, postgres_version
-from .replication import Standby, StandbyMode, hot_standby, postmaster_cpu_seconds
+from .replication import Standby, StandbyMode, hot_standby
 from .report import cell, machine_summary, percentile, table
 from .tenants import create_connection, create_organization
 from .vault import Vault, auth, chain_pending_audit, new_key_text, quiet_server_logs, running_vault

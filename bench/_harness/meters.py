@@ -4,10 +4,12 @@ machine, read from ``/proc`` and ``getrusage`` (Linux only)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 MIB = 1024 * 1024
 
@@ -75,9 +77,9 @@ def cpu_seconds() -> float:
 
 
 def process_tree_cpu_seconds(root_pid: int | None) -> float:
-    """User + system CPU time of ``root_pid`` and its live children (the postmaster
-    and its backends); 0 when unknown."""
-    return processes_cpu_seconds([root_pid])
+    """User + system CPU time of ``root_pid`` (a postmaster) and its backends, exited
+    ones included; 0 when unknown. See postmaster_cpu_seconds."""
+    return postmaster_cpu_seconds(root_pid)
 
 
 def processes_cpu_seconds(roots: Iterable[int | None]) -> float:
@@ -105,3 +107,31 @@ def machine_busy_seconds() -> float:
         values = [int(v) for v in stat.readline().split()[1:]]
     idle = values[3] + values[4]  # idle, iowait
     return (sum(values[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def postmaster_cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a postmaster and its backends so far, 0 when unknown.
+
+    Those that have exited too: the postmaster reaps them, so their time is in its
+    cutime and cstime. (Summing the live processes alone loses the whole lifetime of
+    a backend that exits inside a window -- an idle pool connection closed, say -- and
+    the window's figure can come out negative.)
+    """
+    if pid is None:
+        return 0.0
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ticks = sum(_stat_numbers(pid, 4))  # utime, stime, cutime, cstime
+    except OSError:
+        return 0.0
+    for child in children:
+        with contextlib.suppress(OSError):  # exited meanwhile
+            ticks += sum(_stat_numbers(int(child), 2))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _stat_numbers(pid: int, count: int) -> list[int]:
+    """``count`` fields of /proc/<pid>/stat from utime (the 14th) on."""
+    text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    # The command name, in parentheses, may hold spaces: count from after it.
+    return [int(v) for v in text[text.rfind(")") + 2 :].split()[11 : 11 + count]]

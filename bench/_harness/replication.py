@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import shutil
 import signal
 import tempfile
@@ -104,31 +103,3 @@ def hot_standby(primary: Postgres, name: str = STANDBY_NAME) -> Iterator[Standby
             shutil.rmtree(base_dir, ignore_errors=True)
             for number, handler in zip(held, previous, strict=True):
                 signal.signal(number, handler)
-
-
-def postmaster_cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a postmaster and its backends so far, 0 when unknown.
-
-    Those that have exited too: the postmaster reaps them, so their time is in its
-    cutime and cstime. (Summing the live processes alone loses the whole lifetime of
-    a backend that exits inside a window -- an idle pool connection closed, say -- and
-    the window's figure can come out negative.)
-    """
-    if pid is None:
-        return 0.0
-    try:
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        ticks = sum(_stat_numbers(pid, 4))  # utime, stime, cutime, cstime
-    except OSError:
-        return 0.0
-    for child in children:
-        with contextlib.suppress(OSError):  # exited meanwhile
-            ticks += sum(_stat_numbers(int(child), 2))
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def _stat_numbers(pid: int, count: int) -> list[int]:
-    """``count`` fields of /proc/<pid>/stat from utime (the 14th) on."""
-    text = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    # The command name, in parentheses, may hold spaces: count from after it.
-    return [int(v) for v in text[text.rfind(")") + 2 :].split()[11 : 11 + count]]

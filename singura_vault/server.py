@@ -100,12 +100,16 @@ def check_production_transport(settings: Settings, *, tls_enabled: bool) -> None
             "SINGURA_TLS_KEY, or SINGURA_ALLOW_INSECURE=1 if a TLS-terminating proxy or mesh "
             "is in front of the vault"
         )
-    if settings.database_url is not None and not database_url_uses_tls(settings.database_url):
-        raise ConfigError(
-            "SINGURA_ENV=production requires TLS to PostgreSQL: add sslmode=verify-full "
-            "(or require / verify-ca) to DATABASE_URL, or connect through a Unix socket "
-            "(host=/path)"
-        )
+    for variable, url in (
+        ("DATABASE_URL", settings.database_url),
+        ("DATABASE_REPLICA_URL", settings.database_replica_url),
+    ):
+        if url is not None and not database_url_uses_tls(url):
+            raise ConfigError(
+                "SINGURA_ENV=production requires TLS to PostgreSQL: add sslmode=verify-full "
+                f"(or require / verify-ca) to {variable}, or connect through a Unix socket "
+                "(host=/path)"
+            )
 
 
 def database_url_uses_tls(url: str) -> bool:

@@ -26,7 +26,7 @@ from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.server import attach_replica
+from singura_vault.server import attach_replica, check_production_transport
 from tests.canaries import canary
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import expect_status, org_message
@@ -228,3 +228,15 @@ async def test_a_replica_login_that_bypasses_row_level_security_is_refused(
     superuser = pair.url(pair.standby.cluster().superuser, pair.standby)
     with pytest.raises(ConfigError, match="DATABASE_REPLICA_URL connects as role"):
         await attach_replica(db, superuser, settings)
+
+
+def test_production_needs_tls_to_the_replica_too() -> None:
+    env = {
+        "SINGURA_ENV": "production",
+        "DATABASE_URL": "postgresql://vault@db1/singura?sslmode=verify-full",
+        "DATABASE_REPLICA_URL": "postgresql://vault@db2/singura",
+    }
+    with pytest.raises(ConfigError, match="DATABASE_REPLICA_URL"):
+        check_production_transport(load_settings(env), tls_enabled=True)
+    secure = {**env, "DATABASE_REPLICA_URL": env["DATABASE_REPLICA_URL"] + "?sslmode=verify-full"}
+    check_production_transport(load_settings(secure), tls_enabled=True)

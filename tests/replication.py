@@ -25,6 +25,7 @@ from urllib.parse import quote
 import asyncpg
 
 from singura_vault.db.embedded import EmbeddedCluster, EmbeddedPostgres
+from singura_vault.db.embedded_standby import EmbeddedStandby
 from singura_vault.db.setup import OWNER_ROLE, apply_migrations, bootstrap_embedded_roles
 
 STANDBY_NAME = "vault-standby"
@@ -36,7 +37,7 @@ REPLICATION_TIMEOUT_S = 60.0
 @dataclass
 class Replicated:
     primary: EmbeddedPostgres
-    standby: EmbeddedPostgres
+    standby: EmbeddedStandby
 
     def url(self, user: str, *servers: EmbeddedPostgres, **params: str) -> str:
         """``postgresql://user@/singura?host=a,b&port=p,q&...`` over the servers' sockets."""
@@ -92,7 +93,7 @@ async def replicated_postgres(*, synchronous: bool) -> AsyncIterator[Replicated]
     primary_dir = Path(tempfile.mkdtemp(prefix="sv-primary-"))
     # Created by start_as_standby_of, with the modes it wants.
     standby_dir = Path(tempfile.gettempdir()) / f"sv-standby-{uuid.uuid4().hex[:12]}"
-    pair = Replicated(EmbeddedPostgres(primary_dir, port=5433), EmbeddedPostgres(standby_dir))
+    pair = Replicated(EmbeddedPostgres(primary_dir, port=5433), EmbeddedStandby(standby_dir))
     try:
         primary = await asyncio.to_thread(pair.primary.start)
         await bootstrap_embedded_roles(superuser_dsn(primary))

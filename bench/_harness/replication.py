@@ -1,5 +1,5 @@
 """A streaming hot standby of a :class:`~.postgres.Postgres` primary: a
-``pg_basebackup -R`` copy (``EmbeddedPostgres.start_as_standby_of``) in its own
+``pg_basebackup -R`` copy (``EmbeddedStandby.start_as_standby_of``) in its own
 temporary directory, stopped and deleted on exit, Ctrl-C included, and switched
 between stopped, asynchronous and synchronous from inside the event loop; and a CPU
 meter for a postmaster that also counts its backends that have exited."""
@@ -18,7 +18,7 @@ from typing import Literal
 
 import asyncpg
 
-from singura_vault.db.embedded import EmbeddedPostgres
+from singura_vault.db.embedded_standby import EmbeddedStandby
 from singura_vault.db.setup import DATABASE_NAME, SERVICE_ROLE
 
 from .postgres import Postgres
@@ -37,7 +37,7 @@ class Standby:
     """A hot standby of ``primary``, named ``name`` in its primary_conninfo."""
 
     primary: Postgres
-    server: EmbeddedPostgres
+    server: EmbeddedStandby
     name: str
 
     @property
@@ -88,7 +88,7 @@ def hot_standby(primary: Postgres, name: str = STANDBY_NAME) -> Iterator[Standby
     Enter it inside :func:`.postgres.embedded_postgres` (which turns SIGTERM into
     KeyboardInterrupt outside the event loop): the standby goes first."""
     base_dir = Path(tempfile.mkdtemp(prefix="sv-bench-standby-"))
-    standby = Standby(primary, EmbeddedPostgres(base_dir), name)
+    standby = Standby(primary, EmbeddedStandby(base_dir), name)
     try:
         standby.server.start_as_standby_of(primary.server, application_name=name)
         yield standby

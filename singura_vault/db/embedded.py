@@ -78,7 +78,7 @@ SERVER_OS_USER = "singura-postgres"
 _MAX_SOCKET_PATH_BYTES = 107
 # pg_ctl runs the postmaster through /bin/sh inside double quotes it does not escape.
 _SHELL_UNSAFE = frozenset('"\\$`\n')
-_START_TIMEOUT_S = 60
+START_TIMEOUT_S = 60
 _LOG_TAIL_LINES = 30
 _LOG_TAIL_BYTES = 8192
 _LOCK_NAME = ".embedded-postgres.lock"
@@ -143,66 +143,6 @@ class EmbeddedPostgres:
             self._check_ready(bin_dir, user)
         return self.cluster()
 
-    def start_as_standby_of(
-        self, primary: EmbeddedPostgres, *, application_name: str
-    ) -> EmbeddedCluster:
-        """Make this new data directory a streaming hot standby of the running
-        ``primary`` (``pg_basebackup -R``: a copy plus primary_conninfo naming
-        ``application_name``, which synchronous_standby_names can require), then start
-        it. For trying replication and failover on one machine, as the tests do
-        (docs/high-availability.md); production standbys are the operator's."""
-        user = self._prepare()
-        with self._lock():
-            if (self._pgdata / "PG_VERSION").is_file():
-                raise EmbeddedPostgresError(f"{self._pgdata} already holds a cluster")
-            bin_dir = self._engine_bin_dir(user, install=True)
-            source = primary.cluster()
-            # Copied into a side directory and renamed into place, as initdb is.
-            staging = self._pgdata.with_name(f"{self._pgdata.name}.initdb")
-            if staging.exists():
-                shutil.rmtree(staging)
-            self._prepare_private_dir(staging, user)
-            conninfo = (
-                f"host={source.socket_dir} port={source.port} user={source.superuser} "
-                f"application_name={application_name}"
-            )
-            copy: list[str | os.PathLike[str]] = [
-                bin_dir / "pg_basebackup",
-                "-D",
-                staging,
-                "-R",
-                "-X",
-                "stream",
-            ]
-            result = self._run([*copy, "-c", "fast", "-d", conninfo], user, timeout=600)
-            if result.returncode != 0:
-                raise EmbeddedPostgresError(
-                    f"pg_basebackup from {primary.base_dir} failed (exit {result.returncode}): "
-                    f"{tool_output(result)}"
-                )
-            staging.rename(self._pgdata)
-        return self.start()
-
-    def promote(self) -> None:
-        """Promote this standby to a primary (``pg_ctl promote``), waiting until it
-        accepts writes."""
-        user = self._server_user(create=False) if self._as_root else None
-        bin_dir = self._engine_bin_dir(user, install=False)
-        command: list[str | os.PathLike[str]] = [
-            bin_dir / "pg_ctl",
-            "-D",
-            self._pgdata,
-            "-w",
-            "-t",
-            str(_START_TIMEOUT_S),
-        ]
-        result = self._run([*command, "promote"], user, timeout=_START_TIMEOUT_S + 30)
-        if result.returncode != 0:
-            raise EmbeddedPostgresError(
-                f"pg_ctl promote failed for {self._pgdata} (exit {result.returncode}): "
-                f"{tool_output(result)}"
-            )
-
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid, or None."""
         return self._running_pid()
@@ -239,11 +179,11 @@ class EmbeddedPostgres:
                     "fast",
                     "-w",
                     "-t",
-                    str(_START_TIMEOUT_S),
+                    str(START_TIMEOUT_S),
                     "stop",
                 ],
                 user,
-                timeout=_START_TIMEOUT_S + 30,
+                timeout=START_TIMEOUT_S + 30,
             )
             if result.returncode != 0 and self._running_pid() is not None:
                 raise EmbeddedPostgresError(
@@ -477,13 +417,13 @@ class EmbeddedPostgres:
                 self._logfile,
                 "-w",
                 "-t",
-                str(_START_TIMEOUT_S),
+                str(START_TIMEOUT_S),
                 "-o",
                 options,
                 "start",
             ],
             user,
-            timeout=_START_TIMEOUT_S + 30,
+            timeout=START_TIMEOUT_S + 30,
         )
         if result.returncode != 0:
             raise EmbeddedPostgresError(

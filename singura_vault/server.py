@@ -144,7 +144,14 @@ class VaultServer:
             # Without this, a second vault on the same port would silently share it;
             # the workers of `serve --workers N` share it on purpose (the parent has
             # checked that nobody else uses the port).
-            options=[("grpc.so_reuseport", 1 if reuse_port else 0)],
+            options=[
+                ("grpc.so_reuseport", 1 if reuse_port else 0),
+                # Clients that ping to notice a host cut off from the network
+                # (docs/high-availability.md) may do so every 10 s, with or without
+                # calls in flight, instead of being sent away after 5 minutes' worth.
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
         )
         self._add_servicers(components)
         db.on_write_committed(components.sequencer.wake)

@@ -59,15 +59,7 @@ async def tenant_with_connections(stubs: Stubs, count: int) -> tuple[str, list[s
     return org, conns
 
 
-async def writer(
-    stubs: Stubs,
-    org: str,
-    conn: str,
-    ledger: Ledger,
-    stop: asyncio.Event,
-    *,
-    timeout_s: float = 10.0,
-) -> None:
+async def writer(stubs: Stubs, org: str, conn: str, ledger: Ledger, stop: asyncio.Event) -> None:
     while not stop.is_set():
         value, request_id = canary("outage"), str(uuid.uuid4())
         request = crpb.StoreCredentialRequest(
@@ -75,7 +67,7 @@ async def writer(
         )
         while True:
             try:
-                stored = await stubs.credentials.StoreCredential(request, timeout=timeout_s)
+                stored = await stubs.credentials.StoreCredential(request, timeout=10)
             except grpc.aio.AioRpcError as error:
                 ledger.codes.append(error.code())
                 ledger.refused.set()

@@ -37,6 +37,7 @@ from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService
 from singura_vault.service.key_admin import KeyAdminService
+from singura_vault.service.key_cache import DEFAULT_TTL_S
 from singura_vault.service.oauth_clients import OAuthClientService
 from singura_vault.service.oauth_refresh import RefreshPolicy, TokenRefresher
 from singura_vault.service.oauth_revocation import ProviderRevoker
@@ -56,14 +57,10 @@ def build_access(
     auth_secret: bytes,
     rate_limit: RateLimit = NO_RATE_LIMIT,
     *,
-    cache_ttl_s: float | None = None,
+    cache_ttl_s: float = DEFAULT_TTL_S,
 ) -> AccessService:
-    """API-key authentication over ``db``, by default without rate limiting;
-    ``cache_ttl_s`` None keeps the service's default."""
-    repository = ApiKeyRepository(db)
-    if cache_ttl_s is None:
-        return AccessService(repository, auth_secret, rate_limit)
-    return AccessService(repository, auth_secret, rate_limit, cache_ttl_s=cache_ttl_s)
+    """API-key authentication over ``db``, by default without rate limiting."""
+    return AccessService(ApiKeyRepository(db), auth_secret, rate_limit, cache_ttl_s=cache_ttl_s)
 
 
 def build_access_from(db: Database, settings: Settings, auth_secret: bytes) -> AccessService:

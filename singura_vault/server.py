@@ -303,10 +303,10 @@ async def attach_replica(db: Database, url: str, settings: Settings) -> None:
     one whose login could bypass row-level security is."""
     replica = await Database.connect(url, replace(settings.pool, min_size=0))
     try:
-        await replica.ensure_safe_service_role()
-    except ConfigError as exc:
+        await replica.ensure_safe_service_role("DATABASE_REPLICA_URL")
+    except ConfigError:
         await replica.close()
-        raise ConfigError(str(exc).replace("DATABASE_URL", "DATABASE_REPLICA_URL")) from None
+        raise
     except Unavailable as exc:
         log.warning("replica_unreachable", problem=exc.message)
     db.attach_replica(replica, settings.replica_max_lag_s)

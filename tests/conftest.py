@@ -54,6 +54,7 @@ from singura_vault.service.access import AccessService
 from singura_vault.service.credentials import CredentialService
 from tests import canaries
 from tests.helpers import bearer, new_key_text
+from tests.oauth_provider import FakeOAuthProvider
 
 TEMPLATE_DB = "singura_test_template"
 
@@ -228,6 +229,14 @@ class Vault(Stubs):
         channel = grpc.aio.insecure_channel(self.address, interceptors=interceptors)
         self._channels.append(channel)
         return Stubs.on(channel)
+
+
+@pytest.fixture
+def provider() -> Iterator[FakeOAuthProvider]:
+    """A real OAuth 2.0 provider on loopback (tests/oauth_provider.py); test_transit
+    has a `provider` of its own, the transit key provider."""
+    with FakeOAuthProvider() as running:
+        yield running
 
 
 @pytest.fixture

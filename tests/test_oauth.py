@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -52,11 +51,8 @@ ACCESS = crpb.CREDENTIAL_TYPE_ACCESS_TOKEN
 REFRESH = crpb.CREDENTIAL_TYPE_REFRESH_TOKEN
 CLIENT_ID = "vault-test-client"
 
-
-@pytest.fixture
-def provider() -> Iterator[FakeOAuthProvider]:
-    with FakeOAuthProvider() as running:
-        yield running
+# `serve` with the background refresh on, polling often.
+WORKER_ON = {"SINGURA_REFRESH_WORKER": "on", "SINGURA_REFRESH_INTERVAL": "100ms"}
 
 
 @dataclass
@@ -675,10 +671,9 @@ async def test_the_background_refresh_runs_in_two_serve_processes(
     """Two `serve` processes with the worker on: each expired connection is refreshed
     by one of them, once."""
     linked = [await link(vault, provider) for _ in range(4)]
-    worker_on = {"SINGURA_REFRESH_WORKER": "on", "SINGURA_REFRESH_INTERVAL": "100ms"}
     async with (
-        serve_process(vault, service_dsn, auth_secret, root_key, **worker_on),
-        serve_process(vault, service_dsn, auth_secret, root_key, **worker_on),
+        serve_process(vault, service_dsn, auth_secret, root_key, **WORKER_ON),
+        serve_process(vault, service_dsn, auth_secret, root_key, **WORKER_ON),
     ):
         assert await provider.wait_for_token_calls_async(len(linked))
     # Both have stopped; SIGTERM let every refresh the provider answered commit.

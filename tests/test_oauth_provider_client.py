@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 
@@ -42,12 +42,6 @@ from tests.oauth_provider import FakeOAuthProvider
 
 BASIC = ClientAuthMethod.CLIENT_SECRET_BASIC
 POST = ClientAuthMethod.CLIENT_SECRET_POST
-
-
-@pytest.fixture
-def provider() -> Iterator[FakeOAuthProvider]:
-    with FakeOAuthProvider() as server:
-        yield server
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -26,7 +25,7 @@ from tests.conftest import Stubs, Vault, serve_process_handle
 from tests.helpers import bearer, new_key_text
 from tests.oauth_provider import FakeOAuthProvider
 from tests.store_load import Ledger, check_every_store_survived, tenant_with_connections, writer
-from tests.test_oauth import access_version, connection, link
+from tests.test_oauth import WORKER_ON, access_version, connection, link
 
 WRITERS = 4
 BEFORE = 40  # acknowledged stores before host A dies ...
@@ -148,12 +147,6 @@ def test_db_query_timeout_must_outlast_a_token_refresh() -> None:
     assert settings.pool.query_timeout_ms == 3000
 
 
-@pytest.fixture
-def provider() -> Iterator[FakeOAuthProvider]:
-    with FakeOAuthProvider() as running:
-        yield running
-
-
 async def test_a_refresh_claimed_by_a_host_that_died_is_done_by_the_survivor(
     vault: Vault,
     provider: FakeOAuthProvider,
@@ -164,12 +157,8 @@ async def test_a_refresh_claimed_by_a_host_that_died_is_done_by_the_survivor(
     """Host A's background worker claims a due connection and dies while the provider
     is answering; host B refreshes it once A's claim (a lease) runs out."""
     linked = await link(vault, provider, rotate=False)
-    worker_on = {
-        "SINGURA_REFRESH_WORKER": "on",
-        "SINGURA_REFRESH_INTERVAL": "100ms",
-        # The lease is twice (SINGURA_OAUTH_TIMEOUT + 10 s): 22 s here.
-        "SINGURA_OAUTH_TIMEOUT": "1s",
-    }
+    # The lease is twice (SINGURA_OAUTH_TIMEOUT + 10 s): 22 s here.
+    worker_on = {**WORKER_ON, "SINGURA_OAUTH_TIMEOUT": "1s"}
     hold = provider.hold_next()
     host_a = serve_process_handle(vault, service_dsn, auth_secret, root_key, **worker_on)
     async with host_a as (_, process_a):

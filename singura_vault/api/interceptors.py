@@ -144,6 +144,7 @@ class _Call:
         candidate = self.metadata.get(REQUEST_ID_KEY, "")
         self.request_id = candidate if 0 < len(candidate) <= _MAX_REQUEST_ID else str(uuid.uuid4())
         self.principal: Principal | None = None
+        self._replica_ok = method in REPLICA_READS
         self.started = time.perf_counter()
         metrics.rpc_started(grpc_type, method)
         self.span = _server_span(tracer, method, self.metadata, self.request_id)
@@ -170,7 +171,7 @@ class _Call:
                 actor=principal.key_id if principal is not None else "anonymous",
                 principal=principal,
                 min_lsn=min_lsn,
-                replica_ok=self.method in REPLICA_READS,
+                replica_ok=self._replica_ok,
             )
         )
 

@@ -370,22 +370,23 @@ class Database:
             owned_relations=row["owned"],
         )
 
-    async def ensure_safe_service_role(self) -> None:
-        """Refuse to serve as a role that row-level security would not bind."""
+    async def ensure_safe_service_role(self, variable: str = "DATABASE_URL") -> None:
+        """Refuse to serve as a role that row-level security would not bind;
+        ``variable`` names the setting the pool was opened from, for the message."""
         role = await self.service_role()
         fix = (
-            "connect DATABASE_URL as a login role that is a member of "
+            f"connect {variable} as a login role that is a member of "
             f"{SERVICE_GROUP_ROLE}, owns nothing and has no BYPASSRLS "
             "(docs/operations.md shows the SQL)"
         )
         if role.superuser or role.bypass_rls:
             raise ConfigError(
-                f"DATABASE_URL connects as role {role.name!r}, which bypasses row-level "
+                f"{variable} connects as role {role.name!r}, which bypasses row-level "
                 f"security (superuser or BYPASSRLS); {fix}"
             )
         if role.owned_relations:
             raise ConfigError(
-                f"DATABASE_URL connects as role {role.name!r}, which owns (or is a member "
+                f"{variable} connects as role {role.name!r}, which owns (or is a member "
                 f"of the owner of) {role.owned_relations} vault tables or the schema and "
                 f"could disable row-level security; {fix}"
             )

@@ -81,7 +81,7 @@ async def watch_freshness(
     while True:
         try:
             if not checked:
-                await replica.ensure_safe_service_role()
+                await replica.ensure_safe_service_role("DATABASE_REPLICA_URL")
                 checked = True
             position = await primary.wal_position("pg_current_wal_lsn")
             if position is not None:

@@ -41,6 +41,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import _harness as h
@@ -90,6 +91,13 @@ def _parser() -> argparse.ArgumentParser:
         "by default every setting is left at its default",
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure the stack's floor: a bare grpc.aio + asyncpg server with the "
+        "vault's contract, one statement per call, no auth, RLS, interceptor or chain "
+        "(see _openbao/floor_server.py), in the same runs",
+    )
+    parser.add_argument(
         "--bao", default=None, help="the bao binary (default: next to python, then PATH)"
     )
     return parser
@@ -111,9 +119,14 @@ def _check(args: argparse.Namespace) -> list[ob.Pair]:
 
 
 async def _main(
-    args: argparse.Namespace, pairs: list[ob.Pair], vault: ob.VaultProcess, bao: ob.BaoProcess
+    args: argparse.Namespace,
+    pairs: list[ob.Pair],
+    vault: ob.VaultProcess,
+    bao: ob.BaoProcess,
+    floor: ob.FloorProcess | None,
 ) -> None:
     organization_id, slots = await ob.setup(vault, bao)
+    floor_slots = await ob.setup_floor(floor.address, slots) if floor else []
     batch = ob.batch_available()
     base = {
         "concurrency": args.concurrency,
@@ -131,6 +144,13 @@ async def _main(
     }
     bao_config = {**base, "address": bao.url, "secret": bao.token}
     rows = [ob.Row(p) for p in pairs]
+
+    async def measure(
+        system: str, config: dict[str, object], cpu: Callable[[], float]
+    ) -> ob.Sample:
+        # The client processes are this script again, run as `<script> --client`.
+        return await ob.measure(__file__, system, config, cpu, args.seconds)
+
     for run in range(args.runs):
         for row in rows:
             pair = row.pair
@@ -141,30 +161,21 @@ async def _main(
                 file=sys.stderr,
                 flush=True,
             )
-            # The client processes are this script again, run as `<script> --client`.
             row.vault.append(
-                await ob.measure(
-                    __file__,
-                    "vault",
-                    {**vault_config, "op": pair.vault_op},
-                    vault.cpu_seconds,
-                    args.seconds,
-                )
+                await measure("vault", {**vault_config, "op": pair.vault_op}, vault.cpu_seconds)
             )
             bao.set_audit(pair.audited)
             try:
-                row.bao.append(
-                    await ob.measure(
-                        __file__,
-                        "bao",
-                        {**bao_config, "op": pair.bao_op, "prefix": f"w{run}-{pair.key}"},
-                        bao.cpu_seconds,
-                        args.seconds,
-                    )
-                )
+                bao_op = {"op": pair.bao_op, "prefix": f"w{run}-{pair.key}"}
+                row.bao.append(await measure("bao", {**bao_config, **bao_op}, bao.cpu_seconds))
             finally:
                 bao.set_audit(False)
-    ob.print_report(args, rows, vault, bao, batch)
+            if floor is not None and pair.floor:
+                floor_op = {"address": floor.address, "slots": floor_slots, "op": pair.vault_op}
+                row.floor.append(
+                    await measure("floor", {**vault_config, **floor_op}, floor.cpu_seconds)
+                )
+    ob.print_report(args, rows, vault, bao, batch, floor)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -174,6 +185,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     if sys.argv[1:2] == ["--client"]:
         return h.client_main(ob.client)
+    if sys.argv[1:2] == ["--floor-server"]:
+        return ob.floor_server_main()
     args = _parser().parse_args()
     pairs = _check(args)
     binary = ob.bao_binary(args.bao)
@@ -187,6 +200,7 @@ def main() -> int:
     base_dir.chmod(0o711)
     vault: ob.VaultProcess | None = None
     bao: ob.BaoProcess | None = None
+    floor: ob.FloorProcess | None = None
     code = 0
     try:
         print("starting singura-vault and OpenBao ...", file=sys.stderr, flush=True)
@@ -194,7 +208,9 @@ def main() -> int:
         bao = ob.BaoProcess(binary, base_dir / "openbao")
         bao.initialise()
         vault.wait_serving()
-        h.run(_main(args, pairs, vault, bao))
+        if args.floor:
+            floor = ob.FloorProcess(__file__)
+        h.run(_main(args, pairs, vault, bao, floor))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code = 130
@@ -205,6 +221,8 @@ def main() -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
+            if floor is not None:
+                floor.stop()
             if bao is not None:
                 bao.stop()
             if vault is not None:

@@ -34,7 +34,7 @@ async def _drive(config: dict[str, Any], call: h.Call) -> None:
 
 
 async def client(config: dict[str, Any]) -> None:
-    if config["system"] == "vault":
+    if config["system"] in ("vault", "floor"):  # the floor speaks the vault's contract
         # A local subchannel pool per channel: each is its own TCP connection, so that
         # `serve --workers N` (SO_REUSEPORT spreads connections) gets traffic on all.
         options = [("grpc.use_local_subchannel_pool", 1)]

@@ -67,3 +67,22 @@ async def setup(vault: VaultProcess, bao: BaoProcess) -> tuple[str, list[Slot]]:
                     }
                 )
     return org.id, slots
+
+
+async def setup_floor(address: str, like: list[Slot]) -> list[Slot]:
+    """The same shape in the floor server (:mod:`.floor_server`): 180 new values, one
+    per (connection, type) of ``like``, stored through its StoreCredential. Returns its
+    slots, whose connection ids are the vault's (the floor does not check them)."""
+    slots: list[Slot] = []
+    async with grpc.aio.insecure_channel(address) as channel:
+        credentials = crgrpc.CredentialServiceStub(channel)
+        for slot in like:
+            stored = await credentials.StoreCredential(
+                crpb.StoreCredentialRequest(
+                    connection_id=slot["connection_id"],
+                    type=slot["type"],
+                    value=secrets.token_urlsafe(48),
+                )
+            )
+            slots.append({**slot, "credential_id": stored.credential.id})
+    return slots

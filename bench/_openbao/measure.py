@@ -30,6 +30,7 @@ class Row:
     pair: Pair
     vault: list[Sample] = field(default_factory=list)
     bao: list[Sample] = field(default_factory=list)
+    floor: list[Sample] = field(default_factory=list)
 
 
 async def measure(
@@ -40,7 +41,7 @@ async def measure(
     seconds: float,
 ) -> Sample:
     """Run ``<script> --client`` (the benchmark itself, whose ``--client`` side is
-    :func:`.client.client`) with ``config`` for ``system`` ("vault" or "bao")."""
+    :func:`.client.client`) with ``config`` for ``system`` ("vault", "bao" or "floor")."""
     async with h.ClientProcess.running(script, {**config, "system": system}) as client:
         await client.expect("window_start")
         cpu0, busy0 = server_cpu(), h.machine_busy_seconds()

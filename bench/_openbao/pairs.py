@@ -32,20 +32,33 @@ class Pair:
     bao_label: str
     bao_op: str
     audited: bool = False
+    floor: bool = False
+    """Whether ``--floor`` measures this row's vault operation on the floor server too."""
+    target: float | None = None
+    """The ratio to OpenBao that issue #12 asks of the vault, if any."""
 
 
 PAIRS = {
     p.key: p
     for p in (
-        Pair("write", "StoreCredential (new version)", "store", "KV v2 write (new path)", "write"),
-        Pair("reveal", "RevealCredential", "reveal", "KV v2 read", "read"),
-        Pair("get", "GetCredential (by id)", "get", "KV v2 read", "read"),
+        Pair(
+            "write",
+            "StoreCredential (new version)",
+            "store",
+            "KV v2 write (new path)",
+            "write",
+            floor=True,
+            target=2.0,
+        ),
+        Pair("reveal", "RevealCredential", "reveal", "KV v2 read", "read", floor=True, target=1.0),
+        Pair("get", "GetCredential (by id)", "get", "KV v2 read", "read", floor=True, target=1.5),
         Pair(
             "batch",
             f"{BATCH_RPC} (per credential)",
             "batch",
             "KV v2 read (per credential)",
             "read",
+            target=3.0,
         ),
         Pair(
             "audited",

@@ -16,7 +16,8 @@ import _harness as h
 import grpc
 
 from .bao_server import BaoProcess
-from .measure import Row
+from .floor_process import FloorProcess
+from .measure import Row, Sample
 from .pairs import BATCH_RPC, CONNECTIONS, TYPES
 from .vault_server import VaultProcess
 
@@ -106,6 +107,56 @@ def _tables(rows: list[Row], batch: bool) -> str:
     )
 
 
+def _cpu_ms_per_call(samples: list[Sample]) -> str:
+    """Server CPU per completed call (median over runs): what a side costs per call
+    whatever its client costs, since on a machine the two share the cores."""
+    per_call = [1000 * s.server_cores / s.rate for s in samples if s.rate]
+    return h.cell(statistics.median(per_call)) if per_call else "n/a"
+
+
+def _floor_table(rows: list[Row]) -> str:
+    """Vault, floor and OpenBao of the rows the floor measured; the ratios to OpenBao
+    next to the target, and how much of the floor the vault reaches."""
+    lines: list[list[object]] = []
+    for row in rows:
+        if not row.floor:
+            continue
+        vault = statistics.median(s.rate for s in row.vault)
+        floor = statistics.median(s.rate for s in row.floor)
+        bao = statistics.median(s.rate for s in row.bao)
+        lines.append(
+            [
+                f"{row.pair.vault_label} / {row.pair.bao_label}",
+                _spread([s.rate for s in row.floor]),
+                f"{floor / bao:.2f}" if bao else "n/a",
+                f"{vault / bao:.2f}" if bao else "n/a",
+                f"{row.pair.target:g}" if row.pair.target else "-",
+                f"{vault / floor:.2f}" if floor else "n/a",
+                _spread([s.p99_ms for s in row.floor]),
+                statistics.median(s.server_cores for s in row.floor),
+                statistics.median(s.client_cores for s in row.floor),
+                " / ".join(_cpu_ms_per_call(samples) for samples in (row.floor, row.bao)),
+                _errors([s.errors for s in row.floor]),
+            ]
+        )
+    return h.table(
+        [
+            "operation (vault / OpenBao)",
+            "floor calls/s",
+            "floor/OpenBao",
+            "vault/OpenBao",
+            "target",
+            "vault/floor",
+            "floor p99 ms",
+            "floor+PG cores",
+            "its client",
+            "server CPU ms/call floor / OpenBao",
+            "floor errors",
+        ],
+        lines,
+    )
+
+
 def _version(distribution: str) -> str:
     try:
         return importlib.metadata.version(distribution)
@@ -163,7 +214,12 @@ def _rss_mib(pid: int) -> float:
 
 
 def print_report(
-    args: argparse.Namespace, rows: list[Row], vault: VaultProcess, bao: BaoProcess, batch: bool
+    args: argparse.Namespace,
+    rows: list[Row],
+    vault: VaultProcess,
+    bao: BaoProcess,
+    batch: bool,
+    floor: FloorProcess | None = None,
 ) -> None:
     """The header, the tables, and the servers' memory at the end, on stdout."""
     print()
@@ -171,6 +227,15 @@ def print_report(
     print()
     print(_tables(rows, batch))
     print()
+    if floor is not None:
+        print(
+            "The stack's floor (--floor): a bare grpc.aio + asyncpg server with the vault's "
+            "contract, one statement and one commit per call, no authentication, rate "
+            "limit, interceptor, row-level security or chain; measured in the same runs"
+        )
+        print(_floor_table(rows))
+        print(f"floor server RSS at the end: {floor.rss_mib():.1f} MiB")
+        print()
     print(
         f"RSS at the end: vault process {_rss_mib(vault.process.pid):.1f} MiB "
         f"(PostgreSQL not included), OpenBao {_rss_mib(bao.process.pid):.1f} MiB"

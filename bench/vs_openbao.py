@@ -146,10 +146,13 @@ async def _main(
     rows = [ob.Row(p) for p in pairs]
 
     async def measure(
-        system: str, config: dict[str, object], cpu: Callable[[], float]
+        system: str,
+        config: dict[str, object],
+        cpu: Callable[[], float],
+        db_cpu: Callable[[], float] = lambda: 0.0,
     ) -> ob.Sample:
         # The client processes are this script again, run as `<script> --client`.
-        return await ob.measure(__file__, system, config, cpu, args.seconds)
+        return await ob.measure(__file__, system, config, cpu, args.seconds, db_cpu)
 
     for run in range(args.runs):
         for row in rows:
@@ -162,7 +165,12 @@ async def _main(
                 flush=True,
             )
             row.vault.append(
-                await measure("vault", {**vault_config, "op": pair.vault_op}, vault.cpu_seconds)
+                await measure(
+                    "vault",
+                    {**vault_config, "op": pair.vault_op},
+                    vault.cpu_seconds,
+                    vault.db_cpu_seconds,
+                )
             )
             bao.set_audit(pair.audited)
             try:
@@ -173,7 +181,12 @@ async def _main(
             if floor is not None and pair.floor:
                 floor_op = {"address": floor.address, "slots": floor_slots, "op": pair.vault_op}
                 row.floor.append(
-                    await measure("floor", {**vault_config, **floor_op}, floor.cpu_seconds)
+                    await measure(
+                        "floor",
+                        {**vault_config, **floor_op},
+                        floor.cpu_seconds,
+                        floor.db_cpu_seconds,
+                    )
                 )
     ob.print_report(args, rows, vault, bao, batch, floor)
 

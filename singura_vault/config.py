@@ -93,7 +93,7 @@ class Settings:
     # SINGURA_AUTH_SECRET_FILE: the same secret in an owner-only file (container secrets).
     auth_secret_file: Path | None = None
     bootstrap_admin_key: str | None = field(default=None, repr=False)
-    rate_limit_rps: float = 500.0
+    rate_limit_rps: float = 5000.0
     audit_retention_days: int = 0
     audit_signing_key_file: Path | None = None
     audit_checkpoint_interval_s: float = 3600.0
@@ -215,7 +215,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rewrap_batch_size=_int(env, "SINGURA_REWRAP_BATCH_SIZE", 200, minimum=1),
         metrics_listen=_optional_listen(env, "SINGURA_METRICS_LISTEN"),
         bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,
-        rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 500.0, minimum=0.0)),
+        rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 5000.0, minimum=0.0)),
         rate_limit_burst=_float(env, "SINGURA_RATE_LIMIT_BURST", max(2 * rps, 1.0), minimum=1.0),
         auth_cache_ttl_s=_float(env, "SINGURA_AUTH_CACHE_TTL", 10.0, minimum=0.0),
         workers=_workers(_int(env, "SINGURA_WORKERS", 1, minimum=1), "SINGURA_WORKERS"),

@@ -16,10 +16,11 @@ import asyncpg
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
+from structlog.testing import capture_logs
 
 from singura_vault import keys
 from singura_vault.composition import Components, build_access
-from singura_vault.config import load_settings
+from singura_vault.config import PoolSettings, load_settings
 from singura_vault.context import Role
 from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError
@@ -403,6 +404,37 @@ async def test_rate_limit_holds_across_concurrent_calls(
         assert "rate limit" in (refused[0].details() or "")
     finally:
         await stop_vault(vault)
+
+
+async def test_a_refused_key_is_refused_locally_until_its_bucket_refills(
+    service_dsn: str, key_manager: keys.KeyManager, auth_secret: bytes
+) -> None:
+    """Once the shared bucket has refused a key (one token, refilled at 0.01/s: the next
+    is 100 s away), the process refuses that key's calls itself: 10 calls more cost no
+    lease statement, and each says to retry after at most the first refusal's delay."""
+    db = await Database.connect(
+        service_dsn, PoolSettings(min_size=1, max_size=2, slow_query_ms=0)
+    )  # every statement is logged, by query name
+    limited = build_access(db, auth_secret, RateLimit(rate=0.01, burst=1))
+    vault = await start_vault(Components(db, key_manager=key_manager, access=limited))
+    try:
+        request = opb.ListOrganizationsRequest()
+        await vault.organizations.ListOrganizations(request)  # spends the only token
+        delays = []
+        with capture_logs() as events:
+            for _ in range(11):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await vault.organizations.ListOrganizations(request)
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                trailers = dict(refused.value.trailing_metadata() or ())
+                delays.append(int(trailers["retry-after-ms"]))
+        leases = [e for e in events if e.get("query") == "api_key_lease"]
+        assert len(leases) == 1, leases  # the first refusal only
+        assert 90_000 < delays[0] <= 100_000, delays
+        assert all(0 < d <= delays[0] for d in delays), delays
+    finally:
+        await stop_vault(vault)
+        await db.close()
 
 
 class PermitAll:

@@ -51,6 +51,9 @@ class FloorProcess:
     def cpu_seconds(self) -> float:
         return h.processes_cpu_seconds([self.process.pid, self._postmaster_pid])
 
+    def db_cpu_seconds(self) -> float:
+        return h.postmaster_cpu_seconds(self._postmaster_pid)
+
     def rss_mib(self) -> float:
         return h.status_kib("VmRSS", str(self.process.pid)) / 1024
 

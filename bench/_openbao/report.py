@@ -70,6 +70,7 @@ def _tables(rows: list[Row], batch: bool) -> str:
             [
                 row.pair.key,
                 statistics.median(s.server_cores for s in row.vault),
+                statistics.median(s.db_cores for s in row.vault),
                 statistics.median(s.client_cores for s in row.vault),
                 statistics.median(s.server_cores for s in row.bao),
                 statistics.median(s.client_cores for s in row.bao),
@@ -94,6 +95,7 @@ def _tables(rows: list[Row], batch: bool) -> str:
         [
             "operation",
             "vault+PG cores",
+            "of which PG",
             "its client",
             "OpenBao cores",
             "its client",
@@ -134,6 +136,7 @@ def _floor_table(rows: list[Row]) -> str:
                 f"{vault / floor:.2f}" if floor else "n/a",
                 _spread([s.p99_ms for s in row.floor]),
                 statistics.median(s.server_cores for s in row.floor),
+                statistics.median(s.db_cores for s in row.floor),
                 statistics.median(s.client_cores for s in row.floor),
                 " / ".join(_cpu_ms_per_call(samples) for samples in (row.floor, row.bao)),
                 _errors([s.errors for s in row.floor]),
@@ -149,6 +152,7 @@ def _floor_table(rows: list[Row]) -> str:
             "vault/floor",
             "floor p99 ms",
             "floor+PG cores",
+            "of which PG",
             "its client",
             "server CPU ms/call floor / OpenBao",
             "floor errors",

@@ -88,6 +88,9 @@ class VaultProcess:
     def cpu_seconds(self) -> float:
         return h.processes_cpu_seconds([self.process.pid, self.postmaster_pid()])
 
+    def db_cpu_seconds(self) -> float:
+        return h.postmaster_cpu_seconds(self.postmaster_pid())
+
     def stop(self) -> None:
         stop_process(self.process)
         self._drain.join(STOP_TIMEOUT_S)

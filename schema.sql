@@ -349,6 +349,7 @@ CREATE FUNCTION singura.audit_sequence(p_limit integer) RETURNS integer
     AS $$
 DECLARE
     batch singura.audit_logs[];
+    chained singura.audit_logs[] := '{}';
     e singura.audit_logs;
     k uuid;
     current_key uuid;
@@ -391,10 +392,11 @@ BEGIN
         e.chain_seq := head_seq + 1;
         e.prev_hash := head_hash;
         e.hash := sha256(head_hash || convert_to(singura.audit_canonical(e), 'UTF8'));
-        INSERT INTO singura.audit_logs OVERRIDING SYSTEM VALUE SELECT (e).*;
+        chained := chained || e;
         head_seq := e.chain_seq;
         head_hash := e.hash;
     END LOOP;
+    INSERT INTO singura.audit_logs OVERRIDING SYSTEM VALUE SELECT * FROM unnest(chained);
     UPDATE singura.audit_chain_heads SET last_seq = head_seq, last_hash = head_hash
      WHERE chain_key = current_key;
     PERFORM set_config('singura.audit_sequencing', 'off', true);

@@ -61,7 +61,12 @@ def configure_logging(
     structlog.configure(
         processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=output),
+        # One write per event (message and newline together), not print()'s two: the
+        # workers of `serve --workers N` share the parent's stderr, and with unbuffered
+        # output (PYTHONUNBUFFERED, usual in containers) two workers' lines interleaved
+        # into one that no log shipper can parse. One write of at most PIPE_BUF bytes
+        # to a pipe is atomic.
+        logger_factory=structlog.WriteLoggerFactory(file=output),
         # Caching is faster; tests turn it off so structlog.testing.capture_logs works.
         cache_logger_on_first_use=cache_loggers,
     )

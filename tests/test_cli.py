@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,19 +78,40 @@ def parse(line: str) -> dict[str, object]:
     return event
 
 
+# Generous: a start on a loaded CI machine takes a few seconds.
+START_TIMEOUT_S = 120.0
+
+
 class Serving:
     """A `singura-vault serve` process, started and read until it says it serves."""
 
     def __init__(self, env: dict[str, str]) -> None:
-        self.process = subprocess.Popen([*CLI, "serve"], env=env, stderr=subprocess.PIPE, text=True)
+        # Its own process group, so that a start that never says it serves is killed
+        # with its workers (which hold the log open too): the test then fails with the
+        # log instead of waiting for a line that will not come.
+        self.process = subprocess.Popen(
+            [*CLI, "serve"], env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         self.events: list[dict[str, object]] = []
         assert self.process.stderr is not None
-        for line in self.process.stderr:
-            event = parse(line)
-            self.events.append(event)
-            if event.get("event") == "vault_serving":
-                return
-        pytest.fail(f"serve exited before serving: {self.events}")
+        watchdog = threading.Timer(START_TIMEOUT_S, self._kill_all)
+        watchdog.start()
+        try:
+            for line in self.process.stderr:
+                event = parse(line)
+                self.events.append(event)
+                if event.get("event") == "vault_serving":
+                    return
+        finally:
+            watchdog.cancel()
+        pytest.fail(
+            f"serve exited, or was killed after {START_TIMEOUT_S:g} s, before serving: "
+            f"{self.events}"
+        )
+
+    def _kill_all(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
     def terminate(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -504,7 +527,6 @@ def test_keys_rotation_commands_against_a_running_vault(cli_env: dict[str, str])
 def test_sigterm_during_writes_loses_no_acknowledged_write(cli_env: dict[str, str]) -> None:
     """SIGTERM while clients store credentials: every acknowledged store survives, nothing
     half-written remains (one current version per credential, versions consecutive)."""
-    import threading
 
     vault = Serving({**cli_env, "SINGURA_SHUTDOWN_GRACE": "10"})
     data_dir = Path(cli_env["SINGURA_DATA_DIR"])

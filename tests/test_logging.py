@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,10 +13,44 @@ import structlog
 from structlog.testing import capture_logs
 
 from singura_vault.composition import Components
-from singura_vault.logs import REDACTED, redact_secrets
+from singura_vault.logs import REDACTED, configure_logging, redact_secrets
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import org_message
+
+
+class RecordingStream(io.StringIO):
+    """A text stream that keeps each write() call apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+def test_each_event_is_one_write_so_workers_sharing_stderr_never_merge_lines() -> None:
+    """An event and its newline reach the stream in one write(), for structlog's events
+    and the standard library's alike: `serve --workers N` runs processes that share one
+    stderr, and print()'s separate newline let two workers' lines merge into one."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = RecordingStream()
+    try:
+        configure_logging("info", "json", stream=stream, cache_loggers=False)
+        structlog.get_logger("test").info("vault_serving", port=50051, worker=1)
+        logging.getLogger("asyncpg").warning("a library's record")
+    finally:
+        structlog.configure(**saved)
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert len(stream.writes) == 2, stream.writes
+    assert all(w.endswith("\n") and w.count("\n") == 1 for w in stream.writes), stream.writes
+    events = [json.loads(w)["event"] for w in stream.writes]
+    assert events == ["vault_serving", "a library's record"]
 
 
 def test_redaction_blanks_secret_fields_and_url_passwords() -> None:

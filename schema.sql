@@ -1024,6 +1024,26 @@ CREATE TABLE singura.audit_signed_checkpoints (
 
 ALTER TABLE singura.audit_signed_checkpoints OWNER TO singura_owner;
 
+CREATE TABLE singura.audit_signing_keys (
+    id bigint NOT NULL,
+    key_id text NOT NULL,
+    previous_key_id text,
+    public_key_pem text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT audit_signing_keys_not_itself CHECK ((previous_key_id IS DISTINCT FROM key_id))
+);
+
+ALTER TABLE singura.audit_signing_keys OWNER TO singura_owner;
+
+ALTER TABLE singura.audit_signing_keys ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME singura.audit_signing_keys_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 CREATE TABLE singura.data_keys (
     organization_id uuid NOT NULL,
     version integer NOT NULL,
@@ -1121,6 +1141,12 @@ ALTER TABLE ONLY singura.audit_pending
 
 ALTER TABLE ONLY singura.audit_signed_checkpoints
     ADD CONSTRAINT audit_signed_checkpoints_pkey PRIMARY KEY (chain_key, chain_seq);
+
+ALTER TABLE ONLY singura.audit_signing_keys
+    ADD CONSTRAINT audit_signing_keys_key_id_unique UNIQUE (key_id);
+
+ALTER TABLE ONLY singura.audit_signing_keys
+    ADD CONSTRAINT audit_signing_keys_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY singura.connection_refresh_state
     ADD CONSTRAINT connection_refresh_state_pkey PRIMARY KEY (organization_id, connection_id);
@@ -1396,6 +1422,8 @@ GRANT SELECT ON TABLE singura.audit_checkpoints TO singura_app;
 GRANT SELECT,INSERT ON TABLE singura.audit_pending TO singura_app;
 
 GRANT SELECT,INSERT ON TABLE singura.audit_signed_checkpoints TO singura_app;
+
+GRANT SELECT,INSERT ON TABLE singura.audit_signing_keys TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.data_keys TO singura_app;
 

@@ -87,6 +87,7 @@ BACKUP_URL_VARIABLE = "DATABASE_BACKUP_URL"
 # named here rather than imported: the key package is sealed to the credential path.
 DEVELOPMENT_KEYRING = "keyring.json"
 DEVELOPMENT_AUTH_SECRET = "auth-secret"  # noqa: S105 - a file name
+DEVELOPMENT_SIGNING_KEY = "audit-signing-key"  # keys.DEVELOPMENT_SIGNING_KEY_NAME
 
 Progress = Callable[[str], None]
 
@@ -509,7 +510,8 @@ async def run_restore(
 
 def _warn_missing_secrets(settings: Settings, progress: Progress) -> None:
     """In embedded development mode, `serve` generates a root key and an auth secret when
-    none is configured: new ones that open nothing in the restored database."""
+    none is configured: new ones that open nothing in the restored database. Without the
+    audit signing key it refuses to start once the restored database holds checkpoints."""
     data_dir = settings.data_dir
     missing = []
     root_key_set = settings.encryption_key is not None or settings.keyring_file is not None
@@ -517,9 +519,17 @@ def _warn_missing_secrets(settings: Settings, progress: Progress) -> None:
         missing.append(f"{DEVELOPMENT_KEYRING} (or ENCRYPTION_KEY / SINGURA_KEYRING_FILE)")
     if settings.auth_secret is None and not (data_dir / DEVELOPMENT_AUTH_SECRET).exists():
         missing.append(f"{DEVELOPMENT_AUTH_SECRET} (or SINGURA_AUTH_SECRET)")
+    if (
+        settings.audit_signing_key_file is None
+        and not (data_dir / DEVELOPMENT_SIGNING_KEY).exists()
+    ):
+        missing.append(f"{DEVELOPMENT_SIGNING_KEY} (or SINGURA_AUDIT_SIGNING_KEY_FILE)")
     if missing:
         progress(
             f"restore: warning: {data_dir} has no {' and no '.join(missing)}; copy the "
-            "backed-up vault's files there before `serve`, which would otherwise generate new "
-            "ones that cannot decrypt the restored credentials or check its API keys"
+            "backed-up vault's files there before `serve`. Without the root key and auth "
+            "secret it would generate new ones that cannot decrypt the restored credentials "
+            "or check its API keys; without the key that signed the restored audit "
+            "checkpoints it refuses to start (if that key is lost, start a new one with "
+            "`singura-vault audit rotate-signing-key`: docs/backup-restore.md)"
         )

@@ -381,12 +381,13 @@ class RepairPage:
 @dataclass(frozen=True)
 class ChainHead:
     """The newest event of one audit chain, to be signed, and the chain's newest
-    checkpoint signature (None before its first checkpoint)."""
+    checkpoint signature and signing key id (None before its first checkpoint)."""
 
     organization_id: UUID | None  # None: the system chain
     sequence: int
     head_hash: bytes
     previous_signature: bytes | None
+    previous_key_id: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ and say what to do, and they never contain a secret value.
 
     VaultError
     ├── InvalidArgument      INVALID_ARGUMENT   a field is missing or malformed
+    │   └── InvalidArguments                   several fields at once (one BadRequest)
     ├── NotFound             NOT_FOUND          no such resource (in this tenant)
     ├── AlreadyExists        ALREADY_EXISTS     a unique value is taken
     ├── FailedPrecondition   FAILED_PRECONDITION  valid request, wrong state
@@ -23,7 +24,9 @@ and say what to do, and they never contain a secret value.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Final
 
 
 class ErrorCode(enum.Enum):
@@ -53,9 +56,18 @@ class VaultError(Exception):
     code: ErrorCode = ErrorCode.FAILED_PRECONDITION
     reason: str = "FAILED_PRECONDITION"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """``metadata``: what a program needs beside the reason (ErrorInfo.metadata),
+        e.g. the limit a request exceeded; never a secret."""
         super().__init__(message)
         self.message = message
+        self.metadata: dict[str, str] = dict(metadata or {})
         if reason is not None:
             self.reason = reason
 
@@ -73,6 +85,7 @@ class InvalidArgument(VaultError):
         *,
         reason: str | None = None,
         example: enum.Enum | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         """``example``: a valid value to suggest, a domain enum member; the API layer
         spells it as the wire contract does (``CredentialType.ACCESS_TOKEN`` reaches
@@ -81,7 +94,11 @@ class InvalidArgument(VaultError):
         self.field = field
         self.problem = problem
         self.example = example
-        super().__init__(f"{field}: {self.describe(_domain_name)}", reason=reason)
+        # Each invalid field of the request: this one alone, unless InvalidArguments.
+        self.violations: tuple[InvalidArgument, ...] = (self,)
+        super().__init__(
+            f"{field}: {self.describe(_domain_name)}", reason=reason, metadata=metadata
+        )
 
     def describe(self, name_of: Callable[[enum.Enum], str]) -> str:
         """The problem, with the example value spelled by ``name_of``."""
@@ -94,6 +111,50 @@ def _domain_name(value: enum.Enum) -> str:
     return f"{type(value).__name__}.{value.name}"
 
 
+class InvalidArguments(InvalidArgument):
+    """Several fields of one request are invalid: all of them are reported in one
+    answer (one BadRequest violation each), not one per round trip. ``field``,
+    ``problem`` and ``reason`` are the first violation's, for callers that read one."""
+
+    def __init__(self, violations: Sequence[InvalidArgument]) -> None:
+        first = violations[0]
+        reasons = {v.reason for v in violations}
+        super().__init__(
+            first.field,
+            first.problem,
+            example=first.example,
+            reason=first.reason if len(reasons) == 1 else InvalidArgument.reason,
+        )
+        self.violations = tuple(violations)
+        self.message = "; ".join(v.message for v in self.violations)
+        self.args = (self.message,)
+
+
+class FieldChecks:
+    """Runs a request's field checks and reports every failure at once.
+
+    ``with checks.field(): name = validation.text(...)`` records the InvalidArgument
+    the block raises instead of letting it end the call; ``raise_if_any()`` raises
+    them together. A name assigned in a failed block is unbound, so nothing may use
+    the checked values before ``raise_if_any()`` has returned."""
+
+    def __init__(self) -> None:
+        self.failed: list[InvalidArgument] = []
+
+    @contextmanager
+    def field(self) -> Iterator[None]:
+        try:
+            yield
+        except InvalidArgument as exc:
+            self.failed.extend(exc.violations)
+
+    def raise_if_any(self) -> None:
+        if len(self.failed) == 1:
+            raise self.failed[0]
+        if self.failed:
+            raise InvalidArguments(self.failed)
+
+
 class NotFound(VaultError):
     """The resource does not exist, or not in the caller's organization."""
 
@@ -102,10 +163,31 @@ class NotFound(VaultError):
 
 
 class AlreadyExists(VaultError):
-    """A value that must be unique is already taken."""
+    """A value that must be unique is already taken.
+
+    ``fields``: the request fields whose value is taken (``organization.slug``), so a
+    program knows which to change without reading the message (ErrorInfo metadata
+    ``field``); ``resource_type`` (the contract's message name, ``Organization``) and
+    ``resource_name`` (the taken value, as the caller sent it) fill a ResourceInfo."""
 
     code = ErrorCode.ALREADY_EXISTS
     reason = "ALREADY_EXISTS"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        fields: Sequence[str] = (),
+        resource_type: str = "",
+        resource_name: str = "",
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(
+            message, reason=reason, metadata={"field": ",".join(fields)} if fields else None
+        )
+        self.fields = tuple(fields)
+        self.resource_type = resource_type
+        self.resource_name = resource_name
 
 
 class FailedPrecondition(VaultError):
@@ -166,11 +248,25 @@ class DataLoss(VaultError):
     reason = "INTEGRITY_CHECK_FAILED"
 
 
+# Why a call's API key was refused: for the operator's log and metrics only. The
+# client gets one message and one reason whatever the cause (no oracle).
+AUTH_FAILURE_CAUSES: Final = ("missing", "not_bearer", "malformed", "unknown", "revoked", "expired")
+
+
 class Unauthenticated(VaultError):
-    """The call carries no valid API key. One message for every unknown key: no oracle."""
+    """The call carries no valid API key. One message for every unknown key: no oracle.
+
+    ``cause`` (one of :data:`AUTH_FAILURE_CAUSES`) and ``key_id`` (the key's public
+    id, when the key was well-formed) are for the server's log and metrics; they
+    never reach the client."""
 
     code = ErrorCode.UNAUTHENTICATED
     reason = "API_KEY_INVALID"
+
+    def __init__(self, message: str, *, cause: str | None = None, key_id: str = "") -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.key_id = key_id
 
 
 class PermissionDenied(VaultError):

@@ -22,6 +22,8 @@ from prometheus_client import (
     start_http_server,
 )
 
+from singura_vault.errors import AUTH_FAILURE_CAUSES
+
 # No `*_created` series beside every counter and histogram: dashboards do not use them
 # and they double the series count.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
@@ -125,6 +127,24 @@ OAUTH_LOCK_WAIT = Histogram(
     buckets=(0.001, 0.01, 0.1, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
+AUTH_FAILURES = Counter(
+    "singura_auth_failures",
+    "Calls refused as UNAUTHENTICATED, by cause: missing (no authorization metadata), "
+    "not_bearer, malformed (not svk_<id>_<secret>), unknown (no such key or a wrong "
+    "secret), revoked, expired.",
+    ["cause"],
+    registry=REGISTRY,
+)
+# Every cause is a series from the start (0 until it happens), so that rate() and
+# alerts see the first failure.
+for _cause in AUTH_FAILURE_CAUSES:
+    AUTH_FAILURES.labels(cause=_cause)
+REQUESTS_TOO_LARGE = Counter(
+    "singura_requests_too_large",
+    "Requests refused with INVALID_ARGUMENT (REQUEST_TOO_LARGE) because their encoded "
+    "size exceeded the vault's request limit.",
+    registry=REGISTRY,
+)
 POOL_SIZE = Gauge("singura_db_pool_size", "Connections in the pool.", registry=REGISTRY)
 POOL_IDLE = Gauge("singura_db_pool_idle", "Idle connections in the pool.", registry=REGISTRY)
 
@@ -141,6 +161,12 @@ def serve_metrics(listen: str) -> int:
     server, _ = start_http_server(int(port), addr=host.strip("[]"), registry=REGISTRY)
     bound: int = server.server_port
     return bound
+
+
+def auth_failed(cause: str) -> None:
+    """Count an UNAUTHENTICATED refusal; a cause outside the known set is not a label."""
+    if cause in AUTH_FAILURE_CAUSES:
+        AUTH_FAILURES.labels(cause=cause).inc()
 
 
 @lru_cache(maxsize=1024)

@@ -4,6 +4,10 @@ Exit codes: 0 SERVING, 1 bad arguments, 2 connection failure (including a TLS
 handshake that fails: an untrusted certificate, a wrong host name, or a client
 certificate the vault refuses), 3 RPC failure, 4 NOT_SERVING (or any status other
 than SERVING).
+
+A connection that fails outright (refused, a name that does not resolve, a failed
+handshake) is reported as soon as gRPC knows it; only a vault that neither answers
+nor refuses makes the probe wait out its timeout.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ def probe(
     credentials: grpc.ChannelCredentials | None = None,
     server_name: str | None = None,
 ) -> tuple[int, str]:
-    """Check one service ("" = the whole server); returns (exit code, message).
+    """Check one service ("" = the whole server) within ``timeout_s``; returns (exit
+    code, message).
 
     With credentials the probe speaks TLS; server_name replaces the address's host
     in the certificate's name check (for an address such as 127.0.0.1 in a container).
@@ -36,30 +41,54 @@ def probe(
         if credentials is None
         else grpc.secure_channel(address, credentials, options=options)
     )
+    # Whether the channel ever connected tells a connection failure (2) from an RPC
+    # that failed on a live connection (3): both can end in UNAVAILABLE or a deadline.
+    states: list[grpc.ChannelConnectivity] = []
+    record_state = states.append
     with channel:
+        channel.subscribe(record_state, try_to_connect=True)
         try:
-            grpc.channel_ready_future(channel).result(timeout=timeout_s)
-        except grpc.FutureTimeoutError:
-            # gRPC retries a failed TLS handshake as it retries a refused
-            # connection, so both end here, as grpc_health_probe's do.
-            hint = (
-                ""
-                if credentials is None
-                else " (over TLS: check --tls-ca, --tls-server-name, and --tls-cert/--tls-key "
-                "if the vault requires client certificates)"
+            # wait_for_ready=False: an RPC on a channel in TRANSIENT_FAILURE fails at
+            # once (UNAVAILABLE) instead of waiting for a connection until the deadline,
+            # which still bounds a vault that accepts and never answers.
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service),
+                timeout=timeout_s,
+                wait_for_ready=False,
             )
-            return (
-                EXIT_CONNECTION_FAILURE,
-                f"error: failed to connect to {address} within {timeout_s}s{hint}",
-            )
-        stub = health_pb2_grpc.HealthStub(channel)
-        try:
-            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout_s)
         except grpc.RpcError as exc:
             code = exc.code() if isinstance(exc, grpc.Call) else None
+            details = (exc.details() if isinstance(exc, grpc.Call) else "") or ""
+            if grpc.ChannelConnectivity.READY not in states and code in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            ):
+                return EXIT_CONNECTION_FAILURE, _connection_failure(
+                    address, timeout_s, code, details, tls=credentials is not None
+                )
             name = code.name if code is not None else "UNKNOWN"
             return EXIT_RPC_FAILURE, f"error: health rpc failed: {name}"
+        finally:
+            channel.unsubscribe(record_state)
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     if response.status != health_pb2.HealthCheckResponse.SERVING:
         return EXIT_UNHEALTHY, f"service unhealthy (responded with {status})"
     return EXIT_SERVING, f"status: {status}"
+
+
+def _connection_failure(
+    address: str, timeout_s: float, code: grpc.StatusCode | None, details: str, *, tls: bool
+) -> str:
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        cause = f"no connection within {timeout_s:g}s"
+    elif "connection refused" in details.lower():
+        cause = "the connection was refused (is the vault running, and listening there?)"
+    else:
+        cause = details or "unavailable"
+    hint = (
+        " (over TLS: check --tls-ca, --tls-server-name, and --tls-cert/--tls-key "
+        "if the vault requires client certificates)"
+        if tls
+        else ""
+    )
+    return f"error: failed to connect to {address}: {cause}{hint}"

@@ -33,11 +33,18 @@ from singura_vault.api.keys import KeyServicer
 from singura_vault.api.oauth import OAuthServicer
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.api.reflection import add_reflection
+from singura_vault.api.request_checks import MAX_TRANSPORT_BYTES
 from singura_vault.composition import Components, build_access, build_access_from
 from singura_vault.config import PoolSettings, Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.reachability import hosts_of
-from singura_vault.db.setup import NEEDS_DATABASE_URL, PreparedDatabase, prepare_database
+from singura_vault.db.serve_lock import ServeLock
+from singura_vault.db.setup import (
+    NEEDS_DATABASE_URL,
+    PreparedDatabase,
+    claim_data_dir,
+    prepare_database,
+)
 from singura_vault.db.supervisor import EmbeddedSupervisor
 from singura_vault.errors import ConfigError, Unavailable
 from singura_vault.health import HealthMonitor, HealthServicer
@@ -61,7 +68,11 @@ from singura_vault.proto.singura.vault.v1 import (
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.service.access import load_auth_secret
 from singura_vault.service.audit import AuditService
-from singura_vault.service.audit_checkpoints import load_audit_signer
+from singura_vault.service.audit_checkpoints import (
+    AuditSigner,
+    check_audit_signer,
+    load_audit_signer,
+)
 from singura_vault.service.credentials import load_key_manager
 from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
 from singura_vault.workers import WORKER_DSN_ENV, WORKER_INDEX_ENV, run_workers
@@ -151,6 +162,11 @@ class VaultServer:
                 # calls in flight, instead of being sent away after 5 minutes' worth.
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # Above the vault's own request limit (MAX_REQUEST_BYTES, 1 MiB), so that
+                # an oversized request gets INVALID_ARGUMENT with details rather than
+                # gRPC's bare RESOURCE_EXHAUSTED; beyond 16 MiB gRPC still refuses it
+                # unread (docs/errors.md#request-size).
+                ("grpc.max_receive_message_length", MAX_TRANSPORT_BYTES),
             ],
         )
         self._add_servicers(components)
@@ -274,13 +290,18 @@ async def _track_audit_appends(audit: AuditRepository) -> None:
 
 
 async def _serve_as_parent(
-    settings: Settings, prepared: PreparedDatabase, auth_secret: bytes
+    settings: Settings,
+    prepared: PreparedDatabase,
+    auth_secret: bytes,
+    audit_signer: AuditSigner | None,
 ) -> None:
     """`serve --workers N`: bootstrap once, then run and supervise N workers."""
     try:
         db = await Database.connect(prepared.service_dsn, PoolSettings(min_size=1, max_size=2))
         try:
             await db.ensure_safe_service_role()
+            # Before any worker loads the key: they read the file this may write.
+            await check_audit_signer(db, audit_signer, settings)
             access = build_access(db, auth_secret)
             await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
         finally:
@@ -331,6 +352,27 @@ async def serve(settings: Settings) -> None:
     check_listen_address(
         settings.listen, allow_insecure=settings.allow_insecure, tls=tls is not None
     )
+    # A worker of `serve --workers N`: the parent owns the data directory, the
+    # database and the bootstrap.
+    worker_dsn = os.environ.get(WORKER_DSN_ENV)
+    # Before any key file is written there: a data directory the embedded server could
+    # not use, or one that another serve already serves, is refused with nothing
+    # written (and the other serve's PostgreSQL left alone).
+    lock = (
+        await asyncio.to_thread(claim_data_dir, settings)
+        if settings.embedded and worker_dsn is None
+        else None
+    )
+    try:
+        await _serve(settings, tls, worker_dsn, lock)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+async def _serve(
+    settings: Settings, tls: TlsSettings | None, worker_dsn: str | None, lock: ServeLock | None
+) -> None:
     # Keys first: a bad ENCRYPTION_KEY should stop the vault before it touches data.
     key_manager = load_key_manager(settings)
     audit_signer = load_audit_signer(settings)
@@ -338,8 +380,6 @@ async def serve(settings: Settings) -> None:
     await key_manager.connect()
     auth_secret = load_auth_secret(settings)
     check_production_transport(settings, tls_enabled=tls is not None)
-    # A worker of `serve --workers N`: the parent owns the database and the bootstrap.
-    worker_dsn = os.environ.get(WORKER_DSN_ENV)
     worker = int(os.environ.get(WORKER_INDEX_ENV, "0")) if worker_dsn else None
     prepared = (
         PreparedDatabase(worker_dsn, None)
@@ -347,13 +387,14 @@ async def serve(settings: Settings) -> None:
         else await prepare_database(settings)
     )
     if worker is None and settings.workers > 1:
-        await _serve_as_parent(settings, prepared, auth_secret)
+        await _serve_as_parent(settings, prepared, auth_secret, audit_signer)
         return
     db: Database | None = None
     spans = tracing.tracer_provider()
     try:
         db = await Database.connect(prepared.service_dsn, settings.pool)
         await db.ensure_safe_service_role()
+        await check_audit_signer(db, audit_signer, settings)
         if settings.database_replica_url is not None:
             await attach_replica(db, settings.database_replica_url, settings)
         access = build_access_from(db, settings, auth_secret)
@@ -392,9 +433,13 @@ async def serve(settings: Settings) -> None:
             pid=os.getpid(),
             worker=worker,
             tls="off" if tls is None else "mutual" if tls.mutual else "server",
-            database="embedded" if prepared.embedded else "external",
-            data_dir=str(settings.data_dir) if prepared.embedded else None,
+            # settings.embedded, not prepared.embedded: a worker of `serve --workers N`
+            # serves the parent's embedded server without owning it.
+            database="embedded" if settings.embedded else "external",
+            data_dir=str(settings.data_dir) if settings.embedded else None,
         )
+        if lock is not None:
+            lock.record(f"{listen_host(settings.listen)}:{port}")
         supervisor = (
             asyncio.create_task(
                 EmbeddedSupervisor(prepared.embedded, server.check_health_soon).run_forever(),

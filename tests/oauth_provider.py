@@ -18,18 +18,32 @@ into its messages is caught by the tests.
 Timing is never simulated with sleeps: ``hold_next`` withholds an answer until the test
 releases or drops it, and the held request is fully processed (a refresh token rotated)
 before ``Hold.reached`` is set.
+
+Run from a clone, it is a provider to try the vault's OAuth features with (docs/oauth.md,
+"Try it on your machine")::
+
+    python -m tests.oauth_provider [--expires-in SECONDS] [--port PORT] [--no-rotation]
+
+It registers one client, issues one grant, prints the token endpoint, the client id and
+secret and the grant's refresh token as shell assignments on standard output, and serves
+until Ctrl-C (or SIGTERM). Printing them is its purpose: they are made-up values that
+only this process, on loopback, accepts, and they are forgotten when it stops.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import binascii
 import collections
 import contextlib
 import json
+import secrets
+import signal
+import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -160,7 +174,7 @@ def _json(status: int, document: object, headers: Mapping[str, str] | None = Non
 class FakeOAuthProvider:
     """The server; usable as ``with FakeOAuthProvider() as provider:``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, port: int = 0) -> None:
         self._lock = threading.Lock()
         # Notified on every token request (wait_for_token_calls).
         self._called = threading.Condition(self._lock)
@@ -181,7 +195,7 @@ class FakeOAuthProvider:
         self._last_token_request: RecordedRequest | None = None
         self._last_revoke_request: RecordedRequest | None = None
         self._closed = False
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._server.daemon_threads = True
         self._server.provider = self  # type: ignore[attr-defined]  # read by _Handler
         host, port = self._server.server_address[:2]
@@ -693,3 +707,102 @@ def _filler(size: int) -> Iterator[bytes]:
     while size > 0:
         yield chunk[:size]
         size -= len(chunk)
+
+
+# ------------------------------------------------------------- as a program of its own
+
+# The names the program prints its values under; docs/oauth.md's walk-through uses them
+# as shell variables, and tests/test_oauth_walkthrough.py holds the two together.
+PRINTED_NAMES = ("TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "REFRESH_TOKEN")
+DEFAULT_CLIENT_ID = "local-dev-client"
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.oauth_provider",
+        description=(
+            "A local OAuth 2.0 token endpoint (refresh_token grant, RFC 6749) on 127.0.0.1, "
+            "to try the vault's OAuth features with. For development only: it prints the "
+            "made-up client secret and refresh token it accepts."
+        ),
+    )
+    parser.add_argument(
+        "--expires-in",
+        type=_positive_int,
+        default=3600,
+        metavar="SECONDS",
+        help="lifetime of the access tokens it issues (default: 3600)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_port,
+        default=0,
+        help="port on 127.0.0.1 (default: 0, any free port; the printed TOKEN_URL has it)",
+    )
+    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID, help="the client id it accepts")
+    parser.add_argument(
+        "--client-secret",
+        default=None,
+        help="the client secret it accepts (default: a new random one each run)",
+    )
+    parser.add_argument(
+        "--no-rotation",
+        action="store_true",
+        help="keep the refresh token on refresh (default: rotate it, as Slack does)",
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError("must be a port from 0 to 65535")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve one client and one grant until Ctrl-C or SIGTERM; see the module docstring."""
+    options = argument_parser().parse_args(argv)
+    secret = options.client_secret or f"local-dev-secret-{secrets.token_hex(16)}"
+    stop = threading.Event()
+    # Set for SIGINT too, rather than relying on KeyboardInterrupt: a process started in
+    # the background of a script inherits SIGINT ignored, and Ctrl-C must still stop it.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda _signum, _frame: stop.set())
+    try:
+        provider = FakeOAuthProvider(port=options.port)
+    except OSError as exc:
+        print(f"cannot listen on 127.0.0.1:{options.port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    with provider:
+        provider.register_client(options.client_id, secret)
+        _, refresh_token = provider.issue_grant(
+            options.client_id, expires_in=options.expires_in, rotate=not options.no_rotation
+        )
+        values = (provider.token_url, options.client_id, secret, refresh_token)
+        rotation = "kept" if options.no_rotation else "rotated on every refresh"
+        print(
+            f"# Local OAuth provider (development only): access tokens live "
+            f"{options.expires_in} s; refresh tokens are {rotation}.\n"
+            "# Paste these lines into the shell you run grpcurl in:",
+            *(f"{name}={value}" for name, value in zip(PRINTED_NAMES, values, strict=True)),
+            "# Serving until Ctrl-C; its grants are forgotten when it stops.",
+            sep="\n",
+            flush=True,
+        )
+        # A timeout on each wait, so that a signal is acted on even where a blocking
+        # wait is not interrupted by it.
+        while not stop.wait(1.0):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -53,10 +53,9 @@ def run(
     )
 
 
-@pytest.fixture
-def cli_env() -> Iterator[dict[str, str]]:
-    """An environment with a private data dir and a free port, and no DATABASE_URL."""
-    data_dir = Path(tempfile.mkdtemp(prefix="sv-cli-"))
+def cli_environment(data_dir: Path) -> dict[str, str]:
+    """This process's environment without DATABASE_* and SINGURA_* variables, plus
+    ``data_dir`` and a free port: an embedded vault of its own."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SINGURA_"))}
     env.update(
         SINGURA_DATA_DIR=str(data_dir),
@@ -64,6 +63,14 @@ def cli_env() -> Iterator[dict[str, str]]:
         SINGURA_HEALTH_INTERVAL="0.2",
         SINGURA_SHUTDOWN_GRACE="5",
     )
+    return env
+
+
+@pytest.fixture
+def cli_env() -> Iterator[dict[str, str]]:
+    """An environment with a private data dir and a free port, and no DATABASE_URL."""
+    data_dir = Path(tempfile.mkdtemp(prefix="sv-cli-"))
+    env = cli_environment(data_dir)
     yield env
     EmbeddedPostgres(data_dir).stop()
     shutil.rmtree(data_dir, ignore_errors=True)

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
 
 from singura_vault import keys
 from singura_vault.composition import Components, build_access
 from singura_vault.db.pool import Database
+from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
@@ -31,6 +32,7 @@ DETAIL_TYPES = {
     "BadRequest": error_details_pb2.BadRequest,
     "RetryInfo": error_details_pb2.RetryInfo,
     "PreconditionFailure": error_details_pb2.PreconditionFailure,
+    "ResourceInfo": error_details_pb2.ResourceInfo,
 }
 
 
@@ -194,3 +196,125 @@ def test_every_reason_the_code_names_is_documented() -> None:
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", (root / "docs/errors.md").read_text(), re.M))
     assert {"RATE_LIMITED", "STALE_ETAG", "INTERNAL", "UNDECODABLE_REQUEST"} <= named
     assert named - documented == set()
+
+
+async def test_already_exists_names_the_taken_field_and_the_resource(vault: Vault) -> None:
+    """A duplicate slug and a duplicate domain are told apart without reading the
+    message: ErrorInfo metadata `field`, and a ResourceInfo naming the type and value."""
+    taken = org_message()
+    await vault.organizations.CreateOrganization(opb.CreateOrganizationRequest(organization=taken))
+    same_slug = await failure(
+        vault.organizations.CreateOrganization(
+            opb.CreateOrganizationRequest(organization=org_message(slug=taken.slug))
+        )
+    )
+    same_domain = await failure(
+        vault.organizations.CreateOrganization(
+            opb.CreateOrganizationRequest(organization=org_message(domain=taken.domain))
+        )
+    )
+    for error, field, value in (
+        (same_slug, "organization.slug", taken.slug),
+        (same_domain, "organization.domain", taken.domain),
+    ):
+        assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+        found = details(error)
+        assert found["ErrorInfo"].reason == "ALREADY_EXISTS"
+        assert found["ErrorInfo"].metadata["field"] == field
+        resource = found["ResourceInfo"]
+        assert resource.resource_type == "singura.vault.v1.Organization"
+        assert resource.resource_name == value
+        assert error.details().startswith(f"{field}: ")
+
+
+async def test_a_duplicate_connection_names_its_account_fields(vault: Vault) -> None:
+    """A connection's account is unique as three fields together: all three are named."""
+    org, _ = await tenant(vault)
+    connection = cpb.Connection(
+        organization_id=org,
+        platform=cpb.PLATFORM_SLACK,
+        platform_user_id="U-dup",
+        platform_workspace_id="T-dup",
+        display_name="Dup",
+    )
+    await vault.connections.CreateConnection(cpb.CreateConnectionRequest(connection=connection))
+    error = await failure(
+        vault.connections.CreateConnection(cpb.CreateConnectionRequest(connection=connection))
+    )
+    assert error.code() == grpc.StatusCode.ALREADY_EXISTS
+    found = details(error)
+    assert found["ErrorInfo"].metadata["field"] == (
+        "connection.platform,connection.platform_workspace_id,connection.platform_user_id"
+    )
+    assert found["ResourceInfo"].resource_type == "singura.vault.v1.Connection"
+
+
+async def test_every_invalid_field_of_a_create_is_reported_at_once(vault: Vault) -> None:
+    """CreateOrganization with four bad fields gets one BadRequest listing all four (a
+    missing domain "is required"), the message names each, and ErrorInfo keeps `field`
+    (the first) beside `fields` (all)."""
+    error = await failure(
+        vault.organizations.CreateOrganization(
+            opb.CreateOrganizationRequest(
+                organization=opb.Organization(name="", slug="Not A Slug", domain="")
+            )
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    found = details(error)
+    violations = {v.field: v.description for v in found["BadRequest"].field_violations}
+    assert list(violations) == [
+        "organization.name",
+        "organization.slug",
+        "organization.domain",
+        "organization.plan",
+    ]
+    assert violations["organization.domain"] == "is required"
+    assert violations["organization.name"] == "is required"
+    assert violations["organization.plan"] == "is required (e.g. PLAN_FREE)"
+    assert "lowercase" in violations["organization.slug"]
+    assert found["ErrorInfo"].reason == "INVALID_ARGUMENT"
+    assert found["ErrorInfo"].metadata["field"] == "organization.name"
+    assert found["ErrorInfo"].metadata["fields"] == ",".join(violations)
+    message = error.details()
+    assert message.startswith("organization.name: is required; ")
+    assert all(f"{field}: " in message for field in violations)
+
+
+async def test_every_invalid_field_of_a_connection_is_reported_at_once(vault: Vault) -> None:
+    """CreateConnection likewise: platform, user id, display name and metadata together."""
+    org, _ = await tenant(vault)
+    error = await failure(
+        vault.connections.CreateConnection(
+            cpb.CreateConnectionRequest(
+                connection=cpb.Connection(organization_id=org, platform_workspace_id="w" * 256),
+                request_id="not-a-uuid",
+            )
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for v in details(error)["BadRequest"].field_violations]
+    assert fields == [
+        "connection.platform",
+        "connection.platform_user_id",
+        "connection.platform_workspace_id",
+        "connection.display_name",
+        "request_id",
+    ]
+
+
+async def test_every_invalid_field_of_an_api_key_is_reported_at_once(vault: Vault) -> None:
+    """CreateApiKey: roles on an admin key, an expiry in the past and an overlong name,
+    in one BadRequest."""
+    error = await failure(
+        vault.access.CreateApiKey(
+            apb.CreateApiKeyRequest(
+                roles=[apb.API_KEY_ROLE_READER],
+                name="n" * 201,
+                expire_time=timestamp_pb2.Timestamp(seconds=1),
+            )
+        )
+    )
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    fields = [v.field for v in details(error)["BadRequest"].field_violations]
+    assert fields == ["roles", "expire_time", "name"]

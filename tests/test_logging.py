@@ -76,6 +76,63 @@ def test_redaction_blanks_secret_fields_and_url_passwords() -> None:
     assert event["event"] == "something_happened"
 
 
+def test_redaction_keys_on_secret_bearing_fields_not_on_words() -> None:
+    """What a field *is* decides: the version of an access token and whether the refresh
+    token rotated are kept (oauth_token_refreshed logs both), every secret-bearing name
+    is blanked, however it is spelled and however deep it sits."""
+    secret_fields = [
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "token",
+        "client_secret",
+        "api_key",
+        "apiKey",
+        "X-Api-Key",
+        "authorization",
+        "Authorization",
+        "code_verifier",
+        "authorization_code",
+        "state",
+        "password",
+        "db_password",
+        "value",
+        "plaintext",
+        "private_key",
+        "encryption_key",
+        "service_dsn",
+        "accessToken",
+        "next_page_token",
+    ]
+    kept_fields = {
+        "access_token_version": 3,
+        "refresh_token_rotated": True,
+        "key_id": "abcd1234abcd1234",
+        "token_url": "https://slack.com/api/oauth.v2.access",
+        "expires_in": 3600,
+        "state_changed_at": "2025-01-01T00:00:00Z",
+        "code": "UNAUTHENTICATED",
+        "auth_failure": "revoked",
+        "transit_key": "singura-root",
+        "secret_count": 2,
+        "rotates_refresh_token_id": "r-1",
+    }
+    event = redact_secrets(
+        None,
+        "info",
+        {
+            "event": "oauth_token_refreshed",
+            **{name: f"secret-{i}" for i, name in enumerate(secret_fields)},
+            **kept_fields,
+            "request": {"client_secret": "nested-secret", "platform": "slack"},
+        },
+    )
+    assert {name: event[name] for name in secret_fields} == dict.fromkeys(secret_fields, REDACTED)
+    assert {name: event[name] for name in kept_fields} == kept_fields
+    assert event["request"] == {"client_secret": REDACTED, "platform": "slack"}
+    assert event["event"] == "oauth_token_refreshed"
+
+
 @pytest.fixture
 async def logging_vault(
     components: Components,

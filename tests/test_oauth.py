@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -20,6 +20,7 @@ from singura_vault import keys
 from singura_vault.composition import Components
 from singura_vault.config import OAuthSettings, PoolSettings
 from singura_vault.db.pool import Database
+from singura_vault.domain import Credential, CredentialState, CredentialType
 from singura_vault.metrics import REGISTRY
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
@@ -31,7 +32,12 @@ from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service.access import AccessService
 from singura_vault.service.credentials import CredentialService
-from singura_vault.service.oauth_refresh import LOST_ROTATION, TokenRefresher
+from singura_vault.service.oauth_refresh import (
+    LOST_ROTATION,
+    TokenRefresher,
+    effective_margin,
+    is_fresh,
+)
 from singura_vault.service.oauth_worker import RefreshWorker
 from singura_vault.service.rewrap import RewrapWorker
 from tests.conftest import (
@@ -100,15 +106,19 @@ async def link(
     *,
     rotate: bool = True,
     expired: bool = True,
+    expires_in: int = 3600,
 ) -> Linked:
     """A connection holding an access token (expired unless said otherwise) and a
-    refresh token the provider issued, with the organization's client registered."""
+    refresh token the provider issued, with the organization's client registered.
+    expires_in: the lifetime of the access tokens the provider issues on refresh."""
     org, conn = await tenant(vault)
     secret = f"canary-client-secret-{uuid.uuid4().hex}"
     client_id = f"{CLIENT_ID}-{uuid.uuid4().hex[:8]}"  # one per organization
     provider.register_client(client_id, secret)
     await set_client(vault, provider, org, secret, client_id)
-    access_token, refresh_token = provider.issue_grant(client_id, expires_in=3600, rotate=rotate)
+    access_token, refresh_token = provider.issue_grant(
+        client_id, expires_in=expires_in, rotate=rotate
+    )
     future = timestamp_pb2.Timestamp()
     future.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
     await vault.credentials.StoreCredential(
@@ -140,6 +150,27 @@ async def connection(vault: Stubs, linked: Linked) -> cpb.Connection:
             cpb.GetConnectionRequest(organization_id=linked.org, connection_id=linked.conn)
         )
     ).connection
+
+
+async def age_access_token(owner_dsn: str, linked: Linked, seconds: int) -> None:
+    """Move the current access token's issue and expiry times `seconds` into the past:
+    to the vault, that much of its life has gone by (the tests' clock; no sleeps)."""
+    owner = await asyncpg.connect(owner_dsn)
+    try:
+        await owner.execute("SELECT set_config('singura.organization_id', $1, false)", linked.org)
+        moved = await owner.execute(
+            "UPDATE singura.encrypted_credentials "
+            "SET created_at = created_at - make_interval(secs => $3), "
+            "expires_at = expires_at - make_interval(secs => $3) "
+            "WHERE organization_id = $1 AND connection_id = $2 "
+            "AND credential_type = 'access_token' AND state = 'active'",
+            uuid.UUID(linked.org),
+            uuid.UUID(linked.conn),
+            seconds,
+        )
+    finally:
+        await owner.close()
+    assert moved == "UPDATE 1"
 
 
 async def audit_actions(owner_dsn: str, org: str) -> list[str]:
@@ -330,17 +361,33 @@ async def test_a_provider_without_rotation_keeps_the_refresh_token(
     assert [v.version for v in versions] == [1]
 
 
-async def test_min_valid_for_decides_when_to_refresh(
-    vault: Vault, provider: FakeOAuthProvider
-) -> None:
-    linked = await link(vault, provider, expired=False)  # valid for an hour
-    two_hours = duration_pb2.Duration(seconds=7200)
-    response = await vault.oauth.GetAccessToken(
+async def get_token_valid_for(
+    vault: Stubs, linked: Linked, seconds: int
+) -> pb.GetAccessTokenResponse:
+    return await vault.oauth.GetAccessToken(
         pb.GetAccessTokenRequest(
-            organization_id=linked.org, connection_id=linked.conn, min_valid_for=two_hours
+            organization_id=linked.org,
+            connection_id=linked.conn,
+            min_valid_for=duration_pb2.Duration(seconds=seconds),
         )
     )
+
+
+async def test_min_valid_for_decides_when_to_refresh(
+    vault: Vault, provider: FakeOAuthProvider, owner_dsn: str
+) -> None:
+    """A token is refreshed when it expires within min_valid_for, the margin capped at
+    half the token's lifetime."""
+    linked = await link(vault, provider, expired=False)  # issued now, valid for an hour
+    await age_access_token(owner_dsn, linked, 40 * 60)  # 20 minutes left
+    assert (await get_token_valid_for(vault, linked, 10 * 60)).refreshed is False
+    assert provider.token_calls == 0
+    response = await get_token_valid_for(vault, linked, 25 * 60)
     assert response.refreshed is True
+    assert response.credential.version == 2
+    # The new token lives an hour: two hours cannot be had, and asking does not refresh.
+    assert (await get_token_valid_for(vault, linked, 2 * 3600)).refreshed is False
+    assert provider.token_calls == 1
     await expect_status(
         vault.oauth.GetAccessToken(
             pb.GetAccessTokenRequest(
@@ -352,6 +399,59 @@ async def test_min_valid_for_decides_when_to_refresh(
         grpc.StatusCode.INVALID_ARGUMENT,
         "min_valid_for",
     )
+
+
+async def test_tokens_shorter_lived_than_min_valid_for_are_refreshed_once_per_half_life(
+    vault: Vault, provider: FakeOAuthProvider, owner_dsn: str
+) -> None:
+    """The provider's tokens live 60 s, less than the default min_valid_for (5 minutes):
+    three calls refresh once and then get the same version; once half the token's life
+    has gone by, the next call refreshes again. The background refresh is scheduled for
+    the same moment."""
+    linked = await link(vault, provider, expires_in=60)
+    responses = [await get_token(vault, linked) for _ in range(3)]
+    assert [r.refreshed for r in responses] == [True, False, False]
+    assert {r.credential.version for r in responses} == {2}
+    assert len({r.access_token for r in responses}) == 1
+    assert provider.token_calls == 1
+    expire_time = responses[0].expire_time.ToDatetime(tzinfo=UTC)
+    next_refresh = (await connection(vault, linked)).next_refresh_time.ToDatetime(tzinfo=UTC)
+    assert next_refresh < expire_time - timedelta(seconds=20)
+
+    await age_access_token(owner_dsn, linked, 31)  # 29 s left: past half its life
+    again = await get_token(vault, linked)
+    assert again.refreshed is True
+    assert again.credential.version == 3
+    assert provider.token_calls == 2
+
+
+def test_the_refresh_margin_is_capped_at_half_the_tokens_lifetime() -> None:
+    """is_fresh against a stated clock: a long margin is cut to half the lifetime, a
+    short one is kept, an unknown expiry is never due."""
+    issued = datetime(2030, 1, 1, tzinfo=UTC)
+    token = Credential(
+        id=uuid.uuid4(),
+        organization_id=uuid.uuid4(),
+        connection_id=uuid.uuid4(),
+        type=CredentialType.ACCESS_TOKEN,
+        version=1,
+        state=CredentialState.ACTIVE,
+        key_version=1,
+        fingerprint="f",
+        created_at=issued,
+        expires_at=issued + timedelta(seconds=60),
+        state_changed_at=None,
+    )
+    five_minutes = timedelta(minutes=5)
+    assert effective_margin(token, five_minutes) == timedelta(seconds=30)
+    assert effective_margin(token, timedelta(seconds=10)) == timedelta(seconds=10)
+    assert is_fresh(token, issued + timedelta(seconds=29), five_minutes)
+    assert not is_fresh(token, issued + timedelta(seconds=30), five_minutes)
+    assert not is_fresh(token, issued + timedelta(seconds=50), timedelta(seconds=10))
+    unknown = replace(token, expires_at=None)
+    assert is_fresh(unknown, issued + timedelta(days=365), five_minutes)
+    stored_expired = replace(token, expires_at=issued - timedelta(seconds=1))
+    assert not is_fresh(stored_expired, issued, five_minutes)
 
 
 async def test_fifty_callers_on_two_processes_make_one_provider_call(
@@ -444,29 +544,81 @@ async def test_retry_after_lengthens_the_cooldown(
 async def test_invalid_grant_expires_the_connection_with_its_reason(
     vault: Vault, provider: FakeOAuthProvider, owner_dsn: str
 ) -> None:
+    """invalid_grant: the user must reconnect, and every message says so (not to fix
+    the OAuth client)."""
     linked = await link(vault, provider)
     provider.fail_next(status=400, error="invalid_grant")
-    await expect_status(
-        get_token(vault, linked), grpc.StatusCode.FAILED_PRECONDITION, "invalid_grant"
+    first = await expect_status(
+        get_token(vault, linked),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "invalid_grant",
+        "the user must reconnect",
+        "StoreCredential",
+        "UpdateConnectionStatus",
     )
     state = await connection(vault, linked)
     assert state.status == cpb.CONNECTION_STATUS_EXPIRED
     assert "invalid_grant" in state.status_reason
     assert "connection.status_changed" in await audit_actions(owner_dsn, linked.org)
     # An expired connection is not refreshed again.
-    await expect_status(get_token(vault, linked), grpc.StatusCode.FAILED_PRECONDITION, "EXPIRED")
+    then = await expect_status(
+        get_token(vault, linked),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "EXPIRED",
+        "when the user has reconnected",
+    )
+    for message in (first, then):
+        assert "SetOAuthClient" not in message
     assert provider.token_calls == 1
 
 
-async def test_invalid_client_puts_the_connection_in_error(
+async def test_invalid_client_puts_the_connection_in_error_until_the_client_is_fixed(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """invalid_client: the messages say to fix the client with SetOAuthClient and that the
+    user need not reconnect (never "reconnect the user"); after SetOAuthClient and
+    UpdateConnectionStatus ACTIVE, the stored refresh token refreshes again."""
     linked = await link(vault, provider)
     await set_client(vault, provider, linked.org, "canary-wrong-secret", linked.client_id)
-    await expect_status(
-        get_token(vault, linked), grpc.StatusCode.FAILED_PRECONDITION, "invalid_client"
+    first = await expect_status(
+        get_token(vault, linked),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "invalid_client",
+        "SetOAuthClient",
+        "need not reconnect",
+        "UpdateConnectionStatus",
     )
-    assert (await connection(vault, linked)).status == cpb.CONNECTION_STATUS_ERROR
+    state = await connection(vault, linked)
+    assert state.status == cpb.CONNECTION_STATUS_ERROR
+    assert "SetOAuthClient" in state.status_reason
+    then = await expect_status(
+        get_token(vault, linked),
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ERROR",
+        "SetOAuthClient",
+        "need not reconnect",
+        "UpdateConnectionStatus",
+    )
+    for message in (first, then):
+        assert "must reconnect" not in message
+        assert "reconnect the user" not in message
+        assert "when the user has reconnected" not in message
+    assert provider.token_calls == 1
+
+    await set_client(vault, provider, linked.org, linked.client_secret, linked.client_id)
+    await vault.connections.UpdateConnectionStatus(
+        cpb.UpdateConnectionStatusRequest(
+            organization_id=linked.org,
+            connection_id=linked.conn,
+            status=cpb.CONNECTION_STATUS_ACTIVE,
+            reason="OAuth client secret corrected",
+        )
+    )
+    response = await get_token(vault, linked)
+    assert response.refreshed is True
+    assert provider.token_calls == 2
+    assert not provider.is_refresh_token_valid(linked.refresh_token)  # used, and rotated
+    assert (await connection(vault, linked)).refresh_failure_count == 0
 
 
 async def test_a_connection_without_a_client_or_refresh_token_says_what_is_missing(

@@ -1,7 +1,8 @@
 """google.rpc.Status details for every error the vault returns (AIP-193).
 
 A program switches on ErrorInfo.reason (domain ``singura.vault``), never on the
-message. INVALID_ARGUMENT carries a BadRequest with the field path,
+message. INVALID_ARGUMENT carries a BadRequest with one violation per invalid
+field, ALREADY_EXISTS the taken field in ErrorInfo metadata and a ResourceInfo,
 RESOURCE_EXHAUSTED with a retry delay a RetryInfo (``retry-after-ms`` stays for
 existing callers), FAILED_PRECONDITION and ABORTED a PreconditionFailure. The
 details go in the ``grpc-status-details-bin`` trailer, as grpc-status and every
@@ -19,6 +20,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[i
 from singura_vault.api._convert import wire_name
 from singura_vault.errors import (
     Aborted,
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     ResourceExhausted,
@@ -26,6 +28,8 @@ from singura_vault.errors import (
 )
 
 DOMAIN = "singura.vault"
+# ResourceInfo.resource_type: the contract's full message name.
+RESOURCE_TYPE_PREFIX = "singura.vault.v1."
 # The trailer gRPC libraries read the details from (grpc_status.rpc_status).
 DETAILS_KEY = "grpc-status-details-bin"
 
@@ -44,20 +48,35 @@ def error_info(reason: str, metadata: dict[str, str] | None = None) -> object:
 def client_message(exc: VaultError) -> str:
     """The message a client sees: example values spelled as the contract does."""
     if isinstance(exc, InvalidArgument):
-        return f"{exc.field}: {exc.describe(wire_name)}"
+        return "; ".join(f"{v.field}: {v.describe(wire_name)}" for v in exc.violations)
     return exc.message
 
 
 def status_details(exc: VaultError) -> bytes:
     """The serialized google.rpc.Status of a vault error."""
-    metadata: dict[str, str] = {}
+    metadata: dict[str, str] = dict(exc.metadata)
     details: list[object] = []
     if isinstance(exc, InvalidArgument):
+        # `field` stays the first invalid field (clients read it); `fields` lists
+        # them all when there are several.
         metadata["field"] = exc.field
-        violation = error_details_pb2.BadRequest.FieldViolation(
-            field=exc.field, description=exc.describe(wire_name)
+        if len(exc.violations) > 1:
+            metadata["fields"] = ",".join(v.field for v in exc.violations)
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=v.field, description=v.describe(wire_name)
+            )
+            for v in exc.violations
+        ]
+        details.append(error_details_pb2.BadRequest(field_violations=violations))
+    elif isinstance(exc, AlreadyExists) and exc.resource_type:
+        details.append(
+            error_details_pb2.ResourceInfo(
+                resource_type=RESOURCE_TYPE_PREFIX + exc.resource_type,
+                resource_name=exc.resource_name,
+                description=exc.message,
+            )
         )
-        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
     elif isinstance(exc, ResourceExhausted) and exc.retry_after_ms is not None:
         metadata["retry_after_ms"] = str(exc.retry_after_ms)
         delay = duration_pb2.Duration()
@@ -72,11 +91,13 @@ def status_details(exc: VaultError) -> bytes:
     return _status(code, client_message(exc), exc.reason, metadata, details)
 
 
-def plain_status_details(code_name: str, message: str, reason: str) -> bytes:
+def plain_status_details(
+    code_name: str, message: str, reason: str, metadata: dict[str, str] | None = None
+) -> bytes:
     """The serialized google.rpc.Status of an error that is not a VaultError (INTERNAL,
-    an undecodable request)."""
+    an undecodable or oversized request to health or reflection)."""
     code: int = getattr(code_pb2, code_name)
-    return _status(code, message, reason, {}, [])
+    return _status(code, message, reason, metadata or {}, [])
 
 
 def _status(

@@ -2,13 +2,17 @@
 
 Every handler's request deserializer is guarded (``api/request_checks.py``): a body
 that does not decode is INVALID_ARGUMENT with a fixed message, before anything else
-runs, on every service including health and reflection. Every vault handler
-(health and reflection are otherwise left alone) runs inside a guard that
+runs, on every service including health and reflection; a body larger than
+``MAX_REQUEST_BYTES`` is never parsed. Every vault handler (health and reflection
+are otherwise left alone) runs inside a guard that
 - binds ``rpc_method`` and ``request_id`` (from ``x-request-id`` metadata, or a
   fresh one) for logs and audit events, and returns the id in trailing metadata;
 - authenticates the ``authorization: Bearer svk_...`` metadata into a principal
-  (UNAUTHENTICATED otherwise; rate-limited keys get RESOURCE_EXHAUSTED with
-  ``retry-after-ms`` in trailing metadata);
+  (UNAUTHENTICATED otherwise, with one message whatever the cause; the cause is
+  logged on ``rpc_failed`` and counted in ``singura_auth_failures``; rate-limited
+  keys get RESOURCE_EXHAUSTED with ``retry-after-ms`` in trailing metadata);
+- refuses an oversized request with INVALID_ARGUMENT (``REQUEST_TOO_LARGE``, the
+  limit in ErrorInfo metadata) and a ``request_too_large`` log line;
 - checks every field of the request for values the vault cannot hold (NUL, NaN,
   out-of-range Timestamps and Durations, deep Structs), naming the field;
 - opens an incoming ``page_token`` and seals an outgoing ``next_page_token`` with a
@@ -99,6 +103,12 @@ def _metadata(context: Context) -> dict[str, str]:
     }
 
 
+def _request_id(metadata: dict[str, str]) -> str:
+    """The caller's x-request-id if it sent a usable one, else a fresh id."""
+    candidate = metadata.get(REQUEST_ID_KEY, "")
+    return candidate if 0 < len(candidate) <= _MAX_REQUEST_ID else str(uuid.uuid4())
+
+
 def _observe(call: _Call, code: str) -> None:
     metrics.rpc_handled(call.grpc_type, call.method, code, time.perf_counter() - call.started)
     if call.method.endswith("/RevealCredential"):
@@ -141,8 +151,7 @@ class _Call:
         self.grpc_type = grpc_type
         self.context = context
         self.metadata = _metadata(context)
-        candidate = self.metadata.get(REQUEST_ID_KEY, "")
-        self.request_id = candidate if 0 < len(candidate) <= _MAX_REQUEST_ID else str(uuid.uuid4())
+        self.request_id = _request_id(self.metadata)
         self.principal: Principal | None = None
         self._replica_ok = method in REPLICA_READS
         self.started = time.perf_counter()
@@ -235,8 +244,9 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
             return known[1]
         wrapped = self._wrap(method, handler) if method.startswith(self._prefix) else handler
         # Outermost, on every service (health and reflection too): an undecodable
-        # body never reaches authentication, the checks or a handler.
-        guarded = _guard_decoding(method, wrapped)
+        # body never reaches authentication, the checks or a handler; an oversized
+        # one reaches only the vault's own guard (wrapped), which refuses it.
+        guarded = _guard_decoding(method, wrapped, passes_oversized=wrapped is not handler)
         self._wrapped[method] = (handler, guarded)
         return guarded
 
@@ -266,6 +276,8 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         token = call.metadata.get(CONSISTENCY_KEY)
         if token is not None:
             call.read_after(token)
+        if isinstance(request, request_checks.Oversized):
+            _refuse_oversized(request.size)
         request_checks.check_request(request)
         return call
 
@@ -341,8 +353,15 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         _observe(call, code.name)
         if isinstance(exc, DataLoss):
             metrics.DATA_LOSS_EVENTS.inc()
+        cause: dict[str, str] = {}
+        if isinstance(exc, Unauthenticated) and exc.cause is not None:
+            # The client reads one message whatever went wrong; the operator reads why.
+            metrics.auth_failed(exc.cause)
+            cause["auth_failure"] = exc.cause
+            if exc.key_id:
+                cause["key_id"] = exc.key_id  # the key's public id, never its secret
         if self._log_failure:
-            log.info("rpc_failed", code=code.name, duration_ms=elapsed_ms)
+            log.info("rpc_failed", code=code.name, duration_ms=elapsed_ms, **cause)
         if isinstance(exc, ResourceExhausted) and exc.retry_after_ms is not None:
             trailer.append((RETRY_AFTER_KEY, str(exc.retry_after_ms)))
         trailer.append((DETAILS_KEY, status_details(exc)))
@@ -358,87 +377,128 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
             log.error("denied_call_not_audited", error_type=type(exc).__name__)
 
 
-async def _refuse_undecodable(method: str, context: Context) -> None:
-    """INVALID_ARGUMENT with a fixed message; one log line per interval at most."""
-    request_checks.undecodable_log.record(method)
+def _refuse_oversized(size: int) -> None:
+    """A vault call's request over MAX_REQUEST_BYTES: INVALID_ARGUMENT, never parsed.
+    Logged each time (the caller has authenticated, and its key is rate-limited)."""
+    limit = request_checks.MAX_REQUEST_BYTES
+    metrics.REQUESTS_TOO_LARGE.inc()
+    log.warning("request_too_large", size_bytes=size, limit_bytes=limit)
+    raise InvalidArgument(
+        "request",
+        request_checks.too_large_problem(size),
+        reason="REQUEST_TOO_LARGE",
+        metadata={"limit_bytes": str(limit), "size_bytes": str(size)},
+    )
+
+
+async def _refuse_unreadable(method: str, context: Context, request: object) -> None:
+    """Refuse what the guarded deserializer could not hand on: INVALID_ARGUMENT with
+    details and a request id; one log line per interval at most (this comes before
+    authentication)."""
+    metadata: dict[str, str] = {}
+    if isinstance(request, request_checks.Oversized):
+        limit = request_checks.MAX_REQUEST_BYTES
+        metrics.REQUESTS_TOO_LARGE.inc()
+        request_checks.oversized_log.record(method, size_bytes=request.size, limit_bytes=limit)
+        message = f"request: {request_checks.too_large_problem(request.size)}"
+        reason = "REQUEST_TOO_LARGE"
+        metadata = {"limit_bytes": str(limit), "size_bytes": str(request.size)}
+    else:
+        request_checks.undecodable_log.record(method)
+        message = request_checks.UNDECODABLE_MESSAGE
+        reason = "UNDECODABLE_REQUEST"
     metrics.rpc_started(UNARY, method)
     metrics.rpc_handled(UNARY, method, "INVALID_ARGUMENT", 0.0)
-    details = plain_status_details(
-        "INVALID_ARGUMENT", request_checks.UNDECODABLE_MESSAGE, "UNDECODABLE_REQUEST"
-    )
+    details = plain_status_details("INVALID_ARGUMENT", message, reason, metadata)
     await context.abort(
         grpc.StatusCode.INVALID_ARGUMENT,
-        request_checks.UNDECODABLE_MESSAGE,
-        trailing_metadata=((DETAILS_KEY, details),),
+        message,
+        trailing_metadata=(
+            (REQUEST_ID_KEY, _request_id(_metadata(context))),
+            (DETAILS_KEY, details),
+        ),
     )
 
 
 def _guard_decoding(
-    method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    method: str, handler: grpc.RpcMethodHandler[Any, Any], *, passes_oversized: bool = False
 ) -> grpc.RpcMethodHandler[Any, Any]:
     """The handler with a deserializer that cannot raise, and a refusal of what it
-    could not decode before the handler runs."""
+    could not decode (or would not parse: an oversized request) before the handler
+    runs. ``passes_oversized``: the handler is the vault's own guard, which refuses
+    an oversized request itself, after authentication and with the call's log line."""
     deserializer = request_checks.guarded(handler.request_deserializer)
     serializer = handler.response_serializer
+    refused: tuple[type, ...] = (
+        (request_checks.Undecodable,)
+        if passes_oversized
+        else (request_checks.Undecodable, request_checks.Oversized)
+    )
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
-            _guard_unary(method, handler.unary_unary),
+            _guard_unary(method, handler.unary_unary, refused),
             request_deserializer=deserializer,
             response_serializer=serializer,
         )
     if handler.unary_stream is not None:
         guard = (
-            _guard_stream(method, handler.unary_stream)
+            _guard_stream(method, handler.unary_stream, refused)
             if inspect.isasyncgenfunction(handler.unary_stream)
             # Health/Watch writes with context.write() instead of yielding.
-            else _guard_unary(method, handler.unary_stream)
+            else _guard_unary(method, handler.unary_stream, refused)
         )
         return grpc.unary_stream_rpc_method_handler(
             guard, request_deserializer=deserializer, response_serializer=serializer
         )
     if handler.stream_stream is not None:
         return grpc.stream_stream_rpc_method_handler(
-            _guard_bidi(method, handler.stream_stream),
+            _guard_bidi(method, handler.stream_stream, refused),
             request_deserializer=deserializer,
             response_serializer=serializer,
         )
     return handler
 
 
-def _guard_unary(method: str, behavior: Any) -> Callable[[Any, Any], Awaitable[Any]]:
+def _guard_unary(
+    method: str, behavior: Any, refused: tuple[type, ...]
+) -> Callable[[Any, Any], Awaitable[Any]]:
     """A handler that answers (or writes) once: refuse, else run it."""
     run = cast(Callable[[Any, Any], Awaitable[Any]], behavior)
 
     async def guarded(request: Any, context: Context) -> Any:
-        if request is request_checks.UNDECODABLE:
-            await _refuse_undecodable(method, context)
+        if isinstance(request, refused):
+            await _refuse_unreadable(method, context, request)
         return await run(request, context)
 
     return guarded
 
 
-def _guard_stream(method: str, behavior: Any) -> Callable[[Any, Any], AsyncIterator[Any]]:
+def _guard_stream(
+    method: str, behavior: Any, refused: tuple[type, ...]
+) -> Callable[[Any, Any], AsyncIterator[Any]]:
     """A handler that yields its responses: refuse, else stream them."""
     stream = cast(Callable[[Any, Any], AsyncIterator[Any]], behavior)
 
     async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-        if request is request_checks.UNDECODABLE:
-            await _refuse_undecodable(method, context)
+        if isinstance(request, refused):
+            await _refuse_unreadable(method, context, request)
         async for item in stream(request, context):
             yield item
 
     return guarded
 
 
-def _guard_bidi(method: str, behavior: Any) -> Callable[[Any, Any], AsyncIterator[Any]]:
+def _guard_bidi(
+    method: str, behavior: Any, refused: tuple[type, ...]
+) -> Callable[[Any, Any], AsyncIterator[Any]]:
     """A bidirectional handler: each incoming message is checked as it arrives."""
     bidi = cast(Callable[[Any, Any], AsyncIterator[Any]], behavior)
 
     async def guarded(requests: Any, context: Context) -> AsyncIterator[Any]:
         async def checked() -> AsyncIterator[Any]:
             async for request in requests:
-                if request is request_checks.UNDECODABLE:
-                    await _refuse_undecodable(method, context)
+                if isinstance(request, refused):
+                    await _refuse_unreadable(method, context, request)
                 yield request
 
         async for item in bidi(checked(), context):

@@ -1,7 +1,16 @@
-"""Checks at the edge: every request is decodable and every value in it storable.
+"""Checks at the edge: every request is decodable, of a sane size, and every value
+in it storable.
 
-Two things a client can send that no handler should ever see:
+Three things a client can send that no handler should ever see:
 
+- **A request larger than any the contract allows** (:data:`MAX_REQUEST_BYTES`).
+  The guarded deserializer measures the bytes before protobuf parses them and
+  hands on an :class:`Oversized` marker instead; the interceptor answers it with
+  INVALID_ARGUMENT (reason ``REQUEST_TOO_LARGE``, the limit in ErrorInfo
+  metadata), after authentication, like any other refusal of a vault call.
+  gRPC's own transport limit is set higher (:data:`MAX_TRANSPORT_BYTES`) so that
+  such a request reaches this check; beyond that transport limit gRPC itself
+  answers RESOURCE_EXHAUSTED before any vault code runs (docs/errors.md).
 - **Bytes that do not decode** as the method's request message (truncated or
   garbage protobuf, invalid UTF-8 in a string field, nesting past the parser's
   limit). gRPC would answer UNKNOWN with a Python type name and log a traceback,
@@ -39,6 +48,21 @@ MAX_TIMESTAMP_SECONDS: Final = 253_402_214_400  # 9999-12-31T00:00:00Z, exclusiv
 # protobuf's own Duration range (about 10,000 years).
 MAX_DURATION_SECONDS: Final = 315_576_000_000
 MAX_STRUCT_DEPTH: Final = 32
+# The largest encoded request the vault accepts. The contract's largest legitimate
+# request is CreateConnection (or UpdateConnection) at its limits: 500 permissions
+# of 255 four-byte characters (~510 KB) and metadata of 64 KiB as JSON (~180 KB of
+# protobuf: a number is 4 bytes of JSON, "0.0,", and 11 of Struct), ~695 KB in all.
+# StoreCredential carries at most 64 KiB of value, BatchRevealCredentials 1-100
+# small items (the batch's *response* may be 100 x 64 KiB: a client reading it
+# needs a receive limit above gRPC's default 4 MiB, docs/errors.md#request-size).
+# tests/test_request_size.py builds those requests from the services' own limits
+# and checks that they fit, with at least a quarter to spare.
+MAX_REQUEST_BYTES: Final = 1024 * 1024
+# gRPC's receive limit (grpc.max_receive_message_length): larger than
+# MAX_REQUEST_BYTES so that an oversized request (a 10 MB credential value) gets the
+# vault's INVALID_ARGUMENT with details rather than gRPC's transport error, yet
+# bounded, so that no call makes the server buffer more than this.
+MAX_TRANSPORT_BYTES: Final = 16 * 1024 * 1024
 _NANOS_PER_SECOND: Final = 1_000_000_000
 
 UNDECODABLE_MESSAGE: Final = (
@@ -48,44 +72,76 @@ UNDECODABLE_MESSAGE: Final = (
 _LOG_INTERVAL_S: Final = 10.0
 
 
-class _Undecodable:
+class Undecodable:
     """The request that could not be decoded (a sentinel; carries nothing)."""
 
     def __repr__(self) -> str:
         return "<undecodable request>"
 
 
-UNDECODABLE: Final = _Undecodable()
+UNDECODABLE: Final = Undecodable()
 
 
-class _UndecodableLog:
-    """One log line per interval for undecodable requests, however many arrive."""
+class Oversized:
+    """A request larger than MAX_REQUEST_BYTES, left unparsed; carries its size only."""
 
-    def __init__(self) -> None:
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def __repr__(self) -> str:
+        return f"<oversized request: {self.size} bytes>"
+
+
+def too_large_problem(size: int) -> str:
+    """What is wrong, for the client: the size, the limit, and the largest fields a
+    request may carry, so that the fix is clear (a credential value is at most 64 KiB)."""
+    return (
+        f"is {size} bytes; the limit is {MAX_REQUEST_BYTES} bytes "
+        f"({MAX_REQUEST_BYTES // 1024 // 1024} MiB) for any request (a credential value "
+        "may be at most 64 KiB, settings and metadata at most 64 KiB as JSON)"
+    )
+
+
+class _IntervalLog:
+    """One log line per interval for a refusal that comes before authentication,
+    however many arrive (anyone who can connect could otherwise flood the log)."""
+
+    def __init__(self, event: str) -> None:
+        self._event = event
         self._last = -math.inf
         self._suppressed = 0
 
-    def record(self, method: str) -> None:
+    def record(self, method: str, **fields: object) -> None:
         now = time.monotonic()
         if now - self._last < _LOG_INTERVAL_S:
             self._suppressed += 1
             return
         log.warning(
-            "request_undecodable", rpc_method=method, suppressed_since_last=self._suppressed
+            self._event,
+            rpc_method=method,
+            suppressed_since_last=self._suppressed,
+            **fields,
         )
         self._last = now
         self._suppressed = 0
 
 
-undecodable_log = _UndecodableLog()
+undecodable_log = _IntervalLog("request_undecodable")
+# Oversized requests to health and reflection (the vault's own services log each one).
+oversized_log = _IntervalLog("request_too_large")
 
 
 def guarded(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """A deserializer that returns :data:`UNDECODABLE` instead of raising."""
+    """A deserializer that returns :data:`UNDECODABLE` instead of raising, and an
+    :class:`Oversized` marker for a request over MAX_REQUEST_BYTES, unparsed."""
     if deserialize is None:
         return None
 
     def decode(data: bytes) -> Any:
+        if len(data) > MAX_REQUEST_BYTES:
+            return Oversized(len(data))
         try:
             return deserialize(data)
         except Exception:  # DecodeError, RecursionError...: all mean "not this message"

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from singura_vault import __version__
 from singura_vault.cli import audit, database, keys, serve
-from singura_vault.cli._common import EXIT_CONFIG, SubcommandParser
+from singura_vault.cli._common import EXIT_CONFIG, EXIT_USAGE, SubcommandParser
 from singura_vault.config import load_settings
 from singura_vault.db.embedded import EmbeddedPostgresError
 from singura_vault.db.migrations import MigrationError
@@ -25,7 +25,8 @@ from singura_vault.logs import configure_logging
 
 def build_parser() -> argparse.ArgumentParser:
     # SubcommandParser at the top too: a usage error exits 1 whichever parser finds it
-    # (`serve --bogus` is reported by this one, as an unrecognised argument).
+    # (`serve --bogus` is reported by this one, as an unrecognised argument). Every
+    # parser below gets a description: tests/test_cli_edges.py walks the tree for it.
     parser = SubcommandParser(
         prog="singura-vault",
         description="Multi-tenant credential vault served over gRPC.",
@@ -40,7 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if not arguments:
+        # No command at all: the whole help, which lists the commands, rather than
+        # argparse's "required: COMMAND"; still a usage error, so the usage error's code.
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(arguments)
     try:
         if not args.needs_settings:
             code: int = args.run(args)

@@ -17,6 +17,10 @@ from singura_vault.config import DEFAULT_LISTEN, Settings
 from singura_vault.errors import ConfigError
 from singura_vault.tls import channel_credentials
 
+# Usage errors exit 1 from every parser, as grpc_health_probe's do (its 2 means "cannot
+# connect"); 2 is a bad configuration: a typo must not read as either
+# (docs/operations.md#exit-codes).
+EXIT_USAGE = 1
 EXIT_CONFIG = 2
 T = TypeVar("T")
 
@@ -25,11 +29,11 @@ VaultCall = Callable[[argparse.Namespace, grpc.Channel, str], int]
 
 
 class SubcommandParser(argparse.ArgumentParser):
-    """Usage errors exit 1, as grpc_health_probe's do (2 means "cannot connect")."""
+    """Usage errors exit EXIT_USAGE (1), as grpc_health_probe's do."""
 
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        self.exit(1, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
 def default_address() -> str:
@@ -135,7 +139,7 @@ def api_key(settings: Settings) -> str:
     try:
         return bootstrap_admin_key(settings)
     except ConfigError as exc:
-        raise ConfigError(f"no API key: set SINGURA_API_KEY, or {exc}") from None
+        raise ConfigError(f"no API key: SINGURA_API_KEY is not set, and {exc}") from None
 
 
 def bootstrap_admin_key(settings: Settings) -> str:
@@ -143,8 +147,20 @@ def bootstrap_admin_key(settings: Settings) -> str:
     path = settings.data_dir / "admin-api-key"
     try:
         return path.read_text(encoding="utf-8").strip()
-    except OSError:
+    except FileNotFoundError:
+        # Not "set SINGURA_DATA_DIR": it may well be the vault's data directory, one that
+        # never had the file (a restored database, or a first start elsewhere).
         raise ConfigError(
-            f"run where {path} (the bootstrap admin key, written by the first `serve`) is "
-            "readable: set SINGURA_DATA_DIR to the vault's data directory"
+            f"this data directory has no admin key file ({path}): `serve` writes it only "
+            "when it creates the first admin key of an empty database, and a restored "
+            "database keeps its own admin keys (`restore` writes no key file). Use an admin "
+            "key you kept (SINGURA_API_KEY), or register a new one: set "
+            "SINGURA_BOOTSTRAP_ADMIN_KEY in serve's environment to the key that "
+            "`singura-vault keys generate-admin-key` prints, and restart serve"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(
+            f"cannot read the admin key file {path} ({reason}): run as a user who may read "
+            "it, such as the one serve runs as"
         ) from None

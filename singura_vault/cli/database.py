@@ -36,11 +36,37 @@ def add_parsers(commands: Any) -> None:
             "together apply each migration once (an advisory lock)."
         ),
     )
-    migrate_commands.add_parser("status", help="list applied and pending migrations")
     migrate_commands.add_parser(
-        "validate", help="check file names and that applied files were not edited"
+        "status",
+        help="list applied and pending migrations",
+        description=(
+            "List the migrations the database has applied (`applied  NNN_name  TIME`) and "
+            "those still pending (`pending  FILE`), and any problem on stderr (`problem  "
+            "...`: an applied file that was edited or is missing). Changes nothing. It reads "
+            "DATABASE_OWNER_URL, else DATABASE_URL, else the embedded database. Exit codes: "
+            "0 consistent (pending migrations are fine), 1 problems found, 2 bad "
+            "configuration."
+        ),
     )
-    create = migrate_commands.add_parser("create", help="write a new, empty migration file")
+    migrate_commands.add_parser(
+        "validate",
+        help="check file names and that applied files were not edited",
+        description=(
+            "Check the shipped migration files' names (three digits, consecutive) and that "
+            "no file the database applied was edited since (SHA-256), then print the status "
+            "as `migrate status` does and `ok` or `invalid`. Changes nothing. Exit codes: "
+            "0 ok, 1 invalid, 2 malformed file names or bad configuration."
+        ),
+    )
+    create = migrate_commands.add_parser(
+        "create",
+        help="write a new, empty migration file",
+        description=(
+            "Development only: write the next numbered, empty migration file "
+            "(NNN_NAME.sql) into --dir and print its path. Uses no database and reads no "
+            "environment. Exit codes: 0 created, 1 bad name."
+        ),
+    )
     create.add_argument("name", help="short description, e.g. add_credential_indexes")
     create.add_argument(
         "--dir", type=Path, default=Path("migrations"), help="migrations directory (./migrations)"
@@ -58,8 +84,10 @@ def add_parsers(commands: Any) -> None:
             "a new file, mode 0600. Embedded mode dumps the embedded database as its "
             "superuser. With an external database, pg_dump connects as DATABASE_BACKUP_URL "
             "(else DATABASE_OWNER_URL), which must be a superuser or a role with BYPASSRLS. "
-            "The backup holds ciphertext only: keep the root key and SINGURA_AUTH_SECRET, "
-            "backed up separately, to restore it (docs/backup-restore.md)."
+            "The backup holds ciphertext only: keep the root key, SINGURA_AUTH_SECRET and the "
+            "audit signing key (in development: keyring.json, auth-secret and "
+            "audit-signing-key in the data dir) backed up separately, to restore it "
+            "(docs/backup-restore.md)."
         ),
     )
     backup_parser.add_argument(
@@ -78,7 +106,10 @@ def add_parsers(commands: Any) -> None:
             "owner: into the embedded database of SINGURA_DATA_DIR (roles and database are "
             "created first), or into DATABASE_OWNER_URL's database. Refused if the target "
             "already has a singura schema. Start the vault afterwards with the backed-up "
-            "vault's root key and SINGURA_AUTH_SECRET (docs/backup-restore.md)."
+            "vault's root key, SINGURA_AUTH_SECRET and audit signing key (in development: "
+            "copy keyring.json, auth-secret and audit-signing-key into the data dir); without "
+            "the signing key the vault refuses to start until `singura-vault audit "
+            "rotate-signing-key` starts a new one (docs/backup-restore.md)."
         ),
     )
     restore_parser.add_argument("file", type=Path, metavar="FILE", help="a backup file")

@@ -23,6 +23,7 @@ from singura_vault.config import Settings
 from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import keys_pb2, keys_pb2_grpc
 from singura_vault.service import key_admin
+from singura_vault.service.access import new_key_text
 
 _ADMIN_COMMANDS = ("status", "rotate", "rotate-data-key", "rewrap", "repair", "retire")
 
@@ -33,6 +34,14 @@ def add_parsers(commands: Any) -> None:
     generate = keys_commands.add_parser(
         "generate",
         help="print a new random root key for ENCRYPTION_KEY, or write a keyring file",
+        description=(
+            "Print a new random root key (32 bytes, base64) for ENCRYPTION_KEY, or the "
+            "same for SINGURA_AUTH_SECRET; with --keyring-file, write a new keyring file "
+            "(mode 0600) for SINGURA_KEYRING_FILE instead and print its key id. Works "
+            "offline: it reads no configuration and contacts nothing. Exit codes: 0 "
+            "printed or written, 1 bad arguments, 2 the keyring file exists or cannot be "
+            "written."
+        ),
     )
     generate.add_argument(
         "--keyring-file",
@@ -44,6 +53,12 @@ def add_parsers(commands: Any) -> None:
         "generate-signing-key",
         help="write a new Ed25519 audit signing key file (mode 0600) for "
         "SINGURA_AUDIT_SIGNING_KEY_FILE and print its public key",
+        description=(
+            "Write a new Ed25519 audit signing key to --output (mode 0600; an existing file "
+            "is never overwritten) for SINGURA_AUDIT_SIGNING_KEY_FILE, and print its public "
+            "key (PEM) on stdout, for `audit verify --public-key`. Exit codes: 0 written, "
+            "1 bad arguments, 2 the file exists or cannot be written."
+        ),
     )
     signing_key.add_argument("--output", type=Path, required=True, metavar="FILE")
 
@@ -51,11 +66,32 @@ def add_parsers(commands: Any) -> None:
         "admin-key",
         help="print the bootstrap admin key that serve wrote to SINGURA_DATA_DIR/admin-api-key "
         '(for ADMIN_KEY="$(singura-vault keys admin-key)")',
+        description=(
+            "Print the admin API key in SINGURA_DATA_DIR/admin-api-key, which `serve` "
+            "writes on its first start against a database with no admin key. A restored "
+            "database keeps its own admin keys and `restore` writes no file: use a key you "
+            "kept, or register a new one with `keys generate-admin-key`. Exit codes: 0 "
+            "printed, 2 no such file or it cannot be read."
+        ),
     )
     admin_key.set_defaults(run=_admin_key, needs_settings=True)
 
+    new_admin_key = keys_commands.add_parser(
+        "generate-admin-key",
+        help="print a new admin API key for SINGURA_BOOTSTRAP_ADMIN_KEY (serve registers it)",
+        description=(
+            "Print a new API key (svk_...), registered nowhere yet: set it as "
+            "SINGURA_BOOTSTRAP_ADMIN_KEY for `serve`, which registers it as an admin key at "
+            "start, and keep it as you keep the root key. This is how a vault whose admin "
+            "keys are lost or unusable (a restored database, another SINGURA_AUTH_SECRET) "
+            "gets one: only whoever sets serve's environment can register it. Works "
+            "offline. Exit code 0."
+        ),
+    )
+
     generate.set_defaults(run=_generate, needs_settings=False)
     signing_key.set_defaults(run=_generate_signing_key, needs_settings=False)
+    new_admin_key.set_defaults(run=_generate_admin_key, needs_settings=False)
     _add_admin_parsers(keys_commands)
     for name in _ADMIN_COMMANDS:
         keys_commands.choices[name].set_defaults(run=_administer, needs_settings=True)
@@ -65,10 +101,23 @@ def _admin_key(args: argparse.Namespace, settings: Settings) -> int:
     try:
         key = bootstrap_admin_key(settings)
     except ConfigError as exc:
+        # 2 as for every command that finds no API key (`keys status` and the others).
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CONFIG
     # Printed on purpose, as `cat` of the file would: the operator asked for it.
     print(key)
+    return 0
+
+
+def _generate_admin_key(args: argparse.Namespace) -> int:
+    # Printed on purpose, as `keys generate` prints a root key: the command's one job.
+    # The key is no admin key until serve registers it (SINGURA_BOOTSTRAP_ADMIN_KEY).
+    print(new_key_text())
+    print(
+        "register it: set SINGURA_BOOTSTRAP_ADMIN_KEY to this key in serve's environment "
+        "and restart serve; keep the key, the vault stores only its digest",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -109,25 +158,61 @@ def _administer(args: argparse.Namespace, settings: Settings) -> int:
     return call_vault(args, settings, _run)
 
 
+# What every command against the vault ends its --help with.
+_ADMIN_EXIT_CODES = (
+    " Needs an admin API key. Exit codes: 0 done, 1 the vault answered with an error "
+    "(printed as `error: CODE: message`), 2 no API key found or bad configuration."
+)
+
+
 def _add_admin_parsers(keys_commands: Any) -> None:
-    status = keys_commands.add_parser("status", help="root keys, data keys and rewrap progress")
+    status = keys_commands.add_parser(
+        "status",
+        help="root keys, data keys and rewrap progress",
+        description=(
+            "Print the key provider, each root key (`*` marks the primary) with the number "
+            "of data keys it wraps, each organization's data key versions with their state "
+            "and credential counts, and the latest rewrap job." + _ADMIN_EXIT_CODES
+        ),
+    )
     status.add_argument("--organization", metavar="ID", default="", help="one organization only")
     add_connection_arguments(status)
 
     rotate = keys_commands.add_parser(
         "rotate",
         help="new primary root key (keyring file or KMS) and rewrap every data key under it",
+        description=(
+            "Make a new primary root key where the provider can (a keyring file or a KMS; "
+            "with ENCRYPTION_KEY, configure the new key first) and rewrap every live data "
+            "key under the primary; prints its id and how many data keys were rewrapped. "
+            "Credentials themselves are not re-encrypted (that is `keys rewrap`). "
+            "docs/key-rotation.md." + _ADMIN_EXIT_CODES
+        ),
     )
     add_connection_arguments(rotate)
 
     rotate_data = keys_commands.add_parser(
-        "rotate-data-key", help="new data key version for an organization (or all)"
+        "rotate-data-key",
+        help="new data key version for an organization (or all)",
+        description=(
+            "Add a new data key version for --organization, or for every organization with "
+            "data keys, and print each new version. New credentials are sealed under it; "
+            "`keys rewrap` moves the existing ones." + _ADMIN_EXIT_CODES
+        ),
     )
     rotate_data.add_argument("--organization", metavar="ID", default="", help="default: all")
     add_connection_arguments(rotate_data)
 
     rewrap = keys_commands.add_parser(
-        "rewrap", help="re-encrypt credentials onto their organization's newest data key"
+        "rewrap",
+        help="re-encrypt credentials onto their organization's newest data key",
+        description=(
+            "Start (or join the running) rewrap job, which re-encrypts every credential "
+            "onto its organization's newest data key, and print the job; --wait follows "
+            "it to the end, with progress on stderr. Exit codes: 0 started (with --wait: "
+            "completed), 1 the vault answered with an error or the job was cancelled, 2 no "
+            "API key found or bad configuration. Needs an admin API key."
+        ),
     )
     rewrap.add_argument("--wait", action="store_true", help="follow the job until it ends")
     add_connection_arguments(rewrap)
@@ -136,11 +221,30 @@ def _add_admin_parsers(keys_commands: Any) -> None:
         "repair",
         help="find credentials whose recorded data key version does not open them and "
         "correct the record (audited)",
+        description=(
+            "For --organization, or each organization with data keys, open every credential "
+            "under its recorded data key version and, if that fails, under each other live "
+            "version; correct the record to the version that opens it (audited as "
+            "credential.key_version_repaired). Prints one line per organization (checked, "
+            "repaired, unrecoverable) and one per credential changed or unrecoverable. "
+            "Needs an admin API key. Exit codes: 0 nothing unrecoverable, 1 a credential "
+            "opens under no live version, or the vault answered with an error (NOT_FOUND "
+            "for an unknown organization), 2 no API key found or bad configuration."
+        ),
     )
     repair.add_argument("--organization", metavar="ID", default="", help="default: all")
     add_connection_arguments(repair)
 
-    retire = keys_commands.add_parser("retire", help="retire a root key or a data key version")
+    retire = keys_commands.add_parser(
+        "retire",
+        help="retire a root key or a data key version",
+        description=(
+            "Retire a root key that wraps no live data key (--root-key), or a data key "
+            "version that encrypts no credential or OAuth client secret (--organization "
+            "with --version); prints "
+            "`retired`." + _ADMIN_EXIT_CODES
+        ),
+    )
     target = retire.add_mutually_exclusive_group(required=True)
     target.add_argument("--root-key", metavar="ID", help="a root key id (see keys status)")
     target.add_argument("--organization", metavar="ID", help="with --version: a data key")
@@ -215,7 +319,19 @@ def _repair(stub: keys_pb2_grpc.KeyServiceStub, auth: Any, organization: str) ->
     if organization:
         organizations = [organization]
     else:
-        status = stub.GetKeyStatus(keys_pb2.GetKeyStatusRequest(), metadata=auth)
+        try:
+            status = stub.GetKeyStatus(keys_pb2.GetKeyStatusRequest(), metadata=auth)
+        except grpc.RpcError as exc:
+            # Listing the organizations is this command's first step, not what was asked:
+            # a refusal names the repair (the vault's own words for RepairCredentialKeys).
+            if isinstance(exc, grpc.Call) and exc.code() is grpc.StatusCode.PERMISSION_DENIED:
+                print(
+                    "error: PERMISSION_DENIED: only an admin API key may repair credential "
+                    "key versions",
+                    file=sys.stderr,
+                )
+                return 1
+            raise
         organizations = sorted({k.organization_id for k in status.data_keys})
     unrecoverable = 0
     for index, org in enumerate(organizations, 1):

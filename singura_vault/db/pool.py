@@ -14,7 +14,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -26,7 +26,12 @@ import structlog
 from singura_vault import metrics
 from singura_vault.config import PoolSettings
 from singura_vault.context import current_request, note_write_position
-from singura_vault.db.errors import LOST_MID_CALL, ServerReadOnly, map_driver_errors
+from singura_vault.db.errors import (
+    LOST_MID_CALL,
+    ConstraintErrors,
+    ServerReadOnly,
+    map_driver_errors,
+)
 from singura_vault.db.replica import Freshness, watch_freshness
 from singura_vault.errors import Aborted, ConfigError, Unavailable, VaultError
 from singura_vault.logs import get_logger
@@ -231,7 +236,7 @@ class Database:
         *args: object,
         writes: bool = False,
         replica_ok: bool = False,
-        constraint_messages: Mapping[str, VaultError] | None = None,
+        constraint_messages: ConstraintErrors | None = None,
     ) -> list[asyncpg.Record]:
         """Run one scoped SQL function (migration 013) in one round trip: its first four
         parameters get the request's scope -- ``organization_id``'s tenant, or admin scope

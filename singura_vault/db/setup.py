@@ -32,6 +32,7 @@ from singura_vault.db.migrations import (
     migration_status,
 )
 from singura_vault.db.reachability import wait_until_reachable
+from singura_vault.db.serve_lock import ServeLock, serving
 from singura_vault.errors import ConfigError
 
 DATABASE_NAME = "singura"
@@ -130,13 +131,23 @@ def prepare_embedded(settings: Settings) -> tuple[EmbeddedPostgres, str, str, st
     )
 
 
+def claim_data_dir(settings: Settings) -> ServeLock:
+    """For `serve` in embedded mode, before anything is written to the data directory:
+    check that the embedded server could live there (path, parents traversable by its
+    OS user), make the directory, and take its serve lock (ConfigError if another
+    serve holds it)."""
+    EmbeddedPostgres(settings.data_dir).prepare_data_dir()
+    return ServeLock.acquire(settings.data_dir, settings.listen)
+
+
 @asynccontextmanager
 async def embedded_for_command(
     settings: Settings,
 ) -> AsyncIterator[tuple[EmbeddedPostgres, str, str, str]]:
     """The embedded server for a one-off command (migrate, prune, backup, restore):
-    started if it is not running, and stopped afterwards only if this command
-    started it, so that a running ``serve`` is left alone. Yields what
+    started if it is not running, and stopped afterwards only if this command started
+    it and no ``serve`` has taken the data directory meanwhile (that serve now owns the
+    server: db/serve_lock.py), so that a running ``serve`` is left alone. Yields what
     :func:`prepare_embedded` returns."""
     server = EmbeddedPostgres(settings.data_dir)
     started_here = not server.is_running()
@@ -144,7 +155,7 @@ async def embedded_for_command(
     try:
         yield prepared
     finally:
-        if started_here:
+        if started_here and serving(settings.data_dir) is None:
             await asyncio.to_thread(server.stop)
 
 

@@ -21,7 +21,8 @@ they belong to.
     transit.py       TransitKeyProvider: the root key in OpenBao/Vault transit, over HTTP
     transit_settings.py  SINGURA_TRANSIT_* settings and the token file, validated
     transit_http.py  one transit HTTP call and what its answer means as an error
-    signing.py       AuditSigner: the Ed25519 key that signs audit checkpoints
+    signing.py       AuditSigner: the Ed25519 key that signs audit checkpoints;
+                     parse_public_key: the verifier's public key, parsed first
     loading.py       load_key_provider: which provider, from the configuration
 
 Nothing outside this package may import ``cryptography``, and nothing here may
@@ -43,8 +44,10 @@ from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
 from singura_vault.keys.records import Sealed, WrappedDataKey
 from singura_vault.keys.signing import (
     DEVELOPMENT_SIGNING_KEY_NAME,
+    AuditPublicKey,
     AuditSigner,
     load_audit_signer,
+    parse_public_key,
     public_key_id,
     verify_signature,
 )
@@ -52,6 +55,7 @@ from singura_vault.keys.transit import KeyServiceUnavailable, TransitKeyProvider
 
 __all__ = [
     "DEVELOPMENT_SIGNING_KEY_NAME",
+    "AuditPublicKey",
     "AuditSigner",
     "CredentialBinding",
     "DataKey",
@@ -70,6 +74,7 @@ __all__ = [
     "generate_encryption_key",
     "load_audit_signer",
     "load_key_provider",
+    "parse_public_key",
     "public_key_id",
     "verify_signature",
 ]

@@ -21,6 +21,9 @@ from singura_vault.providers.outcomes import (
 )
 
 _ROTATION_HINT = "; the provider may have rotated the refresh token"
+# The provider refused the client or the request, not the refresh token (that would be
+# invalid_grant): the user's grant stands, and fixing the client is the whole remedy.
+_CLIENT_NOT_GRANT = "; the refresh token was not refused, so the user need not reconnect"
 
 _CREDENTIAL_CODES = frozenset(
     {
@@ -63,13 +66,13 @@ def refusal(code: str, *, fallback: FailureKind) -> RefreshFailed:
         )
     elif kind is FailureKind.INVALID_CLIENT and code in _CREDENTIAL_CODES:
         reason = (
-            f"the provider rejected the OAuth client ({code}): check the client_id and "
-            "client_secret given to SetOAuthClient"
+            f"the provider rejected the OAuth client ({code}): correct the client_id and "
+            f"client_secret with SetOAuthClient{_CLIENT_NOT_GRANT}"
         )
     elif kind is FailureKind.INVALID_CLIENT:
         reason = (
-            f"the provider rejected the client configuration ({code}): check the scopes, "
-            "auth method and token_url given to SetOAuthClient"
+            f"the provider rejected the client configuration ({code}): correct the scopes, "
+            f"auth method or token_url with SetOAuthClient{_CLIENT_NOT_GRANT}"
         )
     else:
         reason = f"the provider refused the refresh for now ({code}); retry later"

@@ -6,7 +6,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
     Connection,
@@ -21,7 +21,6 @@ from singura_vault.errors import (
     AlreadyExists,
     NotFound,
     ResourceExhausted,
-    VaultError,
     check_etag,
 )
 from singura_vault.repositories._rows import connection_from_row, organization_from_row
@@ -33,13 +32,20 @@ class _RequestIdTaken(AlreadyExists):
     """A concurrent create with the same request_id won the race."""
 
 
-_CREATE_ERRORS: dict[str, VaultError] = {
-    "platform_connections_account_key": AlreadyExists(
+_CREATE_ERRORS: ConstraintErrors = {
+    "platform_connections_account_key": lambda: AlreadyExists(
         "a connection for this platform, platform_workspace_id and platform_user_id "
-        "already exists in this organization"
+        "already exists in this organization",
+        # One account: the three fields together are unique within an organization.
+        fields=(
+            "connection.platform",
+            "connection.platform_workspace_id",
+            "connection.platform_user_id",
+        ),
+        resource_type="Connection",
     ),
-    "platform_connections_request_key": _RequestIdTaken("request_id already used"),
-    "platform_connections_organization_id_fkey": NotFound("organization not found"),
+    "platform_connections_request_key": lambda: _RequestIdTaken("request_id already used"),
+    "platform_connections_organization_id_fkey": lambda: NotFound("organization not found"),
 }
 
 

@@ -16,7 +16,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
     Credential,
@@ -54,12 +54,12 @@ class _VersionTaken(Aborted):
     """A concurrent store of the same connection and type took the planned version."""
 
 
-_STORE_ERRORS: dict[str, VaultError] = {
-    "encrypted_credentials_request_key": _RequestIdTaken("request_id already used"),
-    "encrypted_credentials_key_live": _DataKeyRetired(
+_STORE_ERRORS: ConstraintErrors = {
+    "encrypted_credentials_request_key": lambda: _RequestIdTaken("request_id already used"),
+    "encrypted_credentials_key_live": lambda: _DataKeyRetired(
         "the organization's data key was retired while the value was being sealed; retry"
     ),
-    "encrypted_credentials_version_key": _VersionTaken(
+    "encrypted_credentials_version_key": lambda: _VersionTaken(
         "concurrent stores of this credential kept taking the next version; retry"
     ),
 }

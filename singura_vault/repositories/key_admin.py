@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 import asyncpg
 
-from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
     CredentialType,
@@ -21,6 +21,7 @@ from singura_vault.domain import (
 )
 from singura_vault.errors import Aborted, DataLoss, FailedPrecondition, NotFound
 from singura_vault.repositories._rows import data_key_from_row
+from singura_vault.repositories.organizations import not_found
 from singura_vault.repositories.queries import query
 
 
@@ -35,10 +36,18 @@ class DataKeysChanged(Aborted):
 
 _KEY_NOT_LIVE = "encrypted_credentials_key_live"
 _CLIENT_KEY_NOT_LIVE = "oauth_clients_key_live"
-_RETIRED_DURING_REPAIR = Aborted(
-    "a data key version was retired while the repair ran; nothing of this page was "
-    "changed: run the repair again"
-)
+_RETIRED_WHILE_REWRAPPING: ConstraintErrors = {
+    _KEY_NOT_LIVE: lambda: DataKeysChanged("a data key was retired")
+}
+_CLIENT_KEY_RETIRED_WHILE_REWRAPPING: ConstraintErrors = {
+    _CLIENT_KEY_NOT_LIVE: lambda: DataKeysChanged("retired")
+}
+_RETIRED_DURING_REPAIR: ConstraintErrors = {
+    _KEY_NOT_LIVE: lambda: Aborted(
+        "a data key version was retired while the repair ran; nothing of this page was "
+        "changed: run the repair again"
+    )
+}
 
 
 def _sealed(row: asyncpg.Record) -> SealedCredential:
@@ -166,7 +175,7 @@ class KeyAdminRepository:
                     # again; the rest of the job goes on.
                     continue
                 resealed += 1
-                with map_driver_errors({_CLIENT_KEY_NOT_LIVE: DataKeysChanged("retired")}):
+                with map_driver_errors(_CLIENT_KEY_RETIRED_WHILE_REWRAPPING):
                     await conn.execute(
                         query("oauth_client_resealed"),
                         organization_id,
@@ -217,7 +226,7 @@ class KeyAdminRepository:
                     )
                     failed += 1
                     continue
-                with map_driver_errors({_KEY_NOT_LIVE: DataKeysChanged("a data key was retired")}):
+                with map_driver_errors(_RETIRED_WHILE_REWRAPPING):
                     await conn.execute(
                         query("credential_reencrypted"),
                         organization_id,
@@ -233,6 +242,14 @@ class KeyAdminRepository:
             if progress is None:
                 raise JobNotRunning
         return len(rows), progress["done"], progress["total"]
+
+    async def require_organization(self, organization_id: UUID) -> None:
+        """NotFound unless the organization exists (an organization without
+        credentials exists all the same: its repair checks nothing)."""
+        async with self._db.tenant(organization_id, read_only=True) as conn:
+            exists = await conn.fetchval(query("organization_exists"), organization_id)
+        if not exists:
+            raise not_found(organization_id)
 
     async def repair_page(
         self,
@@ -263,7 +280,7 @@ class KeyAdminRepository:
                 if version is None:
                     unrecoverable.append(sealed.id)
                 elif version != sealed.key_version:
-                    with map_driver_errors({_KEY_NOT_LIVE: _RETIRED_DURING_REPAIR}):
+                    with map_driver_errors(_RETIRED_DURING_REPAIR):
                         await conn.execute(
                             query("credential_key_version_repaired"),
                             organization_id,

@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from singura_vault.context import current_request
-from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
     ClientAuthMethod,
@@ -37,17 +37,17 @@ from singura_vault.domain import (
     RefreshState,
     StoredDataKey,
 )
-from singura_vault.errors import Aborted, NotFound, Unavailable, VaultError
+from singura_vault.errors import Aborted, NotFound, Unavailable
 from singura_vault.repositories._rows import connection_from_row, data_key_from_row
 from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.credentials import encrypted_from_row, store_version_in
 from singura_vault.repositories.queries import query
 
-_SET_ERRORS: dict[str, VaultError] = {
-    "oauth_clients_key_live": Aborted(
+_SET_ERRORS: ConstraintErrors = {
+    "oauth_clients_key_live": lambda: Aborted(
         "the organization's data key was retired while the client secret was being sealed; retry"
     ),
-    "oauth_clients_organization_id_fkey": NotFound("organization not found"),
+    "oauth_clients_organization_id_fkey": lambda: NotFound("organization not found"),
 }
 
 

@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from singura_vault.context import current_request
-from singura_vault.db.errors import map_driver_errors
+from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.domain import (
     NewOrganization,
@@ -20,7 +20,6 @@ from singura_vault.errors import (
     AlreadyExists,
     InvalidArgument,
     NotFound,
-    VaultError,
     check_etag,
 )
 from singura_vault.repositories._rows import organization_from_row
@@ -31,17 +30,23 @@ class _RequestIdTaken(AlreadyExists):
     """A concurrent create with the same request_id won the race."""
 
 
-def _unique_errors(slug: str | None, domain: str | None) -> dict[str, VaultError]:
+def _unique_errors(slug: str | None, domain: str | None) -> ConstraintErrors:
     return {
-        "organizations_slug_key": AlreadyExists(
+        "organizations_slug_key": lambda: AlreadyExists(
             f"organization.slug: an organization with slug {slug!r} already exists; "
-            "choose another slug"
+            "choose another slug",
+            fields=("organization.slug",),
+            resource_type="Organization",
+            resource_name=slug or "",
         ),
-        "organizations_domain_key": AlreadyExists(
-            f"organization.domain: an organization with domain {domain!r} already exists"
+        "organizations_domain_key": lambda: AlreadyExists(
+            f"organization.domain: an organization with domain {domain!r} already exists",
+            fields=("organization.domain",),
+            resource_type="Organization",
+            resource_name=domain or "",
         ),
-        "organizations_request_key": _RequestIdTaken("request_id already used"),
-        "organizations_plan_fkey": InvalidArgument("organization.plan", "unknown plan"),
+        "organizations_request_key": lambda: _RequestIdTaken("request_id already used"),
+        "organizations_plan_fkey": lambda: InvalidArgument("organization.plan", "unknown plan"),
     }
 
 

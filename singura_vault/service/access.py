@@ -28,7 +28,9 @@ from singura_vault.config import Settings
 from singura_vault.context import Principal, Role
 from singura_vault.domain import ApiKey, NewApiKey, PageCursor
 from singura_vault.errors import (
+    AUTH_FAILURE_CAUSES,
     ConfigError,
+    FieldChecks,
     InvalidArgument,
     Unauthenticated,
 )
@@ -57,6 +59,19 @@ INVALID_KEY_MESSAGE = (
 )
 ADMIN_KEY_FILE = "admin-api-key"
 AUTH_SECRET_FILE = "auth-secret"  # noqa: S105 - a file name
+
+
+def _new_key_parts() -> tuple[str, str, str]:
+    """(key id, secret, the full key): a 16-character public id and 256 random bits."""
+    key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
+    secret = secrets.token_urlsafe(32)
+    return key_id, secret, f"{KEY_PREFIX}{key_id}_{secret}"
+
+
+def new_key_text() -> str:
+    """A new key, registered nowhere: what SINGURA_BOOTSTRAP_ADMIN_KEY takes (``serve``
+    registers it as an admin key at start; `singura-vault keys generate-admin-key`)."""
+    return _new_key_parts()[2]
 
 
 @dataclass(frozen=True)
@@ -157,17 +172,21 @@ class AccessService:
         return hmac.new(self._auth_secret, f"{key_id}:{secret}".encode(), hashlib.sha256).digest()
 
     def _new_key(self) -> tuple[str, str, bytes]:
-        key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(16))
-        secret = secrets.token_urlsafe(32)
-        return key_id, f"{KEY_PREFIX}{key_id}_{secret}", self._digest(key_id, secret)
+        key_id, secret, full_key = _new_key_parts()
+        return key_id, full_key, self._digest(key_id, secret)
 
     async def authenticate(self, authorization: str | None) -> Principal:
-        """The principal behind an ``authorization`` header value; Unauthenticated otherwise."""
-        if not authorization or not authorization.startswith("Bearer "):
-            raise Unauthenticated(INVALID_KEY_MESSAGE)
+        """The principal behind an ``authorization`` header value; Unauthenticated otherwise.
+
+        The client always reads INVALID_KEY_MESSAGE; the error's ``cause`` tells the
+        operator which check failed (the interceptor logs and counts it)."""
+        if not authorization:
+            raise Unauthenticated(INVALID_KEY_MESSAGE, cause="missing")
+        if not authorization.startswith("Bearer "):
+            raise Unauthenticated(INVALID_KEY_MESSAGE, cause="not_bearer")
         match = _KEY_PATTERN.fullmatch(authorization.removeprefix("Bearer ").strip())
         if match is None:
-            raise Unauthenticated(INVALID_KEY_MESSAGE)
+            raise Unauthenticated(INVALID_KEY_MESSAGE, cause="malformed")
         key_id, secret = match[1], match[2]
         digest = self._digest(key_id, secret)
         cached = self._cache.get(key_id, digest)
@@ -177,7 +196,10 @@ class AccessService:
             looked_up_at = time.monotonic()
             found = await self._repository.lookup(key_id, digest)
             if found.status != "ok":
-                raise Unauthenticated(INVALID_KEY_MESSAGE)
+                # api_key_lookup's status: unknown (no such id, or a wrong secret),
+                # revoked or expired; anything else counts as unknown (bounded labels).
+                cause = found.status if found.status in AUTH_FAILURE_CAUSES else "unknown"
+                raise Unauthenticated(INVALID_KEY_MESSAGE, cause=cause, key_id=key_id)
             organization_id, roles = found.organization_id, found.roles
             self._cache.put(
                 key_id,
@@ -203,13 +225,22 @@ class AccessService:
         expires_at: datetime | None,
     ) -> CreatedApiKey:
         creator = self._authz.require_admin("create API keys")
-        org_id = validation.parse_optional_uuid("organization_id", organization_id)
-        if org_id is None and roles:
-            raise InvalidArgument("roles", "must be empty for an admin key (no organization_id)")
-        if org_id is not None and not roles:
-            raise InvalidArgument("roles", "an organization key needs at least one role")
-        if expires_at is not None and expires_at <= datetime.now(UTC):
-            raise InvalidArgument("expire_time", "must be in the future")
+        # Every invalid field in one answer, not one per round trip.
+        checks = FieldChecks()
+        with checks.field():
+            org_id = validation.parse_optional_uuid("organization_id", organization_id)
+            if org_id is None and roles:
+                raise InvalidArgument(
+                    "roles", "must be empty for an admin key (no organization_id)"
+                )
+            if org_id is not None and not roles:
+                raise InvalidArgument("roles", "an organization key needs at least one role")
+        with checks.field():
+            if expires_at is not None and expires_at <= datetime.now(UTC):
+                raise InvalidArgument("expire_time", "must be in the future")
+        with checks.field():
+            key_name = validation.text("name", name, min_length=0, max_length=200)
+        checks.raise_if_any()
         key_id, full_key, digest = self._new_key()
         api_key = await self._repository.insert(
             NewApiKey(
@@ -217,7 +248,7 @@ class AccessService:
                 secret_digest=digest,
                 organization_id=org_id,
                 roles=tuple(sorted({r.value for r in roles})),
-                name=validation.text("name", name, min_length=0, max_length=200),
+                name=key_name,
                 created_by=creator.key_id,
                 expires_at=expires_at,
             )

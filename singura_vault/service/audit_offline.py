@@ -3,14 +3,20 @@
 Inputs are what ``singura-vault audit export --format jsonl --checkpoints FILE``
 writes (one JSON object per line, each an ``AuditEvent`` / ``AuditCheckpoint`` in
 protobuf's JSON mapping with proto field names) and the audit signing key's public
-key (PEM). The checks, in order, report the first thing that does not hold:
+key (PEM) -- or, for a trail signed across a key rotation, each key's public key.
+The keys are parsed before anything else: a file that is not an Ed25519 public key is
+a :class:`~singura_vault.keys.KeyConfigError` saying what it is (exit 2 in the CLI),
+never a key id that fails to match. The checks, in order, report the first thing
+that does not hold:
 
 1. the events are one chain, in order, each linked to the one before, and each
    event's hash is SHA-256(previous hash || canonical encoding) -- the encoding the
    database hashes (``singura.audit_canonical``: a JSON array in PostgreSQL's
    ``jsonb`` text form), rebuilt here from the exported fields;
-2. every checkpoint's Ed25519 signature verifies under the public key, and each
-   names its predecessor's signature (so none was removed between two);
+2. every checkpoint was signed by one of the given keys and its Ed25519 signature
+   verifies under it, and each names its predecessor's signature (so none was
+   removed between two); where the key changes (a rotation), the new key's first
+   checkpoint also names the previous key's id in its signed message;
 3. every checkpoint within the export's range matches the event at its position
    (a chain re-hashed after the checkpoint no longer does);
 4. the export reaches the newest checkpoint (events removed from the end show).
@@ -23,7 +29,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -37,6 +43,15 @@ _OUTCOME_PREFIX = "AUDIT_OUTCOME_"
 
 
 @dataclass(frozen=True)
+class KeyChange:
+    """Where the checkpoints' signing key changed: a rotation."""
+
+    sequence: int
+    previous_key_id: str
+    key_id: str
+
+
+@dataclass(frozen=True)
 class OfflineReport:
     ok: bool
     events: int
@@ -46,6 +61,7 @@ class OfflineReport:
     newest_checkpoint_sequence: int
     newest_checkpoint_time: datetime | None
     problem: str = ""
+    key_changes: tuple[KeyChange, ...] = ()
 
 
 class ExportFormatError(ValueError):
@@ -67,14 +83,22 @@ def read_jsonl(lines: Iterable[str], what: str) -> list[dict[str, Any]]:
     return records
 
 
+def read_public_key(data: bytes, where: str) -> keys.AuditPublicKey:
+    """Parse a public key file's bytes; KeyConfigError says what else it is."""
+    return keys.parse_public_key(data, where)
+
+
 def verify_offline(
     events: Sequence[Mapping[str, Any]],
     checkpoints: Sequence[Mapping[str, Any]],
-    public_key_pem: str,
+    public_keys: str | Sequence[keys.AuditPublicKey],
 ) -> OfflineReport:
-    """Check an exported chain and its checkpoints; see the module docstring."""
+    """Check an exported chain and its checkpoints against the given public keys (or
+    one key's PEM text); see the module docstring."""
+    if isinstance(public_keys, str):
+        public_keys = [keys.parse_public_key(public_keys.encode("utf-8"), "the public key")]
     try:
-        return _verify(events, checkpoints, public_key_pem)
+        return _verify(events, checkpoints, {k.key_id: k for k in public_keys})
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ExportFormatError):
             raise
@@ -84,9 +108,8 @@ def verify_offline(
 def _verify(  # noqa: C901 - one check per rule an auditor reads, in order
     events: Sequence[Mapping[str, Any]],
     checkpoints: Sequence[Mapping[str, Any]],
-    public_key_pem: str,
+    public_keys: Mapping[str, keys.AuditPublicKey],
 ) -> OfflineReport:
-    key_id = keys.public_key_id(public_key_pem)
     by_sequence: dict[int, str] = {}
     chain = {e.get("organization_id", "") for e in events} | {
         c.get("organization_id", "") for c in checkpoints
@@ -121,6 +144,7 @@ def _verify(  # noqa: C901 - one check per rule an auditor reads, in order
         last = sequence
 
     previous_signature: bytes | None = None
+    previous_key_id: str | None = None
     newest: tuple[int, datetime] | None = None
     for index, checkpoint in enumerate(checkpoints):
         sequence = int(checkpoint["sequence"])
@@ -128,21 +152,14 @@ def _verify(  # noqa: C901 - one check per rule an auditor reads, in order
         signature = bytes.fromhex(checkpoint["signature"])
         named_previous = checkpoint.get("previous_signature", "")
         previous = bytes.fromhex(named_previous) if named_previous else None
-        if checkpoint.get("key_id") != key_id:
-            return report.fail(
-                last,
-                f"the checkpoint at position {sequence} was signed by key "
-                f"{checkpoint.get('key_id')}, not by the given public key ({key_id})",
-            )
-        message = checkpoint_message(
-            _organization(checkpoint),
-            sequence,
-            bytes.fromhex(checkpoint["hash"]),
-            micros(signed_at),
-            previous,
-        )
-        if not keys.verify_signature(public_key_pem, message, signature):
+        key_id = str(checkpoint.get("key_id", ""))
+        key = public_keys.get(key_id)
+        if key is None:
+            return report.fail(last, _unknown_key(sequence, key_id, public_keys))
+        if not _signed(key, checkpoint, sequence, signed_at, previous, signature, previous_key_id):
             return report.fail(last, f"the checkpoint at position {sequence} has a bad signature")
+        if previous_key_id is not None and previous_key_id != key_id:
+            report.key_changes.append(KeyChange(sequence, previous_key_id, key_id))
         if index > 0 and previous != previous_signature:
             return report.fail(
                 last,
@@ -162,6 +179,7 @@ def _verify(  # noqa: C901 - one check per rule an auditor reads, in order
                 f"{signed_at.isoformat()}: the chain was re-hashed after it was signed",
             )
         previous_signature = signature
+        previous_key_id = key_id
         newest = (sequence, signed_at)
     report.newest = newest
     if newest is not None and newest[0] > last:
@@ -174,12 +192,56 @@ def _verify(  # noqa: C901 - one check per rule an auditor reads, in order
     return report.succeed(last)
 
 
+def _unknown_key(sequence: int, key_id: str, public_keys: Mapping[str, Any]) -> str:
+    given = ", ".join(public_keys)
+    if len(public_keys) == 1:
+        return (
+            f"the checkpoint at position {sequence} was signed by key {key_id}, not by the "
+            f"given public key ({given}); if the vault's signing key was rotated, give each "
+            "key's public key (--public-key once per key)"
+        )
+    return (
+        f"the checkpoint at position {sequence} was signed by key {key_id}, which is none of "
+        f"the given public keys ({given})"
+    )
+
+
+def _signed(
+    key: keys.AuditPublicKey,
+    checkpoint: Mapping[str, Any],
+    sequence: int,
+    signed_at: datetime,
+    previous: bytes | None,
+    signature: bytes,
+    previous_key_id: str | None,
+) -> bool:
+    """Whether the checkpoint's signature verifies. Where the key changed, the new key's
+    first checkpoint names the previous key (the seventh line of the message); a vault
+    from before rotations were recorded changed keys without naming it, which the
+    signature still ties to the previous checkpoint through its signature."""
+
+    def message(named_key: str | None) -> bytes:
+        return checkpoint_message(
+            _organization(checkpoint),
+            sequence,
+            bytes.fromhex(checkpoint["hash"]),
+            micros(signed_at),
+            previous,
+            named_key,
+        )
+
+    if previous_key_id is None or previous_key_id == key.key_id:
+        return key.verify(message(None), signature)
+    return key.verify(message(previous_key_id), signature) or key.verify(message(None), signature)
+
+
 @dataclass
 class _Report:
     events: int
     checkpoints: int
     first: int
     newest: tuple[int, datetime] | None = None
+    key_changes: list[KeyChange] = field(default_factory=list)
 
     def fail(self, last: int, problem: str) -> OfflineReport:
         return self._result(False, last, problem)
@@ -197,6 +259,7 @@ class _Report:
             self.newest[0] if self.newest else 0,
             self.newest[1] if self.newest else None,
             problem,
+            tuple(self.key_changes),
         )
 
 

@@ -14,7 +14,7 @@ from singura_vault.domain import (
     PageCursor,
     Platform,
 )
-from singura_vault.errors import InvalidArgument
+from singura_vault.errors import FieldChecks, InvalidArgument
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.service import pagination, validation
 from singura_vault.service.authz import READ, WRITE, Authorizer
@@ -49,6 +49,12 @@ def _permissions(values: Sequence[str]) -> tuple[str, ...]:
     )
 
 
+def _platform(value: Platform | None) -> Platform:
+    if value is None:
+        raise InvalidArgument("connection.platform", "is required", example=Platform.SLACK)
+    return value
+
+
 class ConnectionService:
     def __init__(
         self, repository: ConnectionRepository, authorizer: Authorizer | None = None
@@ -57,29 +63,45 @@ class ConnectionService:
         self._authz = authorizer or Authorizer()
 
     async def create(self, data: ConnectionInput, request_id: str) -> Connection:
-        if data.platform is None:
-            raise InvalidArgument("connection.platform", "is required", example=Platform.SLACK)
-        org_id = validation.parse_uuid("connection.organization_id", data.organization_id)
-        self._authz.require(org_id, WRITE, "create connections")
-        new = NewConnection(
-            organization_id=org_id,
-            platform=data.platform,
-            platform_user_id=validation.text(
+        # Every invalid field in one answer, not one per round trip. The organization
+        # is checked first: without it the caller cannot be authorized.
+        checks = FieldChecks()
+        with checks.field():
+            org_id = validation.parse_uuid("connection.organization_id", data.organization_id)
+            self._authz.require(org_id, WRITE, "create connections")
+        with checks.field():
+            platform = _platform(data.platform)
+        with checks.field():
+            user_id = validation.text(
                 "connection.platform_user_id", data.platform_user_id, min_length=1, max_length=255
-            ),
-            platform_workspace_id=validation.text(
+            )
+        with checks.field():
+            workspace_id = validation.text(
                 "connection.platform_workspace_id",
                 data.platform_workspace_id,
                 min_length=0,
                 max_length=255,
-            ),
-            display_name=validation.text(
+            )
+        with checks.field():
+            display_name = validation.text(
                 "connection.display_name", data.display_name, min_length=1, max_length=200
-            ),
-            permissions_granted=_permissions(data.permissions_granted),
-            metadata=validation.json_object("connection.metadata", data.metadata),
+            )
+        with checks.field():
+            permissions = _permissions(data.permissions_granted)
+        with checks.field():
+            metadata = validation.json_object("connection.metadata", data.metadata)
+        with checks.field():
+            key = validation.parse_optional_uuid("request_id", request_id)
+        checks.raise_if_any()
+        new = NewConnection(
+            organization_id=org_id,
+            platform=platform,
+            platform_user_id=user_id,
+            platform_workspace_id=workspace_id,
+            display_name=display_name,
+            permissions_granted=permissions,
+            metadata=metadata,
         )
-        key = validation.parse_optional_uuid("request_id", request_id)
         return await self._repository.create(new, key)
 
     async def get(self, organization_id: str, connection_id: str) -> Connection:

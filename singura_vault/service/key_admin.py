@@ -245,6 +245,7 @@ class KeyAdminService:
         """
         principal = self._authz.require_admin("repair credential key versions")
         org_id = validation.parse_uuid("organization_id", organization_id)
+        await self._repository.require_organization(org_id)
 
         async def find_sealing_version(
             credential: SealedCredential, data_keys: dict[int, StoredDataKey]

@@ -88,6 +88,17 @@ async def client_config(
     )
 
 
+# A caller's min_valid_for (or SINGURA_REFRESH_MARGIN) longer than the provider's
+# tokens live can never be met: every token would be due as soon as it was issued,
+# and every call would refresh and rotate the refresh token. So the margin is capped
+# at this fraction of the token's own lifetime. One half: a token is handed out while
+# at least half its life remains, and is refreshed once when half of it is spent, so
+# the provider sees at most two refreshes per token lifetime, however often callers
+# ask. (A smaller fraction would hand out tokens closer to expiry; a larger one, up to
+# 1, would bring back the refresh on every call.)
+MAX_MARGIN_FRACTION = 0.5
+
+
 def valid_for(credential: Credential, now: datetime) -> timedelta | None:
     """How much longer a token is valid; None if its expiry is unknown (never stale)."""
     if credential.expires_at is None:
@@ -95,9 +106,19 @@ def valid_for(credential: Credential, now: datetime) -> timedelta | None:
     return credential.expires_at - now
 
 
+def effective_margin(credential: Credential, window: timedelta) -> timedelta:
+    """window, capped at MAX_MARGIN_FRACTION of the token's lifetime: from when its
+    version was stored (for a refresh: issued) to its expiry."""
+    if credential.expires_at is None:
+        return window
+    lifetime = max(credential.expires_at - credential.created_at, timedelta(0))
+    return min(window, lifetime * MAX_MARGIN_FRACTION)
+
+
 def is_fresh(credential: Credential, now: datetime, window: timedelta) -> bool:
+    """True unless the token expires within window (capped: effective_margin)."""
     remaining = valid_for(credential, now)
-    return remaining is None or remaining > window
+    return remaining is None or remaining > effective_margin(credential, window)
 
 
 class TokenRefresher:
@@ -259,14 +280,10 @@ class TokenRefresher:
                 data_key, CredentialType.REFRESH_TOKEN, None, sealer(grant.refresh_token)
             )
             refresh_version = stored.version
-        # Due again a margin before it expires, but not sooner than a cooldown from
-        # now (a provider whose tokens live shorter than the margin would otherwise be
-        # refreshed in a loop).
-        next_at = (
-            max(expires_at - self._policy.margin, now + self._policy.cooldown)
-            if expires_at
-            else None
-        )
+        # Due again a margin before it expires, the margin capped as GetAccessToken caps
+        # it (effective_margin): at least half the token's lifetime from now, so a
+        # provider whose tokens live shorter than the margin is not refreshed in a loop.
+        next_at = expires_at - effective_margin(access, self._policy.margin) if expires_at else None
         await tx.succeeded(next_at)
         await tx.audit(
             "connection.token_refreshed",
@@ -321,7 +338,7 @@ class TokenRefresher:
         await self._record_failure(tx, failure, status)
         return FailedPrecondition(
             f"connection {connection.id} cannot be refreshed and is now "
-            f"{status.value.upper()}: {reason}",
+            f"{status.value.upper()}: {reason}; {_recovery(status)}",
             reason="REFRESH_REJECTED",
         )
 
@@ -354,8 +371,7 @@ def _refusal(
         return FailedPrecondition(
             f"connection {connection.id} is {connection.status.value.upper()}"
             + (f" ({connection.status_reason})" if connection.status_reason else "")
-            + "; it is refreshed only while ACTIVE: reconnect the user, store the new "
-            "tokens, then set it ACTIVE with UpdateConnectionStatus",
+            + f"; it is refreshed only while ACTIVE: {_recovery(connection.status)}",
             reason="CONNECTION_NOT_ACTIVE",
         )
     if not has_refresh_token:
@@ -385,6 +401,19 @@ def _refusal(
             reason="REFRESH_COOLING_DOWN",
         )
     return None
+
+
+def _recovery(status: ConnectionStatus) -> str:
+    """How a connection the vault will not refresh becomes refreshable again: the same
+    words when the refresh fails and on every call after. The status reason says what to
+    fix first where that is not the user's grant (the OAuth client, after invalid_client:
+    fixed with SetOAuthClient, and the user need not reconnect)."""
+    if status in (ConnectionStatus.EXPIRED, ConnectionStatus.REVOKED):
+        return (
+            "when the user has reconnected, store the new tokens with StoreCredential and "
+            "set the connection ACTIVE with UpdateConnectionStatus"
+        )
+    return "once the cause is fixed, set the connection ACTIVE with UpdateConnectionStatus"
 
 
 def _permanent(failure: RefreshFailed, lost_before: bool) -> tuple[ConnectionStatus, str]:

@@ -14,7 +14,7 @@ from singura_vault.domain import (
     PageCursor,
     Plan,
 )
-from singura_vault.errors import InvalidArgument
+from singura_vault.errors import FieldChecks, InvalidArgument
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service import pagination, validation
 from singura_vault.service.authz import Authorizer
@@ -31,6 +31,24 @@ class OrganizationInput:
     domain: str = ""
     plan: Plan | None = None
     settings: dict[str, Any] | None = None
+
+
+def _slug(value: str) -> str:
+    if not value:
+        raise InvalidArgument("organization.slug", "is required")
+    return validation.slug(value)
+
+
+def _domain(value: str) -> str:
+    if not value.strip():
+        raise InvalidArgument("organization.domain", "is required")
+    return validation.domain(value)
+
+
+def _plan(value: Plan | None) -> Plan:
+    if value is None:
+        raise InvalidArgument("organization.plan", "is required", example=Plan.FREE)
+    return value
 
 
 @dataclass(frozen=True)
@@ -56,16 +74,22 @@ class OrganizationService:
 
     async def create(self, data: OrganizationInput, request_id: str) -> Organization:
         self._authz.require_admin("create organizations")
-        if data.plan is None:
-            raise InvalidArgument("organization.plan", "is required", example=Plan.FREE)
-        new = NewOrganization(
-            name=validation.text("organization.name", data.name, min_length=1, max_length=200),
-            slug=validation.slug(data.slug),
-            domain=validation.domain(data.domain),
-            plan=data.plan,
-            settings=validation.json_object("organization.settings", data.settings or {}),
-        )
-        key = validation.parse_optional_uuid("request_id", request_id)
+        # Every invalid field in one answer, not one per round trip.
+        checks = FieldChecks()
+        with checks.field():
+            name = validation.text("organization.name", data.name, min_length=1, max_length=200)
+        with checks.field():
+            slug = _slug(data.slug)
+        with checks.field():
+            domain = _domain(data.domain)
+        with checks.field():
+            plan = _plan(data.plan)
+        with checks.field():
+            settings = validation.json_object("organization.settings", data.settings or {})
+        with checks.field():
+            key = validation.parse_optional_uuid("request_id", request_id)
+        checks.raise_if_any()
+        new = NewOrganization(name=name, slug=slug, domain=domain, plan=plan, settings=settings)
         organization, _ = await self._repository.create(new, key)
         return organization
 
@@ -96,8 +120,8 @@ class OrganizationService:
             name=validation.text("organization.name", data.name, min_length=1, max_length=200)
             if "name" in fields
             else None,
-            slug=validation.slug(data.slug) if "slug" in fields else None,
-            domain=validation.domain(data.domain) if "domain" in fields else None,
+            slug=_slug(data.slug) if "slug" in fields else None,
+            domain=_domain(data.domain) if "domain" in fields else None,
             plan=data.plan if "plan" in fields else None,
             settings=validation.json_object("organization.settings", data.settings or {})
             if "settings" in fields

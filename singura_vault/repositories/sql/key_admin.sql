@@ -135,6 +135,10 @@ SELECT e.id, e.connection_id, e.credential_type, e.version, e.key_version, e.cip
  LIMIT $3
    FOR UPDATE OF e;
 
+-- name: organization_exists
+-- RepairCredentialKeys: an unknown organization is NOT_FOUND, not "0 checked".
+SELECT EXISTS (SELECT 1 FROM organizations WHERE id = $1);
+
 -- name: credential_key_version_repaired
 -- The ciphertext stays as it is: only the record of which key sealed it is corrected
 -- (audited as credential.key_version_repaired, migration 008).

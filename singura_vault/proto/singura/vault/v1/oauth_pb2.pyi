@@ -278,7 +278,11 @@ class GetAccessTokenRequest(_message.Message):
     @_builtins.property
     def min_valid_for(self) -> _duration_pb2.Duration:
         """The token must stay valid at least this long; a token that expires sooner is
-        refreshed first. Unset or zero means 5 minutes; at most 24 hours.
+        refreshed first. Unset or zero means 5 minutes; at most 24 hours. The margin is
+        capped at half the token's lifetime (its expire_time minus its version's
+        create_time): a token that lives shorter than twice min_valid_for is returned until
+        half its life is spent, then refreshed once, rather than refreshed on every call.
+        So check expire_time in the answer. docs/oauth.md, "Short-lived tokens".
         """
 
     def __init__(

@@ -107,7 +107,8 @@ class OAuthServiceServicer:
 
     def RefreshConnection(self, request, context):
         """Refreshes the connection's tokens now (force) or only if the access token is
-        due (expires within the refresh margin). Writer role. Returns no token.
+        due (expires within the refresh margin, capped at half the token's lifetime).
+        Writer role. Returns no token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

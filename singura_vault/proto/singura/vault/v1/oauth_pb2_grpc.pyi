@@ -53,7 +53,8 @@ class OAuthServiceStub:
     """
     RefreshConnection: _grpc.UnaryUnaryMultiCallable[_oauth_pb2.RefreshConnectionRequest, _oauth_pb2.RefreshConnectionResponse]
     """Refreshes the connection's tokens now (force) or only if the access token is
-    due (expires within the refresh margin). Writer role. Returns no token.
+    due (expires within the refresh margin, capped at half the token's lifetime).
+    Writer role. Returns no token.
     """
 
 @_typing.type_check_only
@@ -81,7 +82,8 @@ class OAuthServiceAsyncStub(OAuthServiceStub):
     """
     RefreshConnection: _aio.UnaryUnaryMultiCallable[_oauth_pb2.RefreshConnectionRequest, _oauth_pb2.RefreshConnectionResponse]  # type: ignore[assignment]
     """Refreshes the connection's tokens now (force) or only if the access token is
-    due (expires within the refresh margin). Writer role. Returns no token.
+    due (expires within the refresh margin, capped at half the token's lifetime).
+    Writer role. Returns no token.
     """
 
 class OAuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -136,7 +138,8 @@ class OAuthServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_oauth_pb2.RefreshConnectionResponse, _abc.Awaitable[_oauth_pb2.RefreshConnectionResponse]]:
         """Refreshes the connection's tokens now (force) or only if the access token is
-        due (expires within the refresh margin). Writer role. Returns no token.
+        due (expires within the refresh margin, capped at half the token's lifetime).
+        Writer role. Returns no token.
         """
 
 def add_OAuthServiceServicer_to_server(servicer: OAuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

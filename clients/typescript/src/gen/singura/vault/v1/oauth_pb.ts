@@ -273,7 +273,11 @@ export type GetAccessTokenRequest = Message<"singura.vault.v1.GetAccessTokenRequ
 
   /**
    * The token must stay valid at least this long; a token that expires sooner is
-   * refreshed first. Unset or zero means 5 minutes; at most 24 hours.
+   * refreshed first. Unset or zero means 5 minutes; at most 24 hours. The margin is
+   * capped at half the token's lifetime (its expire_time minus its version's
+   * create_time): a token that lives shorter than twice min_valid_for is returned until
+   * half its life is spent, then refreshed once, rather than refreshed on every call.
+   * So check expire_time in the answer. docs/oauth.md, "Short-lived tokens".
    *
    * @generated from field: google.protobuf.Duration min_valid_for = 3;
    */
@@ -490,7 +494,8 @@ export const OAuthService: GenService<{
   },
   /**
    * Refreshes the connection's tokens now (force) or only if the access token is
-   * due (expires within the refresh margin). Writer role. Returns no token.
+   * due (expires within the refresh margin, capped at half the token's lifetime).
+   * Writer role. Returns no token.
    *
    * @generated from rpc singura.vault.v1.OAuthService.RefreshConnection
    */

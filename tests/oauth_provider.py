@@ -5,10 +5,15 @@ httpx, so every request really crosses a socket: client authentication, encoding
 status codes, oversized and withheld answers behave as they would with a provider.
 Because it listens on a real port, vault subprocesses can call it as well.
 
-It implements the refresh_token grant (RFC 6749 §6) with refresh-token rotation,
+It implements the authorization-code grant (RFC 6749 §4.1: an authorization endpoint
+that checks the client and its exactly registered redirect URI, round-trips ``state``,
+records a PKCE S256 challenge, issues single-use codes bound to all three, and can
+answer "deny"), the refresh_token grant (RFC 6749 §6) with refresh-token rotation,
 RFC 7009 revocation, and the dialects of the providers that answer differently:
-Slack (HTTP 200 with ``"ok": false``), GitHub (HTTP 200 with ``error``; form encoding
-unless JSON is asked for; grant deletion), and Dropbox (Bearer revocation).
+Slack (HTTP 200 with ``"ok": false``; a code answer with ``team`` and a nested
+``authed_user``), GitHub (HTTP 200 with ``error``; form encoding unless JSON is asked
+for; grant deletion), Microsoft and Google (a code answer with an ``id_token`` carrying
+tid/oid or sub/hd) and Dropbox (Bearer revocation).
 
 Tokens are canaries (tests/canaries.py): the session's log scan then proves that none
 of them was ever logged. Error answers echo the presented token and client secret in
@@ -23,6 +28,7 @@ Run from a clone, it is a provider to try the vault's OAuth features with (docs/
 "Try it on your machine")::
 
     python -m tests.oauth_provider [--expires-in SECONDS] [--port PORT] [--no-rotation]
+                                   [--redirect-uri URI ...]
 
 It registers one client, issues one grant, prints the token endpoint, the client id and
 secret and the grant's refresh token as shell assignments on standard output, and serves
@@ -38,11 +44,15 @@ import base64
 import binascii
 import collections
 import contextlib
+import hashlib
+import hmac
 import json
+import re
 import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,13 +73,26 @@ _SECRET_PARAMS = frozenset(
 REDACTED = "<redacted>"
 
 Endpoint = Literal["token", "revoke"]
-Dialect = Literal["standard", "slack", "github", "dropbox"]
+Dialect = Literal["standard", "slack", "github", "dropbox", "microsoft", "google"]
 
 _TOKEN_PATHS: Mapping[str, Dialect] = {
     "/token": "standard",
     "/slack/oauth.v2.access": "slack",
     "/github/login/oauth/access_token": "github",
+    "/microsoft/token": "microsoft",
+    "/google/token": "google",
 }
+_AUTHORIZE_PATHS: Mapping[str, Dialect] = {
+    "/authorize": "standard",
+    "/slack/oauth/v2/authorize": "slack",
+    "/github/login/oauth/authorize": "github",
+    "/microsoft/authorize": "microsoft",
+    "/google/authorize": "google",
+}
+# The id_tokens it issues are HS256-signed with this made-up key: the vault does not
+# verify them (see providers/code_exchange.py), so the key only makes them look real.
+ID_TOKEN_KEY = b"fake-oauth-provider-id-token-key"
+_PKCE_CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _REVOKE_PATHS: Mapping[str, Dialect] = {
     "/revoke": "standard",
     "/slack/auth.revoke": "slack",
@@ -158,6 +181,38 @@ class _Grant:
 
 
 @dataclass(frozen=True)
+class _Code:
+    """An issued authorization code and everything it is bound to."""
+
+    client_id: str
+    redirect_uri: str
+    # The S256 challenge from the authorization request; None when none was sent.
+    challenge: str | None
+    scopes: tuple[str, ...]
+    user_scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the fake user is, as the code answers report it (see set_identity)."""
+
+    workspace_id: str | None = "T-fake-workspace"
+    user_id: str | None = "U-fake-user"
+
+
+@dataclass(frozen=True)
+class CodeGrantShape:
+    """How the next code exchanges answer (see shape_code_grants)."""
+
+    # None: the answer carries no expires_in (the issued grant still lives 3600 s).
+    expires_in: int | None = 3600
+    issue_refresh_token: bool = True
+    rotate: bool = True
+    # None: grant what was asked for.
+    granted_scopes: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class _Incoming:
     method: str
     path: str
@@ -165,6 +220,9 @@ class _Incoming:
     params: Mapping[str, str]
     duplicate_params: bool
     content_type: str
+    # The URL's query (the authorization endpoint's parameters).
+    query: Mapping[str, str] = field(default_factory=dict)
+    duplicate_query: bool = False
 
 
 def _json(status: int, document: object, headers: Mapping[str, str] | None = None) -> _Reply:
@@ -179,6 +237,13 @@ class FakeOAuthProvider:
         # Notified on every token request (wait_for_token_calls).
         self._called = threading.Condition(self._lock)
         self._clients: dict[str, str] = {}
+        self._redirect_uris: dict[str, set[str]] = {}
+        self._codes: dict[str, _Code] = {}
+        self._denials: collections.deque[str] = collections.deque()
+        self._identity = Identity()
+        self._code_shape = CodeGrantShape()
+        self._authorize_calls = 0
+        self._last_authorization: Mapping[str, str] | None = None
         self._grants: list[_Grant] = []
         self._by_refresh: dict[str, _Grant] = {}
         self._by_access: dict[str, _Grant] = {}
@@ -208,6 +273,13 @@ class FakeOAuthProvider:
         # Keeps GitHub's "{client_id}" placeholder, as the catalogue's URL does.
         self.github_revocation_url = self.url + "/github/applications/{client_id}/grant"
         self.dropbox_revocation_url = self.url + "/dropbox/2/auth/token/revoke"
+        self.authorization_url = self.url + "/authorize"
+        self.slack_authorization_url = self.url + "/slack/oauth/v2/authorize"
+        self.github_authorization_url = self.url + "/github/login/oauth/authorize"
+        self.microsoft_authorization_url = self.url + "/microsoft/authorize"
+        self.microsoft_token_url = self.url + "/microsoft/token"
+        self.google_authorization_url = self.url + "/google/authorize"
+        self.google_token_url = self.url + "/google/token"
         # A short poll interval only makes close() prompt; nothing waits on it.
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -248,6 +320,42 @@ class FakeOAuthProvider:
     def register_client(self, client_id: str, client_secret: str) -> None:
         with self._lock:
             self._clients[client_id] = client_secret
+
+    def register_redirect_uri(self, client_id: str, redirect_uri: str) -> None:
+        """Allow redirect_uri (matched exactly) on client_id's authorization requests."""
+        with self._lock:
+            if client_id not in self._clients:
+                raise KeyError("register the client before its redirect URIs")
+            self._redirect_uris.setdefault(client_id, set()).add(redirect_uri)
+
+    def deny_next_authorization(self, error: str = "access_denied") -> None:
+        """The next valid authorization request redirects back with this error (the
+        user pressed "Deny"), and no code."""
+        with self._lock:
+            self._denials.append(error)
+
+    def set_identity(self, *, workspace_id: str | None, user_id: str | None) -> None:
+        """The workspace and user that code answers report from now on (None: omitted).
+
+        Slack: team.id and authed_user.id; Microsoft: the id_token's tid and oid;
+        Google: its hd and sub.
+        """
+        with self._lock:
+            self._identity = Identity(workspace_id, user_id)
+
+    def shape_code_grants(
+        self,
+        *,
+        expires_in: int | None = 3600,
+        issue_refresh_token: bool = True,
+        rotate: bool = True,
+        granted_scopes: tuple[str, ...] | None = None,
+    ) -> None:
+        """How code exchanges answer from now on; see CodeGrantShape."""
+        with self._lock:
+            self._code_shape = CodeGrantShape(
+                expires_in, issue_refresh_token, rotate, granted_scopes
+            )
 
     def issue_grant(
         self,
@@ -345,6 +453,23 @@ class FakeOAuthProvider:
         return await asyncio.to_thread(self.wait_for_token_calls, count, limit_s)
 
     @property
+    def authorize_calls(self) -> int:
+        with self._lock:
+            return self._authorize_calls
+
+    @property
+    def last_authorization(self) -> Mapping[str, str] | None:
+        """The last authorization request's query parameters (none of them secret)."""
+        with self._lock:
+            return self._last_authorization
+
+    @property
+    def outstanding_codes(self) -> int:
+        """Codes issued and not yet presented."""
+        with self._lock:
+            return len(self._codes)
+
+    @property
     def revoke_calls(self) -> int:
         with self._lock:
             return self._revoke_calls
@@ -376,6 +501,11 @@ class FakeOAuthProvider:
 
     def _handle(self, handler: _Handler) -> None:
         incoming = _read_request(handler)
+        if incoming.path in _AUTHORIZE_PATHS:
+            with self._lock:
+                reply = self._authorize(_AUTHORIZE_PATHS[incoming.path], incoming)
+            _write_reply(handler, reply)
+            return
         endpoint, dialect = _route(incoming)
         with self._lock:
             hold = self._count_and_take_hold(endpoint, incoming)
@@ -420,7 +550,7 @@ class FakeOAuthProvider:
         if endpoint == "token":
             if self._scripted:
                 return self._in_dialect(self._scripted.popleft(), dialect)
-            return self._refresh(dialect, incoming)
+            return self._token(dialect, incoming)
         if endpoint == "revoke":
             if self._revocation_failure is not None:
                 body = {"error": "temporarily_unavailable"}
@@ -453,8 +583,11 @@ class FakeOAuthProvider:
             return None, "invalid_client"
         return client_id, ""
 
-    def _refresh(self, dialect: Dialect, incoming: _Incoming) -> _Reply:
-        presented = incoming.params.get("refresh_token", "")
+    def _token(self, dialect: Dialect, incoming: _Incoming) -> _Reply:
+        grant_type = incoming.params.get("grant_type")
+        presented = incoming.params.get(
+            "code" if grant_type == "authorization_code" else "refresh_token", ""
+        )
         if incoming.method != "POST":
             return _json(405, {"error": "invalid_request"})
         client_id, error = self._authenticate(incoming)
@@ -462,8 +595,15 @@ class FakeOAuthProvider:
             return self._token_error(dialect, incoming, error, presented)
         if incoming.duplicate_params or not presented:
             return self._token_error(dialect, incoming, "invalid_request", presented)
-        if incoming.params.get("grant_type") != "refresh_token":
+        if grant_type == "authorization_code":
+            return self._redeem_code(dialect, incoming, client_id, presented)
+        if grant_type != "refresh_token":
             return self._token_error(dialect, incoming, "unsupported_grant_type", presented)
+        return self._refresh(dialect, incoming, client_id, presented)
+
+    def _refresh(
+        self, dialect: Dialect, incoming: _Incoming, client_id: str, presented: str
+    ) -> _Reply:
         grant = self._by_refresh.get(presented)
         if grant is None or grant.client_id != client_id:
             return self._token_error(dialect, incoming, "invalid_grant", presented)
@@ -485,6 +625,99 @@ class FakeOAuthProvider:
             document["scope"] = separator.join(grant.scopes)
         if dialect == "slack":
             document = {"ok": True, **document, "token_type": "bot"}
+        return self._token_success(dialect, incoming, document)
+
+    # ------------------------------------------------- authorization-code grant
+
+    def _authorize(self, dialect: Dialect, incoming: _Incoming) -> _Reply:
+        """RFC 6749 §4.1.1-4.1.2: redirect back with a code (or an error), or, when the
+        client or redirect URI is not right, refuse without redirecting (§4.1.2.1)."""
+        self._authorize_calls += 1
+        query = incoming.query
+        self._last_authorization = dict(query)
+        client_id = query.get("client_id", "")
+        redirect_uri = query.get("redirect_uri", "")
+        if incoming.method != "GET" or incoming.duplicate_query:
+            return _json(400, {"error": "invalid_request"})
+        if client_id not in self._clients:
+            return _json(400, {"error": "invalid_client"})
+        if redirect_uri not in self._redirect_uris.get(client_id, set()):
+            return _json(400, {"error": "invalid_request", "error_description": "redirect_uri"})
+        state = query.get("state")
+        back: dict[str, str] = {}
+        challenge = query.get("code_challenge")
+        method = query.get("code_challenge_method")
+        if query.get("response_type") != "code":
+            back["error"] = "unsupported_response_type"
+        elif challenge is not None and (
+            method != "S256" or not _PKCE_CHALLENGE.fullmatch(challenge)
+        ):
+            back["error"] = "invalid_request"  # only S256 is accepted, as GitHub does
+        elif self._denials:
+            back["error"] = self._denials.popleft()
+        else:
+            code = canaries.canary("code")
+            separator = "," if dialect == "slack" else " "
+            self._codes[code] = _Code(
+                client_id=client_id,
+                redirect_uri=redirect_uri,
+                challenge=challenge,
+                scopes=_split(query.get("scope", ""), separator),
+                user_scopes=_split(query.get("user_scope", ""), ","),
+            )
+            back["code"] = code
+        if state is not None:
+            back["state"] = state
+        joiner = "&" if "?" in redirect_uri else "?"
+        location = redirect_uri + joiner + urlencode(back)
+        return _Reply(302, b"", "text/plain", {"Location": location})
+
+    def _redeem_code(
+        self, dialect: Dialect, incoming: _Incoming, client_id: str, presented: str
+    ) -> _Reply:
+        """RFC 6749 §4.1.3 with RFC 7636 §4.6: a code is good once, for its own client,
+        with its own redirect_uri and the verifier of its challenge (none if none)."""
+        code = self._codes.pop(presented, None)  # single use: spent even when refused
+        verifier = incoming.params.get("code_verifier")
+        if (
+            code is None
+            or code.client_id != client_id
+            or incoming.params.get("redirect_uri") != code.redirect_uri
+            or not _verifier_matches(code.challenge, verifier)
+        ):
+            return self._token_error(dialect, incoming, "invalid_grant", presented)
+        shape = self._code_shape
+        granted = code.scopes if shape.granted_scopes is None else shape.granted_scopes
+        access_token = canaries.canary("at")
+        refresh_token = canaries.canary("rt")
+        grant = _Grant(
+            client_id,
+            shape.expires_in or 3600,
+            shape.rotate,
+            granted,
+            refresh_token,
+            {access_token},
+        )
+        self._grants.append(grant)
+        self._by_access[access_token] = grant
+        document: dict[str, Any] = {"access_token": access_token, "token_type": "Bearer"}
+        if shape.issue_refresh_token:
+            self._by_refresh[refresh_token] = grant
+            document["refresh_token"] = refresh_token
+        if shape.expires_in is not None:
+            document["expires_in"] = shape.expires_in
+        if granted:
+            document["scope"] = ("," if dialect == "slack" else " ").join(granted)
+        identity = self._identity
+        if dialect == "slack":
+            authed_user: dict[str, Any] = {"scope": ",".join(code.user_scopes)}
+            if identity.user_id is not None:
+                authed_user["id"] = identity.user_id
+            document = {"ok": True, **document, "token_type": "bot", "authed_user": authed_user}
+            if identity.workspace_id is not None:
+                document["team"] = {"id": identity.workspace_id, "name": "Fake Workspace"}
+        elif dialect in ("microsoft", "google"):
+            document["id_token"] = _id_token(dialect, client_id, identity)
         return self._token_success(dialect, incoming, document)
 
     def _token_success(
@@ -607,14 +840,55 @@ def _read_request(handler: _Handler) -> _Incoming:
     body = handler.rfile.read(min(length, _MAX_REQUEST_BYTES)) if length > 0 else b""
     content_type = handler.headers.get("Content-Type", "").split(";")[0].strip().lower()
     params, duplicates = _parse_body(body, content_type)
+    target = urlsplit(handler.path)
+    pairs = parse_qsl(target.query, keep_blank_values=True)
+    query = dict(pairs)
     return _Incoming(
         method=handler.command,
-        path=urlsplit(handler.path).path,
+        path=target.path,
         headers={name.lower(): value for name, value in handler.headers.items()},
         params=params,
         duplicate_params=duplicates,
         content_type=content_type,
+        query=query,
+        duplicate_query=len(query) != len(pairs),
     )
+
+
+def _split(text: str, separator: str) -> tuple[str, ...]:
+    return tuple(part for part in text.split(separator) if part)
+
+
+def _s256(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _verifier_matches(challenge: str | None, verifier: str | None) -> bool:
+    """RFC 7636 §4.6; a verifier without a challenge is refused too (OAuth 2.1)."""
+    if challenge is None or verifier is None:
+        return challenge is None and verifier is None
+    return hmac.compare_digest(_s256(verifier), challenge)
+
+
+def _b64url_json(document: Mapping[str, Any]) -> str:
+    raw = json.dumps(document, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _id_token(dialect: Dialect, client_id: str, identity: Identity) -> str:
+    """An HS256 JWT with the claims Microsoft (tid, oid) or Google (hd, sub) send."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"aud": client_id, "iat": now, "exp": now + 3600}
+    workspace, user = ("tid", "oid") if dialect == "microsoft" else ("hd", "sub")
+    claims["iss"] = "https://fake-oauth-provider.invalid/" + dialect
+    if identity.workspace_id is not None:
+        claims[workspace] = identity.workspace_id
+    if identity.user_id is not None:
+        claims[user] = identity.user_id
+    signing_input = _b64url_json({"alg": "HS256", "typ": "JWT"}) + "." + _b64url_json(claims)
+    signature = hmac.new(ID_TOKEN_KEY, signing_input.encode("ascii"), hashlib.sha256).digest()
+    return signing_input + "." + base64.urlsafe_b64encode(signature).rstrip(b"=").decode()
 
 
 def _parse_body(body: bytes, content_type: str) -> tuple[dict[str, str], bool]:
@@ -746,6 +1020,16 @@ def argument_parser() -> argparse.ArgumentParser:
         help="the client secret it accepts (default: a new random one each run)",
     )
     parser.add_argument(
+        "--redirect-uri",
+        action="append",
+        default=[],
+        metavar="URI",
+        help=(
+            "a redirect URI that its authorization endpoint (the printed TOKEN_URL with "
+            "/authorize in place of /token) accepts for the client; repeatable"
+        ),
+    )
+    parser.add_argument(
         "--no-rotation",
         action="store_true",
         help="keep the refresh token on refresh (default: rotate it, as Slack does)",
@@ -783,6 +1067,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     with provider:
         provider.register_client(options.client_id, secret)
+        for redirect_uri in options.redirect_uri:
+            provider.register_redirect_uri(options.client_id, redirect_uri)
         _, refresh_token = provider.issue_grant(
             options.client_id, expires_in=options.expires_in, rotate=not options.no_rotation
         )

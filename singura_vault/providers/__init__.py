@@ -1,14 +1,26 @@
-"""Outbound OAuth 2.0: refresh and revoke tokens at SaaS providers' endpoints.
+"""Outbound OAuth 2.0: authorize, exchange codes, refresh and revoke tokens at SaaS providers.
 
-catalogue: what each platform's endpoints are and how they speak; egress: where
+catalogue: what each platform's endpoints are and how they speak; authorization: the
+state, PKCE pair and URL that start the authorization-code flow; egress: where
 credentials may be sent and the HTTP client that sends them; exchange: one bounded
 request and its answer; client_auth: how the OAuth client authenticates;
-token_refresh and token_revocation: the two calls; refresh_errors: what a failed
-refresh means; outcomes: the values the calls hand back; token_endpoint: the
+token_request: one POST to a token endpoint, shared by code_exchange and
+token_refresh; token_revocation: the revoke call; refresh_errors: what a failed
+token request means; outcomes: the values the calls hand back; token_endpoint: the
 TokenEndpointClient that makes the calls.
 """
 
 from singura_vault.domain import ClientAuthMethod
+from singura_vault.providers.authorization import (
+    STATE_BYTES,
+    ExtraParamNotAllowed,
+    Pkce,
+    authorization_url,
+    check_extra_params,
+    new_pkce,
+    new_state,
+    platform_uses_pkce,
+)
 from singura_vault.providers.catalogue import (
     CATALOGUE,
     OAuthClientConfig,
@@ -17,6 +29,8 @@ from singura_vault.providers.catalogue import (
     ResponseDialect,
     RevocationStyle,
     ScopeOnRefresh,
+    authorization_url_template,
+    resolve_authorization_url,
     resolve_revocation_url,
     resolve_token_url,
     revocation_url_template,
@@ -24,6 +38,7 @@ from singura_vault.providers.catalogue import (
 )
 from singura_vault.providers.egress import EgressSettings, UnsafeEndpoint, check_endpoint_url
 from singura_vault.providers.token_endpoint import (
+    CodeGrant,
     FailureKind,
     RefreshFailed,
     RevocationOutcome,
@@ -35,10 +50,14 @@ from singura_vault.providers.token_endpoint import (
 
 __all__ = [
     "CATALOGUE",
+    "STATE_BYTES",
     "ClientAuthMethod",
+    "CodeGrant",
     "EgressSettings",
+    "ExtraParamNotAllowed",
     "FailureKind",
     "OAuthClientConfig",
+    "Pkce",
     "PlatformEndpoints",
     "RefreshFailed",
     "RequestEncoding",
@@ -50,7 +69,14 @@ __all__ = [
     "TokenEndpointClient",
     "TokenGrant",
     "UnsafeEndpoint",
+    "authorization_url",
+    "authorization_url_template",
     "check_endpoint_url",
+    "check_extra_params",
+    "new_pkce",
+    "new_state",
+    "platform_uses_pkce",
+    "resolve_authorization_url",
     "resolve_revocation_url",
     "resolve_token_url",
     "revocation_url_template",

@@ -1,4 +1,5 @@
-"""What a refresh or a revocation hands back: the grant, the failure, the result.
+"""What a refresh, a code exchange or a revocation hands back: the grants, the failure,
+the result.
 
 A refresh either returns a TokenGrant or raises RefreshFailed with a FailureKind the
 caller can act on: retry later (TRANSIENT), ask the user to reconnect (INVALID_GRANT,
@@ -33,6 +34,25 @@ class TokenGrant:
     expires_in: int | None
     # From the response's "scope" (space- or comma-separated); None if absent.
     scopes: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class CodeGrant:
+    """A successful authorization-code exchange (RFC 6749 §4.1.3). Its repr shows no token."""
+
+    access_token: str = field(repr=False)
+    # None when the provider issued no refresh token (e.g. Slack without rotation).
+    refresh_token: str | None = field(repr=False)
+    # Seconds; the catalogue's default_expires_in_s when the answer has none.
+    expires_in: int | None
+    # Granted (for Slack: bot) scopes from the answer's "scope"; None if absent.
+    scopes: tuple[str, ...] | None
+    # Slack's authed_user.scope; None elsewhere.
+    user_scopes: tuple[str, ...] | None
+    # Slack team.id; Microsoft tid; Google hd; None if unknown.
+    workspace_id: str | None
+    # Slack authed_user.id; Microsoft oid; Google sub; None if unknown.
+    user_id: str | None
 
 
 class FailureKind(enum.Enum):

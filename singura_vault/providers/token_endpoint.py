@@ -1,16 +1,19 @@
-"""The TokenEndpointClient: one HTTP client through which tokens are refreshed and revoked.
+"""The TokenEndpointClient: one HTTP client through which codes are exchanged and tokens
+refreshed and revoked.
 
-The calls themselves live in token_refresh and token_revocation, the values they hand
-back in outcomes; those values are re-exported here, where callers have always
-imported them from.
+The calls themselves live in code_exchange, token_refresh and token_revocation, the
+values they hand back in outcomes; those values are re-exported here, where callers
+have always imported them from.
 """
 
 from __future__ import annotations
 
 from singura_vault.providers.catalogue import OAuthClientConfig
+from singura_vault.providers.code_exchange import exchange_code
 from singura_vault.providers.egress import EgressSettings, build_http_client
 from singura_vault.providers.outcomes import (
     UNRECOGNIZED,
+    CodeGrant,
     FailureKind,
     RefreshFailed,
     RevocationOutcome,
@@ -23,6 +26,7 @@ from singura_vault.providers.token_revocation import revoke
 
 __all__ = [
     "UNRECOGNIZED",
+    "CodeGrant",
     "FailureKind",
     "RefreshFailed",
     "RevocationOutcome",
@@ -34,7 +38,8 @@ __all__ = [
 
 
 class TokenEndpointClient:
-    """Refreshes and revokes tokens for any catalogued platform over one HTTP client."""
+    """Exchanges codes, refreshes and revokes tokens for any catalogued platform over one
+    HTTP client."""
 
     def __init__(self, settings: EgressSettings) -> None:
         self._settings = settings
@@ -58,6 +63,31 @@ class TokenEndpointClient:
         UnsafeEndpoint when the resolved token URL is not one credentials may go to.
         """
         return await refresh(self._http, self._settings, client, refresh_token, workspace_id)
+
+    async def exchange_code(
+        self,
+        client: OAuthClientConfig,
+        *,
+        code: str,
+        redirect_uri: str,
+        code_verifier: str | None,
+        workspace_id: str = "",
+    ) -> CodeGrant:
+        """Exchange an authorization code (with its PKCE verifier, if any) for tokens.
+
+        redirect_uri must be the one the authorization request carried. Raises
+        RefreshFailed (invalid_grant: a bad, expired or replayed code, or a mismatched
+        redirect_uri or verifier) and UnsafeEndpoint exactly as refresh does.
+        """
+        return await exchange_code(
+            self._http,
+            self._settings,
+            client,
+            code=code,
+            redirect_uri=redirect_uri,
+            code_verifier=code_verifier,
+            workspace_id=workspace_id,
+        )
 
     async def revoke(
         self,

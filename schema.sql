@@ -484,6 +484,7 @@ CREATE TABLE singura.platform_connections (
     version bigint DEFAULT 1 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    requested_scopes text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT platform_connections_metadata_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT platform_connections_name_length CHECK (((char_length(display_name) >= 1) AND (char_length(display_name) <= 200))),
     CONSTRAINT platform_connections_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
@@ -515,7 +516,8 @@ CREATE VIEW singura.connection_with_refresh WITH (security_invoker='true') AS
     r.last_refresh_at,
     COALESCE(r.failure_count, 0) AS refresh_failure_count,
     COALESCE(r.last_error, ''::text) AS last_refresh_error,
-    r.next_refresh_at
+    r.next_refresh_at,
+    c.requested_scopes
    FROM (singura.platform_connections c
      LEFT JOIN singura.connection_refresh_state r ON (((r.organization_id = c.organization_id) AND (r.connection_id = c.id))));
 
@@ -769,6 +771,42 @@ CREATE FUNCTION singura.is_schema_owner() RETURNS boolean
                              'MEMBER') $$;
 
 ALTER FUNCTION singura.is_schema_owner() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.oauth_authorization_consume_foreign(p_state_hash bytea) RETURNS uuid
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+UPDATE singura.oauth_authorizations
+   SET consumed_at = coalesce(consumed_at, now()), outcome = coalesce(outcome, 'failed')
+ WHERE state_hash = p_state_hash
+   AND organization_id IS DISTINCT FROM singura.current_organization_id()
+RETURNING organization_id;
+$$;
+
+ALTER FUNCTION singura.oauth_authorization_consume_foreign(p_state_hash bytea) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.oauth_authorization_key_must_be_live() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    IF NEW.key_version IS NULL THEN
+        RETURN NEW;
+    END IF;
+    PERFORM 1 FROM singura.data_keys
+      WHERE organization_id = NEW.organization_id AND version = NEW.key_version
+        AND state = 'active'
+      FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'data key version % of the organization is not live', NEW.key_version
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'oauth_authorizations_key_live';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+ALTER FUNCTION singura.oauth_authorization_key_must_be_live() OWNER TO singura_owner;
 
 CREATE FUNCTION singura.oauth_client_key_must_be_live() RETURNS trigger
     LANGUAGE plpgsql
@@ -1061,6 +1099,40 @@ ALTER TABLE ONLY singura.data_keys FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.data_keys OWNER TO singura_owner;
 
+CREATE TABLE singura.oauth_authorizations (
+    organization_id uuid NOT NULL,
+    id uuid NOT NULL,
+    state_hash bytea NOT NULL,
+    platform text NOT NULL,
+    redirect_uri text NOT NULL,
+    requested_scopes text[] DEFAULT '{}'::text[] NOT NULL,
+    reconnect_connection_id uuid,
+    display_name text NOT NULL,
+    started_by text NOT NULL,
+    verifier_nonce bytea,
+    verifier_ciphertext bytea,
+    key_version integer,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    consumed_at timestamp with time zone,
+    code_hash bytea,
+    outcome text,
+    result_connection_id uuid,
+    result_reauthorized boolean,
+    result_granted_scopes text[],
+    CONSTRAINT oauth_authorizations_name_length CHECK ((char_length(display_name) <= 200)),
+    CONSTRAINT oauth_authorizations_outcome_known CHECK ((outcome = ANY (ARRAY['authorized'::text, 'reauthorized'::text, 'denied'::text, 'failed'::text]))),
+    CONSTRAINT oauth_authorizations_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
+    CONSTRAINT oauth_authorizations_redirect_uri_length CHECK (((char_length(redirect_uri) >= 1) AND (char_length(redirect_uri) <= 2048))),
+    CONSTRAINT oauth_authorizations_scopes_count CHECK ((cardinality(requested_scopes) <= 100)),
+    CONSTRAINT oauth_authorizations_state_hash_length CHECK ((octet_length(state_hash) = 32)),
+    CONSTRAINT oauth_authorizations_verifier_sealed CHECK ((((verifier_ciphertext IS NULL) = (verifier_nonce IS NULL)) AND ((verifier_ciphertext IS NULL) = (key_version IS NULL))))
+);
+
+ALTER TABLE ONLY singura.oauth_authorizations FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.oauth_authorizations OWNER TO singura_owner;
+
 CREATE TABLE singura.oauth_clients (
     organization_id uuid NOT NULL,
     platform text NOT NULL,
@@ -1076,9 +1148,13 @@ CREATE TABLE singura.oauth_clients (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     version integer DEFAULT 1 NOT NULL,
+    redirect_uris text[] DEFAULT '{}'::text[] NOT NULL,
+    authorization_url text DEFAULT ''::text NOT NULL,
     CONSTRAINT oauth_clients_auth_method_known CHECK ((auth_method = ANY (ARRAY['client_secret_basic'::text, 'client_secret_post'::text]))),
+    CONSTRAINT oauth_clients_authorization_url_length CHECK ((char_length(authorization_url) <= 2048)),
     CONSTRAINT oauth_clients_client_id_length CHECK (((char_length(client_id) >= 1) AND (char_length(client_id) <= 512))),
     CONSTRAINT oauth_clients_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
+    CONSTRAINT oauth_clients_redirect_uris_count CHECK ((cardinality(redirect_uris) <= 20)),
     CONSTRAINT oauth_clients_scopes_count CHECK ((cardinality(scopes) <= 100)),
     CONSTRAINT oauth_clients_url_length CHECK (((char_length(token_url) <= 2048) AND (char_length(revocation_url) <= 2048)))
 );
@@ -1163,6 +1239,12 @@ ALTER TABLE ONLY singura.encrypted_credentials
 ALTER TABLE ONLY singura.encrypted_credentials
     ADD CONSTRAINT encrypted_credentials_version_key UNIQUE (organization_id, connection_id, credential_type, version);
 
+ALTER TABLE ONLY singura.oauth_authorizations
+    ADD CONSTRAINT oauth_authorizations_pkey PRIMARY KEY (organization_id, id);
+
+ALTER TABLE ONLY singura.oauth_authorizations
+    ADD CONSTRAINT oauth_authorizations_state_hash_key UNIQUE (state_hash);
+
 ALTER TABLE ONLY singura.oauth_clients
     ADD CONSTRAINT oauth_clients_pkey PRIMARY KEY (organization_id, platform);
 
@@ -1215,6 +1297,8 @@ CREATE INDEX encrypted_credentials_key_version_idx ON singura.encrypted_credenti
 
 CREATE INDEX encrypted_credentials_list_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, created_at DESC, id DESC);
 
+CREATE INDEX oauth_authorizations_expires_idx ON singura.oauth_authorizations USING btree (expires_at);
+
 CREATE INDEX organizations_created_idx ON singura.organizations USING btree (created_at, id);
 
 CREATE INDEX platform_connections_active_idx ON singura.platform_connections USING btree (organization_id) WHERE (status = 'active'::text);
@@ -1249,6 +1333,8 @@ CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_ver
 
 CREATE TRIGGER encrypted_credentials_rewrap_audit AFTER UPDATE OF key_version ON singura.encrypted_credentials FOR EACH ROW WHEN ((old.key_version IS DISTINCT FROM new.key_version)) EXECUTE FUNCTION singura.audit_rewrap_action();
 
+CREATE TRIGGER oauth_authorizations_key_live BEFORE INSERT ON singura.oauth_authorizations FOR EACH ROW EXECUTE FUNCTION singura.oauth_authorization_key_must_be_live();
+
 CREATE TRIGGER oauth_clients_audit AFTER INSERT OR DELETE OR UPDATE ON singura.oauth_clients FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('oauth_client');
 
 CREATE TRIGGER oauth_clients_key_live BEFORE INSERT OR UPDATE ON singura.oauth_clients FOR EACH ROW EXECUTE FUNCTION singura.oauth_client_key_must_be_live();
@@ -1277,6 +1363,9 @@ ALTER TABLE ONLY singura.encrypted_credentials
 
 ALTER TABLE ONLY singura.encrypted_credentials
     ADD CONSTRAINT encrypted_credentials_organization_id_connection_id_fkey FOREIGN KEY (organization_id, connection_id) REFERENCES singura.platform_connections(organization_id, id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.oauth_authorizations
+    ADD CONSTRAINT oauth_authorizations_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.oauth_clients
     ADD CONSTRAINT oauth_clients_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
@@ -1329,6 +1418,12 @@ ALTER TABLE singura.encrypted_credentials ENABLE ROW LEVEL SECURITY;
 CREATE POLICY encrypted_credentials_refresh_worker ON singura.encrypted_credentials FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY encrypted_credentials_tenant ON singura.encrypted_credentials USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+ALTER TABLE singura.oauth_authorizations ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY oauth_authorizations_consume_foreign ON singura.oauth_authorizations USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
+CREATE POLICY oauth_authorizations_tenant ON singura.oauth_authorizations USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
 ALTER TABLE singura.oauth_clients ENABLE ROW LEVEL SECURITY;
 
@@ -1402,6 +1497,9 @@ GRANT ALL ON FUNCTION singura.is_admin_scope() TO singura_app;
 
 GRANT ALL ON FUNCTION singura.is_schema_owner() TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.oauth_authorization_consume_foreign(p_state_hash bytea) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.oauth_authorization_consume_foreign(p_state_hash bytea) TO singura_app;
+
 REVOKE ALL ON FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive interval, p_lease interval, p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive interval, p_lease interval, p_limit integer) TO singura_app;
 
@@ -1426,6 +1524,8 @@ GRANT SELECT,INSERT ON TABLE singura.audit_signed_checkpoints TO singura_app;
 GRANT SELECT,INSERT ON TABLE singura.audit_signing_keys TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.data_keys TO singura_app;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.oauth_authorizations TO singura_app;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.oauth_clients TO singura_app;
 

@@ -28,6 +28,7 @@ from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
+from singura_vault.repositories.oauth_authorizations import AuthorizationRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service.access import AccessService, RateLimit
 from singura_vault.service.audit import AuditService
@@ -39,6 +40,7 @@ from singura_vault.service.credentials import CredentialService
 from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.key_cache import DEFAULT_TTL_S
 from singura_vault.service.oauth_clients import OAuthClientService
+from singura_vault.service.oauth_connect import ConnectService
 from singura_vault.service.oauth_refresh import RefreshPolicy, TokenRefresher
 from singura_vault.service.oauth_revocation import ProviderRevoker
 from singura_vault.service.oauth_tokens import AccessTokenService
@@ -246,6 +248,23 @@ class Components:
             self.oauth_repository,
             self.credentials,
             allow_loopback_http=not self._production,
+            authorizer=self._authorizer,
+        )
+
+    @cached_property
+    def connect(self) -> ConnectService:
+        """StartAuthorization and CompleteAuthorization (the connect flow)."""
+        settings = self.oauth_settings
+        return ConnectService(
+            AuthorizationRepository(self.db),
+            self.oauth_repository,
+            self.credentials,
+            self.token_endpoint,
+            allow_loopback_http=not self._production,
+            state_ttl=timedelta(seconds=settings.state_ttl_s),
+            refresh_margin=timedelta(seconds=settings.refresh_margin_s),
+            # A waiting completion outlasts the code exchange it waits for.
+            lock_wait_s=settings.timeout_s + 10.0,
             authorizer=self._authorizer,
         )
 

@@ -59,6 +59,8 @@ class OAuthSettings:
     revoke_timeout_s: float = 5.0
     # Outbound proxy for token and revocation endpoints; environment proxies are ignored.
     proxy: str | None = None
+    # How long a StartAuthorization's state may be completed (the connect flow).
+    state_ttl_s: float = 600.0
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,7 @@ def _oauth_settings(env: Mapping[str, str]) -> OAuthSettings:
         connect_timeout_s=_duration(env, "SINGURA_OAUTH_CONNECT_TIMEOUT", 5.0, minimum=0.1),
         timeout_s=_duration(env, "SINGURA_OAUTH_TIMEOUT", 15.0, minimum=0.1),
         revoke_timeout_s=_duration(env, "SINGURA_REVOKE_TIMEOUT", 5.0, minimum=0.1),
+        state_ttl_s=_duration(env, "SINGURA_OAUTH_STATE_TTL", 600.0, minimum=60.0),
         proxy=proxy,
     )
 

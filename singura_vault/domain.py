@@ -107,6 +107,8 @@ class Connection:
     refresh_failure_count: int = 0
     last_refresh_error: str = ""
     next_refresh_at: datetime | None = None
+    # The scopes requested when CompleteAuthorization last authorized it (migration 019).
+    requested_scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -421,6 +423,10 @@ class OAuthClientSettings:
     revocation_url: str
     scopes: tuple[str, ...]
     auth_method: ClientAuthMethod
+    # The connect flow (migration 019): registered redirect URIs, matched exactly, and
+    # the authorization endpoint override ("" = the catalogue's).
+    redirect_uris: tuple[str, ...] = ()
+    authorization_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -458,3 +464,45 @@ class RefreshClaim:
     organization_id: UUID
     connection_id: UUID
     keepalive: bool
+
+
+@dataclass(frozen=True)
+class NewAuthorization:
+    """A validated StartAuthorization, as stored: the state only as its hash, the PKCE
+    verifier only sealed (bound to id)."""
+
+    organization_id: UUID
+    id: UUID
+    state_hash: bytes
+    platform: Platform
+    redirect_uri: str
+    requested_scopes: tuple[str, ...]
+    reconnect_connection_id: UUID | None
+    display_name: str
+    started_by: str
+    verifier: EncryptedValue | None
+
+
+@dataclass(frozen=True)
+class PendingAuthorization:
+    """A started authorization as CompleteAuthorization reads it, under its row lock."""
+
+    organization_id: UUID
+    id: UUID
+    platform: Platform
+    redirect_uri: str
+    requested_scopes: tuple[str, ...]
+    reconnect_connection_id: UUID | None
+    display_name: str
+    started_by: str
+    verifier: EncryptedValue | None
+    # What opens the verifier; None if it has none or the data key is gone.
+    data_key: StoredDataKey | None
+    expires_at: datetime
+    expired: bool
+    consumed_at: datetime | None
+    code_hash: bytes | None
+    outcome: str | None
+    result_connection_id: UUID | None
+    result_reauthorized: bool | None
+    result_granted_scopes: tuple[str, ...] | None

@@ -201,7 +201,7 @@ class VaultServer:
         )
         keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(parts.key_admin), server)
         oauth_pb2_grpc.add_OAuthServiceServicer_to_server(
-            OAuthServicer(parts.oauth_clients, parts.access_tokens), server
+            OAuthServicer(parts.oauth_clients, parts.access_tokens, parts.connect), server
         )
         if parts.access is not None:
             access_pb2_grpc.add_AccessServiceServicer_to_server(

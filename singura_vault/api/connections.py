@@ -42,6 +42,7 @@ def connection_to_proto(conn: Connection) -> pb.Connection:
         platform_workspace_id=conn.platform_workspace_id,
         display_name=conn.display_name,
         permissions_granted=list(conn.permissions_granted),
+        requested_scopes=list(conn.requested_scopes),
         metadata=struct(conn.metadata),
         status=pb.ConnectionStatus.Value(enum_to_proto_name(conn.status, "CONNECTION_STATUS_")),
         status_reason=conn.status_reason,

@@ -1,7 +1,8 @@
 """gRPC servicer for OAuthService: protobuf <-> domain mapping only.
 
-Two secrets cross this layer: the client secret inbound on SetOAuthClient and the
-access token outbound on GetAccessToken. Neither is logged here or put into an
+Secrets cross this layer: the client secret inbound on SetOAuthClient, the access
+token outbound on GetAccessToken, the state outbound on StartAuthorization and the
+state and code inbound on CompleteAuthorization. None is logged here or put into an
 error; the client secret is never returned.
 """
 
@@ -12,14 +13,23 @@ from typing import Any
 import grpc
 
 from singura_vault.api._convert import enum_from_proto, enum_to_proto_name, timestamp
-from singura_vault.api.connections import connection_to_proto, platform_from_proto
+from singura_vault.api.connections import (
+    connection_to_proto,
+    platform_from_proto,
+    revocation_to_proto,
+)
 from singura_vault.api.credentials import credential_to_proto
 from singura_vault.domain import ClientAuthMethod, OAuthClientRecord
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import oauth_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import oauth_pb2_grpc as pb_grpc
-from singura_vault.providers import revocation_url_template, token_url_template
+from singura_vault.providers import (
+    authorization_url_template,
+    revocation_url_template,
+    token_url_template,
+)
 from singura_vault.service.oauth_clients import OAuthClientInput, OAuthClientService
+from singura_vault.service.oauth_connect import CompleteInput, ConnectService, StartInput
 from singura_vault.service.oauth_tokens import AccessTokenService
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -52,13 +62,21 @@ def client_to_proto(record: OAuthClientRecord) -> pb.OAuthClient:
         or "",
         create_time=timestamp(record.created_at),
         update_time=timestamp(record.updated_at),
+        redirect_uris=list(settings.redirect_uris),
+        authorization_url=settings.authorization_url,
+        effective_authorization_url=authorization_url_template(
+            settings.platform, settings.authorization_url
+        ),
     )
 
 
 class OAuthServicer(pb_grpc.OAuthServiceServicer):
-    def __init__(self, clients: OAuthClientService, tokens: AccessTokenService) -> None:
+    def __init__(
+        self, clients: OAuthClientService, tokens: AccessTokenService, connect: ConnectService
+    ) -> None:
         self._clients = clients
         self._tokens = tokens
+        self._connect = connect
 
     async def SetOAuthClient(
         self, request: pb.SetOAuthClientRequest, context: Context
@@ -74,6 +92,8 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
                 revocation_url=client.revocation_url,
                 scopes=list(client.scopes),
                 auth_method=_auth_method(client.auth_method),
+                redirect_uris=list(client.redirect_uris),
+                authorization_url=client.authorization_url,
             )
         )
         return pb.SetOAuthClientResponse(client=client_to_proto(record))
@@ -121,4 +141,48 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
             if result.access_token is not None
             else None,
             refreshed=result.refreshed,
+        )
+
+    async def StartAuthorization(
+        self, request: pb.StartAuthorizationRequest, context: Context
+    ) -> pb.StartAuthorizationResponse:
+        started = await self._connect.start(
+            StartInput(
+                organization_id=request.organization_id,
+                platform=platform_from_proto(request.platform, "platform"),
+                redirect_uri=request.redirect_uri,
+                scopes=list(request.scopes),
+                connection_id=request.connection_id,
+                display_name=request.display_name,
+                login_hint=request.login_hint,
+                extra_params=dict(request.extra_params),
+            )
+        )
+        return pb.StartAuthorizationResponse(
+            authorization_url=started.authorization_url,
+            state=started.state,
+            expire_time=timestamp(started.expires_at),
+        )
+
+    async def CompleteAuthorization(
+        self, request: pb.CompleteAuthorizationRequest, context: Context
+    ) -> pb.CompleteAuthorizationResponse:
+        result = await self._connect.complete(
+            CompleteInput(
+                organization_id=request.organization_id,
+                state=request.state,
+                code=request.code,
+                error=request.error,
+                error_description=request.error_description,
+                allow_identity_change=request.allow_identity_change,
+            )
+        )
+        return pb.CompleteAuthorizationResponse(
+            connection=connection_to_proto(result.connection),
+            requested_scopes=list(result.requested_scopes),
+            granted_scopes=list(result.granted_scopes),
+            reauthorized=result.reauthorized,
+            previous_refresh_token_revocation=revocation_to_proto(
+                result.previous_refresh_token_revocation
+            ),
         )

@@ -66,6 +66,7 @@ def connection_from_row(row: asyncpg.Record) -> Connection:
         refresh_failure_count=row.get("refresh_failure_count") or 0,
         last_refresh_error=row.get("last_refresh_error") or "",
         next_refresh_at=row.get("next_refresh_at"),
+        requested_scopes=tuple(row.get("requested_scopes") or ()),
     )
 
 

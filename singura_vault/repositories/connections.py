@@ -183,19 +183,7 @@ class ConnectionRepository:
             await conn.execute(query("connection_delete"), organization_id, connection_id)
 
     async def _check_room_for_active(self, conn: asyncpg.Connection, organization_id: UUID) -> None:
-        org_row = await conn.fetchrow(query("organization_get_for_update"), organization_id)
-        if org_row is None:
-            raise organization_not_found(organization_id)
-        organization = organization_from_row(org_row)
-        active = await conn.fetchval(query("connection_count_active"), organization_id)
-        if active >= organization.connection_limit:
-            raise ResourceExhausted(
-                f"organization {organization_id} already has {active} active connections, "
-                f"the limit of its {organization.plan.value} plan "
-                f"({organization.connection_limit}); deactivate or delete a connection, "
-                "or move the organization to a larger plan",
-                reason="PLAN_CONNECTION_LIMIT",
-            )
+        await check_room_for_active(conn, organization_id)
 
     async def _lock(
         self,
@@ -212,3 +200,27 @@ class ConnectionRepository:
         current = connection_from_row(row)
         check_etag(f"connection {connection_id}", expected_version, current.version)
         return current
+
+
+# The uniqueness and foreign-key errors of inserting a connection, for every path that
+# creates one (CreateConnection, CompleteAuthorization).
+CREATE_ERRORS = _CREATE_ERRORS
+
+
+async def check_room_for_active(conn: asyncpg.Connection, organization_id: UUID) -> None:
+    """Raise RESOURCE_EXHAUSTED unless the organization's plan allows one more ACTIVE
+    connection; locks the organization row first, so concurrent creates in one
+    organization are serialized (in the caller's transaction) and the limit holds."""
+    org_row = await conn.fetchrow(query("organization_get_for_update"), organization_id)
+    if org_row is None:
+        raise organization_not_found(organization_id)
+    organization = organization_from_row(org_row)
+    active = await conn.fetchval(query("connection_count_active"), organization_id)
+    if active >= organization.connection_limit:
+        raise ResourceExhausted(
+            f"organization {organization_id} already has {active} active connections, "
+            f"the limit of its {organization.plan.value} plan "
+            f"({organization.connection_limit}); deactivate or delete a connection, "
+            "or move the organization to a larger plan",
+            reason="PLAN_CONNECTION_LIMIT",
+        )

@@ -55,7 +55,7 @@ def _connection_not_found(organization_id: UUID, connection_id: UUID) -> NotFoun
     return NotFound(f"connection {connection_id} not found in organization {organization_id}")
 
 
-def _client_from_row(row: asyncpg.Record) -> OAuthClientRecord:
+def client_from_row(row: asyncpg.Record) -> OAuthClientRecord:
     organization_id: UUID = row["organization_id"]
     return OAuthClientRecord(
         settings=OAuthClientSettings(
@@ -66,6 +66,8 @@ def _client_from_row(row: asyncpg.Record) -> OAuthClientRecord:
             revocation_url=row["revocation_url"],
             scopes=tuple(row["scopes"]),
             auth_method=ClientAuthMethod(row["auth_method"]),
+            redirect_uris=tuple(row["redirect_uris"]),
+            authorization_url=row["authorization_url"],
         ),
         id=row["id"],
         secret=EncryptedValue(
@@ -210,9 +212,11 @@ class OAuthRepository:
                     settings.revocation_url,
                     list(settings.scopes),
                     settings.auth_method.value,
+                    list(settings.redirect_uris),
+                    settings.authorization_url,
                 )
         assert row is not None
-        return _client_from_row(row)
+        return client_from_row(row)
 
     async def get_client(self, organization_id: UUID, platform: Platform) -> OAuthClientRecord:
         client = await self.find_client(organization_id, platform)
@@ -225,7 +229,7 @@ class OAuthRepository:
     ) -> OAuthClientRecord | None:
         async with self._db.tenant(organization_id, read_only=True) as conn:
             row = await conn.fetchrow(query("oauth_client_get"), organization_id, platform.value)
-        return _client_from_row(row) if row is not None else None
+        return client_from_row(row) if row is not None else None
 
     async def current_tokens(
         self, organization_id: UUID, connection_id: UUID
@@ -325,7 +329,7 @@ class OAuthRepository:
                 conn,
                 connection,
                 _state_from_row(state_row),
-                _client_from_row(client_row) if client_row is not None else None,
+                client_from_row(client_row) if client_row is not None else None,
                 _tokens(organization_id, token_rows),
             )
 

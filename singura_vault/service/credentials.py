@@ -361,6 +361,59 @@ class CredentialService:
             ) from None
         return plaintext.decode("utf-8")
 
+    async def seal_pkce_verifier(
+        self, organization_id: UUID, authorization_id: UUID, verifier: str
+    ) -> EncryptedValue:
+        """Seal a PKCE verifier (the connect flow, migration 019) under the
+        organization's current data key, bound to its authorization row."""
+        stored = await self._repository.current_data_key(organization_id)
+        if stored is None:
+            await self._create_data_key(organization_id)
+            stored = await self._repository.current_data_key(organization_id)
+            assert stored is not None
+        data_key = await self._unwrap(stored)
+        sealed = self._keys.seal(
+            data_key,
+            verifier.encode("utf-8"),
+            sealing.pkce_verifier_binding(organization_id, authorization_id, data_key.version),
+        )
+        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version)
+
+    async def open_pkce_verifier(
+        self,
+        organization_id: UUID,
+        authorization_id: UUID,
+        sealed: EncryptedValue,
+        data_key: StoredDataKey | None,
+    ) -> str:
+        """A sealed PKCE verifier; FAILED_PRECONDITION if its data key is gone (the
+        user starts again), DATA_LOSS if it was altered."""
+        if data_key is None:
+            raise FailedPrecondition(
+                f"the authorization's PKCE verifier cannot be decrypted: data key version "
+                f"{sealed.key_version} of organization {organization_id} is no longer live; "
+                "start the authorization again",
+                reason="OAUTH_STATE_UNUSABLE",
+            )
+        key = await self._unwrap(data_key)
+        try:
+            plaintext = self._keys.open(
+                key,
+                keys.Sealed(nonce=sealed.nonce, ciphertext=sealed.ciphertext),
+                sealing.pkce_verifier_binding(organization_id, authorization_id, key.version),
+            )
+        except keys.IntegrityError:
+            log.error(
+                "oauth_verifier_integrity_failure",
+                security_event=True,
+                key_version=sealed.key_version,
+            )
+            raise DataLoss(
+                f"the PKCE verifier of an authorization in organization {organization_id} "
+                "failed its integrity check (altered or moved); start the authorization again"
+            ) from None
+        return plaintext.decode("utf-8")
+
     def forget_organization_keys(self, organization_id: UUID) -> None:
         """Drop an erased organization's unwrapped data keys from this process's cache
         (DeleteOrganization has deleted the wrapped ones with the organization)."""

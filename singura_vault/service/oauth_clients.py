@@ -4,8 +4,10 @@ it again except towards the platform's token endpoint."""
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 from uuid import uuid4
 
 from singura_vault.domain import ClientAuthMethod, OAuthClientRecord, OAuthClientSettings, Platform
@@ -18,6 +20,8 @@ from singura_vault.service.credentials import CredentialService
 
 MAX_SECRET_BYTES = 4096
 MAX_SCOPES = 100
+MAX_REDIRECT_URIS = 20
+MAX_URL_LENGTH = 2048
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,49 @@ class OAuthClientInput:
     revocation_url: str = ""
     scopes: Sequence[str] = ()
     auth_method: ClientAuthMethod | None = None
+    redirect_uris: Sequence[str] = ()
+    authorization_url: str = ""
+
+
+def check_redirect_uri(field_path: str, value: str, *, allow_loopback_http: bool) -> str:
+    """An absolute https URL without a fragment, or http to a loopback host where
+    allow_loopback_http (outside production); returned unchanged: redirect URIs are
+    matched as exact strings, as the providers match them."""
+    if not value:
+        raise InvalidArgument(field_path, "is empty")
+    if len(value) > MAX_URL_LENGTH:
+        raise InvalidArgument(field_path, f"is longer than {MAX_URL_LENGTH} characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+    except ValueError:
+        raise InvalidArgument(field_path, "is not a valid URL") from None
+    if parts.fragment or "#" in value:
+        raise InvalidArgument(field_path, "must not have a fragment (RFC 6749 3.1.2)")
+    if not host:
+        raise InvalidArgument(field_path, "must be an absolute URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise InvalidArgument(field_path, "must not carry user information")
+    if parts.scheme == "https":
+        return value
+    if parts.scheme == "http" and _is_loopback(host):
+        if allow_loopback_http:
+            return value
+        raise InvalidArgument(
+            field_path, "must be https in production (http only to loopback outside it)"
+        )
+    raise InvalidArgument(
+        field_path, "must be an https URL (http only to a loopback host outside production)"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class OAuthClientService:
@@ -71,6 +118,8 @@ class OAuthClientService:
                 "client.scopes", data.scopes, max_items=MAX_SCOPES, max_length=255
             ),
             auth_method=data.auth_method or ClientAuthMethod.CLIENT_SECRET_POST,
+            redirect_uris=self._redirect_uris(data.redirect_uris),
+            authorization_url=self._url("client.authorization_url", data.authorization_url),
         )
         row_id = uuid4()
         secret = await self._credentials.seal_client_secret(org_id, row_id, data.client_secret)
@@ -86,11 +135,27 @@ class OAuthClientService:
         self._authz.require(org_id, WRITE, "delete OAuth clients")
         await self._repository.delete_client(org_id, _platform("platform", platform))
 
+    def _redirect_uris(self, values: Sequence[str]) -> tuple[str, ...]:
+        if len(values) > MAX_REDIRECT_URIS:
+            raise InvalidArgument(
+                "client.redirect_uris", f"has more than {MAX_REDIRECT_URIS} entries"
+            )
+        checked: list[str] = []
+        for index, value in enumerate(values):
+            field_path = f"client.redirect_uris[{index}]"
+            uri = check_redirect_uri(
+                field_path, value, allow_loopback_http=self._allow_loopback_http
+            )
+            if uri in checked:
+                raise InvalidArgument(field_path, "repeats an earlier entry")
+            checked.append(uri)
+        return tuple(checked)
+
     def _url(self, field_path: str, value: str) -> str:
         if not value:
             return ""
-        if len(value) > 2048:
-            raise InvalidArgument(field_path, "is longer than 2048 characters")
+        if len(value) > MAX_URL_LENGTH:
+            raise InvalidArgument(field_path, f"is longer than {MAX_URL_LENGTH} characters")
         try:
             return check_endpoint_url(value, allow_loopback_http=self._allow_loopback_http)
         except UnsafeEndpoint as exc:

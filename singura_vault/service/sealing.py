@@ -72,6 +72,21 @@ def client_secret_binding(
     )
 
 
+# The credential type a PKCE verifier's binding names (migration 019): like a client
+# secret's, no credential has it, so the ciphertexts never open as one another.
+OAUTH_PKCE_VERIFIER = "oauth_pkce_verifier"
+
+
+def pkce_verifier_binding(
+    organization_id: UUID, authorization_id: UUID, key_version: int
+) -> keys.CredentialBinding:
+    """The associated data of a sealed PKCE verifier: its organization, the
+    authorization row's id and the data-key version."""
+    return binding(
+        organization_id, authorization_id, authorization_id, OAUTH_PKCE_VERIFIER, 1, key_version
+    )
+
+
 @dataclass(frozen=True)
 class Opened:
     """A ciphertext opened: under which data-key version, and its plaintext."""

@@ -5,14 +5,15 @@
 -- A new id each time: the sealed secret is bound to it.
 INSERT INTO oauth_clients (
     organization_id, platform, id, client_id, secret_ciphertext, secret_nonce, key_version,
-    token_url, revocation_url, scopes, auth_method)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+    token_url, revocation_url, scopes, auth_method, redirect_uris, authorization_url)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ON CONFLICT (organization_id, platform) DO UPDATE
    SET id = EXCLUDED.id, client_id = EXCLUDED.client_id,
        secret_ciphertext = EXCLUDED.secret_ciphertext, secret_nonce = EXCLUDED.secret_nonce,
        key_version = EXCLUDED.key_version, token_url = EXCLUDED.token_url,
        revocation_url = EXCLUDED.revocation_url, scopes = EXCLUDED.scopes,
-       auth_method = EXCLUDED.auth_method
+       auth_method = EXCLUDED.auth_method, redirect_uris = EXCLUDED.redirect_uris,
+       authorization_url = EXCLUDED.authorization_url
 RETURNING *, NULL::text AS root_key_id, NULL::bytea AS wrapped_key;
 
 -- name: oauth_client_get
@@ -112,3 +113,61 @@ SELECT e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e
 UPDATE connection_refresh_state
    SET intent_started_at = NULL, intent_refresh_version = NULL
  WHERE organization_id = $1 AND connection_id = $2;
+
+-- The connect flow (migration 019): StartAuthorization and CompleteAuthorization.
+
+-- name: authorization_insert
+INSERT INTO oauth_authorizations (
+    organization_id, id, state_hash, platform, redirect_uri, requested_scopes,
+    reconnect_connection_id, display_name, started_by, verifier_nonce, verifier_ciphertext,
+    key_version, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, now() + $13::interval)
+RETURNING expires_at;
+
+-- name: authorization_connection_check
+-- The reconnect target of a start: it exists in the organization (and its platform).
+SELECT platform FROM platform_connections WHERE organization_id = $1 AND id = $2;
+
+-- name: authorization_lock_timeout
+-- How long a completion waits for another one of the same state, this transaction only.
+SELECT set_config('lock_timeout', $1, true);
+
+-- name: authorization_get_for_update
+-- Held until the completion commits: a second completion of the state waits here and
+-- then finds it consumed, with the first one's result. expired is decided by the
+-- database's clock, the one expires_at was set by.
+SELECT a.*, a.expires_at <= now() AS expired, d.root_key_id, d.wrapped_key
+  FROM oauth_authorizations a
+  LEFT JOIN data_keys d
+         ON d.organization_id = a.organization_id AND d.version = a.key_version
+        AND d.state = 'active'
+ WHERE a.organization_id = $1 AND a.state_hash = $2
+   FOR UPDATE OF a;
+
+-- name: authorization_consume_foreign
+-- Through the SECURITY DEFINER function of migration 019: another organization's state.
+SELECT singura.oauth_authorization_consume_foreign($1);
+
+-- name: authorization_consume
+-- Single use: consumed whatever the completion came to.
+UPDATE oauth_authorizations
+   SET consumed_at = now(), outcome = $3, code_hash = $4, result_connection_id = $5,
+       result_reauthorized = $6, result_granted_scopes = $7
+ WHERE organization_id = $1 AND id = $2;
+
+-- name: authorized_connection_get
+SELECT * FROM connection_with_refresh WHERE organization_id = $1 AND id = $2;
+
+-- name: authorized_connection_insert
+INSERT INTO platform_connections (
+    organization_id, id, platform, platform_user_id, platform_workspace_id,
+    display_name, permissions_granted, requested_scopes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+RETURNING id;
+
+-- name: reauthorized_connection_update
+-- A reconnect: new identity (when allowed), scopes, and ACTIVE again.
+UPDATE platform_connections
+   SET platform_user_id = $3, platform_workspace_id = $4, permissions_granted = $5,
+       requested_scopes = $6, status = 'active', status_reason = $7
+ WHERE organization_id = $1 AND id = $2;

@@ -164,6 +164,7 @@ class Connection(_message.Message):
     REFRESH_FAILURE_COUNT_FIELD_NUMBER: _builtins.int
     LAST_REFRESH_ERROR_FIELD_NUMBER: _builtins.int
     NEXT_REFRESH_TIME_FIELD_NUMBER: _builtins.int
+    REQUESTED_SCOPES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID. Output only."""
     organization_id: _builtins.str
@@ -190,7 +191,9 @@ class Connection(_message.Message):
     """
     @_builtins.property
     def permissions_granted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """OAuth scopes or permissions granted, e.g. "channels:read"."""
+        """OAuth scopes or permissions granted, e.g. "channels:read". For a connection made
+        with CompleteAuthorization, the scopes the provider reported it granted.
+        """
 
     @_builtins.property
     def metadata(self) -> _struct_pb2.Struct:
@@ -218,6 +221,13 @@ class Connection(_message.Message):
         of its cooldown). Output only.
         """
 
+    @_builtins.property
+    def requested_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The OAuth scopes requested when the connection was last authorized through
+        StartAuthorization (granted ones are permissions_granted); empty for a connection
+        made otherwise. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -239,10 +249,11 @@ class Connection(_message.Message):
         refresh_failure_count: _builtins.int = ...,
         last_refresh_error: _builtins.str = ...,
         next_refresh_time: _timestamp_pb2.Timestamp | None = ...,
+        requested_scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "requested_scopes", b"requested_scopes", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -65,6 +65,9 @@ class OAuthClient(_message.Message):
     EFFECTIVE_REVOCATION_URL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    REDIRECT_URIS_FIELD_NUMBER: _builtins.int
+    AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     platform: _connections_pb2.Platform.ValueType
@@ -85,6 +88,14 @@ class OAuthClient(_message.Message):
     """The token endpoint the vault calls (token_url or the catalogue's). Output only."""
     effective_revocation_url: _builtins.str
     """The revocation endpoint the vault calls; empty if none. Output only."""
+    authorization_url: _builtins.str
+    """The authorization endpoint; empty means the platform's endpoint from the built-in
+    catalogue. Must be https (http only to a loopback address outside production).
+    """
+    effective_authorization_url: _builtins.str
+    """The authorization endpoint StartAuthorization builds URLs on (authorization_url
+    or the catalogue's, "{tenant}" left as a placeholder). Output only.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Scopes sent with a refresh where the platform needs them (Microsoft)."""
@@ -96,6 +107,14 @@ class OAuthClient(_message.Message):
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Last update time. Output only."""
+
+    @_builtins.property
+    def redirect_uris(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The redirect URIs registered with the platform for this client, at most 20; a
+        StartAuthorization redirect_uri must equal one of them exactly (no prefix or
+        pattern matching). Each is an absolute https URL without a fragment (http only to
+        a loopback address outside production).
+        """
 
     def __init__(
         self,
@@ -112,10 +131,13 @@ class OAuthClient(_message.Message):
         effective_revocation_url: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        redirect_uris: _abc.Iterable[_builtins.str] | None = ...,
+        authorization_url: _builtins.str = ...,
+        effective_authorization_url: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "client_id", b"client_id", "client_secret", b"client_secret", "create_time", b"create_time", "effective_revocation_url", b"effective_revocation_url", "effective_token_url", b"effective_token_url", "organization_id", b"organization_id", "platform", b"platform", "revocation_url", b"revocation_url", "scopes", b"scopes", "token_url", b"token_url", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "authorization_url", b"authorization_url", "client_id", b"client_id", "client_secret", b"client_secret", "create_time", b"create_time", "effective_authorization_url", b"effective_authorization_url", "effective_revocation_url", b"effective_revocation_url", "effective_token_url", b"effective_token_url", "organization_id", b"organization_id", "platform", b"platform", "redirect_uris", b"redirect_uris", "revocation_url", b"revocation_url", "scopes", b"scopes", "token_url", b"token_url", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -404,3 +426,224 @@ class RefreshConnectionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefreshConnectionResponse: _TypeAlias = RefreshConnectionResponse  # noqa: Y015
+
+@_typing.final
+class StartAuthorizationRequest(_message.Message):
+    """Request for StartAuthorization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ExtraParamsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    REDIRECT_URI_FIELD_NUMBER: _builtins.int
+    SCOPES_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    LOGIN_HINT_FIELD_NUMBER: _builtins.int
+    EXTRA_PARAMS_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization."""
+    platform: _connections_pb2.Platform.ValueType
+    """The platform; required. The organization must have an OAuth client for it."""
+    redirect_uri: _builtins.str
+    """Where the provider sends the user back; must equal one of the OAuth client's
+    redirect_uris exactly.
+    """
+    connection_id: _builtins.str
+    """UUID of a connection of this organization and platform to reconnect (new tokens,
+    same id); empty means a new connection.
+    """
+    display_name: _builtins.str
+    """Name of the new connection (1-200 characters); empty means "<platform>
+    connection". Ignored on a reconnect.
+    """
+    login_hint: _builtins.str
+    """Passed to the provider as its login hint (an email or user name), if non-empty;
+    at most 255 characters.
+    """
+    @_builtins.property
+    def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Scopes to request; empty means the OAuth client's configured scopes."""
+
+    @_builtins.property
+    def extra_params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Further authorization parameters, limited to the ones the platform's catalogue
+        entry allows (Google access_type/prompt, Slack user_scope, Microsoft domain_hint,
+        ...); any other key is INVALID_ARGUMENT naming it.
+        """
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        platform: _connections_pb2.Platform.ValueType = ...,
+        redirect_uri: _builtins.str = ...,
+        scopes: _abc.Iterable[_builtins.str] | None = ...,
+        connection_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        login_hint: _builtins.str = ...,
+        extra_params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "display_name", b"display_name", "extra_params", b"extra_params", "login_hint", b"login_hint", "organization_id", b"organization_id", "platform", b"platform", "redirect_uri", b"redirect_uri", "scopes", b"scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartAuthorizationRequest: _TypeAlias = StartAuthorizationRequest  # noqa: Y015
+
+@_typing.final
+class StartAuthorizationResponse(_message.Message):
+    """Response for StartAuthorization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    authorization_url: _builtins.str
+    """The URL to send the user's browser to. Carries the state and the PKCE challenge,
+    never the verifier or the client secret.
+    """
+    state: _builtins.str
+    """The state the provider sends back to the redirect URI with the code: 43
+    characters, single use. The vault keeps only its hash.
+    """
+    @_builtins.property
+    def expire_time(self) -> _timestamp_pb2.Timestamp:
+        """When the state expires (SINGURA_OAUTH_STATE_TTL after the start)."""
+
+    def __init__(
+        self,
+        *,
+        authorization_url: _builtins.str = ...,
+        state: _builtins.str = ...,
+        expire_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["authorization_url", b"authorization_url", "expire_time", b"expire_time", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartAuthorizationResponse: _TypeAlias = StartAuthorizationResponse  # noqa: Y015
+
+@_typing.final
+class CompleteAuthorizationRequest(_message.Message):
+    """Request for CompleteAuthorization: what the provider sent to the redirect URI."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ERROR_DESCRIPTION_FIELD_NUMBER: _builtins.int
+    ALLOW_IDENTITY_CHANGE_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization."""
+    state: _builtins.str
+    """The state the provider sent back (43 characters, as StartAuthorization returned)."""
+    code: _builtins.str
+    """The authorization code the provider sent (at most 4 KiB); empty when error is set."""
+    error: _builtins.str
+    """The provider's error code, when it sent one instead of a code (access_denied when
+    the user pressed "Deny"): no exchange happens, and the call fails.
+    """
+    error_description: _builtins.str
+    """The provider's error_description, if any; used only to decide nothing and never
+    stored or echoed (providers put user-facing text there).
+    """
+    allow_identity_change: _builtins.bool
+    """On a reconnect, accept tokens for another platform workspace or user than the
+    connection's (the connection takes the new identity). Unset: such a reconnect fails
+    with FAILED_PRECONDITION (OAUTH_IDENTITY_CHANGED) and leaves the connection as it was.
+    """
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+        code: _builtins.str = ...,
+        error: _builtins.str = ...,
+        error_description: _builtins.str = ...,
+        allow_identity_change: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_identity_change", b"allow_identity_change", "code", b"code", "error", b"error", "error_description", b"error_description", "organization_id", b"organization_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteAuthorizationRequest: _TypeAlias = CompleteAuthorizationRequest  # noqa: Y015
+
+@_typing.final
+class CompleteAuthorizationResponse(_message.Message):
+    """Response for CompleteAuthorization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTION_FIELD_NUMBER: _builtins.int
+    REQUESTED_SCOPES_FIELD_NUMBER: _builtins.int
+    GRANTED_SCOPES_FIELD_NUMBER: _builtins.int
+    REAUTHORIZED_FIELD_NUMBER: _builtins.int
+    PREVIOUS_REFRESH_TOKEN_REVOCATION_FIELD_NUMBER: _builtins.int
+    reauthorized: _builtins.bool
+    """True if this completed a reconnect of an existing connection."""
+    @_builtins.property
+    def connection(self) -> _connections_pb2.Connection:
+        """The connection the tokens were stored in (new, or the reconnected one), ACTIVE."""
+
+    @_builtins.property
+    def requested_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The scopes StartAuthorization requested."""
+
+    @_builtins.property
+    def granted_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The scopes the provider reports it granted (its token response's scope), or the
+        requested ones if it reported none.
+        """
+
+    @_builtins.property
+    def previous_refresh_token_revocation(self) -> _connections_pb2.ProviderRevocation:
+        """What revoking the reconnected connection's previous refresh token at the platform
+        came to (best effort, after the new tokens are stored); UNSPECIFIED for a new
+        connection or when there was no previous refresh token.
+        """
+
+    def __init__(
+        self,
+        *,
+        connection: _connections_pb2.Connection | None = ...,
+        requested_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        granted_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        reauthorized: _builtins.bool = ...,
+        previous_refresh_token_revocation: _connections_pb2.ProviderRevocation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "previous_refresh_token_revocation", b"previous_refresh_token_revocation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "granted_scopes", b"granted_scopes", "previous_refresh_token_revocation", b"previous_refresh_token_revocation", "reauthorized", b"reauthorized", "requested_scopes", b"requested_scopes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CompleteAuthorizationResponse: _TypeAlias = CompleteAuthorizationResponse  # noqa: Y015

@@ -64,6 +64,16 @@ class OAuthServiceStub:
                 request_serializer=singura_dot_vault_dot_v1_dot_oauth__pb2.RefreshConnectionRequest.SerializeToString,
                 response_deserializer=singura_dot_vault_dot_v1_dot_oauth__pb2.RefreshConnectionResponse.FromString,
                 _registered_method=True)
+        self.StartAuthorization = channel.unary_unary(
+                '/singura.vault.v1.OAuthService/StartAuthorization',
+                request_serializer=singura_dot_vault_dot_v1_dot_oauth__pb2.StartAuthorizationRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_oauth__pb2.StartAuthorizationResponse.FromString,
+                _registered_method=True)
+        self.CompleteAuthorization = channel.unary_unary(
+                '/singura.vault.v1.OAuthService/CompleteAuthorization',
+                request_serializer=singura_dot_vault_dot_v1_dot_oauth__pb2.CompleteAuthorizationRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_oauth__pb2.CompleteAuthorizationResponse.FromString,
+                _registered_method=True)
 
 
 class OAuthServiceServicer:
@@ -114,6 +124,28 @@ class OAuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartAuthorization(self, request, context):
+        """Starts connecting a platform account (the OAuth authorization-code flow with
+        state, and PKCE where the platform takes it): returns the URL to send the user's
+        browser to and the state to expect back on the redirect URI. The PKCE verifier
+        and the client secret stay in the vault. Writer role. docs/oauth.md, "Connect a
+        workspace (authorization code flow)".
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompleteAuthorization(self, request, context):
+        """Completes a started authorization with what the provider sent to the redirect
+        URI: checks the state (single use, unexpired, this organization's), exchanges the
+        code at the token endpoint and stores the tokens as credential versions of a new
+        connection or of the reconnected one. A retry after success returns the same
+        answer without calling the provider again. Writer role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OAuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -141,6 +173,16 @@ def add_OAuthServiceServicer_to_server(servicer, server):
                     servicer.RefreshConnection,
                     request_deserializer=singura_dot_vault_dot_v1_dot_oauth__pb2.RefreshConnectionRequest.FromString,
                     response_serializer=singura_dot_vault_dot_v1_dot_oauth__pb2.RefreshConnectionResponse.SerializeToString,
+            ),
+            'StartAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartAuthorization,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_oauth__pb2.StartAuthorizationRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_oauth__pb2.StartAuthorizationResponse.SerializeToString,
+            ),
+            'CompleteAuthorization': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompleteAuthorization,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_oauth__pb2.CompleteAuthorizationRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_oauth__pb2.CompleteAuthorizationResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -283,6 +325,60 @@ class OAuthService:
             '/singura.vault.v1.OAuthService/RefreshConnection',
             singura_dot_vault_dot_v1_dot_oauth__pb2.RefreshConnectionRequest.SerializeToString,
             singura_dot_vault_dot_v1_dot_oauth__pb2.RefreshConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.OAuthService/StartAuthorization',
+            singura_dot_vault_dot_v1_dot_oauth__pb2.StartAuthorizationRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_oauth__pb2.StartAuthorizationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompleteAuthorization(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.OAuthService/CompleteAuthorization',
+            singura_dot_vault_dot_v1_dot_oauth__pb2.CompleteAuthorizationRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_oauth__pb2.CompleteAuthorizationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -56,6 +56,20 @@ class OAuthServiceStub:
     due (expires within the refresh margin, capped at half the token's lifetime).
     Writer role. Returns no token.
     """
+    StartAuthorization: _grpc.UnaryUnaryMultiCallable[_oauth_pb2.StartAuthorizationRequest, _oauth_pb2.StartAuthorizationResponse]
+    """Starts connecting a platform account (the OAuth authorization-code flow with
+    state, and PKCE where the platform takes it): returns the URL to send the user's
+    browser to and the state to expect back on the redirect URI. The PKCE verifier
+    and the client secret stay in the vault. Writer role. docs/oauth.md, "Connect a
+    workspace (authorization code flow)".
+    """
+    CompleteAuthorization: _grpc.UnaryUnaryMultiCallable[_oauth_pb2.CompleteAuthorizationRequest, _oauth_pb2.CompleteAuthorizationResponse]
+    """Completes a started authorization with what the provider sent to the redirect
+    URI: checks the state (single use, unexpired, this organization's), exchanges the
+    code at the token endpoint and stores the tokens as credential versions of a new
+    connection or of the reconnected one. A retry after success returns the same
+    answer without calling the provider again. Writer role.
+    """
 
 @_typing.type_check_only
 class OAuthServiceAsyncStub(OAuthServiceStub):
@@ -84,6 +98,20 @@ class OAuthServiceAsyncStub(OAuthServiceStub):
     """Refreshes the connection's tokens now (force) or only if the access token is
     due (expires within the refresh margin, capped at half the token's lifetime).
     Writer role. Returns no token.
+    """
+    StartAuthorization: _aio.UnaryUnaryMultiCallable[_oauth_pb2.StartAuthorizationRequest, _oauth_pb2.StartAuthorizationResponse]  # type: ignore[assignment]
+    """Starts connecting a platform account (the OAuth authorization-code flow with
+    state, and PKCE where the platform takes it): returns the URL to send the user's
+    browser to and the state to expect back on the redirect URI. The PKCE verifier
+    and the client secret stay in the vault. Writer role. docs/oauth.md, "Connect a
+    workspace (authorization code flow)".
+    """
+    CompleteAuthorization: _aio.UnaryUnaryMultiCallable[_oauth_pb2.CompleteAuthorizationRequest, _oauth_pb2.CompleteAuthorizationResponse]  # type: ignore[assignment]
+    """Completes a started authorization with what the provider sent to the redirect
+    URI: checks the state (single use, unexpired, this organization's), exchanges the
+    code at the token endpoint and stores the tokens as credential versions of a new
+    connection or of the reconnected one. A retry after success returns the same
+    answer without calling the provider again. Writer role.
     """
 
 class OAuthServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -140,6 +168,32 @@ class OAuthServiceServicer(metaclass=_abc_1.ABCMeta):
         """Refreshes the connection's tokens now (force) or only if the access token is
         due (expires within the refresh margin, capped at half the token's lifetime).
         Writer role. Returns no token.
+        """
+
+    @_abc_1.abstractmethod
+    def StartAuthorization(
+        self,
+        request: _oauth_pb2.StartAuthorizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oauth_pb2.StartAuthorizationResponse, _abc.Awaitable[_oauth_pb2.StartAuthorizationResponse]]:
+        """Starts connecting a platform account (the OAuth authorization-code flow with
+        state, and PKCE where the platform takes it): returns the URL to send the user's
+        browser to and the state to expect back on the redirect URI. The PKCE verifier
+        and the client secret stay in the vault. Writer role. docs/oauth.md, "Connect a
+        workspace (authorization code flow)".
+        """
+
+    @_abc_1.abstractmethod
+    def CompleteAuthorization(
+        self,
+        request: _oauth_pb2.CompleteAuthorizationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_oauth_pb2.CompleteAuthorizationResponse, _abc.Awaitable[_oauth_pb2.CompleteAuthorizationResponse]]:
+        """Completes a started authorization with what the provider sent to the redirect
+        URI: checks the state (single use, unexpired, this organization's), exchanges the
+        code at the token endpoint and stores the tokens as credential versions of a new
+        connection or of the reconnected one. A retry after success returns the same
+        answer without calling the provider again. Writer role.
         """
 
 def add_OAuthServiceServicer_to_server(servicer: OAuthServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

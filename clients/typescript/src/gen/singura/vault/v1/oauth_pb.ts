@@ -6,7 +6,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Connection, Platform } from "./connections_pb.js";
+import type { Connection, Platform, ProviderRevocation } from "./connections_pb.js";
 import { file_singura_vault_v1_connections } from "./connections_pb.js";
 import type { Credential } from "./credentials_pb.js";
 import { file_singura_vault_v1_credentials } from "./credentials_pb.js";
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file singura/vault/v1/oauth.proto.
  */
 export const file_singura_vault_v1_oauth: GenFile = /*@__PURE__*/
-  fileDesc("ChxzaW5ndXJhL3ZhdWx0L3YxL29hdXRoLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIpMDCgtPQXV0aENsaWVudBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSLAoIcGxhdGZvcm0YAiABKA4yGi5zaW5ndXJhLnZhdWx0LnYxLlBsYXRmb3JtEhEKCWNsaWVudF9pZBgDIAEoCRIVCg1jbGllbnRfc2VjcmV0GAQgASgJEhEKCXRva2VuX3VybBgFIAEoCRIWCg5yZXZvY2F0aW9uX3VybBgGIAEoCRIOCgZzY29wZXMYByADKAkSNwoLYXV0aF9tZXRob2QYCCABKA4yIi5zaW5ndXJhLnZhdWx0LnYxLkNsaWVudEF1dGhNZXRob2QSGwoTZWZmZWN0aXZlX3Rva2VuX3VybBgJIAEoCRIgChhlZmZlY3RpdmVfcmV2b2NhdGlvbl91cmwYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJGChVTZXRPQXV0aENsaWVudFJlcXVlc3QSLQoGY2xpZW50GAEgASgLMh0uc2luZ3VyYS52YXVsdC52MS5PQXV0aENsaWVudCJHChZTZXRPQXV0aENsaWVudFJlc3BvbnNlEi0KBmNsaWVudBgBIAEoCzIdLnNpbmd1cmEudmF1bHQudjEuT0F1dGhDbGllbnQiXgoVR2V0T0F1dGhDbGllbnRSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIsCghwbGF0Zm9ybRgCIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0iRwoWR2V0T0F1dGhDbGllbnRSZXNwb25zZRItCgZjbGllbnQYASABKAsyHS5zaW5ndXJhLnZhdWx0LnYxLk9BdXRoQ2xpZW50ImEKGERlbGV0ZU9BdXRoQ2xpZW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSLAoIcGxhdGZvcm0YAiABKA4yGi5zaW5ndXJhLnZhdWx0LnYxLlBsYXRmb3JtIhsKGURlbGV0ZU9BdXRoQ2xpZW50UmVzcG9uc2UieQoVR2V0QWNjZXNzVG9rZW5SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEjAKDW1pbl92YWxpZF9mb3IYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ipAEKFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglyZWZyZXNoZWQYAyABKAgSMAoKY3JlZGVudGlhbBgEIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbCJZChhSZWZyZXNoQ29ubmVjdGlvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSDQoFZm9yY2UYAyABKAgilAEKGVJlZnJlc2hDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbhIyCgxhY2Nlc3NfdG9rZW4YAiABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwSEQoJcmVmcmVzaGVkGAMgASgIKo0BChBDbGllbnRBdXRoTWV0aG9kEiIKHkNMSUVOVF9BVVRIX01FVEhPRF9VTlNQRUNJRklFRBAAEioKJkNMSUVOVF9BVVRIX01FVEhPRF9DTElFTlRfU0VDUkVUX0JBU0lDEAESKQolQ0xJRU5UX0FVVEhfTUVUSE9EX0NMSUVOVF9TRUNSRVRfUE9TVBACMpkECgxPQXV0aFNlcnZpY2USYwoOU2V0T0F1dGhDbGllbnQSJy5zaW5ndXJhLnZhdWx0LnYxLlNldE9BdXRoQ2xpZW50UmVxdWVzdBooLnNpbmd1cmEudmF1bHQudjEuU2V0T0F1dGhDbGllbnRSZXNwb25zZRJjCg5HZXRPQXV0aENsaWVudBInLnNpbmd1cmEudmF1bHQudjEuR2V0T0F1dGhDbGllbnRSZXF1ZXN0Giguc2luZ3VyYS52YXVsdC52MS5HZXRPQXV0aENsaWVudFJlc3BvbnNlEmwKEURlbGV0ZU9BdXRoQ2xpZW50Eiouc2luZ3VyYS52YXVsdC52MS5EZWxldGVPQXV0aENsaWVudFJlcXVlc3QaKy5zaW5ndXJhLnZhdWx0LnYxLkRlbGV0ZU9BdXRoQ2xpZW50UmVzcG9uc2USYwoOR2V0QWNjZXNzVG9rZW4SJy5zaW5ndXJhLnZhdWx0LnYxLkdldEFjY2Vzc1Rva2VuUmVxdWVzdBooLnNpbmd1cmEudmF1bHQudjEuR2V0QWNjZXNzVG9rZW5SZXNwb25zZRJsChFSZWZyZXNoQ29ubmVjdGlvbhIqLnNpbmd1cmEudmF1bHQudjEuUmVmcmVzaENvbm5lY3Rpb25SZXF1ZXN0Gisuc2luZ3VyYS52YXVsdC52MS5SZWZyZXNoQ29ubmVjdGlvblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_singura_vault_v1_connections, file_singura_vault_v1_credentials]);
+  fileDesc("ChxzaW5ndXJhL3ZhdWx0L3YxL29hdXRoLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIuoDCgtPQXV0aENsaWVudBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSLAoIcGxhdGZvcm0YAiABKA4yGi5zaW5ndXJhLnZhdWx0LnYxLlBsYXRmb3JtEhEKCWNsaWVudF9pZBgDIAEoCRIVCg1jbGllbnRfc2VjcmV0GAQgASgJEhEKCXRva2VuX3VybBgFIAEoCRIWCg5yZXZvY2F0aW9uX3VybBgGIAEoCRIOCgZzY29wZXMYByADKAkSNwoLYXV0aF9tZXRob2QYCCABKA4yIi5zaW5ndXJhLnZhdWx0LnYxLkNsaWVudEF1dGhNZXRob2QSGwoTZWZmZWN0aXZlX3Rva2VuX3VybBgJIAEoCRIgChhlZmZlY3RpdmVfcmV2b2NhdGlvbl91cmwYCiABKAkSLwoLY3JlYXRlX3RpbWUYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1yZWRpcmVjdF91cmlzGA0gAygJEhkKEWF1dGhvcml6YXRpb25fdXJsGA4gASgJEiMKG2VmZmVjdGl2ZV9hdXRob3JpemF0aW9uX3VybBgPIAEoCSJGChVTZXRPQXV0aENsaWVudFJlcXVlc3QSLQoGY2xpZW50GAEgASgLMh0uc2luZ3VyYS52YXVsdC52MS5PQXV0aENsaWVudCJHChZTZXRPQXV0aENsaWVudFJlc3BvbnNlEi0KBmNsaWVudBgBIAEoCzIdLnNpbmd1cmEudmF1bHQudjEuT0F1dGhDbGllbnQiXgoVR2V0T0F1dGhDbGllbnRSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIsCghwbGF0Zm9ybRgCIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0iRwoWR2V0T0F1dGhDbGllbnRSZXNwb25zZRItCgZjbGllbnQYASABKAsyHS5zaW5ndXJhLnZhdWx0LnYxLk9BdXRoQ2xpZW50ImEKGERlbGV0ZU9BdXRoQ2xpZW50UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSLAoIcGxhdGZvcm0YAiABKA4yGi5zaW5ndXJhLnZhdWx0LnYxLlBsYXRmb3JtIhsKGURlbGV0ZU9BdXRoQ2xpZW50UmVzcG9uc2UieQoVR2V0QWNjZXNzVG9rZW5SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEjAKDW1pbl92YWxpZF9mb3IYAyABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24ipAEKFkdldEFjY2Vzc1Rva2VuUmVzcG9uc2USFAoMYWNjZXNzX3Rva2VuGAEgASgJEi8KC2V4cGlyZV90aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglyZWZyZXNoZWQYAyABKAgSMAoKY3JlZGVudGlhbBgEIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbCJZChhSZWZyZXNoQ29ubmVjdGlvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSDQoFZm9yY2UYAyABKAgilAEKGVJlZnJlc2hDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbhIyCgxhY2Nlc3NfdG9rZW4YAiABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwSEQoJcmVmcmVzaGVkGAMgASgIItECChlTdGFydEF1dGhvcml6YXRpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIsCghwbGF0Zm9ybRgCIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0SFAoMcmVkaXJlY3RfdXJpGAMgASgJEg4KBnNjb3BlcxgEIAMoCRIVCg1jb25uZWN0aW9uX2lkGAUgASgJEhQKDGRpc3BsYXlfbmFtZRgGIAEoCRISCgpsb2dpbl9oaW50GAcgASgJElIKDGV4dHJhX3BhcmFtcxgIIAMoCzI8LnNpbmd1cmEudmF1bHQudjEuU3RhcnRBdXRob3JpemF0aW9uUmVxdWVzdC5FeHRyYVBhcmFtc0VudHJ5GjIKEEV4dHJhUGFyYW1zRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASJ3ChpTdGFydEF1dGhvcml6YXRpb25SZXNwb25zZRIZChFhdXRob3JpemF0aW9uX3VybBgBIAEoCRINCgVzdGF0ZRgCIAEoCRIvCgtleHBpcmVfdGltZRgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAinQEKHENvbXBsZXRlQXV0aG9yaXphdGlvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEg0KBXN0YXRlGAIgASgJEgwKBGNvZGUYAyABKAkSDQoFZXJyb3IYBCABKAkSGQoRZXJyb3JfZGVzY3JpcHRpb24YBSABKAkSHQoVYWxsb3dfaWRlbnRpdHlfY2hhbmdlGAYgASgIIuoBCh1Db21wbGV0ZUF1dGhvcml6YXRpb25SZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uEhgKEHJlcXVlc3RlZF9zY29wZXMYAiADKAkSFgoOZ3JhbnRlZF9zY29wZXMYAyADKAkSFAoMcmVhdXRob3JpemVkGAQgASgIEk8KIXByZXZpb3VzX3JlZnJlc2hfdG9rZW5fcmV2b2NhdGlvbhgFIAEoCzIkLnNpbmd1cmEudmF1bHQudjEuUHJvdmlkZXJSZXZvY2F0aW9uKo0BChBDbGllbnRBdXRoTWV0aG9kEiIKHkNMSUVOVF9BVVRIX01FVEhPRF9VTlNQRUNJRklFRBAAEioKJkNMSUVOVF9BVVRIX01FVEhPRF9DTElFTlRfU0VDUkVUX0JBU0lDEAESKQolQ0xJRU5UX0FVVEhfTUVUSE9EX0NMSUVOVF9TRUNSRVRfUE9TVBACMoQGCgxPQXV0aFNlcnZpY2USYwoOU2V0T0F1dGhDbGllbnQSJy5zaW5ndXJhLnZhdWx0LnYxLlNldE9BdXRoQ2xpZW50UmVxdWVzdBooLnNpbmd1cmEudmF1bHQudjEuU2V0T0F1dGhDbGllbnRSZXNwb25zZRJjCg5HZXRPQXV0aENsaWVudBInLnNpbmd1cmEudmF1bHQudjEuR2V0T0F1dGhDbGllbnRSZXF1ZXN0Giguc2luZ3VyYS52YXVsdC52MS5HZXRPQXV0aENsaWVudFJlc3BvbnNlEmwKEURlbGV0ZU9BdXRoQ2xpZW50Eiouc2luZ3VyYS52YXVsdC52MS5EZWxldGVPQXV0aENsaWVudFJlcXVlc3QaKy5zaW5ndXJhLnZhdWx0LnYxLkRlbGV0ZU9BdXRoQ2xpZW50UmVzcG9uc2USYwoOR2V0QWNjZXNzVG9rZW4SJy5zaW5ndXJhLnZhdWx0LnYxLkdldEFjY2Vzc1Rva2VuUmVxdWVzdBooLnNpbmd1cmEudmF1bHQudjEuR2V0QWNjZXNzVG9rZW5SZXNwb25zZRJsChFSZWZyZXNoQ29ubmVjdGlvbhIqLnNpbmd1cmEudmF1bHQudjEuUmVmcmVzaENvbm5lY3Rpb25SZXF1ZXN0Gisuc2luZ3VyYS52YXVsdC52MS5SZWZyZXNoQ29ubmVjdGlvblJlc3BvbnNlEm8KElN0YXJ0QXV0aG9yaXphdGlvbhIrLnNpbmd1cmEudmF1bHQudjEuU3RhcnRBdXRob3JpemF0aW9uUmVxdWVzdBosLnNpbmd1cmEudmF1bHQudjEuU3RhcnRBdXRob3JpemF0aW9uUmVzcG9uc2USeAoVQ29tcGxldGVBdXRob3JpemF0aW9uEi4uc2luZ3VyYS52YXVsdC52MS5Db21wbGV0ZUF1dGhvcml6YXRpb25SZXF1ZXN0Gi8uc2luZ3VyYS52YXVsdC52MS5Db21wbGV0ZUF1dGhvcml6YXRpb25SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_singura_vault_v1_connections, file_singura_vault_v1_credentials]);
 
 /**
  * An OAuth client registered with a platform, as the vault uses it to refresh.
@@ -108,6 +108,32 @@ export type OAuthClient = Message<"singura.vault.v1.OAuthClient"> & {
    * @generated from field: google.protobuf.Timestamp update_time = 12;
    */
   updateTime?: Timestamp | undefined;
+
+  /**
+   * The redirect URIs registered with the platform for this client, at most 20; a
+   * StartAuthorization redirect_uri must equal one of them exactly (no prefix or
+   * pattern matching). Each is an absolute https URL without a fragment (http only to
+   * a loopback address outside production).
+   *
+   * @generated from field: repeated string redirect_uris = 13;
+   */
+  redirectUris: string[];
+
+  /**
+   * The authorization endpoint; empty means the platform's endpoint from the built-in
+   * catalogue. Must be https (http only to a loopback address outside production).
+   *
+   * @generated from field: string authorization_url = 14;
+   */
+  authorizationUrl: string;
+
+  /**
+   * The authorization endpoint StartAuthorization builds URLs on (authorization_url
+   * or the catalogue's, "{tenant}" left as a placeholder). Output only.
+   *
+   * @generated from field: string effective_authorization_url = 15;
+   */
+  effectiveAuthorizationUrl: string;
 };
 
 /**
@@ -406,6 +432,231 @@ export const RefreshConnectionResponseSchema: GenMessage<RefreshConnectionRespon
   messageDesc(file_singura_vault_v1_oauth, 10);
 
 /**
+ * Request for StartAuthorization.
+ *
+ * @generated from message singura.vault.v1.StartAuthorizationRequest
+ */
+export type StartAuthorizationRequest = Message<"singura.vault.v1.StartAuthorizationRequest"> & {
+  /**
+   * UUID of the owning organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * The platform; required. The organization must have an OAuth client for it.
+   *
+   * @generated from field: singura.vault.v1.Platform platform = 2;
+   */
+  platform: Platform;
+
+  /**
+   * Where the provider sends the user back; must equal one of the OAuth client's
+   * redirect_uris exactly.
+   *
+   * @generated from field: string redirect_uri = 3;
+   */
+  redirectUri: string;
+
+  /**
+   * Scopes to request; empty means the OAuth client's configured scopes.
+   *
+   * @generated from field: repeated string scopes = 4;
+   */
+  scopes: string[];
+
+  /**
+   * UUID of a connection of this organization and platform to reconnect (new tokens,
+   * same id); empty means a new connection.
+   *
+   * @generated from field: string connection_id = 5;
+   */
+  connectionId: string;
+
+  /**
+   * Name of the new connection (1-200 characters); empty means "<platform>
+   * connection". Ignored on a reconnect.
+   *
+   * @generated from field: string display_name = 6;
+   */
+  displayName: string;
+
+  /**
+   * Passed to the provider as its login hint (an email or user name), if non-empty;
+   * at most 255 characters.
+   *
+   * @generated from field: string login_hint = 7;
+   */
+  loginHint: string;
+
+  /**
+   * Further authorization parameters, limited to the ones the platform's catalogue
+   * entry allows (Google access_type/prompt, Slack user_scope, Microsoft domain_hint,
+   * ...); any other key is INVALID_ARGUMENT naming it.
+   *
+   * @generated from field: map<string, string> extra_params = 8;
+   */
+  extraParams: { [key: string]: string };
+};
+
+/**
+ * Describes the message singura.vault.v1.StartAuthorizationRequest.
+ * Use `create(StartAuthorizationRequestSchema)` to create a new message.
+ */
+export const StartAuthorizationRequestSchema: GenMessage<StartAuthorizationRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_oauth, 11);
+
+/**
+ * Response for StartAuthorization.
+ *
+ * @generated from message singura.vault.v1.StartAuthorizationResponse
+ */
+export type StartAuthorizationResponse = Message<"singura.vault.v1.StartAuthorizationResponse"> & {
+  /**
+   * The URL to send the user's browser to. Carries the state and the PKCE challenge,
+   * never the verifier or the client secret.
+   *
+   * @generated from field: string authorization_url = 1;
+   */
+  authorizationUrl: string;
+
+  /**
+   * The state the provider sends back to the redirect URI with the code: 43
+   * characters, single use. The vault keeps only its hash.
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * When the state expires (SINGURA_OAUTH_STATE_TTL after the start).
+   *
+   * @generated from field: google.protobuf.Timestamp expire_time = 3;
+   */
+  expireTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.StartAuthorizationResponse.
+ * Use `create(StartAuthorizationResponseSchema)` to create a new message.
+ */
+export const StartAuthorizationResponseSchema: GenMessage<StartAuthorizationResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_oauth, 12);
+
+/**
+ * Request for CompleteAuthorization: what the provider sent to the redirect URI.
+ *
+ * @generated from message singura.vault.v1.CompleteAuthorizationRequest
+ */
+export type CompleteAuthorizationRequest = Message<"singura.vault.v1.CompleteAuthorizationRequest"> & {
+  /**
+   * UUID of the owning organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * The state the provider sent back (43 characters, as StartAuthorization returned).
+   *
+   * @generated from field: string state = 2;
+   */
+  state: string;
+
+  /**
+   * The authorization code the provider sent (at most 4 KiB); empty when error is set.
+   *
+   * @generated from field: string code = 3;
+   */
+  code: string;
+
+  /**
+   * The provider's error code, when it sent one instead of a code (access_denied when
+   * the user pressed "Deny"): no exchange happens, and the call fails.
+   *
+   * @generated from field: string error = 4;
+   */
+  error: string;
+
+  /**
+   * The provider's error_description, if any; used only to decide nothing and never
+   * stored or echoed (providers put user-facing text there).
+   *
+   * @generated from field: string error_description = 5;
+   */
+  errorDescription: string;
+
+  /**
+   * On a reconnect, accept tokens for another platform workspace or user than the
+   * connection's (the connection takes the new identity). Unset: such a reconnect fails
+   * with FAILED_PRECONDITION (OAUTH_IDENTITY_CHANGED) and leaves the connection as it was.
+   *
+   * @generated from field: bool allow_identity_change = 6;
+   */
+  allowIdentityChange: boolean;
+};
+
+/**
+ * Describes the message singura.vault.v1.CompleteAuthorizationRequest.
+ * Use `create(CompleteAuthorizationRequestSchema)` to create a new message.
+ */
+export const CompleteAuthorizationRequestSchema: GenMessage<CompleteAuthorizationRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_oauth, 13);
+
+/**
+ * Response for CompleteAuthorization.
+ *
+ * @generated from message singura.vault.v1.CompleteAuthorizationResponse
+ */
+export type CompleteAuthorizationResponse = Message<"singura.vault.v1.CompleteAuthorizationResponse"> & {
+  /**
+   * The connection the tokens were stored in (new, or the reconnected one), ACTIVE.
+   *
+   * @generated from field: singura.vault.v1.Connection connection = 1;
+   */
+  connection?: Connection | undefined;
+
+  /**
+   * The scopes StartAuthorization requested.
+   *
+   * @generated from field: repeated string requested_scopes = 2;
+   */
+  requestedScopes: string[];
+
+  /**
+   * The scopes the provider reports it granted (its token response's scope), or the
+   * requested ones if it reported none.
+   *
+   * @generated from field: repeated string granted_scopes = 3;
+   */
+  grantedScopes: string[];
+
+  /**
+   * True if this completed a reconnect of an existing connection.
+   *
+   * @generated from field: bool reauthorized = 4;
+   */
+  reauthorized: boolean;
+
+  /**
+   * What revoking the reconnected connection's previous refresh token at the platform
+   * came to (best effort, after the new tokens are stored); UNSPECIFIED for a new
+   * connection or when there was no previous refresh token.
+   *
+   * @generated from field: singura.vault.v1.ProviderRevocation previous_refresh_token_revocation = 5;
+   */
+  previousRefreshTokenRevocation?: ProviderRevocation | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.CompleteAuthorizationResponse.
+ * Use `create(CompleteAuthorizationResponseSchema)` to create a new message.
+ */
+export const CompleteAuthorizationResponseSchema: GenMessage<CompleteAuthorizationResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_oauth, 14);
+
+/**
  * How the vault authenticates its OAuth client at the token endpoint (RFC 6749 2.3.1).
  *
  * @generated from enum singura.vault.v1.ClientAuthMethod
@@ -503,6 +754,34 @@ export const OAuthService: GenService<{
     methodKind: "unary";
     input: typeof RefreshConnectionRequestSchema;
     output: typeof RefreshConnectionResponseSchema;
+  },
+  /**
+   * Starts connecting a platform account (the OAuth authorization-code flow with
+   * state, and PKCE where the platform takes it): returns the URL to send the user's
+   * browser to and the state to expect back on the redirect URI. The PKCE verifier
+   * and the client secret stay in the vault. Writer role. docs/oauth.md, "Connect a
+   * workspace (authorization code flow)".
+   *
+   * @generated from rpc singura.vault.v1.OAuthService.StartAuthorization
+   */
+  startAuthorization: {
+    methodKind: "unary";
+    input: typeof StartAuthorizationRequestSchema;
+    output: typeof StartAuthorizationResponseSchema;
+  },
+  /**
+   * Completes a started authorization with what the provider sent to the redirect
+   * URI: checks the state (single use, unexpired, this organization's), exchanges the
+   * code at the token endpoint and stores the tokens as credential versions of a new
+   * connection or of the reconnected one. A retry after success returns the same
+   * answer without calling the provider again. Writer role.
+   *
+   * @generated from rpc singura.vault.v1.OAuthService.CompleteAuthorization
+   */
+  completeAuthorization: {
+    methodKind: "unary";
+    input: typeof CompleteAuthorizationRequestSchema;
+    output: typeof CompleteAuthorizationResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_singura_vault_v1_oauth, 0);

@@ -1,0 +1,1 @@
+"""Generated, do not edit; run clients/python/generate.py."""

@@ -461,7 +461,9 @@ CREATE TABLE singura.connection_refresh_state (
     next_refresh_at timestamp with time zone,
     intent_started_at timestamp with time zone,
     intent_refresh_version integer,
-    CONSTRAINT connection_refresh_state_error_length CHECK ((char_length(last_error) <= 500))
+    expiry_source text,
+    CONSTRAINT connection_refresh_state_error_length CHECK ((char_length(last_error) <= 500)),
+    CONSTRAINT connection_refresh_state_expiry_source_known CHECK ((expiry_source = ANY (ARRAY['provider'::text, 'catalogue'::text, 'none'::text])))
 );
 
 ALTER TABLE ONLY singura.connection_refresh_state FORCE ROW LEVEL SECURITY;
@@ -517,7 +519,8 @@ CREATE VIEW singura.connection_with_refresh WITH (security_invoker='true') AS
     COALESCE(r.failure_count, 0) AS refresh_failure_count,
     COALESCE(r.last_error, ''::text) AS last_refresh_error,
     r.next_refresh_at,
-    c.requested_scopes
+    c.requested_scopes,
+    r.expiry_source
    FROM (singura.platform_connections c
      LEFT JOIN singura.connection_refresh_state r ON (((r.organization_id = c.organization_id) AND (r.connection_id = c.id))));
 
@@ -532,7 +535,7 @@ $$;
 
 ALTER FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) RETURNS SETOF singura.connection_with_refresh
+CREATE FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) RETURNS SETOF singura.connection_with_refresh
     LANGUAGE sql
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
@@ -541,12 +544,21 @@ SELECT *
  WHERE organization_id = p_org
    AND (p_platform IS NULL OR platform = p_platform)
    AND (p_status IS NULL OR status = p_status)
+   AND (p_scope_drift IS NULL OR (
+        cardinality(requested_scopes) > 0
+        AND CASE p_scope_drift
+              WHEN 'missing' THEN NOT requested_scopes <@ permissions_granted
+              WHEN 'extra' THEN NOT permissions_granted <@ requested_scopes
+              WHEN 'any' THEN NOT (requested_scopes <@ permissions_granted
+                                   AND permissions_granted <@ requested_scopes)
+              ELSE false
+            END))
    AND (p_after_at IS NULL OR (created_at, id) < (p_after_at, p_after_id))
  ORDER BY created_at DESC, id DESC
  LIMIT p_limit;
 $$;
 
-ALTER FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
+ALTER FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) OWNER TO singura_owner;
 
 CREATE TABLE singura.encrypted_credentials (
     organization_id uuid NOT NULL,
@@ -1481,7 +1493,7 @@ GRANT SELECT ON TABLE singura.connection_with_refresh TO singura_app;
 
 GRANT ALL ON FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) TO singura_app;
 
-GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) TO singura_app;
+GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app;
 

@@ -45,6 +45,29 @@ class ConnectionStatus(enum.Enum):
     REVOKED = "revoked"
 
 
+class ScopeDrift(enum.Enum):
+    """Which connections ListConnections keeps by their scopes (migration 020): granted
+    differs from requested. Connections with no requested scopes recorded never drift."""
+
+    # A requested scope was not granted, or one was granted that nobody asked for.
+    ANY = "any"
+    # A requested scope was not granted.
+    MISSING = "missing"
+    # A scope was granted that nobody asked for.
+    EXTRA = "extra"
+
+
+class ExpirySource(enum.Enum):
+    """Where the expiry of the access token the vault last stored came from."""
+
+    # The token response's expires_in.
+    PROVIDER = "provider"
+    # The response had none; the catalogue's default_expires_in_s was used.
+    CATALOGUE = "catalogue"
+    # No expiry known: the response had none, nor does the catalogue.
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class Organization:
     """A tenant."""
@@ -109,6 +132,9 @@ class Connection:
     next_refresh_at: datetime | None = None
     # The scopes requested when CompleteAuthorization last authorized it (migration 019).
     requested_scopes: tuple[str, ...] = ()
+    # Where the current access token's expiry came from, when the vault stored it
+    # (CompleteAuthorization or a refresh; migration 020); None otherwise.
+    expiry_source: ExpirySource | None = None
 
 
 @dataclass(frozen=True)

@@ -317,11 +317,13 @@ async def serve_process_handle(
     root_key: str,
     *,
     host: str = "127.0.0.1",
+    log: list[str] | None = None,
     **env_overrides: str,
 ) -> AsyncIterator[tuple[str, subprocess.Popen[str]]]:
     """Like serve_process, and yields the process too (for tests that kill it).
     ``vault`` is the vault whose admin key the process bootstraps, or that key;
-    ``host`` a loopback address of its own (127.0.0.2, ...: another "host")."""
+    ``host`` a loopback address of its own (127.0.0.2, ...: another "host"); ``log``,
+    when given, receives the process's stderr lines once it has stopped."""
     import socket
 
     with socket.socket() as sock:
@@ -370,6 +372,9 @@ async def serve_process_handle(
             raise AssertionError(
                 f"the second vault ignored SIGTERM for 60 s; its log:\n{tail}"
             ) from None
+        if log is not None:
+            await asyncio.to_thread(drain.join, 10)  # the pipe ends when the process does
+            log.extend(lines)
 
 
 @pytest.fixture

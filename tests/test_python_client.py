@@ -225,6 +225,26 @@ async def test_sync_client_stores_reveals_lists_and_exports(vault: RunningVault)
     await asyncio.to_thread(_sync_round_trip, vault.address, vault.admin_key, canary("py"))
 
 
+def _scope_drift_filter(address: str, api_key: str) -> tuple[int, int]:
+    with Vault(address, api_key=api_key) as vault:
+        org = _new_org(vault)
+        vault.connections.create(
+            organization_id=org.id, platform="SLACK", platform_user_id="U1", display_name="S"
+        )
+        with pytest.raises(ValueError, match="scope_drift: 'SIDEWAYS' is not a ScopeDrift"):
+            vault.connections.list(organization_id=org.id, scope_drift="SIDEWAYS")
+        everything = vault.connections.list(organization_id=org.id)
+        drifted = vault.connections.list(organization_id=org.id, scope_drift="EXTRA")
+    return len(everything.items), len(drifted.items)
+
+
+async def test_the_connection_list_takes_the_scope_drift_filter(vault: RunningVault) -> None:
+    """connections.list passes scope_drift by name (an unknown name is refused before
+    any call); a connection made by hand requested nothing, so it never drifts."""
+    listed = await asyncio.to_thread(_scope_drift_filter, vault.address, vault.admin_key)
+    assert listed == (1, 0)
+
+
 def _sync_errors(address: str, api_key: str) -> None:
     with Vault(address, api_key=api_key) as vault:
         with pytest.raises(InvalidArgument) as invalid:

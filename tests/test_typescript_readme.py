@@ -2,7 +2,9 @@
 
 The README marks what a reader types or saves: ``<!-- readme-example: run -->`` before
 a shell block, ``<!-- readme-example: file NAME -->`` before the contents of a file,
-and ``<!-- readme-example: output -->`` before what the example prints. This test
+and ``<!-- readme-example: output -->`` before what the example prints. A further
+example carries its name (``<!-- readme-example connect: run -->``) and is run by its own
+test (tests/test_typescript_connect.py); ``readme_blocks`` picks one example. This test
 joins the first two kinds, in order, into one bash script (a file becomes a heredoc),
 runs it where README.md's walk-through leaves a newcomer: a vault serving, its admin
 key where ``singura-vault keys admin-key`` reads it, the organization ``acme`` already
@@ -39,7 +41,7 @@ EXAMPLE_TIMEOUT_S = 300
 EXAMPLE_TOKEN = "xoxb-not-a-real-token"
 
 _MARKED_BLOCK = re.compile(
-    r"^<!-- readme-example: (?P<marker>[^>]*?) -->\n"
+    r"^<!-- readme-example(?: (?P<example>[a-z][a-z-]*))?: (?P<marker>[^>]*?) -->\n"
     r"(?:```(?P<lang>[a-z]+)\n(?P<body>.*?)^```$)?",
     flags=re.MULTILINE | re.DOTALL,
 )
@@ -57,10 +59,13 @@ class Block:
     file: str | None = None
 
 
-def readme_blocks(text: str) -> list[Block]:
-    """The marked blocks, in order; a marker not followed by a fenced block fails."""
+def readme_blocks(text: str, example: str | None = None) -> list[Block]:
+    """The marked blocks of one example (None: the unnamed one), in order; a marker not
+    followed by a fenced block fails."""
     blocks = []
     for match in _MARKED_BLOCK.finditer(text):
+        if match["example"] != example:
+            continue
         marker = match["marker"]
         assert match["body"] is not None, (
             f"README marker <!-- readme-example: {marker} --> is not directly followed "

@@ -13,7 +13,7 @@ from singura_vault.api._convert import (
     struct,
     timestamp,
 )
-from singura_vault.domain import Connection, ConnectionStatus, Platform
+from singura_vault.domain import Connection, ConnectionStatus, Platform, ScopeDrift
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc as pb_grpc
 from singura_vault.service.connections import ConnectionInput, ConnectionService
@@ -54,6 +54,11 @@ def connection_to_proto(conn: Connection) -> pb.Connection:
         refresh_failure_count=conn.refresh_failure_count,
         last_refresh_error=conn.last_refresh_error,
         next_refresh_time=timestamp(conn.next_refresh_at),
+        expiry_source=pb.ExpirySource.Value(
+            enum_to_proto_name(conn.expiry_source, "EXPIRY_SOURCE_")
+            if conn.expiry_source is not None
+            else "EXPIRY_SOURCE_UNSPECIFIED"
+        ),
     )
 
 
@@ -107,6 +112,9 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             _status(request.status, "status"),
             request.page_size,
             request.page_token,
+            enum_from_proto(
+                ScopeDrift, pb.ScopeDrift.Name, request.scope_drift, "SCOPE_DRIFT_", "scope_drift"
+            ),
         )
         return pb.ListConnectionsResponse(
             connections=[connection_to_proto(c) for c in page.connections],

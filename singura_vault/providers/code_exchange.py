@@ -115,6 +115,7 @@ def _grant(document: Mapping[str, Any], entry: PlatformEndpoints) -> CodeGrant:
         user_scopes=scopes(authed_user.get("scope")) if slack else None,
         workspace_id=workspace_id,
         user_id=user_id,
+        expiry_from_catalogue=lifetime is None and entry.default_expires_in_s is not None,
     )
 
 

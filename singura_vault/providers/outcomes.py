@@ -53,6 +53,9 @@ class CodeGrant:
     workspace_id: str | None
     # Slack authed_user.id; Microsoft oid; Google sub; None if unknown.
     user_id: str | None
+    # True when the answer had no expires_in and expires_in is the catalogue's default
+    # (the connection's expiry_source says so).
+    expiry_from_catalogue: bool = False
 
 
 class FailureKind(enum.Enum):

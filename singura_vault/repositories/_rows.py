@@ -12,6 +12,7 @@ from singura_vault.domain import (
     Credential,
     CredentialState,
     CredentialType,
+    ExpirySource,
     Organization,
     Plan,
     Platform,
@@ -67,6 +68,7 @@ def connection_from_row(row: asyncpg.Record) -> Connection:
         last_refresh_error=row.get("last_refresh_error") or "",
         next_refresh_at=row.get("next_refresh_at"),
         requested_scopes=tuple(row.get("requested_scopes") or ()),
+        expiry_source=ExpirySource(row["expiry_source"]) if row.get("expiry_source") else None,
     )
 
 

@@ -15,6 +15,7 @@ from singura_vault.domain import (
     NewConnection,
     PageCursor,
     Platform,
+    ScopeDrift,
 )
 from singura_vault.errors import (
     Aborted,
@@ -114,6 +115,7 @@ class ConnectionRepository:
         status: ConnectionStatus | None,
         after: PageCursor | None,
         limit: int,
+        scope_drift: ScopeDrift | None = None,
     ) -> list[Connection]:
         """Connections newest first, optionally filtered, starting after the cursor."""
         rows = await self._db.fetch_scoped(
@@ -125,6 +127,7 @@ class ConnectionRepository:
             after.at if after else None,
             after.id if after else None,
             limit,
+            scope_drift.value if scope_drift else None,
             replica_ok=True,
         )
         return [connection_from_row(row) for row in rows]

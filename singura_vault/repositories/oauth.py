@@ -10,7 +10,7 @@ purpose: it must outlive a refresh transaction that never commits.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,6 +30,7 @@ from singura_vault.domain import (
     CredentialType,
     EncryptedCredential,
     EncryptedValue,
+    ExpirySource,
     OAuthClientRecord,
     OAuthClientSettings,
     Platform,
@@ -142,9 +143,21 @@ class RefreshTransaction:
             self._conn, data_key, self.connection.id, credential_type, expires_at, seal
         )
 
-    async def succeeded(self, next_refresh_at: datetime | None) -> None:
+    async def succeeded(
+        self, next_refresh_at: datetime | None, expiry_source: ExpirySource
+    ) -> None:
         await self._conn.execute(
-            query("refresh_succeeded"), self.organization_id, self.connection.id, next_refresh_at
+            query("refresh_succeeded"),
+            self.organization_id,
+            self.connection.id,
+            next_refresh_at,
+            expiry_source.value,
+        )
+
+    async def set_granted_scopes(self, scopes: Sequence[str]) -> None:
+        """Record the scopes the provider now reports granted (permissions_granted)."""
+        await self._conn.execute(
+            query("refresh_scopes_update"), self.organization_id, self.connection.id, list(scopes)
         )
 
     async def clear_intent(self) -> None:

@@ -29,6 +29,7 @@ from singura_vault.domain import (
     CredentialType,
     EncryptedCredential,
     EncryptedValue,
+    ExpirySource,
     NewAuthorization,
     OAuthClientRecord,
     PendingAuthorization,
@@ -222,10 +223,20 @@ class CompletionTransaction:
             self._conn, data_key, connection_id, credential_type, expires_at, seal
         )
 
-    async def refreshed(self, connection_id: UUID, next_refresh_at: datetime | None) -> None:
-        """Fresh tokens: the refresh bookkeeping as after a successful refresh."""
+    async def refreshed(
+        self,
+        connection_id: UUID,
+        next_refresh_at: datetime | None,
+        expiry_source: ExpirySource,
+    ) -> None:
+        """Fresh tokens: the refresh bookkeeping as after a successful refresh, with
+        where the access token's expiry came from."""
         await self._conn.execute(
-            query("refresh_succeeded"), self.organization_id, connection_id, next_refresh_at
+            query("refresh_succeeded"),
+            self.organization_id,
+            connection_id,
+            next_refresh_at,
+            expiry_source.value,
         )
 
     async def audit(

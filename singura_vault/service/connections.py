@@ -13,6 +13,7 @@ from singura_vault.domain import (
     NewConnection,
     PageCursor,
     Platform,
+    ScopeDrift,
 )
 from singura_vault.errors import FieldChecks, InvalidArgument
 from singura_vault.repositories.connections import ConnectionRepository
@@ -118,17 +119,22 @@ class ConnectionService:
         status: ConnectionStatus | None,
         page_size: int,
         page_token: str,
+        scope_drift: ScopeDrift | None = None,
     ) -> ConnectionPage:
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, READ, "list connections")
         size = pagination.page_size(page_size)
-        filters = (
+        filters: tuple[str, ...] = (
             str(org_id),
             platform.value if platform else "",
             status.value if status else "",
         )
+        if scope_drift is not None:
+            # Appended only when set, so that tokens issued before the filter existed
+            # stay valid for the unfiltered listing.
+            filters += (f"scope_drift={scope_drift.value}",)
         after = pagination.decode_token(page_token, filters)
-        rows = await self._repository.list(org_id, platform, status, after, size + 1)
+        rows = await self._repository.list(org_id, platform, status, after, size + 1, scope_drift)
         items, next_token = pagination.next_page(
             rows, size, filters, lambda conn: PageCursor(conn.created_at, conn.id)
         )

@@ -34,6 +34,7 @@ from singura_vault.domain import (
     CredentialSlot,
     CredentialType,
     EncryptedValue,
+    ExpirySource,
     NewAuthorization,
     OAuthClientRecord,
     PendingAuthorization,
@@ -561,6 +562,7 @@ class ConnectService:
             return await self._failed(tx, pending, "connection_refused", None, refused)
         now = datetime.now(UTC)
         expires_at = now + timedelta(seconds=grant.expires_in) if grant.expires_in else None
+        expiry_source = _expiry_source(grant)
         access = await tx.store(
             data_key,
             connection_id,
@@ -581,7 +583,7 @@ class ConnectService:
         next_at = (
             expires_at - effective_margin(access, self._refresh_margin) if expires_at else None
         )
-        await tx.refreshed(connection_id, next_at)
+        await tx.refreshed(connection_id, next_at, expiry_source)
         reauthorized = current is not None
         outcome = "reauthorized" if reauthorized else "authorized"
         await tx.consume(
@@ -601,6 +603,7 @@ class ConnectService:
             "access_token_version": access.version,
             "refresh_token_version": refresh_version,
             "expire_time": expires_at.isoformat() if expires_at else None,
+            "expiry_source": expiry_source.value,
             "identity_changed": identity_changed,
         }
         await tx.audit(f"connection.{outcome}", "success", str(connection_id), details)
@@ -755,3 +758,11 @@ def _exchange_error(failure: RefreshFailed) -> VaultError:
 
 def _printable_key(key: str) -> str:
     return key if key.isidentifier() and len(key) <= 64 else "?"
+
+
+def _expiry_source(grant: CodeGrant) -> ExpirySource:
+    """Where the code answer's access-token expiry came from (the exchange has already
+    put the catalogue's default lifetime in expires_in when the provider sent none)."""
+    if grant.expiry_from_catalogue:
+        return ExpirySource.CATALOGUE
+    return ExpirySource.PROVIDER if grant.expires_in else ExpirySource.NONE

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -34,7 +34,9 @@ from singura_vault.domain import (
     CredentialSlot,
     CredentialType,
     EncryptedValue,
+    ExpirySource,
     OAuthClientRecord,
+    Platform,
     StoredDataKey,
 )
 from singura_vault.errors import FailedPrecondition, Unavailable, VaultError
@@ -97,6 +99,51 @@ async def client_config(
 # ask. (A smaller fraction would hand out tokens closer to expiry; a larger one, up to
 # 1, would bring back the refresh on every call.)
 MAX_MARGIN_FRACTION = 0.5
+
+
+def token_lifetime(expires_in: int | None, platform: Platform) -> tuple[int | None, ExpirySource]:
+    """The access token's lifetime in seconds, and where it came from: the answer's
+    expires_in, else the catalogue's documented lifetime (Salesforce sends none), else
+    none known. Without the fallback a token of such a provider would look valid
+    forever, and the vault would refresh it only on keep-alive (Nango #6775)."""
+    if expires_in:
+        return expires_in, ExpirySource.PROVIDER
+    default = CATALOGUE[platform].default_expires_in_s
+    if default:
+        return default, ExpirySource.CATALOGUE
+    return None, ExpirySource.NONE
+
+
+async def _record_scope_change(tx: RefreshTransaction, reported: Sequence[str] | None) -> None:
+    """A refresh answer that reports other scopes than the connection's granted ones
+    updates them, in the refresh's transaction, and appends connection.scopes_changed
+    (the lists only). An answer without scope says nothing about them: kept as they are."""
+    if reported is None:
+        return
+    before = tx.connection.permissions_granted
+    after = tuple(dict.fromkeys(reported))  # the provider's order, without repeats
+    if set(after) == set(before):
+        return
+    await tx.set_granted_scopes(after)
+    await tx.audit(
+        "connection.scopes_changed",
+        "success",
+        {
+            "platform": tx.connection.platform.value,
+            "before": list(before),
+            "after": list(after),
+            "added": sorted(set(after) - set(before)),
+            "removed": sorted(set(before) - set(after)),
+            "requested_scopes": list(tx.connection.requested_scopes),
+        },
+    )
+    log.info(
+        "oauth_scopes_changed",
+        connection_id=str(tx.connection.id),
+        platform=tx.connection.platform.value,
+        added=sorted(set(after) - set(before)),
+        removed=sorted(set(before) - set(after)),
+    )
 
 
 def valid_for(credential: Credential, now: datetime) -> timedelta | None:
@@ -259,8 +306,7 @@ class TokenRefresher:
         old_refresh_token: str,
         now: datetime,
     ) -> None:
-        # Salesforce sends no expires_in: its catalogue entry has a default lifetime.
-        lifetime = grant.expires_in or CATALOGUE[tx.connection.platform].default_expires_in_s
+        lifetime, expiry_source = token_lifetime(grant.expires_in, tx.connection.platform)
         expires_at = now + timedelta(seconds=lifetime) if lifetime else None
 
         def sealer(value: str) -> _Sealer:
@@ -284,7 +330,7 @@ class TokenRefresher:
         # it (effective_margin): at least half the token's lifetime from now, so a
         # provider whose tokens live shorter than the margin is not refreshed in a loop.
         next_at = expires_at - effective_margin(access, self._policy.margin) if expires_at else None
-        await tx.succeeded(next_at)
+        await tx.succeeded(next_at, expiry_source)
         await tx.audit(
             "connection.token_refreshed",
             "success",
@@ -294,8 +340,10 @@ class TokenRefresher:
                 "refresh_token_rotated": rotated,
                 "refresh_token_version": refresh_version,
                 "expire_time": expires_at.isoformat() if expires_at else None,
+                "expiry_source": expiry_source.value,
             },
         )
+        await _record_scope_change(tx, grant.scopes)
         log.info(
             "oauth_token_refreshed",
             connection_id=str(tx.connection.id),

@@ -55,6 +55,64 @@ const CODE_NAMES: Record<Code, VaultErrorCode> = {
   [Code.Unauthenticated]: "UNAUTHENTICATED",
 };
 
+/**
+ * The ErrorInfo reasons docs/errors.md lists. `VaultError.reason` is typed as one of
+ * these or any other string: a newer vault may send a reason this client does not
+ * know yet, so a `switch` on it keeps a default branch.
+ */
+export type VaultErrorReason =
+  | "INVALID_ARGUMENT"
+  | "UNDECODABLE_REQUEST"
+  | "REQUEST_TOO_LARGE"
+  | "NOT_FOUND"
+  | "ALREADY_EXISTS"
+  | "FAILED_PRECONDITION"
+  | "CREDENTIAL_REVOKED"
+  | "CONNECTION_NOT_ACTIVE"
+  | "NO_REFRESH_TOKEN"
+  | "NO_OAUTH_CLIENT"
+  | "REFRESH_REJECTED"
+  | OAuthAuthorizationReason
+  | "CONCURRENT_CHANGE"
+  | "STALE_ETAG"
+  | "LIMIT_REACHED"
+  | "RATE_LIMITED"
+  | "PLAN_CONNECTION_LIMIT"
+  | "UNAVAILABLE"
+  | "PROVIDER_UNAVAILABLE"
+  | "REFRESH_COOLING_DOWN"
+  | "DEADLINE_EXCEEDED"
+  | "INTEGRITY_CHECK_FAILED"
+  | "API_KEY_INVALID"
+  | "PERMISSION_DENIED"
+  | "INTERNAL";
+
+/**
+ * Why CompleteAuthorization failed with FAILED_PRECONDITION (docs/oauth.md, "Connect a
+ * workspace"). Each but OAUTH_IDENTITY_CHANGED means: start the authorization again.
+ */
+export type OAuthAuthorizationReason =
+  /** No StartAuthorization returned this state. */
+  | "OAUTH_STATE_UNKNOWN"
+  /** Older than SINGURA_OAUTH_STATE_TTL. */
+  | "OAUTH_STATE_EXPIRED"
+  /** Already used by an earlier completion (a repeat with the same code after a success is answered instead). */
+  | "OAUTH_STATE_USED"
+  /** Started in another organization; now used up. */
+  | "OAUTH_STATE_OTHER_ORGANIZATION"
+  /** The data key that sealed the PKCE verifier was retired. */
+  | "OAUTH_STATE_UNUSABLE"
+  /** The provider sent an error instead of a code, named by metadata `oauth_error` (access_denied: declined). */
+  | "OAUTH_AUTHORIZATION_DENIED"
+  /** The provider refused the code (expired, replayed, redirect URI or verifier mismatch) or the client. */
+  | "OAUTH_CODE_REJECTED"
+  /** A reconnect's tokens are for another workspace or user; see allowIdentityChange. */
+  | "OAUTH_IDENTITY_CHANGED"
+  /** The connection being reconnected was deleted meanwhile. */
+  | "OAUTH_RECONNECT_TARGET_GONE"
+  /** The client's authorization or token endpoint is not usable: fix it with SetOAuthClient. */
+  | "OAUTH_CLIENT_MISCONFIGURED";
+
 /** The trailer the vault names each call with (also in its logs and audit events). */
 export const REQUEST_ID_KEY = "x-request-id";
 
@@ -81,8 +139,12 @@ export class VaultError extends Error {
   readonly code: VaultErrorCode;
   /** The numeric gRPC status code (connect's Code). */
   readonly grpcCode: Code;
-  /** ErrorInfo.reason, e.g. "STALE_ETAG"; "" when the server sent none (e.g. a network error). */
-  readonly reason: string;
+  /**
+   * ErrorInfo.reason, e.g. "STALE_ETAG" or "OAUTH_AUTHORIZATION_DENIED"; "" when the
+   * server sent none (e.g. a network error). `(string & {})`: a reason this client
+   * does not list yet still arrives, and editors still offer the listed ones.
+   */
+  readonly reason: VaultErrorReason | "" | (string & {});
   /** ErrorInfo.domain: "singura.vault" for the vault's own errors. */
   readonly domain: string;
   /** ErrorInfo.metadata (e.g. {"field": "organization.slug"}). */
@@ -148,4 +210,15 @@ export function toVaultError(error: unknown, procedure?: string): VaultError {
 /** Type guard: `if (isVaultError(e, "NOT_FOUND")) ...`. */
 export function isVaultError(error: unknown, code?: VaultErrorCode): error is VaultError {
   return error instanceof VaultError && (code === undefined || error.code === code);
+}
+
+/**
+ * Type guard on the reason: `if (hasReason(e, "OAUTH_STATE_EXPIRED", "OAUTH_STATE_USED")) ...`.
+ * Narrows to a VaultError with that reason, so the other branch keeps a VaultError.
+ */
+export function hasReason<R extends VaultErrorReason>(
+  error: unknown,
+  ...reasons: readonly R[]
+): error is VaultError & { readonly reason: R } {
+  return error instanceof VaultError && (reasons as readonly string[]).includes(error.reason);
 }

@@ -6,7 +6,7 @@
  * idempotent calls, and errors (always a VaultError).
  */
 import type { JsonObject } from "@bufbuild/protobuf";
-import { timestampFromDate } from "@bufbuild/protobuf/wkt";
+import { timestampDate, timestampFromDate } from "@bufbuild/protobuf/wkt";
 import { Code, ConnectError } from "@connectrpc/connect";
 import type { CallOptions, Client, Interceptor } from "@connectrpc/connect";
 import { createGrpcTransport, Http2SessionManager } from "@connectrpc/connect-node";
@@ -26,6 +26,7 @@ import {
   type ConnectionStatus,
   type Platform,
   type ProviderRevocation,
+  type ScopeDrift,
 } from "./gen/singura/vault/v1/connections_pb.js";
 import {
   CredentialService,
@@ -109,6 +110,8 @@ export type ConnectionField = "display_name" | "metadata" | "permissions_granted
 export interface ConnectionFilters extends PageRequest {
   readonly platform?: Platform;
   readonly status?: ConnectionStatus;
+  /** Only connections whose granted scopes differ from the requested ones (MISSING, EXTRA or ANY). */
+  readonly scopeDrift?: ScopeDrift;
 }
 
 export interface StoreCredentialInput {
@@ -156,6 +159,84 @@ export interface AuditQuery {
   /** The organization; "" for the system trail (admin keys only). */
   readonly organizationId: string;
   readonly filter?: AuditFilterInput;
+}
+
+export interface StartAuthorizationInput {
+  readonly organizationId: string;
+  /** The platform; the organization needs an OAuth client for it (SetOAuthClient). */
+  readonly platform: Platform;
+  /** Exactly one of the OAuth client's redirect_uris (no prefix or pattern matching). */
+  readonly redirectUri: string;
+  /** Scopes to request; empty or absent: the OAuth client's configured scopes. */
+  readonly scopes?: readonly string[];
+  /** Reconnect this connection (new tokens, same id); absent: a new connection. */
+  readonly connectionId?: string;
+  /** Name of a new connection (default "<platform> connection"). */
+  readonly displayName?: string;
+  /** Passed to the provider as its login hint (an email or user name). */
+  readonly loginHint?: string;
+  /** Only keys the platform's catalogue entry allows (Google access_type, Slack user_scope, ...). */
+  readonly extraParams?: Readonly<Record<string, string>>;
+}
+
+/** What StartAuthorization returns: send the browser to `authorizationUrl`. */
+export interface StartedAuthorization {
+  /** Carries the state and the PKCE challenge, never the verifier or the client secret. */
+  readonly authorizationUrl: string;
+  /** The state the provider sends back to the redirect URI (43 characters, single use). */
+  readonly state: string;
+  /** When the state expires (SINGURA_OAUTH_STATE_TTL after the start, 10 minutes by default). */
+  readonly expireTime: Date;
+}
+
+/** What the provider sent to the redirect URI: a code, or an error instead of one. */
+export interface AuthorizationCallback {
+  readonly state: string;
+  /** The single-use authorization code; "" when the provider sent an error. */
+  readonly code?: string;
+  /** The provider's error code (access_denied: the user pressed "Deny"). */
+  readonly error?: string;
+  /** Never stored or echoed by the vault. */
+  readonly errorDescription?: string;
+}
+
+export interface CompleteAuthorizationInput extends AuthorizationCallback {
+  readonly organizationId: string;
+  /** On a reconnect, accept tokens for another workspace or user than the connection's. */
+  readonly allowIdentityChange?: boolean;
+}
+
+/** What CompleteAuthorization returns; never a token. */
+export interface CompletedAuthorization {
+  /** The new or reconnected connection, ACTIVE. */
+  readonly connection: Connection;
+  readonly requestedScopes: string[];
+  /** What the provider reports it granted (the requested scopes if it reported none). */
+  readonly grantedScopes: string[];
+  /** True for a reconnect of an existing connection. */
+  readonly reauthorized: boolean;
+  /** A reconnect: what revoking the previous refresh token at the platform came to. */
+  readonly previousRefreshTokenRevocation: ProviderRevocation | undefined;
+}
+
+/**
+ * The callback's query string (`state`, `code`, `error`, `error_description`) as
+ * completeAuthorization takes it. Accepts the request URL's search params, a URL, or a
+ * query string; a parameter given twice counts by its first value.
+ */
+export function authorizationCallback(query: URLSearchParams | URL | string): AuthorizationCallback {
+  const params =
+    query instanceof URLSearchParams
+      ? query
+      : query instanceof URL
+        ? query.searchParams
+        : new URLSearchParams(query);
+  return {
+    state: params.get("state") ?? "",
+    code: params.get("code") ?? "",
+    error: params.get("error") ?? "",
+    errorDescription: params.get("error_description") ?? "",
+  };
 }
 
 export interface VaultClient {
@@ -217,6 +298,28 @@ export interface VaultClient {
     export(query: AuditQuery, options?: CallOptions): AsyncIterable<AuditEvent>;
     list(query: AuditQuery & PageRequest, options?: CallOptions): Promise<Page<AuditEvent>>;
     verify(organizationId: string, options?: CallOptions): Promise<VerifyAuditChainResponse>;
+  };
+  readonly oauth: {
+    /**
+     * StartAuthorization: the URL to send the user's browser to, and the state the
+     * provider will send back with the code. The client secret and the PKCE verifier
+     * stay in the vault. Writer role. Not retried (each call starts a new authorization).
+     */
+    startAuthorization(input: StartAuthorizationInput, options?: CallOptions): Promise<StartedAuthorization>;
+    /**
+     * CompleteAuthorization with what the provider sent to the redirect URI: the vault
+     * checks the state, exchanges the code and stores the tokens in a new (or the
+     * reconnected) connection. Writer role. A repeat with the same state and code after
+     * a success returns the same answer without calling the provider; the client does
+     * not repeat it by itself. Fails FAILED_PRECONDITION with reason
+     * OAUTH_AUTHORIZATION_DENIED (metadata `oauth_error`) when the provider sent an
+     * error, OAUTH_STATE_* for a state that is unknown, expired, used or another
+     * organization's, OAUTH_CODE_REJECTED when the provider refused the code.
+     */
+    completeAuthorization(
+      input: CompleteAuthorizationInput,
+      options?: CallOptions,
+    ): Promise<CompletedAuthorization>;
   };
   /** The generated clients, under the same key, deadline, retry and error policy. */
   readonly raw: {
@@ -318,6 +421,7 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
   const orgRpc = (name: string) => `${OrganizationService.typeName}/${name}`;
   const connRpc = (name: string) => `${ConnectionService.typeName}/${name}`;
   const credRpc = (name: string) => `${CredentialService.typeName}/${name}`;
+  const oauthRpc = (name: string) => `${OAuthService.typeName}/${name}`;
 
   const organizations: VaultClient["organizations"] = {
     async create({ requestId, ...org }, callOptions) {
@@ -440,11 +544,37 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
     },
   };
 
+  const oauth: VaultClient["oauth"] = {
+    async startAuthorization({ scopes, extraParams, ...input }, callOptions) {
+      const res = await raw.oauth.startAuthorization(
+        { ...input, scopes: [...(scopes ?? [])], extraParams: { ...extraParams } },
+        callOptions,
+      );
+      const expireTime = required(res.expireTime, "expire_time", oauthRpc("StartAuthorization"));
+      return {
+        authorizationUrl: res.authorizationUrl,
+        state: res.state,
+        expireTime: timestampDate(expireTime),
+      };
+    },
+    async completeAuthorization(input, callOptions) {
+      const res = await raw.oauth.completeAuthorization({ ...input }, callOptions);
+      return {
+        connection: required(res.connection, "connection", oauthRpc("CompleteAuthorization")),
+        requestedScopes: res.requestedScopes,
+        grantedScopes: res.grantedScopes,
+        reauthorized: res.reauthorized,
+        previousRefreshTokenRevocation: res.previousRefreshTokenRevocation,
+      };
+    },
+  };
+
   return {
     organizations,
     connections,
     credentials,
     audit,
+    oauth,
     raw,
     close() {
       sessionManager.abort();

@@ -17,6 +17,7 @@ import {
   CredentialType,
   Plan,
   Platform,
+  ScopeDrift,
   VaultError,
   createVaultClient,
   type Connection,
@@ -84,6 +85,9 @@ describe("the newcomer's path", () => {
       listed.items.map((c) => c.id),
       [conn.id],
     );
+    // Made by hand, it requested no scopes: it never drifts.
+    const drifted = await vault.connections.list(org.id, { scopeDrift: ScopeDrift.ANY });
+    assert.deepEqual(drifted.items, []);
 
     const secret = secretValue();
     assert.ok(secret.startsWith("canary-ts-"), "the stored value is a canary");

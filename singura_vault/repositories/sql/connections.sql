@@ -31,7 +31,7 @@ WITH changed AS (
      WHERE organization_id = $1 AND id = $2
     RETURNING *)
 SELECT changed.*, r.last_refresh_at, coalesce(r.failure_count, 0) AS refresh_failure_count,
-       coalesce(r.last_error, '') AS last_refresh_error, r.next_refresh_at
+       coalesce(r.last_error, '') AS last_refresh_error, r.next_refresh_at, r.expiry_source
   FROM changed
   LEFT JOIN connection_refresh_state r
          ON r.organization_id = changed.organization_id AND r.connection_id = changed.id;
@@ -43,7 +43,7 @@ WITH changed AS (
      WHERE organization_id = $1 AND id = $2
     RETURNING *)
 SELECT changed.*, r.last_refresh_at, coalesce(r.failure_count, 0) AS refresh_failure_count,
-       coalesce(r.last_error, '') AS last_refresh_error, r.next_refresh_at
+       coalesce(r.last_error, '') AS last_refresh_error, r.next_refresh_at, r.expiry_source
   FROM changed
   LEFT JOIN connection_refresh_state r
          ON r.organization_id = changed.organization_id AND r.connection_id = changed.id;
@@ -57,4 +57,5 @@ DELETE FROM platform_connections WHERE organization_id = $1 AND id = $2;
 SELECT * FROM singura.connection_get_scoped($1, $2, $3, $4, $5, $6);
 
 -- name: connection_list_scoped
-SELECT * FROM singura.connection_list_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+-- $11: the scope-drift filter (migration 020), NULL for none.
+SELECT * FROM singura.connection_list_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);

@@ -71,14 +71,23 @@ ON CONFLICT (organization_id, connection_id) DO UPDATE
        intent_refresh_version = EXCLUDED.intent_refresh_version;
 
 -- name: refresh_succeeded
+-- $4: where the new access token's expiry came from (migration 020).
 INSERT INTO connection_refresh_state (
     organization_id, connection_id, last_refresh_at, failure_count, last_error,
-    next_refresh_at)
-VALUES ($1, $2, now(), 0, '', $3)
+    next_refresh_at, expiry_source)
+VALUES ($1, $2, now(), 0, '', $3, $4)
 ON CONFLICT (organization_id, connection_id) DO UPDATE
    SET last_refresh_at = now(), failure_count = 0, last_error = '',
        next_refresh_at = EXCLUDED.next_refresh_at, intent_started_at = NULL,
-       intent_refresh_version = NULL;
+       intent_refresh_version = NULL, expiry_source = EXCLUDED.expiry_source;
+
+-- name: refresh_scopes_update
+-- A refresh answer reported other granted scopes (the connection's row is locked by
+-- the refresh); the audit trigger records connection.updated, the refresh appends
+-- connection.scopes_changed with the lists.
+UPDATE platform_connections
+   SET permissions_granted = $3
+ WHERE organization_id = $1 AND id = $2;
 
 -- name: refresh_failed
 -- $5: keep the intent (the provider may have acted on a request whose answer was lost).

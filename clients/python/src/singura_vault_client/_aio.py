@@ -295,6 +295,7 @@ class Connections:
         organization_id: str,
         platform: m.EnumArg = 0,
         status: m.EnumArg = 0,
+        scope_drift: m.EnumArg = 0,
         page_size: int = 0,
         page_token: str = "",
         timeout: float | None = None,
@@ -303,6 +304,7 @@ class Connections:
             organization_id=organization_id,
             platform=m.platform(platform),
             status=m.enum_value(connections_pb2.ConnectionStatus, status, field="status"),
+            scope_drift=m.enum_value(connections_pb2.ScopeDrift, scope_drift, field="scope_drift"),
             page_size=page_size,
             page_token=page_token,
         )

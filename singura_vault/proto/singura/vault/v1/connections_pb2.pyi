@@ -106,6 +106,85 @@ CONNECTION_STATUS_REVOKED: ConnectionStatus.ValueType  # 5
 """The grant was revoked on the platform side or by the organization."""
 Global___ConnectionStatus: _TypeAlias = ConnectionStatus  # noqa: Y015
 
+class _ExpirySource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ExpirySourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ExpirySource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EXPIRY_SOURCE_UNSPECIFIED: _ExpirySource.ValueType  # 0
+    """Not known: the vault did not store the token from a token response itself."""
+    EXPIRY_SOURCE_PROVIDER: _ExpirySource.ValueType  # 1
+    """The token response's expires_in."""
+    EXPIRY_SOURCE_CATALOGUE: _ExpirySource.ValueType  # 2
+    """The token response had no expires_in; the platform catalogue's documented lifetime
+    was used (Salesforce: 2 hours, its default session timeout), so that the vault
+    refreshes the token before it lapses rather than never.
+    """
+    EXPIRY_SOURCE_NONE: _ExpirySource.ValueType  # 3
+    """No expiry is known: the response had none and the catalogue has no default. The
+    token is treated as valid until the platform refuses it; keep-alive still
+    refreshes the connection (SINGURA_REFRESH_KEEPALIVE).
+    """
+
+class ExpirySource(_ExpirySource, metaclass=_ExpirySourceEnumTypeWrapper):
+    """ExpirySource says where an access token's expiry came from."""
+
+EXPIRY_SOURCE_UNSPECIFIED: ExpirySource.ValueType  # 0
+"""Not known: the vault did not store the token from a token response itself."""
+EXPIRY_SOURCE_PROVIDER: ExpirySource.ValueType  # 1
+"""The token response's expires_in."""
+EXPIRY_SOURCE_CATALOGUE: ExpirySource.ValueType  # 2
+"""The token response had no expires_in; the platform catalogue's documented lifetime
+was used (Salesforce: 2 hours, its default session timeout), so that the vault
+refreshes the token before it lapses rather than never.
+"""
+EXPIRY_SOURCE_NONE: ExpirySource.ValueType  # 3
+"""No expiry is known: the response had none and the catalogue has no default. The
+token is treated as valid until the platform refuses it; keep-alive still
+refreshes the connection (SINGURA_REFRESH_KEEPALIVE).
+"""
+Global___ExpirySource: _TypeAlias = ExpirySource  # noqa: Y015
+
+class _ScopeDrift:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ScopeDriftEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ScopeDrift.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCOPE_DRIFT_UNSPECIFIED: _ScopeDrift.ValueType  # 0
+    """No scope filter."""
+    SCOPE_DRIFT_ANY: _ScopeDrift.ValueType  # 1
+    """Either kind below: granted is not exactly what was requested."""
+    SCOPE_DRIFT_MISSING: _ScopeDrift.ValueType  # 2
+    """A requested scope was not granted (the user or an admin declined part of the
+    request; features that need it will fail).
+    """
+    SCOPE_DRIFT_EXTRA: _ScopeDrift.ValueType  # 3
+    """A scope was granted that nobody asked for (the provider or an earlier grant
+    widened access): the connection holds more access than the organization meant to.
+    """
+
+class ScopeDrift(_ScopeDrift, metaclass=_ScopeDriftEnumTypeWrapper):
+    """ScopeDrift selects connections whose granted scopes (permissions_granted) differ
+    from their requested_scopes, compared as sets. A connection with no requested scopes
+    recorded (not made through StartAuthorization) never drifts.
+    """
+
+SCOPE_DRIFT_UNSPECIFIED: ScopeDrift.ValueType  # 0
+"""No scope filter."""
+SCOPE_DRIFT_ANY: ScopeDrift.ValueType  # 1
+"""Either kind below: granted is not exactly what was requested."""
+SCOPE_DRIFT_MISSING: ScopeDrift.ValueType  # 2
+"""A requested scope was not granted (the user or an admin declined part of the
+request; features that need it will fail).
+"""
+SCOPE_DRIFT_EXTRA: ScopeDrift.ValueType  # 3
+"""A scope was granted that nobody asked for (the provider or an earlier grant
+widened access): the connection holds more access than the organization meant to.
+"""
+Global___ScopeDrift: _TypeAlias = ScopeDrift  # noqa: Y015
+
 class _ProviderRevocationOutcome:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -165,6 +244,7 @@ class Connection(_message.Message):
     LAST_REFRESH_ERROR_FIELD_NUMBER: _builtins.int
     NEXT_REFRESH_TIME_FIELD_NUMBER: _builtins.int
     REQUESTED_SCOPES_FIELD_NUMBER: _builtins.int
+    EXPIRY_SOURCE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID. Output only."""
     organization_id: _builtins.str
@@ -188,6 +268,13 @@ class Connection(_message.Message):
     last_refresh_error: _builtins.str
     """Why the last refresh failed, for people (never a token or a provider's answer);
     empty after a success. Output only.
+    """
+    expiry_source: Global___ExpirySource.ValueType
+    """Where the expiry of the access token the vault last stored for this connection
+    (CompleteAuthorization or a refresh) came from: the provider's expires_in, or the
+    catalogue's documented lifetime when the provider sent none, or none known.
+    UNSPECIFIED when the vault never stored the connection's tokens itself (tokens
+    stored with StoreCredential). Output only.
     """
     @_builtins.property
     def permissions_granted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -250,10 +337,11 @@ class Connection(_message.Message):
         last_refresh_error: _builtins.str = ...,
         next_refresh_time: _timestamp_pb2.Timestamp | None = ...,
         requested_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        expiry_source: Global___ExpirySource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "requested_scopes", b"requested_scopes", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "expiry_source", b"expiry_source", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "requested_scopes", b"requested_scopes", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -376,6 +464,7 @@ class ListConnectionsRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SCOPE_DRIFT_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     platform: Global___Platform.ValueType
@@ -386,6 +475,10 @@ class ListConnectionsRequest(_message.Message):
     """Maximum number to return; 0 means 50; capped at 1000."""
     page_token: _builtins.str
     """Opaque token from a previous response; the filters must be unchanged."""
+    scope_drift: Global___ScopeDrift.ValueType
+    """Only connections whose granted scopes drift from the requested ones in this way;
+    UNSPECIFIED means no scope filter. See ScopeDrift.
+    """
     def __init__(
         self,
         *,
@@ -394,10 +487,11 @@ class ListConnectionsRequest(_message.Message):
         status: Global___ConnectionStatus.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        scope_drift: Global___ScopeDrift.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "page_size", b"page_size", "page_token", b"page_token", "platform", b"platform", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "page_size", b"page_size", "page_token", b"page_token", "platform", b"platform", "scope_drift", b"scope_drift", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file singura/vault/v1/connections.proto.
  */
 export const file_singura_vault_v1_connections: GenFile = /*@__PURE__*/
-  fileDesc("CiJzaW5ndXJhL3ZhdWx0L3YxL2Nvbm5lY3Rpb25zLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIqgFCgpDb25uZWN0aW9uEgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIsCghwbGF0Zm9ybRgDIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0SGAoQcGxhdGZvcm1fdXNlcl9pZBgEIAEoCRIdChVwbGF0Zm9ybV93b3Jrc3BhY2VfaWQYBSABKAkSFAoMZGlzcGxheV9uYW1lGAYgASgJEhsKE3Blcm1pc3Npb25zX2dyYW50ZWQYByADKAkSKQoIbWV0YWRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjIKBnN0YXR1cxgJIAEoDjIiLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvblN0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAogASgJEjIKDmxhc3Rfc3luY190aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYDiABKAkSNQoRbGFzdF9yZWZyZXNoX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KFXJlZnJlc2hfZmFpbHVyZV9jb3VudBgQIAEoBRIaChJsYXN0X3JlZnJlc2hfZXJyb3IYESABKAkSNQoRbmV4dF9yZWZyZXNoX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlcXVlc3RlZF9zY29wZXMYEyADKAkiXwoXQ3JlYXRlQ29ubmVjdGlvblJlcXVlc3QSMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbhISCgpyZXF1ZXN0X2lkGAIgASgJIkwKGENyZWF0ZUNvbm5lY3Rpb25SZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uIkYKFEdldENvbm5lY3Rpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJIkkKFUdldENvbm5lY3Rpb25SZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uIroBChZMaXN0Q29ubmVjdGlvbnNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIsCghwbGF0Zm9ybRgCIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0SMgoGc3RhdHVzGAMgASgOMiIuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImUKF0xpc3RDb25uZWN0aW9uc1Jlc3BvbnNlEjEKC2Nvbm5lY3Rpb25zGAEgAygLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKKAQoXVXBkYXRlQ29ubmVjdGlvblJlcXVlc3QSMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDAoEZXRhZxgDIAEoCSJMChhVcGRhdGVDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbiKhAQodVXBkYXRlQ29ubmVjdGlvblN0YXR1c1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSMgoGc3RhdHVzGAMgASgOMiIuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uU3RhdHVzEg4KBnJlYXNvbhgEIAEoCRIMCgRldGFnGAUgASgJIlIKHlVwZGF0ZUNvbm5lY3Rpb25TdGF0dXNSZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uInMKF0RlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEgwKBGV0YWcYAyABKAkSGgoScmV2b2tlX2F0X3Byb3ZpZGVyGAQgASgIIl0KGERlbGV0ZUNvbm5lY3Rpb25SZXNwb25zZRJBChNwcm92aWRlcl9yZXZvY2F0aW9uGAEgASgLMiQuc2luZ3VyYS52YXVsdC52MS5Qcm92aWRlclJldm9jYXRpb24iYgoSUHJvdmlkZXJSZXZvY2F0aW9uEjwKB291dGNvbWUYASABKA4yKy5zaW5ndXJhLnZhdWx0LnYxLlByb3ZpZGVyUmV2b2NhdGlvbk91dGNvbWUSDgoGZGV0YWlsGAIgASgJKuIBCghQbGF0Zm9ybRIYChRQTEFURk9STV9VTlNQRUNJRklFRBAAEhIKDlBMQVRGT1JNX1NMQUNLEAESHQoZUExBVEZPUk1fR09PR0xFX1dPUktTUEFDRRACEhoKFlBMQVRGT1JNX01JQ1JPU09GVF8zNjUQAxITCg9QTEFURk9STV9HSVRIVUIQBBIXChNQTEFURk9STV9TQUxFU0ZPUkNFEAUSFgoSUExBVEZPUk1fQVRMQVNTSUFOEAYSEQoNUExBVEZPUk1fWk9PTRAHEhQKEFBMQVRGT1JNX0RST1BCT1gQCCrOAQoQQ29ubmVjdGlvblN0YXR1cxIhCh1DT05ORUNUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGENPTk5FQ1RJT05fU1RBVFVTX0FDVElWRRABEh4KGkNPTk5FQ1RJT05fU1RBVFVTX0lOQUNUSVZFEAISGwoXQ09OTkVDVElPTl9TVEFUVVNfRVJST1IQAxIdChlDT05ORUNUSU9OX1NUQVRVU19FWFBJUkVEEAQSHQoZQ09OTkVDVElPTl9TVEFUVVNfUkVWT0tFRBAFKvEBChlQcm92aWRlclJldm9jYXRpb25PdXRjb21lEisKJ1BST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9VTlNQRUNJRklFRBAAEicKI1BST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9SRVZPS0VEEAESLQopUFJPVklERVJfUkVWT0NBVElPTl9PVVRDT01FX05PVF9TVVBQT1JURUQQAhImCiJQUk9WSURFUl9SRVZPQ0FUSU9OX09VVENPTUVfRkFJTEVEEAMSJwojUFJPVklERVJfUkVWT0NBVElPTl9PVVRDT01FX1NLSVBQRUQQBDKbBQoRQ29ubmVjdGlvblNlcnZpY2USaQoQQ3JlYXRlQ29ubmVjdGlvbhIpLnNpbmd1cmEudmF1bHQudjEuQ3JlYXRlQ29ubmVjdGlvblJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLkNyZWF0ZUNvbm5lY3Rpb25SZXNwb25zZRJgCg1HZXRDb25uZWN0aW9uEiYuc2luZ3VyYS52YXVsdC52MS5HZXRDb25uZWN0aW9uUmVxdWVzdBonLnNpbmd1cmEudmF1bHQudjEuR2V0Q29ubmVjdGlvblJlc3BvbnNlEmYKD0xpc3RDb25uZWN0aW9ucxIoLnNpbmd1cmEudmF1bHQudjEuTGlzdENvbm5lY3Rpb25zUmVxdWVzdBopLnNpbmd1cmEudmF1bHQudjEuTGlzdENvbm5lY3Rpb25zUmVzcG9uc2USaQoQVXBkYXRlQ29ubmVjdGlvbhIpLnNpbmd1cmEudmF1bHQudjEuVXBkYXRlQ29ubmVjdGlvblJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLlVwZGF0ZUNvbm5lY3Rpb25SZXNwb25zZRJ7ChZVcGRhdGVDb25uZWN0aW9uU3RhdHVzEi8uc2luZ3VyYS52YXVsdC52MS5VcGRhdGVDb25uZWN0aW9uU3RhdHVzUmVxdWVzdBowLnNpbmd1cmEudmF1bHQudjEuVXBkYXRlQ29ubmVjdGlvblN0YXR1c1Jlc3BvbnNlEmkKEERlbGV0ZUNvbm5lY3Rpb24SKS5zaW5ndXJhLnZhdWx0LnYxLkRlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5EZWxldGVDb25uZWN0aW9uUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJzaW5ndXJhL3ZhdWx0L3YxL2Nvbm5lY3Rpb25zLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIt8FCgpDb25uZWN0aW9uEgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIsCghwbGF0Zm9ybRgDIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0SGAoQcGxhdGZvcm1fdXNlcl9pZBgEIAEoCRIdChVwbGF0Zm9ybV93b3Jrc3BhY2VfaWQYBSABKAkSFAoMZGlzcGxheV9uYW1lGAYgASgJEhsKE3Blcm1pc3Npb25zX2dyYW50ZWQYByADKAkSKQoIbWV0YWRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjIKBnN0YXR1cxgJIAEoDjIiLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvblN0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAogASgJEjIKDmxhc3Rfc3luY190aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYDiABKAkSNQoRbGFzdF9yZWZyZXNoX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KFXJlZnJlc2hfZmFpbHVyZV9jb3VudBgQIAEoBRIaChJsYXN0X3JlZnJlc2hfZXJyb3IYESABKAkSNQoRbmV4dF9yZWZyZXNoX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlcXVlc3RlZF9zY29wZXMYEyADKAkSNQoNZXhwaXJ5X3NvdXJjZRgUIAEoDjIeLnNpbmd1cmEudmF1bHQudjEuRXhwaXJ5U291cmNlIl8KF0NyZWF0ZUNvbm5lY3Rpb25SZXF1ZXN0EjAKCmNvbm5lY3Rpb24YASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb24SEgoKcmVxdWVzdF9pZBgCIAEoCSJMChhDcmVhdGVDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbiJGChRHZXRDb25uZWN0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSFQoNY29ubmVjdGlvbl9pZBgCIAEoCSJJChVHZXRDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbiLtAQoWTGlzdENvbm5lY3Rpb25zUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSLAoIcGxhdGZvcm0YAiABKA4yGi5zaW5ndXJhLnZhdWx0LnYxLlBsYXRmb3JtEjIKBnN0YXR1cxgDIAEoDjIiLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvblN0YXR1cxIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRIxCgtzY29wZV9kcmlmdBgGIAEoDjIcLnNpbmd1cmEudmF1bHQudjEuU2NvcGVEcmlmdCJlChdMaXN0Q29ubmVjdGlvbnNSZXNwb25zZRIxCgtjb25uZWN0aW9ucxgBIAMoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiigEKF1VwZGF0ZUNvbm5lY3Rpb25SZXF1ZXN0EjAKCmNvbm5lY3Rpb24YASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb24SLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEgwKBGV0YWcYAyABKAkiTAoYVXBkYXRlQ29ubmVjdGlvblJlc3BvbnNlEjAKCmNvbm5lY3Rpb24YASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb24ioQEKHVVwZGF0ZUNvbm5lY3Rpb25TdGF0dXNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEjIKBnN0YXR1cxgDIAEoDjIiLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvblN0YXR1cxIOCgZyZWFzb24YBCABKAkSDAoEZXRhZxgFIAEoCSJSCh5VcGRhdGVDb25uZWN0aW9uU3RhdHVzUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbiJzChdEZWxldGVDb25uZWN0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSFQoNY29ubmVjdGlvbl9pZBgCIAEoCRIMCgRldGFnGAMgASgJEhoKEnJldm9rZV9hdF9wcm92aWRlchgEIAEoCCJdChhEZWxldGVDb25uZWN0aW9uUmVzcG9uc2USQQoTcHJvdmlkZXJfcmV2b2NhdGlvbhgBIAEoCzIkLnNpbmd1cmEudmF1bHQudjEuUHJvdmlkZXJSZXZvY2F0aW9uImIKElByb3ZpZGVyUmV2b2NhdGlvbhI8CgdvdXRjb21lGAEgASgOMisuc2luZ3VyYS52YXVsdC52MS5Qcm92aWRlclJldm9jYXRpb25PdXRjb21lEg4KBmRldGFpbBgCIAEoCSriAQoIUGxhdGZvcm0SGAoUUExBVEZPUk1fVU5TUEVDSUZJRUQQABISCg5QTEFURk9STV9TTEFDSxABEh0KGVBMQVRGT1JNX0dPT0dMRV9XT1JLU1BBQ0UQAhIaChZQTEFURk9STV9NSUNST1NPRlRfMzY1EAMSEwoPUExBVEZPUk1fR0lUSFVCEAQSFwoTUExBVEZPUk1fU0FMRVNGT1JDRRAFEhYKElBMQVRGT1JNX0FUTEFTU0lBThAGEhEKDVBMQVRGT1JNX1pPT00QBxIUChBQTEFURk9STV9EUk9QQk9YEAgqzgEKEENvbm5lY3Rpb25TdGF0dXMSIQodQ09OTkVDVElPTl9TVEFUVVNfVU5TUEVDSUZJRUQQABIcChhDT05ORUNUSU9OX1NUQVRVU19BQ1RJVkUQARIeChpDT05ORUNUSU9OX1NUQVRVU19JTkFDVElWRRACEhsKF0NPTk5FQ1RJT05fU1RBVFVTX0VSUk9SEAMSHQoZQ09OTkVDVElPTl9TVEFUVVNfRVhQSVJFRBAEEh0KGUNPTk5FQ1RJT05fU1RBVFVTX1JFVk9LRUQQBSp+CgxFeHBpcnlTb3VyY2USHQoZRVhQSVJZX1NPVVJDRV9VTlNQRUNJRklFRBAAEhoKFkVYUElSWV9TT1VSQ0VfUFJPVklERVIQARIbChdFWFBJUllfU09VUkNFX0NBVEFMT0dVRRACEhYKEkVYUElSWV9TT1VSQ0VfTk9ORRADKm4KClNjb3BlRHJpZnQSGwoXU0NPUEVfRFJJRlRfVU5TUEVDSUZJRUQQABITCg9TQ09QRV9EUklGVF9BTlkQARIXChNTQ09QRV9EUklGVF9NSVNTSU5HEAISFQoRU0NPUEVfRFJJRlRfRVhUUkEQAyrxAQoZUHJvdmlkZXJSZXZvY2F0aW9uT3V0Y29tZRIrCidQUk9WSURFUl9SRVZPQ0FUSU9OX09VVENPTUVfVU5TUEVDSUZJRUQQABInCiNQUk9WSURFUl9SRVZPQ0FUSU9OX09VVENPTUVfUkVWT0tFRBABEi0KKVBST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9OT1RfU1VQUE9SVEVEEAISJgoiUFJPVklERVJfUkVWT0NBVElPTl9PVVRDT01FX0ZBSUxFRBADEicKI1BST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9TS0lQUEVEEAQymwUKEUNvbm5lY3Rpb25TZXJ2aWNlEmkKEENyZWF0ZUNvbm5lY3Rpb24SKS5zaW5ndXJhLnZhdWx0LnYxLkNyZWF0ZUNvbm5lY3Rpb25SZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5DcmVhdGVDb25uZWN0aW9uUmVzcG9uc2USYAoNR2V0Q29ubmVjdGlvbhImLnNpbmd1cmEudmF1bHQudjEuR2V0Q29ubmVjdGlvblJlcXVlc3QaJy5zaW5ndXJhLnZhdWx0LnYxLkdldENvbm5lY3Rpb25SZXNwb25zZRJmCg9MaXN0Q29ubmVjdGlvbnMSKC5zaW5ndXJhLnZhdWx0LnYxLkxpc3RDb25uZWN0aW9uc1JlcXVlc3QaKS5zaW5ndXJhLnZhdWx0LnYxLkxpc3RDb25uZWN0aW9uc1Jlc3BvbnNlEmkKEFVwZGF0ZUNvbm5lY3Rpb24SKS5zaW5ndXJhLnZhdWx0LnYxLlVwZGF0ZUNvbm5lY3Rpb25SZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5VcGRhdGVDb25uZWN0aW9uUmVzcG9uc2USewoWVXBkYXRlQ29ubmVjdGlvblN0YXR1cxIvLnNpbmd1cmEudmF1bHQudjEuVXBkYXRlQ29ubmVjdGlvblN0YXR1c1JlcXVlc3QaMC5zaW5ndXJhLnZhdWx0LnYxLlVwZGF0ZUNvbm5lY3Rpb25TdGF0dXNSZXNwb25zZRJpChBEZWxldGVDb25uZWN0aW9uEikuc2luZ3VyYS52YXVsdC52MS5EZWxldGVDb25uZWN0aW9uUmVxdWVzdBoqLnNpbmd1cmEudmF1bHQudjEuRGVsZXRlQ29ubmVjdGlvblJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A Connection is one authorized link between an organization and a platform
@@ -158,6 +158,17 @@ export type Connection = Message<"singura.vault.v1.Connection"> & {
    * @generated from field: repeated string requested_scopes = 19;
    */
   requestedScopes: string[];
+
+  /**
+   * Where the expiry of the access token the vault last stored for this connection
+   * (CompleteAuthorization or a refresh) came from: the provider's expires_in, or the
+   * catalogue's documented lifetime when the provider sent none, or none known.
+   * UNSPECIFIED when the vault never stored the connection's tokens itself (tokens
+   * stored with StoreCredential). Output only.
+   *
+   * @generated from field: singura.vault.v1.ExpirySource expiry_source = 20;
+   */
+  expirySource: ExpirySource;
 };
 
 /**
@@ -307,6 +318,14 @@ export type ListConnectionsRequest = Message<"singura.vault.v1.ListConnectionsRe
    * @generated from field: string page_token = 5;
    */
   pageToken: string;
+
+  /**
+   * Only connections whose granted scopes drift from the requested ones in this way;
+   * UNSPECIFIED means no scope filter. See ScopeDrift.
+   *
+   * @generated from field: singura.vault.v1.ScopeDrift scope_drift = 6;
+   */
+  scopeDrift: ScopeDrift;
 };
 
 /**
@@ -697,6 +716,96 @@ export const ConnectionStatusSchema: GenEnum<ConnectionStatus> = /*@__PURE__*/
   enumDesc(file_singura_vault_v1_connections, 1);
 
 /**
+ * ExpirySource says where an access token's expiry came from.
+ *
+ * @generated from enum singura.vault.v1.ExpirySource
+ */
+export enum ExpirySource {
+  /**
+   * Not known: the vault did not store the token from a token response itself.
+   *
+   * @generated from enum value: EXPIRY_SOURCE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * The token response's expires_in.
+   *
+   * @generated from enum value: EXPIRY_SOURCE_PROVIDER = 1;
+   */
+  PROVIDER = 1,
+
+  /**
+   * The token response had no expires_in; the platform catalogue's documented lifetime
+   * was used (Salesforce: 2 hours, its default session timeout), so that the vault
+   * refreshes the token before it lapses rather than never.
+   *
+   * @generated from enum value: EXPIRY_SOURCE_CATALOGUE = 2;
+   */
+  CATALOGUE = 2,
+
+  /**
+   * No expiry is known: the response had none and the catalogue has no default. The
+   * token is treated as valid until the platform refuses it; keep-alive still
+   * refreshes the connection (SINGURA_REFRESH_KEEPALIVE).
+   *
+   * @generated from enum value: EXPIRY_SOURCE_NONE = 3;
+   */
+  NONE = 3,
+}
+
+/**
+ * Describes the enum singura.vault.v1.ExpirySource.
+ */
+export const ExpirySourceSchema: GenEnum<ExpirySource> = /*@__PURE__*/
+  enumDesc(file_singura_vault_v1_connections, 2);
+
+/**
+ * ScopeDrift selects connections whose granted scopes (permissions_granted) differ
+ * from their requested_scopes, compared as sets. A connection with no requested scopes
+ * recorded (not made through StartAuthorization) never drifts.
+ *
+ * @generated from enum singura.vault.v1.ScopeDrift
+ */
+export enum ScopeDrift {
+  /**
+   * No scope filter.
+   *
+   * @generated from enum value: SCOPE_DRIFT_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Either kind below: granted is not exactly what was requested.
+   *
+   * @generated from enum value: SCOPE_DRIFT_ANY = 1;
+   */
+  ANY = 1,
+
+  /**
+   * A requested scope was not granted (the user or an admin declined part of the
+   * request; features that need it will fail).
+   *
+   * @generated from enum value: SCOPE_DRIFT_MISSING = 2;
+   */
+  MISSING = 2,
+
+  /**
+   * A scope was granted that nobody asked for (the provider or an earlier grant
+   * widened access): the connection holds more access than the organization meant to.
+   *
+   * @generated from enum value: SCOPE_DRIFT_EXTRA = 3;
+   */
+  EXTRA = 3,
+}
+
+/**
+ * Describes the enum singura.vault.v1.ScopeDrift.
+ */
+export const ScopeDriftSchema: GenEnum<ScopeDrift> = /*@__PURE__*/
+  enumDesc(file_singura_vault_v1_connections, 3);
+
+/**
  * The outcome of revoking a grant at the platform.
  *
  * @generated from enum singura.vault.v1.ProviderRevocationOutcome
@@ -742,7 +851,7 @@ export enum ProviderRevocationOutcome {
  * Describes the enum singura.vault.v1.ProviderRevocationOutcome.
  */
 export const ProviderRevocationOutcomeSchema: GenEnum<ProviderRevocationOutcome> = /*@__PURE__*/
-  enumDesc(file_singura_vault_v1_connections, 2);
+  enumDesc(file_singura_vault_v1_connections, 4);
 
 /**
  * ConnectionService manages the SaaS platform connections of an organization.

@@ -487,6 +487,7 @@ CREATE TABLE singura.platform_connections (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     requested_scopes text[] DEFAULT '{}'::text[] NOT NULL,
+    granted_user_scopes text[] DEFAULT '{}'::text[] NOT NULL,
     CONSTRAINT platform_connections_metadata_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT platform_connections_name_length CHECK (((char_length(display_name) >= 1) AND (char_length(display_name) <= 200))),
     CONSTRAINT platform_connections_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
@@ -520,7 +521,8 @@ CREATE VIEW singura.connection_with_refresh WITH (security_invoker='true') AS
     COALESCE(r.last_error, ''::text) AS last_refresh_error,
     r.next_refresh_at,
     c.requested_scopes,
-    r.expiry_source
+    r.expiry_source,
+    c.granted_user_scopes
    FROM (singura.platform_connections c
      LEFT JOIN singura.connection_refresh_state r ON (((r.organization_id = c.organization_id) AND (r.connection_id = c.id))));
 

@@ -135,6 +135,9 @@ class Connection:
     # Where the current access token's expiry came from, when the vault stored it
     # (CompleteAuthorization or a refresh; migration 020); None otherwise.
     expiry_source: ExpirySource | None = None
+    # Slack's user-token scopes (authed_user.scope), kept apart from the bot scopes in
+    # permissions_granted; empty elsewhere. Set by CompleteAuthorization (migration 021).
+    granted_user_scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

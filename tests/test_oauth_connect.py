@@ -304,6 +304,32 @@ async def test_connect_creates_an_active_connection_with_tokens_identity_and_sco
     assert list(fetched.connection.requested_scopes) == ["channels:read", "users:read"]
 
 
+async def test_slack_user_scopes_are_kept_apart_from_the_bot_scopes(slack: Setup) -> None:
+    """Slack's user scopes (user_scope, answered in authed_user.scope) land in the
+    connection's and the response's granted_user_scopes, the bot scopes in
+    permissions_granted; a reconnect replaces them."""
+    result = await slack.connect(
+        scopes=["channels:read"], extra_params={"user_scope": "search:read,users:read"}
+    )
+    assert list(result.granted_scopes) == ["channels:read"]
+    assert list(result.granted_user_scopes) == ["search:read", "users:read"]
+    assert list(result.connection.permissions_granted) == ["channels:read"]
+    assert list(result.connection.granted_user_scopes) == ["search:read", "users:read"]
+    fetched = await slack.vault.connections.GetConnection(
+        cpb.GetConnectionRequest(organization_id=slack.org, connection_id=result.connection.id)
+    )
+    assert list(fetched.connection.permissions_granted) == ["channels:read"]
+    assert list(fetched.connection.granted_user_scopes) == ["search:read", "users:read"]
+    again = await slack.connect(
+        connection_id=result.connection.id,
+        scopes=["channels:read"],
+        extra_params={"user_scope": "search:read"},
+    )
+    assert list(again.granted_user_scopes) == ["search:read"]
+    assert list(again.connection.granted_user_scopes) == ["search:read"]
+    assert list(again.connection.permissions_granted) == ["channels:read"]
+
+
 async def test_pkce_platform_sends_an_s256_challenge_and_the_verifier_stays_sealed(
     google: Setup, owner: asyncpg.Connection
 ) -> None:

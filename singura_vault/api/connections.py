@@ -43,6 +43,7 @@ def connection_to_proto(conn: Connection) -> pb.Connection:
         display_name=conn.display_name,
         permissions_granted=list(conn.permissions_granted),
         requested_scopes=list(conn.requested_scopes),
+        granted_user_scopes=list(conn.granted_user_scopes),
         metadata=struct(conn.metadata),
         status=pb.ConnectionStatus.Value(enum_to_proto_name(conn.status, "CONNECTION_STATUS_")),
         status_reason=conn.status_reason,

@@ -185,4 +185,5 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
             previous_refresh_token_revocation=revocation_to_proto(
                 result.previous_refresh_token_revocation
             ),
+            granted_user_scopes=list(result.granted_user_scopes),
         )

@@ -69,6 +69,7 @@ def connection_from_row(row: asyncpg.Record) -> Connection:
         next_refresh_at=row.get("next_refresh_at"),
         requested_scopes=tuple(row.get("requested_scopes") or ()),
         expiry_source=ExpirySource(row["expiry_source"]) if row.get("expiry_source") else None,
+        granted_user_scopes=tuple(row.get("granted_user_scopes") or ()),
     )
 
 

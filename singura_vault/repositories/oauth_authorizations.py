@@ -164,6 +164,7 @@ class CompletionTransaction:
         display_name: str,
         granted_scopes: Sequence[str],
         requested_scopes: Sequence[str],
+        granted_user_scopes: Sequence[str],
     ) -> UUID:
         """Insert an ACTIVE connection under the plan's limit (RESOURCE_EXHAUSTED) and the
         one-account rule (ALREADY_EXISTS), as CreateConnection does."""
@@ -183,6 +184,7 @@ class CompletionTransaction:
                     display_name,
                     list(granted_scopes),
                     list(requested_scopes),
+                    list(granted_user_scopes),
                 )
         return connection_id
 
@@ -193,9 +195,11 @@ class CompletionTransaction:
         workspace_id: str,
         granted_scopes: Sequence[str],
         requested_scopes: Sequence[str],
+        granted_user_scopes: Sequence[str],
     ) -> None:
-        """ACTIVE again (under the plan's limit if it was not), with the new scopes and
-        identity; the refresh failure state is cleared by refreshed()."""
+        """ACTIVE again (under the plan's limit if it was not), with the new scopes
+        (Slack's user scopes replaced too) and identity; the refresh failure state is
+        cleared by refreshed()."""
         if current.status is not ConnectionStatus.ACTIVE:
             await check_room_for_active(self._conn, self.organization_id)
         with map_driver_errors(CREATE_ERRORS):
@@ -209,6 +213,7 @@ class CompletionTransaction:
                     list(granted_scopes),
                     list(requested_scopes),
                     "reauthorized",
+                    list(granted_user_scopes),
                 )
 
     async def store(

@@ -138,6 +138,8 @@ class CompletedAuthorization:
     reauthorized: bool
     # Revoking the reconnected connection's previous refresh token; None if not tried.
     previous_refresh_token_revocation: ProviderRevocation | None = None
+    # Slack's user-token scopes, apart from the bot scopes in granted_scopes.
+    granted_user_scopes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -327,6 +329,7 @@ class ConnectService:
                 result.granted_scopes,
                 result.reauthorized,
                 revocation,
+                result.granted_user_scopes,
             )
         return result
 
@@ -387,6 +390,8 @@ class ConnectService:
                         pending.requested_scopes,
                         pending.result_granted_scopes or (),
                         bool(pending.result_reauthorized),
+                        # Not kept on the authorization: the connection's, as stored.
+                        granted_user_scopes=connection.granted_user_scopes,
                     )
                 )
         return FailedPrecondition(
@@ -620,7 +625,11 @@ class ConnectService:
         )
         return _Stored(
             CompletedAuthorization(
-                connection, pending.requested_scopes, tuple(granted), reauthorized
+                connection,
+                pending.requested_scopes,
+                tuple(granted),
+                reauthorized,
+                granted_user_scopes=connection.granted_user_scopes,
             ),
             old_refresh,
         )
@@ -634,7 +643,8 @@ class ConnectService:
         granted: Sequence[str],
     ) -> tuple[UUID, str | None]:
         """Create the connection, or make the reconnected one ACTIVE with its new scopes
-        and identity; its id, and the old refresh token to revoke afterwards, if any."""
+        (Slack's user scopes apart from the bot ones, replaced on a reconnect) and
+        identity; its id, and the old refresh token to revoke afterwards, if any."""
         if current is None:
             connection_id = await tx.create_connection(
                 pending.platform,
@@ -643,6 +653,7 @@ class ConnectService:
                 pending.display_name or f"{pending.platform.value} connection",
                 granted,
                 pending.requested_scopes,
+                grant.user_scopes or (),
             )
             return connection_id, None
         old_refresh: str | None = None
@@ -664,6 +675,7 @@ class ConnectService:
             grant.workspace_id if grant.workspace_id is not None else current.platform_workspace_id,
             granted,
             pending.requested_scopes,
+            grant.user_scopes or (),
         )
         return current.id, old_refresh
 

@@ -170,13 +170,14 @@ SELECT * FROM connection_with_refresh WHERE organization_id = $1 AND id = $2;
 -- name: authorized_connection_insert
 INSERT INTO platform_connections (
     organization_id, id, platform, platform_user_id, platform_workspace_id,
-    display_name, permissions_granted, requested_scopes)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    display_name, permissions_granted, requested_scopes, granted_user_scopes)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 RETURNING id;
 
 -- name: reauthorized_connection_update
 -- A reconnect: new identity (when allowed), scopes, and ACTIVE again.
 UPDATE platform_connections
    SET platform_user_id = $3, platform_workspace_id = $4, permissions_granted = $5,
-       requested_scopes = $6, status = 'active', status_reason = $7
+       requested_scopes = $6, status = 'active', status_reason = $7,
+       granted_user_scopes = $8
  WHERE organization_id = $1 AND id = $2;

@@ -608,6 +608,7 @@ class CompleteAuthorizationResponse(_message.Message):
     GRANTED_SCOPES_FIELD_NUMBER: _builtins.int
     REAUTHORIZED_FIELD_NUMBER: _builtins.int
     PREVIOUS_REFRESH_TOKEN_REVOCATION_FIELD_NUMBER: _builtins.int
+    GRANTED_USER_SCOPES_FIELD_NUMBER: _builtins.int
     reauthorized: _builtins.bool
     """True if this completed a reconnect of an existing connection."""
     @_builtins.property
@@ -631,6 +632,12 @@ class CompleteAuthorizationResponse(_message.Message):
         connection or when there was no previous refresh token.
         """
 
+    @_builtins.property
+    def granted_user_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Slack's user-token scopes the provider reports it granted (authed_user.scope),
+        kept apart from the bot scopes in granted_scopes; empty for every other platform.
+        """
+
     def __init__(
         self,
         *,
@@ -639,10 +646,11 @@ class CompleteAuthorizationResponse(_message.Message):
         granted_scopes: _abc.Iterable[_builtins.str] | None = ...,
         reauthorized: _builtins.bool = ...,
         previous_refresh_token_revocation: _connections_pb2.ProviderRevocation | None = ...,
+        granted_user_scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "previous_refresh_token_revocation", b"previous_refresh_token_revocation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "granted_scopes", b"granted_scopes", "previous_refresh_token_revocation", b"previous_refresh_token_revocation", "reauthorized", b"reauthorized", "requested_scopes", b"requested_scopes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection", "granted_scopes", b"granted_scopes", "granted_user_scopes", b"granted_user_scopes", "previous_refresh_token_revocation", b"previous_refresh_token_revocation", "reauthorized", b"reauthorized", "requested_scopes", b"requested_scopes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -245,6 +245,7 @@ class Connection(_message.Message):
     NEXT_REFRESH_TIME_FIELD_NUMBER: _builtins.int
     REQUESTED_SCOPES_FIELD_NUMBER: _builtins.int
     EXPIRY_SOURCE_FIELD_NUMBER: _builtins.int
+    GRANTED_USER_SCOPES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID. Output only."""
     organization_id: _builtins.str
@@ -315,6 +316,13 @@ class Connection(_message.Message):
         made otherwise. Output only.
         """
 
+    @_builtins.property
+    def granted_user_scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Slack's user-token scopes (the token response's authed_user.scope), kept apart
+        from the bot scopes in permissions_granted; empty for every other platform.
+        Output only: set by CompleteAuthorization (replaced on a reconnect).
+        """
+
     def __init__(
         self,
         *,
@@ -338,10 +346,11 @@ class Connection(_message.Message):
         next_refresh_time: _timestamp_pb2.Timestamp | None = ...,
         requested_scopes: _abc.Iterable[_builtins.str] | None = ...,
         expiry_source: Global___ExpirySource.ValueType = ...,
+        granted_user_scopes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "expiry_source", b"expiry_source", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "requested_scopes", b"requested_scopes", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "expiry_source", b"expiry_source", "granted_user_scopes", b"granted_user_scopes", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "requested_scopes", b"requested_scopes", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

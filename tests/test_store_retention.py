@@ -3,7 +3,7 @@
 A store that loses the race for its planned version plans again (migration 014); the
 constraint error it met must not outlive the call. When the repositories mapped a
 constraint name to one shared exception *instance*, every raise chained its traceback,
-frames and driver error onto that instance, and ``serve`` grew ~10 KB per contended
+frames and driver error onto that instance, and ``serve`` grew 8-12 KB per contended
 store for as long as it ran (issue #25, item 0).
 """
 

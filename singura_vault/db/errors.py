@@ -5,7 +5,7 @@ unique violation on ``organizations_slug_key`` becomes "slug: ... is taken"
 rather than a driver message. They map a name to a *factory*, never to an exception
 instance: raising one shared instance again and again chains every raise's traceback
 (and, through it, every frame's locals and the driver error) onto that instance for
-the life of the process -- it was how ``serve`` grew ~10 KB per contended store.
+the life of the process -- it was how ``serve`` grew 8-12 KB per contended store.
 Anything not recognised here propagates unchanged and becomes INTERNAL at the server
 edge, where it is logged with the request id.
 """

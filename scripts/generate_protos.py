@@ -23,6 +23,7 @@ import re
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from grpc_tools import protoc  # type: ignore[import-untyped]  # grpcio-tools ships no types
@@ -34,11 +35,6 @@ OUTPUT_PACKAGE = "singura_vault.proto"
 # google/protobuf/*.proto (timestamp, struct, field_mask, ...) shipped inside grpcio-tools.
 WELL_KNOWN_TYPES = Path(protoc.__file__).resolve().parent / "_proto"
 
-ROOT_INIT = (
-    '"""Protobuf and gRPC code for protos/: generated, do not edit; '
-    'run scripts/generate_protos.py."""\n'
-)
-PACKAGE_INIT = '"""Generated, do not edit; run scripts/generate_protos.py."""\n'
 # Every .proto file with its comments, as a FileDescriptorSet (served by reflection).
 DESCRIPTOR_SET = "descriptors.binpb"
 
@@ -46,62 +42,101 @@ DESCRIPTOR_SET = "descriptors.binpb"
 IGNORED_NAMES = frozenset({"__pycache__"})
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where one copy of the generated code goes, and how it is labelled. The server's
+    copy is SERVER below; clients/python/generate.py makes the client's (its own
+    package, so the client never imports the server) with this same code."""
+
+    output_dir: Path
+    output_package: str
+    command: str  # what to run to regenerate, as messages and __init__.py files name it
+    prefix: str  # of the script's messages
+    descriptor_set: bool  # also write DESCRIPTOR_SET (the server's reflection serves it)
+    forbidden_import: str | None = None  # a package the generated code must never import
+
+    @property
+    def root_init(self) -> str:
+        return (
+            '"""Protobuf and gRPC code for protos/: generated, do not edit; '
+            f'run {self.command}."""\n'
+        )
+
+    @property
+    def package_init(self) -> str:
+        return f'"""Generated, do not edit; run {self.command}."""\n'
+
+
+SERVER = Target(
+    output_dir=OUTPUT_DIR,
+    output_package=OUTPUT_PACKAGE,
+    command="scripts/generate_protos.py",
+    prefix="generate_protos",
+    descriptor_set=True,
+)
+
+
 class GenerationError(Exception):
     """protoc, a plugin or the import rewriting failed; the message says which."""
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, target: Target = SERVER) -> int:
     parser = argparse.ArgumentParser(
-        description="Regenerate singura_vault/proto/ from protos/ (or check that it is current)."
+        description=f"Regenerate {_label(target)}/ from protos/ (or check that it is current)."
     )
     parser.add_argument(
         "--check",
         action="store_true",
-        help="do not write; exit 1 and list the files that differ if singura_vault/proto/ is stale",
+        help=f"do not write; exit 1 and list the files that differ if {_label(target)}/ is stale",
     )
     args = parser.parse_args(argv)
     try:
         if args.check:
-            return check()
-        regenerate()
+            return check(target)
+        regenerate(target)
     except GenerationError as exc:
-        print(f"generate_protos: {exc}", file=sys.stderr)
+        print(f"{target.prefix}: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def regenerate() -> None:
-    """Generate into a staging directory beside OUTPUT_DIR, then swap it in by renames."""
+def _label(target: Target) -> str:
+    return target.output_dir.relative_to(REPO_ROOT).as_posix()
+
+
+def regenerate(target: Target) -> None:
+    """Generate into a staging directory beside the output, then swap it in by renames."""
     # The staging directory sits in the same parent so that the renames below stay on one
     # filesystem; a failed generation leaves the checked-in code untouched.
-    staging = Path(tempfile.mkdtemp(prefix=".proto-staging-", dir=OUTPUT_DIR.parent))
+    output = target.output_dir
+    staging = Path(tempfile.mkdtemp(prefix=".proto-staging-", dir=output.parent))
     try:
         fresh, previous = staging / "new", staging / "old"
-        generate(fresh)
-        if OUTPUT_DIR.exists():
-            OUTPUT_DIR.rename(previous)
+        generate(fresh, target)
+        if output.exists():
+            output.rename(previous)
         try:
-            fresh.rename(OUTPUT_DIR)
+            fresh.rename(output)
         except BaseException:
             if previous.exists():
-                previous.rename(OUTPUT_DIR)
+                previous.rename(output)
             raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    print(f"generate_protos: wrote {OUTPUT_DIR.relative_to(REPO_ROOT).as_posix()}/")
+    print(f"{target.prefix}: wrote {_label(target)}/")
 
 
-def check() -> int:
-    """Return 0 if OUTPUT_DIR is exactly what generate() produces, else list the drift and 1."""
+def check(target: Target) -> int:
+    """Return 0 if the output is exactly what generate() produces, else list the drift and 1."""
     with tempfile.TemporaryDirectory(prefix="singura-proto-check-") as tmp:
         fresh = Path(tmp) / "proto"
-        generate(fresh)
-        drift = compare(expected=fresh, actual=OUTPUT_DIR)
+        generate(fresh, target)
+        drift = compare(expected=fresh, actual=target.output_dir, label=_label(target))
     if not drift:
         return 0
     print(
-        "generate_protos: singura_vault/proto/ does not match protos/; "
-        "run `python scripts/generate_protos.py` and commit the result:",
+        f"{target.prefix}: {_label(target)}/ does not match protos/; "
+        f"run `python {target.command}` and commit the result:",
         file=sys.stderr,
     )
     for line in drift:
@@ -109,16 +144,16 @@ def check() -> int:
     return 1
 
 
-def generate(out: Path) -> None:
+def generate(out: Path, target: Target) -> None:
     """Write the complete generated package (code, stubs, __init__.py files) into ``out``."""
     protos = find_protos()
     out.mkdir(parents=True)
-    run_protoc(protos, out)
+    run_protoc(protos, out, descriptor_set=target.descriptor_set)
     roots = sorted({Path(proto).parts[0] for proto in protos})
     for path in sorted(out.rglob("*")):
         if path.suffix in {".py", ".pyi"}:
-            rewrite_imports(path, roots)
-    write_init_files(out)
+            rewrite_imports(path, roots, target)
+    write_init_files(out, target)
 
 
 def find_protos() -> list[str]:
@@ -134,7 +169,7 @@ def find_protos() -> list[str]:
     return protos
 
 
-def run_protoc(protos: list[str], out: Path) -> None:
+def run_protoc(protos: list[str], out: Path, *, descriptor_set: bool) -> None:
     mypy_plugin = find_plugin("protoc-gen-mypy")
     mypy_grpc_plugin = find_plugin("protoc-gen-mypy_grpc")
     arguments = [
@@ -149,15 +184,18 @@ def run_protoc(protos: list[str], out: Path) -> None:
         "--mypy_opt=quiet",
         f"--mypy_grpc_out={out}",
         "--mypy_grpc_opt=quiet",
-        # The contract with its comments, for server reflection: generated _pb2 modules
-        # drop the source info, so `grpcurl describe` would show no documentation.
-        f"--descriptor_set_out={out / DESCRIPTOR_SET}",
-        "--include_source_info",
-        "--include_imports",
         # Absolute paths inside --proto_path, so the result does not depend on the cwd; protoc
         # still records them by their path relative to PROTO_ROOT.
         *(str(PROTO_ROOT / proto) for proto in protos),
     ]
+    if descriptor_set:
+        # The contract with its comments, for server reflection: generated _pb2 modules
+        # drop the source info, so `grpcurl describe` would show no documentation.
+        arguments[-len(protos) : -len(protos)] = [
+            f"--descriptor_set_out={out / DESCRIPTOR_SET}",
+            "--include_source_info",
+            "--include_imports",
+        ]
     if protoc.main(arguments) != 0:
         raise GenerationError("protoc failed (its errors are above)")
 
@@ -170,8 +208,8 @@ def find_plugin(name: str) -> str:
     return found
 
 
-def rewrite_imports(path: Path, roots: list[str]) -> None:
-    """Point imports of our own generated modules (e.g. ``singura.``) at OUTPUT_PACKAGE.
+def rewrite_imports(path: Path, roots: list[str], target: Target) -> None:
+    """Point imports of our own generated modules (e.g. ``singura.``) at the target's package.
 
     protoc and mypy-protobuf write ``from singura.vault.v1 import x_pb2 as alias``; that
     becomes ``from singura_vault.proto.singura.vault.v1 import x_pb2 as alias``. In _pb2.py
@@ -182,36 +220,39 @@ def rewrite_imports(path: Path, roots: list[str]) -> None:
     text = path.read_text(encoding="utf-8")
     text = re.sub(
         rf"^(\s*(?:from|import)\s+)((?:{names})(?:\.\w+)*\s)",
-        rf"\g<1>{OUTPUT_PACKAGE}.\g<2>",
+        rf"\g<1>{target.output_package}.\g<2>",
         text,
         flags=re.MULTILINE,
     )
     text = re.sub(
         rf"^(_builder\.BuildTopDescriptorsAndMessages\(DESCRIPTOR, ')((?:{names})\.)",
-        rf"\g<1>{OUTPUT_PACKAGE}.\g<2>",
+        rf"\g<1>{target.output_package}.\g<2>",
         text,
         flags=re.MULTILINE,
     )
     # `import a.b.c_pb2` without an alias would need its uses rewritten as well; neither
     # generator writes that for a proto in a package directory, so refuse rather than guess.
-    unaliased = re.search(rf"^\s*import\s+{re.escape(OUTPUT_PACKAGE)}\.[\w.]+\s*$", text, re.M)
+    package = re.escape(target.output_package)
+    unaliased = re.search(rf"^\s*import\s+{package}\.[\w.]+\s*$", text, re.M)
     if unaliased:
         raise GenerationError(f"{path.name}: cannot rewrite {unaliased.group().strip()!r}")
+    forbidden = target.forbidden_import
+    if forbidden and re.search(rf"^\s*(?:from|import)\s+{re.escape(forbidden)}[\s.]", text, re.M):
+        raise GenerationError(f"{path.name}: imports the package {forbidden}")
     with path.open("w", encoding="utf-8", newline="\n") as file:
         file.write(text)
 
 
-def write_init_files(out: Path) -> None:
+def write_init_files(out: Path, target: Target) -> None:
     packages = [out, *sorted(path for path in out.rglob("*") if path.is_dir())]
     for package in packages:
         init = package / "__init__.py"
         with init.open("w", encoding="utf-8", newline="\n") as file:
-            file.write(ROOT_INIT if package == out else PACKAGE_INIT)
+            file.write(target.root_init if package == out else target.package_init)
 
 
-def compare(expected: Path, actual: Path) -> list[str]:
+def compare(expected: Path, actual: Path, label: str) -> list[str]:
     """One line per file that differs between two generated trees, as repo-relative paths."""
-    label = OUTPUT_DIR.relative_to(REPO_ROOT).as_posix()
     expected_files, actual_files = list_files(expected), list_files(actual)
     drift = []
     for name in sorted(expected_files | actual_files):

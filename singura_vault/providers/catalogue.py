@@ -132,6 +132,11 @@ class PlatformEndpoints:
     # Documentation only: whether a refresh returns a new refresh token and retires the
     # old one. Code never relies on it: a new refresh token in the answer always wins.
     rotates_refresh_tokens: bool = False
+    # Whether the revocation call revokes only the token presented. Elsewhere it ends the
+    # whole grant (Google, GitHub, and likely Zoom and Dropbox for the same user and
+    # client), which after a reconnect is the grant the new tokens belong to: there the
+    # old refresh token is left to expire rather than revoked.
+    revokes_only_the_token: bool = False
     # Whether the provider takes PKCE (RFC 7636, S256) on the authorization-code flow;
     # where it does, the vault always uses it.
     uses_pkce: bool = False
@@ -151,6 +156,7 @@ class PlatformEndpoints:
 _ENTRIES = (
     PlatformEndpoints(
         platform=Platform.SLACK,
+        revokes_only_the_token=True,
         token_url="https://slack.com/api/oauth.v2.access",
         revocation_url="https://slack.com/api/auth.revoke",
         authorization_url="https://slack.com/oauth/v2/authorize",
@@ -217,6 +223,7 @@ _ENTRIES = (
     ),
     PlatformEndpoints(
         platform=Platform.SALESFORCE,
+        revokes_only_the_token=True,
         # Production and developer orgs; sandboxes use test.salesforce.com and My Domain
         # orgs may use their own host: configure authorization_url/token_url/
         # revocation_url for those.

@@ -51,6 +51,7 @@ from singura_vault.errors import (
 )
 from singura_vault.logs import get_logger
 from singura_vault.providers import (
+    CATALOGUE,
     CodeGrant,
     ExtraParamNotAllowed,
     FailureKind,
@@ -85,12 +86,6 @@ _STATE = re.compile(r"[A-Za-z0-9_-]{43}")
 MAX_CODE_BYTES = 4096
 MAX_EXTRA_PARAMS = 20
 MAX_LOGIN_HINT = 255
-
-# Platforms whose revocation call revokes only the token presented. Elsewhere it ends
-# the whole grant (Google, GitHub, and likely Zoom and Dropbox for the same user and
-# client), which after a reconnect is the grant the new tokens belong to: there the old
-# refresh token is left to expire rather than revoked.
-_REVOKES_ONE_TOKEN = frozenset({Platform.SLACK, Platform.SALESFORCE})
 
 _Sealer = Callable[[CredentialSlot], Awaitable[EncryptedValue]]
 
@@ -661,7 +656,8 @@ class ConnectService:
         if (
             old is not None
             and grant.refresh_token is not None
-            and current.platform in _REVOKES_ONE_TOKEN
+            # Revoking it elsewhere would end the new grant too (catalogue).
+            and CATALOGUE[current.platform].revokes_only_the_token
         ):
             try:
                 old_refresh = await self._credentials.open_stored(old)

@@ -77,6 +77,31 @@ $$;
 
 ALTER FUNCTION singura.api_key_lookup(p_key_id text, p_digest bytea) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.audit_append_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_actions text[], p_resource_types text[], p_resource_ids text[], p_outcomes text[], p_details jsonb[]) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT s.setting, s.value, s.actor, s.request_id,
+                    array_agg(s.i::integer ORDER BY s.i) AS items
+               FROM unnest(p_settings, p_values, p_actors, p_request_ids) WITH ORDINALITY
+                    AS s(setting, value, actor, request_id, i)
+              GROUP BY s.setting, s.value, s.actor, s.request_id
+              ORDER BY min(s.i) LOOP
+        PERFORM singura.enter_scope(g.setting, g.value, g.actor, g.request_id);
+        INSERT INTO singura.audit_logs (organization_id, actor, action, resource_type,
+                                        resource_id, request_id, outcome, details)
+        SELECT p_orgs[t.i], g.actor, p_actions[t.i], p_resource_types[t.i],
+               p_resource_ids[t.i], nullif(g.request_id, ''), p_outcomes[t.i], p_details[t.i]
+          FROM unnest(g.items) AS t(i)
+         ORDER BY t.i;
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION singura.audit_append_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_actions text[], p_resource_types text[], p_resource_ids text[], p_outcomes text[], p_details jsonb[]) OWNER TO singura_owner;
+
 CREATE FUNCTION singura.audit_append_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_actions text[], p_resource_types text[], p_resource_ids text[], p_outcomes text[], p_details jsonb[]) RETURNS void
     LANGUAGE sql
     AS $$
@@ -452,6 +477,16 @@ $$;
 
 ALTER FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.batch_scope_groups(p_settings text[], p_values text[]) RETURNS TABLE(setting text, value text, items integer[])
+    LANGUAGE sql IMMUTABLE
+    AS $$
+SELECT s.setting, s.value, array_agg(s.i::integer ORDER BY s.i)
+  FROM unnest(p_settings, p_values) WITH ORDINALITY AS s(setting, value, i)
+ GROUP BY s.setting, s.value;
+$$;
+
+ALTER FUNCTION singura.batch_scope_groups(p_settings text[], p_values text[]) OWNER TO singura_owner;
+
 CREATE TABLE singura.connection_refresh_state (
     organization_id uuid NOT NULL,
     connection_id uuid NOT NULL,
@@ -620,6 +655,36 @@ $$;
 
 ALTER FUNCTION singura.credential_expiring_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_before timestamp with time zone, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM singura.batch_scope_groups(p_settings, p_values) LOOP
+        PERFORM singura.enter_scope(g.setting, g.value, '', '');
+        RETURN QUERY
+        SELECT t.i, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
+               e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
+               e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+          FROM unnest(g.items) AS t(i)
+          CROSS JOIN LATERAL (
+                SELECT * FROM singura.encrypted_credentials c
+                 WHERE c.organization_id = p_orgs[t.i]
+                   AND c.connection_id = p_connections[t.i]
+                   AND c.credential_type = p_types[t.i]
+                   AND (p_versions[t.i] = 0 OR c.version = p_versions[t.i])
+                 ORDER BY c.version DESC
+                 LIMIT 1) e
+          JOIN singura.data_keys d
+            ON d.organization_id = e.organization_id AND d.version = e.key_version;
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
+
 CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
     LANGUAGE sql
     SET plan_cache_mode TO 'force_generic_plan'
@@ -641,6 +706,28 @@ SELECT t.ord, e.id, e.organization_id, e.connection_id, e.credential_type, e.ver
 $$;
 
 ALTER FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone)
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM singura.batch_scope_groups(p_settings, p_values) LOOP
+        PERFORM singura.enter_scope(g.setting, g.value, '', '');
+        RETURN QUERY
+        SELECT t.i, m.id, m.organization_id, m.connection_id, m.credential_type, m.version,
+               m.state, m.key_version, m.fingerprint, m.created_at, m.expires_at,
+               m.state_changed_at
+          FROM unnest(g.items) AS t(i)
+          JOIN singura.credential_metadata m
+            ON m.organization_id = p_orgs[t.i] AND m.id = p_ids[t.i];
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.credential_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) RETURNS SETOF singura.credential_metadata
     LANGUAGE sql
@@ -690,6 +777,95 @@ SELECT *
 $$;
 
 ALTER FUNCTION singura.credential_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_state text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_store_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[], p_connections uuid[], p_types text[], p_versions integer[], p_ciphertexts bytea[], p_nonces bytea[], p_key_versions integer[], p_fingerprints text[], p_expires_ats timestamp with time zone[], p_create_request_ids uuid[]) RETURNS TABLE(ord integer, failed text, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    i integer;
+    v_constraint text;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_orgs, 1), 0) LOOP
+        BEGIN
+            PERFORM singura.enter_scope(p_settings[i], p_values[i], p_actors[i],
+                                        p_request_ids[i]);
+            PERFORM 1 FROM singura.platform_connections c
+              WHERE c.organization_id = p_orgs[i] AND c.id = p_connections[i]
+                FOR NO KEY UPDATE;
+            -- Stores of one credential planned in one batch got consecutive versions;
+            -- one whose predecessor has not landed (it lost a race, or is in a later
+            -- batch) must not become current over it: it plans again, like a version
+            -- taken.
+            IF p_versions[i] <> 1 + (SELECT coalesce(max(e.version), 0)
+                                       FROM singura.encrypted_credentials e
+                                      WHERE e.organization_id = p_orgs[i]
+                                        AND e.connection_id = p_connections[i]
+                                        AND e.credential_type = p_types[i]) THEN
+                RAISE EXCEPTION 'version % is not the next one', p_versions[i]
+                    USING ERRCODE = 'unique_violation',
+                          CONSTRAINT = 'encrypted_credentials_version_key';
+            END IF;
+            UPDATE singura.encrypted_credentials e
+               SET state = 'superseded', state_changed_at = now()
+             WHERE e.organization_id = p_orgs[i] AND e.connection_id = p_connections[i]
+               AND e.credential_type = p_types[i] AND e.state = 'active';
+            RETURN QUERY
+            INSERT INTO singura.encrypted_credentials AS e (
+                organization_id, id, connection_id, credential_type, version, state,
+                ciphertext, nonce, key_version, fingerprint, expires_at, create_request_id)
+            VALUES (p_orgs[i], p_ids[i], p_connections[i], p_types[i], p_versions[i],
+                    'active', p_ciphertexts[i], p_nonces[i], p_key_versions[i],
+                    p_fingerprints[i], p_expires_ats[i], p_create_request_ids[i])
+            RETURNING i, NULL::text, e.id, e.organization_id, e.connection_id,
+                      e.credential_type, e.version, e.state, e.key_version, e.fingerprint,
+                      e.created_at, e.expires_at, e.state_changed_at;
+        EXCEPTION WHEN unique_violation OR check_violation OR foreign_key_violation THEN
+            GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+            ord := i;
+            failed := v_constraint;
+            id := NULL; organization_id := NULL; connection_id := NULL;
+            credential_type := NULL; version := NULL; state := NULL; key_version := NULL;
+            fingerprint := NULL; created_at := NULL; expires_at := NULL;
+            state_changed_at := NULL;
+            RETURN NEXT;
+        END;
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION singura.credential_store_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[], p_connections uuid[], p_types text[], p_versions integer[], p_ciphertexts bytea[], p_nonces bytea[], p_key_versions integer[], p_fingerprints text[], p_expires_ats timestamp with time zone[], p_create_request_ids uuid[]) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_store_plan_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_create_request_ids uuid[]) RETURNS TABLE(ord integer, connection_found boolean, last_version integer, existing_id uuid, key_version integer, root_key_id text, wrapped_key bytea)
+    LANGUAGE plpgsql
+    SET plan_cache_mode TO 'force_generic_plan'
+    AS $$
+DECLARE
+    g record;
+BEGIN
+    FOR g IN SELECT * FROM singura.batch_scope_groups(p_settings, p_values) LOOP
+        PERFORM singura.enter_scope(g.setting, g.value, '', '');
+        RETURN QUERY
+        SELECT t.i,
+               EXISTS (SELECT 1 FROM singura.platform_connections c
+                        WHERE c.organization_id = p_orgs[t.i] AND c.id = p_connections[t.i]),
+               (SELECT coalesce(max(e.version), 0) FROM singura.encrypted_credentials e
+                 WHERE e.organization_id = p_orgs[t.i] AND e.connection_id = p_connections[t.i]
+                   AND e.credential_type = p_types[t.i]),
+               (SELECT e.id FROM singura.encrypted_credentials e
+                 WHERE e.organization_id = p_orgs[t.i]
+                   AND e.create_request_id = p_create_request_ids[t.i]),
+               k.version, k.root_key_id, k.wrapped_key
+          FROM unnest(g.items) AS t(i)
+          LEFT JOIN LATERAL (
+                SELECT d.version, d.root_key_id, d.wrapped_key FROM singura.data_keys d
+                 WHERE d.organization_id = p_orgs[t.i] AND d.state = 'active'
+                 ORDER BY d.version DESC
+                 LIMIT 1) k ON true;
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION singura.credential_store_plan_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_create_request_ids uuid[]) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.credential_store_plan_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_create_request_id uuid) RETURNS TABLE(connection_found boolean, last_version integer, existing_id uuid, key_version integer, root_key_id text, wrapped_key bytea)
     LANGUAGE sql
@@ -1471,6 +1647,8 @@ GRANT ALL ON FUNCTION singura.api_key_lease(p_key_id text, p_rate double precisi
 REVOKE ALL ON FUNCTION singura.api_key_lookup(p_key_id text, p_digest bytea) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.api_key_lookup(p_key_id text, p_digest bytea) TO singura_app;
 
+GRANT ALL ON FUNCTION singura.audit_append_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_actions text[], p_resource_types text[], p_resource_ids text[], p_outcomes text[], p_details jsonb[]) TO singura_app;
+
 GRANT SELECT,INSERT ON TABLE singura.audit_logs TO singura_app;
 
 GRANT ALL ON FUNCTION singura.audit_canonical(e singura.audit_logs) TO singura_app;
@@ -1487,6 +1665,8 @@ GRANT ALL ON FUNCTION singura.audit_sequence(p_limit integer) TO singura_app;
 REVOKE ALL ON FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) TO singura_app;
 
+GRANT ALL ON FUNCTION singura.batch_scope_groups(p_settings text[], p_values text[]) TO singura_app;
+
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.connection_refresh_state TO singura_app;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.platform_connections TO singura_app;
@@ -1501,7 +1681,15 @@ GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app
 
 GRANT SELECT ON TABLE singura.credential_metadata TO singura_app;
 
+GRANT ALL ON FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) TO singura_app;
+
 GRANT ALL ON FUNCTION singura.credential_key_must_be_live() TO singura_app;
+
+GRANT ALL ON FUNCTION singura.credential_store_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[], p_connections uuid[], p_types text[], p_versions integer[], p_ciphertexts bytea[], p_nonces bytea[], p_key_versions integer[], p_fingerprints text[], p_expires_ats timestamp with time zone[], p_create_request_ids uuid[]) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.credential_store_plan_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_create_request_ids uuid[]) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.current_organization_id() TO singura_app;
 

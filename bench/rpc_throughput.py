@@ -38,6 +38,7 @@ from typing import Any
 import _harness as h
 import grpc
 
+from singura_vault import metrics
 from singura_vault.config import PoolSettings
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import access_pb2_grpc as agrpc
@@ -262,6 +263,7 @@ async def _main(args: argparse.Namespace, rpcs: list[str], pg: h.Postgres) -> No
     pg_version = await h.postgres_version(pg)
     pool = PoolSettings(max_size=args.pool_size, min_size=min(2, args.pool_size))
     rows = []
+    batches: list[tuple[str, dict[str, tuple[float, float]], dict[str, tuple[float, float]]]] = []
     async with h.running_vault(pg, pool, access_log=args.access_log) as vault:
         targets = await _setup(vault, args.organizations)
         for rpc in rpcs:
@@ -270,7 +272,9 @@ async def _main(args: argparse.Namespace, rpcs: list[str], pg: h.Postgres) -> No
                 file=sys.stderr,
                 flush=True,
             )
+            before = _batch_totals()
             result = await _measure(pg, vault, rpc, targets, args)
+            batches.append((RPCS[rpc], _batch_totals(), before))
             errors = ", ".join(f"{code} {n}" for code, n in sorted(result["errors"].items()))
             rows.append(
                 [
@@ -312,6 +316,33 @@ async def _main(args: argparse.Namespace, rpcs: list[str], pg: h.Postgres) -> No
             rows,
         )
     )
+    print()
+    print("coalesced statements (db/coalesce.py) in warm-up and measured window:")
+    batch_rows = []
+    for rpc_name, after, before in batches:
+        for operation, (count, total) in sorted(after.items()):
+            count -= before.get(operation, (0.0, 0.0))[0]
+            total -= before.get(operation, (0.0, 0.0))[1]
+            if count:
+                batch_rows.append([rpc_name, operation, int(count), round(total / count, 1)])
+    print(h.table(["RPC", "statement", "batches", "calls per batch"], batch_rows))
+
+
+def _batch_totals() -> dict[str, tuple[float, float]]:
+    """Per coalesced operation: (batches, calls) so far, from the in-process metric."""
+    totals: dict[str, tuple[float, float]] = {}
+    for family in metrics.REGISTRY.collect():
+        if family.name != "singura_db_batch_size":
+            continue
+        for sample in family.samples:
+            operation = sample.labels["operation"]
+            count, total = totals.get(operation, (0.0, 0.0))
+            if sample.name.endswith("_count"):
+                count = sample.value
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            totals[operation] = (count, total)
+    return totals
 
 
 def main() -> int:

@@ -145,6 +145,14 @@ REQUESTS_TOO_LARGE = Counter(
     "size exceeded the vault's request limit.",
     registry=REGISTRY,
 )
+COALESCED_BATCH_SIZE = Histogram(
+    "singura_db_batch_size",
+    "Calls whose database work one coalesced statement served, by operation "
+    "(reveal_read, audit_append, credential_get, store_plan, store_write, ...).",
+    ["operation"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
+    registry=REGISTRY,
+)
 POOL_SIZE = Gauge("singura_db_pool_size", "Connections in the pool.", registry=REGISTRY)
 POOL_IDLE = Gauge("singura_db_pool_idle", "Idle connections in the pool.", registry=REGISTRY)
 

@@ -14,7 +14,7 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, cast
@@ -98,6 +98,17 @@ def _connection_initializer(settings: PoolSettings) -> Callable[[asyncpg.Connect
 
 async def _no_reset(conn: asyncpg.Connection) -> None:
     """Skip asyncpg's default RESET ALL: we only ever use transaction-scoped settings."""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestScope:
+    """What a scoped statement enters for one request (migration 013's first four
+    parameters): the tenant setting and its value, who acts, under which request id."""
+
+    setting: str
+    value: str
+    actor: str
+    request_id: str
 
 
 @dataclass(frozen=True)
@@ -258,6 +269,54 @@ class Database:
                 async with self._acquire() as conn:
                     rows = await conn.fetch(
                         sql, setting, value, request.actor, request.request_id, *args
+                    )
+        except Unavailable:
+            self._tell_unavailable()
+            raise
+        if writes:
+            await self._committed()
+        return rows
+
+    @property
+    def coalesces(self) -> bool:
+        """Whether calls may share statements (db/coalesce.py). Not with a replica
+        attached: a coalesced statement runs outside its callers' contexts, so it could
+        neither choose the replica for one of them nor hand each write's consistency
+        token back to its caller; those calls keep one statement each."""
+        return self._replica is None
+
+    def request_scope(self, organization_id: UUID | None) -> RequestScope:
+        """The scope the current request runs ``organization_id``'s work under, fenced
+        to an organization key's own tenant as :meth:`fetch_scoped` is: captured in the
+        caller's context, for a statement that runs in a coalesced batch."""
+        setting, value = _scope(organization_id)
+        request = current_request()
+        return RequestScope(setting, value, request.actor, request.request_id)
+
+    async def fetch_batch(
+        self,
+        sql: str,
+        scopes: Sequence[RequestScope],
+        *columns: Sequence[object],
+        writes: bool = False,
+        constraint_messages: ConstraintErrors | None = None,
+    ) -> list[asyncpg.Record]:
+        """Run one batch function (migration 022) over the items of several requests,
+        in one round trip and one transaction: its first four parameters are the
+        items' scopes, column by column, then ``columns`` (one list per parameter,
+        one element per item). The function enters each item's scope for that item's
+        rows; its rows name their item in ``ord`` (1-based). ``writes`` as for
+        :meth:`fetch_scoped`."""
+        try:
+            with map_driver_errors(constraint_messages):
+                async with self._acquire() as conn:
+                    rows: list[asyncpg.Record] = await conn.fetch(
+                        sql,
+                        [scope.setting for scope in scopes],
+                        [scope.value for scope in scopes],
+                        [scope.actor for scope in scopes],
+                        [scope.request_id for scope in scopes],
+                        *(list(column) for column in columns),
                     )
         except Unavailable:
             self._tell_unavailable()

@@ -8,16 +8,17 @@ allocated) and the one moment a ciphertext is read for reveal (``open``).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 import asyncpg
 
+from singura_vault.db.coalesce import Coalescer
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
-from singura_vault.db.pool import Database
+from singura_vault.db.pool import Database, RequestScope
 from singura_vault.domain import (
     Credential,
     CredentialSlot,
@@ -68,6 +69,9 @@ _STORE_ERRORS: ConstraintErrors = {
 # (migration 014): both plan and seal again. The last attempt takes the connection's
 # lock instead, so that a store under heavy contention on one credential still lands.
 _STORE_ATTEMPTS = 5
+# A store batch runs each item in a subtransaction (migration 022); PostgreSQL caches 64
+# subtransaction ids per backend before other sessions' snapshots get slower.
+_STORE_WRITE_BATCH = 32
 
 
 def _not_found(organization_id: UUID, credential_id: UUID) -> NotFound:
@@ -83,6 +87,15 @@ class CredentialRepository:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+        # The hot calls' statements, shared by concurrent calls (db/coalesce.py,
+        # migration 022) unless db.coalesces says otherwise.
+        self._reveal_reads = Coalescer(self._read_for_reveal_batch, operation="reveal_read")
+        self._audit_appends = Coalescer(self._append_audit_batch, operation="audit_append")
+        self._gets = Coalescer(self._get_batch, operation="credential_get")
+        self._store_plans = Coalescer(self._plan_store_batch, operation="store_plan")
+        self._store_writes = Coalescer(
+            self._write_store_batch, operation="store_write", max_batch=_STORE_WRITE_BATCH
+        )
 
     async def next_data_key_version(self, organization_id: UUID) -> int:
         """The version number a new data key of the organization gets."""
@@ -157,14 +170,21 @@ class CredentialRepository:
     ) -> Credential:
         """Two round trips and no lock across them (migration 014): read what sealing
         needs, seal, then supersede and insert in one statement."""
-        (plan,) = await self._db.fetch_scoped(
-            organization_id,
-            query("credential_store_plan_scoped"),
-            organization_id,
-            connection_id,
-            credential_type.value,
-            request_id,
-        )
+        scope = self._db.request_scope(organization_id)
+        if self._db.coalesces:
+            plan: Mapping[str, Any] = await self._store_plans.submit(
+                _PlanItem(scope, organization_id, connection_id, credential_type, request_id)
+            )
+        else:
+            (row,) = await self._db.fetch_scoped(
+                organization_id,
+                query("credential_store_plan_scoped"),
+                organization_id,
+                connection_id,
+                credential_type.value,
+                request_id,
+            )
+            plan = dict(row.items())
         if plan["existing_id"] is not None:
             return await self.get(organization_id, plan["existing_id"])
         if not plan["connection_found"]:
@@ -185,17 +205,88 @@ class CredentialRepository:
             ),
         )
         value = await seal(slot)
+        new_row = _new_row(slot, value, expires_at, request_id)
         try:
+            if self._db.coalesces:
+                return await self._store_writes.submit(_WriteItem(scope, organization_id, new_row))
             (row,) = await self._db.fetch_scoped(
                 organization_id,
                 query("credential_store_scoped"),
-                *_new_row(slot, value, expires_at, request_id),
+                *new_row,
                 writes=True,
                 constraint_messages=_STORE_ERRORS,
             )
         except _RequestIdTaken:
             assert request_id is not None
             return await self._by_request_id(organization_id, request_id)
+        return credential_from_row(row)
+
+    async def _plan_store_batch(self, items: Sequence[_PlanItem]) -> list[dict[str, Any]]:
+        rows = await self._db.fetch_batch(
+            query("credential_store_plan_batch"),
+            [item.scope for item in items],
+            [item.organization_id for item in items],
+            [item.connection_id for item in items],
+            [item.type.value for item in items],
+            [item.request_id for item in items],
+        )
+        plans: list[dict[str, Any]] = []
+        taken: dict[tuple[UUID, UUID, CredentialType], int] = {}
+        for item, row in zip(items, _in_item_order(rows, len(items)), strict=True):
+            assert row is not None  # the plan has a row for every item
+            plan = dict(row.items())
+            if plan["existing_id"] is None and plan["key_version"] is not None:
+                # Stores of one credential planned together take consecutive versions,
+                # so that one batch can land them all, each on top of the one before.
+                key = (item.organization_id, item.connection_id, item.type)
+                offset = taken[key] = taken.get(key, -1) + 1
+                plan["last_version"] += offset
+            plans.append(plan)
+        return plans
+
+    async def _write_store_batch(
+        self, items: Sequence[_WriteItem]
+    ) -> list[Credential | VaultError]:
+        """Write several stores' rows in one transaction. Items go in (organization,
+        connection, type) order, so that concurrent batches lock connection rows in
+        one order; an item that hit a constraint (a lost race) is done again on its
+        own, which raises exactly what it raised before coalescing."""
+        order = sorted(range(len(items)), key=lambda n: _lock_order(items[n].row))
+        rows = await self._db.fetch_batch(
+            query("credential_store_batch"),
+            [items[n].scope for n in order],
+            *(list(column) for column in zip(*(items[n].row for n in order), strict=True)),
+            writes=True,
+        )
+        by_ord = {row["ord"]: row for row in rows}
+        outcomes: list[Credential | VaultError] = [Aborted("store not written; retry")] * len(items)
+        for position, n in enumerate(order, 1):
+            row = by_ord.get(position)
+            if row is None or row["failed"] is not None:
+                outcomes[n] = await self._write_alone(items[n], row["failed"] if row else None)
+            else:
+                outcomes[n] = credential_from_row(row)
+        return outcomes
+
+    async def _write_alone(
+        self, item: _WriteItem, constraint: str | None
+    ) -> Credential | VaultError:
+        """A store that lost a race in its batch: the error its constraint maps to
+        (the caller plans again, or finds the replayed request), or, for any other
+        constraint, the outcome of the single-call statement."""
+        known = _STORE_ERRORS.get(constraint or "")
+        if known is not None:
+            return known()
+        try:
+            (row,) = await self._db.fetch_scoped(
+                item.organization_id,
+                query("credential_store_scoped"),
+                *item.row,
+                writes=True,
+                constraint_messages=_STORE_ERRORS,
+            )
+        except VaultError as exc:
+            return exc
         return credential_from_row(row)
 
     async def _store_locked(
@@ -247,6 +338,13 @@ class CredentialRepository:
         return credential_from_row(row)
 
     async def get(self, organization_id: UUID, credential_id: UUID) -> Credential:
+        if self._db.coalesces:
+            row = await self._gets.submit(
+                _GetItem(self._db.request_scope(organization_id), organization_id, credential_id)
+            )
+            if row is None:
+                raise _not_found(organization_id, credential_id)
+            return credential_from_row(row)
         rows = await self._db.fetch_scoped(
             organization_id,
             query("credential_get_scoped"),
@@ -324,23 +422,122 @@ class CredentialRepository:
         version: int,
         open_: Callable[[EncryptedCredential, LiveDataKeys], Awaitable[T]],
     ) -> tuple[Credential, T]:
-        """Read a ciphertext, let ``open_`` decrypt it, and audit the attempt atomically.
+        """Read a ciphertext, let ``open_`` decrypt it, and audit the attempt.
 
-        ``open_`` also gets a loader of the organization's live data keys, in the
-        same transaction, for the rare reveal whose recorded key does not open it.
+        ``open_`` also gets a loader of the organization's live data keys (a read of
+        its own) for the rare reveal whose recorded key does not open it.
 
-        The audit event is written in the same transaction as the read: if it
-        cannot be written, the transaction fails and nothing is returned. A
-        refused or failed reveal (revoked, tampered) is recorded as a failure
-        and committed before the error is raised.
+        The read and the audit event are two statements, each its own transaction:
+        the event records whether the vault could open the value, so it is written
+        after. Audit-or-fail holds because the value is returned only once the
+        event's statement has committed; if it cannot be written, this raises and
+        nothing is returned. A refused or failed reveal (revoked, tampered) is
+        recorded as a failure and committed before the error is raised.
         """
-        ((credential, outcome),) = await self.reveal_many(
-            organization_id, [RevealTarget(connection_id, credential_type, version)], open_
+        revealed = await self.reveal_if(
+            organization_id, RevealTarget(connection_id, credential_type, version), open_
         )
+        assert revealed is not None
+        return revealed
+
+    async def reveal_if(
+        self,
+        organization_id: UUID,
+        target: RevealTarget,
+        open_: Callable[[EncryptedCredential, LiveDataKeys], Awaitable[T]],
+        wanted: Callable[[Credential], bool] | None = None,
+    ) -> tuple[Credential, T] | None:
+        """:meth:`reveal`, but if ``wanted`` says no to the credential read (or there is
+        none), None: nothing decrypted, nothing audited (GetAccessToken's fresh path
+        reads the token it may hand out and refreshes first if it is not fresh).
+
+        The read and the audit event are each a coalesced statement shared with
+        concurrent calls (db/coalesce.py); the event is committed before the value is
+        returned, as :meth:`reveal_many` does for its batch."""
+        if not self._db.coalesces:
+            return await self._reveal_alone(organization_id, target, open_, wanted)
+        scope = self._db.request_scope(organization_id)
+        row = await self._reveal_reads.submit(_RevealItem(scope, organization_id, target))
+        if row is None:
+            if wanted is not None:
+                return None
+            raise _no_such_credential(organization_id, target)
+        encrypted = encrypted_from_row(organization_id, row)
+        if wanted is not None and not wanted(encrypted.credential):
+            return None
+
+        async def live_data_keys() -> list[StoredDataKey]:
+            return await self.live_data_keys(organization_id)
+
+        failure: VaultError | None = None
+        try:
+            value = await open_(encrypted, live_data_keys)
+        except VaultError as exc:
+            failure = exc
+        # Audit-or-fail: this raises, and nothing is returned, unless the event commits.
+        await self._audit_appends.submit(
+            _AuditItem(scope, organization_id, _reveal_event(encrypted.credential, failure))
+        )
+        if failure is not None:
+            raise failure
+        return encrypted.credential, value
+
+    async def _reveal_alone(
+        self,
+        organization_id: UUID,
+        target: RevealTarget,
+        open_: Callable[[EncryptedCredential, LiveDataKeys], Awaitable[T]],
+        wanted: Callable[[Credential], bool] | None,
+    ) -> tuple[Credential, T] | None:
+        """reveal_if in statements of its own (a replica attached: db.coalesces)."""
+        if wanted is not None:
+            rows = await self._db.fetch_scoped(
+                organization_id,
+                query("credential_for_reveal_scoped"),
+                organization_id,
+                [target.connection_id],
+                [target.type.value],
+                [target.version],
+            )
+            if not rows or not wanted(credential_from_row(rows[0])):
+                return None
+        ((credential, outcome),) = await self.reveal_many(organization_id, [target], open_)
         if isinstance(outcome, VaultError):
             raise outcome
         assert credential is not None
         return credential, outcome
+
+    async def _read_for_reveal_batch(
+        self, items: Sequence[_RevealItem]
+    ) -> list[asyncpg.Record | None]:
+        rows = await self._db.fetch_batch(
+            query("credential_for_reveal_batch"),
+            [item.scope for item in items],
+            [item.organization_id for item in items],
+            [item.target.connection_id for item in items],
+            [item.target.type.value for item in items],
+            [item.target.version for item in items],
+        )
+        return _in_item_order(rows, len(items))
+
+    async def _append_audit_batch(self, items: Sequence[_AuditItem]) -> list[None]:
+        await self._db.fetch_batch(
+            query("audit_append_batch"),
+            [item.scope for item in items],
+            [item.organization_id for item in items],
+            *(list(column) for column in zip(*(item.event for item in items), strict=True)),
+            writes=True,
+        )
+        return [None] * len(items)
+
+    async def _get_batch(self, items: Sequence[_GetItem]) -> list[asyncpg.Record | None]:
+        rows = await self._db.fetch_batch(
+            query("credential_get_batch"),
+            [item.scope for item in items],
+            [item.organization_id for item in items],
+            [item.credential_id for item in items],
+        )
+        return _in_item_order(rows, len(items))
 
     async def reveal_many(
         self,
@@ -348,10 +545,11 @@ class CredentialRepository:
         targets: Sequence[RevealTarget],
         open_: Callable[[EncryptedCredential, LiveDataKeys], Awaitable[T]],
     ) -> list[tuple[Credential | None, T | VaultError]]:
-        """Reveal several credentials in one transaction: one read for all, one audit
-        event per credential found (in the same transaction: audit-or-fail), and per
-        target its credential (None if there is none) and value, or the error of that
-        target alone."""
+        """Reveal several credentials of one request: one read for all, then one
+        statement with an audit event per credential found, committed before anything
+        is returned (audit-or-fail, as for :meth:`reveal`), and per target its
+        credential (None if there is none) and value, or the error of that target
+        alone."""
         outcomes: list[tuple[Credential | None, T | VaultError]] = []
         events: list[_RevealEvent] = []
         rows = await self._db.fetch_scoped(
@@ -529,3 +727,54 @@ def _reveal_event(credential: Credential, failure: VaultError | None) -> _Reveal
             **({"error": failure.code.value} if failure is not None else {}),
         },
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _RevealItem:
+    scope: RequestScope
+    organization_id: UUID
+    target: RevealTarget
+
+
+@dataclass(frozen=True, slots=True)
+class _AuditItem:
+    scope: RequestScope
+    organization_id: UUID
+    event: _RevealEvent
+
+
+@dataclass(frozen=True, slots=True)
+class _GetItem:
+    scope: RequestScope
+    organization_id: UUID
+    credential_id: UUID
+
+
+@dataclass(frozen=True, slots=True)
+class _PlanItem:
+    scope: RequestScope
+    organization_id: UUID
+    connection_id: UUID
+    type: CredentialType
+    request_id: UUID | None
+
+
+@dataclass(frozen=True, slots=True)
+class _WriteItem:
+    scope: RequestScope
+    organization_id: UUID
+    row: tuple[object, ...]  # _new_row's columns
+
+
+def _lock_order(row: tuple[object, ...]) -> tuple[str, str, str, int]:
+    """(organization, connection, type, version) of a _new_row: the order a store batch
+    locks connections in and lands one credential's versions in."""
+    version = row[4]
+    assert isinstance(version, int)
+    return (str(row[0]), str(row[2]), str(row[3]), version)
+
+
+def _in_item_order(rows: Sequence[asyncpg.Record], count: int) -> list[asyncpg.Record | None]:
+    """A batch's rows by their item (``ord``, 1-based): each item's row, or None."""
+    by_item = {row["ord"]: row for row in rows}
+    return [by_item.get(n) for n in range(1, count + 1)]

@@ -3,14 +3,15 @@
 It is one of the few importers of the sealed ``keys`` package (the allow-list is
 the "key package is sealed" contract in pyproject.toml, which the build checks).
 Values arrive as UTF-8 text, are sealed with AES-256-GCM under the organization's
-current data key inside the store transaction, and leave again only through
-:meth:`reveal`, which the repository audits in the same transaction as the read.
+current data key for the row the store has planned, and leave again only through
+:meth:`reveal`, whose audit event the repository commits before the value is
+returned.
 No value, key or ciphertext byte is ever logged or put into an error message.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -243,7 +244,7 @@ class CredentialService:
         credential_type: CredentialType | None,
         version: int,
     ) -> tuple[Credential, str]:
-        """Decrypt one version; the repository audits the attempt in the same transaction."""
+        """Decrypt one version; the repository commits the attempt's audit event first."""
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, REVEAL, "reveal credentials")
         conn_id = validation.parse_uuid("connection_id", connection_id)
@@ -253,11 +254,26 @@ class CredentialService:
             raise InvalidArgument("version", "must be 0 (current) or a version number")
         return await self._repository.reveal(org_id, conn_id, credential_type, version, self._open)
 
+    async def reveal_if(
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        credential_type: CredentialType,
+        wanted: Callable[[Credential], bool],
+    ) -> tuple[Credential, str] | None:
+        """The current version's value if ``wanted`` accepts its credential; None if it
+        does not or there is none (then nothing is decrypted or audited). For a use case
+        that has authorized REVEAL itself (GetAccessToken's fresh path)."""
+        return await self._repository.reveal_if(
+            organization_id, RevealTarget(connection_id, credential_type, 0), self._open, wanted
+        )
+
     async def reveal_many(
         self, organization_id: str, items: Sequence[tuple[str, CredentialType | None, int]]
     ) -> Sequence[tuple[Credential | None, str | VaultError]]:
-        """Decrypt up to MAX_BATCH_REVEAL credentials in one transaction; each item's
-        outcome on its own (a value, or its error), each found one audited."""
+        """Decrypt up to MAX_BATCH_REVEAL credentials with one read and one audit
+        statement; each item's outcome on its own (a value, or its error), each found
+        one audited."""
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, REVEAL, "reveal credentials")
         if not 1 <= len(items) <= MAX_BATCH_REVEAL:

@@ -60,10 +60,21 @@ class AccessTokenService:
         self._authz.require(org_id, REVEAL, "get access tokens")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         window = _window(min_valid_for)
-        current = await self._current_access_token(org_id, conn_id)
-        refreshed = False
-        if current is None or not is_fresh(current, datetime.now(UTC), window):
-            refreshed = await self._refresher.ensure_fresh(org_id, conn_id, window, force=False)
+        now = datetime.now(UTC)
+
+        def fresh(current: Credential) -> bool:
+            return current.state is not CredentialState.REVOKED and is_fresh(current, now, window)
+
+        # The fresh path, a reveal's two statements: read the current token and, only
+        # if it is fresh, decrypt and audit it. Otherwise refresh first (nothing was
+        # revealed or audited), then reveal what the refresh left current.
+        revealed = await self._credentials.reveal_if(
+            org_id, conn_id, CredentialType.ACCESS_TOKEN, fresh
+        )
+        if revealed is not None:
+            credential, value = revealed
+            return AccessToken(value, credential, refreshed=False)
+        refreshed = await self._refresher.ensure_fresh(org_id, conn_id, window, force=False)
         credential, value = await self._credentials.reveal(
             organization_id, connection_id, CredentialType.ACCESS_TOKEN, 0
         )

@@ -100,3 +100,22 @@ SELECT * FROM singura.credential_store_plan_scoped($1, $2, $3, $4, $5, $6, $7, $
 -- name: credential_store_scoped
 SELECT * FROM singura.credential_store_scoped(
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);
+
+-- Coalesced statements (migration 022): the same work for several concurrent calls,
+-- each item under its own request's scope.
+
+-- name: credential_for_reveal_batch
+SELECT * FROM singura.credential_for_reveal_batch($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: credential_get_batch
+SELECT * FROM singura.credential_get_batch($1, $2, $3, $4, $5, $6);
+
+-- name: audit_append_batch
+SELECT singura.audit_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: credential_store_plan_batch
+SELECT * FROM singura.credential_store_plan_batch($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- name: credential_store_batch
+SELECT * FROM singura.credential_store_batch(
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15);

@@ -36,6 +36,10 @@ class ClientProcess:
         await client.send(config)
         return client
 
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
     async def send(self, message: dict[str, Any]) -> None:
         assert self._process.stdin is not None
         self._process.stdin.write(json.dumps(message).encode() + b"\n")

@@ -18,6 +18,7 @@ from typing import Any
 import _harness as h
 
 from .pairs import KV_MOUNT
+from .pinning import pinned_argv
 from .processes import free_port, stop_process, wait_for
 
 
@@ -53,7 +54,7 @@ def http(method: str, url: str, token: str | None = None, body: Any = None) -> t
 class BaoProcess:
     """``bao server`` with raft storage; init (1 share), unseal, kv-v2 at kv/."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, cpus: frozenset[int] | None = None) -> None:
         self.binary = binary
         self.dir = directory
         directory.mkdir(mode=0o700)
@@ -78,7 +79,7 @@ class BaoProcess:
         self.config.write_text(self._config_text, encoding="utf-8")
         self._log = open(directory / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(  # noqa: S603 - our own arguments
-            [binary, "server", f"-config={self.config}"],
+            pinned_argv([binary, "server", f"-config={self.config}"], cpus),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,

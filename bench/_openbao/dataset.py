@@ -1,5 +1,6 @@
 """The data set, written before measuring: one organization with 60 connections and
-3 credentials each in the vault, and the same 180 values as KV v2 entries in OpenBao."""
+3 credentials each in the vault (the access tokens expiring in a day, so always fresh
+for GetAccessToken), and the same 180 values as KV v2 entries in OpenBao."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 
 from .bao_server import BaoProcess, http
 from .pairs import CONNECTIONS, KV_MOUNT, TYPES, Slot
+from .vault_calls import store_request
 from .vault_server import VaultProcess
 
 
@@ -39,14 +41,9 @@ async def setup(vault: VaultProcess, bao: BaoProcess) -> tuple[str, list[Slot]]:
             )
             for name, kind in TYPES.items():
                 value = secrets.token_urlsafe(48)
+                slot: Slot = {"connection_id": connection.id, "type": kind}
                 stored = await credentials.StoreCredential(
-                    crpb.StoreCredentialRequest(
-                        organization_id=org.id,
-                        connection_id=connection.id,
-                        type=kind,
-                        value=value,
-                    ),
-                    metadata=admin,
+                    store_request(org.id, slot, value), metadata=admin
                 )
                 path = f"bench/{connection.id}/{name}"
                 status, _ = await asyncio.to_thread(
@@ -58,14 +55,7 @@ async def setup(vault: VaultProcess, bao: BaoProcess) -> tuple[str, list[Slot]]:
                 )
                 if status != 200:
                     raise RuntimeError(f"OpenBao KV write answered HTTP {status}")
-                slots.append(
-                    {
-                        "connection_id": connection.id,
-                        "type": kind,
-                        "credential_id": stored.credential.id,
-                        "path": path,
-                    }
-                )
+                slots.append({**slot, "credential_id": stored.credential.id, "path": path})
     return org.id, slots
 
 

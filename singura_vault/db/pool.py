@@ -24,7 +24,7 @@ import asyncpg
 import structlog
 
 from singura_vault import metrics
-from singura_vault.config import PoolSettings
+from singura_vault.config import Pooler, PoolSettings
 from singura_vault.context import current_request, note_write_position
 from singura_vault.db.errors import (
     LOST_MID_CALL,
@@ -125,10 +125,21 @@ class ServiceRole:
 class Database:
     """The vault's connection pool. Repositories are its only users."""
 
-    def __init__(self, pool: asyncpg.Pool, acquire_timeout_s: float, dsn: str = "") -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        acquire_timeout_s: float,
+        dsn: str = "",
+        *,
+        listen_dsn: str | None = None,
+        pooler: Pooler = "none",
+    ) -> None:
         self._pool = pool
         self._acquire_timeout_s = acquire_timeout_s
-        self._dsn = dsn
+        # LISTEN needs a session of its own on PostgreSQL: behind a transaction pooler
+        # only a direct URL will do (None then: listen() refuses rather than listen
+        # through the pooler and miss every notification).
+        self._listen_dsn = listen_dsn or (dsn if pooler == "none" else None)
         self._unavailable_listeners: list[Callable[[], None]] = []
         self._commit_listeners: list[Callable[[], None]] = []
         self._replica: Database | None = None
@@ -161,8 +172,27 @@ class Database:
         self._commit_listeners.append(listener)
 
     @classmethod
-    async def connect(cls, dsn: str, settings: PoolSettings) -> Database:
-        """Open the pool; raises Unavailable if PostgreSQL cannot be reached."""
+    async def connect(
+        cls, dsn: str, settings: PoolSettings, *, listen_dsn: str | None = None
+    ) -> Database:
+        """Open the pool; raises Unavailable if PostgreSQL cannot be reached.
+        ``listen_dsn``: where :meth:`listen` connects (DATABASE_LISTEN_URL), by default
+        ``dsn`` unless ``settings.pooler`` declares a transaction pooler on it.
+
+        Behind a transaction pooler (DATABASE_POOLER=pgbouncer-transaction) each
+        statement outside a transaction may run on another server connection, so:
+        no statement cache (a named prepared statement lives on one server connection;
+        with the cache off asyncpg describes a query with Parse/Describe/Flush, which
+        keeps the server linked, and Parses it again in the Bind/Execute/Sync packet
+        that runs it: both halves reach the same server, tests/test_pgbouncer.py), and
+        no session settings at connect (PgBouncer refuses startup parameters it does
+        not know; they are the login role's defaults there instead, which
+        db/setup.check_server_settings verifies at start)."""
+        pooled = settings.pooler != "none"
+        # PgBouncer passes application_name on (it tracks it per client).
+        session = {"application_name": "singura-vault"}
+        if not pooled:
+            session |= settings.session_settings()
         with map_driver_errors():
             pool = await asyncpg.create_pool(
                 dsn,
@@ -172,24 +202,18 @@ class Database:
                 max_inactive_connection_lifetime=settings.idle_timeout_ms / 1000,
                 reset=_no_reset,
                 init=_connection_initializer(settings),
-                server_settings={
-                    "application_name": "singura-vault",
-                    "statement_timeout": str(settings.query_timeout_ms),
-                    # Lock waits count against the same budget as the statement.
-                    "lock_timeout": str(settings.query_timeout_ms),
-                    # A vault that stops mid-transaction (frozen, or cut off from the
-                    # database) holds its row locks only this long; and a client that
-                    # vanished over TCP is noticed within about a minute, not the OS's
-                    # two hours, so its connection slots come back.
-                    "idle_in_transaction_session_timeout": str(settings.query_timeout_ms),
-                    "tcp_keepalives_idle": "30",
-                    "tcp_keepalives_interval": "10",
-                    "tcp_keepalives_count": "3",
-                    "search_path": "singura",
-                },
+                # asyncpg's default (100) when nothing is pooled in between.
+                statement_cache_size=0 if pooled else 100,
+                server_settings=session,
             )
         metrics.watch_pool(pool.get_size, pool.get_idle_size)
-        return cls(pool, settings.connect_timeout_ms / 1000, dsn)
+        return cls(
+            pool,
+            settings.connect_timeout_ms / 1000,
+            dsn,
+            listen_dsn=listen_dsn,
+            pooler=settings.pooler,
+        )
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Close the pool once every connection is back; after timeout_s, close the
@@ -354,13 +378,19 @@ class Database:
         ``on_notify(payload)`` runs for each notification; ``on_state(True)`` once the
         subscription is live, ``on_state(False)`` as soon as it is lost (notifications
         may then be missed). The connection is checked every few seconds, and opened
-        again with backoff after a loss.
+        again with backoff after a loss. It goes to DATABASE_LISTEN_URL when set: a
+        LISTEN must hold its session, which a transaction pooler does not keep.
         """
+        if self._listen_dsn is None:
+            raise ConfigError(
+                "LISTEN cannot go through a transaction pooler: set DATABASE_LISTEN_URL to "
+                "a direct connection to PostgreSQL"
+            )
         backoff = 0.5
         while True:
             try:
                 conn = await asyncpg.connect(
-                    self._dsn,
+                    self._listen_dsn,
                     timeout=self._acquire_timeout_s,
                     server_settings={"application_name": "singura-vault-listener"},
                 )

@@ -4,24 +4,45 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 from singura_vault.domain import ConnectionStatus, CredentialState, CredentialType, Plan, Platform
 from singura_vault.errors import InvalidArgument
 
+if TYPE_CHECKING:
+    from google.protobuf.internal.enum_type_wrapper import _EnumTypeWrapper
+
 E = TypeVar("E", bound=enum.Enum)
 V = TypeVar("V", bound=int)
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_SECONDS_PER_DAY: Final = 86_400
 
 
 def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
     if value is None:
         return None
     message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
+    set_timestamp(message, value)
     return message
+
+
+def set_timestamp(message: timestamp_pb2.Timestamp, value: datetime | None) -> None:
+    """Fill a Timestamp field in place (left unset for None), as FromDatetime would."""
+    if value is None:
+        return
+    if value.tzinfo is UTC:
+        # What FromDatetime computes (seconds since the epoch, floored, and the
+        # microseconds as nanos), without its time-tuple round trip: a response
+        # carries up to eight of these, and the database hands back UTC datetimes.
+        since = value - _EPOCH
+        message.seconds = since.days * _SECONDS_PER_DAY + since.seconds
+        message.nanos = value.microsecond * 1000
+        return
+    message.FromDatetime(value)
 
 
 def duration(value: timedelta | None) -> duration_pb2.Duration | None:
@@ -61,6 +82,42 @@ def enum_from_proto(
 
 def enum_to_proto_name(value: enum.Enum, prefix: str) -> str:
     return prefix + value.name
+
+
+class EnumWire(Generic[E, V]):
+    """A domain enum and its protobuf spelling, both ways, looked up once: the same
+    answers as :func:`enum_to_proto_name` with ``Value`` and :func:`enum_from_proto`,
+    without a name built and looked up on every call."""
+
+    def __init__(self, domain_enum: type[E], wire: _EnumTypeWrapper[V], prefix: str) -> None:
+        self._domain_enum = domain_enum
+        self._wire = wire
+        self._prefix = prefix
+        names = set(wire.keys())
+        self._numbers: dict[E, V] = {
+            member: wire.Value(prefix + member.name)
+            for member in domain_enum
+            if prefix + member.name in names
+        }
+        self._members: dict[int, E | None] = {
+            int(number): member for member, number in self._numbers.items()
+        }
+        if prefix + "UNSPECIFIED" in names:
+            self._members[int(wire.Value(prefix + "UNSPECIFIED"))] = None
+
+    def to_proto(self, member: E) -> V:
+        number = self._numbers.get(member)
+        if number is None:  # a member the contract does not spell: fails as Value() does
+            return self._wire.Value(enum_to_proto_name(member, self._prefix))
+        return number
+
+    def from_proto(self, value: V, field: str) -> E | None:
+        """As :func:`enum_from_proto`: None for *_UNSPECIFIED, INVALID_ARGUMENT naming
+        ``field`` for a number the contract does not define."""
+        try:
+            return self._members[value]
+        except KeyError:
+            return enum_from_proto(self._domain_enum, self._wire.Name, value, self._prefix, field)
 
 
 # How the contract spells the domain enums that error messages suggest as examples.

@@ -34,6 +34,7 @@ from typing import Any, Literal, cast
 
 import grpc
 import structlog
+from google.protobuf.message import Message
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
@@ -109,14 +110,43 @@ def _request_id(metadata: dict[str, str]) -> str:
     return candidate if 0 < len(candidate) <= _MAX_REQUEST_ID else str(uuid.uuid4())
 
 
+# singura_credential_reveals' series by outcome, looked up once each (a labels() lookup
+# cost more than the increment); at most one per gRPC status code.
+_reveal_outcomes: dict[str, Any] = {}
+
+
 def _observe(call: _Call, code: str) -> None:
     metrics.rpc_handled(call.grpc_type, call.method, code, time.perf_counter() - call.started)
-    if call.method.endswith("/RevealCredential"):
-        metrics.CREDENTIAL_REVEALS.labels(outcome=code).inc()
-    call.span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
-    if code != "OK":
-        call.span.set_status(Status(StatusCode.ERROR, code))
-    call.span.end()
+    if call.reveals:
+        outcome = _reveal_outcomes.get(code)
+        if outcome is None:
+            outcome = _reveal_outcomes[code] = metrics.CREDENTIAL_REVEALS.labels(outcome=code)
+        outcome.inc()
+    span = call.span
+    # A span that records nothing (no exporter, whether or not the caller sent a
+    # traceparent) ignores attributes, status and end: skip computing them.
+    if span.is_recording():
+        span.set_attribute("rpc.grpc.status_code", grpc.StatusCode[code].value[0])
+        if code != "OK":
+            span.set_status(Status(StatusCode.ERROR, code))
+        span.end()
+
+
+# Whether a message type has a field (page_token, next_page_token), by type: getattr
+# with a default on a message without it raises and catches an AttributeError inside
+# protobuf on every call.
+_fields_present: dict[tuple[type, str], bool] = {}
+
+
+def _field_text(message: object, name: str) -> str:
+    """The string field ``name`` of a message, or "" if its type has no such field."""
+    if not isinstance(message, Message):
+        return cast(str, getattr(message, name, ""))
+    key = (type(message), name)
+    present = _fields_present.get(key)
+    if present is None:
+        present = _fields_present[key] = name in message.DESCRIPTOR.fields_by_name
+    return cast(str, getattr(message, name)) if present else ""
 
 
 def _elapsed_ms(started: float) -> float:
@@ -154,6 +184,7 @@ class _Call:
         self.request_id = _request_id(self.metadata)
         self.principal: Principal | None = None
         self._replica_ok = method in REPLICA_READS
+        self.reveals = method.endswith("/RevealCredential")
         self.started = time.perf_counter()
         metrics.rpc_started(grpc_type, method)
         self.span = _server_span(tracer, method, self.metadata, self.request_id)
@@ -242,21 +273,27 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         known = self._wrapped.get(method)
         if known is not None and known[0] is handler:
             return known[1]
-        wrapped = self._wrap(method, handler) if method.startswith(self._prefix) else handler
         # Outermost, on every service (health and reflection too): an undecodable
         # body never reaches authentication, the checks or a handler; an oversized
-        # one reaches only the vault's own guard (wrapped), which refuses it.
-        guarded = _guard_decoding(method, wrapped, passes_oversized=wrapped is not handler)
+        # one reaches only the vault's own guard, which refuses it after
+        # authentication. The vault's own wrappers do the decoding guard's refusal
+        # themselves, first thing (one coroutine per call fewer).
+        guarded = (
+            self._wrap(method, handler)
+            if method.startswith(self._prefix)
+            else _guard_decoding(method, handler)
+        )
         self._wrapped[method] = (handler, guarded)
         return guarded
 
     def _wrap(
         self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
     ) -> grpc.RpcMethodHandler[Any, Any]:
+        deserializer = request_checks.guarded(handler.request_deserializer)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
@@ -264,10 +301,11 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
                 self._wrap_unary_stream(
                     method, cast(Callable[[Any, Any], AsyncIterator[Any]], handler.unary_stream)
                 ),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=deserializer,
                 response_serializer=handler.response_serializer,
             )
-        return handler
+        # A streaming-request vault method (none today): the decoding guard alone.
+        return _guard_decoding(method, handler)
 
     async def _begin(self, method: str, request: Any, context: Context, grpc_type: str) -> _Call:
         call = _Call(method, context, grpc_type, self._tracer)
@@ -283,7 +321,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
 
     def _open_page_token(self, call: _Call, request: Any) -> None:
         """Replace a sealed page_token by the service's own (INVALID_ARGUMENT if forged)."""
-        if self._access is None or not getattr(request, "page_token", ""):
+        if self._access is None or not _field_text(request, "page_token"):
             return
         assert call.principal is not None
         request.page_token = self._access.page_tokens.open(
@@ -291,7 +329,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         )
 
     def _seal_page_token(self, call: _Call, response: Any) -> None:
-        if self._access is None or not getattr(response, "next_page_token", ""):
+        if self._access is None or not _field_text(response, "next_page_token"):
             return
         assert call.principal is not None
         response.next_page_token = self._access.page_tokens.seal(
@@ -302,6 +340,8 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         self, method: str, behavior: Callable[[Any, Any], Awaitable[Any]]
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def handler(request: Any, context: Context) -> Any:
+            if isinstance(request, request_checks.Undecodable):
+                await _refuse_unreadable(method, context, request)
             call: _Call | None = None
             try:
                 call = await self._begin(method, request, context, UNARY)
@@ -323,6 +363,8 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         self, method: str, behavior: Callable[[Any, Any], AsyncIterator[Any]]
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def handler(request: Any, context: Context) -> AsyncIterator[Any]:
+            if isinstance(request, request_checks.Undecodable):
+                await _refuse_unreadable(method, context, request)
             call: _Call | None = None
             try:
                 call = await self._begin(method, request, context, SERVER_STREAM)
@@ -421,19 +463,15 @@ async def _refuse_unreadable(method: str, context: Context, request: object) -> 
 
 
 def _guard_decoding(
-    method: str, handler: grpc.RpcMethodHandler[Any, Any], *, passes_oversized: bool = False
+    method: str, handler: grpc.RpcMethodHandler[Any, Any]
 ) -> grpc.RpcMethodHandler[Any, Any]:
-    """The handler with a deserializer that cannot raise, and a refusal of what it
-    could not decode (or would not parse: an oversized request) before the handler
-    runs. ``passes_oversized``: the handler is the vault's own guard, which refuses
-    an oversized request itself, after authentication and with the call's log line."""
+    """A handler the vault does not wrap (health, reflection) with a deserializer that
+    cannot raise, and a refusal of what it could not decode (or would not parse: an
+    oversized request) before the handler runs. The vault's own wrappers refuse an
+    undecodable body themselves, and an oversized one after authentication."""
     deserializer = request_checks.guarded(handler.request_deserializer)
     serializer = handler.response_serializer
-    refused: tuple[type, ...] = (
-        (request_checks.Undecodable,)
-        if passes_oversized
-        else (request_checks.Undecodable, request_checks.Oversized)
-    )
+    refused: tuple[type, ...] = (request_checks.Undecodable, request_checks.Oversized)
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(
             _guard_unary(method, handler.unary_unary, refused),

@@ -148,6 +148,75 @@ CREATE FUNCTION singura.audit_canonical(e singura.audit_logs) RETURNS text
 
 ALTER FUNCTION singura.audit_canonical(e singura.audit_logs) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.audit_chain_taken(p_taken singura.audit_logs[]) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    chained singura.audit_logs[] := '{}';
+    e singura.audit_logs;
+    chain_keys uuid[];
+    k uuid;
+    current_key uuid;
+    head_seq bigint;
+    head_hash bytea;
+    moved_keys uuid[] := '{}';
+    moved_seqs bigint[] := '{}';
+    moved_hashes bytea[] := '{}';
+    nil constant uuid := '00000000-0000-0000-0000-000000000000';
+    genesis constant bytea := '\x0000000000000000000000000000000000000000000000000000000000000000';
+BEGIN
+    IF p_taken IS NULL OR cardinality(p_taken) = 0 THEN
+        RETURN 0;
+    END IF;
+    SELECT array_agg(DISTINCT coalesce(t.organization_id, nil) ORDER BY coalesce(t.organization_id, nil))
+      INTO chain_keys FROM unnest(p_taken) t;
+    -- Hold every head this batch moves until commit, in key order. The heads that
+    -- exist are locked first; a chain's first event then creates its head (also in
+    -- key order; a head another sequencer creates meanwhile is waited for, then
+    -- locked like the others).
+    PERFORM 1 FROM audit_chain_heads h WHERE h.chain_key = ANY (chain_keys)
+      ORDER BY h.chain_key FOR UPDATE;
+    INSERT INTO audit_chain_heads (chain_key, last_seq, last_hash)
+    SELECT n.k, 0, genesis
+      FROM unnest(chain_keys) AS n(k)
+     WHERE NOT EXISTS (SELECT 1 FROM audit_chain_heads h WHERE h.chain_key = n.k)
+     ORDER BY n.k
+    ON CONFLICT (chain_key) DO NOTHING;
+    PERFORM 1 FROM audit_chain_heads h WHERE h.chain_key = ANY (chain_keys)
+      ORDER BY h.chain_key FOR UPDATE;
+    FOR e IN SELECT * FROM unnest(p_taken) t ORDER BY coalesce(t.organization_id, nil), t.id LOOP
+        k := coalesce(e.organization_id, nil);
+        IF current_key IS DISTINCT FROM k THEN
+            IF current_key IS NOT NULL THEN
+                moved_keys := moved_keys || current_key;
+                moved_seqs := moved_seqs || head_seq;
+                moved_hashes := moved_hashes || head_hash;
+            END IF;
+            current_key := k;
+            SELECT h.last_seq, h.last_hash INTO STRICT head_seq, head_hash
+              FROM audit_chain_heads h WHERE h.chain_key = k;
+        END IF;
+        e.chain_seq := head_seq + 1;
+        e.prev_hash := head_hash;
+        e.hash := sha256(head_hash || convert_to(singura.audit_canonical(e), 'UTF8'));
+        chained := chained || e;
+        head_seq := e.chain_seq;
+        head_hash := e.hash;
+    END LOOP;
+    moved_keys := moved_keys || current_key;
+    moved_seqs := moved_seqs || head_seq;
+    moved_hashes := moved_hashes || head_hash;
+    INSERT INTO audit_logs OVERRIDING SYSTEM VALUE SELECT * FROM unnest(chained);
+    UPDATE audit_chain_heads h SET last_seq = m.seq, last_hash = m.hash
+      FROM unnest(moved_keys, moved_seqs, moved_hashes) AS m(k, seq, hash)
+     WHERE h.chain_key = m.k;
+    RETURN cardinality(chained);
+END
+$$;
+
+ALTER FUNCTION singura.audit_chain_taken(p_taken singura.audit_logs[]) OWNER TO singura_owner;
+
 CREATE FUNCTION singura.audit_defer_to_sequencer() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path TO 'singura', 'pg_temp'
@@ -368,68 +437,104 @@ $$;
 ALTER FUNCTION singura.audit_row_change() OWNER TO singura_owner;
 
 CREATE FUNCTION singura.audit_sequence(p_limit integer) RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER
+    LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'singura', 'pg_temp'
-    SET lock_timeout TO '1s'
     AS $$
-DECLARE
-    batch singura.audit_logs[];
-    chained singura.audit_logs[] := '{}';
-    e singura.audit_logs;
-    k uuid;
-    current_key uuid;
-    head_seq bigint;
-    head_hash bytea;
-    nil constant uuid := '00000000-0000-0000-0000-000000000000';
-    genesis constant bytea := '\x0000000000000000000000000000000000000000000000000000000000000000';
-BEGIN
-    PERFORM pg_advisory_xact_lock(1397114627);
-    PERFORM set_config('singura.audit_sequencing', 'on', true);
-    -- Chain by chain, each in id order: one head read and one head write per chain.
-    WITH taken AS (
-        DELETE FROM singura.audit_pending
-         WHERE id IN (SELECT id FROM singura.audit_pending ORDER BY id LIMIT p_limit)
-        RETURNING *
-    )
-    SELECT array_agg(ROW(t.*)::singura.audit_logs ORDER BY coalesce(t.organization_id, nil), t.id)
-      INTO batch FROM taken t;
-    IF batch IS NULL THEN
-        PERFORM set_config('singura.audit_sequencing', 'off', true);
-        RETURN 0;
-    END IF;
-    FOREACH e IN ARRAY batch LOOP
-        k := coalesce(e.organization_id, nil);
-        IF current_key IS DISTINCT FROM k THEN
-            IF current_key IS NOT NULL THEN
-                UPDATE singura.audit_chain_heads SET last_seq = head_seq, last_hash = head_hash
-                 WHERE chain_key = current_key;
-            END IF;
-            current_key := k;
-            SELECT h.last_seq, h.last_hash INTO head_seq, head_hash
-              FROM singura.audit_chain_heads h WHERE h.chain_key = k;
-            IF NOT FOUND THEN
-                INSERT INTO singura.audit_chain_heads (chain_key, last_seq, last_hash)
-                VALUES (k, 0, genesis);
-                head_seq := 0;
-                head_hash := genesis;
-            END IF;
-        END IF;
-        e.chain_seq := head_seq + 1;
-        e.prev_hash := head_hash;
-        e.hash := sha256(head_hash || convert_to(singura.audit_canonical(e), 'UTF8'));
-        chained := chained || e;
-        head_seq := e.chain_seq;
-        head_hash := e.hash;
-    END LOOP;
-    INSERT INTO singura.audit_logs OVERRIDING SYSTEM VALUE SELECT * FROM unnest(chained);
-    UPDATE singura.audit_chain_heads SET last_seq = head_seq, last_hash = head_hash
-     WHERE chain_key = current_key;
-    PERFORM set_config('singura.audit_sequencing', 'off', true);
-    RETURN cardinality(batch);
-END
+SELECT s.chained FROM singura.audit_sequence_after(0, p_limit) s;
 $$;
 
 ALTER FUNCTION singura.audit_sequence(p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.audit_sequence_after(p_after bigint, p_limit integer, OUT chained integer, OUT last_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    SET lock_timeout TO '1s'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+DECLARE
+    taken singura.audit_logs[];
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared(1397114627);
+    PERFORM set_config('singura.audit_sequencing', 'on', true);
+    WITH t AS (
+        DELETE FROM audit_pending
+         WHERE id = ANY (ARRAY(SELECT p.id FROM audit_pending p
+                                WHERE p.id > p_after
+                                ORDER BY p.id LIMIT p_limit
+                                  FOR UPDATE SKIP LOCKED))
+        RETURNING *
+    )
+    SELECT array_agg(ROW(t.*)::singura.audit_logs), max(t.id) INTO taken, last_id FROM t;
+    chained := singura.audit_chain_taken(taken);
+    last_id := coalesce(last_id, p_after);
+    PERFORM set_config('singura.audit_sequencing', 'off', true);
+END
+$$;
+
+ALTER FUNCTION singura.audit_sequence_after(p_after bigint, p_limit integer, OUT chained integer, OUT last_id bigint) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.audit_sequence_chain(p_org uuid, p_after bigint, p_limit integer, p_skip_backlog boolean, OUT chained integer, OUT last_id bigint) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    SET lock_timeout TO '1s'
+    SET enable_bitmapscan TO 'off'
+    SET enable_seqscan TO 'off'
+    AS $$
+DECLARE
+    waiting bigint;
+    oldest bigint;
+    lower bigint := p_after;
+    taken singura.audit_logs[];
+BEGIN
+    last_id := p_after;
+    -- organization_id = p_org and IS NULL (never IS NOT DISTINCT FROM): index conditions.
+    IF p_org IS NULL THEN
+        SELECT count(*), min(s.id) INTO waiting, oldest FROM (
+            SELECT p.id FROM audit_pending p WHERE p.organization_id IS NULL AND p.id > p_after
+             ORDER BY p.id DESC LIMIT p_limit + 1) s;
+    ELSE
+        SELECT count(*), min(s.id) INTO waiting, oldest FROM (
+            SELECT p.id FROM audit_pending p WHERE p.organization_id = p_org AND p.id > p_after
+             ORDER BY p.id DESC LIMIT p_limit + 1) s;
+    END IF;
+    IF waiting = 0 THEN
+        chained := 0;
+        RETURN;
+    ELSIF waiting > p_limit AND p_skip_backlog THEN
+        chained := -1;
+        RETURN;
+    ELSIF waiting <= p_limit THEN
+        lower := oldest - 1;
+    END IF;
+    PERFORM pg_advisory_xact_lock_shared(1397114627);
+    PERFORM set_config('singura.audit_sequencing', 'on', true);
+    IF p_org IS NULL THEN
+        WITH t AS (
+            DELETE FROM audit_pending
+             WHERE id = ANY (ARRAY(SELECT p.id FROM audit_pending p
+                                    WHERE p.organization_id IS NULL AND p.id > lower
+                                    ORDER BY p.id LIMIT p_limit FOR UPDATE))
+            RETURNING *
+        )
+        SELECT array_agg(ROW(t.*)::singura.audit_logs), max(t.id) INTO taken, last_id FROM t;
+    ELSE
+        WITH t AS (
+            DELETE FROM audit_pending
+             WHERE id = ANY (ARRAY(SELECT p.id FROM audit_pending p
+                                    WHERE p.organization_id = p_org AND p.id > lower
+                                    ORDER BY p.id LIMIT p_limit FOR UPDATE))
+            RETURNING *
+        )
+        SELECT array_agg(ROW(t.*)::singura.audit_logs), max(t.id) INTO taken, last_id FROM t;
+    END IF;
+    chained := singura.audit_chain_taken(taken);
+    last_id := coalesce(last_id, p_after);
+    PERFORM set_config('singura.audit_sequencing', 'off', true);
+END
+$$;
+
+ALTER FUNCTION singura.audit_sequence_chain(p_org uuid, p_after bigint, p_limit integer, p_skip_backlog boolean, OUT chained integer, OUT last_id bigint) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) RETURNS TABLE(id uuid, organization_id uuid, roles text[], status text, retry_after_ms integer)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -1479,6 +1584,8 @@ CREATE UNIQUE INDEX audit_logs_chain_idx ON singura.audit_logs USING btree (orga
 
 CREATE INDEX audit_logs_occurred_idx ON singura.audit_logs USING btree (occurred_at);
 
+CREATE INDEX audit_pending_chain_idx ON singura.audit_pending USING btree (organization_id, id);
+
 CREATE UNIQUE INDEX encrypted_credentials_current_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, credential_type) WHERE (state = 'active'::text);
 
 CREATE INDEX encrypted_credentials_expiry_idx ON singura.encrypted_credentials USING btree (organization_id, expires_at, id) WHERE ((expires_at IS NOT NULL) AND (state = 'active'::text));
@@ -1589,6 +1696,8 @@ CREATE POLICY audit_pending_read ON singura.audit_pending FOR SELECT USING (((or
 
 CREATE POLICY audit_pending_sequenced ON singura.audit_pending FOR DELETE USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
+CREATE POLICY audit_pending_taken ON singura.audit_pending FOR UPDATE USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.audit_sequencing'::text, true) = 'on'::text))));
+
 ALTER TABLE singura.connection_refresh_state ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY connection_refresh_state_refresh_worker ON singura.connection_refresh_state USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
@@ -1653,6 +1762,8 @@ GRANT SELECT,INSERT ON TABLE singura.audit_logs TO singura_app;
 
 GRANT ALL ON FUNCTION singura.audit_canonical(e singura.audit_logs) TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.audit_chain_taken(p_taken singura.audit_logs[]) FROM PUBLIC;
+
 REVOKE ALL ON FUNCTION singura.audit_erase_organization(p_org uuid, p_actor text) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.audit_erase_organization(p_org uuid, p_actor text) TO singura_app;
 
@@ -1661,6 +1772,12 @@ GRANT ALL ON FUNCTION singura.audit_prune(p_before timestamp with time zone, p_a
 
 REVOKE ALL ON FUNCTION singura.audit_sequence(p_limit integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.audit_sequence(p_limit integer) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.audit_sequence_after(p_after bigint, p_limit integer, OUT chained integer, OUT last_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.audit_sequence_after(p_after bigint, p_limit integer, OUT chained integer, OUT last_id bigint) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.audit_sequence_chain(p_org uuid, p_after bigint, p_limit integer, p_skip_backlog boolean, OUT chained integer, OUT last_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.audit_sequence_chain(p_org uuid, p_after bigint, p_limit integer, p_skip_backlog boolean, OUT chained integer, OUT last_id bigint) TO singura_app;
 
 REVOKE ALL ON FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.authenticate(p_key_id text, p_digest bytea, p_rate double precision, p_burst double precision) TO singura_app;

@@ -100,15 +100,23 @@ async def first_refusal(call: Any, *, attempts: int = 3000) -> grpc.StatusCode:
     raise AssertionError(f"the call still succeeds after {attempts} attempts")
 
 
-# The advisory lock that serializes audit sequencers (migration 012): a test that holds
-# it keeps new events pending.
+# The advisory lock of the audit sequencers (migrations 012 and 023): each sequencer
+# takes it shared, so a test that holds it exclusively keeps new events pending.
 AUDIT_SEQUENCER_LOCK = 1397114627
 
 
 async def chain_pending_audit(conn: Any) -> int:
     """Chain every committed pending audit event now (as the vault's sequencer does a
-    moment after each write), so a test may read audit_logs directly; returns how many."""
+    moment after each write), so a test may read audit_logs directly; returns how many.
+
+    The vault's own sequencer may be chaining some of them right now, and a sequencer
+    skips events another one holds (migration 023): holding the sequencers' lock
+    exclusively first waits for it to commit and keeps it out until this is done."""
     chained = 0
-    while (n := await conn.fetchval("SELECT singura.audit_sequence(10000)")) > 0:
-        chained += n
+    await conn.execute("SELECT pg_advisory_lock($1)", AUDIT_SEQUENCER_LOCK)
+    try:
+        while (n := await conn.fetchval("SELECT singura.audit_sequence(10000)")) > 0:
+            chained += n
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", AUDIT_SEQUENCER_LOCK)
     return chained

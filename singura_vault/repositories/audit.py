@@ -53,21 +53,28 @@ async def append_event(
     )
 
 
-async def _sequence_batch(db: Database, limit: int) -> int:
-    """One sequencer batch (migration 012): chain up to ``limit`` committed pending
-    events of every chain; returns how many."""
-    row = await db.fetchrow_unscoped(query("audit_sequence"), limit)
+async def _sequence_batch(db: Database, after: int, limit: int) -> tuple[int, int]:
+    """One sequencer batch (migrations 012, 023): chain up to ``limit`` committed pending
+    events of every chain with an id above ``after``; returns how many, and the last id
+    taken (the next batch's ``after``)."""
+    row = await db.fetchrow_unscoped(query("audit_sequence_after"), after, limit)
     assert row is not None
-    chained: int = row[0]
-    return chained
+    return row["chained"], row["last_id"]
 
 
 async def chain_all_pending(db: Database, batch: int = _CATCH_UP_BATCH) -> int:
     """Chain every event committed so far, ``batch`` per sequencer transaction, until a
-    batch comes back short; returns how many were chained."""
+    batch comes back short; returns how many were chained.
+
+    Each batch starts where the previous one stopped (a keyset on id), so it reads the
+    index entries of its own events only, never those of the events already chained and
+    not yet vacuumed: its cost does not grow with the backlog. An event whose
+    transaction commits after the keyset passed its id is left for the next call, which
+    starts from the first pending event."""
     chained = 0
+    after = 0
     while True:
-        n = await _sequence_batch(db, batch)
+        n, after = await _sequence_batch(db, after, batch)
         chained += n
         if n < batch:
             return chained
@@ -150,8 +157,26 @@ class AuditRepository:
 
     async def chain_pending(self, batch: int) -> int:
         """Chain every committed pending event of every chain, in sequencer
-        transactions of ``batch`` (serialized across processes); returns how many."""
+        transactions of ``batch`` (several processes' sequencers take disjoint batches);
+        returns how many."""
         return await chain_all_pending(self._db, batch)
+
+    async def chain_own(
+        self, organization_id: UUID | None, after: int, limit: int, *, skip_backlog: bool
+    ) -> tuple[int, int] | None:
+        """Chain up to ``limit`` pending events of one chain (None: the system chain)
+        with an id above ``after``, in one transaction (migration 023); returns how many
+        and the last id taken (the next call's ``after``). With ``skip_backlog``, when
+        more than ``limit`` are pending it chains nothing and returns None. Waits only
+        for a sequencer batch that holds events of this chain, never for the
+        sequencing of other chains."""
+        row = await self._db.fetchrow_unscoped(
+            query("audit_sequence_chain"), organization_id, after, limit, skip_backlog
+        )
+        assert row is not None
+        if row["chained"] < 0:
+            return None
+        return row["chained"], row["last_id"]
 
     async def chain_state(self, organization_id: UUID | None) -> ChainState:
         key = organization_id or SYSTEM_CHAIN

@@ -57,7 +57,8 @@ class AuditService:
     ) -> None:
         self._repository = repository
         self._authz = authorizer or Authorizer()
-        # Reads chain what is pending first, so a caller sees its own committed events.
+        # Reads chain their own chain's pending events first (a list call never a
+        # backlog; never other chains), so a caller sees its own committed events.
         self._sequencer = sequencer or AuditSequencer(repository)
 
     def _chain(self, organization_id: str, action: str) -> UUID | None:
@@ -71,7 +72,7 @@ class AuditService:
         size = pagination.page_size(page_size)
         filters = ("audit", str(org_id or ""), repr(audit_filter))
         before = pagination.decode_sequence_token(page_token, filters)
-        await self._sequencer.run_once()
+        await self._sequencer.catch_up(org_id)
         rows = await self._repository.newest_first(org_id, audit_filter, before, size + 1)
         items = tuple(rows[:size])
         token = (
@@ -87,7 +88,7 @@ class AuditService:
         org_id = self._chain(organization_id, "export")
         _check_range(audit_filter)
         exported = 0
-        await self._sequencer.run_once()
+        await self._sequencer.catch_up(org_id, whole=True)
         async for batch in self._repository.export(org_id, audit_filter, EXPORT_BATCH):
             exported += len(batch)
             yield batch
@@ -95,7 +96,7 @@ class AuditService:
 
     async def verify(self, organization_id: str) -> ChainVerification:
         org_id = self._chain(organization_id, "verify")
-        await self._sequencer.run_once()
+        await self._sequencer.catch_up(org_id, whole=True)
         state = await self._repository.chain_state(org_id)
         result = await self._walk(org_id, state)
         oldest = state.oldest_pending_at

@@ -116,9 +116,16 @@ SELECT chain_key, pruned FROM singura.audit_prune($1, $2);
 -- name: audit_erase_organization
 SELECT singura.audit_erase_organization($1, $2);
 
--- name: audit_sequence
--- Chain up to $1 committed pending events (migration 012); returns how many.
-SELECT singura.audit_sequence($1);
+-- name: audit_sequence_after
+-- Chain up to $2 committed pending events with an id above $1 (migration 023);
+-- returns how many (chained) and the last id taken (last_id), the next batch's $1.
+SELECT chained, last_id FROM singura.audit_sequence_after($1, $2);
+
+-- name: audit_sequence_chain
+-- Chain up to $3 pending events of one chain ($1; NULL: the system chain) with an id
+-- above $2; returns how many (chained) and the last id taken (last_id). With $4 (skip
+-- a backlog), chained is -1 and nothing is chained when more than $3 are pending.
+SELECT chained, last_id FROM singura.audit_sequence_chain($1, $2, $3, $4);
 
 -- name: audit_pending_stats
 -- Events of one chain recorded but not chained yet, and the oldest one's time.

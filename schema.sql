@@ -1053,6 +1053,107 @@ $$;
 
 ALTER FUNCTION singura.enter_scope(p_setting text, p_value text, p_actor text, p_request_id text) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.event_append(p_org uuid, p_type text, p_connection uuid, p_credential uuid, p_data jsonb) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_cursor bigint;
+BEGIN
+    INSERT INTO singura.event_cursors AS c (organization_id, last_cursor)
+    VALUES (p_org, 1)
+    ON CONFLICT (organization_id) DO UPDATE SET last_cursor = c.last_cursor + 1
+    RETURNING c.last_cursor INTO v_cursor;
+    INSERT INTO singura.events (organization_id, cursor, type, connection_id, credential_id,
+                                data)
+    VALUES (p_org, v_cursor, p_type, p_connection, p_credential, p_data);
+END
+$$;
+
+ALTER FUNCTION singura.event_append(p_org uuid, p_type text, p_connection uuid, p_credential uuid, p_data jsonb) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_connection_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.created', NEW.id, NULL,
+            jsonb_build_object('platform', NEW.platform, 'status', NEW.status,
+                               'platform_user_id', NEW.platform_user_id,
+                               'platform_workspace_id', NEW.platform_workspace_id,
+                               'create_time', NEW.created_at));
+        RETURN NULL;
+    END IF;
+    IF NEW.status IS DISTINCT FROM OLD.status THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.status_changed', NEW.id, NULL,
+            jsonb_build_object('platform', NEW.platform, 'from', OLD.status, 'to', NEW.status,
+                               'reason', NEW.status_reason, 'change_time', NEW.updated_at));
+    END IF;
+    IF NEW.permissions_granted IS DISTINCT FROM OLD.permissions_granted
+       OR NEW.granted_user_scopes IS DISTINCT FROM OLD.granted_user_scopes THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.scopes_changed', NEW.id, NULL,
+            jsonb_build_object('platform', NEW.platform,
+                               'from', to_jsonb(OLD.permissions_granted),
+                               'to', to_jsonb(NEW.permissions_granted),
+                               'user_scopes_from', to_jsonb(OLD.granted_user_scopes),
+                               'user_scopes_to', to_jsonb(NEW.granted_user_scopes),
+                               'change_time', NEW.updated_at));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_connection_change() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_credential_stored() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.event_append(
+        NEW.organization_id, 'credential.stored', NEW.connection_id, NEW.id,
+        jsonb_build_object('credential_type', NEW.credential_type, 'version', NEW.version,
+                           'state', NEW.state, 'expire_time', NEW.expires_at,
+                           'store_time', NEW.created_at));
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_credential_stored() OWNER TO singura_owner;
+
+CREATE TABLE singura.events (
+    organization_id uuid NOT NULL,
+    cursor bigint NOT NULL,
+    type text NOT NULL,
+    connection_id uuid,
+    credential_id uuid,
+    data jsonb DEFAULT '{}'::jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT events_data_object CHECK ((jsonb_typeof(data) = 'object'::text)),
+    CONSTRAINT events_type_format CHECK ((type ~ '^[a-z_]+(\.[a-z_]+)+$'::text))
+);
+
+ALTER TABLE ONLY singura.events FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.events OWNER TO singura_owner;
+
+CREATE FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) RETURNS SETOF singura.events
+    LANGUAGE sql
+    AS $$
+SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+SELECT * FROM singura.events
+ WHERE organization_id = p_org AND cursor > p_after
+   AND (cardinality(p_types) = 0 OR type = ANY (p_types))
+ ORDER BY cursor
+ LIMIT p_limit;
+$$;
+
+ALTER FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) OWNER TO singura_owner;
+
 CREATE FUNCTION singura.is_admin_scope() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$ SELECT coalesce(current_setting('singura.scope', true), '') = 'admin' $$;
@@ -1286,7 +1387,7 @@ CREATE TABLE singura.api_keys (
     CONSTRAINT api_keys_digest_length CHECK ((octet_length(secret_digest) = 32)),
     CONSTRAINT api_keys_key_id_format CHECK ((key_id ~ '^[a-z0-9]{16}$'::text)),
     CONSTRAINT api_keys_name_length CHECK ((char_length(name) <= 200)),
-    CONSTRAINT api_keys_roles_known CHECK ((roles <@ ARRAY['reader'::text, 'writer'::text, 'revealer'::text])),
+    CONSTRAINT api_keys_roles_known CHECK ((roles <@ ARRAY['reader'::text, 'writer'::text, 'revealer'::text, 'refresh_token_revealer'::text])),
     CONSTRAINT api_keys_scope_roles CHECK ((((organization_id IS NULL) AND (cardinality(roles) = 0)) OR ((organization_id IS NOT NULL) AND (cardinality(roles) > 0))))
 );
 
@@ -1393,6 +1494,14 @@ CREATE TABLE singura.data_keys (
 ALTER TABLE ONLY singura.data_keys FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.data_keys OWNER TO singura_owner;
+
+CREATE TABLE singura.event_cursors (
+    organization_id uuid NOT NULL,
+    last_cursor bigint NOT NULL,
+    CONSTRAINT event_cursors_positive CHECK ((last_cursor >= 1))
+);
+
+ALTER TABLE singura.event_cursors OWNER TO singura_owner;
 
 CREATE TABLE singura.oauth_authorizations (
     organization_id uuid NOT NULL,
@@ -1534,6 +1643,12 @@ ALTER TABLE ONLY singura.encrypted_credentials
 ALTER TABLE ONLY singura.encrypted_credentials
     ADD CONSTRAINT encrypted_credentials_version_key UNIQUE (organization_id, connection_id, credential_type, version);
 
+ALTER TABLE ONLY singura.event_cursors
+    ADD CONSTRAINT event_cursors_pkey PRIMARY KEY (organization_id);
+
+ALTER TABLE ONLY singura.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (organization_id, cursor);
+
 ALTER TABLE ONLY singura.oauth_authorizations
     ADD CONSTRAINT oauth_authorizations_pkey PRIMARY KEY (organization_id, id);
 
@@ -1626,6 +1741,8 @@ CREATE TRIGGER data_keys_audit AFTER INSERT OR DELETE OR UPDATE ON singura.data_
 
 CREATE TRIGGER encrypted_credentials_audit AFTER INSERT OR DELETE OR UPDATE OF state ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('credential');
 
+CREATE TRIGGER encrypted_credentials_events AFTER INSERT ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.event_credential_stored();
+
 CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_version, ciphertext ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_key_must_be_live();
 
 CREATE TRIGGER encrypted_credentials_rewrap_audit AFTER UPDATE OF key_version ON singura.encrypted_credentials FOR EACH ROW WHEN ((old.key_version IS DISTINCT FROM new.key_version)) EXECUTE FUNCTION singura.audit_rewrap_action();
@@ -1644,6 +1761,8 @@ CREATE TRIGGER organizations_touch BEFORE UPDATE ON singura.organizations FOR EA
 
 CREATE TRIGGER platform_connections_audit AFTER INSERT OR DELETE OR UPDATE ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('connection');
 
+CREATE TRIGGER platform_connections_events AFTER INSERT OR UPDATE OF status, permissions_granted, granted_user_scopes ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.event_connection_change();
+
 CREATE TRIGGER platform_connections_touch BEFORE UPDATE ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
 
 ALTER TABLE ONLY singura.api_keys
@@ -1660,6 +1779,12 @@ ALTER TABLE ONLY singura.encrypted_credentials
 
 ALTER TABLE ONLY singura.encrypted_credentials
     ADD CONSTRAINT encrypted_credentials_organization_id_connection_id_fkey FOREIGN KEY (organization_id, connection_id) REFERENCES singura.platform_connections(organization_id, id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.event_cursors
+    ADD CONSTRAINT event_cursors_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.events
+    ADD CONSTRAINT events_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.oauth_authorizations
     ADD CONSTRAINT oauth_authorizations_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
@@ -1717,6 +1842,12 @@ ALTER TABLE singura.encrypted_credentials ENABLE ROW LEVEL SECURITY;
 CREATE POLICY encrypted_credentials_refresh_worker ON singura.encrypted_credentials FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY encrypted_credentials_tenant ON singura.encrypted_credentials USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+ALTER TABLE singura.events ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY events_append ON singura.events FOR INSERT WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
+CREATE POLICY events_read ON singura.events FOR SELECT USING ((organization_id = singura.current_organization_id()));
 
 ALTER TABLE singura.oauth_authorizations ENABLE ROW LEVEL SECURITY;
 
@@ -1811,6 +1942,12 @@ GRANT ALL ON FUNCTION singura.credential_store_plan_batch(p_settings text[], p_v
 GRANT ALL ON FUNCTION singura.current_organization_id() TO singura_app;
 
 GRANT ALL ON FUNCTION singura.enter_scope(p_setting text, p_value text, p_actor text, p_request_id text) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.event_append(p_org uuid, p_type text, p_connection uuid, p_credential uuid, p_data jsonb) FROM PUBLIC;
+
+GRANT SELECT ON TABLE singura.events TO singura_app;
+
+GRANT ALL ON FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.is_admin_scope() TO singura_app;
 

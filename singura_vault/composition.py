@@ -26,6 +26,7 @@ from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
+from singura_vault.repositories.events import EventRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.repositories.oauth_authorizations import AuthorizationRepository
@@ -37,6 +38,7 @@ from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService
+from singura_vault.service.events import DEFAULT_POLL_INTERVAL_S, EventService
 from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.key_cache import DEFAULT_TTL_S
 from singura_vault.service.oauth_clients import OAuthClientService
@@ -89,6 +91,7 @@ class Components:
         oauth: OAuthSettings = NO_BACKGROUND_REFRESH,
         production: bool = False,
         rewrap_batch_size: int = BATCH_SIZE,
+        event_poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
@@ -101,6 +104,7 @@ class Components:
         self.oauth_settings = oauth
         self._production = production
         self._rewrap_batch_size = rewrap_batch_size
+        self._event_poll_interval_s = event_poll_interval_s
 
     @classmethod
     def for_serve(
@@ -193,6 +197,15 @@ class Components:
     def audit_checkpoints(self) -> AuditCheckpointService:
         return AuditCheckpointService(
             AuditCheckpointRepository(self.db), self._audit_signer, self._authorizer
+        )
+
+    # -- events -------------------------------------------------------------------------
+
+    @cached_property
+    def events(self) -> EventService:
+        """ListEvents and WatchEvents over the outbox (woken by this process's commits)."""
+        return EventService(
+            EventRepository(self.db), self._authorizer, poll_interval_s=self._event_poll_interval_s
         )
 
     # -- OAuth --------------------------------------------------------------------------

@@ -17,7 +17,9 @@ class Role(enum.Enum):
 
     READER = "reader"  # metadata of connections and credentials
     WRITER = "writer"  # manage connections; store, replace and revoke credentials
-    REVEALER = "revealer"  # RevealCredential
+    REVEALER = "revealer"  # RevealCredential of every type but refresh tokens
+    # RevealCredential of refresh tokens
+    REFRESH_TOKEN_REVEALER = "refresh_token_revealer"  # noqa: S105 - a role name, not a secret
 
 
 @dataclass(frozen=True)

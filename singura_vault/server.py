@@ -28,6 +28,7 @@ from singura_vault.api.access import AccessServicer
 from singura_vault.api.audit import AuditServicer
 from singura_vault.api.connections import ConnectionServicer
 from singura_vault.api.credentials import CredentialServicer
+from singura_vault.api.events import EventServicer
 from singura_vault.api.interceptors import AccessLog, VaultInterceptor
 from singura_vault.api.keys import KeyServicer
 from singura_vault.api.oauth import OAuthServicer
@@ -58,6 +59,8 @@ from singura_vault.proto.singura.vault.v1 import (
     connections_pb2_grpc,
     credentials_pb2,
     credentials_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
     oauth_pb2,
@@ -87,6 +90,7 @@ VAULT_SERVICES = (
     audit_pb2.DESCRIPTOR.services_by_name["AuditService"].full_name,
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     oauth_pb2.DESCRIPTOR.services_by_name["OAuthService"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
 )
 
 
@@ -172,6 +176,7 @@ class VaultServer:
         )
         self._add_servicers(components)
         db.on_write_committed(components.sequencer.wake)
+        db.on_write_committed(components.events.wake)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         add_reflection(
@@ -204,6 +209,7 @@ class VaultServer:
         oauth_pb2_grpc.add_OAuthServiceServicer_to_server(
             OAuthServicer(parts.oauth_clients, parts.access_tokens, parts.connect), server
         )
+        events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(parts.events), server)
         if parts.access is not None:
             access_pb2_grpc.add_AccessServiceServicer_to_server(
                 AccessServicer(parts.access), server

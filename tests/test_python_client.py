@@ -31,6 +31,7 @@ import grpc.aio
 import pytest
 import singura_vault_client
 from singura_vault_client import (
+    Aborted,
     AsyncVault,
     FailedPrecondition,
     InvalidArgument,
@@ -373,6 +374,38 @@ async def test_a_store_retried_after_a_lost_response_is_stored_once(vault: Runni
     """The first attempt stores, its answer is lost (UNAVAILABLE); the retry carries the
     same generated request_id and gets the same credential back: one version, not two."""
     await asyncio.to_thread(_store_after_a_lost_response, vault.address, vault.admin_key, canary())
+
+
+def _check_and_set_store(address: str, api_key: str) -> None:
+    with Vault(address, api_key=api_key) as vault:
+        org = _new_org(vault)
+        conn = vault.connections.create(
+            organization_id=org.id, platform="SLACK", platform_user_id="U1", display_name="S"
+        )
+
+        def store(expected: int) -> Any:
+            return vault.credentials.store(
+                organization_id=org.id,
+                connection_id=conn.id,
+                type="API_KEY",
+                value=canary(),
+                expected_version=expected,
+            )
+
+        assert store(0).version == 1
+        with pytest.raises(Aborted) as stale:
+            store(0)
+        assert stale.value.reason == "CREDENTIAL_VERSION_MISMATCH"
+        assert stale.value.metadata["current_version"] == "1"
+        assert store(1).version == 2
+
+
+async def test_a_check_and_set_store_lands_only_on_the_expected_version(
+    vault: RunningVault,
+) -> None:
+    """expected_version=0 stores the first version; a second store expecting 0 is Aborted
+    with the current version in its metadata; expecting 1 stores version 2."""
+    await asyncio.to_thread(_check_and_set_store, vault.address, vault.admin_key)
 
 
 def _explicit_request_id_is_idempotent(address: str, api_key: str) -> None:

@@ -143,6 +143,7 @@ async def test_service_role_cannot_bypass_or_disable_rls(
         "connection_refresh_state",
         "data_keys",
         "encrypted_credentials",
+        "events",
         "oauth_authorizations",
         "oauth_clients",
         "organizations",

@@ -17,6 +17,7 @@ import asyncpg
 
 from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
 from singura_vault.errors import VaultError
+from singura_vault.repositories.credentials import StoreRequest
 from tests.conftest import Vault
 from tests.test_key_rotation import store, tenant
 
@@ -59,7 +60,7 @@ async def test_a_store_that_lost_its_version_race_leaves_no_error_alive(vault: V
         taken: list[int] = []
         seal = _seal_after_a_rival(vault, org, conn, f"rival-{round_}", taken)
         stored = await repository.store(
-            UUID(org), UUID(conn), CredentialType.ACCESS_TOKEN, None, None, seal
+            UUID(org), StoreRequest(UUID(conn), CredentialType.ACCESS_TOKEN, None, None), seal
         )
         versions.append((taken[0], stored.version))
 

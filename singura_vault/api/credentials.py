@@ -86,6 +86,7 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
             request.value,
             expires_at,
             request.request_id,
+            request.expected_version if request.HasField("expected_version") else None,
         )
         response = pb.StoreCredentialResponse()
         fill_credential(response.credential, credential)

@@ -55,6 +55,35 @@ class _VersionTaken(Aborted):
     """A concurrent store of the same connection and type took the planned version."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoreRequest:
+    """One StoreCredential's write: the next version of (connection, type), its expiry
+    and idempotency key, and for a check-and-set store the version it expects to be
+    current (0: none stored yet; None: store whatever is current)."""
+
+    connection_id: UUID
+    type: CredentialType
+    expires_at: datetime | None
+    request_id: UUID | None
+    expected_version: int | None = None
+
+
+def _version_mismatch(organization_id: UUID, store: StoreRequest, current: int) -> Aborted:
+    """ABORTED for a check-and-set store whose expected version is not the current one;
+    the current version is in the ErrorInfo metadata for the client's next attempt."""
+    now = f"version {current}" if current else "no version yet"
+    return Aborted(
+        f"connection {store.connection_id} in organization {organization_id} has {now} of "
+        f"its {store.type.value}, not version {store.expected_version} as expected_version "
+        "says; read the current version and retry with it",
+        reason="CREDENTIAL_VERSION_MISMATCH",
+        metadata={
+            "current_version": str(current),
+            "expected_version": str(store.expected_version),
+        },
+    )
+
+
 _STORE_ERRORS: ConstraintErrors = {
     "encrypted_credentials_request_key": lambda: _RequestIdTaken("request_id already used"),
     "encrypted_credentials_key_live": lambda: _DataKeyRetired(
@@ -133,10 +162,7 @@ class CredentialRepository:
     async def store(
         self,
         organization_id: UUID,
-        connection_id: UUID,
-        credential_type: CredentialType,
-        expires_at: datetime | None,
-        request_id: UUID | None,
+        store: StoreRequest,
         seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
     ) -> Credential:
         """Write the next version of (connection, type), superseding the current one.
@@ -147,33 +173,78 @@ class CredentialRepository:
         under the organization's newest data key; without one, NoDataKey is raised.
         If that key is retired before the row commits, the database refuses the row
         (migration 008) and the store starts again under the then-current key.
+
+        A check-and-set store (``store.expected_version``) is refused with ABORTED
+        (CREDENTIAL_VERSION_MISMATCH) when the plan reads another current version. It
+        plans the version after the one it expects, and every write lands only on top
+        of the version before it (migration 022's check, the version key everywhere),
+        so when a concurrent store takes that version first this one has lost: it is
+        refused too, instead of planning again -- unless the winner was its own
+        request_id's earlier attempt, which it returns.
         """
         for attempt in range(1, _STORE_ATTEMPTS + 1):
             write = self._store_planned if attempt < _STORE_ATTEMPTS else self._store_locked
             try:
-                return await write(
-                    organization_id, connection_id, credential_type, expires_at, request_id, seal
-                )
-            except (_DataKeyRetired, _VersionTaken):
+                return await write(organization_id, store, seal)
+            except _VersionTaken:
+                if store.expected_version is not None:
+                    return await self._after_lost_check_and_set(organization_id, store)
+                if attempt == _STORE_ATTEMPTS:
+                    raise
+            except _DataKeyRetired:
                 if attempt == _STORE_ATTEMPTS:
                     raise
         raise AssertionError("unreachable")
 
+    async def _after_lost_check_and_set(
+        self, organization_id: UUID, store: StoreRequest
+    ) -> Credential:
+        """A check-and-set store whose version a concurrent store took: the credential
+        of its request_id if that was its own earlier attempt, else the mismatch with
+        the version that is current now."""
+        async with self._db.tenant(organization_id, read_only=True) as conn:
+            if store.request_id is not None:
+                row = await conn.fetchrow(
+                    query("credential_by_request_id"), organization_id, store.request_id
+                )
+                if row is not None:
+                    return credential_from_row(row)
+            current: int = await conn.fetchval(
+                query("credential_last_version"),
+                organization_id,
+                store.connection_id,
+                store.type.value,
+            )
+        if current == store.expected_version:
+            # Versions only grow, so the store that took ours must have been rolled
+            # back; whether this one would now succeed is the caller's to try again.
+            raise Aborted("a concurrent store of this credential interfered; retry")
+        raise _version_mismatch(organization_id, store, current)
+
     async def _store_planned(
         self,
         organization_id: UUID,
-        connection_id: UUID,
-        credential_type: CredentialType,
-        expires_at: datetime | None,
-        request_id: UUID | None,
+        store: StoreRequest,
         seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
     ) -> Credential:
         """Two round trips and no lock across them (migration 014): read what sealing
         needs, seal, then supersede and insert in one statement."""
+        connection_id, credential_type, request_id = (
+            store.connection_id,
+            store.type,
+            store.request_id,
+        )
         scope = self._db.request_scope(organization_id)
         if self._db.coalesces:
             plan: Mapping[str, Any] = await self._store_plans.submit(
-                _PlanItem(scope, organization_id, connection_id, credential_type, request_id)
+                _PlanItem(
+                    scope,
+                    organization_id,
+                    connection_id,
+                    credential_type,
+                    request_id,
+                    store.expected_version is not None,
+                )
             )
         else:
             (row,) = await self._db.fetch_scoped(
@@ -189,6 +260,8 @@ class CredentialRepository:
             return await self.get(organization_id, plan["existing_id"])
         if not plan["connection_found"]:
             raise _connection_not_found(organization_id, connection_id)
+        if store.expected_version is not None and plan["last_version"] != store.expected_version:
+            raise _version_mismatch(organization_id, store, plan["last_version"])
         if plan["key_version"] is None:
             raise NoDataKey
         slot = CredentialSlot(
@@ -205,7 +278,7 @@ class CredentialRepository:
             ),
         )
         value = await seal(slot)
-        new_row = _new_row(slot, value, expires_at, request_id)
+        new_row = _new_row(slot, value, store.expires_at, request_id)
         try:
             if self._db.coalesces:
                 return await self._store_writes.submit(_WriteItem(scope, organization_id, new_row))
@@ -238,9 +311,15 @@ class CredentialRepository:
             if plan["existing_id"] is None and plan["key_version"] is not None:
                 # Stores of one credential planned together take consecutive versions,
                 # so that one batch can land them all, each on top of the one before.
+                # A check-and-set store expects the version it was read at: it plans
+                # on top of that or, if another store of the batch took it first,
+                # loses to that one when it writes.
                 key = (item.organization_id, item.connection_id, item.type)
-                offset = taken[key] = taken.get(key, -1) + 1
-                plan["last_version"] += offset
+                if item.check_and_set:
+                    taken.setdefault(key, 0)
+                else:
+                    offset = taken[key] = taken.get(key, -1) + 1
+                    plan["last_version"] += offset
             plans.append(plan)
         return plans
 
@@ -292,12 +371,12 @@ class CredentialRepository:
     async def _store_locked(
         self,
         organization_id: UUID,
-        connection_id: UUID,
-        credential_type: CredentialType,
-        expires_at: datetime | None,
-        request_id: UUID | None,
+        store: StoreRequest,
         seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
     ) -> Credential:
+        """The last attempt: plan under the connection's lock, so that the version read
+        (and a check-and-set store's comparison) holds until the row is written."""
+        connection_id, request_id = store.connection_id, store.request_id
         try:
             async with self._db.tenant(organization_id) as conn:
                 if request_id is not None:
@@ -318,10 +397,11 @@ class CredentialRepository:
                     conn,
                     data_key_from_row(key_row),
                     connection_id,
-                    credential_type,
-                    expires_at,
+                    store.type,
+                    store.expires_at,
                     seal,
                     request_id,
+                    expected_version=store.expected_version,
                 )
         except _RequestIdTaken:
             assert request_id is not None
@@ -617,15 +697,23 @@ async def store_version_in(
     expires_at: datetime | None,
     seal: Callable[[CredentialSlot], Awaitable[EncryptedValue]],
     request_id: UUID | None = None,
+    *,
+    expected_version: int | None = None,
 ) -> Credential:
     """Write the next version of (connection, type) in the caller's transaction, which
     holds the connection's row lock (a store under contention does, and the OAuth
     refresh stores its access and refresh token together this way, so that both commit
-    or neither does)."""
+    or neither does). With ``expected_version``, ABORTED unless that is the last one."""
     organization_id = data_key.organization_id
     last = await conn.fetchval(
         query("credential_last_version"), organization_id, connection_id, credential_type.value
     )
+    if expected_version is not None and last != expected_version:
+        raise _version_mismatch(
+            organization_id,
+            StoreRequest(connection_id, credential_type, None, request_id, expected_version),
+            last,
+        )
     slot = CredentialSlot(
         organization_id=organization_id,
         connection_id=connection_id,
@@ -757,6 +845,7 @@ class _PlanItem:
     connection_id: UUID
     type: CredentialType
     request_id: UUID | None
+    check_and_set: bool = False
 
 
 @dataclass(frozen=True, slots=True)

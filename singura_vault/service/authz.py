@@ -11,7 +11,9 @@ Decisions (docs/threat-model.md):
 - an organization key acts only in its organization; naming another organization is
   PERMISSION_DENIED before any lookup, so existence is never revealed;
 - reads of metadata need reader or writer, changes need writer, RevealCredential
-  needs revealer; organization and API-key administration need an admin key.
+  needs revealer, except of a refresh token, which needs refresh_token_revealer
+  (GetAccessToken refreshes inside the vault, so a client rarely needs one);
+  organization and API-key administration need an admin key.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from singura_vault.errors import PermissionDenied, Unauthenticated
 READ = (Role.READER, Role.WRITER)
 WRITE = (Role.WRITER,)
 REVEAL = (Role.REVEALER,)
+REVEAL_REFRESH_TOKEN = (Role.REFRESH_TOKEN_REVEALER,)
+# Either reveal role lets a key call BatchRevealCredentials; each item then needs its own.
+REVEAL_ANY = (Role.REVEALER, Role.REFRESH_TOKEN_REVEALER)
 
 
 class Authorizer:
@@ -52,6 +57,13 @@ class Authorizer:
                 f"organization {organization_id}"
             )
         if roles and not principal.roles.intersection(roles):
-            needed = " or ".join(r.value for r in roles)
-            raise PermissionDenied(f"this API key needs the {needed} role to {action}")
+            raise missing_role(roles, action)
         return principal
+
+
+def missing_role(roles: tuple[Role, ...], action: str) -> PermissionDenied:
+    """PERMISSION_DENIED naming the role(s) that would allow ``action``, both as the
+    database spells them and as the API's ApiKeyRole value (what CreateApiKey takes)."""
+    needed = " or ".join(f"{r.value} (API_KEY_ROLE_{r.name})" for r in roles)
+    reason = "REFRESH_TOKEN_ROLE_REQUIRED" if roles == REVEAL_REFRESH_TOKEN else None
+    return PermissionDenied(f"this API key needs the {needed} role to {action}", reason=reason)

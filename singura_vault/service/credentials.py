@@ -18,6 +18,7 @@ from uuid import UUID
 
 from singura_vault import keys
 from singura_vault.config import Settings
+from singura_vault.context import Role
 from singura_vault.domain import (
     Credential,
     CredentialSlot,
@@ -35,6 +36,7 @@ from singura_vault.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
+    PermissionDenied,
     VaultError,
 )
 from singura_vault.logs import get_logger
@@ -43,9 +45,17 @@ from singura_vault.repositories.credentials import (
     LiveDataKeys,
     NoDataKey,
     RevealTarget,
+    StoreRequest,
 )
 from singura_vault.service import pagination, sealing, validation
-from singura_vault.service.authz import READ, REVEAL, WRITE, Authorizer
+from singura_vault.service.authz import (
+    READ,
+    REVEAL,
+    REVEAL_ANY,
+    REVEAL_REFRESH_TOKEN,
+    WRITE,
+    Authorizer,
+)
 
 log = get_logger(__name__)
 
@@ -95,6 +105,19 @@ def _slot_binding(slot: CredentialSlot, key: keys.DataKey) -> keys.CredentialBin
     )
 
 
+def _reveal_roles(credential_type: CredentialType | None) -> tuple[Role, ...]:
+    """The roles that may reveal a credential of this type: refresh tokens have a role
+    of their own (#29; GetAccessToken refreshes inside the vault, so a client rarely
+    needs one), every other type needs revealer."""
+    return REVEAL_REFRESH_TOKEN if credential_type is CredentialType.REFRESH_TOKEN else REVEAL
+
+
+def _reveal_action(credential_type: CredentialType | None) -> str:
+    if credential_type is CredentialType.REFRESH_TOKEN:
+        return "reveal refresh tokens"
+    return "reveal credentials"
+
+
 def _value_bytes(value: str) -> bytes:
     if not value:
         raise InvalidArgument("value", "is required")
@@ -133,7 +156,10 @@ class CredentialService:
         value: str,
         expires_at: datetime | None,
         request_id: str,
+        expected_version: int | None = None,
     ) -> Credential:
+        """Store the next version; with ``expected_version`` (0: none yet) only if the
+        current version is that one, else ABORTED (CREDENTIAL_VERSION_MISMATCH)."""
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, WRITE, "store credentials")
         conn_id = validation.parse_uuid("connection_id", connection_id)
@@ -141,22 +167,24 @@ class CredentialService:
             raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
         plaintext = _value_bytes(value)
         key = validation.parse_optional_uuid("request_id", request_id)
+        if expected_version is not None and expected_version < 0:
+            raise InvalidArgument(
+                "expected_version",
+                "must be 0 (no version stored yet) or the version you expect to be current",
+            )
+        store = StoreRequest(conn_id, credential_type, expires_at, key, expected_version)
 
         async def seal(slot: CredentialSlot) -> EncryptedValue:
             return await self.seal_for(slot, plaintext)
 
         try:
-            return await self._repository.store(
-                org_id, conn_id, credential_type, expires_at, key, seal
-            )
+            return await self._repository.store(org_id, store, seal)
         except NoDataKey:
             # The organization's first credential (or first after its keys were
             # shredded): make a data key, then store again. A concurrent store
             # may have made one already; then ours is simply not inserted.
             await self._create_data_key(org_id)
-            return await self._repository.store(
-                org_id, conn_id, credential_type, expires_at, key, seal
-            )
+            return await self._repository.store(org_id, store, seal)
 
     async def get(self, organization_id: str, credential_id: str) -> Credential:
         org_id = validation.parse_uuid("organization_id", organization_id)
@@ -246,7 +274,7 @@ class CredentialService:
     ) -> tuple[Credential, str]:
         """Decrypt one version; the repository commits the attempt's audit event first."""
         org_id = validation.parse_uuid("organization_id", organization_id)
-        self._authz.require(org_id, REVEAL, "reveal credentials")
+        self._authz.require(org_id, _reveal_roles(credential_type), _reveal_action(credential_type))
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
             raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
@@ -273,28 +301,50 @@ class CredentialService:
     ) -> Sequence[tuple[Credential | None, str | VaultError]]:
         """Decrypt up to MAX_BATCH_REVEAL credentials with one read and one audit
         statement; each item's outcome on its own (a value, or its error), each found
-        one audited."""
+        one audited.
+
+        A key with either reveal role may call it; an item whose type needs the role
+        the key lacks (a refresh token without refresh_token_revealer) gets
+        PERMISSION_DENIED on its own, is not read, not decrypted and not audited (as a
+        refused RevealCredential is not), and the other items are revealed: per-item
+        outcomes are this call's contract, and a client mixing types should not lose a
+        whole batch to one refresh token."""
         org_id = validation.parse_uuid("organization_id", organization_id)
-        self._authz.require(org_id, REVEAL, "reveal credentials")
+        self._authz.require(org_id, REVEAL_ANY, "reveal credentials")
         if not 1 <= len(items) <= MAX_BATCH_REVEAL:
             raise InvalidArgument(
                 "items", f"must hold 1 to {MAX_BATCH_REVEAL} credentials, not {len(items)}"
             )
-        targets = []
+        targets: list[RevealTarget] = []
+        refused: dict[int, PermissionDenied] = {}
         for index, (connection_id, credential_type, version) in enumerate(items):
             where = f"items[{index}]"
             if credential_type is None:
                 raise InvalidArgument(f"{where}.type", "is required")
             if version < 0:
                 raise InvalidArgument(f"{where}.version", "must be 0 (current) or a version")
-            targets.append(
-                RevealTarget(
-                    validation.parse_uuid(f"{where}.connection_id", connection_id),
-                    credential_type,
-                    version,
-                )
+            target = RevealTarget(
+                validation.parse_uuid(f"{where}.connection_id", connection_id),
+                credential_type,
+                version,
             )
-        return await self._repository.reveal_many(org_id, targets, self._open)
+            try:
+                self._authz.require(
+                    org_id, _reveal_roles(credential_type), _reveal_action(credential_type)
+                )
+            except PermissionDenied as exc:
+                refused[index] = exc
+                continue
+            targets.append(target)
+        if not refused:
+            return await self._repository.reveal_many(org_id, targets, self._open)
+        revealed = iter(
+            await self._repository.reveal_many(org_id, targets, self._open) if targets else []
+        )
+        return [
+            (None, refused[index]) if index in refused else next(revealed)
+            for index in range(len(items))
+        ]
 
     async def revoke(
         self, organization_id: str, credential_id: str, all_versions: bool

@@ -383,10 +383,13 @@ class Credentials:
         value: str | Secret,
         expire_time: datetime | None = None,
         request_id: str | None = None,
+        expected_version: int | None = None,
         timeout: float | None = None,
     ) -> credentials_pb2.Credential:
         """Stores a new version; returns its metadata (never the value). Retried after
-        UNAVAILABLE with the same request_id (generated when not given), so it is stored once."""
+        UNAVAILABLE with the same request_id (generated when not given), so it is stored once.
+        With ``expected_version`` (0: none yet) it is a check-and-set: ABORTED (raised as
+        its VaultError, reason CREDENTIAL_VERSION_MISMATCH) unless that version is current."""
         request_id = _request_id(request_id)
         request = credentials_pb2.StoreCredentialRequest(
             organization_id=organization_id,
@@ -396,6 +399,8 @@ class Credentials:
             expire_time=m.timestamp(expire_time),
             request_id=request_id,
         )
+        if expected_version is not None:
+            request.expected_version = expected_version
         return (
             await self._call.unary(
                 self._stub.StoreCredential,

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsingura/vault/v1/access.proto\x12\x10singura.vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12+\n\x05roles\x18\x04 \x03(\x0e\x32\x1c.singura.vault.v1.ApiKeyRole\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x13\x43reateApiKeyRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12+\n\x05roles\x18\x02 \x03(\x0e\x32\x1c.singura.vault.v1.ApiKeyRole\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.singura.vault.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.singura.vault.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.singura.vault.v1.ApiKey*w\n\nApiKeyRole\x12\x1c\n\x18\x41PI_KEY_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41PI_KEY_ROLE_READER\x10\x01\x12\x17\n\x13\x41PI_KEY_ROLE_WRITER\x10\x02\x12\x19\n\x15\x41PI_KEY_ROLE_REVEALER\x10\x03\x32\xa9\x02\n\rAccessService\x12]\n\x0c\x43reateApiKey\x12%.singura.vault.v1.CreateApiKeyRequest\x1a&.singura.vault.v1.CreateApiKeyResponse\x12Z\n\x0bListApiKeys\x12$.singura.vault.v1.ListApiKeysRequest\x1a%.singura.vault.v1.ListApiKeysResponse\x12]\n\x0cRevokeApiKey\x12%.singura.vault.v1.RevokeApiKeyRequest\x1a&.singura.vault.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsingura/vault/v1/access.proto\x12\x10singura.vault.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9f\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x17\n\x0forganization_id\x18\x03 \x01(\t\x12+\n\x05roles\x18\x04 \x03(\x0e\x32\x1c.singura.vault.v1.ApiKeyRole\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x12\n\ncreated_by\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0brevoke_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9a\x01\n\x13\x43reateApiKeyRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12+\n\x05roles\x18\x02 \x03(\x0e\x32\x1c.singura.vault.v1.ApiKeyRole\x12\x0c\n\x04name\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"Q\n\x14\x43reateApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.singura.vault.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"T\n\x12ListApiKeysRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"Z\n\x13ListApiKeysResponse\x12*\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x18.singura.vault.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x13RevokeApiKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"A\n\x14RevokeApiKeyResponse\x12)\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x18.singura.vault.v1.ApiKey*\xa0\x01\n\nApiKeyRole\x12\x1c\n\x18\x41PI_KEY_ROLE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41PI_KEY_ROLE_READER\x10\x01\x12\x17\n\x13\x41PI_KEY_ROLE_WRITER\x10\x02\x12\x19\n\x15\x41PI_KEY_ROLE_REVEALER\x10\x03\x12\'\n#API_KEY_ROLE_REFRESH_TOKEN_REVEALER\x10\x04\x32\xa9\x02\n\rAccessService\x12]\n\x0c\x43reateApiKey\x12%.singura.vault.v1.CreateApiKeyRequest\x1a&.singura.vault.v1.CreateApiKeyResponse\x12Z\n\x0bListApiKeys\x12$.singura.vault.v1.ListApiKeysRequest\x1a%.singura.vault.v1.ListApiKeysResponse\x12]\n\x0cRevokeApiKey\x12%.singura.vault.v1.RevokeApiKeyRequest\x1a&.singura.vault.v1.RevokeApiKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'singura_vault_client._proto.singura.vault.v1.access_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_APIKEYROLE']._serialized_start=898
-  _globals['_APIKEYROLE']._serialized_end=1017
+  _globals['_APIKEYROLE']._serialized_start=899
+  _globals['_APIKEYROLE']._serialized_end=1059
   _globals['_APIKEY']._serialized_start=85
   _globals['_APIKEY']._serialized_end=372
   _globals['_CREATEAPIKEYREQUEST']._serialized_start=375
@@ -48,6 +48,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REVOKEAPIKEYREQUEST']._serialized_end=829
   _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=831
   _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=896
-  _globals['_ACCESSSERVICE']._serialized_start=1020
-  _globals['_ACCESSSERVICE']._serialized_end=1317
+  _globals['_ACCESSSERVICE']._serialized_start=1062
+  _globals['_ACCESSSERVICE']._serialized_end=1359
 # @@protoc_insertion_point(module_scope)

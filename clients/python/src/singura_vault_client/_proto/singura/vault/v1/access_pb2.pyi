@@ -33,7 +33,13 @@ class _ApiKeyRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApiKeyRole
     API_KEY_ROLE_WRITER: _ApiKeyRole.ValueType  # 2
     """Manage connections; store, replace and revoke credentials (and read metadata)."""
     API_KEY_ROLE_REVEALER: _ApiKeyRole.ValueType  # 3
-    """Reveal credential values (RevealCredential)."""
+    """Reveal credential values (RevealCredential, BatchRevealCredentials) of
+    every type except REFRESH_TOKEN.
+    """
+    API_KEY_ROLE_REFRESH_TOKEN_REVEALER: _ApiKeyRole.ValueType  # 4
+    """Reveal REFRESH_TOKEN credentials. Clients rarely need it: GetAccessToken
+    refreshes with the stored refresh token inside the vault. Admin keys have it.
+    """
 
 class ApiKeyRole(_ApiKeyRole, metaclass=_ApiKeyRoleEnumTypeWrapper):
     """ApiKeyRole is what an organization key may do in its organization."""
@@ -45,7 +51,13 @@ API_KEY_ROLE_READER: ApiKeyRole.ValueType  # 1
 API_KEY_ROLE_WRITER: ApiKeyRole.ValueType  # 2
 """Manage connections; store, replace and revoke credentials (and read metadata)."""
 API_KEY_ROLE_REVEALER: ApiKeyRole.ValueType  # 3
-"""Reveal credential values (RevealCredential)."""
+"""Reveal credential values (RevealCredential, BatchRevealCredentials) of
+every type except REFRESH_TOKEN.
+"""
+API_KEY_ROLE_REFRESH_TOKEN_REVEALER: ApiKeyRole.ValueType  # 4
+"""Reveal REFRESH_TOKEN credentials. Clients rarely need it: GetAccessToken
+refreshes with the stored refresh token inside the vault. Admin keys have it.
+"""
 Global___ApiKeyRole: _TypeAlias = ApiKeyRole  # noqa: Y015
 
 @_typing.final

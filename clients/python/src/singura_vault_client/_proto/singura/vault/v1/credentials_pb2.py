@@ -27,55 +27,55 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from singura_vault_client._proto.singura.vault.v1 import connections_pb2 as singura_dot_vault_dot_v1_dot_connections__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"singura/vault/v1/credentials.proto\x12\x10singura.vault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"singura/vault/v1/connections.proto\"\xfe\x02\n\nCredential\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x15\n\rconnection_id\x18\x03 \x01(\t\x12.\n\x04type\x18\x04 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x0f\n\x07version\x18\x05 \x01(\x05\x12\x30\n\x05state\x18\x06 \x01(\x0e\x32!.singura.vault.v1.CredentialState\x12\x13\n\x0bkey_version\x18\x07 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11state_change_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xcc\x01\n\x16StoreCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\r\n\x05value\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x06 \x01(\t\"K\n\x17StoreCredentialResponse\x12\x30\n\ncredential\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\"F\n\x14GetCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"I\n\x15GetCredentialResponse\x12\x30\n\ncredential\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\"\xd1\x01\n\x16ListCredentialsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.singura.vault.v1.CredentialState\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"e\n\x17ListCredentialsResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x1dListCredentialVersionsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"l\n\x1eListCredentialVersionsResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x01\n\x17RevealCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x0f\n\x07version\x18\x04 \x01(\x05\"[\n\x18RevealCredentialResponse\x12\x30\n\ncredential\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\x12\r\n\x05value\x18\x02 \x01(\t\"i\n\x0f\x42\x61tchRevealItem\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12.\n\x04type\x18\x02 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x0f\n\x07version\x18\x03 \x01(\x05\"j\n\x1d\x42\x61tchRevealCredentialsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.singura.vault.v1.BatchRevealItem\"s\n\x11\x42\x61tchRevealResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x30\n\ncredential\x18\x03 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\x12\r\n\x05value\x18\x04 \x01(\t\"V\n\x1e\x42\x61tchRevealCredentialsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.singura.vault.v1.BatchRevealResult\"\x8b\x01\n\x1eListExpiringCredentialsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12)\n\x06within\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"m\n\x1fListExpiringCredentialsResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x17RevokeCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61ll_versions\x18\x03 \x01(\x08\x12\x1a\n\x12revoke_at_provider\x18\x04 \x01(\x08\"\x90\x01\n\x18RevokeCredentialResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x41\n\x13provider_revocation\x18\x02 \x01(\x0b\x32$.singura.vault.v1.ProviderRevocation*\xfb\x01\n\x0e\x43redentialType\x12\x1f\n\x1b\x43REDENTIAL_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43REDENTIAL_TYPE_ACCESS_TOKEN\x10\x01\x12!\n\x1d\x43REDENTIAL_TYPE_REFRESH_TOKEN\x10\x02\x12\x1b\n\x17\x43REDENTIAL_TYPE_API_KEY\x10\x03\x12!\n\x1d\x43REDENTIAL_TYPE_CLIENT_SECRET\x10\x04\x12\"\n\x1e\x43REDENTIAL_TYPE_WEBHOOK_SECRET\x10\x05\x12\x1f\n\x1b\x43REDENTIAL_TYPE_PRIVATE_KEY\x10\x06*\xad\x01\n\x0f\x43redentialState\x12 \n\x1c\x43REDENTIAL_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_STATE_ACTIVE\x10\x01\x12\x1f\n\x1b\x43REDENTIAL_STATE_SUPERSEDED\x10\x02\x12\x1c\n\x18\x43REDENTIAL_STATE_REVOKED\x10\x03\x12\x1c\n\x18\x43REDENTIAL_STATE_EXPIRED\x10\x04\x32\x95\x07\n\x11\x43redentialService\x12\x66\n\x0fStoreCredential\x12(.singura.vault.v1.StoreCredentialRequest\x1a).singura.vault.v1.StoreCredentialResponse\x12`\n\rGetCredential\x12&.singura.vault.v1.GetCredentialRequest\x1a\'.singura.vault.v1.GetCredentialResponse\x12\x66\n\x0fListCredentials\x12(.singura.vault.v1.ListCredentialsRequest\x1a).singura.vault.v1.ListCredentialsResponse\x12{\n\x16ListCredentialVersions\x12/.singura.vault.v1.ListCredentialVersionsRequest\x1a\x30.singura.vault.v1.ListCredentialVersionsResponse\x12i\n\x10RevealCredential\x12).singura.vault.v1.RevealCredentialRequest\x1a*.singura.vault.v1.RevealCredentialResponse\x12{\n\x16\x42\x61tchRevealCredentials\x12/.singura.vault.v1.BatchRevealCredentialsRequest\x1a\x30.singura.vault.v1.BatchRevealCredentialsResponse\x12~\n\x17ListExpiringCredentials\x12\x30.singura.vault.v1.ListExpiringCredentialsRequest\x1a\x31.singura.vault.v1.ListExpiringCredentialsResponse\x12i\n\x10RevokeCredential\x12).singura.vault.v1.RevokeCredentialRequest\x1a*.singura.vault.v1.RevokeCredentialResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"singura/vault/v1/credentials.proto\x12\x10singura.vault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"singura/vault/v1/connections.proto\"\xfe\x02\n\nCredential\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x15\n\rconnection_id\x18\x03 \x01(\t\x12.\n\x04type\x18\x04 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x0f\n\x07version\x18\x05 \x01(\x05\x12\x30\n\x05state\x18\x06 \x01(\x0e\x32!.singura.vault.v1.CredentialState\x12\x13\n\x0bkey_version\x18\x07 \x01(\x05\x12\x13\n\x0b\x66ingerprint\x18\x08 \x01(\t\x12/\n\x0b\x63reate_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x65xpire_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11state_change_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x80\x02\n\x16StoreCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\r\n\x05value\x18\x04 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x1d\n\x10\x65xpected_version\x18\x07 \x01(\x05H\x00\x88\x01\x01\x42\x13\n\x11_expected_version\"K\n\x17StoreCredentialResponse\x12\x30\n\ncredential\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\"F\n\x14GetCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\"I\n\x15GetCredentialResponse\x12\x30\n\ncredential\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\"\xd1\x01\n\x16ListCredentialsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x30\n\x05state\x18\x04 \x01(\x0e\x32!.singura.vault.v1.CredentialState\x12\x11\n\tpage_size\x18\x05 \x01(\x05\x12\x12\n\npage_token\x18\x06 \x01(\t\"e\n\x17ListCredentialsResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xa6\x01\n\x1dListCredentialVersionsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"l\n\x1eListCredentialVersionsResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x01\n\x17RevealCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12.\n\x04type\x18\x03 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x0f\n\x07version\x18\x04 \x01(\x05\"[\n\x18RevealCredentialResponse\x12\x30\n\ncredential\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\x12\r\n\x05value\x18\x02 \x01(\t\"i\n\x0f\x42\x61tchRevealItem\x12\x15\n\rconnection_id\x18\x01 \x01(\t\x12.\n\x04type\x18\x02 \x01(\x0e\x32 .singura.vault.v1.CredentialType\x12\x0f\n\x07version\x18\x03 \x01(\x05\"j\n\x1d\x42\x61tchRevealCredentialsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x30\n\x05items\x18\x02 \x03(\x0b\x32!.singura.vault.v1.BatchRevealItem\"s\n\x11\x42\x61tchRevealResult\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x30\n\ncredential\x18\x03 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\x12\r\n\x05value\x18\x04 \x01(\t\"V\n\x1e\x42\x61tchRevealCredentialsResponse\x12\x34\n\x07results\x18\x01 \x03(\x0b\x32#.singura.vault.v1.BatchRevealResult\"\x8b\x01\n\x1eListExpiringCredentialsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12)\n\x06within\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"m\n\x1fListExpiringCredentialsResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"{\n\x17RevokeCredentialRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rcredential_id\x18\x02 \x01(\t\x12\x14\n\x0c\x61ll_versions\x18\x03 \x01(\x08\x12\x1a\n\x12revoke_at_provider\x18\x04 \x01(\x08\"\x90\x01\n\x18RevokeCredentialResponse\x12\x31\n\x0b\x63redentials\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x41\n\x13provider_revocation\x18\x02 \x01(\x0b\x32$.singura.vault.v1.ProviderRevocation*\xfb\x01\n\x0e\x43redentialType\x12\x1f\n\x1b\x43REDENTIAL_TYPE_UNSPECIFIED\x10\x00\x12 \n\x1c\x43REDENTIAL_TYPE_ACCESS_TOKEN\x10\x01\x12!\n\x1d\x43REDENTIAL_TYPE_REFRESH_TOKEN\x10\x02\x12\x1b\n\x17\x43REDENTIAL_TYPE_API_KEY\x10\x03\x12!\n\x1d\x43REDENTIAL_TYPE_CLIENT_SECRET\x10\x04\x12\"\n\x1e\x43REDENTIAL_TYPE_WEBHOOK_SECRET\x10\x05\x12\x1f\n\x1b\x43REDENTIAL_TYPE_PRIVATE_KEY\x10\x06*\xad\x01\n\x0f\x43redentialState\x12 \n\x1c\x43REDENTIAL_STATE_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x43REDENTIAL_STATE_ACTIVE\x10\x01\x12\x1f\n\x1b\x43REDENTIAL_STATE_SUPERSEDED\x10\x02\x12\x1c\n\x18\x43REDENTIAL_STATE_REVOKED\x10\x03\x12\x1c\n\x18\x43REDENTIAL_STATE_EXPIRED\x10\x04\x32\x95\x07\n\x11\x43redentialService\x12\x66\n\x0fStoreCredential\x12(.singura.vault.v1.StoreCredentialRequest\x1a).singura.vault.v1.StoreCredentialResponse\x12`\n\rGetCredential\x12&.singura.vault.v1.GetCredentialRequest\x1a\'.singura.vault.v1.GetCredentialResponse\x12\x66\n\x0fListCredentials\x12(.singura.vault.v1.ListCredentialsRequest\x1a).singura.vault.v1.ListCredentialsResponse\x12{\n\x16ListCredentialVersions\x12/.singura.vault.v1.ListCredentialVersionsRequest\x1a\x30.singura.vault.v1.ListCredentialVersionsResponse\x12i\n\x10RevealCredential\x12).singura.vault.v1.RevealCredentialRequest\x1a*.singura.vault.v1.RevealCredentialResponse\x12{\n\x16\x42\x61tchRevealCredentials\x12/.singura.vault.v1.BatchRevealCredentialsRequest\x1a\x30.singura.vault.v1.BatchRevealCredentialsResponse\x12~\n\x17ListExpiringCredentials\x12\x30.singura.vault.v1.ListExpiringCredentialsRequest\x1a\x31.singura.vault.v1.ListExpiringCredentialsResponse\x12i\n\x10RevokeCredential\x12).singura.vault.v1.RevokeCredentialRequest\x1a*.singura.vault.v1.RevokeCredentialResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'singura_vault_client._proto.singura.vault.v1.credentials_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREDENTIALTYPE']._serialized_start=2747
-  _globals['_CREDENTIALTYPE']._serialized_end=2998
-  _globals['_CREDENTIALSTATE']._serialized_start=3001
-  _globals['_CREDENTIALSTATE']._serialized_end=3174
+  _globals['_CREDENTIALTYPE']._serialized_start=2799
+  _globals['_CREDENTIALTYPE']._serialized_end=3050
+  _globals['_CREDENTIALSTATE']._serialized_start=3053
+  _globals['_CREDENTIALSTATE']._serialized_end=3226
   _globals['_CREDENTIAL']._serialized_start=158
   _globals['_CREDENTIAL']._serialized_end=540
   _globals['_STORECREDENTIALREQUEST']._serialized_start=543
-  _globals['_STORECREDENTIALREQUEST']._serialized_end=747
-  _globals['_STORECREDENTIALRESPONSE']._serialized_start=749
-  _globals['_STORECREDENTIALRESPONSE']._serialized_end=824
-  _globals['_GETCREDENTIALREQUEST']._serialized_start=826
-  _globals['_GETCREDENTIALREQUEST']._serialized_end=896
-  _globals['_GETCREDENTIALRESPONSE']._serialized_start=898
-  _globals['_GETCREDENTIALRESPONSE']._serialized_end=971
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=974
-  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1183
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1185
-  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1286
-  _globals['_LISTCREDENTIALVERSIONSREQUEST']._serialized_start=1289
-  _globals['_LISTCREDENTIALVERSIONSREQUEST']._serialized_end=1455
-  _globals['_LISTCREDENTIALVERSIONSRESPONSE']._serialized_start=1457
-  _globals['_LISTCREDENTIALVERSIONSRESPONSE']._serialized_end=1565
-  _globals['_REVEALCREDENTIALREQUEST']._serialized_start=1568
-  _globals['_REVEALCREDENTIALREQUEST']._serialized_end=1706
-  _globals['_REVEALCREDENTIALRESPONSE']._serialized_start=1708
-  _globals['_REVEALCREDENTIALRESPONSE']._serialized_end=1799
-  _globals['_BATCHREVEALITEM']._serialized_start=1801
-  _globals['_BATCHREVEALITEM']._serialized_end=1906
-  _globals['_BATCHREVEALCREDENTIALSREQUEST']._serialized_start=1908
-  _globals['_BATCHREVEALCREDENTIALSREQUEST']._serialized_end=2014
-  _globals['_BATCHREVEALRESULT']._serialized_start=2016
-  _globals['_BATCHREVEALRESULT']._serialized_end=2131
-  _globals['_BATCHREVEALCREDENTIALSRESPONSE']._serialized_start=2133
-  _globals['_BATCHREVEALCREDENTIALSRESPONSE']._serialized_end=2219
-  _globals['_LISTEXPIRINGCREDENTIALSREQUEST']._serialized_start=2222
-  _globals['_LISTEXPIRINGCREDENTIALSREQUEST']._serialized_end=2361
-  _globals['_LISTEXPIRINGCREDENTIALSRESPONSE']._serialized_start=2363
-  _globals['_LISTEXPIRINGCREDENTIALSRESPONSE']._serialized_end=2472
-  _globals['_REVOKECREDENTIALREQUEST']._serialized_start=2474
-  _globals['_REVOKECREDENTIALREQUEST']._serialized_end=2597
-  _globals['_REVOKECREDENTIALRESPONSE']._serialized_start=2600
-  _globals['_REVOKECREDENTIALRESPONSE']._serialized_end=2744
-  _globals['_CREDENTIALSERVICE']._serialized_start=3177
-  _globals['_CREDENTIALSERVICE']._serialized_end=4094
+  _globals['_STORECREDENTIALREQUEST']._serialized_end=799
+  _globals['_STORECREDENTIALRESPONSE']._serialized_start=801
+  _globals['_STORECREDENTIALRESPONSE']._serialized_end=876
+  _globals['_GETCREDENTIALREQUEST']._serialized_start=878
+  _globals['_GETCREDENTIALREQUEST']._serialized_end=948
+  _globals['_GETCREDENTIALRESPONSE']._serialized_start=950
+  _globals['_GETCREDENTIALRESPONSE']._serialized_end=1023
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_start=1026
+  _globals['_LISTCREDENTIALSREQUEST']._serialized_end=1235
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_start=1237
+  _globals['_LISTCREDENTIALSRESPONSE']._serialized_end=1338
+  _globals['_LISTCREDENTIALVERSIONSREQUEST']._serialized_start=1341
+  _globals['_LISTCREDENTIALVERSIONSREQUEST']._serialized_end=1507
+  _globals['_LISTCREDENTIALVERSIONSRESPONSE']._serialized_start=1509
+  _globals['_LISTCREDENTIALVERSIONSRESPONSE']._serialized_end=1617
+  _globals['_REVEALCREDENTIALREQUEST']._serialized_start=1620
+  _globals['_REVEALCREDENTIALREQUEST']._serialized_end=1758
+  _globals['_REVEALCREDENTIALRESPONSE']._serialized_start=1760
+  _globals['_REVEALCREDENTIALRESPONSE']._serialized_end=1851
+  _globals['_BATCHREVEALITEM']._serialized_start=1853
+  _globals['_BATCHREVEALITEM']._serialized_end=1958
+  _globals['_BATCHREVEALCREDENTIALSREQUEST']._serialized_start=1960
+  _globals['_BATCHREVEALCREDENTIALSREQUEST']._serialized_end=2066
+  _globals['_BATCHREVEALRESULT']._serialized_start=2068
+  _globals['_BATCHREVEALRESULT']._serialized_end=2183
+  _globals['_BATCHREVEALCREDENTIALSRESPONSE']._serialized_start=2185
+  _globals['_BATCHREVEALCREDENTIALSRESPONSE']._serialized_end=2271
+  _globals['_LISTEXPIRINGCREDENTIALSREQUEST']._serialized_start=2274
+  _globals['_LISTEXPIRINGCREDENTIALSREQUEST']._serialized_end=2413
+  _globals['_LISTEXPIRINGCREDENTIALSRESPONSE']._serialized_start=2415
+  _globals['_LISTEXPIRINGCREDENTIALSRESPONSE']._serialized_end=2524
+  _globals['_REVOKECREDENTIALREQUEST']._serialized_start=2526
+  _globals['_REVOKECREDENTIALREQUEST']._serialized_end=2649
+  _globals['_REVOKECREDENTIALRESPONSE']._serialized_start=2652
+  _globals['_REVOKECREDENTIALRESPONSE']._serialized_end=2796
+  _globals['_CREDENTIALSERVICE']._serialized_start=3229
+  _globals['_CREDENTIALSERVICE']._serialized_end=4146
 # @@protoc_insertion_point(module_scope)

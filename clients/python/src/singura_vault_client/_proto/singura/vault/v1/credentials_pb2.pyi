@@ -179,6 +179,7 @@ class StoreCredentialRequest(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPECTED_VERSION_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     connection_id: _builtins.str
@@ -191,6 +192,15 @@ class StoreCredentialRequest(_message.Message):
     """
     request_id: _builtins.str
     """Optional client-chosen idempotency key (a UUID)."""
+    expected_version: _builtins.int
+    """Optional check-and-set: when set, the store succeeds only if the current
+    (newest) version of this connection's credential of this type is this one,
+    0 meaning "none stored yet". Otherwise the call fails with ABORTED, reason
+    CREDENTIAL_VERSION_MISMATCH, and the current version in the ErrorInfo
+    metadata ("current_version"). Of concurrent stores with the same
+    expectation exactly one succeeds. A retry with the request_id of a store
+    that succeeded returns that credential, whatever the current version is.
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """Optional expiry of the secret (e.g. an access token's exp)."""
@@ -204,12 +214,15 @@ class StoreCredentialRequest(_message.Message):
         value: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         request_id: _builtins.str = ...,
+        expected_version: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "expected_version", b"expected_version", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "expire_time", b"expire_time", "organization_id", b"organization_id", "request_id", b"request_id", "type", b"type", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version", "connection_id", b"connection_id", "expected_version", b"expected_version", "expire_time", b"expire_time", "organization_id", b"organization_id", "request_id", b"request_id", "type", b"type", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__expected_version: _TypeAlias = _typing.Literal["expected_version"]  # noqa: Y015
+    _WhichOneofArgType__expected_version: _TypeAlias = _typing.Literal["_expected_version", b"_expected_version"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__expected_version) -> _WhichOneofReturnType__expected_version | None: ...
 
 Global___StoreCredentialRequest: _TypeAlias = StoreCredentialRequest  # noqa: Y015
 

@@ -97,7 +97,9 @@ class CredentialServiceServicer:
         """Stores a secret for a connection. If the connection already has a current
         credential of this type, a new version is created and the old one becomes
         SUPERSEDED, atomically. A retried call with the same request_id returns the
-        credential the first call created. Returns metadata only.
+        credential the first call created. With expected_version set the store is
+        a check-and-set: ABORTED (CREDENTIAL_VERSION_MISMATCH) unless that version
+        is the current one. Returns metadata only.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +132,8 @@ class CredentialServiceServicer:
         is recorded in the audit log in the same transaction as the read; if the
         record cannot be written, nothing is revealed. A revoked credential is
         FAILED_PRECONDITION; a ciphertext that fails its integrity check is DATA_LOSS.
+        Requires the revealer role, or for a REFRESH_TOKEN the refresh_token_revealer
+        role (PERMISSION_DENIED, reason REFRESH_TOKEN_ROLE_REQUIRED, without it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -140,7 +144,9 @@ class CredentialServiceServicer:
         transaction, each addressed like RevealCredential. Every item gets its own
         result: one missing, revoked or tampered credential does not fail the others.
         Each credential found is audited as its own credential.revealed event, in the
-        same transaction as the read. Requires the revealer role.
+        same transaction as the read. Requires the revealer role; an item of type
+        REFRESH_TOKEN needs the refresh_token_revealer role instead, and without it
+        that item alone gets PERMISSION_DENIED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -44,7 +44,9 @@ class CredentialServiceStub:
     """Stores a secret for a connection. If the connection already has a current
     credential of this type, a new version is created and the old one becomes
     SUPERSEDED, atomically. A retried call with the same request_id returns the
-    credential the first call created. Returns metadata only.
+    credential the first call created. With expected_version set the store is
+    a check-and-set: ABORTED (CREDENTIAL_VERSION_MISMATCH) unless that version
+    is the current one. Returns metadata only.
     """
     GetCredential: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.GetCredentialRequest, _credentials_pb2.GetCredentialResponse]
     """Returns one credential version's metadata."""
@@ -59,13 +61,17 @@ class CredentialServiceStub:
     is recorded in the audit log in the same transaction as the read; if the
     record cannot be written, nothing is revealed. A revoked credential is
     FAILED_PRECONDITION; a ciphertext that fails its integrity check is DATA_LOSS.
+    Requires the revealer role, or for a REFRESH_TOKEN the refresh_token_revealer
+    role (PERMISSION_DENIED, reason REFRESH_TOKEN_ROLE_REQUIRED, without it).
     """
     BatchRevealCredentials: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.BatchRevealCredentialsRequest, _credentials_pb2.BatchRevealCredentialsResponse]
     """Decrypts up to 100 credentials of one organization in one call and one
     transaction, each addressed like RevealCredential. Every item gets its own
     result: one missing, revoked or tampered credential does not fail the others.
     Each credential found is audited as its own credential.revealed event, in the
-    same transaction as the read. Requires the revealer role.
+    same transaction as the read. Requires the revealer role; an item of type
+    REFRESH_TOKEN needs the refresh_token_revealer role instead, and without it
+    that item alone gets PERMISSION_DENIED.
     """
     ListExpiringCredentials: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.ListExpiringCredentialsRequest, _credentials_pb2.ListExpiringCredentialsResponse]
     """Lists the organization's current credentials whose expiry falls before
@@ -92,7 +98,9 @@ class CredentialServiceAsyncStub(CredentialServiceStub):
     """Stores a secret for a connection. If the connection already has a current
     credential of this type, a new version is created and the old one becomes
     SUPERSEDED, atomically. A retried call with the same request_id returns the
-    credential the first call created. Returns metadata only.
+    credential the first call created. With expected_version set the store is
+    a check-and-set: ABORTED (CREDENTIAL_VERSION_MISMATCH) unless that version
+    is the current one. Returns metadata only.
     """
     GetCredential: _aio.UnaryUnaryMultiCallable[_credentials_pb2.GetCredentialRequest, _credentials_pb2.GetCredentialResponse]  # type: ignore[assignment]
     """Returns one credential version's metadata."""
@@ -107,13 +115,17 @@ class CredentialServiceAsyncStub(CredentialServiceStub):
     is recorded in the audit log in the same transaction as the read; if the
     record cannot be written, nothing is revealed. A revoked credential is
     FAILED_PRECONDITION; a ciphertext that fails its integrity check is DATA_LOSS.
+    Requires the revealer role, or for a REFRESH_TOKEN the refresh_token_revealer
+    role (PERMISSION_DENIED, reason REFRESH_TOKEN_ROLE_REQUIRED, without it).
     """
     BatchRevealCredentials: _aio.UnaryUnaryMultiCallable[_credentials_pb2.BatchRevealCredentialsRequest, _credentials_pb2.BatchRevealCredentialsResponse]  # type: ignore[assignment]
     """Decrypts up to 100 credentials of one organization in one call and one
     transaction, each addressed like RevealCredential. Every item gets its own
     result: one missing, revoked or tampered credential does not fail the others.
     Each credential found is audited as its own credential.revealed event, in the
-    same transaction as the read. Requires the revealer role.
+    same transaction as the read. Requires the revealer role; an item of type
+    REFRESH_TOKEN needs the refresh_token_revealer role instead, and without it
+    that item alone gets PERMISSION_DENIED.
     """
     ListExpiringCredentials: _aio.UnaryUnaryMultiCallable[_credentials_pb2.ListExpiringCredentialsRequest, _credentials_pb2.ListExpiringCredentialsResponse]  # type: ignore[assignment]
     """Lists the organization's current credentials whose expiry falls before
@@ -143,7 +155,9 @@ class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
         """Stores a secret for a connection. If the connection already has a current
         credential of this type, a new version is created and the old one becomes
         SUPERSEDED, atomically. A retried call with the same request_id returns the
-        credential the first call created. Returns metadata only.
+        credential the first call created. With expected_version set the store is
+        a check-and-set: ABORTED (CREDENTIAL_VERSION_MISMATCH) unless that version
+        is the current one. Returns metadata only.
         """
 
     @_abc_1.abstractmethod
@@ -182,6 +196,8 @@ class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
         is recorded in the audit log in the same transaction as the read; if the
         record cannot be written, nothing is revealed. A revoked credential is
         FAILED_PRECONDITION; a ciphertext that fails its integrity check is DATA_LOSS.
+        Requires the revealer role, or for a REFRESH_TOKEN the refresh_token_revealer
+        role (PERMISSION_DENIED, reason REFRESH_TOKEN_ROLE_REQUIRED, without it).
         """
 
     @_abc_1.abstractmethod
@@ -194,7 +210,9 @@ class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
         transaction, each addressed like RevealCredential. Every item gets its own
         result: one missing, revoked or tampered credential does not fail the others.
         Each credential found is audited as its own credential.revealed event, in the
-        same transaction as the read. Requires the revealer role.
+        same transaction as the read. Requires the revealer role; an item of type
+        REFRESH_TOKEN needs the refresh_token_revealer role instead, and without it
+        that item alone gets PERMISSION_DENIED.
         """
 
     @_abc_1.abstractmethod

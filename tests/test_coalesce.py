@@ -72,6 +72,19 @@ async def test_calls_in_the_same_turn_share_the_first_batch() -> None:
     assert batch.batches == [[1, 2, 3]]
 
 
+async def test_a_call_runnable_one_turn_later_joins_the_batch() -> None:
+    """A batch takes its calls a loop turn after it starts (no clock): a call whose
+    task was runnable then joins it rather than waiting for the next statement."""
+    batch = Gated()
+    coalescer = Coalescer(batch, operation="test")
+    first = asyncio.ensure_future(coalescer.submit(1))
+    await asyncio.sleep(0)  # one turn: the first call submits and starts a batch
+    second = asyncio.ensure_future(coalescer.submit(2))
+    assert await first == 10
+    assert await second == 20
+    assert batch.batches == [[1, 2]]
+
+
 async def test_a_batch_holds_at_most_max_batch_items() -> None:
     batch = Gated()
     coalescer = Coalescer(batch, operation="test", max_batch=2)

@@ -408,6 +408,43 @@ async def test_a_check_and_set_store_lands_only_on_the_expected_version(
     await asyncio.to_thread(_check_and_set_store, vault.address, vault.admin_key)
 
 
+def _events_listed_and_watched(address: str, api_key: str) -> None:
+    with Vault(address, api_key=api_key) as vault:
+        org = _new_org(vault)
+        conn = vault.connections.create(
+            organization_id=org.id, platform="SLACK", platform_user_id="U1", display_name="S"
+        )
+
+        def store() -> Any:
+            return vault.credentials.store(
+                organization_id=org.id, connection_id=conn.id, type="API_KEY", value=canary()
+            )
+
+        first = store()
+        page = vault.events.list(organization_id=org.id)
+        assert [e.type for e in page.events] == ["connection.created", "credential.stored"]
+        assert [e.cursor for e in page.events] == [1, 2]
+        assert page.events[1].credential_id == first.id
+        assert (page.next_after, page.more) == (2, False)
+        stored_only = vault.events.list(organization_id=org.id, types=["credential.stored"])
+        assert [e.cursor for e in stored_only.events] == [2]
+
+        # Replay after cursor 1, then a live event; leaving the loop ends the stream.
+        watched = vault.events.watch(organization_id=org.id, after=1)
+        replayed = next(watched)
+        assert (replayed.cursor, replayed.type) == (2, "credential.stored")
+        second = store()
+        live = next(watched)
+        assert (live.cursor, live.type, live.credential_id) == (3, "credential.stored", second.id)
+        watched.close()
+
+
+async def test_events_are_listed_and_watched(vault: RunningVault) -> None:
+    """vault.events.list pages and filters; vault.events.watch replays after a cursor,
+    then yields each new event as it commits."""
+    await asyncio.to_thread(_events_listed_and_watched, vault.address, vault.admin_key)
+
+
 def _explicit_request_id_is_idempotent(address: str, api_key: str) -> None:
     with Vault(address, api_key=api_key) as vault:
         org = _new_org(vault)

@@ -38,6 +38,8 @@ from ._proto.singura.vault.v1 import (
     connections_pb2_grpc,
     credentials_pb2,
     credentials_pb2_grpc,
+    events_pb2,
+    events_pb2_grpc,
     oauth_pb2,
     oauth_pb2_grpc,
     organizations_pb2,
@@ -93,9 +95,10 @@ class _Caller:
         request: Req,
         *,
         timeout: float | None,
+        no_deadline: bool = False,
     ) -> AsyncIterator[Resp]:
         method = _PACKAGE + method
-        deadline = Deadline(self._timeout if timeout is None else timeout)
+        deadline = Deadline(None if no_deadline else self._timeout if timeout is None else timeout)
         retries = self._retry.retries if is_idempotent(method) else 0
         attempt = 0
         while True:
@@ -799,6 +802,55 @@ class Audit:
         )
 
 
+class Events:
+    """EventService: what changed, in each organization's commit order (docs/events.md)."""
+
+    def __init__(self, caller: _Caller, channel: grpc.aio.Channel) -> None:
+        self._call = caller
+        self._stub = events_pb2_grpc.EventServiceStub(channel)
+
+    async def list(
+        self,
+        *,
+        organization_id: str,
+        types: Sequence[str] = (),
+        after: int = 0,
+        page_size: int = 0,
+        timeout: float | None = None,
+    ) -> events_pb2.ListEventsResponse:
+        """One page of events after the cursor ``after``, oldest first; ask again with
+        ``after=response.next_after`` while ``response.more``."""
+        request = events_pb2.ListEventsRequest(
+            organization_id=organization_id, types=list(types), after=after, page_size=page_size
+        )
+        return await self._call.unary(
+            self._stub.ListEvents, "EventService/ListEvents", request, timeout=timeout
+        )
+
+    async def watch(
+        self,
+        *,
+        organization_id: str,
+        types: Sequence[str] = (),
+        after: int = 0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[events_pb2.Event]:
+        """The events after the cursor ``after``, then each new one as it commits, until
+        the caller stops iterating (``timeout`` None: no deadline). After a broken stream,
+        watch again with the last event's ``cursor``: no gap, no duplicate."""
+        request = events_pb2.WatchEventsRequest(
+            organization_id=organization_id, types=list(types), after=after
+        )
+        async for response in self._call.stream(
+            self._stub.WatchEvents,
+            "EventService/WatchEvents",
+            request,
+            timeout=timeout,
+            no_deadline=timeout is None,
+        ):
+            yield response.event
+
+
 class AsyncVault:
     """An asyncio client of one singura-vault (one grpc.aio channel, bound to the event
     loop it is first used on). The same arguments as Vault; ``interceptors`` are
@@ -839,6 +891,7 @@ class AsyncVault:
         self.access = Access(caller, channel)
         self.oauth = OAuth(caller, channel)
         self.audit = Audit(caller, channel)
+        self.events = Events(caller, channel)
 
     def __repr__(self) -> str:
         return f"<AsyncVault {self._address}>"  # never the API key

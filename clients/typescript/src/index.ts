@@ -11,6 +11,7 @@ export * from "./gen/singura/vault/v1/access_pb.js";
 export * from "./gen/singura/vault/v1/audit_pb.js";
 export * from "./gen/singura/vault/v1/connections_pb.js";
 export * from "./gen/singura/vault/v1/credentials_pb.js";
+export * from "./gen/singura/vault/v1/events_pb.js";
 export * from "./gen/singura/vault/v1/keys_pb.js";
 export * from "./gen/singura/vault/v1/oauth_pb.js";
 export * from "./gen/singura/vault/v1/organizations_pb.js";

@@ -34,6 +34,7 @@ import {
   type CredentialState,
   type CredentialType,
 } from "./gen/singura/vault/v1/credentials_pb.js";
+import { EventService, type Event, type ListEventsResponse } from "./gen/singura/vault/v1/events_pb.js";
 import { KeyService } from "./gen/singura/vault/v1/keys_pb.js";
 import { OAuthService } from "./gen/singura/vault/v1/oauth_pb.js";
 import {
@@ -42,6 +43,13 @@ import {
   type Plan,
 } from "./gen/singura/vault/v1/organizations_pb.js";
 import { createPolicyClient, type CallPolicy } from "./policy.js";
+
+/** Which events: an organization's, of these types (all when empty), after a cursor (0: from the first). */
+export interface EventQuery {
+  readonly organizationId: string;
+  readonly types?: readonly string[];
+  readonly after?: number | bigint;
+}
 
 /** TLS settings; PEM text or bytes. Without `ca` the system's CAs are trusted. */
 export interface TlsOptions {
@@ -123,6 +131,11 @@ export interface StoreCredentialInput {
   readonly expireTime?: Date;
   /** Idempotency key (a UUID): a store is retried after UNAVAILABLE only when it has one. */
   readonly requestId?: string;
+  /**
+   * Check-and-set: store only if this version is the current one (0: none yet), else
+   * ABORTED with reason CREDENTIAL_VERSION_MISMATCH and `current_version` in its metadata.
+   */
+  readonly expectedVersion?: number;
 }
 
 export interface CredentialAddress {
@@ -299,6 +312,16 @@ export interface VaultClient {
     list(query: AuditQuery & PageRequest, options?: CallOptions): Promise<Page<AuditEvent>>;
     verify(organizationId: string, options?: CallOptions): Promise<VerifyAuditChainResponse>;
   };
+  readonly events: {
+    /** ListEvents: one page after the cursor `after`; ask again with `nextAfter` while `more`. */
+    list(query: EventQuery & { readonly pageSize?: number }, options?: CallOptions): Promise<ListEventsResponse>;
+    /**
+     * WatchEvents: the events after the cursor `after`, then each new one as it commits,
+     * until the caller stops iterating. No deadline unless `timeoutMs` is given. After a
+     * broken stream, watch again from the last event's `cursor`: no gap, no duplicate.
+     */
+    watch(query: EventQuery, options?: CallOptions): AsyncIterable<Event>;
+  };
   readonly oauth: {
     /**
      * StartAuthorization: the URL to send the user's browser to, and the state the
@@ -328,6 +351,7 @@ export interface VaultClient {
     readonly credentials: Client<typeof CredentialService>;
     readonly access: Client<typeof AccessService>;
     readonly audit: Client<typeof AuditService>;
+    readonly events: Client<typeof EventService>;
     readonly keys: Client<typeof KeyService>;
     readonly oauth: Client<typeof OAuthService>;
   };
@@ -415,6 +439,7 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
     credentials: createPolicyClient(CredentialService, transport, policy),
     access: createPolicyClient(AccessService, transport, policy),
     audit: createPolicyClient(AuditService, transport, policy),
+    events: createPolicyClient(EventService, transport, policy),
     keys: createPolicyClient(KeyService, transport, policy),
     oauth: createPolicyClient(OAuthService, transport, policy),
   };
@@ -544,6 +569,24 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
     },
   };
 
+  const events: VaultClient["events"] = {
+    async list({ organizationId, types, after, pageSize }, callOptions) {
+      return raw.events.listEvents(
+        { organizationId, types: [...(types ?? [])], after: BigInt(after ?? 0), pageSize },
+        callOptions,
+      );
+    },
+    async *watch({ organizationId, types, after }, callOptions) {
+      const stream = raw.events.watchEvents(
+        { organizationId, types: [...(types ?? [])], after: BigInt(after ?? 0) },
+        { timeoutMs: 0, ...callOptions },
+      );
+      for await (const response of stream) {
+        if (response.event) yield response.event;
+      }
+    },
+  };
+
   const oauth: VaultClient["oauth"] = {
     async startAuthorization({ scopes, extraParams, ...input }, callOptions) {
       const res = await raw.oauth.startAuthorization(
@@ -574,6 +617,7 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
     connections,
     credentials,
     audit,
+    events,
     oauth,
     raw,
     close() {

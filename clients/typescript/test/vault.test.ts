@@ -237,6 +237,43 @@ describe("the audit trail", () => {
   });
 });
 
+describe("events", () => {
+  it("lists, filters and watches an organization's events; a check-and-set store", async () => {
+    const org = await newOrganization();
+    const conn = await newConnection(org);
+    const store = (expectedVersion: number) =>
+      vault.credentials.store({
+        organizationId: org.id,
+        connectionId: conn.id,
+        type: CredentialType.API_KEY,
+        value: secretValue(),
+        expectedVersion,
+      });
+    const first = await store(0);
+    const stale = await failure(store(0));
+    assert.equal(stale.reason, "CREDENTIAL_VERSION_MISMATCH");
+
+    const page = await vault.events.list({ organizationId: org.id });
+    assert.deepEqual(
+      page.events.map((e) => e.type),
+      ["connection.created", "credential.stored"],
+    );
+    assert.equal(page.events[1]!.credentialId, first.id);
+    assert.equal(page.nextAfter, 2n);
+    const stored = await vault.events.list({ organizationId: org.id, types: ["credential.stored"] });
+    assert.deepEqual(stored.events.map((e) => e.cursor), [2n]);
+
+    const watched = vault.events.watch({ organizationId: org.id, after: 1 })[Symbol.asyncIterator]();
+    const replayed = await watched.next();
+    assert.equal(replayed.value?.cursor, 2n);
+    const second = await store(1);
+    const live = await watched.next();
+    assert.equal(live.value?.cursor, 3n);
+    assert.equal(live.value?.credentialId, second.id);
+    await watched.return?.();
+  });
+});
+
 describe("errors are VaultErrors with the server's details", () => {
   it("a bad slug is INVALID_ARGUMENT with a field violation for organization.slug", async () => {
     const error = await failure(

@@ -18,9 +18,14 @@ from functools import cached_property
 from uuid import UUID
 
 from singura_vault import keys
-from singura_vault.config import OAuthSettings, Settings
+from singura_vault.config import OAuthSettings, Settings, WebhookSettings
 from singura_vault.db.pool import Database
-from singura_vault.providers import EgressSettings, TokenEndpointClient
+from singura_vault.providers import (
+    EgressSettings,
+    TokenEndpointClient,
+    WebhookEgressSettings,
+    WebhookSender,
+)
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
@@ -31,6 +36,7 @@ from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.repositories.oauth_authorizations import AuthorizationRepository
 from singura_vault.repositories.organizations import OrganizationRepository
+from singura_vault.repositories.webhooks import WebhookRepository
 from singura_vault.service.access import AccessService, RateLimit
 from singura_vault.service.audit import AuditService
 from singura_vault.service.audit_checkpoints import AuditCheckpointService
@@ -49,9 +55,13 @@ from singura_vault.service.oauth_tokens import AccessTokenService
 from singura_vault.service.oauth_worker import RefreshWorker
 from singura_vault.service.organizations import OrganizationService
 from singura_vault.service.rewrap import BATCH_SIZE, RewrapWorker
+from singura_vault.service.webhook_worker import DeliveryPolicy, WebhookWorker
+from singura_vault.service.webhooks import WebhookService
 
 # Tests of other parts and the benchmarks run without the background refresh.
 NO_BACKGROUND_REFRESH = OAuthSettings(refresh_worker=False)
+# Tests of other parts and the benchmarks run without the webhook delivery worker.
+NO_WEBHOOK_WORKER = WebhookSettings(worker=False)
 # What SINGURA_RATE_LIMIT_RPS=0 configures.
 NO_RATE_LIMIT = RateLimit(0, 1)
 
@@ -92,6 +102,7 @@ class Components:
         production: bool = False,
         rewrap_batch_size: int = BATCH_SIZE,
         event_poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        webhooks: WebhookSettings = NO_WEBHOOK_WORKER,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
@@ -105,6 +116,7 @@ class Components:
         self._production = production
         self._rewrap_batch_size = rewrap_batch_size
         self._event_poll_interval_s = event_poll_interval_s
+        self.webhook_settings = webhooks
 
     @classmethod
     def for_serve(
@@ -125,6 +137,7 @@ class Components:
             oauth=settings.oauth,
             production=settings.production,
             rewrap_batch_size=settings.rewrap_batch_size,
+            webhooks=settings.webhooks,
         )
 
     @property
@@ -207,6 +220,53 @@ class Components:
         return EventService(
             EventRepository(self.db), self._authorizer, poll_interval_s=self._event_poll_interval_s
         )
+
+    # -- webhooks -----------------------------------------------------------------------
+
+    @cached_property
+    def webhook_repository(self) -> WebhookRepository:
+        return WebhookRepository(self.db)
+
+    @cached_property
+    def webhooks(self) -> WebhookService:
+        return WebhookService(
+            self.webhook_repository,
+            self.credentials,
+            production=self._production,
+            secret_overlap=timedelta(seconds=self.webhook_settings.secret_overlap_s),
+            authorizer=self._authorizer,
+        )
+
+    def webhook_worker_with(self, **options: object) -> WebhookWorker:
+        """A delivery worker as configured; ``options`` are WebhookWorker's keyword
+        options (tests give a clock and jitter of their own)."""
+        settings = self.webhook_settings
+        return WebhookWorker(
+            self.webhook_repository,
+            self.credentials,
+            WebhookSender(
+                WebhookEgressSettings(
+                    connect_timeout_s=settings.connect_timeout_s,
+                    timeout_s=settings.timeout_s,
+                    production=self._production,
+                )
+            ),
+            DeliveryPolicy(
+                retry_for=timedelta(seconds=settings.retry_for_s),
+                disable_after=timedelta(seconds=settings.disable_after_s),
+                # Longer than an attempt can take (the egress timeout bounds it).
+                lease=timedelta(seconds=2 * settings.timeout_s + 2),
+            ),
+            interval_s=settings.interval_s,
+            **options,  # type: ignore[arg-type]  # WebhookWorker's keyword options, passed through
+        )
+
+    @cached_property
+    def webhook_worker(self) -> WebhookWorker | None:
+        """None when SINGURA_WEBHOOK_WORKER is off."""
+        if not self.webhook_settings.worker:
+            return None
+        return self.webhook_worker_with()
 
     # -- OAuth --------------------------------------------------------------------------
 
@@ -309,3 +369,6 @@ class Components:
             await self.refresher.drain()
         if "token_endpoint" in self.__dict__:
             await self.token_endpoint.aclose()
+        worker = self.__dict__.get("webhook_worker")
+        if worker is not None:
+            await worker.aclose()

@@ -95,6 +95,26 @@ class OAuthSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """How the vault delivers webhooks (docs/events.md#webhooks), in seconds."""
+
+    # The delivery worker of each process (off: this process delivers nothing).
+    worker: bool = True
+    # How often an idle worker looks for due deliveries (a commit of this process
+    # wakes it at once).
+    interval_s: float = 1.0
+    # Retries stop this long after a delivery's first attempt was due.
+    retry_for_s: float = 86400.0
+    # An endpoint failing (no 2xx) for this long is disabled.
+    disable_after_s: float = 3 * 86400.0
+    # After RotateWebhookSecret the previous secret signs beside the new one this long.
+    secret_overlap_s: float = 86400.0
+    connect_timeout_s: float = 5.0
+    # The whole request, including reading (the first 1 KiB of) the answer.
+    timeout_s: float = 10.0
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the vault reads from its environment."""
 
@@ -139,6 +159,7 @@ class Settings:
     # How long `serve` keeps trying an external database that does not answer at start.
     db_wait_s: float = 0.0
     oauth: OAuthSettings = field(default_factory=lambda: OAuthSettings())
+    webhooks: WebhookSettings = field(default_factory=lambda: WebhookSettings())
     # DATABASE_REPLICA_URL: a hot standby that serves reads tolerating staleness up to
     # SINGURA_REPLICA_MAX_LAG (docs/high-availability.md#reads-from-replicas).
     database_replica_url: str | None = None
@@ -268,6 +289,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         transit_ca_file=_path(env, "SINGURA_TRANSIT_CA_FILE"),
         db_wait_s=_duration(env, "SINGURA_DB_WAIT", 0.0),
         oauth=oauth,
+        webhooks=_webhook_settings(env),
         database_replica_url=replica_url,
         replica_max_lag_s=_duration(env, "SINGURA_REPLICA_MAX_LAG", 1.0, minimum=0.05),
         database_listen_url=listen_url,
@@ -326,6 +348,18 @@ def _oauth_settings(env: Mapping[str, str]) -> OAuthSettings:
         revoke_timeout_s=_duration(env, "SINGURA_REVOKE_TIMEOUT", 5.0, minimum=0.1),
         state_ttl_s=_duration(env, "SINGURA_OAUTH_STATE_TTL", 600.0, minimum=60.0),
         proxy=proxy,
+    )
+
+
+def _webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
+    return WebhookSettings(
+        worker=_choice(env, "SINGURA_WEBHOOK_WORKER", "on", ("on", "off")) == "on",
+        interval_s=_duration(env, "SINGURA_WEBHOOK_INTERVAL", 1.0, minimum=0.05),
+        retry_for_s=_duration(env, "SINGURA_WEBHOOK_RETRY_FOR", 86400.0, minimum=60.0),
+        disable_after_s=_duration(env, "SINGURA_WEBHOOK_DISABLE_AFTER", 3 * 86400.0, minimum=60.0),
+        secret_overlap_s=_duration(env, "SINGURA_WEBHOOK_SECRET_OVERLAP", 86400.0),
+        connect_timeout_s=_duration(env, "SINGURA_WEBHOOK_CONNECT_TIMEOUT", 5.0, minimum=0.1),
+        timeout_s=_duration(env, "SINGURA_WEBHOOK_TIMEOUT", 10.0, minimum=0.1),
     )
 
 

@@ -153,6 +153,32 @@ COALESCED_BATCH_SIZE = Histogram(
     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128),
     registry=REGISTRY,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "singura_webhook_deliveries",
+    "Webhook delivery attempts by this process, by outcome (delivered, http_error, gone, "
+    "timeout, network_error, refused_address, secret_unavailable).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_DELIVERY_SECONDS = Histogram(
+    "singura_webhook_delivery_seconds",
+    "Duration of webhook HTTP attempts (request sent to answer read, or failure).",
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_OLDEST_UNDELIVERED = Gauge(
+    "singura_webhook_oldest_undelivered_seconds",
+    "Age of the oldest pending delivery of an enabled webhook endpoint, any organization "
+    "(0 when none).",
+    registry=REGISTRY,
+)
+WEBHOOK_ENDPOINTS_DISABLED = Counter(
+    "singura_webhook_endpoints_disabled",
+    "Webhook endpoints this process disabled, by reason (gone: a 410; failing: "
+    "SINGURA_WEBHOOK_DISABLE_AFTER of failures).",
+    ["reason"],
+    registry=REGISTRY,
+)
 POOL_SIZE = Gauge("singura_db_pool_size", "Connections in the pool.", registry=REGISTRY)
 POOL_IDLE = Gauge("singura_db_pool_idle", "Idle connections in the pool.", registry=REGISTRY)
 

@@ -35,6 +35,7 @@ from singura_vault.api.oauth import OAuthServicer
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.api.reflection import add_reflection
 from singura_vault.api.request_checks import MAX_TRANSPORT_BYTES
+from singura_vault.api.webhooks import WebhookServicer
 from singura_vault.composition import Components, build_access, build_access_from
 from singura_vault.config import Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
@@ -67,6 +68,8 @@ from singura_vault.proto.singura.vault.v1 import (
     oauth_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
+    webhooks_pb2,
+    webhooks_pb2_grpc,
 )
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.service.access import load_auth_secret
@@ -91,6 +94,7 @@ VAULT_SERVICES = (
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     oauth_pb2.DESCRIPTOR.services_by_name["OAuthService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
 )
 
 
@@ -153,6 +157,7 @@ class VaultServer:
         self._key_watch: asyncio.Task[None] | None = None
         self._sequencing: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self._delivering: asyncio.Task[None] | None = None
         self._server = grpc.aio.server(
             interceptors=[
                 VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
@@ -177,6 +182,8 @@ class VaultServer:
         self._add_servicers(components)
         db.on_write_committed(components.sequencer.wake)
         db.on_write_committed(components.events.wake)
+        if components.webhook_worker is not None:
+            db.on_write_committed(components.webhook_worker.wake)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         add_reflection(
@@ -210,6 +217,9 @@ class VaultServer:
             OAuthServicer(parts.oauth_clients, parts.access_tokens, parts.connect), server
         )
         events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(parts.events), server)
+        webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
+            WebhookServicer(parts.webhooks), server
+        )
         if parts.access is not None:
             access_pb2_grpc.add_AccessServiceServicer_to_server(
                 AccessServicer(parts.access), server
@@ -247,6 +257,10 @@ class VaultServer:
             self._refreshing = asyncio.create_task(
                 parts.refresh_worker.run_forever(), name="oauth-refresh-worker"
             )
+        if parts.webhook_worker is not None:
+            self._delivering = asyncio.create_task(
+                parts.webhook_worker.run_forever(), name="webhook-delivery-worker"
+            )
         if parts.access is not None:
             self._key_watch = asyncio.create_task(
                 parts.access.watch_key_changes(), name="api-key-changes"
@@ -259,7 +273,7 @@ class VaultServer:
         await self._server.stop(grace_s)
         # Awaited, not only cancelled: a task cancelled mid-statement must hand its
         # connection back before the pool closes.
-        for task in (self._key_watch, self._sequencing, self._refreshing):
+        for task in (self._key_watch, self._sequencing, self._refreshing, self._delivering):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -7,7 +7,9 @@ request and its answer; client_auth: how the OAuth client authenticates;
 token_request: one POST to a token endpoint, shared by code_exchange and
 token_refresh; token_revocation: the revoke call; refresh_errors: what a failed
 token request means; outcomes: the values the calls hand back; token_endpoint: the
-TokenEndpointClient that makes the calls.
+TokenEndpointClient that makes the calls; webhook_egress: where webhooks may be sent
+(no private addresses in production, checked at connect time) and the client that
+sends them.
 """
 
 from singura_vault.domain import ClientAuthMethod
@@ -47,6 +49,14 @@ from singura_vault.providers.token_endpoint import (
     TokenGrant,
     sanitize_error_code,
 )
+from singura_vault.providers.webhook_egress import (
+    RefusedAddress,
+    SendResult,
+    WebhookEgressSettings,
+    WebhookSender,
+    check_webhook_url,
+    forbidden_address,
+)
 
 __all__ = [
     "CATALOGUE",
@@ -60,19 +70,25 @@ __all__ = [
     "Pkce",
     "PlatformEndpoints",
     "RefreshFailed",
+    "RefusedAddress",
     "RequestEncoding",
     "ResponseDialect",
     "RevocationOutcome",
     "RevocationResult",
     "RevocationStyle",
     "ScopeOnRefresh",
+    "SendResult",
     "TokenEndpointClient",
     "TokenGrant",
     "UnsafeEndpoint",
+    "WebhookEgressSettings",
+    "WebhookSender",
     "authorization_url",
     "authorization_url_template",
     "check_endpoint_url",
     "check_extra_params",
+    "check_webhook_url",
+    "forbidden_address",
     "new_pkce",
     "new_state",
     "platform_uses_pkce",

@@ -480,6 +480,63 @@ class CredentialService:
             ) from None
         return plaintext.decode("utf-8")
 
+    async def seal_webhook_secret(
+        self, organization_id: UUID, endpoint_id: UUID, secret_id: UUID, secret: bytes
+    ) -> EncryptedValue:
+        """Seal a webhook signing secret (migration 026) under the organization's current
+        data key, bound to its endpoint and its own id."""
+        stored = await self._repository.current_data_key(organization_id)
+        if stored is None:
+            await self._create_data_key(organization_id)
+            stored = await self._repository.current_data_key(organization_id)
+            assert stored is not None
+        data_key = await self._unwrap(stored)
+        sealed = self._keys.seal(
+            data_key,
+            secret,
+            sealing.webhook_secret_binding(
+                organization_id, endpoint_id, secret_id, data_key.version
+            ),
+        )
+        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version)
+
+    async def open_webhook_secret(
+        self,
+        organization_id: UUID,
+        endpoint_id: UUID,
+        secret_id: UUID,
+        sealed: EncryptedValue,
+        data_key: StoredDataKey | None,
+    ) -> bytes:
+        """A webhook signing secret, for the delivery worker only (it signs with it and
+        forgets it); FAILED_PRECONDITION if its data key is gone, DATA_LOSS if altered."""
+        if data_key is None:
+            raise FailedPrecondition(
+                f"the signing secret of webhook endpoint {endpoint_id} cannot be decrypted: "
+                f"data key version {sealed.key_version} is no longer live; rotate the "
+                "secret with RotateWebhookSecret"
+            )
+        key = await self._unwrap(data_key)
+        try:
+            return self._keys.open(
+                key,
+                keys.Sealed(nonce=sealed.nonce, ciphertext=sealed.ciphertext),
+                sealing.webhook_secret_binding(
+                    organization_id, endpoint_id, secret_id, key.version
+                ),
+            )
+        except keys.IntegrityError:
+            log.error(
+                "webhook_secret_integrity_failure",
+                security_event=True,
+                endpoint_id=str(endpoint_id),
+                key_version=sealed.key_version,
+            )
+            raise DataLoss(
+                f"the signing secret of webhook endpoint {endpoint_id} failed its integrity "
+                "check (altered or moved); rotate it with RotateWebhookSecret"
+            ) from None
+
     def forget_organization_keys(self, organization_id: UUID) -> None:
         """Drop an erased organization's unwrapped data keys from this process's cache
         (DeleteOrganization has deleted the wrapped ones with the organization)."""

@@ -33,6 +33,8 @@ EVENT_TYPES = (
     "connection.status_changed",
     "connection.scopes_changed",
     "credential.stored",
+    # Emitted by the webhook delivery worker (migration 026) when it disables an endpoint.
+    "webhook.endpoint_disabled",
 )
 
 DEFAULT_POLL_INTERVAL_S = 1.0

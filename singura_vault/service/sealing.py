@@ -87,6 +87,19 @@ def pkce_verifier_binding(
     )
 
 
+# The credential type a webhook signing secret's binding names (migration 026): like a
+# client secret's, no credential has it, so the ciphertexts never open as one another.
+WEBHOOK_SIGNING_SECRET = "webhook_signing_secret"  # noqa: S105 - a type's name, not a secret
+
+
+def webhook_secret_binding(
+    organization_id: UUID, endpoint_id: UUID, secret_id: UUID, key_version: int
+) -> keys.CredentialBinding:
+    """The associated data of a webhook signing secret: its organization, its endpoint,
+    the secret's own id (new on every rotation) and the data-key version."""
+    return binding(organization_id, endpoint_id, secret_id, WEBHOOK_SIGNING_SECRET, 1, key_version)
+
+
 @dataclass(frozen=True)
 class Opened:
     """A ciphertext opened: under which data-key version, and its plaintext."""

@@ -43,13 +43,20 @@ UPDATE data_keys SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now
  WHERE organization_id = $1 AND version = $2 AND state = 'active';
 
 -- name: credentials_per_key_version
--- OAuth client secrets (migration 016) are sealed under data keys too: a version that
--- still seals one is in use.
+-- OAuth client secrets (migration 016) and webhook signing secrets (migration 026, the
+-- previous one too while its overlap lasts) are sealed under data keys too: a version
+-- that still seals one is in use. The rewrap does not reseal webhook secrets: rotating
+-- the endpoint's secret (RotateWebhookSecret) moves it to the newest key.
 SELECT key_version, count(*) AS n
   FROM (SELECT key_version FROM encrypted_credentials
          WHERE organization_id = $1 AND state <> 'revoked'
         UNION ALL
-        SELECT key_version FROM oauth_clients WHERE organization_id = $1) sealed
+        SELECT key_version FROM oauth_clients WHERE organization_id = $1
+        UNION ALL
+        SELECT key_version FROM webhook_endpoints WHERE organization_id = $1
+        UNION ALL
+        SELECT previous_key_version FROM webhook_endpoints
+         WHERE organization_id = $1 AND previous_expires_at > now()) sealed
  GROUP BY key_version;
 
 -- name: credentials_stale_count

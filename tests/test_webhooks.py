@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import signal
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,9 +29,9 @@ from singura_vault.proto.singura.vault.v1 import webhooks_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import webhooks_pb2_grpc as pb_grpc
 from singura_vault.service.access import AccessService
 from singura_vault.service.webhook_worker import WebhookWorker
-from tests.conftest import Vault, start_vault, stop_vault
+from tests.conftest import Vault, serve_process_handle, start_vault, stop_vault
 from tests.helpers import bearer, connection_message, expect_status, org_message
-from tests.webhook_receiver import Receiver, Received, signed_by, verify_now
+from tests.webhook_receiver import Received, Receiver, signed_by, verify_now
 
 PENDING = pb.WEBHOOK_DELIVERY_STATE_PENDING
 DELIVERED = pb.WEBHOOK_DELIVERY_STATE_DELIVERED
@@ -79,7 +80,9 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def worker(vault: Vault, key_manager: keys.KeyManager, clock: Clock) -> AsyncIterator[WebhookWorker]:
+async def worker(
+    vault: Vault, key_manager: keys.KeyManager, clock: Clock
+) -> AsyncIterator[WebhookWorker]:
     """A delivery worker on the vault's database, on the test's clock, without jitter
     (each retry waits the whole backoff step)."""
     components = Components(vault.db, key_manager=key_manager, webhooks=WebhookSettings())
@@ -125,7 +128,9 @@ async def create(
     )
 
 
-async def deliveries(vault: Vault, org: str, endpoint: str, **extra: Any) -> list[pb.WebhookDelivery]:
+async def deliveries(
+    vault: Vault, org: str, endpoint: str, **extra: Any
+) -> list[pb.WebhookDelivery]:
     response = await stub(vault).ListWebhookDeliveries(
         pb.ListWebhookDeliveriesRequest(
             organization_id=org, endpoint_id=endpoint, page_size=1000, **extra
@@ -156,7 +161,8 @@ async def test_endpoints_crud_roles_and_bad_input(vault: Vault, receiver: Receiv
         )
     )
     secret = created.signing_secret
-    assert secret.startswith("whsec_") and len(base64.b64decode(secret[6:])) == 32
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret[6:])) == 32
     endpoint = created.endpoint
     assert (endpoint.url, list(endpoint.types), endpoint.enabled) == (
         receiver.url,
@@ -186,7 +192,9 @@ async def test_endpoints_crud_roles_and_bad_input(vault: Vault, receiver: Receiv
         ("https://example.com/#frag", "fragment"),
     ):
         await expect_status(
-            writer.CreateWebhookEndpoint(pb.CreateWebhookEndpointRequest(organization_id=org, url=url)),
+            writer.CreateWebhookEndpoint(
+                pb.CreateWebhookEndpointRequest(organization_id=org, url=url)
+            ),
             grpc.StatusCode.INVALID_ARGUMENT,
             fragment,
         )
@@ -256,9 +264,7 @@ async def test_production_refuses_plain_http_and_private_literals(
     try:
         org = await new_org(vault)
         for url in ("http://example.com/hook", "https://10.0.0.8/hook", "https://[::1]/hook"):
-            await expect_status(
-                create(vault, org, url), grpc.StatusCode.INVALID_ARGUMENT, "url"
-            )
+            await expect_status(create(vault, org, url), grpc.StatusCode.INVALID_ARGUMENT, "url")
         created = await create(vault, org, "https://hooks.example.com/in")
         assert created.endpoint.enabled
     finally:
@@ -282,10 +288,12 @@ async def test_an_event_is_delivered_signed_and_recorded(
     message = receiver.received[0]
     body = verify_now(everything.signing_secret, message)
     assert body["type"] == "connection.created"
-    assert set(body) == {"type", "timestamp", "data"} and body["timestamp"].endswith("Z")
+    assert set(body) == {"type", "timestamp", "data"}
+    assert body["timestamp"].endswith("Z")
     data = body["data"]
     assert (data["organization_id"], data["connection_id"], data["cursor"]) == (org, connection, 1)
-    assert data["credential_id"] is None and data["platform"] == "slack"
+    assert data["credential_id"] is None
+    assert data["platform"] == "slack"
     with pytest.raises(Exception, match="signature"):
         verify_now(only_stores.signing_secret, message)
 
@@ -296,7 +304,11 @@ async def test_an_event_is_delivered_signed_and_recorded(
         message.message_id,
     )
     [attempt] = delivery.attempts
-    assert (attempt.outcome, attempt.response_code, attempt.response_body) == ("delivered", 200, "ok")
+    assert (attempt.outcome, attempt.response_code, attempt.response_body) == (
+        "delivered",
+        200,
+        "ok",
+    )
     assert attempt.latency_ms > 0
     assert await deliveries(vault, org, only_stores.endpoint.id) == []
     assert metrics.WEBHOOK_DELIVERIES.labels("delivered")._value.get() == before + 1
@@ -344,7 +356,8 @@ async def test_retries_back_off_and_health_stays_serving(
     assert await worker.run_once() == 1
 
     [delivery] = await deliveries(vault, org, endpoint)
-    assert delivery.state == DELIVERED and delivery.attempt_count == 3
+    assert delivery.state == DELIVERED
+    assert delivery.attempt_count == 3
     codes = [(a.outcome, a.response_code) for a in delivery.attempts]
     assert codes == [("http_error", 500), ("http_error", 503), ("delivered", 200)]
     assert delivery.attempts[0].response_body == "x" * 1024
@@ -388,13 +401,15 @@ async def test_410_disables_the_endpoint_and_emits_the_event(
     endpoint = await endpoint_of(vault, org, gone)
     assert (endpoint.enabled, endpoint.disabled_reason) == (False, "gone")
     [delivery] = await deliveries(vault, org, gone)
-    assert delivery.state == FAILED and delivery.attempts[0].outcome == "gone"
+    assert delivery.state == FAILED
+    assert delivery.attempts[0].outcome == "gone"
 
     events = await epb_grpc.EventServiceStub(vault.channel).ListEvents(
         epb.ListEventsRequest(organization_id=org, types=["webhook.endpoint_disabled"])
     )
     [event] = events.events
-    assert event.data["endpoint_id"] == gone and event.data["reason"] == "gone"
+    assert event.data["endpoint_id"] == gone
+    assert event.data["reason"] == "gone"
     assert receiver.url not in str(event)
 
     assert await worker.run_once() == 1  # the event, to the other endpoint only
@@ -451,7 +466,8 @@ async def test_failing_for_disable_after_disables_with_the_event(
             update_mask={"paths": ["enabled"]},
         )
     )
-    assert enabled.endpoint.enabled and not enabled.endpoint.HasField("failing_since")
+    assert enabled.endpoint.enabled
+    assert not enabled.endpoint.HasField("failing_since")
     assert enabled.endpoint.disabled_reason == ""
 
 
@@ -467,10 +483,13 @@ async def test_secret_rotation_signs_with_both_during_the_overlap(
         pb.RotateWebhookSecretRequest(organization_id=org, endpoint_id=endpoint)
     )
     new = rotated.signing_secret
-    assert new != old and new.startswith("whsec_")
+    assert new != old
+    assert new.startswith("whsec_")
     assert rotated.endpoint.HasField("previous_secret_expire_time")
 
-    await stub(vault).SendTestEvent(pb.SendTestEventRequest(organization_id=org, endpoint_id=endpoint))
+    await stub(vault).SendTestEvent(
+        pb.SendTestEventRequest(organization_id=org, endpoint_id=endpoint)
+    )
     assert await worker.run_once() == 1
     during = receiver.received[-1]
     assert len(during.signatures()) == 2
@@ -478,11 +497,14 @@ async def test_secret_rotation_signs_with_both_during_the_overlap(
     assert verify_now(old, during)["data"]["endpoint_id"] == endpoint
 
     clock.advance(timedelta(hours=24, seconds=1))
-    await stub(vault).SendTestEvent(pb.SendTestEventRequest(organization_id=org, endpoint_id=endpoint))
+    await stub(vault).SendTestEvent(
+        pb.SendTestEventRequest(organization_id=org, endpoint_id=endpoint)
+    )
     assert await worker.run_once() == 1
     after = receiver.received[-1]
     assert len(after.signatures()) == 1
-    assert signed_by(new, after) and not signed_by(old, after)
+    assert signed_by(new, after)
+    assert not signed_by(old, after)
 
 
 async def test_two_workers_never_attempt_one_delivery_twice(
@@ -517,4 +539,49 @@ async def test_two_workers_never_attempt_one_delivery_twice(
         for pool in pools:
             await pool.close()
     ids = [r.message_id for r in receiver.received]
-    assert len(ids) == 40 and len(set(ids)) == 40
+    assert len(ids) == 40
+    assert len(set(ids)) == 40
+
+
+async def test_a_killed_serve_process_loses_no_delivery(
+    vault: Vault,
+    receiver: Receiver,
+    service_dsn: str,
+    auth_secret: bytes,
+    root_key: str,
+    key_manager: keys.KeyManager,
+    clock: Clock,
+) -> None:
+    """`singura-vault serve` claims the deliveries and is killed with SIGKILL while its
+    requests are in flight; once its leases run out another process delivers every
+    event (each answered 2xx at least once, counted at the receiver)."""
+    org = await new_org(vault)
+    endpoint = (await create(vault, org, receiver.url)).endpoint.id
+    for _ in range(5):
+        await new_connection(vault, org)
+    receiver.hold = asyncio.Event()
+    async with serve_process_handle(
+        vault, service_dsn, auth_secret, root_key, SINGURA_WEBHOOK_TIMEOUT="3"
+    ) as (_, process):
+        await receiver.until(lambda received: len(received) >= 5)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 30)
+    in_flight = {r.message_id for r in receiver.received}
+    assert len(in_flight) == 5
+    assert receiver.answered_ok() == set()
+    receiver.hold.set()
+
+    # Another process (this one): the dead process's leases (2 x 3 s + 2 s) still hold
+    # now; once they have run out (its clock moved past them), it delivers every event.
+    other = Components(
+        vault.db, key_manager=key_manager, webhooks=WebhookSettings()
+    ).webhook_worker_with(clock=clock)
+    try:
+        assert await other.run_once() == 0
+        clock.advance(timedelta(seconds=8, milliseconds=500))
+        assert await other.run_once() == 5
+    finally:
+        await other.aclose()
+    assert receiver.answered_ok() == in_flight
+    states = {d.state for d in await deliveries(vault, org, endpoint)}
+    assert states == {DELIVERED}

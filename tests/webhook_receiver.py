@@ -78,7 +78,9 @@ class Receiver:
             await self._runner.cleanup()
 
     async def _handle(self, request: web.Request) -> web.Response:
-        received = Received({k.lower(): v for k, v in request.headers.items()}, await request.read())
+        received = Received(
+            {k.lower(): v for k, v in request.headers.items()}, await request.read()
+        )
         async with self._changed:
             self.received.append(received)
             self._changed.notify_all()
@@ -90,7 +92,9 @@ class Receiver:
             self._changed.notify_all()
         return web.Response(status=status, text=text)
 
-    async def until(self, predicate: Callable[[list[Received]], bool], timeout_s: float = 60) -> None:
+    async def until(
+        self, predicate: Callable[[list[Received]], bool], timeout_s: float = 60
+    ) -> None:
         """Wait until ``predicate(received)`` holds (a condition, woken by each request)."""
         async with asyncio.timeout(timeout_s), self._changed:
             await self._changed.wait_for(lambda: predicate(self.received))

@@ -702,6 +702,32 @@ $$;
 
 ALTER FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH due AS (
+        SELECT c.organization_id, c.id FROM singura.encrypted_credentials c
+         WHERE c.destroy_at IS NOT NULL AND c.version_state <> 'destroyed'
+           AND c.destroy_at <= p_now
+         ORDER BY c.destroy_at
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE singura.encrypted_credentials c
+       SET version_state = 'destroyed', ciphertext = NULL, nonce = NULL
+      FROM due
+     WHERE c.organization_id = due.organization_id AND c.id = due.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
+ALTER FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) OWNER TO singura_owner;
+
 CREATE TABLE singura.encrypted_credentials (
     organization_id uuid NOT NULL,
     id uuid NOT NULL,
@@ -717,12 +743,16 @@ CREATE TABLE singura.encrypted_credentials (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     state_changed_at timestamp with time zone,
     fingerprint text DEFAULT ''::text NOT NULL,
+    version_state text DEFAULT 'enabled'::text NOT NULL,
+    destroy_at timestamp with time zone,
+    CONSTRAINT encrypted_credentials_destroyed_was_scheduled CHECK (((version_state <> 'destroyed'::text) OR (destroy_at IS NOT NULL))),
+    CONSTRAINT encrypted_credentials_erased_has_no_ciphertext CHECK (((((state = 'revoked'::text) OR (version_state = 'destroyed'::text)) = (ciphertext IS NULL)) AND ((ciphertext IS NULL) = (nonce IS NULL)))),
     CONSTRAINT encrypted_credentials_fingerprint_format CHECK ((fingerprint ~ '^[0-9a-f]{0,64}$'::text)),
     CONSTRAINT encrypted_credentials_nonce_length CHECK ((octet_length(nonce) = 12)),
-    CONSTRAINT encrypted_credentials_revoked_has_no_ciphertext CHECK ((((state = 'revoked'::text) = (ciphertext IS NULL)) AND ((ciphertext IS NULL) = (nonce IS NULL)))),
     CONSTRAINT encrypted_credentials_state_known CHECK ((state = ANY (ARRAY['active'::text, 'superseded'::text, 'revoked'::text]))),
     CONSTRAINT encrypted_credentials_type_known CHECK ((credential_type = ANY (ARRAY['access_token'::text, 'refresh_token'::text, 'api_key'::text, 'client_secret'::text, 'webhook_secret'::text, 'private_key'::text]))),
-    CONSTRAINT encrypted_credentials_version_positive CHECK ((version >= 1))
+    CONSTRAINT encrypted_credentials_version_positive CHECK ((version >= 1)),
+    CONSTRAINT encrypted_credentials_version_state_known CHECK ((version_state = ANY (ARRAY['enabled'::text, 'disabled'::text, 'destroyed'::text])))
 );
 
 ALTER TABLE ONLY singura.encrypted_credentials FORCE ROW LEVEL SECURITY;
@@ -740,7 +770,9 @@ CREATE VIEW singura.credential_metadata WITH (security_invoker='true') AS
     fingerprint,
     created_at,
     expires_at,
-    state_changed_at
+    state_changed_at,
+    version_state,
+    destroy_at
    FROM singura.encrypted_credentials;
 
 ALTER VIEW singura.credential_metadata OWNER TO singura_owner;
@@ -760,7 +792,7 @@ $$;
 
 ALTER FUNCTION singura.credential_expiring_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_before timestamp with time zone, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
+CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -772,15 +804,28 @@ BEGIN
         RETURN QUERY
         SELECT t.i, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
                e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
-               e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+               e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
+               e.version_state, e.destroy_at
           FROM unnest(g.items) AS t(i)
           CROSS JOIN LATERAL (
-                SELECT * FROM singura.encrypted_credentials c
-                 WHERE c.organization_id = p_orgs[t.i]
-                   AND c.connection_id = p_connections[t.i]
-                   AND c.credential_type = p_types[t.i]
-                   AND (p_versions[t.i] = 0 OR c.version = p_versions[t.i])
-                 ORDER BY c.version DESC
+                SELECT * FROM (
+                    (SELECT * FROM singura.encrypted_credentials c
+                      WHERE c.organization_id = p_orgs[t.i]
+                        AND c.connection_id = p_connections[t.i]
+                        AND c.credential_type = p_types[t.i]
+                        AND (p_versions[t.i] = c.version
+                             OR (p_versions[t.i] = 0 AND c.version_state = 'enabled'
+                                 AND c.destroy_at IS NULL))
+                      ORDER BY c.version DESC
+                      LIMIT 1)
+                    UNION ALL
+                    (SELECT * FROM singura.encrypted_credentials c
+                      WHERE p_versions[t.i] = 0
+                        AND c.organization_id = p_orgs[t.i]
+                        AND c.connection_id = p_connections[t.i]
+                        AND c.credential_type = p_types[t.i]
+                      ORDER BY c.version DESC
+                      LIMIT 1)) newest
                  LIMIT 1) e
           JOIN singura.data_keys d
             ON d.organization_id = e.organization_id AND d.version = e.key_version;
@@ -790,29 +835,41 @@ $$;
 
 ALTER FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
+CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
     LANGUAGE sql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT t.ord, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
        e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
-       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
+       e.version_state, e.destroy_at
   FROM unnest(p_connections, p_types, p_versions) WITH ORDINALITY
        AS t(connection_id, credential_type, version, ord)
   CROSS JOIN LATERAL (
-        SELECT * FROM singura.encrypted_credentials c
-         WHERE c.organization_id = p_org AND c.connection_id = t.connection_id
-           AND c.credential_type = t.credential_type
-           AND (t.version = 0 OR c.version = t.version)
-         ORDER BY c.version DESC
+        SELECT * FROM (
+            (SELECT * FROM singura.encrypted_credentials c
+              WHERE c.organization_id = p_org AND c.connection_id = t.connection_id
+                AND c.credential_type = t.credential_type
+                AND (t.version = c.version
+                     OR (t.version = 0 AND c.version_state = 'enabled'
+                         AND c.destroy_at IS NULL))
+              ORDER BY c.version DESC
+              LIMIT 1)
+            UNION ALL
+            (SELECT * FROM singura.encrypted_credentials c
+              WHERE t.version = 0
+                AND c.organization_id = p_org AND c.connection_id = t.connection_id
+                AND c.credential_type = t.credential_type
+              ORDER BY c.version DESC
+              LIMIT 1)) newest
          LIMIT 1) e
   JOIN singura.data_keys d ON d.organization_id = e.organization_id AND d.version = e.key_version;
 $$;
 
 ALTER FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone)
+CREATE FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, version_state text, destroy_at timestamp with time zone)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -824,7 +881,7 @@ BEGIN
         RETURN QUERY
         SELECT t.i, m.id, m.organization_id, m.connection_id, m.credential_type, m.version,
                m.state, m.key_version, m.fingerprint, m.created_at, m.expires_at,
-               m.state_changed_at
+               m.state_changed_at, m.version_state, m.destroy_at
           FROM unnest(g.items) AS t(i)
           JOIN singura.credential_metadata m
             ON m.organization_id = p_orgs[t.i] AND m.id = p_ids[t.i];
@@ -1012,10 +1069,107 @@ INSERT INTO singura.encrypted_credentials (
 VALUES (p_org, p_id, p_connection, p_type, p_version, 'active', p_ciphertext, p_nonce,
         p_key_version, p_fingerprint, p_expires_at, p_create_request_id)
 RETURNING id, organization_id, connection_id, credential_type, version, state, key_version,
-          fingerprint, created_at, expires_at, state_changed_at;
+          fingerprint, created_at, expires_at, state_changed_at, version_state, destroy_at;
 $$;
 
 ALTER FUNCTION singura.credential_store_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid, p_connection uuid, p_type text, p_version integer, p_ciphertext bytea, p_nonce bytea, p_key_version integer, p_fingerprint text, p_expires_at timestamp with time zone, p_create_request_id uuid) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) RETURNS TABLE(refused text, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, version_state text, destroy_at timestamp with time zone)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r singura.encrypted_credentials;
+    v_refused text;
+BEGIN
+    IF p_action NOT IN ('disable', 'enable', 'destroy', 'cancel_destroy') THEN
+        RAISE EXCEPTION 'not a version transition: %', p_action
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+    SELECT * INTO r FROM singura.encrypted_credentials c
+     WHERE c.organization_id = p_org AND c.connection_id = p_connection
+       AND c.credential_type = p_type AND c.version = p_version
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    v_refused := CASE
+        WHEN r.state = 'revoked' THEN 'revoked'
+        WHEN r.version_state = 'destroyed' THEN 'destroyed'
+        WHEN p_action = 'cancel_destroy' AND r.destroy_at IS NULL THEN 'not_scheduled'
+        WHEN p_action <> 'cancel_destroy' AND r.destroy_at IS NOT NULL THEN 'scheduled'
+    END;
+    IF v_refused IS NULL AND NOT (p_action = 'disable' AND r.version_state = 'disabled')
+       AND NOT (p_action = 'enable' AND r.version_state = 'enabled') THEN
+        UPDATE singura.encrypted_credentials c
+           SET version_state = CASE p_action WHEN 'disable' THEN 'disabled'
+                                             WHEN 'enable' THEN 'enabled'
+                                             ELSE c.version_state END,
+               destroy_at = CASE p_action WHEN 'destroy' THEN p_destroy_at
+                                          WHEN 'cancel_destroy' THEN NULL
+                                          ELSE c.destroy_at END
+         WHERE c.organization_id = p_org AND c.id = r.id
+        RETURNING * INTO r;
+    END IF;
+    RETURN QUERY SELECT v_refused, r.id, r.organization_id, r.connection_id,
+                        r.credential_type, r.version, r.state, r.key_version, r.fingerprint,
+                        r.created_at, r.expires_at, r.state_changed_at, r.version_state,
+                        r.destroy_at;
+END
+$$;
+
+ALTER FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_version_changed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_type text := singura.credential_version_transition(OLD, NEW);
+    v_data jsonb;
+BEGIN
+    IF v_type IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v_data := jsonb_build_object(
+        'connection_id', NEW.connection_id, 'credential_type', NEW.credential_type,
+        'version', NEW.version, 'key_version', NEW.key_version,
+        'version_state', CASE WHEN NEW.version_state = 'enabled' AND NEW.destroy_at IS NOT NULL
+                              THEN 'disabled' ELSE NEW.version_state END,
+        'destroy_time', NEW.destroy_at, 'change_time', now());
+    INSERT INTO singura.audit_logs (organization_id, actor, action, resource_type, resource_id,
+                                    request_id, outcome, details)
+    VALUES (NEW.organization_id,
+            coalesce(nullif(current_setting('singura.actor', true), ''), 'system'),
+            v_type, 'credential', NEW.id::text,
+            nullif(current_setting('singura.request_id', true), ''),
+            'success', v_data);
+    PERFORM singura.event_append(NEW.organization_id, v_type, NEW.connection_id, NEW.id,
+                                 v_data - 'connection_id' - 'key_version');
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.credential_version_changed() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_version_transition(p_old singura.encrypted_credentials, p_new singura.encrypted_credentials) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+SELECT CASE
+    WHEN p_new.version_state = 'destroyed' AND p_old.version_state <> 'destroyed'
+        THEN 'credential.version_destroyed'
+    WHEN p_old.destroy_at IS NULL AND p_new.destroy_at IS NOT NULL
+        THEN 'credential.version_destroy_scheduled'
+    WHEN p_old.destroy_at IS NOT NULL AND p_new.destroy_at IS NULL
+        THEN 'credential.version_destroy_cancelled'
+    WHEN p_old.version_state = 'enabled' AND p_new.version_state = 'disabled'
+        THEN 'credential.version_disabled'
+    WHEN p_old.version_state = 'disabled' AND p_new.version_state = 'enabled'
+        THEN 'credential.version_enabled'
+END
+$$;
+
+ALTER FUNCTION singura.credential_version_transition(p_old singura.encrypted_credentials, p_new singura.encrypted_credentials) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.credential_versions_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_after uuid, p_limit integer) RETURNS SETOF singura.credential_metadata
     LANGUAGE sql
@@ -1703,6 +1857,8 @@ CREATE INDEX audit_pending_chain_idx ON singura.audit_pending USING btree (organ
 
 CREATE UNIQUE INDEX encrypted_credentials_current_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, credential_type) WHERE (state = 'active'::text);
 
+CREATE INDEX encrypted_credentials_destroy_due_idx ON singura.encrypted_credentials USING btree (destroy_at) WHERE ((destroy_at IS NOT NULL) AND (version_state <> 'destroyed'::text));
+
 CREATE INDEX encrypted_credentials_expiry_idx ON singura.encrypted_credentials USING btree (organization_id, expires_at, id) WHERE ((expires_at IS NOT NULL) AND (state = 'active'::text));
 
 CREATE INDEX encrypted_credentials_key_version_idx ON singura.encrypted_credentials USING btree (organization_id, key_version) WHERE (state <> 'revoked'::text);
@@ -1746,6 +1902,8 @@ CREATE TRIGGER encrypted_credentials_events AFTER INSERT ON singura.encrypted_cr
 CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_version, ciphertext ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_key_must_be_live();
 
 CREATE TRIGGER encrypted_credentials_rewrap_audit AFTER UPDATE OF key_version ON singura.encrypted_credentials FOR EACH ROW WHEN ((old.key_version IS DISTINCT FROM new.key_version)) EXECUTE FUNCTION singura.audit_rewrap_action();
+
+CREATE TRIGGER encrypted_credentials_version_state AFTER UPDATE OF version_state, destroy_at ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_version_changed();
 
 CREATE TRIGGER oauth_authorizations_key_live BEFORE INSERT ON singura.oauth_authorizations FOR EACH ROW EXECUTE FUNCTION singura.oauth_authorization_key_must_be_live();
 
@@ -1839,6 +1997,8 @@ CREATE POLICY data_keys_tenant ON singura.data_keys USING ((organization_id = si
 
 ALTER TABLE singura.encrypted_credentials ENABLE ROW LEVEL SECURITY;
 
+CREATE POLICY encrypted_credentials_destroy_job ON singura.encrypted_credentials FOR UPDATE USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
 CREATE POLICY encrypted_credentials_refresh_worker ON singura.encrypted_credentials FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY encrypted_credentials_tenant ON singura.encrypted_credentials USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
@@ -1925,11 +2085,16 @@ GRANT ALL ON FUNCTION singura.connection_get_scoped(p_setting text, p_value text
 
 GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) TO singura_app;
+
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app;
 
 GRANT SELECT ON TABLE singura.credential_metadata TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) TO singura_app;
 
@@ -1938,6 +2103,8 @@ GRANT ALL ON FUNCTION singura.credential_key_must_be_live() TO singura_app;
 GRANT ALL ON FUNCTION singura.credential_store_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[], p_connections uuid[], p_types text[], p_versions integer[], p_ciphertexts bytea[], p_nonces bytea[], p_key_versions integer[], p_fingerprints text[], p_expires_ats timestamp with time zone[], p_create_request_ids uuid[]) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_store_plan_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_create_request_ids uuid[]) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.current_organization_id() TO singura_app;
 

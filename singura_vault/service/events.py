@@ -33,6 +33,11 @@ EVENT_TYPES = (
     "connection.status_changed",
     "connection.scopes_changed",
     "credential.stored",
+    "credential.version_disabled",
+    "credential.version_enabled",
+    "credential.version_destroy_scheduled",
+    "credential.version_destroy_cancelled",
+    "credential.version_destroyed",
 )
 
 DEFAULT_POLL_INTERVAL_S = 1.0

@@ -43,7 +43,12 @@ from singura_vault.service.audit_checkpoints import AuditCheckpointService
 from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
-from singura_vault.service.credentials import CredentialService
+from singura_vault.service.credentials import (
+    DEFAULT_DESTROY_DELAY,
+    Clock,
+    CredentialService,
+    utc_now,
+)
 from singura_vault.service.events import DEFAULT_POLL_INTERVAL_S, EventService
 from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.key_cache import DEFAULT_TTL_S
@@ -55,6 +60,7 @@ from singura_vault.service.oauth_tokens import AccessTokenService
 from singura_vault.service.oauth_worker import RefreshWorker
 from singura_vault.service.organizations import OrganizationService
 from singura_vault.service.rewrap import BATCH_SIZE, RewrapWorker
+from singura_vault.service.version_destroyer import DEFAULT_INTERVAL_S, VersionDestroyer
 from singura_vault.service.webhook_worker import DeliveryPolicy, WebhookWorker
 from singura_vault.service.webhooks import WebhookService
 
@@ -103,10 +109,15 @@ class Components:
         rewrap_batch_size: int = BATCH_SIZE,
         event_poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
         webhooks: WebhookSettings = NO_WEBHOOK_WORKER,
+        destroy_delay: timedelta = DEFAULT_DESTROY_DELAY,
+        destroy_interval_s: float = DEFAULT_INTERVAL_S,
+        clock: Clock = utc_now,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
-        service-layer checks: both exist for tests of the layers beneath."""
+        service-layer checks: both exist for tests of the layers beneath.
+        ``destroy_delay`` is SINGURA_DESTROY_DELAY; ``clock`` is what scheduling and
+        the destruction job take as now (a test moves it instead of sleeping)."""
         self.db = db
         self.access = access
         self._key_manager = key_manager
@@ -117,6 +128,9 @@ class Components:
         self._rewrap_batch_size = rewrap_batch_size
         self._event_poll_interval_s = event_poll_interval_s
         self.webhook_settings = webhooks
+        self._destroy_delay = destroy_delay
+        self._destroy_interval_s = destroy_interval_s
+        self._clock = clock
 
     @classmethod
     def for_serve(
@@ -138,6 +152,7 @@ class Components:
             production=settings.production,
             rewrap_batch_size=settings.rewrap_batch_size,
             webhooks=settings.webhooks,
+            destroy_delay=timedelta(seconds=settings.destroy_delay_s),
         )
 
     @property
@@ -172,7 +187,20 @@ class Components:
 
     @cached_property
     def credentials(self) -> CredentialService:
-        return CredentialService(self.credential_repository, self.key_manager, self._authorizer)
+        return CredentialService(
+            self.credential_repository,
+            self.key_manager,
+            self._authorizer,
+            destroy_delay=self._destroy_delay,
+            clock=self._clock,
+        )
+
+    @cached_property
+    def version_destroyer(self) -> VersionDestroyer:
+        """The destruction job (every process runs it; its state is in PostgreSQL)."""
+        return VersionDestroyer(
+            self.credential_repository, clock=self._clock, interval_s=self._destroy_interval_s
+        )
 
     # -- keys ---------------------------------------------------------------------------
 

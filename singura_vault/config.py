@@ -151,6 +151,8 @@ class Settings:
     audit_signing_key_file: Path | None = None
     audit_checkpoint_interval_s: float = 3600.0
     rewrap_batch_size: int = 200
+    # SINGURA_DESTROY_DELAY: how long DestroyCredentialVersion waits before erasing.
+    destroy_delay_s: float = 86400.0
     metrics_listen: str | None = None
     rate_limit_burst: float = 1000.0
     access_log: Literal["all", "errors", "off"] = "errors"
@@ -272,6 +274,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env, "SINGURA_AUDIT_CHECKPOINT_INTERVAL", 3600.0, minimum=0.0
         ),
         rewrap_batch_size=_int(env, "SINGURA_REWRAP_BATCH_SIZE", 200, minimum=1),
+        destroy_delay_s=_duration(env, "SINGURA_DESTROY_DELAY", 86400.0),
         metrics_listen=_optional_listen(env, "SINGURA_METRICS_LISTEN"),
         bootstrap_admin_key=env.get("SINGURA_BOOTSTRAP_ADMIN_KEY", "").strip() or None,
         rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 5000.0, minimum=0.0)),

@@ -195,6 +195,26 @@ class CredentialState(enum.Enum):
     EXPIRED = "expired"
 
 
+class CredentialVersionState(enum.Enum):
+    """Whether a credential version may be used (migration 029), beside its lifecycle
+    state: ENABLED, DISABLED (refused, skipped as current; also while its destruction
+    is scheduled, derived like EXPIRED) or DESTROYED (its ciphertext erased for good)."""
+
+    ENABLED = "enabled"
+    DISABLED = "disabled"
+    DESTROYED = "destroyed"
+
+
+class VersionTransition(enum.Enum):
+    """A change of a version's state, as singura.credential_version_change_scoped
+    names it."""
+
+    DISABLE = "disable"
+    ENABLE = "enable"
+    DESTROY = "destroy"
+    CANCEL_DESTROY = "cancel_destroy"
+
+
 @dataclass(frozen=True)
 class Credential:
     """Metadata of one stored secret version (never the secret)."""
@@ -210,6 +230,9 @@ class Credential:
     created_at: datetime
     expires_at: datetime | None
     state_changed_at: datetime | None
+    version_state: CredentialVersionState = CredentialVersionState.ENABLED
+    # When the version is (or was) to be destroyed; None unless scheduled or destroyed.
+    destroy_at: datetime | None = None
 
 
 @dataclass(frozen=True)

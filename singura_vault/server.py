@@ -158,6 +158,7 @@ class VaultServer:
         self._sequencing: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._delivering: asyncio.Task[None] | None = None
+        self._destroying: asyncio.Task[None] | None = None
         self._server = grpc.aio.server(
             interceptors=[
                 VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
@@ -261,6 +262,9 @@ class VaultServer:
             self._delivering = asyncio.create_task(
                 parts.webhook_worker.run_forever(), name="webhook-delivery-worker"
             )
+        self._destroying = asyncio.create_task(
+            parts.version_destroyer.run_forever(), name="credential-version-destroyer"
+        )
         if parts.access is not None:
             self._key_watch = asyncio.create_task(
                 parts.access.watch_key_changes(), name="api-key-changes"
@@ -273,7 +277,13 @@ class VaultServer:
         await self._server.stop(grace_s)
         # Awaited, not only cancelled: a task cancelled mid-statement must hand its
         # connection back before the pool closes.
-        for task in (self._key_watch, self._sequencing, self._refreshing, self._delivering):
+        for task in (
+            self._key_watch,
+            self._sequencing,
+            self._refreshing,
+            self._delivering,
+            self._destroying,
+        ):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -255,6 +255,25 @@ RPCS: dict[str, tuple[str, Call]] = {
             crpb.RevokeCredentialRequest(organization_id=w.org_a, credential_id=str(uuid.uuid4()))
         ),
     ),
+    **{
+        name: (
+            WRITE,
+            lambda s, w, name=name, request=request: getattr(s.credentials, name)(
+                request(
+                    organization_id=w.org_a,
+                    connection_id=w.conn_a,
+                    type=crpb.CREDENTIAL_TYPE_ACCESS_TOKEN,
+                    version=1,
+                )
+            ),
+        )
+        for name, request in (
+            ("DisableCredentialVersion", crpb.DisableCredentialVersionRequest),
+            ("EnableCredentialVersion", crpb.EnableCredentialVersionRequest),
+            ("DestroyCredentialVersion", crpb.DestroyCredentialVersionRequest),
+            ("CancelCredentialDestroy", crpb.CancelCredentialDestroyRequest),
+        )
+    },
     "CreateApiKey": (
         ADMIN,
         lambda s, w: s.access.CreateApiKey(

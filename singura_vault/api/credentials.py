@@ -17,7 +17,12 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from singura_vault.api._convert import EnumWire, set_timestamp
 from singura_vault.api.connections import revocation_to_proto
 from singura_vault.api.error_details import client_message
-from singura_vault.domain import Credential, CredentialState, CredentialType
+from singura_vault.domain import (
+    Credential,
+    CredentialState,
+    CredentialType,
+    CredentialVersionState,
+)
 from singura_vault.errors import InvalidArgument, VaultError
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as pb_grpc
@@ -29,6 +34,9 @@ Context = grpc.aio.ServicerContext[Any, Any]
 
 _TYPES = EnumWire(CredentialType, pb.CredentialType, "CREDENTIAL_TYPE_")
 _STATES = EnumWire(CredentialState, pb.CredentialState, "CREDENTIAL_STATE_")
+_VERSION_STATES = EnumWire(
+    CredentialVersionState, pb.CredentialVersionState, "CREDENTIAL_VERSION_STATE_"
+)
 
 
 def _type(value: pb.CredentialType.ValueType, field: str = "type") -> CredentialType | None:
@@ -59,6 +67,8 @@ def fill_credential(message: pb.Credential, credential: Credential) -> None:
     set_timestamp(message.create_time, credential.created_at)
     set_timestamp(message.expire_time, credential.expires_at)
     set_timestamp(message.state_change_time, credential.state_changed_at)
+    message.version_state = _VERSION_STATES.to_proto(credential.version_state)
+    set_timestamp(message.destroy_time, credential.destroy_at)
 
 
 def _fill_credentials(
@@ -189,4 +199,44 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
         )
         response = pb.RevokeCredentialResponse(provider_revocation=revocation_to_proto(revocation))
         _fill_credentials(response.credentials, revoked)
+        return response
+
+    async def DisableCredentialVersion(
+        self, request: pb.DisableCredentialVersionRequest, context: Context
+    ) -> pb.DisableCredentialVersionResponse:
+        credential = await self._service.disable_version(
+            request.organization_id, request.connection_id, _type(request.type), request.version
+        )
+        response = pb.DisableCredentialVersionResponse()
+        fill_credential(response.credential, credential)
+        return response
+
+    async def EnableCredentialVersion(
+        self, request: pb.EnableCredentialVersionRequest, context: Context
+    ) -> pb.EnableCredentialVersionResponse:
+        credential = await self._service.enable_version(
+            request.organization_id, request.connection_id, _type(request.type), request.version
+        )
+        response = pb.EnableCredentialVersionResponse()
+        fill_credential(response.credential, credential)
+        return response
+
+    async def DestroyCredentialVersion(
+        self, request: pb.DestroyCredentialVersionRequest, context: Context
+    ) -> pb.DestroyCredentialVersionResponse:
+        credential = await self._service.destroy_version(
+            request.organization_id, request.connection_id, _type(request.type), request.version
+        )
+        response = pb.DestroyCredentialVersionResponse()
+        fill_credential(response.credential, credential)
+        return response
+
+    async def CancelCredentialDestroy(
+        self, request: pb.CancelCredentialDestroyRequest, context: Context
+    ) -> pb.CancelCredentialDestroyResponse:
+        credential = await self._service.cancel_destroy(
+            request.organization_id, request.connection_id, _type(request.type), request.version
+        )
+        response = pb.CancelCredentialDestroyResponse()
+        fill_credential(response.credential, credential)
         return response

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -12,6 +13,7 @@ from singura_vault.domain import (
     Credential,
     CredentialState,
     CredentialType,
+    CredentialVersionState,
     ExpirySource,
     Organization,
     Plan,
@@ -95,7 +97,21 @@ def credential_from_row(row: asyncpg.Record) -> Credential:
         created_at=row["created_at"],
         expires_at=expires_at,
         state_changed_at=row["state_changed_at"],
+        **_version_state(row),
     )
+
+
+def _version_state(row: asyncpg.Record) -> dict[str, Any]:
+    """A row's version state (migration 029), for the reads that return it; a version
+    whose destruction is scheduled is reported DISABLED, as it is refused."""
+    stored = row.get("version_state")
+    if stored is None:
+        return {}
+    destroy_at = utc(row["destroy_at"])
+    state = CredentialVersionState(stored)
+    if state is CredentialVersionState.ENABLED and destroy_at is not None:
+        state = CredentialVersionState.DISABLED
+    return {"version_state": state, "destroy_at": destroy_at}
 
 
 def data_key_from_row(row: asyncpg.Record) -> StoredDataKey:

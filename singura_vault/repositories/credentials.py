@@ -28,6 +28,7 @@ from singura_vault.domain import (
     EncryptedValue,
     PageCursor,
     StoredDataKey,
+    VersionTransition,
 )
 from singura_vault.errors import Aborted, AlreadyExists, NotFound, VaultError
 from singura_vault.repositories._rows import credential_from_row, data_key_from_row
@@ -687,6 +688,52 @@ class CredentialRepository:
         return sorted(
             (credential_from_row(row) for row in rows), key=lambda c: c.version, reverse=True
         )
+
+    async def change_version_state(
+        self,
+        organization_id: UUID,
+        target: RevealTarget,
+        transition: VersionTransition,
+        destroy_at: datetime | None,
+    ) -> VersionChange:
+        """Apply one transition to one version in one statement (migration 029), its
+        audit event and outbox event written by trigger in the same transaction; the
+        version as it is afterwards, and why nothing changed if the database refused.
+        NOT_FOUND if there is no such version."""
+        rows = await self._db.fetch_scoped(
+            organization_id,
+            query("credential_version_change_scoped"),
+            organization_id,
+            target.connection_id,
+            target.type.value,
+            target.version,
+            transition.value,
+            destroy_at,
+            writes=True,
+        )
+        if not rows:
+            raise _no_such_credential(organization_id, target)
+        return VersionChange(credential_from_row(rows[0]), rows[0]["refused"])
+
+    async def destroy_due(self, now: datetime, limit: int) -> int:
+        """Erase the ciphertext of up to ``limit`` versions of any organization whose
+        destruction was scheduled before ``now``; how many (never one another process
+        holds: SKIP LOCKED)."""
+        row = await self._db.fetchrow_unscoped(query("credential_destroy_due"), now, limit)
+        assert row is not None
+        count: int = row[0]
+        return count
+
+
+@dataclass(frozen=True, slots=True)
+class VersionChange:
+    """The outcome of :meth:`CredentialRepository.change_version_state`: the version,
+    and the database's reason for leaving it unchanged (``revoked``, ``destroyed``,
+    ``scheduled``, ``not_scheduled``), or None when the transition applied (or had
+    nothing to do)."""
+
+    credential: Credential
+    refused: str | None
 
 
 async def store_version_in(

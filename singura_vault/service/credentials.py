@@ -24,12 +24,14 @@ from singura_vault.domain import (
     CredentialSlot,
     CredentialState,
     CredentialType,
+    CredentialVersionState,
     EncryptedCredential,
     EncryptedValue,
     OAuthClientRecord,
     PageCursor,
     SealedCredential,
     StoredDataKey,
+    VersionTransition,
 )
 from singura_vault.errors import (
     ConfigError,
@@ -46,6 +48,7 @@ from singura_vault.repositories.credentials import (
     NoDataKey,
     RevealTarget,
     StoreRequest,
+    VersionChange,
 )
 from singura_vault.service import pagination, sealing, validation
 from singura_vault.service.authz import (
@@ -62,6 +65,14 @@ log = get_logger(__name__)
 MAX_VALUE_BYTES = 64 * 1024
 MAX_EXPIRY_WINDOW = timedelta(days=3650)
 MAX_BATCH_REVEAL = 100
+# SINGURA_DESTROY_DELAY's default: GCP Secret Manager's version_destroy_ttl is a day too.
+DEFAULT_DESTROY_DELAY = timedelta(hours=24)
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -137,10 +148,17 @@ class CredentialService:
         repository: CredentialRepository,
         key_manager: keys.KeyManager,
         authorizer: Authorizer | None = None,
+        *,
+        destroy_delay: timedelta = DEFAULT_DESTROY_DELAY,
+        clock: Clock = utc_now,
     ) -> None:
+        """``destroy_delay``: SINGURA_DESTROY_DELAY; ``clock``: what "now" is when a
+        destruction is scheduled (the destruction job reads the same one)."""
         self._repository = repository
         self._keys = key_manager
         self._authz = authorizer or Authorizer()
+        self._destroy_delay = destroy_delay
+        self._clock = clock
 
     @property
     def key_manager(self) -> keys.KeyManager:
@@ -357,6 +375,86 @@ class CredentialService:
             all_versions,
         )
 
+    async def disable_version(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        version: int,
+    ) -> Credential:
+        """DISABLED: refused on reveal and skipped as the current version."""
+        return await self._change_version(
+            organization_id, connection_id, credential_type, version, VersionTransition.DISABLE
+        )
+
+    async def enable_version(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        version: int,
+    ) -> Credential:
+        return await self._change_version(
+            organization_id, connection_id, credential_type, version, VersionTransition.ENABLE
+        )
+
+    async def destroy_version(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        version: int,
+    ) -> Credential:
+        """Schedule the erasure of a version's ciphertext after the destroy delay; the
+        version is DISABLED until then (VersionDestroyer erases it)."""
+        return await self._change_version(
+            organization_id, connection_id, credential_type, version, VersionTransition.DESTROY
+        )
+
+    async def cancel_destroy(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        version: int,
+    ) -> Credential:
+        return await self._change_version(
+            organization_id,
+            connection_id,
+            credential_type,
+            version,
+            VersionTransition.CANCEL_DESTROY,
+        )
+
+    async def _change_version(
+        self,
+        organization_id: str,
+        connection_id: str,
+        credential_type: CredentialType | None,
+        version: int,
+        transition: VersionTransition,
+    ) -> Credential:
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, WRITE, _TRANSITION_ACTIONS[transition])
+        conn_id = validation.parse_uuid("connection_id", connection_id)
+        if credential_type is None:
+            raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
+        if version < 1:
+            raise InvalidArgument(
+                "version",
+                "must be a version number (1 or more): a state change names one version, "
+                "never the current one (0)",
+            )
+        destroy_at = (
+            self._clock() + self._destroy_delay if transition is VersionTransition.DESTROY else None
+        )
+        change = await self._repository.change_version_state(
+            org_id, RevealTarget(conn_id, credential_type, version), transition, destroy_at
+        )
+        if change.refused is not None:
+            raise _transition_refused(change, transition)
+        return change.credential
+
     async def seal_for(self, slot: CredentialSlot, plaintext: bytes) -> EncryptedValue:
         """Seal a value for the row slot describes, under the slot's data key."""
         data_key = await self._unwrap(slot.data_key)
@@ -544,6 +642,10 @@ class CredentialService:
 
     async def _open(self, encrypted: EncryptedCredential, other_keys: LiveDataKeys) -> str:
         credential = encrypted.credential
+        if credential.state is not CredentialState.REVOKED:
+            unusable = version_unusable(credential)
+            if unusable is not None:
+                raise unusable
         if encrypted.value is None:
             raise FailedPrecondition(
                 f"credential {credential.id} (version {credential.version}) is revoked; "
@@ -611,3 +713,90 @@ class CredentialService:
             StoredDataKey(organization_id, version, wrapped.root_key_id, wrapped.blob),
             only_if_none=True,
         )
+
+
+_TRANSITION_ACTIONS = {
+    VersionTransition.DISABLE: "disable credential versions",
+    VersionTransition.ENABLE: "enable credential versions",
+    VersionTransition.DESTROY: "destroy credential versions",
+    VersionTransition.CANCEL_DESTROY: "cancel the destruction of credential versions",
+}
+
+
+def _when(at: datetime | None) -> str:
+    return f"{at:%Y-%m-%dT%H:%M:%SZ}" if at is not None else "an unknown time"
+
+
+def _version_metadata(credential: Credential) -> dict[str, str]:
+    metadata = {"version": str(credential.version)}
+    if credential.destroy_at is not None:
+        metadata["destroy_time"] = _when(credential.destroy_at)
+    return metadata
+
+
+def version_unusable(credential: Credential) -> FailedPrecondition | None:
+    """Why a version's value may not be revealed (or used by a refresh) for its version
+    state, if it may not: FAILED_PRECONDITION, CREDENTIAL_VERSION_DESTROYED or
+    CREDENTIAL_VERSION_DISABLED (also while its destruction is scheduled)."""
+    which = (
+        f"credential {credential.id} (version {credential.version} of connection "
+        f"{credential.connection_id}'s {credential.type.value})"
+    )
+    if credential.version_state is CredentialVersionState.DESTROYED:
+        return FailedPrecondition(
+            f"{which} was destroyed at {_when(credential.destroy_at)}: its value was erased "
+            "for good; store a new version",
+            reason="CREDENTIAL_VERSION_DESTROYED",
+            metadata=_version_metadata(credential),
+        )
+    if credential.version_state is CredentialVersionState.DISABLED:
+        if credential.destroy_at is not None:
+            what = (
+                f"is scheduled for destruction at {_when(credential.destroy_at)}; "
+                "CancelCredentialDestroy before then keeps it"
+            )
+        else:
+            what = "is disabled; EnableCredentialVersion makes it revealable again"
+        return FailedPrecondition(
+            f"{which} {what}",
+            reason="CREDENTIAL_VERSION_DISABLED",
+            metadata=_version_metadata(credential),
+        )
+    return None
+
+
+def _transition_refused(change: VersionChange, transition: VersionTransition) -> VaultError:
+    """FAILED_PRECONDITION for a transition the version's state does not allow, with the
+    reason a client switches on."""
+    credential = change.credential
+    which = (
+        f"credential {credential.id} (version {credential.version} of connection "
+        f"{credential.connection_id}'s {credential.type.value})"
+    )
+    metadata = _version_metadata(credential)
+    if change.refused == "revoked":
+        return FailedPrecondition(
+            f"{which} is revoked: its value is gone and its state can no longer change",
+            reason="CREDENTIAL_REVOKED",
+            metadata=metadata,
+        )
+    if change.refused == "destroyed":
+        return FailedPrecondition(
+            f"{which} was destroyed at {_when(credential.destroy_at)}: it cannot be "
+            "enabled, disabled or destroyed again, and its value is gone; store a new version",
+            reason="CREDENTIAL_VERSION_DESTROYED",
+            metadata=metadata,
+        )
+    if change.refused == "scheduled":
+        return FailedPrecondition(
+            f"{which} is already scheduled for destruction at "
+            f"{_when(credential.destroy_at)}; call CancelCredentialDestroy first"
+            + ("" if transition is VersionTransition.DESTROY else ", then change its state"),
+            reason="CREDENTIAL_VERSION_DESTROY_SCHEDULED",
+            metadata=metadata,
+        )
+    return FailedPrecondition(
+        f"{which} has no destruction scheduled: there is nothing to cancel",
+        reason="CREDENTIAL_VERSION_DESTROY_NOT_SCHEDULED",
+        metadata=metadata,
+    )

@@ -35,6 +35,11 @@ EVENT_TYPES = (
     "credential.stored",
     # Emitted by the webhook delivery worker (migration 026) when it disables an endpoint.
     "webhook.endpoint_disabled",
+    "credential.version_disabled",
+    "credential.version_enabled",
+    "credential.version_destroy_scheduled",
+    "credential.version_destroy_cancelled",
+    "credential.version_destroyed",
 )
 
 DEFAULT_POLL_INTERVAL_S = 1.0

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from singura_vault.domain import Connection, Credential, CredentialState, CredentialType
+from singura_vault.domain import (
+    Connection,
+    Credential,
+    CredentialState,
+    CredentialType,
+    CredentialVersionState,
+)
 from singura_vault.errors import InvalidArgument
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.credentials import CredentialRepository
@@ -63,7 +69,13 @@ class AccessTokenService:
         now = datetime.now(UTC)
 
         def fresh(current: Credential) -> bool:
-            return current.state is not CredentialState.REVOKED and is_fresh(current, now, window)
+            return (
+                current.state is not CredentialState.REVOKED
+                # Only when no version is enabled does the read return a disabled one
+                # (migration 029): refresh rather than be refused.
+                and current.version_state is CredentialVersionState.ENABLED
+                and is_fresh(current, now, window)
+            )
 
         # The fresh path, a reveal's two statements: read the current token and, only
         # if it is fresh, decrypt and audit it. Otherwise refresh first (nothing was

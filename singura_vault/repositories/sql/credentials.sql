@@ -48,13 +48,13 @@ RETURNING id, organization_id, connection_id, credential_type, version, state, k
 
 -- name: credential_by_request_id
 SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
-       fingerprint, created_at, expires_at, state_changed_at
+       fingerprint, created_at, expires_at, state_changed_at, version_state, destroy_at
   FROM encrypted_credentials
  WHERE organization_id = $1 AND create_request_id = $2;
 
 -- name: credential_get
 SELECT id, organization_id, connection_id, credential_type, version, state, key_version,
-       fingerprint, created_at, expires_at, state_changed_at
+       fingerprint, created_at, expires_at, state_changed_at, version_state, destroy_at
   FROM encrypted_credentials
  WHERE organization_id = $1 AND id = $2;
 
@@ -69,10 +69,20 @@ UPDATE encrypted_credentials e
                         AND e.credential_type = target.credential_type))
    AND e.state <> 'revoked'
 RETURNING e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
-          e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at;
+          e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at,
+          e.version_state, e.destroy_at;
 
 -- The reads of one round trip (migration 013): each runs its function in the scope
 -- given as $1-$4 (Database.fetch_scoped), the query's own arguments after.
+
+-- name: credential_version_change_scoped
+-- Disable, enable, schedule or cancel the destruction of one version (migration 029).
+SELECT * FROM singura.credential_version_change_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- name: credential_destroy_due
+-- The destruction job: erase up to $2 versions whose destroy_at is before $1, in any
+-- organization (the schema owner's function, migration 029); returns how many.
+SELECT singura.credential_destroy_due($1, $2);
 
 -- name: credential_get_scoped
 SELECT * FROM singura.credential_get_scoped($1, $2, $3, $4, $5, $6);

@@ -49,7 +49,7 @@ UPDATE data_keys SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now
 -- the endpoint's secret (RotateWebhookSecret) moves it to the newest key.
 SELECT key_version, count(*) AS n
   FROM (SELECT key_version FROM encrypted_credentials
-         WHERE organization_id = $1 AND state <> 'revoked'
+         WHERE organization_id = $1 AND state <> 'revoked' AND ciphertext IS NOT NULL
         UNION ALL
         SELECT key_version FROM oauth_clients WHERE organization_id = $1
         UNION ALL
@@ -63,6 +63,7 @@ SELECT key_version, count(*) AS n
 -- Credentials still to do; those that already failed in job $3 are not counted.
 SELECT count(*) FROM encrypted_credentials e
  WHERE e.organization_id = $1 AND e.state <> 'revoked' AND e.key_version < $2
+   AND e.ciphertext IS NOT NULL  -- a destroyed version (migration 029) has none
    AND NOT EXISTS (SELECT 1 FROM rewrap_failures f
                     WHERE f.job_id = $3 AND f.organization_id = $1 AND f.credential_id = e.id);
 
@@ -79,6 +80,7 @@ SELECT e.id, e.connection_id, e.credential_type, e.version, e.key_version, e.cip
                            AND d.created_at <= j.created_at) AS counted
   FROM encrypted_credentials e
  WHERE e.organization_id = $1 AND e.state <> 'revoked' AND e.key_version < $2
+   AND e.ciphertext IS NOT NULL  -- a destroyed version (migration 029) has none
    AND NOT EXISTS (SELECT 1 FROM rewrap_failures f
                     WHERE f.job_id = $4 AND f.organization_id = $1 AND f.credential_id = e.id)
  ORDER BY e.id

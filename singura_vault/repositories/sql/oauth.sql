@@ -35,21 +35,35 @@ SELECT set_config('lock_timeout', $1, true);
 SELECT * FROM connection_refresh_state WHERE organization_id = $1 AND connection_id = $2;
 
 -- name: refresh_current_tokens
--- The current (active) access and refresh token, with what opens them.
+-- The current access and refresh token, with what opens them: of each type the newest
+-- version that is enabled and not scheduled for destruction (disabled ones are skipped,
+-- as a reveal of version 0 skips them, migration 029), unless that one is revoked.
 SELECT e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
        e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at,
-       e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
-  FROM encrypted_credentials e
+       e.version_state, e.destroy_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+  FROM unnest(ARRAY['access_token', 'refresh_token']) AS t(credential_type)
+ CROSS JOIN LATERAL (
+        SELECT * FROM encrypted_credentials c
+         WHERE c.organization_id = $1 AND c.connection_id = $2
+           AND c.credential_type = t.credential_type
+           AND c.version_state = 'enabled' AND c.destroy_at IS NULL
+         ORDER BY c.version DESC
+         LIMIT 1) e
   LEFT JOIN data_keys d
          ON d.organization_id = e.organization_id AND d.version = e.key_version
         AND d.state = 'active'
- WHERE e.organization_id = $1 AND e.connection_id = $2
-   AND e.credential_type IN ('access_token', 'refresh_token') AND e.state = 'active';
+ WHERE e.state <> 'revoked';
 
 -- name: refresh_token_version
-SELECT max(version) FROM encrypted_credentials
- WHERE organization_id = $1 AND connection_id = $2 AND credential_type = 'refresh_token'
-   AND state = 'active';
+-- The current refresh token's version (refresh_current_tokens' definition).
+SELECT max(version) FROM (
+    SELECT c.version, c.state FROM encrypted_credentials c
+     WHERE c.organization_id = $1 AND c.connection_id = $2
+       AND c.credential_type = 'refresh_token'
+       AND c.version_state = 'enabled' AND c.destroy_at IS NULL
+     ORDER BY c.version DESC
+     LIMIT 1) current
+ WHERE current.state <> 'revoked';
 
 -- name: refresh_data_key_current
 -- KEY SHARE: a retirement of this version waits until the new tokens are committed
@@ -110,7 +124,7 @@ SELECT * FROM singura.oauth_refresh_claim($1, $2, $3, $4);
 -- One credential version with what opens it (revoking its token at the provider).
 SELECT e.id, e.organization_id, e.connection_id, e.credential_type, e.version, e.state,
        e.key_version, e.fingerprint, e.created_at, e.expires_at, e.state_changed_at,
-       e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+       e.version_state, e.destroy_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
   FROM encrypted_credentials e
   LEFT JOIN data_keys d
          ON d.organization_id = e.organization_id AND d.version = e.key_version

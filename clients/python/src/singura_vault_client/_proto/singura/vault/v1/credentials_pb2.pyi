@@ -94,6 +94,41 @@ CREDENTIAL_STATE_EXPIRED: CredentialState.ValueType  # 4
 """The current version, but its expire_time has passed."""
 Global___CredentialState: _TypeAlias = CredentialState  # noqa: Y015
 
+class _CredentialVersionState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CredentialVersionStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CredentialVersionState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDENTIAL_VERSION_STATE_UNSPECIFIED: _CredentialVersionState.ValueType  # 0
+    """Not set."""
+    CREDENTIAL_VERSION_STATE_ENABLED: _CredentialVersionState.ValueType  # 1
+    """Revealable; a candidate for "the current version"."""
+    CREDENTIAL_VERSION_STATE_DISABLED: _CredentialVersionState.ValueType  # 2
+    """Not revealable and skipped as the current version, until enabled again; also
+    while its destruction is scheduled (then destroy_time is set).
+    """
+    CREDENTIAL_VERSION_STATE_DESTROYED: _CredentialVersionState.ValueType  # 3
+    """Its ciphertext was erased for good; only the metadata is left."""
+
+class CredentialVersionState(_CredentialVersionState, metaclass=_CredentialVersionStateEnumTypeWrapper):
+    """CredentialVersionState says whether a credential version may be used. It is
+    independent of CredentialState (where the version stands in its history): a
+    SUPERSEDED version may be ENABLED, an ACTIVE one DISABLED.
+    """
+
+CREDENTIAL_VERSION_STATE_UNSPECIFIED: CredentialVersionState.ValueType  # 0
+"""Not set."""
+CREDENTIAL_VERSION_STATE_ENABLED: CredentialVersionState.ValueType  # 1
+"""Revealable; a candidate for "the current version"."""
+CREDENTIAL_VERSION_STATE_DISABLED: CredentialVersionState.ValueType  # 2
+"""Not revealable and skipped as the current version, until enabled again; also
+while its destruction is scheduled (then destroy_time is set).
+"""
+CREDENTIAL_VERSION_STATE_DESTROYED: CredentialVersionState.ValueType  # 3
+"""Its ciphertext was erased for good; only the metadata is left."""
+Global___CredentialVersionState: _TypeAlias = CredentialVersionState  # noqa: Y015
+
 @_typing.final
 class Credential(_message.Message):
     """Credential is the metadata of one stored secret version. It never carries
@@ -113,6 +148,8 @@ class Credential(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     STATE_CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    VERSION_STATE_FIELD_NUMBER: _builtins.int
+    DESTROY_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID of this version. Output only."""
     organization_id: _builtins.str
@@ -132,6 +169,8 @@ class Credential(_message.Message):
     values apart without seeing them. Comparable between versions encrypted
     under the same key_version. Output only.
     """
+    version_state: Global___CredentialVersionState.ValueType
+    """Whether the version may be used (enabled, disabled, destroyed). Output only."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the version was stored. Output only."""
@@ -143,6 +182,12 @@ class Credential(_message.Message):
     @_builtins.property
     def state_change_time(self) -> _timestamp_pb2.Timestamp:
         """When the state last changed (superseded or revoked), if it did. Output only."""
+
+    @_builtins.property
+    def destroy_time(self) -> _timestamp_pb2.Timestamp:
+        """When the version's destruction is scheduled (DISABLED until then) or happened
+        (DESTROYED); unset otherwise. Output only.
+        """
 
     def __init__(
         self,
@@ -158,10 +203,12 @@ class Credential(_message.Message):
         create_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         state_change_time: _timestamp_pb2.Timestamp | None = ...,
+        version_state: Global___CredentialVersionState.ValueType = ...,
+        destroy_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time", "state_change_time", b"state_change_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "destroy_time", b"destroy_time", "expire_time", b"expire_time", "state_change_time", b"state_change_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "create_time", b"create_time", "expire_time", b"expire_time", "fingerprint", b"fingerprint", "id", b"id", "key_version", b"key_version", "organization_id", b"organization_id", "state", b"state", "state_change_time", b"state_change_time", "type", b"type", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "create_time", b"create_time", "destroy_time", b"destroy_time", "expire_time", b"expire_time", "fingerprint", b"fingerprint", "id", b"id", "key_version", b"key_version", "organization_id", b"organization_id", "state", b"state", "state_change_time", b"state_change_time", "type", b"type", "version", b"version", "version_state", b"version_state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -752,3 +799,243 @@ class RevokeCredentialResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RevokeCredentialResponse: _TypeAlias = RevokeCredentialResponse  # noqa: Y015
+
+@_typing.final
+class DisableCredentialVersionRequest(_message.Message):
+    """Request for DisableCredentialVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization."""
+    connection_id: _builtins.str
+    """UUID of the connection."""
+    type: Global___CredentialType.ValueType
+    """The credential type; required."""
+    version: _builtins.int
+    """Number of the version to disable; required (1 or more: a state change names a fixed
+    version, never "the current one").
+    """
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        type: Global___CredentialType.ValueType = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "organization_id", b"organization_id", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableCredentialVersionRequest: _TypeAlias = DisableCredentialVersionRequest  # noqa: Y015
+
+@_typing.final
+class DisableCredentialVersionResponse(_message.Message):
+    """Response for DisableCredentialVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """The version, now DISABLED."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___Credential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DisableCredentialVersionResponse: _TypeAlias = DisableCredentialVersionResponse  # noqa: Y015
+
+@_typing.final
+class EnableCredentialVersionRequest(_message.Message):
+    """Request for EnableCredentialVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization."""
+    connection_id: _builtins.str
+    """UUID of the connection."""
+    type: Global___CredentialType.ValueType
+    """The credential type; required."""
+    version: _builtins.int
+    """Number of the version to enable; required (1 or more: a state change names a fixed
+    version, never "the current one").
+    """
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        type: Global___CredentialType.ValueType = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "organization_id", b"organization_id", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableCredentialVersionRequest: _TypeAlias = EnableCredentialVersionRequest  # noqa: Y015
+
+@_typing.final
+class EnableCredentialVersionResponse(_message.Message):
+    """Response for EnableCredentialVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """The version, now ENABLED."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___Credential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnableCredentialVersionResponse: _TypeAlias = EnableCredentialVersionResponse  # noqa: Y015
+
+@_typing.final
+class DestroyCredentialVersionRequest(_message.Message):
+    """Request for DestroyCredentialVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization."""
+    connection_id: _builtins.str
+    """UUID of the connection."""
+    type: Global___CredentialType.ValueType
+    """The credential type; required."""
+    version: _builtins.int
+    """Number of the version to destroy; required (1 or more: a state change names a fixed
+    version, never "the current one").
+    """
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        type: Global___CredentialType.ValueType = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "organization_id", b"organization_id", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DestroyCredentialVersionRequest: _TypeAlias = DestroyCredentialVersionRequest  # noqa: Y015
+
+@_typing.final
+class DestroyCredentialVersionResponse(_message.Message):
+    """Response for DestroyCredentialVersion."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """The version, now DISABLED with its destroy_time."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___Credential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DestroyCredentialVersionResponse: _TypeAlias = DestroyCredentialVersionResponse  # noqa: Y015
+
+@_typing.final
+class CancelCredentialDestroyRequest(_message.Message):
+    """Request for CancelCredentialDestroy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization."""
+    connection_id: _builtins.str
+    """UUID of the connection."""
+    type: Global___CredentialType.ValueType
+    """The credential type; required."""
+    version: _builtins.int
+    """Number of the version whose destruction to cancel; required (1 or more: a state change names a fixed
+    version, never "the current one").
+    """
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+        type: Global___CredentialType.ValueType = ...,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "organization_id", b"organization_id", "type", b"type", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelCredentialDestroyRequest: _TypeAlias = CancelCredentialDestroyRequest  # noqa: Y015
+
+@_typing.final
+class CancelCredentialDestroyResponse(_message.Message):
+    """Response for CancelCredentialDestroy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credential(self) -> Global___Credential:
+        """The version, back in the state it had before DestroyCredentialVersion."""
+
+    def __init__(
+        self,
+        *,
+        credential: Global___Credential | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelCredentialDestroyResponse: _TypeAlias = CancelCredentialDestroyResponse  # noqa: Y015

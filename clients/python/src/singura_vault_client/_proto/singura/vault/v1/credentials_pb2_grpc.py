@@ -81,6 +81,26 @@ class CredentialServiceStub:
                 request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevokeCredentialRequest.SerializeToString,
                 response_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevokeCredentialResponse.FromString,
                 _registered_method=True)
+        self.DisableCredentialVersion = channel.unary_unary(
+                '/singura.vault.v1.CredentialService/DisableCredentialVersion',
+                request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DisableCredentialVersionRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DisableCredentialVersionResponse.FromString,
+                _registered_method=True)
+        self.EnableCredentialVersion = channel.unary_unary(
+                '/singura.vault.v1.CredentialService/EnableCredentialVersion',
+                request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.EnableCredentialVersionRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.EnableCredentialVersionResponse.FromString,
+                _registered_method=True)
+        self.DestroyCredentialVersion = channel.unary_unary(
+                '/singura.vault.v1.CredentialService/DestroyCredentialVersion',
+                request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DestroyCredentialVersionRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DestroyCredentialVersionResponse.FromString,
+                _registered_method=True)
+        self.CancelCredentialDestroy = channel.unary_unary(
+                '/singura.vault.v1.CredentialService/CancelCredentialDestroy',
+                request_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.CancelCredentialDestroyRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.CancelCredentialDestroyResponse.FromString,
+                _registered_method=True)
 
 
 class CredentialServiceServicer:
@@ -168,6 +188,51 @@ class CredentialServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DisableCredentialVersion(self, request, context):
+        """Disables one version: it can no longer be revealed (FAILED_PRECONDITION,
+        reason CREDENTIAL_VERSION_DISABLED) and is skipped as the current version
+        (version 0 then means the newest enabled one). Reversible with
+        EnableCredentialVersion. Disabling a disabled version changes nothing. A
+        revoked version is FAILED_PRECONDITION (CREDENTIAL_REVOKED), a destroyed one
+        CREDENTIAL_VERSION_DESTROYED, one scheduled for destruction
+        CREDENTIAL_VERSION_DESTROY_SCHEDULED. Requires the writer role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EnableCredentialVersion(self, request, context):
+        """Enables a disabled version again; enabling an enabled version changes
+        nothing. Refused like DisableCredentialVersion for a revoked, destroyed or
+        scheduled version. Requires the writer role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DestroyCredentialVersion(self, request, context):
+        """Schedules the destruction of one version after SINGURA_DESTROY_DELAY (24 h by
+        default; the response's destroy_time). From now on the version is DISABLED
+        (cannot be revealed, skipped as current); until destroy_time,
+        CancelCredentialDestroy gives it back the state it had. Then the vault erases
+        its ciphertext for good: the version becomes DESTROYED, and its metadata and
+        audit trail stay. Scheduling twice is FAILED_PRECONDITION
+        (CREDENTIAL_VERSION_DESTROY_SCHEDULED). Requires the writer role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelCredentialDestroy(self, request, context):
+        """Cancels a scheduled destruction that has not happened yet: the version gets
+        back the state it had (ENABLED or DISABLED). FAILED_PRECONDITION when none is
+        scheduled (CREDENTIAL_VERSION_DESTROY_NOT_SCHEDULED) or it is already done
+        (CREDENTIAL_VERSION_DESTROYED). Requires the writer role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CredentialServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -210,6 +275,26 @@ def add_CredentialServiceServicer_to_server(servicer, server):
                     servicer.RevokeCredential,
                     request_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevokeCredentialRequest.FromString,
                     response_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.RevokeCredentialResponse.SerializeToString,
+            ),
+            'DisableCredentialVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableCredentialVersion,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DisableCredentialVersionRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DisableCredentialVersionResponse.SerializeToString,
+            ),
+            'EnableCredentialVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.EnableCredentialVersion,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.EnableCredentialVersionRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.EnableCredentialVersionResponse.SerializeToString,
+            ),
+            'DestroyCredentialVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DestroyCredentialVersion,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DestroyCredentialVersionRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.DestroyCredentialVersionResponse.SerializeToString,
+            ),
+            'CancelCredentialDestroy': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelCredentialDestroy,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_credentials__pb2.CancelCredentialDestroyRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_credentials__pb2.CancelCredentialDestroyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -435,6 +520,114 @@ class CredentialService:
             '/singura.vault.v1.CredentialService/RevokeCredential',
             singura_dot_vault_dot_v1_dot_credentials__pb2.RevokeCredentialRequest.SerializeToString,
             singura_dot_vault_dot_v1_dot_credentials__pb2.RevokeCredentialResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableCredentialVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.CredentialService/DisableCredentialVersion',
+            singura_dot_vault_dot_v1_dot_credentials__pb2.DisableCredentialVersionRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_credentials__pb2.DisableCredentialVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EnableCredentialVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.CredentialService/EnableCredentialVersion',
+            singura_dot_vault_dot_v1_dot_credentials__pb2.EnableCredentialVersionRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_credentials__pb2.EnableCredentialVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DestroyCredentialVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.CredentialService/DestroyCredentialVersion',
+            singura_dot_vault_dot_v1_dot_credentials__pb2.DestroyCredentialVersionRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_credentials__pb2.DestroyCredentialVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelCredentialDestroy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.CredentialService/CancelCredentialDestroy',
+            singura_dot_vault_dot_v1_dot_credentials__pb2.CancelCredentialDestroyRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_credentials__pb2.CancelCredentialDestroyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -81,6 +81,35 @@ class CredentialServiceStub:
     """Revokes a credential version (or all versions of its type): the state
     becomes REVOKED and the ciphertext is destroyed; the metadata stays for audit.
     """
+    DisableCredentialVersion: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.DisableCredentialVersionRequest, _credentials_pb2.DisableCredentialVersionResponse]
+    """Disables one version: it can no longer be revealed (FAILED_PRECONDITION,
+    reason CREDENTIAL_VERSION_DISABLED) and is skipped as the current version
+    (version 0 then means the newest enabled one). Reversible with
+    EnableCredentialVersion. Disabling a disabled version changes nothing. A
+    revoked version is FAILED_PRECONDITION (CREDENTIAL_REVOKED), a destroyed one
+    CREDENTIAL_VERSION_DESTROYED, one scheduled for destruction
+    CREDENTIAL_VERSION_DESTROY_SCHEDULED. Requires the writer role.
+    """
+    EnableCredentialVersion: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.EnableCredentialVersionRequest, _credentials_pb2.EnableCredentialVersionResponse]
+    """Enables a disabled version again; enabling an enabled version changes
+    nothing. Refused like DisableCredentialVersion for a revoked, destroyed or
+    scheduled version. Requires the writer role.
+    """
+    DestroyCredentialVersion: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.DestroyCredentialVersionRequest, _credentials_pb2.DestroyCredentialVersionResponse]
+    """Schedules the destruction of one version after SINGURA_DESTROY_DELAY (24 h by
+    default; the response's destroy_time). From now on the version is DISABLED
+    (cannot be revealed, skipped as current); until destroy_time,
+    CancelCredentialDestroy gives it back the state it had. Then the vault erases
+    its ciphertext for good: the version becomes DESTROYED, and its metadata and
+    audit trail stay. Scheduling twice is FAILED_PRECONDITION
+    (CREDENTIAL_VERSION_DESTROY_SCHEDULED). Requires the writer role.
+    """
+    CancelCredentialDestroy: _grpc.UnaryUnaryMultiCallable[_credentials_pb2.CancelCredentialDestroyRequest, _credentials_pb2.CancelCredentialDestroyResponse]
+    """Cancels a scheduled destruction that has not happened yet: the version gets
+    back the state it had (ENABLED or DISABLED). FAILED_PRECONDITION when none is
+    scheduled (CREDENTIAL_VERSION_DESTROY_NOT_SCHEDULED) or it is already done
+    (CREDENTIAL_VERSION_DESTROYED). Requires the writer role.
+    """
 
 @_typing.type_check_only
 class CredentialServiceAsyncStub(CredentialServiceStub):
@@ -134,6 +163,35 @@ class CredentialServiceAsyncStub(CredentialServiceStub):
     RevokeCredential: _aio.UnaryUnaryMultiCallable[_credentials_pb2.RevokeCredentialRequest, _credentials_pb2.RevokeCredentialResponse]  # type: ignore[assignment]
     """Revokes a credential version (or all versions of its type): the state
     becomes REVOKED and the ciphertext is destroyed; the metadata stays for audit.
+    """
+    DisableCredentialVersion: _aio.UnaryUnaryMultiCallable[_credentials_pb2.DisableCredentialVersionRequest, _credentials_pb2.DisableCredentialVersionResponse]  # type: ignore[assignment]
+    """Disables one version: it can no longer be revealed (FAILED_PRECONDITION,
+    reason CREDENTIAL_VERSION_DISABLED) and is skipped as the current version
+    (version 0 then means the newest enabled one). Reversible with
+    EnableCredentialVersion. Disabling a disabled version changes nothing. A
+    revoked version is FAILED_PRECONDITION (CREDENTIAL_REVOKED), a destroyed one
+    CREDENTIAL_VERSION_DESTROYED, one scheduled for destruction
+    CREDENTIAL_VERSION_DESTROY_SCHEDULED. Requires the writer role.
+    """
+    EnableCredentialVersion: _aio.UnaryUnaryMultiCallable[_credentials_pb2.EnableCredentialVersionRequest, _credentials_pb2.EnableCredentialVersionResponse]  # type: ignore[assignment]
+    """Enables a disabled version again; enabling an enabled version changes
+    nothing. Refused like DisableCredentialVersion for a revoked, destroyed or
+    scheduled version. Requires the writer role.
+    """
+    DestroyCredentialVersion: _aio.UnaryUnaryMultiCallable[_credentials_pb2.DestroyCredentialVersionRequest, _credentials_pb2.DestroyCredentialVersionResponse]  # type: ignore[assignment]
+    """Schedules the destruction of one version after SINGURA_DESTROY_DELAY (24 h by
+    default; the response's destroy_time). From now on the version is DISABLED
+    (cannot be revealed, skipped as current); until destroy_time,
+    CancelCredentialDestroy gives it back the state it had. Then the vault erases
+    its ciphertext for good: the version becomes DESTROYED, and its metadata and
+    audit trail stay. Scheduling twice is FAILED_PRECONDITION
+    (CREDENTIAL_VERSION_DESTROY_SCHEDULED). Requires the writer role.
+    """
+    CancelCredentialDestroy: _aio.UnaryUnaryMultiCallable[_credentials_pb2.CancelCredentialDestroyRequest, _credentials_pb2.CancelCredentialDestroyResponse]  # type: ignore[assignment]
+    """Cancels a scheduled destruction that has not happened yet: the version gets
+    back the state it had (ENABLED or DISABLED). FAILED_PRECONDITION when none is
+    scheduled (CREDENTIAL_VERSION_DESTROY_NOT_SCHEDULED) or it is already done
+    (CREDENTIAL_VERSION_DESTROYED). Requires the writer role.
     """
 
 class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -233,6 +291,59 @@ class CredentialServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_credentials_pb2.RevokeCredentialResponse, _abc.Awaitable[_credentials_pb2.RevokeCredentialResponse]]:
         """Revokes a credential version (or all versions of its type): the state
         becomes REVOKED and the ciphertext is destroyed; the metadata stays for audit.
+        """
+
+    @_abc_1.abstractmethod
+    def DisableCredentialVersion(
+        self,
+        request: _credentials_pb2.DisableCredentialVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credentials_pb2.DisableCredentialVersionResponse, _abc.Awaitable[_credentials_pb2.DisableCredentialVersionResponse]]:
+        """Disables one version: it can no longer be revealed (FAILED_PRECONDITION,
+        reason CREDENTIAL_VERSION_DISABLED) and is skipped as the current version
+        (version 0 then means the newest enabled one). Reversible with
+        EnableCredentialVersion. Disabling a disabled version changes nothing. A
+        revoked version is FAILED_PRECONDITION (CREDENTIAL_REVOKED), a destroyed one
+        CREDENTIAL_VERSION_DESTROYED, one scheduled for destruction
+        CREDENTIAL_VERSION_DESTROY_SCHEDULED. Requires the writer role.
+        """
+
+    @_abc_1.abstractmethod
+    def EnableCredentialVersion(
+        self,
+        request: _credentials_pb2.EnableCredentialVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credentials_pb2.EnableCredentialVersionResponse, _abc.Awaitable[_credentials_pb2.EnableCredentialVersionResponse]]:
+        """Enables a disabled version again; enabling an enabled version changes
+        nothing. Refused like DisableCredentialVersion for a revoked, destroyed or
+        scheduled version. Requires the writer role.
+        """
+
+    @_abc_1.abstractmethod
+    def DestroyCredentialVersion(
+        self,
+        request: _credentials_pb2.DestroyCredentialVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credentials_pb2.DestroyCredentialVersionResponse, _abc.Awaitable[_credentials_pb2.DestroyCredentialVersionResponse]]:
+        """Schedules the destruction of one version after SINGURA_DESTROY_DELAY (24 h by
+        default; the response's destroy_time). From now on the version is DISABLED
+        (cannot be revealed, skipped as current); until destroy_time,
+        CancelCredentialDestroy gives it back the state it had. Then the vault erases
+        its ciphertext for good: the version becomes DESTROYED, and its metadata and
+        audit trail stay. Scheduling twice is FAILED_PRECONDITION
+        (CREDENTIAL_VERSION_DESTROY_SCHEDULED). Requires the writer role.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelCredentialDestroy(
+        self,
+        request: _credentials_pb2.CancelCredentialDestroyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_credentials_pb2.CancelCredentialDestroyResponse, _abc.Awaitable[_credentials_pb2.CancelCredentialDestroyResponse]]:
+        """Cancels a scheduled destruction that has not happened yet: the version gets
+        back the state it had (ENABLED or DISABLED). FAILED_PRECONDITION when none is
+        scheduled (CREDENTIAL_VERSION_DESTROY_NOT_SCHEDULED) or it is already done
+        (CREDENTIAL_VERSION_DESTROYED). Requires the writer role.
         """
 
 def add_CredentialServiceServicer_to_server(servicer: CredentialServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

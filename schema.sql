@@ -702,6 +702,52 @@ $$;
 
 ALTER FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) RETURNS TABLE(connection_id uuid, from_status text)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_org uuid := singura.current_organization_id();
+    r record;
+BEGIN
+    IF v_org IS NULL THEN
+        RAISE EXCEPTION 'connections_revoked_at_provider needs an organization scope'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF p_to NOT IN ('revoked', 'error') THEN
+        RAISE EXCEPTION 'a provider signal moves connections to revoked or error, not %', p_to
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR r IN
+        WITH target AS (
+            SELECT c.id, c.status
+              FROM singura.platform_connections c
+             WHERE c.organization_id = v_org AND c.platform = p_platform
+               AND (p_workspace IS NULL OR c.platform_workspace_id = p_workspace)
+               AND (p_users IS NULL OR c.platform_user_id = ANY (p_users))
+               AND c.status NOT IN ('revoked', p_to)
+             ORDER BY c.id
+               FOR NO KEY UPDATE)
+        UPDATE singura.platform_connections c
+           SET status = p_to, status_reason = 'provider_signal'
+          FROM target t
+         WHERE c.organization_id = v_org AND c.id = t.id
+        RETURNING c.id, t.status AS old_status, c.updated_at
+    LOOP
+        PERFORM singura.event_append(
+            v_org, 'connection.revoked_at_provider', r.id, NULL,
+            p_signal || jsonb_build_object('platform', p_platform, 'from', r.old_status,
+                                           'to', p_to, 'reason', 'provider_signal',
+                                           'change_time', r.updated_at));
+        connection_id := r.id;
+        from_status := r.old_status;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+ALTER FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) OWNER TO singura_owner;
+
 CREATE TABLE singura.encrypted_credentials (
     organization_id uuid NOT NULL,
     id uuid NOT NULL,
@@ -1291,6 +1337,26 @@ $$;
 
 ALTER FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) RETURNS TABLE(organization_id uuid, id uuid, client_id text, key_version integer, signing_secret_ciphertext bytea, signing_secret_nonce bytea)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+    RETURN QUERY
+    SELECT o.organization_id, o.id, o.client_id, o.key_version,
+           o.signing_secret_ciphertext, o.signing_secret_nonce
+      FROM singura.oauth_clients o
+     WHERE o.platform = p_platform
+       AND (singura.is_admin_scope() OR o.organization_id = singura.current_organization_id())
+       AND (p_platform <> 'slack' OR o.signing_secret_ciphertext IS NOT NULL)
+     ORDER BY o.organization_id
+     LIMIT p_limit;
+END
+$$;
+
+ALTER FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) OWNER TO singura_owner;
+
 CREATE TABLE singura.organizations (
     id uuid NOT NULL,
     name text NOT NULL,
@@ -1359,6 +1425,32 @@ $$;
 
 ALTER FUNCTION singura.organization_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_taken integer;
+BEGIN
+    IF cardinality(p_ids) = 0 OR cardinality(p_ids) <> cardinality(p_expires) THEN
+        RAISE EXCEPTION 'a signal needs at least one id, each with its expiry'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM singura.provider_signals_seen
+     WHERE signal_id IN (SELECT s.signal_id FROM singura.provider_signals_seen s
+                          WHERE s.expires_at < now()
+                          ORDER BY s.expires_at LIMIT 100
+                            FOR UPDATE SKIP LOCKED);
+    INSERT INTO singura.provider_signals_seen (signal_id, expires_at)
+    SELECT i.id, max(i.expires) FROM unnest(p_ids, p_expires) AS i (id, expires) GROUP BY i.id
+    ON CONFLICT (signal_id) DO NOTHING;
+    GET DIAGNOSTICS v_taken = ROW_COUNT;
+    RETURN v_taken = (SELECT count(DISTINCT i) FROM unnest(p_ids) AS i);
+END
+$$;
+
+ALTER FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) OWNER TO singura_owner;
+
 CREATE FUNCTION singura.touch_row() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -1387,7 +1479,7 @@ CREATE TABLE singura.api_keys (
     CONSTRAINT api_keys_digest_length CHECK ((octet_length(secret_digest) = 32)),
     CONSTRAINT api_keys_key_id_format CHECK ((key_id ~ '^[a-z0-9]{16}$'::text)),
     CONSTRAINT api_keys_name_length CHECK ((char_length(name) <= 200)),
-    CONSTRAINT api_keys_roles_known CHECK ((roles <@ ARRAY['reader'::text, 'writer'::text, 'revealer'::text, 'refresh_token_revealer'::text])),
+    CONSTRAINT api_keys_roles_known CHECK ((roles <@ ARRAY['reader'::text, 'writer'::text, 'revealer'::text, 'refresh_token_revealer'::text, 'signals'::text])),
     CONSTRAINT api_keys_scope_roles CHECK ((((organization_id IS NULL) AND (cardinality(roles) = 0)) OR ((organization_id IS NOT NULL) AND (cardinality(roles) > 0))))
 );
 
@@ -1554,18 +1646,32 @@ CREATE TABLE singura.oauth_clients (
     version integer DEFAULT 1 NOT NULL,
     redirect_uris text[] DEFAULT '{}'::text[] NOT NULL,
     authorization_url text DEFAULT ''::text NOT NULL,
+    signing_secret_ciphertext bytea,
+    signing_secret_nonce bytea,
     CONSTRAINT oauth_clients_auth_method_known CHECK ((auth_method = ANY (ARRAY['client_secret_basic'::text, 'client_secret_post'::text]))),
     CONSTRAINT oauth_clients_authorization_url_length CHECK ((char_length(authorization_url) <= 2048)),
     CONSTRAINT oauth_clients_client_id_length CHECK (((char_length(client_id) >= 1) AND (char_length(client_id) <= 512))),
     CONSTRAINT oauth_clients_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
     CONSTRAINT oauth_clients_redirect_uris_count CHECK ((cardinality(redirect_uris) <= 20)),
     CONSTRAINT oauth_clients_scopes_count CHECK ((cardinality(scopes) <= 100)),
+    CONSTRAINT oauth_clients_signing_secret_sealed CHECK (((signing_secret_ciphertext IS NULL) = (signing_secret_nonce IS NULL))),
     CONSTRAINT oauth_clients_url_length CHECK (((char_length(token_url) <= 2048) AND (char_length(revocation_url) <= 2048)))
 );
 
 ALTER TABLE ONLY singura.oauth_clients FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.oauth_clients OWNER TO singura_owner;
+
+CREATE TABLE singura.provider_signals_seen (
+    signal_id text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    taken_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT provider_signals_seen_id_length CHECK ((char_length(signal_id) <= 512))
+);
+
+ALTER TABLE ONLY singura.provider_signals_seen FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.provider_signals_seen OWNER TO singura_owner;
 
 CREATE TABLE singura.rewrap_failures (
     job_id uuid NOT NULL,
@@ -1682,6 +1788,9 @@ ALTER TABLE ONLY singura.platform_connections
 ALTER TABLE ONLY singura.platform_connections
     ADD CONSTRAINT platform_connections_request_key UNIQUE (organization_id, create_request_id);
 
+ALTER TABLE ONLY singura.provider_signals_seen
+    ADD CONSTRAINT provider_signals_seen_pkey PRIMARY KEY (signal_id);
+
 ALTER TABLE ONLY singura.rewrap_failures
     ADD CONSTRAINT rewrap_failures_pkey PRIMARY KEY (job_id, organization_id, credential_id);
 
@@ -1718,6 +1827,8 @@ CREATE INDEX platform_connections_active_idx ON singura.platform_connections USI
 CREATE INDEX platform_connections_list_idx ON singura.platform_connections USING btree (organization_id, created_at DESC, id DESC);
 
 CREATE INDEX platform_connections_status_list_idx ON singura.platform_connections USING btree (organization_id, status, created_at DESC, id DESC);
+
+CREATE INDEX provider_signals_seen_expiry_idx ON singura.provider_signals_seen USING btree (expires_at);
 
 CREATE INDEX rewrap_jobs_created_idx ON singura.rewrap_jobs USING btree (created_at DESC);
 
@@ -1877,6 +1988,10 @@ CREATE POLICY platform_connections_refresh_worker ON singura.platform_connection
 
 CREATE POLICY platform_connections_tenant ON singura.platform_connections USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
+ALTER TABLE singura.provider_signals_seen ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY provider_signals_seen_owner ON singura.provider_signals_seen USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
 GRANT USAGE ON SCHEMA singura TO singura_app;
 
 GRANT ALL ON FUNCTION singura.api_key_changed() TO singura_app;
@@ -1925,6 +2040,9 @@ GRANT ALL ON FUNCTION singura.connection_get_scoped(p_setting text, p_value text
 
 GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) TO singura_app;
+
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app;
 
 GRANT SELECT ON TABLE singura.credential_metadata TO singura_app;
@@ -1961,11 +2079,17 @@ GRANT ALL ON FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive
 
 REVOKE ALL ON FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) TO singura_app;
+
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.organizations TO singura_app;
 
 GRANT SELECT ON TABLE singura.plans TO singura_app;
 
 GRANT SELECT ON TABLE singura.organization_with_plan TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.api_keys TO singura_app;
 

@@ -35,6 +35,7 @@ from singura_vault.api.oauth import OAuthServicer
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.api.reflection import add_reflection
 from singura_vault.api.request_checks import MAX_TRANSPORT_BYTES
+from singura_vault.api.signals import SignalServicer
 from singura_vault.composition import Components, build_access, build_access_from
 from singura_vault.config import Settings, is_loopback, listen_host
 from singura_vault.db.pool import Database
@@ -67,6 +68,8 @@ from singura_vault.proto.singura.vault.v1 import (
     oauth_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
+    signals_pb2,
+    signals_pb2_grpc,
 )
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.service.access import load_auth_secret
@@ -91,6 +94,7 @@ VAULT_SERVICES = (
     keys_pb2.DESCRIPTOR.services_by_name["KeyService"].full_name,
     oauth_pb2.DESCRIPTOR.services_by_name["OAuthService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
+    signals_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name,
 )
 
 
@@ -210,6 +214,7 @@ class VaultServer:
             OAuthServicer(parts.oauth_clients, parts.access_tokens, parts.connect), server
         )
         events_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(parts.events), server)
+        signals_pb2_grpc.add_SignalServiceServicer_to_server(SignalServicer(parts.signals), server)
         if parts.access is not None:
             access_pb2_grpc.add_AccessServiceServicer_to_server(
                 AccessServicer(parts.access), server

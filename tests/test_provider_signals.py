@@ -29,11 +29,14 @@ from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import events_pb2 as epb
 from singura_vault.proto.singura.vault.v1 import events_pb2_grpc as epb_grpc
+from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
 from singura_vault.proto.singura.vault.v1 import oauth_pb2 as opb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as orgpb
 from singura_vault.proto.singura.vault.v1 import signals_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import signals_pb2_grpc as pb_grpc
+from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.service.access import AccessService
+from singura_vault.service.rewrap import RewrapWorker
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import bearer, chain_pending_audit, connection_message, org_message
 from tests.test_access import make_key
@@ -610,3 +613,27 @@ def test_slack_signature_is_the_documented_example() -> None:
         slack_signature(b"8f742231b10e8888abcd99yyyzzz85a5", "1531420618", body)
         == "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"
     )
+
+
+async def test_rewrap_reseals_the_signing_secret_and_signals_still_verify(
+    vault: Vault, components: Components
+) -> None:
+    """The signing secret is sealed under the client's data key version: after a data
+    key rotation and a rewrap, the old version retires and a Slack signal still
+    verifies against the re-sealed secret."""
+    org = await new_org(vault)
+    await slack_client(vault, org, "signing-secret-k")
+    conn = await connection(vault, org, platform_workspace_id="T5", platform_user_id="U5")
+    await vault.keys.RotateDataKey(kpb.RotateDataKeyRequest(organization_id=org))
+    await vault.keys.StartRewrap(kpb.StartRewrapRequest())
+    worker = RewrapWorker(KeyAdminRepository(vault.db), components.key_manager)
+    assert await worker.work_once()
+    await vault.keys.RetireKeyVersion(
+        kpb.RetireKeyVersionRequest(data_key=kpb.DataKeyRef(organization_id=org, version=1))
+    )
+
+    request = slack_request(
+        "signing-secret-k", event_callback("T5", {"type": "app_uninstalled"}), time.time()
+    )
+    assert (await signals(vault).IngestProviderSignal(request)).connections_affected == 1
+    assert (await status_of(vault, org, conn))[0] == cpb.CONNECTION_STATUS_REVOKED

@@ -702,31 +702,51 @@ $$;
 
 ALTER FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) RETURNS integer
+CREATE FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) RETURNS TABLE(connection_id uuid, from_status text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'singura', 'pg_temp'
     AS $$
 DECLARE
-    v_count integer;
+    v_org uuid := singura.current_organization_id();
+    r record;
 BEGIN
-    WITH due AS (
-        SELECT c.organization_id, c.id FROM singura.encrypted_credentials c
-         WHERE c.destroy_at IS NOT NULL AND c.version_state <> 'destroyed'
-           AND c.destroy_at <= p_now
-         ORDER BY c.destroy_at
-         LIMIT p_limit
-           FOR UPDATE SKIP LOCKED
-    )
-    UPDATE singura.encrypted_credentials c
-       SET version_state = 'destroyed', ciphertext = NULL, nonce = NULL
-      FROM due
-     WHERE c.organization_id = due.organization_id AND c.id = due.id;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
-    RETURN v_count;
+    IF v_org IS NULL THEN
+        RAISE EXCEPTION 'connections_revoked_at_provider needs an organization scope'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF p_to NOT IN ('revoked', 'error') THEN
+        RAISE EXCEPTION 'a provider signal moves connections to revoked or error, not %', p_to
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR r IN
+        WITH target AS (
+            SELECT c.id, c.status
+              FROM singura.platform_connections c
+             WHERE c.organization_id = v_org AND c.platform = p_platform
+               AND (p_workspace IS NULL OR c.platform_workspace_id = p_workspace)
+               AND (p_users IS NULL OR c.platform_user_id = ANY (p_users))
+               AND c.status NOT IN ('revoked', p_to)
+             ORDER BY c.id
+               FOR NO KEY UPDATE)
+        UPDATE singura.platform_connections c
+           SET status = p_to, status_reason = 'provider_signal'
+          FROM target t
+         WHERE c.organization_id = v_org AND c.id = t.id
+        RETURNING c.id, t.status AS old_status, c.updated_at
+    LOOP
+        PERFORM singura.event_append(
+            v_org, 'connection.revoked_at_provider', r.id, NULL,
+            p_signal || jsonb_build_object('platform', p_platform, 'from', r.old_status,
+                                           'to', p_to, 'reason', 'provider_signal',
+                                           'change_time', r.updated_at));
+        connection_id := r.id;
+        from_status := r.old_status;
+        RETURN NEXT;
+    END LOOP;
 END
 $$;
 
-ALTER FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) OWNER TO singura_owner;
+ALTER FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) OWNER TO singura_owner;
 
 CREATE TABLE singura.encrypted_credentials (
     organization_id uuid NOT NULL,
@@ -743,16 +763,12 @@ CREATE TABLE singura.encrypted_credentials (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     state_changed_at timestamp with time zone,
     fingerprint text DEFAULT ''::text NOT NULL,
-    version_state text DEFAULT 'enabled'::text NOT NULL,
-    destroy_at timestamp with time zone,
-    CONSTRAINT encrypted_credentials_destroyed_was_scheduled CHECK (((version_state <> 'destroyed'::text) OR (destroy_at IS NOT NULL))),
-    CONSTRAINT encrypted_credentials_erased_has_no_ciphertext CHECK (((((state = 'revoked'::text) OR (version_state = 'destroyed'::text)) = (ciphertext IS NULL)) AND ((ciphertext IS NULL) = (nonce IS NULL)))),
     CONSTRAINT encrypted_credentials_fingerprint_format CHECK ((fingerprint ~ '^[0-9a-f]{0,64}$'::text)),
     CONSTRAINT encrypted_credentials_nonce_length CHECK ((octet_length(nonce) = 12)),
+    CONSTRAINT encrypted_credentials_revoked_has_no_ciphertext CHECK ((((state = 'revoked'::text) = (ciphertext IS NULL)) AND ((ciphertext IS NULL) = (nonce IS NULL)))),
     CONSTRAINT encrypted_credentials_state_known CHECK ((state = ANY (ARRAY['active'::text, 'superseded'::text, 'revoked'::text]))),
     CONSTRAINT encrypted_credentials_type_known CHECK ((credential_type = ANY (ARRAY['access_token'::text, 'refresh_token'::text, 'api_key'::text, 'client_secret'::text, 'webhook_secret'::text, 'private_key'::text]))),
-    CONSTRAINT encrypted_credentials_version_positive CHECK ((version >= 1)),
-    CONSTRAINT encrypted_credentials_version_state_known CHECK ((version_state = ANY (ARRAY['enabled'::text, 'disabled'::text, 'destroyed'::text])))
+    CONSTRAINT encrypted_credentials_version_positive CHECK ((version >= 1))
 );
 
 ALTER TABLE ONLY singura.encrypted_credentials FORCE ROW LEVEL SECURITY;
@@ -770,9 +786,7 @@ CREATE VIEW singura.credential_metadata WITH (security_invoker='true') AS
     fingerprint,
     created_at,
     expires_at,
-    state_changed_at,
-    version_state,
-    destroy_at
+    state_changed_at
    FROM singura.encrypted_credentials;
 
 ALTER VIEW singura.credential_metadata OWNER TO singura_owner;
@@ -792,7 +806,7 @@ $$;
 
 ALTER FUNCTION singura.credential_expiring_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_before timestamp with time zone, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
+CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -804,28 +818,15 @@ BEGIN
         RETURN QUERY
         SELECT t.i, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
                e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
-               e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
-               e.version_state, e.destroy_at
+               e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
           FROM unnest(g.items) AS t(i)
           CROSS JOIN LATERAL (
-                SELECT * FROM (
-                    (SELECT * FROM singura.encrypted_credentials c
-                      WHERE c.organization_id = p_orgs[t.i]
-                        AND c.connection_id = p_connections[t.i]
-                        AND c.credential_type = p_types[t.i]
-                        AND (p_versions[t.i] = c.version
-                             OR (p_versions[t.i] = 0 AND c.version_state = 'enabled'
-                                 AND c.destroy_at IS NULL))
-                      ORDER BY c.version DESC
-                      LIMIT 1)
-                    UNION ALL
-                    (SELECT * FROM singura.encrypted_credentials c
-                      WHERE p_versions[t.i] = 0
-                        AND c.organization_id = p_orgs[t.i]
-                        AND c.connection_id = p_connections[t.i]
-                        AND c.credential_type = p_types[t.i]
-                      ORDER BY c.version DESC
-                      LIMIT 1)) newest
+                SELECT * FROM singura.encrypted_credentials c
+                 WHERE c.organization_id = p_orgs[t.i]
+                   AND c.connection_id = p_connections[t.i]
+                   AND c.credential_type = p_types[t.i]
+                   AND (p_versions[t.i] = 0 OR c.version = p_versions[t.i])
+                 ORDER BY c.version DESC
                  LIMIT 1) e
           JOIN singura.data_keys d
             ON d.organization_id = e.organization_id AND d.version = e.key_version;
@@ -835,41 +836,29 @@ $$;
 
 ALTER FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
+CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
     LANGUAGE sql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT t.ord, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
        e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
-       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
-       e.version_state, e.destroy_at
+       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
   FROM unnest(p_connections, p_types, p_versions) WITH ORDINALITY
        AS t(connection_id, credential_type, version, ord)
   CROSS JOIN LATERAL (
-        SELECT * FROM (
-            (SELECT * FROM singura.encrypted_credentials c
-              WHERE c.organization_id = p_org AND c.connection_id = t.connection_id
-                AND c.credential_type = t.credential_type
-                AND (t.version = c.version
-                     OR (t.version = 0 AND c.version_state = 'enabled'
-                         AND c.destroy_at IS NULL))
-              ORDER BY c.version DESC
-              LIMIT 1)
-            UNION ALL
-            (SELECT * FROM singura.encrypted_credentials c
-              WHERE t.version = 0
-                AND c.organization_id = p_org AND c.connection_id = t.connection_id
-                AND c.credential_type = t.credential_type
-              ORDER BY c.version DESC
-              LIMIT 1)) newest
+        SELECT * FROM singura.encrypted_credentials c
+         WHERE c.organization_id = p_org AND c.connection_id = t.connection_id
+           AND c.credential_type = t.credential_type
+           AND (t.version = 0 OR c.version = t.version)
+         ORDER BY c.version DESC
          LIMIT 1) e
   JOIN singura.data_keys d ON d.organization_id = e.organization_id AND d.version = e.key_version;
 $$;
 
 ALTER FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, version_state text, destroy_at timestamp with time zone)
+CREATE FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -881,7 +870,7 @@ BEGIN
         RETURN QUERY
         SELECT t.i, m.id, m.organization_id, m.connection_id, m.credential_type, m.version,
                m.state, m.key_version, m.fingerprint, m.created_at, m.expires_at,
-               m.state_changed_at, m.version_state, m.destroy_at
+               m.state_changed_at
           FROM unnest(g.items) AS t(i)
           JOIN singura.credential_metadata m
             ON m.organization_id = p_orgs[t.i] AND m.id = p_ids[t.i];
@@ -1069,107 +1058,10 @@ INSERT INTO singura.encrypted_credentials (
 VALUES (p_org, p_id, p_connection, p_type, p_version, 'active', p_ciphertext, p_nonce,
         p_key_version, p_fingerprint, p_expires_at, p_create_request_id)
 RETURNING id, organization_id, connection_id, credential_type, version, state, key_version,
-          fingerprint, created_at, expires_at, state_changed_at, version_state, destroy_at;
+          fingerprint, created_at, expires_at, state_changed_at;
 $$;
 
 ALTER FUNCTION singura.credential_store_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid, p_connection uuid, p_type text, p_version integer, p_ciphertext bytea, p_nonce bytea, p_key_version integer, p_fingerprint text, p_expires_at timestamp with time zone, p_create_request_id uuid) OWNER TO singura_owner;
-
-CREATE FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) RETURNS TABLE(refused text, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, version_state text, destroy_at timestamp with time zone)
-    LANGUAGE plpgsql
-    AS $$
-DECLARE
-    r singura.encrypted_credentials;
-    v_refused text;
-BEGIN
-    IF p_action NOT IN ('disable', 'enable', 'destroy', 'cancel_destroy') THEN
-        RAISE EXCEPTION 'not a version transition: %', p_action
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    PERFORM singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
-    SELECT * INTO r FROM singura.encrypted_credentials c
-     WHERE c.organization_id = p_org AND c.connection_id = p_connection
-       AND c.credential_type = p_type AND c.version = p_version
-       FOR NO KEY UPDATE;
-    IF NOT FOUND THEN
-        RETURN;
-    END IF;
-    v_refused := CASE
-        WHEN r.state = 'revoked' THEN 'revoked'
-        WHEN r.version_state = 'destroyed' THEN 'destroyed'
-        WHEN p_action = 'cancel_destroy' AND r.destroy_at IS NULL THEN 'not_scheduled'
-        WHEN p_action <> 'cancel_destroy' AND r.destroy_at IS NOT NULL THEN 'scheduled'
-    END;
-    IF v_refused IS NULL AND NOT (p_action = 'disable' AND r.version_state = 'disabled')
-       AND NOT (p_action = 'enable' AND r.version_state = 'enabled') THEN
-        UPDATE singura.encrypted_credentials c
-           SET version_state = CASE p_action WHEN 'disable' THEN 'disabled'
-                                             WHEN 'enable' THEN 'enabled'
-                                             ELSE c.version_state END,
-               destroy_at = CASE p_action WHEN 'destroy' THEN p_destroy_at
-                                          WHEN 'cancel_destroy' THEN NULL
-                                          ELSE c.destroy_at END
-         WHERE c.organization_id = p_org AND c.id = r.id
-        RETURNING * INTO r;
-    END IF;
-    RETURN QUERY SELECT v_refused, r.id, r.organization_id, r.connection_id,
-                        r.credential_type, r.version, r.state, r.key_version, r.fingerprint,
-                        r.created_at, r.expires_at, r.state_changed_at, r.version_state,
-                        r.destroy_at;
-END
-$$;
-
-ALTER FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) OWNER TO singura_owner;
-
-CREATE FUNCTION singura.credential_version_changed() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER
-    SET search_path TO 'singura', 'pg_temp'
-    AS $$
-DECLARE
-    v_type text := singura.credential_version_transition(OLD, NEW);
-    v_data jsonb;
-BEGIN
-    IF v_type IS NULL THEN
-        RETURN NULL;
-    END IF;
-    v_data := jsonb_build_object(
-        'connection_id', NEW.connection_id, 'credential_type', NEW.credential_type,
-        'version', NEW.version, 'key_version', NEW.key_version,
-        'version_state', CASE WHEN NEW.version_state = 'enabled' AND NEW.destroy_at IS NOT NULL
-                              THEN 'disabled' ELSE NEW.version_state END,
-        'destroy_time', NEW.destroy_at, 'change_time', now());
-    INSERT INTO singura.audit_logs (organization_id, actor, action, resource_type, resource_id,
-                                    request_id, outcome, details)
-    VALUES (NEW.organization_id,
-            coalesce(nullif(current_setting('singura.actor', true), ''), 'system'),
-            v_type, 'credential', NEW.id::text,
-            nullif(current_setting('singura.request_id', true), ''),
-            'success', v_data);
-    PERFORM singura.event_append(NEW.organization_id, v_type, NEW.connection_id, NEW.id,
-                                 v_data - 'connection_id' - 'key_version');
-    RETURN NULL;
-END
-$$;
-
-ALTER FUNCTION singura.credential_version_changed() OWNER TO singura_owner;
-
-CREATE FUNCTION singura.credential_version_transition(p_old singura.encrypted_credentials, p_new singura.encrypted_credentials) RETURNS text
-    LANGUAGE sql IMMUTABLE
-    AS $$
-SELECT CASE
-    WHEN p_new.version_state = 'destroyed' AND p_old.version_state <> 'destroyed'
-        THEN 'credential.version_destroyed'
-    WHEN p_old.destroy_at IS NULL AND p_new.destroy_at IS NOT NULL
-        THEN 'credential.version_destroy_scheduled'
-    WHEN p_old.destroy_at IS NOT NULL AND p_new.destroy_at IS NULL
-        THEN 'credential.version_destroy_cancelled'
-    WHEN p_old.version_state = 'enabled' AND p_new.version_state = 'disabled'
-        THEN 'credential.version_disabled'
-    WHEN p_old.version_state = 'disabled' AND p_new.version_state = 'enabled'
-        THEN 'credential.version_enabled'
-END
-$$;
-
-ALTER FUNCTION singura.credential_version_transition(p_old singura.encrypted_credentials, p_new singura.encrypted_credentials) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.credential_versions_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_after uuid, p_limit integer) RETURNS SETOF singura.credential_metadata
     LANGUAGE sql
@@ -1445,6 +1337,26 @@ $$;
 
 ALTER FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) RETURNS TABLE(organization_id uuid, id uuid, client_id text, key_version integer, signing_secret_ciphertext bytea, signing_secret_nonce bytea)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+    RETURN QUERY
+    SELECT o.organization_id, o.id, o.client_id, o.key_version,
+           o.signing_secret_ciphertext, o.signing_secret_nonce
+      FROM singura.oauth_clients o
+     WHERE o.platform = p_platform
+       AND (singura.is_admin_scope() OR o.organization_id = singura.current_organization_id())
+       AND (p_platform <> 'slack' OR o.signing_secret_ciphertext IS NOT NULL)
+     ORDER BY o.organization_id
+     LIMIT p_limit;
+END
+$$;
+
+ALTER FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) OWNER TO singura_owner;
+
 CREATE TABLE singura.organizations (
     id uuid NOT NULL,
     name text NOT NULL,
@@ -1513,6 +1425,32 @@ $$;
 
 ALTER FUNCTION singura.organization_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_taken integer;
+BEGIN
+    IF cardinality(p_ids) = 0 OR cardinality(p_ids) <> cardinality(p_expires) THEN
+        RAISE EXCEPTION 'a signal needs at least one id, each with its expiry'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM singura.provider_signals_seen
+     WHERE signal_id IN (SELECT s.signal_id FROM singura.provider_signals_seen s
+                          WHERE s.expires_at < now()
+                          ORDER BY s.expires_at LIMIT 100
+                            FOR UPDATE SKIP LOCKED);
+    INSERT INTO singura.provider_signals_seen (signal_id, expires_at)
+    SELECT i.id, max(i.expires) FROM unnest(p_ids, p_expires) AS i (id, expires) GROUP BY i.id
+    ON CONFLICT (signal_id) DO NOTHING;
+    GET DIAGNOSTICS v_taken = ROW_COUNT;
+    RETURN v_taken = (SELECT count(DISTINCT i) FROM unnest(p_ids) AS i);
+END
+$$;
+
+ALTER FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) OWNER TO singura_owner;
+
 CREATE FUNCTION singura.touch_row() RETURNS trigger
     LANGUAGE plpgsql
     AS $$
@@ -1541,7 +1479,7 @@ CREATE TABLE singura.api_keys (
     CONSTRAINT api_keys_digest_length CHECK ((octet_length(secret_digest) = 32)),
     CONSTRAINT api_keys_key_id_format CHECK ((key_id ~ '^[a-z0-9]{16}$'::text)),
     CONSTRAINT api_keys_name_length CHECK ((char_length(name) <= 200)),
-    CONSTRAINT api_keys_roles_known CHECK ((roles <@ ARRAY['reader'::text, 'writer'::text, 'revealer'::text, 'refresh_token_revealer'::text])),
+    CONSTRAINT api_keys_roles_known CHECK ((roles <@ ARRAY['reader'::text, 'writer'::text, 'revealer'::text, 'refresh_token_revealer'::text, 'signals'::text])),
     CONSTRAINT api_keys_scope_roles CHECK ((((organization_id IS NULL) AND (cardinality(roles) = 0)) OR ((organization_id IS NOT NULL) AND (cardinality(roles) > 0))))
 );
 
@@ -1708,18 +1646,32 @@ CREATE TABLE singura.oauth_clients (
     version integer DEFAULT 1 NOT NULL,
     redirect_uris text[] DEFAULT '{}'::text[] NOT NULL,
     authorization_url text DEFAULT ''::text NOT NULL,
+    signing_secret_ciphertext bytea,
+    signing_secret_nonce bytea,
     CONSTRAINT oauth_clients_auth_method_known CHECK ((auth_method = ANY (ARRAY['client_secret_basic'::text, 'client_secret_post'::text]))),
     CONSTRAINT oauth_clients_authorization_url_length CHECK ((char_length(authorization_url) <= 2048)),
     CONSTRAINT oauth_clients_client_id_length CHECK (((char_length(client_id) >= 1) AND (char_length(client_id) <= 512))),
     CONSTRAINT oauth_clients_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
     CONSTRAINT oauth_clients_redirect_uris_count CHECK ((cardinality(redirect_uris) <= 20)),
     CONSTRAINT oauth_clients_scopes_count CHECK ((cardinality(scopes) <= 100)),
+    CONSTRAINT oauth_clients_signing_secret_sealed CHECK (((signing_secret_ciphertext IS NULL) = (signing_secret_nonce IS NULL))),
     CONSTRAINT oauth_clients_url_length CHECK (((char_length(token_url) <= 2048) AND (char_length(revocation_url) <= 2048)))
 );
 
 ALTER TABLE ONLY singura.oauth_clients FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.oauth_clients OWNER TO singura_owner;
+
+CREATE TABLE singura.provider_signals_seen (
+    signal_id text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    taken_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT provider_signals_seen_id_length CHECK ((char_length(signal_id) <= 512))
+);
+
+ALTER TABLE ONLY singura.provider_signals_seen FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.provider_signals_seen OWNER TO singura_owner;
 
 CREATE TABLE singura.rewrap_failures (
     job_id uuid NOT NULL,
@@ -1836,6 +1788,9 @@ ALTER TABLE ONLY singura.platform_connections
 ALTER TABLE ONLY singura.platform_connections
     ADD CONSTRAINT platform_connections_request_key UNIQUE (organization_id, create_request_id);
 
+ALTER TABLE ONLY singura.provider_signals_seen
+    ADD CONSTRAINT provider_signals_seen_pkey PRIMARY KEY (signal_id);
+
 ALTER TABLE ONLY singura.rewrap_failures
     ADD CONSTRAINT rewrap_failures_pkey PRIMARY KEY (job_id, organization_id, credential_id);
 
@@ -1857,8 +1812,6 @@ CREATE INDEX audit_pending_chain_idx ON singura.audit_pending USING btree (organ
 
 CREATE UNIQUE INDEX encrypted_credentials_current_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, credential_type) WHERE (state = 'active'::text);
 
-CREATE INDEX encrypted_credentials_destroy_due_idx ON singura.encrypted_credentials USING btree (destroy_at) WHERE ((destroy_at IS NOT NULL) AND (version_state <> 'destroyed'::text));
-
 CREATE INDEX encrypted_credentials_expiry_idx ON singura.encrypted_credentials USING btree (organization_id, expires_at, id) WHERE ((expires_at IS NOT NULL) AND (state = 'active'::text));
 
 CREATE INDEX encrypted_credentials_key_version_idx ON singura.encrypted_credentials USING btree (organization_id, key_version) WHERE (state <> 'revoked'::text);
@@ -1874,6 +1827,8 @@ CREATE INDEX platform_connections_active_idx ON singura.platform_connections USI
 CREATE INDEX platform_connections_list_idx ON singura.platform_connections USING btree (organization_id, created_at DESC, id DESC);
 
 CREATE INDEX platform_connections_status_list_idx ON singura.platform_connections USING btree (organization_id, status, created_at DESC, id DESC);
+
+CREATE INDEX provider_signals_seen_expiry_idx ON singura.provider_signals_seen USING btree (expires_at);
 
 CREATE INDEX rewrap_jobs_created_idx ON singura.rewrap_jobs USING btree (created_at DESC);
 
@@ -1902,8 +1857,6 @@ CREATE TRIGGER encrypted_credentials_events AFTER INSERT ON singura.encrypted_cr
 CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_version, ciphertext ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_key_must_be_live();
 
 CREATE TRIGGER encrypted_credentials_rewrap_audit AFTER UPDATE OF key_version ON singura.encrypted_credentials FOR EACH ROW WHEN ((old.key_version IS DISTINCT FROM new.key_version)) EXECUTE FUNCTION singura.audit_rewrap_action();
-
-CREATE TRIGGER encrypted_credentials_version_state AFTER UPDATE OF version_state, destroy_at ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_version_changed();
 
 CREATE TRIGGER oauth_authorizations_key_live BEFORE INSERT ON singura.oauth_authorizations FOR EACH ROW EXECUTE FUNCTION singura.oauth_authorization_key_must_be_live();
 
@@ -1997,8 +1950,6 @@ CREATE POLICY data_keys_tenant ON singura.data_keys USING ((organization_id = si
 
 ALTER TABLE singura.encrypted_credentials ENABLE ROW LEVEL SECURITY;
 
-CREATE POLICY encrypted_credentials_destroy_job ON singura.encrypted_credentials FOR UPDATE USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
-
 CREATE POLICY encrypted_credentials_refresh_worker ON singura.encrypted_credentials FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY encrypted_credentials_tenant ON singura.encrypted_credentials USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
@@ -2036,6 +1987,10 @@ ALTER TABLE singura.platform_connections ENABLE ROW LEVEL SECURITY;
 CREATE POLICY platform_connections_refresh_worker ON singura.platform_connections FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY platform_connections_tenant ON singura.platform_connections USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+ALTER TABLE singura.provider_signals_seen ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY provider_signals_seen_owner ON singura.provider_signals_seen USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 GRANT USAGE ON SCHEMA singura TO singura_app;
 
@@ -2085,16 +2040,14 @@ GRANT ALL ON FUNCTION singura.connection_get_scoped(p_setting text, p_value text
 
 GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) TO singura_app;
 
-REVOKE ALL ON FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) TO singura_app;
+REVOKE ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app;
 
 GRANT SELECT ON TABLE singura.credential_metadata TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
-
-GRANT ALL ON FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) TO singura_app;
 
@@ -2103,8 +2056,6 @@ GRANT ALL ON FUNCTION singura.credential_key_must_be_live() TO singura_app;
 GRANT ALL ON FUNCTION singura.credential_store_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[], p_connections uuid[], p_types text[], p_versions integer[], p_ciphertexts bytea[], p_nonces bytea[], p_key_versions integer[], p_fingerprints text[], p_expires_ats timestamp with time zone[], p_create_request_ids uuid[]) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_store_plan_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_create_request_ids uuid[]) TO singura_app;
-
-GRANT ALL ON FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.current_organization_id() TO singura_app;
 
@@ -2128,11 +2079,17 @@ GRANT ALL ON FUNCTION singura.oauth_refresh_claim(p_margin interval, p_keepalive
 
 REVOKE ALL ON FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval) FROM PUBLIC;
 
+REVOKE ALL ON FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.oauth_signal_clients_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_platform text, p_limit integer) TO singura_app;
+
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.organizations TO singura_app;
 
 GRANT SELECT ON TABLE singura.plans TO singura_app;
 
 GRANT SELECT ON TABLE singura.organization_with_plan TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) TO singura_app;
 
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.api_keys TO singura_app;
 

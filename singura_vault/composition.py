@@ -13,6 +13,8 @@ for everything.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import timedelta
 from functools import cached_property
 from uuid import UUID
@@ -26,6 +28,7 @@ from singura_vault.providers import (
     WebhookEgressSettings,
     WebhookSender,
 )
+from singura_vault.providers.signals import JwksCache, RiscSettings
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
@@ -36,6 +39,7 @@ from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.repositories.oauth_authorizations import AuthorizationRepository
 from singura_vault.repositories.organizations import OrganizationRepository
+from singura_vault.repositories.signals import SignalRepository
 from singura_vault.repositories.webhooks import WebhookRepository
 from singura_vault.service.access import AccessService, RateLimit
 from singura_vault.service.audit import AuditService
@@ -60,6 +64,7 @@ from singura_vault.service.oauth_tokens import AccessTokenService
 from singura_vault.service.oauth_worker import RefreshWorker
 from singura_vault.service.organizations import OrganizationService
 from singura_vault.service.rewrap import BATCH_SIZE, RewrapWorker
+from singura_vault.service.signals import SignalService
 from singura_vault.service.version_destroyer import DEFAULT_INTERVAL_S, VersionDestroyer
 from singura_vault.service.webhook_worker import DeliveryPolicy, WebhookWorker
 from singura_vault.service.webhooks import WebhookService
@@ -112,6 +117,7 @@ class Components:
         destroy_delay: timedelta = DEFAULT_DESTROY_DELAY,
         destroy_interval_s: float = DEFAULT_INTERVAL_S,
         clock: Clock = utc_now,
+        signal_clock: Callable[[], float] = time.time,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
@@ -131,6 +137,8 @@ class Components:
         self._destroy_delay = destroy_delay
         self._destroy_interval_s = destroy_interval_s
         self._clock = clock
+        # Wall-clock time for the signals' freshness windows (tests inject theirs).
+        self._signal_clock = signal_clock
 
     @classmethod
     def for_serve(
@@ -303,16 +311,44 @@ class Components:
         return OAuthRepository(self.db)
 
     @cached_property
-    def token_endpoint(self) -> TokenEndpointClient:
+    def egress(self) -> EgressSettings:
+        """The rules of every outbound call to a provider (providers/egress.py)."""
         settings = self.oauth_settings
-        return TokenEndpointClient(
-            EgressSettings(
-                connect_timeout_s=settings.connect_timeout_s,
-                total_timeout_s=settings.timeout_s,
-                revoke_timeout_s=settings.revoke_timeout_s,
-                proxy=settings.proxy,
-                allow_loopback_http=not self._production,
-            )
+        return EgressSettings(
+            connect_timeout_s=settings.connect_timeout_s,
+            total_timeout_s=settings.timeout_s,
+            revoke_timeout_s=settings.revoke_timeout_s,
+            proxy=settings.proxy,
+            allow_loopback_http=not self._production,
+        )
+
+    @cached_property
+    def token_endpoint(self) -> TokenEndpointClient:
+        return TokenEndpointClient(self.egress)
+
+    # -- provider signals ---------------------------------------------------------------
+
+    @cached_property
+    def risc_keys(self) -> JwksCache:
+        """The RISC issuer's key set, fetched through the egress rules and cached."""
+        settings = self.oauth_settings
+        return JwksCache(
+            RiscSettings(settings.risc_issuer, settings.risc_jwks_url, settings.risc_jwks_ttl_s),
+            self.egress,
+            time.monotonic,
+        )
+
+    @cached_property
+    def signals(self) -> SignalService:
+        """IngestProviderSignal: Slack Events API requests and Google RISC tokens."""
+        settings = self.oauth_settings
+        return SignalService(
+            SignalRepository(self.db),
+            self.credentials,
+            self.risc_keys,
+            RiscSettings(settings.risc_issuer, settings.risc_jwks_url, settings.risc_jwks_ttl_s),
+            self._authorizer,
+            clock=self._signal_clock,
         )
 
     @cached_property
@@ -400,3 +436,5 @@ class Components:
         worker = self.__dict__.get("webhook_worker")
         if worker is not None:
             await worker.aclose()
+        if "risc_keys" in self.__dict__:
+            await self.risc_keys.aclose()

@@ -92,6 +92,11 @@ class OAuthSettings:
     proxy: str | None = None
     # How long a StartAuthorization's state may be completed (the connect flow).
     state_ttl_s: float = 600.0
+    # Google RISC security event tokens (provider signals, docs/events.md): who issues
+    # them, where its keys are published, how long a fetched key set is used.
+    risc_issuer: str = "https://accounts.google.com"
+    risc_jwks_url: str = "https://www.googleapis.com/oauth2/v3/certs"
+    risc_jwks_ttl_s: float = 3600.0
 
 
 @dataclass(frozen=True)
@@ -351,6 +356,9 @@ def _oauth_settings(env: Mapping[str, str]) -> OAuthSettings:
         revoke_timeout_s=_duration(env, "SINGURA_REVOKE_TIMEOUT", 5.0, minimum=0.1),
         state_ttl_s=_duration(env, "SINGURA_OAUTH_STATE_TTL", 600.0, minimum=60.0),
         proxy=proxy,
+        risc_issuer=env.get("SINGURA_RISC_ISSUER", "").strip() or "https://accounts.google.com",
+        risc_jwks_url=_risc_jwks_url(env),
+        risc_jwks_ttl_s=_duration(env, "SINGURA_RISC_JWKS_TTL", 3600.0, minimum=60.0),
     )
 
 
@@ -364,6 +372,18 @@ def _webhook_settings(env: Mapping[str, str]) -> WebhookSettings:
         connect_timeout_s=_duration(env, "SINGURA_WEBHOOK_CONNECT_TIMEOUT", 5.0, minimum=0.1),
         timeout_s=_duration(env, "SINGURA_WEBHOOK_TIMEOUT", 10.0, minimum=0.1),
     )
+
+
+def _risc_jwks_url(env: Mapping[str, str]) -> str:
+    url = env.get("SINGURA_RISC_JWKS_URL", "").strip()
+    if not url:
+        return "https://www.googleapis.com/oauth2/v3/certs"
+    if not url.startswith(("https://", "http://")):
+        raise ConfigError(
+            "SINGURA_RISC_JWKS_URL must be an https URL, such as "
+            "https://www.googleapis.com/oauth2/v3/certs"
+        )
+    return url
 
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

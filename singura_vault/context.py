@@ -20,6 +20,7 @@ class Role(enum.Enum):
     REVEALER = "revealer"  # RevealCredential of every type but refresh tokens
     # RevealCredential of refresh tokens
     REFRESH_TOKEN_REVEALER = "refresh_token_revealer"  # noqa: S105 - a role name, not a secret
+    SIGNALS = "signals"  # IngestProviderSignal (provider revocation signals)
 
 
 @dataclass(frozen=True)

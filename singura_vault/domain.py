@@ -492,6 +492,8 @@ class OAuthClientRecord:
     data_key: StoredDataKey | None
     created_at: datetime
     updated_at: datetime
+    # Slack's signing secret, sealed like ``secret`` (migration 027); None: not set.
+    signing_secret: EncryptedValue | None = None
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,13 @@ CREDENTIAL_REVEALS = Counter(
     ["outcome"],
     registry=REGISTRY,
 )
+PROVIDER_SIGNALS = Counter(
+    "singura_provider_signals",
+    "Provider signals forwarded to IngestProviderSignal, by platform and outcome "
+    "(taken, bad_signature, stale, replayed, malformed, unsupported, unavailable).",
+    ["platform", "outcome"],
+    registry=REGISTRY,
+)
 DATA_LOSS_EVENTS = Counter(
     "singura_data_loss_events",
     "Ciphertexts or data keys that failed their integrity check.",

@@ -35,6 +35,7 @@ from singura_vault.api.oauth import OAuthServicer
 from singura_vault.api.organizations import OrganizationServicer
 from singura_vault.api.reflection import add_reflection
 from singura_vault.api.request_checks import MAX_TRANSPORT_BYTES
+from singura_vault.api.signals import SignalServicer
 from singura_vault.api.webhooks import WebhookServicer
 from singura_vault.composition import Components, build_access, build_access_from
 from singura_vault.config import Settings, is_loopback, listen_host
@@ -68,6 +69,8 @@ from singura_vault.proto.singura.vault.v1 import (
     oauth_pb2_grpc,
     organizations_pb2,
     organizations_pb2_grpc,
+    signals_pb2,
+    signals_pb2_grpc,
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
@@ -95,6 +98,7 @@ VAULT_SERVICES = (
     oauth_pb2.DESCRIPTOR.services_by_name["OAuthService"].full_name,
     events_pb2.DESCRIPTOR.services_by_name["EventService"].full_name,
     webhooks_pb2.DESCRIPTOR.services_by_name["WebhookService"].full_name,
+    signals_pb2.DESCRIPTOR.services_by_name["SignalService"].full_name,
 )
 
 
@@ -221,6 +225,7 @@ class VaultServer:
         webhooks_pb2_grpc.add_WebhookServiceServicer_to_server(
             WebhookServicer(parts.webhooks), server
         )
+        signals_pb2_grpc.add_SignalServiceServicer_to_server(SignalServicer(parts.signals), server)
         if parts.access is not None:
             access_pb2_grpc.add_AccessServiceServicer_to_server(
                 AccessServicer(parts.access), server

@@ -148,6 +148,7 @@ async def test_service_role_cannot_bypass_or_disable_rls(
         "oauth_clients",
         "organizations",
         "platform_connections",
+        "provider_signals_seen",
         "webhook_attempts",
         "webhook_deliveries",
         "webhook_endpoints",

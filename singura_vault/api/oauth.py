@@ -67,6 +67,7 @@ def client_to_proto(record: OAuthClientRecord) -> pb.OAuthClient:
         effective_authorization_url=authorization_url_template(
             settings.platform, settings.authorization_url
         ),
+        has_signing_secret=record.signing_secret is not None,
     )
 
 
@@ -94,6 +95,7 @@ class OAuthServicer(pb_grpc.OAuthServiceServicer):
                 auth_method=_auth_method(client.auth_method),
                 redirect_uris=list(client.redirect_uris),
                 authorization_url=client.authorization_url,
+                signing_secret=client.signing_secret,
             )
         )
         return pb.SetOAuthClientResponse(client=client_to_proto(record))

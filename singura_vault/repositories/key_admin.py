@@ -152,11 +152,13 @@ class KeyAdminRepository:
         organization_id: UUID,
         newest: int,
         reseal: Callable[
-            [UUID, int, EncryptedValue, dict[int, StoredDataKey]], Awaitable[EncryptedValue]
+            [UUID, int, EncryptedValue, dict[int, StoredDataKey], bool],
+            Awaitable[EncryptedValue],
         ],
     ) -> int:
-        """Re-seal the organization's OAuth client secrets that an older data key seals
-        (a handful per organization: one transaction); returns how many."""
+        """Re-seal the organization's OAuth client secrets (and signing secrets, migration
+        027: the last argument of ``reseal`` says which) that an older data key seals
+        (a handful per organization: one transaction); returns how many clients."""
         async with self._db.tenant(organization_id) as conn:
             rows = await conn.fetch(query("oauth_clients_claim_stale"), organization_id, newest)
             if not rows:
@@ -168,8 +170,22 @@ class KeyAdminRepository:
                 stale = EncryptedValue(
                     row["secret_nonce"], row["secret_ciphertext"], "", row["key_version"]
                 )
+                signing: EncryptedValue | None = None
                 try:
-                    value = await reseal(row["id"], row["key_version"], stale, data_keys)
+                    value = await reseal(row["id"], row["key_version"], stale, data_keys, False)
+                    if row["signing_secret_ciphertext"] is not None:
+                        signing = await reseal(
+                            row["id"],
+                            row["key_version"],
+                            EncryptedValue(
+                                row["signing_secret_nonce"],
+                                row["signing_secret_ciphertext"],
+                                "",
+                                row["key_version"],
+                            ),
+                            data_keys,
+                            True,
+                        )
                 except DataLoss:
                     # Left as it is (and its key unretirable) until the client is set
                     # again; the rest of the job goes on.
@@ -184,6 +200,8 @@ class KeyAdminRepository:
                         value.ciphertext,
                         value.nonce,
                         value.key_version,
+                        signing.ciphertext if signing else None,
+                        signing.nonce if signing else None,
                     )
         return resealed
 

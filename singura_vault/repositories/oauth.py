@@ -81,6 +81,11 @@ def client_from_row(row: asyncpg.Record) -> OAuthClientRecord:
         else None,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        signing_secret=EncryptedValue(
+            row["signing_secret_nonce"], row["signing_secret_ciphertext"], "", row["key_version"]
+        )
+        if row["signing_secret_ciphertext"] is not None
+        else None,
     )
 
 
@@ -207,7 +212,11 @@ class OAuthRepository:
         self._db = db
 
     async def set_client(
-        self, settings: OAuthClientSettings, row_id: UUID, secret: EncryptedValue
+        self,
+        settings: OAuthClientSettings,
+        row_id: UUID,
+        secret: EncryptedValue,
+        signing_secret: EncryptedValue | None = None,
     ) -> OAuthClientRecord:
         org_id = settings.organization_id
         async with self._db.tenant(org_id) as conn:
@@ -227,6 +236,8 @@ class OAuthRepository:
                     settings.auth_method.value,
                     list(settings.redirect_uris),
                     settings.authorization_url,
+                    signing_secret.ciphertext if signing_secret else None,
+                    signing_secret.nonce if signing_secret else None,
                 )
         assert row is not None
         return client_from_row(row)

@@ -11,6 +11,7 @@ No value, key or ciphertext byte is ever logged or put into an error message.
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -477,9 +478,11 @@ class CredentialService:
         return await self._open(encrypted, live_keys)
 
     async def seal_client_secret(
-        self, organization_id: UUID, client_row_id: UUID, secret: str
-    ) -> EncryptedValue:
-        """Seal an OAuth client secret under the organization's current data key."""
+        self, organization_id: UUID, client_row_id: UUID, secret: str, signing_secret: str = ""
+    ) -> tuple[EncryptedValue, EncryptedValue | None]:
+        """Seal an OAuth client secret, and its signing secret if it has one (Slack),
+        under the organization's current data key: one key version seals both (the row
+        records one)."""
         stored = await self._repository.current_data_key(organization_id)
         if stored is None:
             await self._create_data_key(organization_id)
@@ -492,7 +495,53 @@ class CredentialService:
             plaintext,
             sealing.client_secret_binding(organization_id, client_row_id, data_key.version),
         )
-        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version)
+        signing: EncryptedValue | None = None
+        if signing_secret:
+            sealed_signing = self._keys.seal(
+                data_key,
+                signing_secret.encode("utf-8"),
+                sealing.signing_secret_binding(organization_id, client_row_id, data_key.version),
+            )
+            signing = EncryptedValue(
+                sealed_signing.nonce, sealed_signing.ciphertext, "", data_key.version
+            )
+        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version), signing
+
+    async def open_signing_secrets(
+        self, organization_id: UUID, sealed: Sequence[tuple[UUID, EncryptedValue]]
+    ) -> builtins.list[tuple[UUID, bytes]]:
+        """The signing secrets of an organization's OAuth clients (row id, sealed), for
+        checking a provider's request signature (service/signals.py) and nothing else.
+        One that cannot be opened (its data key destroyed, or altered) is left out and
+        logged: a signal it would have verified is then refused, never accepted."""
+        live = {k.version: k for k in await self._repository.live_data_keys(organization_id)}
+        opened: builtins.list[tuple[UUID, bytes]] = []
+        for row_id, value in sealed:
+            stored = live.get(value.key_version)
+            if stored is None:
+                log.warning(
+                    "oauth_signing_secret_unusable",
+                    organization_id=str(organization_id),
+                    key_version=value.key_version,
+                )
+                continue
+            data_key = await self._unwrap(stored)
+            try:
+                plaintext = self._keys.open(
+                    data_key,
+                    keys.Sealed(nonce=value.nonce, ciphertext=value.ciphertext),
+                    sealing.signing_secret_binding(organization_id, row_id, data_key.version),
+                )
+            except keys.IntegrityError:
+                log.error(
+                    "oauth_client_integrity_failure",
+                    security_event=True,
+                    organization_id=str(organization_id),
+                    key_version=value.key_version,
+                )
+                continue
+            opened.append((row_id, plaintext))
+        return opened
 
     async def open_client_secret(self, client: OAuthClientRecord) -> str:
         """The secret of a stored OAuth client; FAILED_PRECONDITION if it cannot be

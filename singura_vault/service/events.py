@@ -32,6 +32,7 @@ EVENT_TYPES = (
     "connection.created",
     "connection.status_changed",
     "connection.scopes_changed",
+    "connection.revoked_at_provider",
     "credential.stored",
     # Emitted by the webhook delivery worker (migration 026) when it disables an endpoint.
     "webhook.endpoint_disabled",

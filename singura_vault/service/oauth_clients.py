@@ -38,6 +38,8 @@ class OAuthClientInput:
     auth_method: ClientAuthMethod | None = None
     redirect_uris: Sequence[str] = ()
     authorization_url: str = ""
+    # Slack's signing secret (provider signals, docs/events.md); empty: none.
+    signing_secret: str = field(default="", repr=False)
 
 
 def check_redirect_uri(field_path: str, value: str, *, allow_loopback_http: bool) -> str:
@@ -121,9 +123,23 @@ class OAuthClientService:
             redirect_uris=self._redirect_uris(data.redirect_uris),
             authorization_url=self._url("client.authorization_url", data.authorization_url),
         )
+        if data.signing_secret:
+            if platform is not Platform.SLACK:
+                raise InvalidArgument(
+                    "client.signing_secret",
+                    "is for Slack clients only (Google's signals are verified against "
+                    "Google's published keys, with no shared secret)",
+                )
+            if len(data.signing_secret.encode("utf-8")) > MAX_SECRET_BYTES:
+                raise InvalidArgument(
+                    "client.signing_secret",
+                    f"is longer than the limit of {MAX_SECRET_BYTES} bytes",
+                )
         row_id = uuid4()
-        secret = await self._credentials.seal_client_secret(org_id, row_id, data.client_secret)
-        return await self._repository.set_client(settings, row_id, secret)
+        secret, signing = await self._credentials.seal_client_secret(
+            org_id, row_id, data.client_secret, data.signing_secret
+        )
+        return await self._repository.set_client(settings, row_id, secret, signing)
 
     async def get(self, organization_id: str, platform: Platform | None) -> OAuthClientRecord:
         org_id = validation.parse_uuid("organization_id", organization_id)

@@ -122,11 +122,14 @@ class RewrapWorker:
         key_version: int,
         stale: EncryptedValue,
         data_keys: dict[int, StoredDataKey],
+        signing: bool = False,
     ) -> EncryptedValue:
-        """Open an OAuth client secret under the version that sealed it, seal it under
-        the newest (decrypt-after-encrypt checked, as for credentials)."""
+        """Open an OAuth client secret (``signing``: its Slack signing secret, migration
+        027) under the version that sealed it, seal it under the newest
+        (decrypt-after-encrypt checked, as for credentials)."""
         newest = data_keys[max(data_keys)]
         organization_id = newest.organization_id
+        bind = sealing.signing_secret_binding if signing else sealing.client_secret_binding
         if key_version not in data_keys:
             raise DataLoss(
                 f"an OAuth client secret of organization {organization_id} is sealed under "
@@ -137,7 +140,7 @@ class RewrapWorker:
             plaintext = self._keys.open(
                 old,
                 keys.Sealed(stale.nonce, stale.ciphertext),
-                sealing.client_secret_binding(organization_id, row_id, key_version),
+                bind(organization_id, row_id, key_version),
             )
         except keys.IntegrityError:
             log.error(
@@ -151,7 +154,7 @@ class RewrapWorker:
                 "integrity check during rewrap; set the client again"
             ) from None
         new = await sealing.unwrap(self._keys, newest)
-        binding = sealing.client_secret_binding(organization_id, row_id, newest.version)
+        binding = bind(organization_id, row_id, newest.version)
         sealed = self._keys.seal(new, plaintext, binding)
         if not hmac.compare_digest(self._keys.open(new, sealed, binding), plaintext):
             raise DataLoss("re-sealing an OAuth client secret did not verify")

@@ -72,6 +72,21 @@ def client_secret_binding(
     )
 
 
+# The credential type a Slack signing secret's binding names (migration 027): sealed
+# beside the client secret of the same row, it never opens as that secret, nor the reverse.
+OAUTH_SIGNING_SECRET = "oauth_signing_secret"  # noqa: S105 - a type's name, not a secret
+
+
+def signing_secret_binding(
+    organization_id: UUID, client_row_id: UUID, key_version: int
+) -> keys.CredentialBinding:
+    """The associated data of an OAuth client's signing secret (migration 027): its
+    organization, the client row's id and the data-key version, like the client secret's."""
+    return binding(
+        organization_id, client_row_id, client_row_id, OAUTH_SIGNING_SECRET, 1, key_version
+    )
+
+
 # The credential type a PKCE verifier's binding names (migration 019): like a client
 # secret's, no credential has it, so the ciphertexts never open as one another.
 OAUTH_PKCE_VERIFIER = "oauth_pkce_verifier"

@@ -157,12 +157,14 @@ UPDATE encrypted_credentials SET key_version = $3
 -- name: oauth_clients_claim_stale
 -- OAuth client secrets (migration 016) sealed under an older data key than the newest;
 -- SKIP LOCKED: one worker re-seals each.
-SELECT organization_id, platform, id, key_version, secret_nonce, secret_ciphertext
+SELECT organization_id, platform, id, key_version, secret_nonce, secret_ciphertext,
+       signing_secret_nonce, signing_secret_ciphertext
   FROM oauth_clients
  WHERE organization_id = $1 AND key_version < $2
    FOR UPDATE SKIP LOCKED;
 
 -- name: oauth_client_resealed
 UPDATE oauth_clients
-   SET secret_ciphertext = $4, secret_nonce = $5, key_version = $6
+   SET secret_ciphertext = $4, secret_nonce = $5, key_version = $6,
+       signing_secret_ciphertext = $7, signing_secret_nonce = $8
  WHERE organization_id = $1 AND platform = $2 AND id = $3;

@@ -5,15 +5,18 @@
 -- A new id each time: the sealed secret is bound to it.
 INSERT INTO oauth_clients (
     organization_id, platform, id, client_id, secret_ciphertext, secret_nonce, key_version,
-    token_url, revocation_url, scopes, auth_method, redirect_uris, authorization_url)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+    token_url, revocation_url, scopes, auth_method, redirect_uris, authorization_url,
+    signing_secret_ciphertext, signing_secret_nonce)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
 ON CONFLICT (organization_id, platform) DO UPDATE
    SET id = EXCLUDED.id, client_id = EXCLUDED.client_id,
        secret_ciphertext = EXCLUDED.secret_ciphertext, secret_nonce = EXCLUDED.secret_nonce,
        key_version = EXCLUDED.key_version, token_url = EXCLUDED.token_url,
        revocation_url = EXCLUDED.revocation_url, scopes = EXCLUDED.scopes,
        auth_method = EXCLUDED.auth_method, redirect_uris = EXCLUDED.redirect_uris,
-       authorization_url = EXCLUDED.authorization_url
+       authorization_url = EXCLUDED.authorization_url,
+       signing_secret_ciphertext = EXCLUDED.signing_secret_ciphertext,
+       signing_secret_nonce = EXCLUDED.signing_secret_nonce
 RETURNING *, NULL::text AS root_key_id, NULL::bytea AS wrapped_key;
 
 -- name: oauth_client_get

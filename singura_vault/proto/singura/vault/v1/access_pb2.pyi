@@ -40,6 +40,10 @@ class _ApiKeyRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ApiKeyRole
     """Reveal REFRESH_TOKEN credentials. Clients rarely need it: GetAccessToken
     refreshes with the stored refresh token inside the vault. Admin keys have it.
     """
+    API_KEY_ROLE_SIGNALS: _ApiKeyRole.ValueType  # 5
+    """Forward provider revocation signals (SignalService.IngestProviderSignal) and
+    nothing else: the key a platform's webhook receiver holds. Admin keys have it.
+    """
 
 class ApiKeyRole(_ApiKeyRole, metaclass=_ApiKeyRoleEnumTypeWrapper):
     """ApiKeyRole is what an organization key may do in its organization."""
@@ -57,6 +61,10 @@ every type except REFRESH_TOKEN.
 API_KEY_ROLE_REFRESH_TOKEN_REVEALER: ApiKeyRole.ValueType  # 4
 """Reveal REFRESH_TOKEN credentials. Clients rarely need it: GetAccessToken
 refreshes with the stored refresh token inside the vault. Admin keys have it.
+"""
+API_KEY_ROLE_SIGNALS: ApiKeyRole.ValueType  # 5
+"""Forward provider revocation signals (SignalService.IngestProviderSignal) and
+nothing else: the key a platform's webhook receiver holds. Admin keys have it.
 """
 Global___ApiKeyRole: _TypeAlias = ApiKeyRole  # noqa: Y015
 

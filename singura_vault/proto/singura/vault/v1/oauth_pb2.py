@@ -28,7 +28,7 @@ from singura_vault.proto.singura.vault.v1 import connections_pb2 as singura_dot_
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as singura_dot_vault_dot_v1_dot_credentials__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csingura/vault/v1/oauth.proto\x12\x10singura.vault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"singura/vault/v1/connections.proto\x1a\"singura/vault/v1/credentials.proto\"\xea\x03\n\x0bOAuthClient\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x15\n\rclient_secret\x18\x04 \x01(\t\x12\x11\n\ttoken_url\x18\x05 \x01(\t\x12\x16\n\x0erevocation_url\x18\x06 \x01(\t\x12\x0e\n\x06scopes\x18\x07 \x03(\t\x12\x37\n\x0b\x61uth_method\x18\x08 \x01(\x0e\x32\".singura.vault.v1.ClientAuthMethod\x12\x1b\n\x13\x65\x66\x66\x65\x63tive_token_url\x18\t \x01(\t\x12 \n\x18\x65\x66\x66\x65\x63tive_revocation_url\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rredirect_uris\x18\r \x03(\t\x12\x19\n\x11\x61uthorization_url\x18\x0e \x01(\t\x12#\n\x1b\x65\x66\x66\x65\x63tive_authorization_url\x18\x0f \x01(\t\"F\n\x15SetOAuthClientRequest\x12-\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x1d.singura.vault.v1.OAuthClient\"G\n\x16SetOAuthClientResponse\x12-\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x1d.singura.vault.v1.OAuthClient\"^\n\x15GetOAuthClientRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\"G\n\x16GetOAuthClientResponse\x12-\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x1d.singura.vault.v1.OAuthClient\"a\n\x18\x44\x65leteOAuthClientRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\"\x1b\n\x19\x44\x65leteOAuthClientResponse\"y\n\x15GetAccessTokenRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x30\n\rmin_valid_for\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa4\x01\n\x16GetAccessTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trefreshed\x18\x03 \x01(\x08\x12\x30\n\ncredential\x18\x04 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\"Y\n\x18RefreshConnectionRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x94\x01\n\x19RefreshConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x32\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x11\n\trefreshed\x18\x03 \x01(\x08\"\xd1\x02\n\x19StartAuthorizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x14\n\x0credirect_uri\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x15\n\rconnection_id\x18\x05 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x12\n\nlogin_hint\x18\x07 \x01(\t\x12R\n\x0c\x65xtra_params\x18\x08 \x03(\x0b\x32<.singura.vault.v1.StartAuthorizationRequest.ExtraParamsEntry\x1a\x32\n\x10\x45xtraParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x1aStartAuthorizationResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\x1c\x43ompleteAuthorizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x19\n\x11\x65rror_description\x18\x05 \x01(\t\x12\x1d\n\x15\x61llow_identity_change\x18\x06 \x01(\x08\"\x87\x02\n\x1d\x43ompleteAuthorizationResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x18\n\x10requested_scopes\x18\x02 \x03(\t\x12\x16\n\x0egranted_scopes\x18\x03 \x03(\t\x12\x14\n\x0creauthorized\x18\x04 \x01(\x08\x12O\n!previous_refresh_token_revocation\x18\x05 \x01(\x0b\x32$.singura.vault.v1.ProviderRevocation\x12\x1b\n\x13granted_user_scopes\x18\x06 \x03(\t*\x8d\x01\n\x10\x43lientAuthMethod\x12\"\n\x1e\x43LIENT_AUTH_METHOD_UNSPECIFIED\x10\x00\x12*\n&CLIENT_AUTH_METHOD_CLIENT_SECRET_BASIC\x10\x01\x12)\n%CLIENT_AUTH_METHOD_CLIENT_SECRET_POST\x10\x02\x32\x84\x06\n\x0cOAuthService\x12\x63\n\x0eSetOAuthClient\x12\'.singura.vault.v1.SetOAuthClientRequest\x1a(.singura.vault.v1.SetOAuthClientResponse\x12\x63\n\x0eGetOAuthClient\x12\'.singura.vault.v1.GetOAuthClientRequest\x1a(.singura.vault.v1.GetOAuthClientResponse\x12l\n\x11\x44\x65leteOAuthClient\x12*.singura.vault.v1.DeleteOAuthClientRequest\x1a+.singura.vault.v1.DeleteOAuthClientResponse\x12\x63\n\x0eGetAccessToken\x12\'.singura.vault.v1.GetAccessTokenRequest\x1a(.singura.vault.v1.GetAccessTokenResponse\x12l\n\x11RefreshConnection\x12*.singura.vault.v1.RefreshConnectionRequest\x1a+.singura.vault.v1.RefreshConnectionResponse\x12o\n\x12StartAuthorization\x12+.singura.vault.v1.StartAuthorizationRequest\x1a,.singura.vault.v1.StartAuthorizationResponse\x12x\n\x15\x43ompleteAuthorization\x12..singura.vault.v1.CompleteAuthorizationRequest\x1a/.singura.vault.v1.CompleteAuthorizationResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1csingura/vault/v1/oauth.proto\x12\x10singura.vault.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"singura/vault/v1/connections.proto\x1a\"singura/vault/v1/credentials.proto\"\x9e\x04\n\x0bOAuthClient\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x15\n\rclient_secret\x18\x04 \x01(\t\x12\x11\n\ttoken_url\x18\x05 \x01(\t\x12\x16\n\x0erevocation_url\x18\x06 \x01(\t\x12\x0e\n\x06scopes\x18\x07 \x03(\t\x12\x37\n\x0b\x61uth_method\x18\x08 \x01(\x0e\x32\".singura.vault.v1.ClientAuthMethod\x12\x1b\n\x13\x65\x66\x66\x65\x63tive_token_url\x18\t \x01(\t\x12 \n\x18\x65\x66\x66\x65\x63tive_revocation_url\x18\n \x01(\t\x12/\n\x0b\x63reate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rredirect_uris\x18\r \x03(\t\x12\x19\n\x11\x61uthorization_url\x18\x0e \x01(\t\x12#\n\x1b\x65\x66\x66\x65\x63tive_authorization_url\x18\x0f \x01(\t\x12\x16\n\x0esigning_secret\x18\x10 \x01(\t\x12\x1a\n\x12has_signing_secret\x18\x11 \x01(\x08\"F\n\x15SetOAuthClientRequest\x12-\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x1d.singura.vault.v1.OAuthClient\"G\n\x16SetOAuthClientResponse\x12-\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x1d.singura.vault.v1.OAuthClient\"^\n\x15GetOAuthClientRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\"G\n\x16GetOAuthClientResponse\x12-\n\x06\x63lient\x18\x01 \x01(\x0b\x32\x1d.singura.vault.v1.OAuthClient\"a\n\x18\x44\x65leteOAuthClientRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\"\x1b\n\x19\x44\x65leteOAuthClientResponse\"y\n\x15GetAccessTokenRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x30\n\rmin_valid_for\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa4\x01\n\x16GetAccessTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\trefreshed\x18\x03 \x01(\x08\x12\x30\n\ncredential\x18\x04 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\"Y\n\x18RefreshConnectionRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"\x94\x01\n\x19RefreshConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x32\n\x0c\x61\x63\x63\x65ss_token\x18\x02 \x01(\x0b\x32\x1c.singura.vault.v1.Credential\x12\x11\n\trefreshed\x18\x03 \x01(\x08\"\xd1\x02\n\x19StartAuthorizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x14\n\x0credirect_uri\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x15\n\rconnection_id\x18\x05 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x12\n\nlogin_hint\x18\x07 \x01(\t\x12R\n\x0c\x65xtra_params\x18\x08 \x03(\x0b\x32<.singura.vault.v1.StartAuthorizationRequest.ExtraParamsEntry\x1a\x32\n\x10\x45xtraParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"w\n\x1aStartAuthorizationResponse\x12\x19\n\x11\x61uthorization_url\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x9d\x01\n\x1c\x43ompleteAuthorizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x19\n\x11\x65rror_description\x18\x05 \x01(\t\x12\x1d\n\x15\x61llow_identity_change\x18\x06 \x01(\x08\"\x87\x02\n\x1d\x43ompleteAuthorizationResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x18\n\x10requested_scopes\x18\x02 \x03(\t\x12\x16\n\x0egranted_scopes\x18\x03 \x03(\t\x12\x14\n\x0creauthorized\x18\x04 \x01(\x08\x12O\n!previous_refresh_token_revocation\x18\x05 \x01(\x0b\x32$.singura.vault.v1.ProviderRevocation\x12\x1b\n\x13granted_user_scopes\x18\x06 \x03(\t*\x8d\x01\n\x10\x43lientAuthMethod\x12\"\n\x1e\x43LIENT_AUTH_METHOD_UNSPECIFIED\x10\x00\x12*\n&CLIENT_AUTH_METHOD_CLIENT_SECRET_BASIC\x10\x01\x12)\n%CLIENT_AUTH_METHOD_CLIENT_SECRET_POST\x10\x02\x32\x84\x06\n\x0cOAuthService\x12\x63\n\x0eSetOAuthClient\x12\'.singura.vault.v1.SetOAuthClientRequest\x1a(.singura.vault.v1.SetOAuthClientResponse\x12\x63\n\x0eGetOAuthClient\x12\'.singura.vault.v1.GetOAuthClientRequest\x1a(.singura.vault.v1.GetOAuthClientResponse\x12l\n\x11\x44\x65leteOAuthClient\x12*.singura.vault.v1.DeleteOAuthClientRequest\x1a+.singura.vault.v1.DeleteOAuthClientResponse\x12\x63\n\x0eGetAccessToken\x12\'.singura.vault.v1.GetAccessTokenRequest\x1a(.singura.vault.v1.GetAccessTokenResponse\x12l\n\x11RefreshConnection\x12*.singura.vault.v1.RefreshConnectionRequest\x1a+.singura.vault.v1.RefreshConnectionResponse\x12o\n\x12StartAuthorization\x12+.singura.vault.v1.StartAuthorizationRequest\x1a,.singura.vault.v1.StartAuthorizationResponse\x12x\n\x15\x43ompleteAuthorization\x12..singura.vault.v1.CompleteAuthorizationRequest\x1a/.singura.vault.v1.CompleteAuthorizationResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,40 +37,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STARTAUTHORIZATIONREQUEST_EXTRAPARAMSENTRY']._loaded_options = None
   _globals['_STARTAUTHORIZATIONREQUEST_EXTRAPARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_CLIENTAUTHMETHOD']._serialized_start=2542
-  _globals['_CLIENTAUTHMETHOD']._serialized_end=2683
+  _globals['_CLIENTAUTHMETHOD']._serialized_start=2594
+  _globals['_CLIENTAUTHMETHOD']._serialized_end=2735
   _globals['_OAUTHCLIENT']._serialized_start=188
-  _globals['_OAUTHCLIENT']._serialized_end=678
-  _globals['_SETOAUTHCLIENTREQUEST']._serialized_start=680
-  _globals['_SETOAUTHCLIENTREQUEST']._serialized_end=750
-  _globals['_SETOAUTHCLIENTRESPONSE']._serialized_start=752
-  _globals['_SETOAUTHCLIENTRESPONSE']._serialized_end=823
-  _globals['_GETOAUTHCLIENTREQUEST']._serialized_start=825
-  _globals['_GETOAUTHCLIENTREQUEST']._serialized_end=919
-  _globals['_GETOAUTHCLIENTRESPONSE']._serialized_start=921
-  _globals['_GETOAUTHCLIENTRESPONSE']._serialized_end=992
-  _globals['_DELETEOAUTHCLIENTREQUEST']._serialized_start=994
-  _globals['_DELETEOAUTHCLIENTREQUEST']._serialized_end=1091
-  _globals['_DELETEOAUTHCLIENTRESPONSE']._serialized_start=1093
-  _globals['_DELETEOAUTHCLIENTRESPONSE']._serialized_end=1120
-  _globals['_GETACCESSTOKENREQUEST']._serialized_start=1122
-  _globals['_GETACCESSTOKENREQUEST']._serialized_end=1243
-  _globals['_GETACCESSTOKENRESPONSE']._serialized_start=1246
-  _globals['_GETACCESSTOKENRESPONSE']._serialized_end=1410
-  _globals['_REFRESHCONNECTIONREQUEST']._serialized_start=1412
-  _globals['_REFRESHCONNECTIONREQUEST']._serialized_end=1501
-  _globals['_REFRESHCONNECTIONRESPONSE']._serialized_start=1504
-  _globals['_REFRESHCONNECTIONRESPONSE']._serialized_end=1652
-  _globals['_STARTAUTHORIZATIONREQUEST']._serialized_start=1655
-  _globals['_STARTAUTHORIZATIONREQUEST']._serialized_end=1992
-  _globals['_STARTAUTHORIZATIONREQUEST_EXTRAPARAMSENTRY']._serialized_start=1942
-  _globals['_STARTAUTHORIZATIONREQUEST_EXTRAPARAMSENTRY']._serialized_end=1992
-  _globals['_STARTAUTHORIZATIONRESPONSE']._serialized_start=1994
-  _globals['_STARTAUTHORIZATIONRESPONSE']._serialized_end=2113
-  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_start=2116
-  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_end=2273
-  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_start=2276
-  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_end=2539
-  _globals['_OAUTHSERVICE']._serialized_start=2686
-  _globals['_OAUTHSERVICE']._serialized_end=3458
+  _globals['_OAUTHCLIENT']._serialized_end=730
+  _globals['_SETOAUTHCLIENTREQUEST']._serialized_start=732
+  _globals['_SETOAUTHCLIENTREQUEST']._serialized_end=802
+  _globals['_SETOAUTHCLIENTRESPONSE']._serialized_start=804
+  _globals['_SETOAUTHCLIENTRESPONSE']._serialized_end=875
+  _globals['_GETOAUTHCLIENTREQUEST']._serialized_start=877
+  _globals['_GETOAUTHCLIENTREQUEST']._serialized_end=971
+  _globals['_GETOAUTHCLIENTRESPONSE']._serialized_start=973
+  _globals['_GETOAUTHCLIENTRESPONSE']._serialized_end=1044
+  _globals['_DELETEOAUTHCLIENTREQUEST']._serialized_start=1046
+  _globals['_DELETEOAUTHCLIENTREQUEST']._serialized_end=1143
+  _globals['_DELETEOAUTHCLIENTRESPONSE']._serialized_start=1145
+  _globals['_DELETEOAUTHCLIENTRESPONSE']._serialized_end=1172
+  _globals['_GETACCESSTOKENREQUEST']._serialized_start=1174
+  _globals['_GETACCESSTOKENREQUEST']._serialized_end=1295
+  _globals['_GETACCESSTOKENRESPONSE']._serialized_start=1298
+  _globals['_GETACCESSTOKENRESPONSE']._serialized_end=1462
+  _globals['_REFRESHCONNECTIONREQUEST']._serialized_start=1464
+  _globals['_REFRESHCONNECTIONREQUEST']._serialized_end=1553
+  _globals['_REFRESHCONNECTIONRESPONSE']._serialized_start=1556
+  _globals['_REFRESHCONNECTIONRESPONSE']._serialized_end=1704
+  _globals['_STARTAUTHORIZATIONREQUEST']._serialized_start=1707
+  _globals['_STARTAUTHORIZATIONREQUEST']._serialized_end=2044
+  _globals['_STARTAUTHORIZATIONREQUEST_EXTRAPARAMSENTRY']._serialized_start=1994
+  _globals['_STARTAUTHORIZATIONREQUEST_EXTRAPARAMSENTRY']._serialized_end=2044
+  _globals['_STARTAUTHORIZATIONRESPONSE']._serialized_start=2046
+  _globals['_STARTAUTHORIZATIONRESPONSE']._serialized_end=2165
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_start=2168
+  _globals['_COMPLETEAUTHORIZATIONREQUEST']._serialized_end=2325
+  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_start=2328
+  _globals['_COMPLETEAUTHORIZATIONRESPONSE']._serialized_end=2591
+  _globals['_OAUTHSERVICE']._serialized_start=2738
+  _globals['_OAUTHSERVICE']._serialized_end=3510
 # @@protoc_insertion_point(module_scope)

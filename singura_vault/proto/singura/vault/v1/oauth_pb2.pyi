@@ -68,6 +68,8 @@ class OAuthClient(_message.Message):
     REDIRECT_URIS_FIELD_NUMBER: _builtins.int
     AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
     EFFECTIVE_AUTHORIZATION_URL_FIELD_NUMBER: _builtins.int
+    SIGNING_SECRET_FIELD_NUMBER: _builtins.int
+    HAS_SIGNING_SECRET_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     platform: _connections_pb2.Platform.ValueType
@@ -96,6 +98,14 @@ class OAuthClient(_message.Message):
     """The authorization endpoint StartAuthorization builds URLs on (authorization_url
     or the catalogue's, "{tenant}" left as a placeholder). Output only.
     """
+    signing_secret: _builtins.str
+    """Slack only: the app's signing secret (Basic Information > App Credentials), 1 byte
+    to 4 KiB, with which the vault verifies Events API requests forwarded to
+    SignalService.IngestProviderSignal. Sealed like client_secret. Input only: never
+    returned. SetOAuthClient replaces the whole client: leaving it empty removes it.
+    """
+    has_signing_secret: _builtins.bool
+    """Whether a signing secret is stored. Output only."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Scopes sent with a refresh where the platform needs them (Microsoft)."""
@@ -134,10 +144,12 @@ class OAuthClient(_message.Message):
         redirect_uris: _abc.Iterable[_builtins.str] | None = ...,
         authorization_url: _builtins.str = ...,
         effective_authorization_url: _builtins.str = ...,
+        signing_secret: _builtins.str = ...,
+        has_signing_secret: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "authorization_url", b"authorization_url", "client_id", b"client_id", "client_secret", b"client_secret", "create_time", b"create_time", "effective_authorization_url", b"effective_authorization_url", "effective_revocation_url", b"effective_revocation_url", "effective_token_url", b"effective_token_url", "organization_id", b"organization_id", "platform", b"platform", "redirect_uris", b"redirect_uris", "revocation_url", b"revocation_url", "scopes", b"scopes", "token_url", b"token_url", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auth_method", b"auth_method", "authorization_url", b"authorization_url", "client_id", b"client_id", "client_secret", b"client_secret", "create_time", b"create_time", "effective_authorization_url", b"effective_authorization_url", "effective_revocation_url", b"effective_revocation_url", "effective_token_url", b"effective_token_url", "has_signing_secret", b"has_signing_secret", "organization_id", b"organization_id", "platform", b"platform", "redirect_uris", b"redirect_uris", "revocation_url", b"revocation_url", "scopes", b"scopes", "signing_secret", b"signing_secret", "token_url", b"token_url", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

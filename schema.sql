@@ -602,6 +602,8 @@ CREATE TABLE singura.connection_refresh_state (
     intent_started_at timestamp with time zone,
     intent_refresh_version integer,
     expiry_source text,
+    last_error_code text DEFAULT ''::text NOT NULL,
+    CONSTRAINT connection_refresh_state_error_code_length CHECK ((char_length(last_error_code) <= 100)),
     CONSTRAINT connection_refresh_state_error_length CHECK ((char_length(last_error) <= 500)),
     CONSTRAINT connection_refresh_state_expiry_source_known CHECK ((expiry_source = ANY (ARRAY['provider'::text, 'catalogue'::text, 'none'::text])))
 );
@@ -759,6 +761,87 @@ SELECT *
 $$;
 
 ALTER FUNCTION singura.credential_expiring_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_before timestamp with time zone, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_max interval := coalesce((SELECT max(t) FROM unnest(p_thresholds) t), interval '0');
+    c record;
+    v_label text;
+    v_sent integer := 0;
+    v_claimed boolean;
+BEGIN
+    IF cardinality(p_thresholds) IS DISTINCT FROM cardinality(p_labels) THEN
+        RAISE EXCEPTION 'one label per threshold' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('singura.events_all', 'on', true);
+    FOR c IN
+        SELECT e.organization_id, e.id, e.connection_id, e.credential_type, e.version,
+               e.expires_at, d.due
+          FROM encrypted_credentials e
+          LEFT JOIN credential_expiry_notices x
+                 ON x.organization_id = e.organization_id AND x.credential_id = e.id
+          CROSS JOIN LATERAL (
+              SELECT CASE WHEN e.expires_at <= p_now THEN NULL
+                          ELSE (SELECT min(t) FROM unnest(p_thresholds) t
+                                 WHERE e.expires_at - t <= p_now
+                                   AND e.expires_at - e.created_at > t) END AS due
+          ) d
+         WHERE e.state = 'active' AND e.expires_at IS NOT NULL
+           AND e.expires_at <= p_now + v_max
+           AND x.expired_notice_at IS NULL
+           AND (e.expires_at <= p_now
+                OR (d.due IS NOT NULL
+                    AND (x.reminded_threshold IS NULL OR d.due < x.reminded_threshold)))
+         ORDER BY e.expires_at, e.organization_id, e.id
+         LIMIT p_limit
+    LOOP
+        IF c.due IS NULL THEN
+            INSERT INTO credential_expiry_notices AS x
+                   (organization_id, credential_id, expired_notice_at)
+            VALUES (c.organization_id, c.id, p_now)
+            ON CONFLICT (organization_id, credential_id) DO UPDATE
+               SET expired_notice_at = EXCLUDED.expired_notice_at
+             WHERE x.expired_notice_at IS NULL
+            RETURNING true INTO v_claimed;
+            IF v_claimed THEN
+                PERFORM singura.event_append(
+                    c.organization_id, 'credential.expired', c.connection_id, c.id,
+                    jsonb_build_object('credential_type', c.credential_type,
+                                       'version', c.version, 'expire_time', c.expires_at));
+                v_sent := v_sent + 1;
+            END IF;
+        ELSE
+            INSERT INTO credential_expiry_notices AS x
+                   (organization_id, credential_id, reminded_threshold, reminded_at)
+            VALUES (c.organization_id, c.id, c.due, p_now)
+            ON CONFLICT (organization_id, credential_id) DO UPDATE
+               SET reminded_threshold = EXCLUDED.reminded_threshold,
+                   reminded_at = EXCLUDED.reminded_at
+             WHERE x.expired_notice_at IS NULL
+               AND (x.reminded_threshold IS NULL
+                    OR EXCLUDED.reminded_threshold < x.reminded_threshold)
+            RETURNING true INTO v_claimed;
+            IF v_claimed THEN
+                v_label := p_labels[array_position(p_thresholds, c.due)];
+                PERFORM singura.event_append(
+                    c.organization_id, 'credential.expiring', c.connection_id, c.id,
+                    jsonb_build_object('credential_type', c.credential_type,
+                                       'version', c.version, 'expire_time', c.expires_at,
+                                       'threshold', v_label,
+                                       'threshold_seconds', extract(epoch FROM c.due)::bigint));
+                v_sent := v_sent + 1;
+            END IF;
+        END IF;
+        v_claimed := NULL;
+    END LOOP;
+    RETURN v_sent;
+END
+$$;
+
+ALTER FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
     LANGUAGE plpgsql
@@ -1072,6 +1155,42 @@ $$;
 
 ALTER FUNCTION singura.event_append(p_org uuid, p_type text, p_connection uuid, p_credential uuid, p_data jsonb) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.event_audit_checkpoint() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    BEGIN
+        PERFORM singura.event_append(
+            NEW.chain_key, 'audit.checkpoint_created', NULL, NULL,
+            jsonb_build_object('chain_seq', NEW.chain_seq,
+                               'chain_hash', encode(NEW.chain_hash, 'hex'),
+                               'key_id', NEW.key_id, 'sign_time', NEW.signed_at));
+    EXCEPTION WHEN foreign_key_violation THEN
+        NULL;
+    END;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_audit_checkpoint() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_authorization_completed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.event_append(
+        NEW.organization_id, 'connection.' || NEW.outcome, NEW.result_connection_id, NULL,
+        jsonb_build_object('platform', NEW.platform, 'authorization_id', NEW.id,
+                           'granted_scopes', to_jsonb(coalesce(NEW.result_granted_scopes, '{}')),
+                           'authorize_time', NEW.consumed_at));
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_authorization_completed() OWNER TO singura_owner;
+
 CREATE FUNCTION singura.event_connection_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'singura', 'pg_temp'
@@ -1125,6 +1244,82 @@ $$;
 
 ALTER FUNCTION singura.event_credential_stored() OWNER TO singura_owner;
 
+CREATE FUNCTION singura.event_data_key_rotated() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.event_append(
+        NEW.organization_id, 'key.data_key_rotated', NULL, NULL,
+        jsonb_build_object('key_version', NEW.version, 'previous_key_version', NEW.version - 1,
+                           'rotate_time', NEW.created_at));
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_data_key_rotated() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_refresh_outcome() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_before integer := CASE WHEN TG_OP = 'INSERT' THEN 0 ELSE OLD.failure_count END;
+BEGIN
+    IF NEW.failure_count > v_before THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.refresh_failed', NEW.connection_id, NULL,
+            jsonb_build_object('failure_count', NEW.failure_count,
+                               'error_code', NEW.last_error_code,
+                               'reason', NEW.last_error,
+                               'next_refresh_time', NEW.next_refresh_at,
+                               'failure_time', now()));
+    ELSIF NEW.failure_count = 0 AND v_before > 0 THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.refresh_recovered', NEW.connection_id, NULL,
+            jsonb_build_object('previous_failure_count', v_before,
+                               'refresh_time', NEW.last_refresh_at,
+                               'next_refresh_time', NEW.next_refresh_at));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_refresh_outcome() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_rewrap_completed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    k record;
+BEGIN
+    -- The job finishes in admin scope, which reads data keys (migration 005); the
+    -- gate below lets the owner read them in any scope, inside this function only.
+    PERFORM set_config('singura.events_all', 'on', true);
+    FOR k IN
+        SELECT d.organization_id, max(d.version) AS newest
+          FROM data_keys d
+         WHERE d.state = 'active'
+         GROUP BY d.organization_id
+        HAVING count(*) > 1
+         ORDER BY d.organization_id
+    LOOP
+        PERFORM singura.event_append(
+            k.organization_id, 'key.rewrap_completed', NULL, NULL,
+            jsonb_build_object('job_id', NEW.id, 'key_version', k.newest,
+                               'failed', (SELECT count(*) FROM rewrap_failures f
+                                           WHERE f.job_id = NEW.id
+                                             AND f.organization_id = k.organization_id),
+                               'finish_time', NEW.finished_at));
+    END LOOP;
+    PERFORM set_config('singura.events_all', '', true);
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_rewrap_completed() OWNER TO singura_owner;
+
 CREATE TABLE singura.events (
     organization_id uuid NOT NULL,
     cursor bigint NOT NULL,
@@ -1133,6 +1328,7 @@ CREATE TABLE singura.events (
     credential_id uuid,
     data jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    "position" bigint,
     CONSTRAINT events_data_object CHECK ((jsonb_typeof(data) = 'object'::text)),
     CONSTRAINT events_type_format CHECK ((type ~ '^[a-z_]+(\.[a-z_]+)+$'::text))
 );
@@ -1140,6 +1336,28 @@ CREATE TABLE singura.events (
 ALTER TABLE ONLY singura.events FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.events OWNER TO singura_owner;
+
+CREATE FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) RETURNS SETOF singura.events
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+    IF NOT singura.is_admin_scope() THEN
+        RAISE EXCEPTION 'every organization''s events need admin scope'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM set_config('singura.events_all', 'on', true);
+    RETURN QUERY
+        SELECT * FROM singura.events e
+         WHERE e.position > p_after
+           AND (cardinality(p_types) = 0 OR e.type = ANY (p_types))
+         ORDER BY e.position
+         LIMIT p_limit;
+END
+$$;
+
+ALTER FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) RETURNS SETOF singura.events
     LANGUAGE sql
@@ -1153,6 +1371,51 @@ SELECT * FROM singura.events
 $$;
 
 ALTER FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    SET lock_timeout TO '5s'
+    AS $$
+DECLARE
+    v_head bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1397114628);
+    PERFORM set_config('singura.events_all', 'on', true);
+    SELECT last_position INTO STRICT v_head FROM event_position_head FOR UPDATE;
+    WITH picked AS (
+        SELECT e.organization_id, e.cursor, e.type
+          FROM events e
+         WHERE e.position IS NULL
+         ORDER BY e.organization_id, e.cursor
+         LIMIT p_limit
+    ), numbered AS (
+        SELECT p.*, v_head + row_number() OVER (ORDER BY p.organization_id, p.cursor) AS pos
+          FROM picked p
+    ), moved AS (
+        UPDATE events e SET position = n.pos
+          FROM numbered n
+         WHERE e.organization_id = n.organization_id AND e.cursor = n.cursor
+        RETURNING e.type, e.position
+    ), by_type AS (
+        SELECT m.type, count(*)::integer AS n, max(m.position) AS last FROM moved m GROUP BY m.type
+    )
+    SELECT coalesce(sum(b.n), 0)::integer, coalesce(array_agg(b.type ORDER BY b.type), '{}'),
+           coalesce(array_agg(b.n ORDER BY b.type), '{}'), max(b.last)
+      INTO sequenced, types, counts, v_head
+      FROM by_type b;
+    IF sequenced > 0 THEN
+        UPDATE event_position_head SET last_position = v_head;
+        -- No payload: a wake-up, never data.
+        PERFORM pg_notify('singura_events', '');
+    END IF;
+    SELECT coalesce(extract(epoch FROM clock_timestamp() - min(e.created_at)), 0)
+      INTO oldest_pending_s
+      FROM events e WHERE e.position IS NULL;
+END
+$$;
+
+ALTER FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.is_admin_scope() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
@@ -1478,6 +1741,18 @@ ALTER TABLE singura.audit_signing_keys ALTER COLUMN id ADD GENERATED ALWAYS AS I
     CACHE 1
 );
 
+CREATE TABLE singura.credential_expiry_notices (
+    organization_id uuid NOT NULL,
+    credential_id uuid NOT NULL,
+    reminded_threshold interval,
+    reminded_at timestamp with time zone,
+    expired_notice_at timestamp with time zone
+);
+
+ALTER TABLE ONLY singura.credential_expiry_notices FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.credential_expiry_notices OWNER TO singura_owner;
+
 CREATE TABLE singura.data_keys (
     organization_id uuid NOT NULL,
     version integer NOT NULL,
@@ -1502,6 +1777,15 @@ CREATE TABLE singura.event_cursors (
 );
 
 ALTER TABLE singura.event_cursors OWNER TO singura_owner;
+
+CREATE TABLE singura.event_position_head (
+    singleton boolean DEFAULT true NOT NULL,
+    last_position bigint NOT NULL,
+    CONSTRAINT event_position_head_not_negative CHECK ((last_position >= 0)),
+    CONSTRAINT event_position_head_one CHECK (singleton)
+);
+
+ALTER TABLE singura.event_position_head OWNER TO singura_owner;
 
 CREATE TABLE singura.oauth_authorizations (
     organization_id uuid NOT NULL,
@@ -1631,6 +1915,9 @@ ALTER TABLE ONLY singura.audit_signing_keys
 ALTER TABLE ONLY singura.connection_refresh_state
     ADD CONSTRAINT connection_refresh_state_pkey PRIMARY KEY (organization_id, connection_id);
 
+ALTER TABLE ONLY singura.credential_expiry_notices
+    ADD CONSTRAINT credential_expiry_notices_pkey PRIMARY KEY (organization_id, credential_id);
+
 ALTER TABLE ONLY singura.data_keys
     ADD CONSTRAINT data_keys_pkey PRIMARY KEY (organization_id, version);
 
@@ -1645,6 +1932,9 @@ ALTER TABLE ONLY singura.encrypted_credentials
 
 ALTER TABLE ONLY singura.event_cursors
     ADD CONSTRAINT event_cursors_pkey PRIMARY KEY (organization_id);
+
+ALTER TABLE ONLY singura.event_position_head
+    ADD CONSTRAINT event_position_head_pkey PRIMARY KEY (singleton);
 
 ALTER TABLE ONLY singura.events
     ADD CONSTRAINT events_pkey PRIMARY KEY (organization_id, cursor);
@@ -1703,11 +1993,17 @@ CREATE INDEX audit_pending_chain_idx ON singura.audit_pending USING btree (organ
 
 CREATE UNIQUE INDEX encrypted_credentials_current_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, credential_type) WHERE (state = 'active'::text);
 
+CREATE INDEX encrypted_credentials_expiring_idx ON singura.encrypted_credentials USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (state = 'active'::text));
+
 CREATE INDEX encrypted_credentials_expiry_idx ON singura.encrypted_credentials USING btree (organization_id, expires_at, id) WHERE ((expires_at IS NOT NULL) AND (state = 'active'::text));
 
 CREATE INDEX encrypted_credentials_key_version_idx ON singura.encrypted_credentials USING btree (organization_id, key_version) WHERE (state <> 'revoked'::text);
 
 CREATE INDEX encrypted_credentials_list_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, created_at DESC, id DESC);
+
+CREATE UNIQUE INDEX events_position_key ON singura.events USING btree ("position");
+
+CREATE INDEX events_unsequenced_idx ON singura.events USING btree (organization_id, cursor) WHERE ("position" IS NULL);
 
 CREATE INDEX oauth_authorizations_expires_idx ON singura.oauth_authorizations USING btree (expires_at);
 
@@ -1737,7 +2033,13 @@ CREATE TRIGGER audit_pending_immutable BEFORE DELETE OR UPDATE ON singura.audit_
 
 CREATE TRIGGER audit_pending_no_truncate BEFORE TRUNCATE ON singura.audit_pending FOR EACH STATEMENT EXECUTE FUNCTION singura.audit_immutable();
 
+CREATE TRIGGER audit_signed_checkpoints_events AFTER INSERT ON singura.audit_signed_checkpoints FOR EACH ROW WHEN ((new.chain_key <> '00000000-0000-0000-0000-000000000000'::uuid)) EXECUTE FUNCTION singura.event_audit_checkpoint();
+
+CREATE TRIGGER connection_refresh_state_events AFTER INSERT OR UPDATE OF failure_count ON singura.connection_refresh_state FOR EACH ROW EXECUTE FUNCTION singura.event_refresh_outcome();
+
 CREATE TRIGGER data_keys_audit AFTER INSERT OR DELETE OR UPDATE ON singura.data_keys FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('data_key');
+
+CREATE TRIGGER data_keys_events AFTER INSERT ON singura.data_keys FOR EACH ROW WHEN ((new.version > 1)) EXECUTE FUNCTION singura.event_data_key_rotated();
 
 CREATE TRIGGER encrypted_credentials_audit AFTER INSERT OR DELETE OR UPDATE OF state ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('credential');
 
@@ -1746,6 +2048,8 @@ CREATE TRIGGER encrypted_credentials_events AFTER INSERT ON singura.encrypted_cr
 CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_version, ciphertext ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_key_must_be_live();
 
 CREATE TRIGGER encrypted_credentials_rewrap_audit AFTER UPDATE OF key_version ON singura.encrypted_credentials FOR EACH ROW WHEN ((old.key_version IS DISTINCT FROM new.key_version)) EXECUTE FUNCTION singura.audit_rewrap_action();
+
+CREATE TRIGGER oauth_authorizations_events AFTER UPDATE OF outcome ON singura.oauth_authorizations FOR EACH ROW WHEN (((old.outcome IS NULL) AND (new.outcome = ANY (ARRAY['authorized'::text, 'reauthorized'::text])) AND (new.result_connection_id IS NOT NULL))) EXECUTE FUNCTION singura.event_authorization_completed();
 
 CREATE TRIGGER oauth_authorizations_key_live BEFORE INSERT ON singura.oauth_authorizations FOR EACH ROW EXECUTE FUNCTION singura.oauth_authorization_key_must_be_live();
 
@@ -1765,11 +2069,16 @@ CREATE TRIGGER platform_connections_events AFTER INSERT OR UPDATE OF status, per
 
 CREATE TRIGGER platform_connections_touch BEFORE UPDATE ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
 
+CREATE TRIGGER rewrap_jobs_events AFTER UPDATE OF state ON singura.rewrap_jobs FOR EACH ROW WHEN (((old.state = 'running'::text) AND (new.state = 'completed'::text))) EXECUTE FUNCTION singura.event_rewrap_completed();
+
 ALTER TABLE ONLY singura.api_keys
     ADD CONSTRAINT api_keys_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.connection_refresh_state
     ADD CONSTRAINT connection_refresh_state_organization_id_connection_id_fkey FOREIGN KEY (organization_id, connection_id) REFERENCES singura.platform_connections(organization_id, id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.credential_expiry_notices
+    ADD CONSTRAINT credential_expiry_notices_organization_id_credential_id_fkey FOREIGN KEY (organization_id, credential_id) REFERENCES singura.encrypted_credentials(organization_id, id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.data_keys
     ADD CONSTRAINT data_keys_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
@@ -1829,11 +2138,19 @@ CREATE POLICY connection_refresh_state_refresh_worker ON singura.connection_refr
 
 CREATE POLICY connection_refresh_state_tenant ON singura.connection_refresh_state USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
+ALTER TABLE singura.credential_expiry_notices ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY credential_expiry_notices_job ON singura.credential_expiry_notices USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text)))) WITH CHECK (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
+
+CREATE POLICY credential_expiry_notices_tenant ON singura.credential_expiry_notices FOR SELECT USING ((organization_id = singura.current_organization_id()));
+
 ALTER TABLE singura.data_keys ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY data_keys_admin_read ON singura.data_keys FOR SELECT USING (singura.is_admin_scope());
 
 CREATE POLICY data_keys_admin_rewrap ON singura.data_keys FOR UPDATE USING (singura.is_admin_scope()) WITH CHECK (singura.is_admin_scope());
+
+CREATE POLICY data_keys_rewrap_events ON singura.data_keys FOR SELECT USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
 
 CREATE POLICY data_keys_tenant ON singura.data_keys USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
@@ -1847,7 +2164,11 @@ ALTER TABLE singura.events ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY events_append ON singura.events FOR INSERT WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
+CREATE POLICY events_every_organization ON singura.events FOR SELECT USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
+
 CREATE POLICY events_read ON singura.events FOR SELECT USING ((organization_id = singura.current_organization_id()));
+
+CREATE POLICY events_sequenced ON singura.events FOR UPDATE USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text)))) WITH CHECK (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
 
 ALTER TABLE singura.oauth_authorizations ENABLE ROW LEVEL SECURITY;
 
@@ -1929,6 +2250,9 @@ GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app
 
 GRANT SELECT ON TABLE singura.credential_metadata TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) TO singura_app;
+
 GRANT ALL ON FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) TO singura_app;
@@ -1947,7 +2271,13 @@ REVOKE ALL ON FUNCTION singura.event_append(p_org uuid, p_type text, p_connectio
 
 GRANT SELECT ON TABLE singura.events TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) TO singura_app;
+
 GRANT ALL ON FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.is_admin_scope() TO singura_app;
 

@@ -13,12 +13,13 @@ for everything.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import cached_property
 from uuid import UUID
 
 from singura_vault import keys
-from singura_vault.config import OAuthSettings, Settings
+from singura_vault.config import DEFAULT_EXPIRY_REMINDERS, OAuthSettings, Settings
 from singura_vault.db.pool import Database
 from singura_vault.providers import EgressSettings, TokenEndpointClient
 from singura_vault.repositories.api_keys import ApiKeyRepository
@@ -38,7 +39,9 @@ from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService
+from singura_vault.service.event_sequencer import EventSequencer
 from singura_vault.service.events import DEFAULT_POLL_INTERVAL_S, EventService
+from singura_vault.service.expiry_reminders import ExpiryReminderJob, utc_now
 from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.key_cache import DEFAULT_TTL_S
 from singura_vault.service.oauth_clients import OAuthClientService
@@ -92,10 +95,13 @@ class Components:
         production: bool = False,
         rewrap_batch_size: int = BATCH_SIZE,
         event_poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        expiry_reminders: tuple[tuple[str, float], ...] = DEFAULT_EXPIRY_REMINDERS,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
-        service-layer checks: both exist for tests of the layers beneath."""
+        service-layer checks: both exist for tests of the layers beneath. ``clock``:
+        the expiry reminder job's idea of now (tests move it)."""
         self.db = db
         self.access = access
         self._key_manager = key_manager
@@ -105,6 +111,8 @@ class Components:
         self._production = production
         self._rewrap_batch_size = rewrap_batch_size
         self._event_poll_interval_s = event_poll_interval_s
+        self._expiry_reminders = expiry_reminders
+        self._clock = clock
 
     @classmethod
     def for_serve(
@@ -125,6 +133,7 @@ class Components:
             oauth=settings.oauth,
             production=settings.production,
             rewrap_batch_size=settings.rewrap_batch_size,
+            expiry_reminders=settings.expiry_reminders,
         )
 
     @property
@@ -202,10 +211,30 @@ class Components:
     # -- events -------------------------------------------------------------------------
 
     @cached_property
+    def event_repository(self) -> EventRepository:
+        return EventRepository(self.db)
+
+    @cached_property
     def events(self) -> EventService:
-        """ListEvents and WatchEvents over the outbox (woken by this process's commits)."""
+        """ListEvents and WatchEvents over the outbox (woken by this process's commits,
+        its sequencer and other processes' sequencers)."""
         return EventService(
-            EventRepository(self.db), self._authorizer, poll_interval_s=self._event_poll_interval_s
+            self.event_repository, self._authorizer, poll_interval_s=self._event_poll_interval_s
+        )
+
+    @cached_property
+    def event_sequencer(self) -> EventSequencer:
+        """Numbers committed events for admin watches; wakes this process's watches."""
+        return EventSequencer(self.event_repository, on_sequenced=self.events.wake)
+
+    @cached_property
+    def expiry_reminders(self) -> ExpiryReminderJob:
+        """credential.expiring / credential.expired (SINGURA_EXPIRY_REMINDERS)."""
+        return ExpiryReminderJob(
+            self.event_repository,
+            self._expiry_reminders,
+            now=self._clock,
+            on_sent=self.event_sequencer.wake,
         )
 
     # -- OAuth --------------------------------------------------------------------------

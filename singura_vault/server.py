@@ -153,6 +153,7 @@ class VaultServer:
         self._key_watch: asyncio.Task[None] | None = None
         self._sequencing: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self._event_tasks: list[asyncio.Task[None]] = []
         self._server = grpc.aio.server(
             interceptors=[
                 VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
@@ -177,6 +178,7 @@ class VaultServer:
         self._add_servicers(components)
         db.on_write_committed(components.sequencer.wake)
         db.on_write_committed(components.events.wake)
+        db.on_write_committed(components.event_sequencer.wake)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         add_reflection(
@@ -251,6 +253,11 @@ class VaultServer:
             self._key_watch = asyncio.create_task(
                 parts.access.watch_key_changes(), name="api-key-changes"
             )
+        self._event_tasks = [
+            asyncio.create_task(parts.event_sequencer.run_forever(), name="event-sequencer"),
+            asyncio.create_task(parts.expiry_reminders.run_forever(), name="expiry-reminders"),
+            asyncio.create_task(parts.events.follow_other_processes(), name="event-wakeups"),
+        ]
         return self.port
 
     async def stop(self, grace_s: float) -> None:
@@ -259,7 +266,7 @@ class VaultServer:
         await self._server.stop(grace_s)
         # Awaited, not only cancelled: a task cancelled mid-statement must hand its
         # connection back before the pool closes.
-        for task in (self._key_watch, self._sequencing, self._refreshing):
+        for task in (self._key_watch, self._sequencing, self._refreshing, *self._event_tasks):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

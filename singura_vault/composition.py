@@ -39,6 +39,7 @@ from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
 from singura_vault.service.connections import ConnectionService
 from singura_vault.service.credentials import CredentialService
+from singura_vault.service.event_sequencer import FALLBACK_INTERVAL_S as SEQUENCER_FALLBACK_S
 from singura_vault.service.event_sequencer import EventSequencer
 from singura_vault.service.events import DEFAULT_POLL_INTERVAL_S, EventService
 from singura_vault.service.expiry_reminders import ExpiryReminderJob, utc_now
@@ -95,6 +96,7 @@ class Components:
         production: bool = False,
         rewrap_batch_size: int = BATCH_SIZE,
         event_poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        event_sequencer_fallback_s: float = SEQUENCER_FALLBACK_S,
         expiry_reminders: tuple[tuple[str, float], ...] = DEFAULT_EXPIRY_REMINDERS,
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
@@ -111,6 +113,7 @@ class Components:
         self._production = production
         self._rewrap_batch_size = rewrap_batch_size
         self._event_poll_interval_s = event_poll_interval_s
+        self._event_sequencer_fallback_s = event_sequencer_fallback_s
         self._expiry_reminders = expiry_reminders
         self._clock = clock
 
@@ -225,7 +228,11 @@ class Components:
     @cached_property
     def event_sequencer(self) -> EventSequencer:
         """Numbers committed events for admin watches; wakes this process's watches."""
-        return EventSequencer(self.event_repository, on_sequenced=self.events.wake)
+        return EventSequencer(
+            self.event_repository,
+            on_sequenced=self.events.wake,
+            fallback_interval_s=self._event_sequencer_fallback_s,
+        )
 
     @cached_property
     def expiry_reminders(self) -> ExpiryReminderJob:

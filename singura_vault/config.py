@@ -395,9 +395,7 @@ def parse_expiry_reminders(raw: str) -> tuple[tuple[str, float], ...]:
         if seconds in seen:
             raise ConfigError(f"{name}: {part!r} repeats {seen[seconds]!r}")
         seen[seconds] = f"{int(number)}{unit}"
-    return tuple(
-        (label, seconds) for seconds, label in sorted(seen.items(), reverse=True)
-    )
+    return tuple((label, seconds) for seconds, label in sorted(seen.items(), reverse=True))
 
 
 _KMS = ("local", "transit")

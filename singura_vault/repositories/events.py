@@ -81,9 +81,7 @@ class EventRepository:
         )
         return [_event(row) for row in rows]
 
-    async def after_position(
-        self, after: int, types: Sequence[str], limit: int
-    ) -> list[Event]:
+    async def after_position(self, after: int, types: Sequence[str], limit: int) -> list[Event]:
         """Every organization's events with a position above ``after``, in position
         order (admin scope only: the database refuses any other)."""
         rows = await self._db.fetch_scoped(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 
@@ -198,3 +199,42 @@ async def test_emitted_events_are_counted_by_type_once(vault: Vault, service_dsn
     assert _emitted("connection.created") - before_created == 1
     assert _emitted("credential.stored") - before_stored == 3
     assert REGISTRY.get_sample_value("singura_events_unsequenced_oldest_seconds") == 0.0
+
+
+async def test_the_service_role_cannot_reach_every_organization_by_itself(
+    vault: Vault, service_dsn: str
+) -> None:
+    """Outside admin scope the all-organizations read is refused by the database; the
+    service role cannot number events, change a position, or read or write reminder
+    state, whatever settings it sets."""
+    org = await new_org(vault)
+    await new_connection(vault, org)
+    await vault.server.components.event_sequencer.run_once()
+    conn = await asyncpg.connect(service_dsn)
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.fetch(
+                "SELECT * FROM singura.events_after_position_scoped("
+                "'singura.organization_id', $1, 'test', '', 0, '{}', 10)",
+                org,
+            )
+        settings = (
+            "SELECT set_config('singura.events_all', 'on', false),"
+            " set_config('singura.scope', 'admin', false)"
+        )
+        await conn.execute(settings)
+        assert await conn.fetchval("SELECT count(*) FROM singura.events") == 0
+        for forbidden in (
+            "UPDATE singura.events SET position = position + 100",
+            "SELECT * FROM singura.credential_expiry_notices",
+            "SELECT * FROM singura.event_position_head",
+        ):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(forbidden)
+        await conn.execute("RESET ALL")
+        async with conn.transaction():
+            await conn.execute("SELECT set_config('singura.organization_id', $1, true)", org)
+            (row,) = await conn.fetch("SELECT position FROM singura.events")
+            assert row["position"] == 1
+    finally:
+        await conn.close()

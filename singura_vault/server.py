@@ -276,6 +276,9 @@ class VaultServer:
             # Chain what the drained calls recorded, rather than leave it to the next
             # process's fallback run.
             await self.components.sequencer.run_once()
+        if self._event_tasks:
+            # Number what the drained calls emitted, for admin watches elsewhere.
+            await self.components.event_sequencer.run_once()
 
 
 RETENTION_INTERVAL_S = 3600.0

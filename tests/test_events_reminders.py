@@ -14,8 +14,14 @@ from google.protobuf import json_format, timestamp_pb2
 
 from singura_vault import keys
 from singura_vault.composition import Components
-from singura_vault.config import PoolSettings
+from singura_vault.config import (
+    DEFAULT_EXPIRY_REMINDERS,
+    PoolSettings,
+    load_settings,
+    parse_expiry_reminders,
+)
 from singura_vault.db.pool import Database
+from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as kpb
 from singura_vault.service.access import AccessService
 from tests.canaries import canary
@@ -187,3 +193,26 @@ async def test_reminders_are_confined_to_their_organization(
     admin = await all_events(events_stub(vault), "", types=["credential.expiring"])
     assert sorted(e.credential_id for e in admin) == sorted([key_a, key_b])
     assert all(e.position > 0 for e in admin)
+
+
+def test_expiry_reminders_setting_is_parsed_or_refused_with_a_reason() -> None:
+    """SINGURA_EXPIRY_REMINDERS: thresholds largest first (default 30d,7d,1d, "none" for
+    no reminder); a bad value is a ConfigError naming the variable and the fix."""
+    assert load_settings({}).expiry_reminders == DEFAULT_EXPIRY_REMINDERS
+    assert parse_expiry_reminders("1d, 2w,90m") == (
+        ("2w", 14 * 86400.0),
+        ("1d", 86400.0),
+        ("90m", 5400.0),
+    )
+    assert parse_expiry_reminders("none") == ()
+    for bad, fragment in (
+        ("7 days", "whole number and a unit"),
+        ("-1d", "whole number and a unit"),
+        ("0d", "more than 0"),
+        ("400d", "at most 366d"),
+        ("1d,24h", "repeats '1d'"),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            load_settings({"SINGURA_EXPIRY_REMINDERS": bad})
+        assert "SINGURA_EXPIRY_REMINDERS" in str(refused.value)
+        assert fragment in str(refused.value)

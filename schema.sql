@@ -602,6 +602,8 @@ CREATE TABLE singura.connection_refresh_state (
     intent_started_at timestamp with time zone,
     intent_refresh_version integer,
     expiry_source text,
+    last_error_code text DEFAULT ''::text NOT NULL,
+    CONSTRAINT connection_refresh_state_error_code_length CHECK ((char_length(last_error_code) <= 100)),
     CONSTRAINT connection_refresh_state_error_length CHECK ((char_length(last_error) <= 500)),
     CONSTRAINT connection_refresh_state_expiry_source_known CHECK ((expiry_source = ANY (ARRAY['provider'::text, 'catalogue'::text, 'none'::text])))
 );
@@ -748,6 +750,32 @@ $$;
 
 ALTER FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH due AS (
+        SELECT c.organization_id, c.id FROM singura.encrypted_credentials c
+         WHERE c.destroy_at IS NOT NULL AND c.version_state <> 'destroyed'
+           AND c.destroy_at <= p_now
+         ORDER BY c.destroy_at
+         LIMIT p_limit
+           FOR UPDATE SKIP LOCKED
+    )
+    UPDATE singura.encrypted_credentials c
+       SET version_state = 'destroyed', ciphertext = NULL, nonce = NULL
+      FROM due
+     WHERE c.organization_id = due.organization_id AND c.id = due.id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END
+$$;
+
+ALTER FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) OWNER TO singura_owner;
+
 CREATE TABLE singura.encrypted_credentials (
     organization_id uuid NOT NULL,
     id uuid NOT NULL,
@@ -763,12 +791,16 @@ CREATE TABLE singura.encrypted_credentials (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     state_changed_at timestamp with time zone,
     fingerprint text DEFAULT ''::text NOT NULL,
+    version_state text DEFAULT 'enabled'::text NOT NULL,
+    destroy_at timestamp with time zone,
+    CONSTRAINT encrypted_credentials_destroyed_was_scheduled CHECK (((version_state <> 'destroyed'::text) OR (destroy_at IS NOT NULL))),
+    CONSTRAINT encrypted_credentials_erased_has_no_ciphertext CHECK (((((state = 'revoked'::text) OR (version_state = 'destroyed'::text)) = (ciphertext IS NULL)) AND ((ciphertext IS NULL) = (nonce IS NULL)))),
     CONSTRAINT encrypted_credentials_fingerprint_format CHECK ((fingerprint ~ '^[0-9a-f]{0,64}$'::text)),
     CONSTRAINT encrypted_credentials_nonce_length CHECK ((octet_length(nonce) = 12)),
-    CONSTRAINT encrypted_credentials_revoked_has_no_ciphertext CHECK ((((state = 'revoked'::text) = (ciphertext IS NULL)) AND ((ciphertext IS NULL) = (nonce IS NULL)))),
     CONSTRAINT encrypted_credentials_state_known CHECK ((state = ANY (ARRAY['active'::text, 'superseded'::text, 'revoked'::text]))),
     CONSTRAINT encrypted_credentials_type_known CHECK ((credential_type = ANY (ARRAY['access_token'::text, 'refresh_token'::text, 'api_key'::text, 'client_secret'::text, 'webhook_secret'::text, 'private_key'::text]))),
-    CONSTRAINT encrypted_credentials_version_positive CHECK ((version >= 1))
+    CONSTRAINT encrypted_credentials_version_positive CHECK ((version >= 1)),
+    CONSTRAINT encrypted_credentials_version_state_known CHECK ((version_state = ANY (ARRAY['enabled'::text, 'disabled'::text, 'destroyed'::text])))
 );
 
 ALTER TABLE ONLY singura.encrypted_credentials FORCE ROW LEVEL SECURITY;
@@ -786,7 +818,9 @@ CREATE VIEW singura.credential_metadata WITH (security_invoker='true') AS
     fingerprint,
     created_at,
     expires_at,
-    state_changed_at
+    state_changed_at,
+    version_state,
+    destroy_at
    FROM singura.encrypted_credentials;
 
 ALTER VIEW singura.credential_metadata OWNER TO singura_owner;
@@ -806,7 +840,88 @@ $$;
 
 ALTER FUNCTION singura.credential_expiring_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_before timestamp with time zone, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
+CREATE FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_max interval := coalesce((SELECT max(t) FROM unnest(p_thresholds) t), interval '0');
+    c record;
+    v_label text;
+    v_sent integer := 0;
+    v_claimed boolean;
+BEGIN
+    IF cardinality(p_thresholds) IS DISTINCT FROM cardinality(p_labels) THEN
+        RAISE EXCEPTION 'one label per threshold' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM set_config('singura.events_all', 'on', true);
+    FOR c IN
+        SELECT e.organization_id, e.id, e.connection_id, e.credential_type, e.version,
+               e.expires_at, d.due
+          FROM encrypted_credentials e
+          LEFT JOIN credential_expiry_notices x
+                 ON x.organization_id = e.organization_id AND x.credential_id = e.id
+          CROSS JOIN LATERAL (
+              SELECT CASE WHEN e.expires_at <= p_now THEN NULL
+                          ELSE (SELECT min(t) FROM unnest(p_thresholds) t
+                                 WHERE e.expires_at - t <= p_now
+                                   AND e.expires_at - e.created_at > t) END AS due
+          ) d
+         WHERE e.state = 'active' AND e.expires_at IS NOT NULL
+           AND e.expires_at <= p_now + v_max
+           AND x.expired_notice_at IS NULL
+           AND (e.expires_at <= p_now
+                OR (d.due IS NOT NULL
+                    AND (x.reminded_threshold IS NULL OR d.due < x.reminded_threshold)))
+         ORDER BY e.expires_at, e.organization_id, e.id
+         LIMIT p_limit
+    LOOP
+        IF c.due IS NULL THEN
+            INSERT INTO credential_expiry_notices AS x
+                   (organization_id, credential_id, expired_notice_at)
+            VALUES (c.organization_id, c.id, p_now)
+            ON CONFLICT (organization_id, credential_id) DO UPDATE
+               SET expired_notice_at = EXCLUDED.expired_notice_at
+             WHERE x.expired_notice_at IS NULL
+            RETURNING true INTO v_claimed;
+            IF v_claimed THEN
+                PERFORM singura.event_append(
+                    c.organization_id, 'credential.expired', c.connection_id, c.id,
+                    jsonb_build_object('credential_type', c.credential_type,
+                                       'version', c.version, 'expire_time', c.expires_at));
+                v_sent := v_sent + 1;
+            END IF;
+        ELSE
+            INSERT INTO credential_expiry_notices AS x
+                   (organization_id, credential_id, reminded_threshold, reminded_at)
+            VALUES (c.organization_id, c.id, c.due, p_now)
+            ON CONFLICT (organization_id, credential_id) DO UPDATE
+               SET reminded_threshold = EXCLUDED.reminded_threshold,
+                   reminded_at = EXCLUDED.reminded_at
+             WHERE x.expired_notice_at IS NULL
+               AND (x.reminded_threshold IS NULL
+                    OR EXCLUDED.reminded_threshold < x.reminded_threshold)
+            RETURNING true INTO v_claimed;
+            IF v_claimed THEN
+                v_label := p_labels[array_position(p_thresholds, c.due)];
+                PERFORM singura.event_append(
+                    c.organization_id, 'credential.expiring', c.connection_id, c.id,
+                    jsonb_build_object('credential_type', c.credential_type,
+                                       'version', c.version, 'expire_time', c.expires_at,
+                                       'threshold', v_label,
+                                       'threshold_seconds', extract(epoch FROM c.due)::bigint));
+                v_sent := v_sent + 1;
+            END IF;
+        END IF;
+        v_claimed := NULL;
+    END LOOP;
+    RETURN v_sent;
+END
+$$;
+
+ALTER FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -818,15 +933,28 @@ BEGIN
         RETURN QUERY
         SELECT t.i, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
                e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
-               e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+               e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
+               e.version_state, e.destroy_at
           FROM unnest(g.items) AS t(i)
           CROSS JOIN LATERAL (
-                SELECT * FROM singura.encrypted_credentials c
-                 WHERE c.organization_id = p_orgs[t.i]
-                   AND c.connection_id = p_connections[t.i]
-                   AND c.credential_type = p_types[t.i]
-                   AND (p_versions[t.i] = 0 OR c.version = p_versions[t.i])
-                 ORDER BY c.version DESC
+                SELECT * FROM (
+                    (SELECT * FROM singura.encrypted_credentials c
+                      WHERE c.organization_id = p_orgs[t.i]
+                        AND c.connection_id = p_connections[t.i]
+                        AND c.credential_type = p_types[t.i]
+                        AND (p_versions[t.i] = c.version
+                             OR (p_versions[t.i] = 0 AND c.version_state = 'enabled'
+                                 AND c.destroy_at IS NULL))
+                      ORDER BY c.version DESC
+                      LIMIT 1)
+                    UNION ALL
+                    (SELECT * FROM singura.encrypted_credentials c
+                      WHERE p_versions[t.i] = 0
+                        AND c.organization_id = p_orgs[t.i]
+                        AND c.connection_id = p_connections[t.i]
+                        AND c.credential_type = p_types[t.i]
+                      ORDER BY c.version DESC
+                      LIMIT 1)) newest
                  LIMIT 1) e
           JOIN singura.data_keys d
             ON d.organization_id = e.organization_id AND d.version = e.key_version;
@@ -836,29 +964,41 @@ $$;
 
 ALTER FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea)
+CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
     LANGUAGE sql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT t.ord, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
        e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
-       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key
+       e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
+       e.version_state, e.destroy_at
   FROM unnest(p_connections, p_types, p_versions) WITH ORDINALITY
        AS t(connection_id, credential_type, version, ord)
   CROSS JOIN LATERAL (
-        SELECT * FROM singura.encrypted_credentials c
-         WHERE c.organization_id = p_org AND c.connection_id = t.connection_id
-           AND c.credential_type = t.credential_type
-           AND (t.version = 0 OR c.version = t.version)
-         ORDER BY c.version DESC
+        SELECT * FROM (
+            (SELECT * FROM singura.encrypted_credentials c
+              WHERE c.organization_id = p_org AND c.connection_id = t.connection_id
+                AND c.credential_type = t.credential_type
+                AND (t.version = c.version
+                     OR (t.version = 0 AND c.version_state = 'enabled'
+                         AND c.destroy_at IS NULL))
+              ORDER BY c.version DESC
+              LIMIT 1)
+            UNION ALL
+            (SELECT * FROM singura.encrypted_credentials c
+              WHERE t.version = 0
+                AND c.organization_id = p_org AND c.connection_id = t.connection_id
+                AND c.credential_type = t.credential_type
+              ORDER BY c.version DESC
+              LIMIT 1)) newest
          LIMIT 1) e
   JOIN singura.data_keys d ON d.organization_id = e.organization_id AND d.version = e.key_version;
 $$;
 
 ALTER FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone)
+CREATE FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, version_state text, destroy_at timestamp with time zone)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -870,7 +1010,7 @@ BEGIN
         RETURN QUERY
         SELECT t.i, m.id, m.organization_id, m.connection_id, m.credential_type, m.version,
                m.state, m.key_version, m.fingerprint, m.created_at, m.expires_at,
-               m.state_changed_at
+               m.state_changed_at, m.version_state, m.destroy_at
           FROM unnest(g.items) AS t(i)
           JOIN singura.credential_metadata m
             ON m.organization_id = p_orgs[t.i] AND m.id = p_ids[t.i];
@@ -1058,10 +1198,107 @@ INSERT INTO singura.encrypted_credentials (
 VALUES (p_org, p_id, p_connection, p_type, p_version, 'active', p_ciphertext, p_nonce,
         p_key_version, p_fingerprint, p_expires_at, p_create_request_id)
 RETURNING id, organization_id, connection_id, credential_type, version, state, key_version,
-          fingerprint, created_at, expires_at, state_changed_at;
+          fingerprint, created_at, expires_at, state_changed_at, version_state, destroy_at;
 $$;
 
 ALTER FUNCTION singura.credential_store_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid, p_connection uuid, p_type text, p_version integer, p_ciphertext bytea, p_nonce bytea, p_key_version integer, p_fingerprint text, p_expires_at timestamp with time zone, p_create_request_id uuid) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) RETURNS TABLE(refused text, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, version_state text, destroy_at timestamp with time zone)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    r singura.encrypted_credentials;
+    v_refused text;
+BEGIN
+    IF p_action NOT IN ('disable', 'enable', 'destroy', 'cancel_destroy') THEN
+        RAISE EXCEPTION 'not a version transition: %', p_action
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+    SELECT * INTO r FROM singura.encrypted_credentials c
+     WHERE c.organization_id = p_org AND c.connection_id = p_connection
+       AND c.credential_type = p_type AND c.version = p_version
+       FOR NO KEY UPDATE;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    v_refused := CASE
+        WHEN r.state = 'revoked' THEN 'revoked'
+        WHEN r.version_state = 'destroyed' THEN 'destroyed'
+        WHEN p_action = 'cancel_destroy' AND r.destroy_at IS NULL THEN 'not_scheduled'
+        WHEN p_action <> 'cancel_destroy' AND r.destroy_at IS NOT NULL THEN 'scheduled'
+    END;
+    IF v_refused IS NULL AND NOT (p_action = 'disable' AND r.version_state = 'disabled')
+       AND NOT (p_action = 'enable' AND r.version_state = 'enabled') THEN
+        UPDATE singura.encrypted_credentials c
+           SET version_state = CASE p_action WHEN 'disable' THEN 'disabled'
+                                             WHEN 'enable' THEN 'enabled'
+                                             ELSE c.version_state END,
+               destroy_at = CASE p_action WHEN 'destroy' THEN p_destroy_at
+                                          WHEN 'cancel_destroy' THEN NULL
+                                          ELSE c.destroy_at END
+         WHERE c.organization_id = p_org AND c.id = r.id
+        RETURNING * INTO r;
+    END IF;
+    RETURN QUERY SELECT v_refused, r.id, r.organization_id, r.connection_id,
+                        r.credential_type, r.version, r.state, r.key_version, r.fingerprint,
+                        r.created_at, r.expires_at, r.state_changed_at, r.version_state,
+                        r.destroy_at;
+END
+$$;
+
+ALTER FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_version_changed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_type text := singura.credential_version_transition(OLD, NEW);
+    v_data jsonb;
+BEGIN
+    IF v_type IS NULL THEN
+        RETURN NULL;
+    END IF;
+    v_data := jsonb_build_object(
+        'connection_id', NEW.connection_id, 'credential_type', NEW.credential_type,
+        'version', NEW.version, 'key_version', NEW.key_version,
+        'version_state', CASE WHEN NEW.version_state = 'enabled' AND NEW.destroy_at IS NOT NULL
+                              THEN 'disabled' ELSE NEW.version_state END,
+        'destroy_time', NEW.destroy_at, 'change_time', now());
+    INSERT INTO singura.audit_logs (organization_id, actor, action, resource_type, resource_id,
+                                    request_id, outcome, details)
+    VALUES (NEW.organization_id,
+            coalesce(nullif(current_setting('singura.actor', true), ''), 'system'),
+            v_type, 'credential', NEW.id::text,
+            nullif(current_setting('singura.request_id', true), ''),
+            'success', v_data);
+    PERFORM singura.event_append(NEW.organization_id, v_type, NEW.connection_id, NEW.id,
+                                 v_data - 'connection_id' - 'key_version');
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.credential_version_changed() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_version_transition(p_old singura.encrypted_credentials, p_new singura.encrypted_credentials) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+SELECT CASE
+    WHEN p_new.version_state = 'destroyed' AND p_old.version_state <> 'destroyed'
+        THEN 'credential.version_destroyed'
+    WHEN p_old.destroy_at IS NULL AND p_new.destroy_at IS NOT NULL
+        THEN 'credential.version_destroy_scheduled'
+    WHEN p_old.destroy_at IS NOT NULL AND p_new.destroy_at IS NULL
+        THEN 'credential.version_destroy_cancelled'
+    WHEN p_old.version_state = 'enabled' AND p_new.version_state = 'disabled'
+        THEN 'credential.version_disabled'
+    WHEN p_old.version_state = 'disabled' AND p_new.version_state = 'enabled'
+        THEN 'credential.version_enabled'
+END
+$$;
+
+ALTER FUNCTION singura.credential_version_transition(p_old singura.encrypted_credentials, p_new singura.encrypted_credentials) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.credential_versions_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_after uuid, p_limit integer) RETURNS SETOF singura.credential_metadata
     LANGUAGE sql
@@ -1118,6 +1355,42 @@ $$;
 
 ALTER FUNCTION singura.event_append(p_org uuid, p_type text, p_connection uuid, p_credential uuid, p_data jsonb) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.event_audit_checkpoint() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    BEGIN
+        PERFORM singura.event_append(
+            NEW.chain_key, 'audit.checkpoint_created', NULL, NULL,
+            jsonb_build_object('chain_seq', NEW.chain_seq,
+                               'chain_hash', encode(NEW.chain_hash, 'hex'),
+                               'key_id', NEW.key_id, 'sign_time', NEW.signed_at));
+    EXCEPTION WHEN foreign_key_violation THEN
+        NULL;
+    END;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_audit_checkpoint() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_authorization_completed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.event_append(
+        NEW.organization_id, 'connection.' || NEW.outcome, NEW.result_connection_id, NULL,
+        jsonb_build_object('platform', NEW.platform, 'authorization_id', NEW.id,
+                           'granted_scopes', to_jsonb(coalesce(NEW.result_granted_scopes, '{}')),
+                           'authorize_time', NEW.consumed_at));
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_authorization_completed() OWNER TO singura_owner;
+
 CREATE FUNCTION singura.event_connection_change() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'singura', 'pg_temp'
@@ -1171,6 +1444,82 @@ $$;
 
 ALTER FUNCTION singura.event_credential_stored() OWNER TO singura_owner;
 
+CREATE FUNCTION singura.event_data_key_rotated() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.event_append(
+        NEW.organization_id, 'key.data_key_rotated', NULL, NULL,
+        jsonb_build_object('key_version', NEW.version, 'previous_key_version', NEW.version - 1,
+                           'rotate_time', NEW.created_at));
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_data_key_rotated() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_refresh_outcome() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_before integer := CASE WHEN TG_OP = 'INSERT' THEN 0 ELSE OLD.failure_count END;
+BEGIN
+    IF NEW.failure_count > v_before THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.refresh_failed', NEW.connection_id, NULL,
+            jsonb_build_object('failure_count', NEW.failure_count,
+                               'error_code', NEW.last_error_code,
+                               'reason', NEW.last_error,
+                               'next_refresh_time', NEW.next_refresh_at,
+                               'failure_time', now()));
+    ELSIF NEW.failure_count = 0 AND v_before > 0 THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.refresh_recovered', NEW.connection_id, NULL,
+            jsonb_build_object('previous_failure_count', v_before,
+                               'refresh_time', NEW.last_refresh_at,
+                               'next_refresh_time', NEW.next_refresh_at));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_refresh_outcome() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.event_rewrap_completed() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    k record;
+BEGIN
+    -- The job finishes in admin scope, which reads data keys (migration 005); the
+    -- gate below lets the owner read them in any scope, inside this function only.
+    PERFORM set_config('singura.events_all', 'on', true);
+    FOR k IN
+        SELECT d.organization_id, max(d.version) AS newest
+          FROM data_keys d
+         WHERE d.state = 'active'
+         GROUP BY d.organization_id
+        HAVING count(*) > 1
+         ORDER BY d.organization_id
+    LOOP
+        PERFORM singura.event_append(
+            k.organization_id, 'key.rewrap_completed', NULL, NULL,
+            jsonb_build_object('job_id', NEW.id, 'key_version', k.newest,
+                               'failed', (SELECT count(*) FROM rewrap_failures f
+                                           WHERE f.job_id = NEW.id
+                                             AND f.organization_id = k.organization_id),
+                               'finish_time', NEW.finished_at));
+    END LOOP;
+    PERFORM set_config('singura.events_all', '', true);
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_rewrap_completed() OWNER TO singura_owner;
+
 CREATE TABLE singura.events (
     organization_id uuid NOT NULL,
     cursor bigint NOT NULL,
@@ -1179,6 +1528,7 @@ CREATE TABLE singura.events (
     credential_id uuid,
     data jsonb DEFAULT '{}'::jsonb NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    "position" bigint,
     CONSTRAINT events_data_object CHECK ((jsonb_typeof(data) = 'object'::text)),
     CONSTRAINT events_type_format CHECK ((type ~ '^[a-z_]+(\.[a-z_]+)+$'::text))
 );
@@ -1186,6 +1536,28 @@ CREATE TABLE singura.events (
 ALTER TABLE ONLY singura.events FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.events OWNER TO singura_owner;
+
+CREATE FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) RETURNS SETOF singura.events
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+    IF NOT singura.is_admin_scope() THEN
+        RAISE EXCEPTION 'every organization''s events need admin scope'
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    PERFORM set_config('singura.events_all', 'on', true);
+    RETURN QUERY
+        SELECT * FROM singura.events e
+         WHERE e.position > p_after
+           AND (cardinality(p_types) = 0 OR e.type = ANY (p_types))
+         ORDER BY e.position
+         LIMIT p_limit;
+END
+$$;
+
+ALTER FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) RETURNS SETOF singura.events
     LANGUAGE sql
@@ -1199,6 +1571,51 @@ SELECT * FROM singura.events
 $$;
 
 ALTER FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) RETURNS record
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    SET lock_timeout TO '5s'
+    AS $$
+DECLARE
+    v_head bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock(1397114628);
+    PERFORM set_config('singura.events_all', 'on', true);
+    SELECT last_position INTO STRICT v_head FROM event_position_head FOR UPDATE;
+    WITH picked AS (
+        SELECT e.organization_id, e.cursor, e.type
+          FROM events e
+         WHERE e.position IS NULL
+         ORDER BY e.organization_id, e.cursor
+         LIMIT p_limit
+    ), numbered AS (
+        SELECT p.*, v_head + row_number() OVER (ORDER BY p.organization_id, p.cursor) AS pos
+          FROM picked p
+    ), moved AS (
+        UPDATE events e SET position = n.pos
+          FROM numbered n
+         WHERE e.organization_id = n.organization_id AND e.cursor = n.cursor
+        RETURNING e.type, e.position
+    ), by_type AS (
+        SELECT m.type, count(*)::integer AS n, max(m.position) AS last FROM moved m GROUP BY m.type
+    )
+    SELECT coalesce(sum(b.n), 0)::integer, coalesce(array_agg(b.type ORDER BY b.type), '{}'),
+           coalesce(array_agg(b.n ORDER BY b.type), '{}'), max(b.last)
+      INTO sequenced, types, counts, v_head
+      FROM by_type b;
+    IF sequenced > 0 THEN
+        UPDATE event_position_head SET last_position = v_head;
+        -- No payload: a wake-up, never data.
+        PERFORM pg_notify('singura_events', '');
+    END IF;
+    SELECT coalesce(extract(epoch FROM clock_timestamp() - min(e.created_at)), 0)
+      INTO oldest_pending_s
+      FROM events e WHERE e.position IS NULL;
+END
+$$;
+
+ALTER FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.is_admin_scope() RETURNS boolean
     LANGUAGE sql STABLE PARALLEL SAFE
@@ -1463,6 +1880,210 @@ $$;
 
 ALTER FUNCTION singura.touch_row() OWNER TO singura_owner;
 
+CREATE FUNCTION singura.webhook_claim(p_now timestamp with time zone, p_lease interval, p_limit integer) RETURNS TABLE(organization_id uuid, delivery_id uuid, endpoint_id uuid, claim_token uuid, url text, event_cursor bigint, event_type text, connection_id uuid, credential_id uuid, event_data jsonb, event_time timestamp with time zone, attempts integer, scheduled_at timestamp with time zone, secret_id uuid, secret_ciphertext bytea, secret_nonce bytea, key_version integer, root_key_id text, wrapped_key bytea, previous_secret_id uuid, previous_secret_ciphertext bytea, previous_secret_nonce bytea, previous_key_version integer, previous_root_key_id text, previous_wrapped_key bytea)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+WITH due AS (
+    SELECT d.organization_id, d.id
+      FROM singura.webhook_deliveries d
+      JOIN singura.webhook_endpoints w
+        ON w.organization_id = d.organization_id AND w.id = d.endpoint_id
+     WHERE d.state = 'pending' AND d.next_attempt_at <= p_now
+       -- Checked again on the row as locked: a lease committed after this
+       -- statement's snapshot is seen here, and the row is left to its holder.
+       AND (d.claimed_until IS NULL OR d.claimed_until <= p_now)
+       AND w.enabled
+     ORDER BY d.next_attempt_at
+     LIMIT p_limit
+       FOR UPDATE OF d SKIP LOCKED
+), leased AS (
+    UPDATE singura.webhook_deliveries d
+       SET claimed_until = p_now + p_lease, claim_token = gen_random_uuid()
+      FROM due
+     WHERE d.organization_id = due.organization_id AND d.id = due.id
+    RETURNING d.*
+)
+SELECT l.organization_id, l.id, l.endpoint_id, l.claim_token, w.url,
+       l.event_cursor, l.event_type, e.connection_id, e.credential_id,
+       coalesce(e.data, '{}'::jsonb), coalesce(e.created_at, l.created_at), l.attempts,
+       l.scheduled_at,
+       w.secret_id, w.secret_ciphertext, w.secret_nonce, w.key_version,
+       k.root_key_id, k.wrapped_key,
+       p.previous_secret_id, p.previous_secret_ciphertext, p.previous_secret_nonce,
+       p.previous_key_version, pk.root_key_id, pk.wrapped_key
+  FROM leased l
+  JOIN singura.webhook_endpoints w
+    ON w.organization_id = l.organization_id AND w.id = l.endpoint_id
+  LEFT JOIN singura.events e
+    ON e.organization_id = l.organization_id AND e.cursor = l.event_cursor
+  LEFT JOIN singura.data_keys k
+    ON k.organization_id = w.organization_id AND k.version = w.key_version
+   AND k.state = 'active'
+  LEFT JOIN LATERAL (
+        SELECT w.previous_secret_id, w.previous_secret_ciphertext, w.previous_secret_nonce,
+               w.previous_key_version
+         WHERE w.previous_expires_at > p_now) p ON true
+  LEFT JOIN singura.data_keys pk
+    ON pk.organization_id = w.organization_id AND pk.version = p.previous_key_version
+   AND pk.state = 'active';
+$$;
+
+ALTER FUNCTION singura.webhook_claim(p_now timestamp with time zone, p_lease interval, p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.webhook_deliveries_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_endpoint uuid, p_state text, p_before_at timestamp with time zone, p_before_id uuid, p_limit integer) RETURNS TABLE(id uuid, endpoint_id uuid, event_cursor bigint, event_type text, state text, attempts integer, next_attempt_at timestamp with time zone, created_at timestamp with time zone, finished_at timestamp with time zone, last_response_code integer, attempt_list jsonb)
+    LANGUAGE sql
+    AS $$
+SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+SELECT d.id, d.endpoint_id, d.event_cursor, d.event_type, d.state, d.attempts,
+       d.next_attempt_at, d.created_at, d.finished_at, d.last_response_code,
+       coalesce((SELECT jsonb_agg(jsonb_build_object(
+                    'attempt', a.attempt, 'attempted_at', a.attempted_at,
+                    'outcome', a.outcome, 'response_code', a.response_code,
+                    'latency_ms', a.latency_ms, 'response_body', a.response_body,
+                    'error', a.error) ORDER BY a.attempt)
+                   FROM singura.webhook_attempts a
+                  WHERE a.organization_id = d.organization_id AND a.delivery_id = d.id),
+                '[]'::jsonb)
+  FROM singura.webhook_deliveries d
+ WHERE d.organization_id = p_org AND d.endpoint_id = p_endpoint
+   AND (p_state IS NULL OR d.state = p_state)
+   AND (p_before_at IS NULL OR (d.created_at, d.id) < (p_before_at, p_before_id))
+ ORDER BY d.created_at DESC, d.id DESC
+ LIMIT p_limit;
+$$;
+
+ALTER FUNCTION singura.webhook_deliveries_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_endpoint uuid, p_state text, p_before_at timestamp with time zone, p_before_id uuid, p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.webhook_endpoint_key_must_be_live() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND NEW.key_version = OLD.key_version THEN
+        RETURN NEW;
+    END IF;
+    PERFORM 1 FROM singura.data_keys
+      WHERE organization_id = NEW.organization_id AND version = NEW.key_version
+        AND state = 'active'
+      FOR KEY SHARE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'data key version % of the organization is not live', NEW.key_version
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'webhook_endpoints_key_live';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+ALTER FUNCTION singura.webhook_endpoint_key_must_be_live() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.webhook_endpoints_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) RETURNS TABLE(organization_id uuid, id uuid, url text, description text, types text[], enabled boolean, disabled_reason text, failing_since timestamp with time zone, previous_expires_at timestamp with time zone, created_at timestamp with time zone, updated_at timestamp with time zone)
+    LANGUAGE sql
+    AS $$
+SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+SELECT w.organization_id, w.id, w.url, w.description, w.types, w.enabled, w.disabled_reason,
+       w.failing_since, w.previous_expires_at, w.created_at, w.updated_at
+  FROM singura.webhook_endpoints w
+ WHERE w.organization_id = p_org
+   AND (p_after_at IS NULL OR (w.created_at, w.id) > (p_after_at, p_after_id))
+ ORDER BY w.created_at, w.id
+ LIMIT p_limit;
+$$;
+
+ALTER FUNCTION singura.webhook_endpoints_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.webhook_fan_out() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    INSERT INTO singura.webhook_deliveries (organization_id, endpoint_id, event_cursor,
+                                            event_type)
+    SELECT NEW.organization_id, w.id, NEW.cursor, NEW.type
+      FROM singura.webhook_endpoints w
+     WHERE w.organization_id = NEW.organization_id AND w.enabled
+       AND (cardinality(w.types) = 0 OR NEW.type = ANY (w.types));
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.webhook_fan_out() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.webhook_oldest_pending() RETURNS timestamp with time zone
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+SELECT min(d.scheduled_at)
+  FROM singura.webhook_deliveries d
+  JOIN singura.webhook_endpoints w
+    ON w.organization_id = d.organization_id AND w.id = d.endpoint_id
+ WHERE d.state = 'pending' AND w.enabled;
+$$;
+
+ALTER FUNCTION singura.webhook_oldest_pending() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.webhook_record_attempt(p_org uuid, p_delivery uuid, p_claim uuid, p_now timestamp with time zone, p_outcome text, p_response_code integer, p_latency_ms double precision, p_body text, p_error text, p_state text, p_next_attempt_at timestamp with time zone, p_gone boolean, p_disable_after interval) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_delivery singura.webhook_deliveries;
+    v_endpoint singura.webhook_endpoints;
+    v_reason text := '';
+BEGIN
+    SELECT * INTO v_delivery FROM singura.webhook_deliveries
+     WHERE organization_id = p_org AND id = p_delivery FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN '';  -- the endpoint (and its deliveries) was deleted meanwhile
+    END IF;
+    INSERT INTO singura.webhook_attempts (organization_id, delivery_id, attempt, attempted_at,
+                                          outcome, response_code, latency_ms, response_body,
+                                          error)
+    VALUES (p_org, p_delivery, v_delivery.attempts + 1, p_now, p_outcome, p_response_code,
+            p_latency_ms, p_body, left(p_error, 500));
+    UPDATE singura.webhook_deliveries
+       SET attempts = attempts + 1,
+           last_response_code = p_response_code,
+           state = CASE WHEN claim_token = p_claim THEN p_state ELSE state END,
+           next_attempt_at = CASE WHEN claim_token = p_claim
+                                  THEN coalesce(p_next_attempt_at, next_attempt_at)
+                                  ELSE next_attempt_at END,
+           finished_at = CASE WHEN claim_token = p_claim AND p_state <> 'pending' THEN p_now
+                              ELSE finished_at END,
+           claimed_until = CASE WHEN claim_token = p_claim THEN NULL ELSE claimed_until END,
+           claim_token = CASE WHEN claim_token = p_claim THEN NULL ELSE claim_token END
+     WHERE organization_id = p_org AND id = p_delivery;
+
+    UPDATE singura.webhook_endpoints
+       SET failing_since = CASE WHEN p_outcome = 'delivered' THEN NULL
+                                ELSE coalesce(failing_since, p_now) END
+     WHERE organization_id = p_org AND id = v_delivery.endpoint_id
+    RETURNING * INTO v_endpoint;
+    IF NOT FOUND OR NOT v_endpoint.enabled OR p_outcome = 'delivered' THEN
+        RETURN '';
+    END IF;
+    IF p_gone THEN
+        v_reason := 'gone';
+    ELSIF v_endpoint.failing_since <= p_now - p_disable_after THEN
+        v_reason := 'failing';
+    ELSE
+        RETURN '';
+    END IF;
+    UPDATE singura.webhook_endpoints SET enabled = false, disabled_reason = v_reason
+     WHERE organization_id = p_org AND id = v_endpoint.id;
+    -- Never the URL (a query string may carry a consumer's token): ids, times, reasons.
+    PERFORM singura.event_append(
+        p_org, 'webhook.endpoint_disabled', NULL, NULL,
+        jsonb_build_object('endpoint_id', v_endpoint.id, 'reason', v_reason,
+                           'failing_since', v_endpoint.failing_since,
+                           'response_code', p_response_code, 'disable_time', p_now));
+    RETURN v_reason;
+END
+$$;
+
+ALTER FUNCTION singura.webhook_record_attempt(p_org uuid, p_delivery uuid, p_claim uuid, p_now timestamp with time zone, p_outcome text, p_response_code integer, p_latency_ms double precision, p_body text, p_error text, p_state text, p_next_attempt_at timestamp with time zone, p_gone boolean, p_disable_after interval) OWNER TO singura_owner;
+
 CREATE TABLE singura.api_keys (
     id uuid NOT NULL,
     key_id text NOT NULL,
@@ -1570,6 +2191,18 @@ ALTER TABLE singura.audit_signing_keys ALTER COLUMN id ADD GENERATED ALWAYS AS I
     CACHE 1
 );
 
+CREATE TABLE singura.credential_expiry_notices (
+    organization_id uuid NOT NULL,
+    credential_id uuid NOT NULL,
+    reminded_threshold interval,
+    reminded_at timestamp with time zone,
+    expired_notice_at timestamp with time zone
+);
+
+ALTER TABLE ONLY singura.credential_expiry_notices FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.credential_expiry_notices OWNER TO singura_owner;
+
 CREATE TABLE singura.data_keys (
     organization_id uuid NOT NULL,
     version integer NOT NULL,
@@ -1594,6 +2227,15 @@ CREATE TABLE singura.event_cursors (
 );
 
 ALTER TABLE singura.event_cursors OWNER TO singura_owner;
+
+CREATE TABLE singura.event_position_head (
+    singleton boolean DEFAULT true NOT NULL,
+    last_position bigint NOT NULL,
+    CONSTRAINT event_position_head_not_negative CHECK ((last_position >= 0)),
+    CONSTRAINT event_position_head_one CHECK (singleton)
+);
+
+ALTER TABLE singura.event_position_head OWNER TO singura_owner;
 
 CREATE TABLE singura.oauth_authorizations (
     organization_id uuid NOT NULL,
@@ -1707,6 +2349,80 @@ CREATE TABLE singura.schema_migrations (
 
 ALTER TABLE singura.schema_migrations OWNER TO singura_owner;
 
+CREATE TABLE singura.webhook_attempts (
+    organization_id uuid NOT NULL,
+    delivery_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    attempted_at timestamp with time zone NOT NULL,
+    outcome text NOT NULL,
+    response_code integer,
+    latency_ms double precision NOT NULL,
+    response_body text DEFAULT ''::text NOT NULL,
+    error text DEFAULT ''::text NOT NULL,
+    CONSTRAINT webhook_attempts_body_length CHECK ((octet_length(response_body) <= 4096)),
+    CONSTRAINT webhook_attempts_error_length CHECK ((char_length(error) <= 500)),
+    CONSTRAINT webhook_attempts_outcome_format CHECK ((outcome ~ '^[a-z_]+$'::text)),
+    CONSTRAINT webhook_attempts_positive CHECK ((attempt >= 1))
+);
+
+ALTER TABLE ONLY singura.webhook_attempts FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.webhook_attempts OWNER TO singura_owner;
+
+CREATE TABLE singura.webhook_deliveries (
+    organization_id uuid NOT NULL,
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    endpoint_id uuid NOT NULL,
+    event_cursor bigint,
+    event_type text NOT NULL,
+    state text DEFAULT 'pending'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    next_attempt_at timestamp with time zone DEFAULT now() NOT NULL,
+    claimed_until timestamp with time zone,
+    claim_token uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    scheduled_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    last_response_code integer,
+    CONSTRAINT webhook_deliveries_state_known CHECK ((state = ANY (ARRAY['pending'::text, 'delivered'::text, 'failed'::text])))
+);
+
+ALTER TABLE ONLY singura.webhook_deliveries FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.webhook_deliveries OWNER TO singura_owner;
+
+CREATE TABLE singura.webhook_endpoints (
+    organization_id uuid NOT NULL,
+    id uuid NOT NULL,
+    url text NOT NULL,
+    description text DEFAULT ''::text NOT NULL,
+    types text[] DEFAULT '{}'::text[] NOT NULL,
+    enabled boolean DEFAULT true NOT NULL,
+    disabled_reason text DEFAULT ''::text NOT NULL,
+    failing_since timestamp with time zone,
+    secret_id uuid NOT NULL,
+    secret_ciphertext bytea NOT NULL,
+    secret_nonce bytea NOT NULL,
+    key_version integer NOT NULL,
+    previous_secret_id uuid,
+    previous_secret_ciphertext bytea,
+    previous_secret_nonce bytea,
+    previous_key_version integer,
+    previous_expires_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    version integer DEFAULT 1 NOT NULL,
+    CONSTRAINT webhook_endpoints_description_length CHECK ((char_length(description) <= 500)),
+    CONSTRAINT webhook_endpoints_disabled_reason_known CHECK ((disabled_reason = ANY (ARRAY[''::text, 'gone'::text, 'failing'::text, 'manual'::text]))),
+    CONSTRAINT webhook_endpoints_previous_complete CHECK ((((previous_secret_id IS NULL) = (previous_secret_ciphertext IS NULL)) AND ((previous_secret_id IS NULL) = (previous_secret_nonce IS NULL)) AND ((previous_secret_id IS NULL) = (previous_key_version IS NULL)) AND ((previous_secret_id IS NULL) = (previous_expires_at IS NULL)))),
+    CONSTRAINT webhook_endpoints_types_count CHECK ((cardinality(types) <= 100)),
+    CONSTRAINT webhook_endpoints_url_length CHECK (((char_length(url) >= 1) AND (char_length(url) <= 2048)))
+);
+
+ALTER TABLE ONLY singura.webhook_endpoints FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.webhook_endpoints OWNER TO singura_owner;
+
 ALTER TABLE ONLY singura.api_keys
     ADD CONSTRAINT api_keys_key_id_key UNIQUE (key_id);
 
@@ -1737,6 +2453,9 @@ ALTER TABLE ONLY singura.audit_signing_keys
 ALTER TABLE ONLY singura.connection_refresh_state
     ADD CONSTRAINT connection_refresh_state_pkey PRIMARY KEY (organization_id, connection_id);
 
+ALTER TABLE ONLY singura.credential_expiry_notices
+    ADD CONSTRAINT credential_expiry_notices_pkey PRIMARY KEY (organization_id, credential_id);
+
 ALTER TABLE ONLY singura.data_keys
     ADD CONSTRAINT data_keys_pkey PRIMARY KEY (organization_id, version);
 
@@ -1751,6 +2470,9 @@ ALTER TABLE ONLY singura.encrypted_credentials
 
 ALTER TABLE ONLY singura.event_cursors
     ADD CONSTRAINT event_cursors_pkey PRIMARY KEY (organization_id);
+
+ALTER TABLE ONLY singura.event_position_head
+    ADD CONSTRAINT event_position_head_pkey PRIMARY KEY (singleton);
 
 ALTER TABLE ONLY singura.events
     ADD CONSTRAINT events_pkey PRIMARY KEY (organization_id, cursor);
@@ -1800,6 +2522,15 @@ ALTER TABLE ONLY singura.rewrap_jobs
 ALTER TABLE ONLY singura.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
+ALTER TABLE ONLY singura.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_pkey PRIMARY KEY (organization_id, delivery_id, attempt);
+
+ALTER TABLE ONLY singura.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (organization_id, id);
+
+ALTER TABLE ONLY singura.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_pkey PRIMARY KEY (organization_id, id);
+
 CREATE INDEX api_keys_admin_idx ON singura.api_keys USING btree (created_at) WHERE (organization_id IS NULL);
 
 CREATE INDEX api_keys_list_idx ON singura.api_keys USING btree (organization_id, created_at DESC, id DESC);
@@ -1812,11 +2543,19 @@ CREATE INDEX audit_pending_chain_idx ON singura.audit_pending USING btree (organ
 
 CREATE UNIQUE INDEX encrypted_credentials_current_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, credential_type) WHERE (state = 'active'::text);
 
+CREATE INDEX encrypted_credentials_destroy_due_idx ON singura.encrypted_credentials USING btree (destroy_at) WHERE ((destroy_at IS NOT NULL) AND (version_state <> 'destroyed'::text));
+
+CREATE INDEX encrypted_credentials_expiring_idx ON singura.encrypted_credentials USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (state = 'active'::text));
+
 CREATE INDEX encrypted_credentials_expiry_idx ON singura.encrypted_credentials USING btree (organization_id, expires_at, id) WHERE ((expires_at IS NOT NULL) AND (state = 'active'::text));
 
 CREATE INDEX encrypted_credentials_key_version_idx ON singura.encrypted_credentials USING btree (organization_id, key_version) WHERE (state <> 'revoked'::text);
 
 CREATE INDEX encrypted_credentials_list_idx ON singura.encrypted_credentials USING btree (organization_id, connection_id, created_at DESC, id DESC);
+
+CREATE UNIQUE INDEX events_position_key ON singura.events USING btree ("position");
+
+CREATE INDEX events_unsequenced_idx ON singura.events USING btree (organization_id, cursor) WHERE ("position" IS NULL);
 
 CREATE INDEX oauth_authorizations_expires_idx ON singura.oauth_authorizations USING btree (expires_at);
 
@@ -1834,6 +2573,12 @@ CREATE INDEX rewrap_jobs_created_idx ON singura.rewrap_jobs USING btree (created
 
 CREATE UNIQUE INDEX rewrap_jobs_one_running ON singura.rewrap_jobs USING btree ((true)) WHERE (state = 'running'::text);
 
+CREATE INDEX webhook_deliveries_due ON singura.webhook_deliveries USING btree (next_attempt_at) WHERE (state = 'pending'::text);
+
+CREATE UNIQUE INDEX webhook_deliveries_event ON singura.webhook_deliveries USING btree (organization_id, endpoint_id, event_cursor);
+
+CREATE INDEX webhook_deliveries_list ON singura.webhook_deliveries USING btree (organization_id, endpoint_id, created_at DESC, id DESC);
+
 CREATE TRIGGER api_keys_audit AFTER INSERT OR DELETE OR UPDATE ON singura.api_keys FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('api_key');
 
 CREATE TRIGGER api_keys_changed AFTER DELETE OR UPDATE OF revoked_at, expires_at, roles, organization_id, secret_digest ON singura.api_keys FOR EACH ROW EXECUTE FUNCTION singura.api_key_changed();
@@ -1848,7 +2593,13 @@ CREATE TRIGGER audit_pending_immutable BEFORE DELETE OR UPDATE ON singura.audit_
 
 CREATE TRIGGER audit_pending_no_truncate BEFORE TRUNCATE ON singura.audit_pending FOR EACH STATEMENT EXECUTE FUNCTION singura.audit_immutable();
 
+CREATE TRIGGER audit_signed_checkpoints_events AFTER INSERT ON singura.audit_signed_checkpoints FOR EACH ROW WHEN ((new.chain_key <> '00000000-0000-0000-0000-000000000000'::uuid)) EXECUTE FUNCTION singura.event_audit_checkpoint();
+
+CREATE TRIGGER connection_refresh_state_events AFTER INSERT OR UPDATE OF failure_count ON singura.connection_refresh_state FOR EACH ROW EXECUTE FUNCTION singura.event_refresh_outcome();
+
 CREATE TRIGGER data_keys_audit AFTER INSERT OR DELETE OR UPDATE ON singura.data_keys FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('data_key');
+
+CREATE TRIGGER data_keys_events AFTER INSERT ON singura.data_keys FOR EACH ROW WHEN ((new.version > 1)) EXECUTE FUNCTION singura.event_data_key_rotated();
 
 CREATE TRIGGER encrypted_credentials_audit AFTER INSERT OR DELETE OR UPDATE OF state ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('credential');
 
@@ -1857,6 +2608,12 @@ CREATE TRIGGER encrypted_credentials_events AFTER INSERT ON singura.encrypted_cr
 CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_version, ciphertext ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_key_must_be_live();
 
 CREATE TRIGGER encrypted_credentials_rewrap_audit AFTER UPDATE OF key_version ON singura.encrypted_credentials FOR EACH ROW WHEN ((old.key_version IS DISTINCT FROM new.key_version)) EXECUTE FUNCTION singura.audit_rewrap_action();
+
+CREATE TRIGGER encrypted_credentials_version_state AFTER UPDATE OF version_state, destroy_at ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_version_changed();
+
+CREATE TRIGGER events_webhook_fan_out AFTER INSERT ON singura.events FOR EACH ROW EXECUTE FUNCTION singura.webhook_fan_out();
+
+CREATE TRIGGER oauth_authorizations_events AFTER UPDATE OF outcome ON singura.oauth_authorizations FOR EACH ROW WHEN (((old.outcome IS NULL) AND (new.outcome = ANY (ARRAY['authorized'::text, 'reauthorized'::text])) AND (new.result_connection_id IS NOT NULL))) EXECUTE FUNCTION singura.event_authorization_completed();
 
 CREATE TRIGGER oauth_authorizations_key_live BEFORE INSERT ON singura.oauth_authorizations FOR EACH ROW EXECUTE FUNCTION singura.oauth_authorization_key_must_be_live();
 
@@ -1876,11 +2633,22 @@ CREATE TRIGGER platform_connections_events AFTER INSERT OR UPDATE OF status, per
 
 CREATE TRIGGER platform_connections_touch BEFORE UPDATE ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
 
+CREATE TRIGGER rewrap_jobs_events AFTER UPDATE OF state ON singura.rewrap_jobs FOR EACH ROW WHEN (((old.state = 'running'::text) AND (new.state = 'completed'::text))) EXECUTE FUNCTION singura.event_rewrap_completed();
+
+CREATE TRIGGER webhook_endpoints_audit AFTER INSERT OR DELETE OR UPDATE OF url, types, enabled, secret_id ON singura.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('webhook_endpoint');
+
+CREATE TRIGGER webhook_endpoints_key_live BEFORE INSERT OR UPDATE ON singura.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION singura.webhook_endpoint_key_must_be_live();
+
+CREATE TRIGGER webhook_endpoints_touch BEFORE UPDATE ON singura.webhook_endpoints FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
+
 ALTER TABLE ONLY singura.api_keys
     ADD CONSTRAINT api_keys_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.connection_refresh_state
     ADD CONSTRAINT connection_refresh_state_organization_id_connection_id_fkey FOREIGN KEY (organization_id, connection_id) REFERENCES singura.platform_connections(organization_id, id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.credential_expiry_notices
+    ADD CONSTRAINT credential_expiry_notices_organization_id_credential_id_fkey FOREIGN KEY (organization_id, credential_id) REFERENCES singura.encrypted_credentials(organization_id, id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.data_keys
     ADD CONSTRAINT data_keys_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
@@ -1912,6 +2680,18 @@ ALTER TABLE ONLY singura.platform_connections
 ALTER TABLE ONLY singura.rewrap_failures
     ADD CONSTRAINT rewrap_failures_job_id_fkey FOREIGN KEY (job_id) REFERENCES singura.rewrap_jobs(id) ON DELETE CASCADE;
 
+ALTER TABLE ONLY singura.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_organization_id_delivery_id_fkey FOREIGN KEY (organization_id, delivery_id) REFERENCES singura.webhook_deliveries(organization_id, id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_organization_id_endpoint_id_fkey FOREIGN KEY (organization_id, endpoint_id) REFERENCES singura.webhook_endpoints(organization_id, id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_organization_id_event_cursor_fkey FOREIGN KEY (organization_id, event_cursor) REFERENCES singura.events(organization_id, cursor) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.webhook_endpoints
+    ADD CONSTRAINT webhook_endpoints_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
+
 ALTER TABLE singura.api_keys ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY api_keys_access ON singura.api_keys USING ((singura.is_admin_scope() OR (organization_id = singura.current_organization_id()))) WITH CHECK (singura.is_admin_scope());
@@ -1940,15 +2720,27 @@ CREATE POLICY connection_refresh_state_refresh_worker ON singura.connection_refr
 
 CREATE POLICY connection_refresh_state_tenant ON singura.connection_refresh_state USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
+ALTER TABLE singura.credential_expiry_notices ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY credential_expiry_notices_job ON singura.credential_expiry_notices USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text)))) WITH CHECK (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
+
+CREATE POLICY credential_expiry_notices_tenant ON singura.credential_expiry_notices FOR SELECT USING ((organization_id = singura.current_organization_id()));
+
 ALTER TABLE singura.data_keys ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY data_keys_admin_read ON singura.data_keys FOR SELECT USING (singura.is_admin_scope());
 
 CREATE POLICY data_keys_admin_rewrap ON singura.data_keys FOR UPDATE USING (singura.is_admin_scope()) WITH CHECK (singura.is_admin_scope());
 
+CREATE POLICY data_keys_rewrap_events ON singura.data_keys FOR SELECT USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
+
 CREATE POLICY data_keys_tenant ON singura.data_keys USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
+CREATE POLICY data_keys_webhook_worker ON singura.data_keys FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
 ALTER TABLE singura.encrypted_credentials ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY encrypted_credentials_destroy_job ON singura.encrypted_credentials FOR UPDATE USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY encrypted_credentials_refresh_worker ON singura.encrypted_credentials FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
@@ -1958,7 +2750,13 @@ ALTER TABLE singura.events ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY events_append ON singura.events FOR INSERT WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
+CREATE POLICY events_every_organization ON singura.events FOR SELECT USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
+
 CREATE POLICY events_read ON singura.events FOR SELECT USING ((organization_id = singura.current_organization_id()));
+
+CREATE POLICY events_sequenced ON singura.events FOR UPDATE USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text)))) WITH CHECK (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
+
+CREATE POLICY events_webhook_worker ON singura.events FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 ALTER TABLE singura.oauth_authorizations ENABLE ROW LEVEL SECURITY;
 
@@ -1991,6 +2789,24 @@ CREATE POLICY platform_connections_tenant ON singura.platform_connections USING 
 ALTER TABLE singura.provider_signals_seen ENABLE ROW LEVEL SECURITY;
 
 CREATE POLICY provider_signals_seen_owner ON singura.provider_signals_seen USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
+ALTER TABLE singura.webhook_attempts ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY webhook_attempts_tenant ON singura.webhook_attempts FOR SELECT USING ((organization_id = singura.current_organization_id()));
+
+CREATE POLICY webhook_attempts_worker ON singura.webhook_attempts USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
+ALTER TABLE singura.webhook_deliveries ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY webhook_deliveries_tenant ON singura.webhook_deliveries USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+CREATE POLICY webhook_deliveries_worker ON singura.webhook_deliveries USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
+
+ALTER TABLE singura.webhook_endpoints ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY webhook_endpoints_tenant ON singura.webhook_endpoints USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+CREATE POLICY webhook_endpoints_worker ON singura.webhook_endpoints USING (( SELECT singura.is_schema_owner() AS is_schema_owner)) WITH CHECK (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 GRANT USAGE ON SCHEMA singura TO singura_app;
 
@@ -2043,11 +2859,19 @@ GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value tex
 REVOKE ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) TO singura_app;
+
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.encrypted_credentials TO singura_app;
 
 GRANT SELECT ON TABLE singura.credential_metadata TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) TO singura_app;
+
 GRANT ALL ON FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.credential_get_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_ids uuid[]) TO singura_app;
 
@@ -2057,6 +2881,8 @@ GRANT ALL ON FUNCTION singura.credential_store_batch(p_settings text[], p_values
 
 GRANT ALL ON FUNCTION singura.credential_store_plan_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_create_request_ids uuid[]) TO singura_app;
 
+GRANT ALL ON FUNCTION singura.credential_version_change_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connection uuid, p_type text, p_version integer, p_action text, p_destroy_at timestamp with time zone) TO singura_app;
+
 GRANT ALL ON FUNCTION singura.current_organization_id() TO singura_app;
 
 GRANT ALL ON FUNCTION singura.enter_scope(p_setting text, p_value text, p_actor text, p_request_id text) TO singura_app;
@@ -2065,7 +2891,13 @@ REVOKE ALL ON FUNCTION singura.event_append(p_org uuid, p_type text, p_connectio
 
 GRANT SELECT ON TABLE singura.events TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.events_after_position_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after bigint, p_types text[], p_limit integer) TO singura_app;
+
 GRANT ALL ON FUNCTION singura.events_after_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after bigint, p_types text[], p_limit integer) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.events_sequence(p_limit integer, OUT sequenced integer, OUT types text[], OUT counts integer[], OUT oldest_pending_s double precision) TO singura_app;
 
 GRANT ALL ON FUNCTION singura.is_admin_scope() TO singura_app;
 
@@ -2091,6 +2923,19 @@ GRANT SELECT ON TABLE singura.organization_with_plan TO singura_app;
 REVOKE ALL ON FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.provider_signal_claim(p_ids text[], p_expires timestamp with time zone[]) TO singura_app;
 
+REVOKE ALL ON FUNCTION singura.webhook_claim(p_now timestamp with time zone, p_lease interval, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.webhook_claim(p_now timestamp with time zone, p_lease interval, p_limit integer) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.webhook_deliveries_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_endpoint uuid, p_state text, p_before_at timestamp with time zone, p_before_id uuid, p_limit integer) TO singura_app;
+
+GRANT ALL ON FUNCTION singura.webhook_endpoints_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.webhook_oldest_pending() FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.webhook_oldest_pending() TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.webhook_record_attempt(p_org uuid, p_delivery uuid, p_claim uuid, p_now timestamp with time zone, p_outcome text, p_response_code integer, p_latency_ms double precision, p_body text, p_error text, p_state text, p_next_attempt_at timestamp with time zone, p_gone boolean, p_disable_after interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.webhook_record_attempt(p_org uuid, p_delivery uuid, p_claim uuid, p_now timestamp with time zone, p_outcome text, p_response_code integer, p_latency_ms double precision, p_body text, p_error text, p_state text, p_next_attempt_at timestamp with time zone, p_gone boolean, p_disable_after interval) TO singura_app;
+
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.api_keys TO singura_app;
 
 GRANT SELECT ON TABLE singura.audit_chain_heads TO singura_app;
@@ -2114,3 +2959,9 @@ GRANT SELECT,INSERT ON TABLE singura.rewrap_failures TO singura_app;
 GRANT SELECT,INSERT,UPDATE ON TABLE singura.rewrap_jobs TO singura_app;
 
 GRANT SELECT ON TABLE singura.schema_migrations TO singura_app;
+
+GRANT SELECT ON TABLE singura.webhook_attempts TO singura_app;
+
+GRANT SELECT,INSERT,UPDATE ON TABLE singura.webhook_deliveries TO singura_app;
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.webhook_endpoints TO singura_app;

@@ -20,7 +20,12 @@ from functools import cached_property
 from uuid import UUID
 
 from singura_vault import keys
-from singura_vault.config import OAuthSettings, Settings, WebhookSettings
+from singura_vault.config import (
+    DEFAULT_EXPIRY_REMINDERS,
+    OAuthSettings,
+    Settings,
+    WebhookSettings,
+)
 from singura_vault.db.pool import Database
 from singura_vault.providers import (
     EgressSettings,
@@ -53,7 +58,10 @@ from singura_vault.service.credentials import (
     CredentialService,
     utc_now,
 )
+from singura_vault.service.event_sequencer import FALLBACK_INTERVAL_S as SEQUENCER_FALLBACK_S
+from singura_vault.service.event_sequencer import EventSequencer
 from singura_vault.service.events import DEFAULT_POLL_INTERVAL_S, EventService
+from singura_vault.service.expiry_reminders import ExpiryReminderJob
 from singura_vault.service.key_admin import KeyAdminService
 from singura_vault.service.key_cache import DEFAULT_TTL_S
 from singura_vault.service.oauth_clients import OAuthClientService
@@ -118,12 +126,15 @@ class Components:
         destroy_interval_s: float = DEFAULT_INTERVAL_S,
         clock: Clock = utc_now,
         signal_clock: Callable[[], float] = time.time,
+        event_sequencer_fallback_s: float = SEQUENCER_FALLBACK_S,
+        expiry_reminders: tuple[tuple[str, float], ...] = DEFAULT_EXPIRY_REMINDERS,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath.
-        ``destroy_delay`` is SINGURA_DESTROY_DELAY; ``clock`` is what scheduling and
-        the destruction job take as now (a test moves it instead of sleeping)."""
+        ``destroy_delay`` is SINGURA_DESTROY_DELAY; ``clock`` is what version
+        destruction and the expiry reminder job take as now (a test moves it instead of
+        sleeping)."""
         self.db = db
         self.access = access
         self._key_manager = key_manager
@@ -139,6 +150,8 @@ class Components:
         self._clock = clock
         # Wall-clock time for the signals' freshness windows (tests inject theirs).
         self._signal_clock = signal_clock
+        self._event_sequencer_fallback_s = event_sequencer_fallback_s
+        self._expiry_reminders = expiry_reminders
 
     @classmethod
     def for_serve(
@@ -161,6 +174,7 @@ class Components:
             rewrap_batch_size=settings.rewrap_batch_size,
             webhooks=settings.webhooks,
             destroy_delay=timedelta(seconds=settings.destroy_delay_s),
+            expiry_reminders=settings.expiry_reminders,
         )
 
     @property
@@ -251,10 +265,34 @@ class Components:
     # -- events -------------------------------------------------------------------------
 
     @cached_property
+    def event_repository(self) -> EventRepository:
+        return EventRepository(self.db)
+
+    @cached_property
     def events(self) -> EventService:
-        """ListEvents and WatchEvents over the outbox (woken by this process's commits)."""
+        """ListEvents and WatchEvents over the outbox (woken by this process's commits,
+        its sequencer and other processes' sequencers)."""
         return EventService(
-            EventRepository(self.db), self._authorizer, poll_interval_s=self._event_poll_interval_s
+            self.event_repository, self._authorizer, poll_interval_s=self._event_poll_interval_s
+        )
+
+    @cached_property
+    def event_sequencer(self) -> EventSequencer:
+        """Numbers committed events for admin watches; wakes this process's watches."""
+        return EventSequencer(
+            self.event_repository,
+            on_sequenced=self.events.wake,
+            fallback_interval_s=self._event_sequencer_fallback_s,
+        )
+
+    @cached_property
+    def expiry_reminders(self) -> ExpiryReminderJob:
+        """credential.expiring / credential.expired (SINGURA_EXPIRY_REMINDERS)."""
+        return ExpiryReminderJob(
+            self.event_repository,
+            self._expiry_reminders,
+            now=self._clock,
+            on_sent=self.event_sequencer.wake,
         )
 
     # -- webhooks -----------------------------------------------------------------------

@@ -70,6 +70,14 @@ class PoolSettings:
         }
 
 
+# SINGURA_EXPIRY_REMINDERS' default: 30d,7d,1d.
+DEFAULT_EXPIRY_REMINDERS: tuple[tuple[str, float], ...] = (
+    ("30d", 30 * 86400.0),
+    ("7d", 7 * 86400.0),
+    ("1d", 86400.0),
+)
+
+
 @dataclass(frozen=True)
 class OAuthSettings:
     """How the vault refreshes OAuth tokens (docs/oauth.md), in seconds."""
@@ -174,6 +182,9 @@ class Settings:
     # DATABASE_LISTEN_URL: a direct connection (no transaction pooler) for LISTEN; None:
     # DATABASE_URL's, which load_settings allows only when no pooler is declared.
     database_listen_url: str | None = None
+    # SINGURA_EXPIRY_REMINDERS: (label, seconds) of each credential.expiring threshold,
+    # largest first (docs/events.md#expiry-reminders); () sends credential.expired only.
+    expiry_reminders: tuple[tuple[str, float], ...] = DEFAULT_EXPIRY_REMINDERS
 
     @property
     def production(self) -> bool:
@@ -301,6 +312,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_replica_url=replica_url,
         replica_max_lag_s=_duration(env, "SINGURA_REPLICA_MAX_LAG", 1.0, minimum=0.05),
         database_listen_url=listen_url,
+        expiry_reminders=parse_expiry_reminders(env.get("SINGURA_EXPIRY_REMINDERS", "")),
     )
 
 
@@ -408,6 +420,39 @@ def _duration(env: Mapping[str, str], name: str, default: float, *, minimum: flo
     if not math.isfinite(value) or value < minimum:
         raise ConfigError(f"{name}={raw!r} must be at least {minimum} seconds")
     return value
+
+
+_REMINDER_UNITS = {"m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_MAX_REMINDER_S = 366 * 86400.0
+
+
+def parse_expiry_reminders(raw: str) -> tuple[tuple[str, float], ...]:
+    """SINGURA_EXPIRY_REMINDERS: comma-separated thresholds such as "30d,7d,1d" (units
+    m, h, d, w), each before an expiry at which credential.expiring is sent; empty means
+    the default, "none" no reminder (credential.expired is still sent). Returned as
+    (label, seconds), largest first, without duplicates."""
+    name = "SINGURA_EXPIRY_REMINDERS"
+    text = raw.strip().lower()
+    if not text:
+        return DEFAULT_EXPIRY_REMINDERS
+    if text == "none":
+        return ()
+    seen: dict[float, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        unit = part[-1:] if part else ""
+        number = part[:-1].strip()
+        if unit not in _REMINDER_UNITS or not number.isdigit():
+            raise ConfigError(
+                f"{name}: {part[:20]!r} is not a threshold; use a whole number and a unit "
+                "(m, h, d or w), comma-separated, e.g. 30d,7d,1d (or none)"
+            )
+        seconds = int(number) * _REMINDER_UNITS[unit]
+        if not 0 < seconds <= _MAX_REMINDER_S:
+            raise ConfigError(f"{name}: {part!r} must be more than 0 and at most 366d")
+        if seconds in seen:
+            raise ConfigError(f"{name}: {part!r} repeats {seen[seconds]!r}")
+        seen[seconds] = f"{int(number)}{unit}"
+    return tuple((label, seconds) for seconds, label in sorted(seen.items(), reverse=True))
 
 
 _KMS = ("local", "transit")

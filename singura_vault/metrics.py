@@ -114,6 +114,20 @@ AUDIT_APPENDED = Gauge(
     "Audit events ever appended to the hash chains (all vault processes; read from PostgreSQL).",
     registry=REGISTRY,
 )
+EVENTS_EMITTED = Counter(
+    "singura_events_emitted",
+    "Events emitted, by type, counted by the process whose sequencer numbered them: each "
+    "event is numbered once, so the sum over processes is every event written "
+    "(docs/events.md#metrics).",
+    ["type"],
+    registry=REGISTRY,
+)
+EVENTS_UNSEQUENCED_AGE = Gauge(
+    "singura_events_unsequenced_oldest_seconds",
+    "Age of the oldest committed event without a global position yet, as the last "
+    "sequencer run of this process saw it (0 when none): the admin stream's lag.",
+    registry=REGISTRY,
+)
 OAUTH_REFRESHES = Counter(
     "singura_oauth_refreshes",
     "Calls to OAuth token endpoints by this process, by platform and outcome "

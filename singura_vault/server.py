@@ -163,6 +163,7 @@ class VaultServer:
         self._refreshing: asyncio.Task[None] | None = None
         self._delivering: asyncio.Task[None] | None = None
         self._destroying: asyncio.Task[None] | None = None
+        self._event_tasks: list[asyncio.Task[None]] = []
         self._server = grpc.aio.server(
             interceptors=[
                 VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
@@ -189,6 +190,7 @@ class VaultServer:
         db.on_write_committed(components.events.wake)
         if components.webhook_worker is not None:
             db.on_write_committed(components.webhook_worker.wake)
+        db.on_write_committed(components.event_sequencer.wake)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         add_reflection(
@@ -274,6 +276,11 @@ class VaultServer:
             self._key_watch = asyncio.create_task(
                 parts.access.watch_key_changes(), name="api-key-changes"
             )
+        self._event_tasks = [
+            asyncio.create_task(parts.event_sequencer.run_forever(), name="event-sequencer"),
+            asyncio.create_task(parts.expiry_reminders.run_forever(), name="expiry-reminders"),
+            asyncio.create_task(parts.events.follow_other_processes(), name="event-wakeups"),
+        ]
         return self.port
 
     async def stop(self, grace_s: float) -> None:
@@ -288,6 +295,7 @@ class VaultServer:
             self._refreshing,
             self._delivering,
             self._destroying,
+            *self._event_tasks,
         ):
             if task is not None:
                 task.cancel()
@@ -298,6 +306,9 @@ class VaultServer:
             # Chain what the drained calls recorded, rather than leave it to the next
             # process's fallback run.
             await self.components.sequencer.run_once()
+        if self._event_tasks:
+            # Number what the drained calls emitted, for admin watches elsewhere.
+            await self.components.event_sequencer.run_once()
 
 
 RETENTION_INTERVAL_S = 3600.0

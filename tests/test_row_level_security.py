@@ -141,6 +141,7 @@ async def test_service_role_cannot_bypass_or_disable_rls(
         "audit_logs",
         "audit_pending",
         "connection_refresh_state",
+        "credential_expiry_notices",
         "data_keys",
         "encrypted_credentials",
         "events",

@@ -24,6 +24,7 @@ def event_to_proto(event: Event) -> pb.Event:
         credential_id=str(event.credential_id) if event.credential_id else "",
         data=struct(event.data),
         create_time=timestamp(event.created_at),
+        position=event.position or 0,
     )
 
 

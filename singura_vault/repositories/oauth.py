@@ -170,7 +170,11 @@ class RefreshTransaction:
             query("refresh_intent_clear"), self.organization_id, self.connection.id
         )
 
-    async def failed(self, error: str, next_refresh_at: datetime | None, keep_intent: bool) -> None:
+    async def failed(
+        self, error: str, next_refresh_at: datetime | None, keep_intent: bool, code: str
+    ) -> None:
+        """Count a failed refresh: ``error`` the sentence, ``code`` the provider's
+        sanitized error code (both reach connection.refresh_failed, never a token)."""
         await self._conn.execute(
             query("refresh_failed"),
             self.organization_id,
@@ -178,6 +182,7 @@ class RefreshTransaction:
             error[:500],
             next_refresh_at,
             keep_intent,
+            code[:100],
         )
 
     async def set_status(self, status: ConnectionStatus, reason: str) -> None:

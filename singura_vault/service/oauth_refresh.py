@@ -285,7 +285,7 @@ class TokenRefresher:
                 config, refresh_token, workspace_id=connection.platform_workspace_id
             )
         except UnsafeEndpoint as exc:
-            await tx.failed(str(exc), None, keep_intent=False)
+            await tx.failed(str(exc), None, keep_intent=False, code="unsafe_endpoint")
             return FailedPrecondition(f"{exc}; correct it with SetOAuthClient")
         except RefreshFailed as failure:
             metrics.OAUTH_REFRESHES.labels(connection.platform.value, failure.kind.value).inc()
@@ -367,7 +367,12 @@ class TokenRefresher:
             if failure.retry_after_s is not None:
                 delay = max(delay, failure.retry_after_s)
             next_at = now + timedelta(seconds=delay)
-            await tx.failed(failure.reason, next_at, keep_intent=failure.outcome_unknown)
+            await tx.failed(
+                failure.reason,
+                next_at,
+                keep_intent=failure.outcome_unknown,
+                code=failure.oauth_error,
+            )
             await self._record_failure(tx, failure, None)
             return Unavailable(
                 f"refreshing connection {connection.id} failed: {failure.reason}; the vault "
@@ -381,7 +386,7 @@ class TokenRefresher:
                 await tx.clear_intent()
                 return False
         status, reason = _permanent(failure, lost_before)
-        await tx.failed(reason, None, keep_intent=False)
+        await tx.failed(reason, None, keep_intent=False, code=failure.oauth_error)
         await tx.set_status(status, reason)
         await self._record_failure(tx, failure, status)
         return FailedPrecondition(

@@ -108,12 +108,15 @@ UPDATE platform_connections
 
 -- name: refresh_failed
 -- $5: keep the intent (the provider may have acted on a request whose answer was lost).
+-- $6: the provider's sanitized error code (migration 028; in connection.refresh_failed).
 INSERT INTO connection_refresh_state (
-    organization_id, connection_id, failure_count, last_error, next_refresh_at)
-VALUES ($1, $2, 1, $3, $4)
+    organization_id, connection_id, failure_count, last_error, next_refresh_at,
+    last_error_code)
+VALUES ($1, $2, 1, $3, $4, $6)
 ON CONFLICT (organization_id, connection_id) DO UPDATE
    SET failure_count = connection_refresh_state.failure_count + 1,
        last_error = EXCLUDED.last_error,
+       last_error_code = EXCLUDED.last_error_code,
        next_refresh_at = EXCLUDED.next_refresh_at,
        intent_started_at = CASE WHEN $5 THEN connection_refresh_state.intent_started_at END,
        intent_refresh_version =

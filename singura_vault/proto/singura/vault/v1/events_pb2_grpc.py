@@ -33,7 +33,9 @@ class EventServiceStub:
     order, so a reader that remembers the last cursor it handled and asks for what
     comes after it never misses an event and never sees one twice. Event data holds
     ids, states, times and reasons, never a secret. Needs the reader or writer role.
-    docs/events.md lists every type and its data.
+    An admin key may leave organization_id empty to list or watch every organization:
+    those events come in the order of their global `position` (given a moment after
+    commit), and `after` is then a position. docs/events.md lists every type and its data.
     """
 
     def __init__(self, channel):
@@ -62,7 +64,9 @@ class EventServiceServicer:
     order, so a reader that remembers the last cursor it handled and asks for what
     comes after it never misses an event and never sees one twice. Event data holds
     ids, states, times and reasons, never a secret. Needs the reader or writer role.
-    docs/events.md lists every type and its data.
+    An admin key may leave organization_id empty to list or watch every organization:
+    those events come in the order of their global `position` (given a moment after
+    commit), and `after` is then a position. docs/events.md lists every type and its data.
     """
 
     def ListEvents(self, request, context):
@@ -110,7 +114,9 @@ class EventService:
     order, so a reader that remembers the last cursor it handled and asks for what
     comes after it never misses an event and never sees one twice. Event data holds
     ids, states, times and reasons, never a secret. Needs the reader or writer role.
-    docs/events.md lists every type and its data.
+    An admin key may leave organization_id empty to list or watch every organization:
+    those events come in the order of their global `position` (given a moment after
+    commit), and `after` is then a position. docs/events.md lists every type and its data.
     """
 
     @staticmethod

@@ -26,7 +26,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsingura/vault/v1/events.proto\x12\x10singura.vault.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc4\x01\n\x05\x45vent\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x15\n\rconnection_id\x18\x04 \x01(\t\x12\x15\n\rcredential_id\x18\x05 \x01(\t\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"]\n\x11ListEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"_\n\x12ListEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.singura.vault.v1.Event\x12\x12\n\nnext_after\x18\x02 \x01(\x03\x12\x0c\n\x04more\x18\x03 \x01(\x08\"K\n\x12WatchEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x03\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.singura.vault.v1.Event2\xc5\x01\n\x0c\x45ventService\x12W\n\nListEvents\x12#.singura.vault.v1.ListEventsRequest\x1a$.singura.vault.v1.ListEventsResponse\x12\\\n\x0bWatchEvents\x12$.singura.vault.v1.WatchEventsRequest\x1a%.singura.vault.v1.WatchEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dsingura/vault/v1/events.proto\x12\x10singura.vault.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd6\x01\n\x05\x45vent\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\x03\x12\x0c\n\x04type\x18\x03 \x01(\t\x12\x15\n\rconnection_id\x18\x04 \x01(\t\x12\x15\n\rcredential_id\x18\x05 \x01(\t\x12%\n\x04\x64\x61ta\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08position\x18\x08 \x01(\x03\"]\n\x11ListEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x03\x12\x11\n\tpage_size\x18\x04 \x01(\x05\"_\n\x12ListEventsResponse\x12\'\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x17.singura.vault.v1.Event\x12\x12\n\nnext_after\x18\x02 \x01(\x03\x12\x0c\n\x04more\x18\x03 \x01(\x08\"K\n\x12WatchEventsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\r\n\x05types\x18\x02 \x03(\t\x12\r\n\x05\x61\x66ter\x18\x03 \x01(\x03\"=\n\x13WatchEventsResponse\x12&\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x17.singura.vault.v1.Event2\xc5\x01\n\x0c\x45ventService\x12W\n\nListEvents\x12#.singura.vault.v1.ListEventsRequest\x1a$.singura.vault.v1.ListEventsResponse\x12\\\n\x0bWatchEvents\x12$.singura.vault.v1.WatchEventsRequest\x1a%.singura.vault.v1.WatchEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'singura_vault_client._proto
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_EVENT']._serialized_start=115
-  _globals['_EVENT']._serialized_end=311
-  _globals['_LISTEVENTSREQUEST']._serialized_start=313
-  _globals['_LISTEVENTSREQUEST']._serialized_end=406
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=408
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=503
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=505
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=580
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=582
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=643
-  _globals['_EVENTSERVICE']._serialized_start=646
-  _globals['_EVENTSERVICE']._serialized_end=843
+  _globals['_EVENT']._serialized_end=329
+  _globals['_LISTEVENTSREQUEST']._serialized_start=331
+  _globals['_LISTEVENTSREQUEST']._serialized_end=424
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=426
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=521
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=523
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=598
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=600
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=661
+  _globals['_EVENTSERVICE']._serialized_start=664
+  _globals['_EVENTSERVICE']._serialized_end=861
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,7 @@ class Event(_message.Message):
     CREDENTIAL_ID_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """Organization the event belongs to."""
     cursor: _builtins.int
@@ -43,6 +44,12 @@ class Event(_message.Message):
     """The connection it concerns, if any."""
     credential_id: _builtins.str
     """The credential it concerns, if any."""
+    position: _builtins.int
+    """Position in the stream of every organization (an admin key's stream): given by
+    the vault's sequencer shortly after the event commits, growing by one in the
+    order events are numbered, across organizations. 0 while not yet numbered (an
+    organization's stream may deliver an event before it has one).
+    """
     @_builtins.property
     def data(self) -> _struct_pb2.Struct:
         """Type-specific data: ids, states, times and reasons (docs/events.md)."""
@@ -61,10 +68,11 @@ class Event(_message.Message):
         credential_id: _builtins.str = ...,
         data: _struct_pb2.Struct | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        position: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "data", b"data"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "create_time", b"create_time", "credential_id", b"credential_id", "cursor", b"cursor", "data", b"data", "organization_id", b"organization_id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "create_time", b"create_time", "credential_id", b"credential_id", "cursor", b"cursor", "data", b"data", "organization_id", b"organization_id", "position", b"position", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -81,9 +89,11 @@ class ListEventsRequest(_message.Message):
     AFTER_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
-    """The organization (required)."""
+    """The organization. Empty (an admin key only): every organization, in position order."""
     after: _builtins.int
-    """Only events after this cursor; 0 means from the first."""
+    """Only events after this cursor (a position when organization_id is empty); 0 means
+    from the first.
+    """
     page_size: _builtins.int
     """Maximum number to return; 0 means 50; capped at 1000."""
     @_builtins.property
@@ -116,8 +126,9 @@ class ListEventsResponse(_message.Message):
     NEXT_AFTER_FIELD_NUMBER: _builtins.int
     MORE_FIELD_NUMBER: _builtins.int
     next_after: _builtins.int
-    """The cursor to pass as `after` for the next page: the last event's cursor, or
-    the request's `after` when the page is empty.
+    """The cursor to pass as `after` for the next page: the last event's cursor (its
+    position when organization_id is empty), or the request's `after` when the page
+    is empty.
     """
     more: _builtins.bool
     """True when more events after next_after were already committed at the time of
@@ -152,9 +163,11 @@ class WatchEventsRequest(_message.Message):
     TYPES_FIELD_NUMBER: _builtins.int
     AFTER_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
-    """The organization (required)."""
+    """The organization. Empty (an admin key only): every organization, in position order."""
     after: _builtins.int
-    """Start after this cursor; 0 means from the first event."""
+    """Start after this cursor (a position when organization_id is empty); 0 means from
+    the first event.
+    """
     @_builtins.property
     def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Only events of these types; empty means every type."""
@@ -183,7 +196,7 @@ class WatchEventsResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> Global___Event:
-        """The next event, in cursor order."""
+        """The next event, in cursor order (position order when watching every organization)."""
 
     def __init__(
         self,

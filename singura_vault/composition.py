@@ -13,7 +13,8 @@ for everything.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import cached_property
 from uuid import UUID
 
@@ -36,7 +37,11 @@ from singura_vault.service.audit import AuditService
 from singura_vault.service.audit_checkpoints import AuditCheckpointService
 from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
-from singura_vault.service.connections import ConnectionService
+from singura_vault.service.connection_purge import (
+    DEFAULT_INTERVAL_S as DEFAULT_PURGE_INTERVAL_S,
+)
+from singura_vault.service.connection_purge import ConnectionPurger
+from singura_vault.service.connections import DEFAULT_RECOVERY_WINDOW, ConnectionService
 from singura_vault.service.credentials import CredentialService
 from singura_vault.service.events import DEFAULT_POLL_INTERVAL_S, EventService
 from singura_vault.service.key_admin import KeyAdminService
@@ -92,10 +97,14 @@ class Components:
         production: bool = False,
         rewrap_batch_size: int = BATCH_SIZE,
         event_poll_interval_s: float = DEFAULT_POLL_INTERVAL_S,
+        connection_recovery_window: timedelta = DEFAULT_RECOVERY_WINDOW,
+        purge_clock: Callable[[], datetime] | None = None,
+        purge_interval_s: float = DEFAULT_PURGE_INTERVAL_S,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
-        service-layer checks: both exist for tests of the layers beneath."""
+        service-layer checks: both exist for tests of the layers beneath.
+        ``purge_clock`` None is the wall clock (a test passes one it controls)."""
         self.db = db
         self.access = access
         self._key_manager = key_manager
@@ -105,6 +114,9 @@ class Components:
         self._production = production
         self._rewrap_batch_size = rewrap_batch_size
         self._event_poll_interval_s = event_poll_interval_s
+        self._recovery_window = connection_recovery_window
+        self._purge_clock = purge_clock
+        self._purge_interval_s = purge_interval_s
 
     @classmethod
     def for_serve(
@@ -125,6 +137,7 @@ class Components:
             oauth=settings.oauth,
             production=settings.production,
             rewrap_batch_size=settings.rewrap_batch_size,
+            connection_recovery_window=timedelta(seconds=settings.connection_recovery_window_s),
         )
 
     @property
@@ -151,7 +164,18 @@ class Components:
 
     @cached_property
     def connections(self) -> ConnectionService:
-        return ConnectionService(self.connection_repository, self._authorizer)
+        return ConnectionService(
+            self.connection_repository, self._authorizer, recovery_window=self._recovery_window
+        )
+
+    @cached_property
+    def connection_purger(self) -> ConnectionPurger:
+        """Removes deleted connections once their recovery window ends (every process)."""
+        if self._purge_clock is None:
+            return ConnectionPurger(self.connection_repository, interval_s=self._purge_interval_s)
+        return ConnectionPurger(
+            self.connection_repository, clock=self._purge_clock, interval_s=self._purge_interval_s
+        )
 
     @cached_property
     def credential_repository(self) -> CredentialRepository:

@@ -146,6 +146,9 @@ class Settings:
     # DATABASE_LISTEN_URL: a direct connection (no transaction pooler) for LISTEN; None:
     # DATABASE_URL's, which load_settings allows only when no pooler is declared.
     database_listen_url: str | None = None
+    # SINGURA_CONNECTION_RECOVERY_WINDOW: how long DeleteConnection (without force)
+    # keeps a connection recoverable before the purge job removes it.
+    connection_recovery_window_s: float = 7 * 86400.0
 
     @property
     def production(self) -> bool:
@@ -271,6 +274,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         database_replica_url=replica_url,
         replica_max_lag_s=_duration(env, "SINGURA_REPLICA_MAX_LAG", 1.0, minimum=0.05),
         database_listen_url=listen_url,
+        connection_recovery_window_s=_duration(
+            env, "SINGURA_CONNECTION_RECOVERY_WINDOW", 7 * 86400.0, minimum=60
+        ),
     )
 
 

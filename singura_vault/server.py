@@ -153,6 +153,7 @@ class VaultServer:
         self._key_watch: asyncio.Task[None] | None = None
         self._sequencing: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Task[None] | None = None
+        self._purging: asyncio.Task[None] | None = None
         self._server = grpc.aio.server(
             interceptors=[
                 VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
@@ -247,6 +248,9 @@ class VaultServer:
             self._refreshing = asyncio.create_task(
                 parts.refresh_worker.run_forever(), name="oauth-refresh-worker"
             )
+        self._purging = asyncio.create_task(
+            parts.connection_purger.run_forever(), name="connection-purge"
+        )
         if parts.access is not None:
             self._key_watch = asyncio.create_task(
                 parts.access.watch_key_changes(), name="api-key-changes"
@@ -259,7 +263,7 @@ class VaultServer:
         await self._server.stop(grace_s)
         # Awaited, not only cancelled: a task cancelled mid-statement must hand its
         # connection back before the pool closes.
-        for task in (self._key_watch, self._sequencing, self._refreshing):
+        for task in (self._key_watch, self._sequencing, self._refreshing, self._purging):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

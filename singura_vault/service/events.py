@@ -32,6 +32,9 @@ EVENT_TYPES = (
     "connection.created",
     "connection.status_changed",
     "connection.scopes_changed",
+    "connection.deleted",
+    "connection.undeleted",
+    "connection.purged",
     "credential.stored",
 )
 

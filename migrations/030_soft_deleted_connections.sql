@@ -211,6 +211,9 @@ $$;
 -- connection's credentials and refresh state cascade. A concurrent undelete wins if it
 -- commits first (the DELETE re-checks the mark on the row it waited for); two vault
 -- processes purging at once delete each row once. Returns what it deleted.
+-- p_now is trusted: the service role may call this with any time, which lets it purge
+-- deleted connections early -- no more than it can already do (enter a tenant's scope and
+-- delete that tenant's connections), and every purge is audited.
 CREATE FUNCTION singura.connection_purge(p_now timestamptz, p_limit integer)
 RETURNS TABLE(organization_id uuid, connection_id uuid)
     LANGUAGE plpgsql SECURITY DEFINER

@@ -20,7 +20,7 @@ import pytest
 
 from singura_vault import keys
 from singura_vault.composition import Components
-from singura_vault.config import load_settings
+from singura_vault.config import PoolSettings, load_settings
 from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
@@ -28,7 +28,9 @@ from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import events_pb2 as epb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
+from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.service.access import AccessService
+from singura_vault.service.connection_purge import ConnectionPurger
 from tests.conftest import Stubs, Vault, serve_process, start_vault, stop_vault
 from tests.helpers import (
     bearer,
@@ -494,3 +496,31 @@ def test_the_recovery_window_is_configured_as_a_duration() -> None:
     ).connection_recovery_window_s == (30 * 86400)
     with pytest.raises(ConfigError, match="SINGURA_CONNECTION_RECOVERY_WINDOW"):
         load_settings({"SINGURA_CONNECTION_RECOVERY_WINDOW": "10s"})
+
+
+async def test_two_processes_purging_at_once_purge_each_connection_once(
+    vault: Vault, service_dsn: str, clock: Clock
+) -> None:
+    """Two purge jobs on separate pools (as two vault processes) with a clock past every
+    window: each deleted connection is purged exactly once, and live ones are kept."""
+    org, live = await tenant(vault)
+    deleted = []
+    for _ in range(6):
+        created = await vault.connections.CreateConnection(
+            cpb.CreateConnectionRequest(connection=connection_message(org))
+        )
+        await delete(vault, org, created.connection.id)
+        deleted.append(created.connection.id)
+    later = clock.now + WINDOW + timedelta(days=1)
+    other_db = await Database.connect(service_dsn, PoolSettings(min_size=1, max_size=4))
+    try:
+        first = ConnectionPurger(ConnectionRepository(vault.db), clock=lambda: later)
+        second = ConnectionPurger(ConnectionRepository(other_db), clock=lambda: later)
+        counts = await asyncio.gather(first.run_once(), second.run_once())
+    finally:
+        await other_db.close()
+    # The server's own job (on the test's clock, still "now") purges nothing.
+    assert sum(counts) == len(deleted)
+    purged = await all_events(events_stub(vault), org, types=["connection.purged"])
+    assert sorted(e.connection_id for e in purged) == sorted(deleted)
+    assert await listed(vault, org, show_deleted=True) == [live]

@@ -825,11 +825,14 @@ CREATE FUNCTION singura.credential_expiring_scoped(p_setting text, p_value text,
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT *
-  FROM singura.credential_metadata
- WHERE organization_id = p_org AND state = 'active'
-   AND expires_at IS NOT NULL AND expires_at < p_before
-   AND (p_after_at IS NULL OR (expires_at, id) > (p_after_at, p_after_id))
- ORDER BY expires_at, id
+  FROM singura.credential_metadata m
+ WHERE m.organization_id = p_org AND m.state = 'active'
+   AND m.expires_at IS NOT NULL AND m.expires_at < p_before
+   AND (p_after_at IS NULL OR (m.expires_at, m.id) > (p_after_at, p_after_id))
+   AND NOT EXISTS (SELECT 1 FROM singura.platform_connections c
+                    WHERE c.organization_id = m.organization_id AND c.id = m.connection_id
+                      AND c.deleted_at IS NOT NULL)
+ ORDER BY m.expires_at, m.id
  LIMIT p_limit;
 $$;
 

@@ -179,6 +179,27 @@ CREATE TRIGGER encrypted_credentials_connection_live
     BEFORE INSERT ON singura.encrypted_credentials
     FOR EACH ROW EXECUTE FUNCTION singura.credential_connection_must_be_live();
 
+-- ListExpiringCredentials: a deleted connection's tokens need no renewal (nothing may
+-- refresh or store them); they are listed again once it is undeleted.
+CREATE OR REPLACE FUNCTION singura.credential_expiring_scoped(
+    p_setting text, p_value text, p_actor text, p_request_id text,
+    p_org uuid, p_before timestamptz, p_after_at timestamptz, p_after_id uuid, p_limit integer)
+RETURNS SETOF singura.credential_metadata
+    LANGUAGE sql
+    AS $$
+SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
+SELECT *
+  FROM singura.credential_metadata m
+ WHERE m.organization_id = p_org AND m.state = 'active'
+   AND m.expires_at IS NOT NULL AND m.expires_at < p_before
+   AND (p_after_at IS NULL OR (m.expires_at, m.id) > (p_after_at, p_after_id))
+   AND NOT EXISTS (SELECT 1 FROM singura.platform_connections c
+                    WHERE c.organization_id = m.organization_id AND c.id = m.connection_id
+                      AND c.deleted_at IS NOT NULL)
+ ORDER BY m.expires_at, m.id
+ LIMIT p_limit;
+$$;
+
 -- The background refresh leaves deleted connections alone.
 CREATE OR REPLACE FUNCTION singura.oauth_refresh_due(p_margin interval, p_keepalive interval)
 RETURNS TABLE(organization_id uuid, connection_id uuid, keepalive boolean)

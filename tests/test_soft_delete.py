@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import grpc
 import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
 
 from singura_vault import keys
 from singura_vault.composition import Components
@@ -116,6 +117,15 @@ async def listed(vault: Stubs, org: str, *, show_deleted: bool = False) -> list[
     return [c.id for c in response.connections]
 
 
+async def expiring(vault: Stubs, org: str) -> list[crpb.Credential]:
+    response = await vault.credentials.ListExpiringCredentials(
+        crpb.ListExpiringCredentialsRequest(
+            organization_id=org, within=duration_pb2.Duration(seconds=86400)
+        )
+    )
+    return list(response.credentials)
+
+
 async def expect_reason(call: Any, code: grpc.StatusCode, reason: str) -> str:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await call
@@ -150,7 +160,18 @@ async def test_a_deleted_connection_is_hidden_refused_and_restored_with_its_cred
     delete and purge times, its credentials neither revealed nor stored nor the
     connection changed; undeleted: listed again and its credential reveals as before."""
     org, conn = await tenant(vault)
-    await store(vault, org, conn, "tok-before-delete")
+    soon = timestamp_pb2.Timestamp()
+    soon.FromDatetime(datetime.now(UTC) + timedelta(hours=1))
+    await vault.credentials.StoreCredential(
+        crpb.StoreCredentialRequest(
+            organization_id=org,
+            connection_id=conn,
+            type=ACCESS,
+            value="tok-before-delete",
+            expire_time=soon,
+        )
+    )
+    assert len(await expiring(vault, org)) == 1
     before = datetime.now(UTC)
     response = await delete(vault, org, conn)
     after = datetime.now(UTC)
@@ -182,6 +203,7 @@ async def test_a_deleted_connection_is_hidden_refused_and_restored_with_its_cred
     )
     assert batch.results[0].code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
     assert batch.results[0].value == ""
+    assert await expiring(vault, org) == []  # nothing to renew while deleted
     await expect_reason(
         vault.credentials.StoreCredential(
             crpb.StoreCredentialRequest(
@@ -213,6 +235,7 @@ async def test_a_deleted_connection_is_hidden_refused_and_restored_with_its_cred
     assert restored.status == cpb.CONNECTION_STATUS_ACTIVE
     assert await listed(vault, org) == [conn]
     assert await reveal(vault, org, conn) == "tok-before-delete"
+    assert len(await expiring(vault, org)) == 1
     await store(vault, org, conn, "tok-after-undelete")
     assert await reveal(vault, org, conn) == "tok-after-undelete"
     await expect_reason(

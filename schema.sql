@@ -393,6 +393,25 @@ BEGIN
 
     IF TG_TABLE_NAME = 'platform_connections' THEN
         v_details := v_details || jsonb_build_object('platform', rec ->> 'platform');
+        -- Soft delete (migration 030): the mark set is connection.deleted, cleared is
+        -- connection.undeleted, and the row of a marked connection going is its purge.
+        -- A delete of a live row (force, or its organization's) stays connection.deleted.
+        IF TG_OP = 'UPDATE' AND 'deleted_at' = ANY (changed) THEN
+            v_action := CASE WHEN rec ->> 'deleted_at' IS NULL THEN 'connection.undeleted'
+                             ELSE 'connection.deleted' END;
+            v_details := v_details || (
+                SELECT jsonb_build_object(
+                           'purge_time', marked -> 'purge_at',
+                           'tokens_revoked_at_provider', marked -> 'deleted_revoked_at_provider')
+                  FROM (SELECT CASE WHEN rec ->> 'deleted_at' IS NULL THEN old_rec
+                                    ELSE rec END AS marked) m);
+        ELSIF TG_OP = 'DELETE' AND rec ->> 'deleted_at' IS NOT NULL THEN
+            v_action := 'connection.purged';
+            v_details := v_details || jsonb_build_object(
+                'delete_time', rec -> 'deleted_at', 'purge_time', rec -> 'purge_at');
+        ELSIF TG_OP = 'DELETE' THEN
+            v_details := v_details || jsonb_build_object('recoverable', false);
+        END IF;
         IF TG_OP = 'UPDATE' AND 'status' = ANY (changed) THEN
             v_action := 'connection.status_changed';
             v_details := v_details || jsonb_build_object(
@@ -630,6 +649,10 @@ CREATE TABLE singura.platform_connections (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     requested_scopes text[] DEFAULT '{}'::text[] NOT NULL,
     granted_user_scopes text[] DEFAULT '{}'::text[] NOT NULL,
+    deleted_at timestamp with time zone,
+    purge_at timestamp with time zone,
+    deleted_revoked_at_provider boolean DEFAULT false NOT NULL,
+    CONSTRAINT platform_connections_deleted_has_purge_time CHECK ((((deleted_at IS NULL) = (purge_at IS NULL)) AND ((deleted_at IS NOT NULL) OR (NOT deleted_revoked_at_provider)))),
     CONSTRAINT platform_connections_metadata_object CHECK ((jsonb_typeof(metadata) = 'object'::text)),
     CONSTRAINT platform_connections_name_length CHECK (((char_length(display_name) >= 1) AND (char_length(display_name) <= 200))),
     CONSTRAINT platform_connections_platform_known CHECK ((platform = ANY (ARRAY['slack'::text, 'google_workspace'::text, 'microsoft_365'::text, 'github'::text, 'salesforce'::text, 'atlassian'::text, 'zoom'::text, 'dropbox'::text]))),
@@ -664,7 +687,10 @@ CREATE VIEW singura.connection_with_refresh WITH (security_invoker='true') AS
     r.next_refresh_at,
     c.requested_scopes,
     r.expiry_source,
-    c.granted_user_scopes
+    c.granted_user_scopes,
+    c.deleted_at,
+    c.purge_at,
+    c.deleted_revoked_at_provider
    FROM (singura.platform_connections c
      LEFT JOIN singura.connection_refresh_state r ON (((r.organization_id = c.organization_id) AND (r.connection_id = c.id))));
 
@@ -679,13 +705,14 @@ $$;
 
 ALTER FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) RETURNS SETOF singura.connection_with_refresh
+CREATE FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text, p_show_deleted boolean) RETURNS SETOF singura.connection_with_refresh
     LANGUAGE sql
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT *
   FROM singura.connection_with_refresh
  WHERE organization_id = p_org
+   AND (p_show_deleted OR deleted_at IS NULL)
    AND (p_platform IS NULL OR platform = p_platform)
    AND (p_status IS NULL OR status = p_status)
    AND (p_scope_drift IS NULL OR (
@@ -702,7 +729,36 @@ SELECT *
  LIMIT p_limit;
 $$;
 
-ALTER FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) OWNER TO singura_owner;
+ALTER FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text, p_show_deleted boolean) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.connection_purge(p_now timestamp with time zone, p_limit integer) RETURNS TABLE(organization_id uuid, connection_id uuid)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    due record;
+BEGIN
+    PERFORM set_config('singura.actor', 'system', true),
+            set_config('singura.request_id', '', true);
+    FOR due IN
+        SELECT c.organization_id AS org, c.id
+          FROM singura.platform_connections c
+         WHERE c.deleted_at IS NOT NULL AND c.purge_at <= p_now
+         ORDER BY c.purge_at
+         LIMIT p_limit
+    LOOP
+        PERFORM set_config('singura.organization_id', due.org::text, true);
+        RETURN QUERY
+        DELETE FROM singura.platform_connections c
+         WHERE c.organization_id = due.org AND c.id = due.id
+           AND c.deleted_at IS NOT NULL AND c.purge_at <= p_now
+        RETURNING c.organization_id, c.id;
+    END LOOP;
+    PERFORM set_config('singura.organization_id', '', true);
+END
+$$;
+
+ALTER FUNCTION singura.connection_purge(p_now timestamp with time zone, p_limit integer) OWNER TO singura_owner;
 
 CREATE FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) RETURNS TABLE(connection_id uuid, from_status text)
     LANGUAGE plpgsql SECURITY DEFINER
@@ -749,6 +805,25 @@ END
 $$;
 
 ALTER FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) OWNER TO singura_owner;
+
+CREATE FUNCTION singura.credential_connection_must_be_live() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    PERFORM 1 FROM singura.platform_connections
+      WHERE organization_id = NEW.organization_id AND id = NEW.connection_id
+        AND deleted_at IS NOT NULL;
+    IF FOUND THEN
+        RAISE EXCEPTION 'connection % is deleted', NEW.connection_id
+            USING ERRCODE = 'check_violation',
+                  CONSTRAINT = 'encrypted_credentials_connection_live';
+    END IF;
+    RETURN NEW;
+END
+$$;
+
+ALTER FUNCTION singura.credential_connection_must_be_live() OWNER TO singura_owner;
 
 CREATE FUNCTION singura.credential_destroy_due(p_now timestamp with time zone, p_limit integer) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
@@ -830,11 +905,14 @@ CREATE FUNCTION singura.credential_expiring_scoped(p_setting text, p_value text,
     AS $$
 SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT *
-  FROM singura.credential_metadata
- WHERE organization_id = p_org AND state = 'active'
-   AND expires_at IS NOT NULL AND expires_at < p_before
-   AND (p_after_at IS NULL OR (expires_at, id) > (p_after_at, p_after_id))
- ORDER BY expires_at, id
+  FROM singura.credential_metadata m
+ WHERE m.organization_id = p_org AND m.state = 'active'
+   AND m.expires_at IS NOT NULL AND m.expires_at < p_before
+   AND (p_after_at IS NULL OR (m.expires_at, m.id) > (p_after_at, p_after_id))
+   AND NOT EXISTS (SELECT 1 FROM singura.platform_connections c
+                    WHERE c.organization_id = m.organization_id AND c.id = m.connection_id
+                      AND c.deleted_at IS NOT NULL)
+ ORDER BY m.expires_at, m.id
  LIMIT p_limit;
 $$;
 
@@ -921,7 +999,7 @@ $$;
 
 ALTER FUNCTION singura.credential_expiry_notices_send(p_now timestamp with time zone, p_thresholds interval[], p_labels text[], p_limit integer) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
+CREATE FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord integer, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone, connection_deleted boolean)
     LANGUAGE plpgsql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -934,7 +1012,10 @@ BEGIN
         SELECT t.i, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
                e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
                e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
-               e.version_state, e.destroy_at
+               e.version_state, e.destroy_at,
+               EXISTS (SELECT 1 FROM singura.platform_connections pc
+                        WHERE pc.organization_id = e.organization_id
+                          AND pc.id = e.connection_id AND pc.deleted_at IS NOT NULL)
           FROM unnest(g.items) AS t(i)
           CROSS JOIN LATERAL (
                 SELECT * FROM (
@@ -964,7 +1045,7 @@ $$;
 
 ALTER FUNCTION singura.credential_for_reveal_batch(p_settings text[], p_values text[], p_actors text[], p_request_ids text[], p_orgs uuid[], p_connections uuid[], p_types text[], p_versions integer[]) OWNER TO singura_owner;
 
-CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone)
+CREATE FUNCTION singura.credential_for_reveal_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_connections uuid[], p_types text[], p_versions integer[]) RETURNS TABLE(ord bigint, id uuid, organization_id uuid, connection_id uuid, credential_type text, version integer, state text, key_version integer, fingerprint text, created_at timestamp with time zone, expires_at timestamp with time zone, state_changed_at timestamp with time zone, ciphertext bytea, nonce bytea, root_key_id text, wrapped_key bytea, version_state text, destroy_at timestamp with time zone, connection_deleted boolean)
     LANGUAGE sql
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
@@ -972,7 +1053,10 @@ SELECT singura.enter_scope(p_setting, p_value, p_actor, p_request_id);
 SELECT t.ord, e.id, e.organization_id, e.connection_id, e.credential_type, e.version,
        e.state, e.key_version, e.fingerprint, e.created_at, e.expires_at,
        e.state_changed_at, e.ciphertext, e.nonce, d.root_key_id, d.wrapped_key,
-       e.version_state, e.destroy_at
+       e.version_state, e.destroy_at,
+       EXISTS (SELECT 1 FROM singura.platform_connections pc
+                WHERE pc.organization_id = e.organization_id
+                  AND pc.id = e.connection_id AND pc.deleted_at IS NOT NULL)
   FROM unnest(p_connections, p_types, p_versions) WITH ORDINALITY
        AS t(connection_id, credential_type, version, ord)
   CROSS JOIN LATERAL (
@@ -1428,6 +1512,51 @@ $$;
 
 ALTER FUNCTION singura.event_connection_change() OWNER TO singura_owner;
 
+CREATE FUNCTION singura.event_connection_lifecycle() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM 1 FROM singura.organizations WHERE id = OLD.organization_id;
+        IF NOT FOUND THEN
+            RETURN NULL;
+        END IF;
+        IF OLD.deleted_at IS NULL THEN
+            PERFORM singura.event_append(
+                OLD.organization_id, 'connection.deleted', OLD.id, NULL,
+                jsonb_build_object('platform', OLD.platform, 'status', OLD.status,
+                                   'force', true, 'delete_time', now(),
+                                   'purge_time', now(),
+                                   'tokens_revoked_at_provider', false));
+        END IF;
+        PERFORM singura.event_append(
+            OLD.organization_id, 'connection.purged', OLD.id, NULL,
+            jsonb_build_object('platform', OLD.platform, 'force', OLD.deleted_at IS NULL,
+                               'delete_time', coalesce(OLD.deleted_at, now()),
+                               'purge_time', now()));
+        RETURN NULL;
+    END IF;
+    IF OLD.deleted_at IS NULL AND NEW.deleted_at IS NOT NULL THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.deleted', NEW.id, NULL,
+            jsonb_build_object('platform', NEW.platform, 'status', NEW.status,
+                               'force', false, 'delete_time', NEW.deleted_at,
+                               'purge_time', NEW.purge_at,
+                               'tokens_revoked_at_provider', NEW.deleted_revoked_at_provider));
+    ELSIF OLD.deleted_at IS NOT NULL AND NEW.deleted_at IS NULL THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'connection.undeleted', NEW.id, NULL,
+            jsonb_build_object('platform', NEW.platform, 'status', NEW.status,
+                               'delete_time', OLD.deleted_at, 'undelete_time', now(),
+                               'tokens_revoked_at_provider', OLD.deleted_revoked_at_provider));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.event_connection_lifecycle() OWNER TO singura_owner;
+
 CREATE FUNCTION singura.event_credential_stored() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'singura', 'pg_temp'
@@ -1746,7 +1875,7 @@ SELECT c.organization_id, c.id,
    AND a.credential_type = 'access_token' AND a.state = 'active'
   LEFT JOIN singura.connection_refresh_state s
     ON s.organization_id = c.organization_id AND s.connection_id = c.id
- WHERE c.status = 'active'
+ WHERE c.status = 'active' AND c.deleted_at IS NULL
    AND (s.next_refresh_at IS NULL OR s.next_refresh_at <= now())
    AND (a.id IS NULL OR a.expires_at <= now() + p_margin
         OR coalesce(s.last_refresh_at, r.created_at) <= now() - p_keepalive);
@@ -2561,9 +2690,11 @@ CREATE INDEX oauth_authorizations_expires_idx ON singura.oauth_authorizations US
 
 CREATE INDEX organizations_created_idx ON singura.organizations USING btree (created_at, id);
 
-CREATE INDEX platform_connections_active_idx ON singura.platform_connections USING btree (organization_id) WHERE (status = 'active'::text);
+CREATE INDEX platform_connections_active_idx ON singura.platform_connections USING btree (organization_id) WHERE ((status = 'active'::text) AND (deleted_at IS NULL));
 
 CREATE INDEX platform_connections_list_idx ON singura.platform_connections USING btree (organization_id, created_at DESC, id DESC);
+
+CREATE INDEX platform_connections_purge_idx ON singura.platform_connections USING btree (purge_at) WHERE (deleted_at IS NOT NULL);
 
 CREATE INDEX platform_connections_status_list_idx ON singura.platform_connections USING btree (organization_id, status, created_at DESC, id DESC);
 
@@ -2603,6 +2734,8 @@ CREATE TRIGGER data_keys_events AFTER INSERT ON singura.data_keys FOR EACH ROW W
 
 CREATE TRIGGER encrypted_credentials_audit AFTER INSERT OR DELETE OR UPDATE OF state ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('credential');
 
+CREATE TRIGGER encrypted_credentials_connection_live BEFORE INSERT ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_connection_must_be_live();
+
 CREATE TRIGGER encrypted_credentials_events AFTER INSERT ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.event_credential_stored();
 
 CREATE TRIGGER encrypted_credentials_key_live BEFORE INSERT OR UPDATE OF key_version, ciphertext ON singura.encrypted_credentials FOR EACH ROW EXECUTE FUNCTION singura.credential_key_must_be_live();
@@ -2630,6 +2763,8 @@ CREATE TRIGGER organizations_touch BEFORE UPDATE ON singura.organizations FOR EA
 CREATE TRIGGER platform_connections_audit AFTER INSERT OR DELETE OR UPDATE ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('connection');
 
 CREATE TRIGGER platform_connections_events AFTER INSERT OR UPDATE OF status, permissions_granted, granted_user_scopes ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.event_connection_change();
+
+CREATE TRIGGER platform_connections_lifecycle_events AFTER DELETE OR UPDATE OF deleted_at ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.event_connection_lifecycle();
 
 CREATE TRIGGER platform_connections_touch BEFORE UPDATE ON singura.platform_connections FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
 
@@ -2854,7 +2989,10 @@ GRANT SELECT ON TABLE singura.connection_with_refresh TO singura_app;
 
 GRANT ALL ON FUNCTION singura.connection_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_id uuid) TO singura_app;
 
-GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text) TO singura_app;
+GRANT ALL ON FUNCTION singura.connection_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_org uuid, p_platform text, p_status text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer, p_scope_drift text, p_show_deleted boolean) TO singura_app;
+
+REVOKE ALL ON FUNCTION singura.connection_purge(p_now timestamp with time zone, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION singura.connection_purge(p_now timestamp with time zone, p_limit integer) TO singura_app;
 
 REVOKE ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION singura.connections_revoked_at_provider(p_platform text, p_workspace text, p_users text[], p_to text, p_signal jsonb) TO singura_app;

@@ -51,7 +51,11 @@ from singura_vault.service.audit import AuditService
 from singura_vault.service.audit_checkpoints import AuditCheckpointService
 from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
-from singura_vault.service.connections import ConnectionService
+from singura_vault.service.connection_purge import (
+    DEFAULT_INTERVAL_S as DEFAULT_PURGE_INTERVAL_S,
+)
+from singura_vault.service.connection_purge import ConnectionPurger
+from singura_vault.service.connections import DEFAULT_RECOVERY_WINDOW, ConnectionService
 from singura_vault.service.credentials import (
     DEFAULT_DESTROY_DELAY,
     Clock,
@@ -128,13 +132,15 @@ class Components:
         signal_clock: Callable[[], float] = time.time,
         event_sequencer_fallback_s: float = SEQUENCER_FALLBACK_S,
         expiry_reminders: tuple[tuple[str, float], ...] = DEFAULT_EXPIRY_REMINDERS,
+        connection_recovery_window: timedelta = DEFAULT_RECOVERY_WINDOW,
+        purge_interval_s: float = DEFAULT_PURGE_INTERVAL_S,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath.
         ``destroy_delay`` is SINGURA_DESTROY_DELAY; ``clock`` is what version
-        destruction and the expiry reminder job take as now (a test moves it instead of
-        sleeping)."""
+        destruction, the connection purge and the expiry reminder job take as now (a
+        test moves it instead of sleeping)."""
         self.db = db
         self.access = access
         self._key_manager = key_manager
@@ -152,6 +158,8 @@ class Components:
         self._signal_clock = signal_clock
         self._event_sequencer_fallback_s = event_sequencer_fallback_s
         self._expiry_reminders = expiry_reminders
+        self._recovery_window = connection_recovery_window
+        self._purge_interval_s = purge_interval_s
 
     @classmethod
     def for_serve(
@@ -175,6 +183,7 @@ class Components:
             webhooks=settings.webhooks,
             destroy_delay=timedelta(seconds=settings.destroy_delay_s),
             expiry_reminders=settings.expiry_reminders,
+            connection_recovery_window=timedelta(seconds=settings.connection_recovery_window_s),
         )
 
     @property
@@ -201,7 +210,16 @@ class Components:
 
     @cached_property
     def connections(self) -> ConnectionService:
-        return ConnectionService(self.connection_repository, self._authorizer)
+        return ConnectionService(
+            self.connection_repository, self._authorizer, recovery_window=self._recovery_window
+        )
+
+    @cached_property
+    def connection_purger(self) -> ConnectionPurger:
+        """Removes deleted connections once their recovery window ends (every process)."""
+        return ConnectionPurger(
+            self.connection_repository, clock=self._clock, interval_s=self._purge_interval_s
+        )
 
     @cached_property
     def credential_repository(self) -> CredentialRepository:

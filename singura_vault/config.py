@@ -185,6 +185,9 @@ class Settings:
     # SINGURA_EXPIRY_REMINDERS: (label, seconds) of each credential.expiring threshold,
     # largest first (docs/events.md#expiry-reminders); () sends credential.expired only.
     expiry_reminders: tuple[tuple[str, float], ...] = DEFAULT_EXPIRY_REMINDERS
+    # SINGURA_CONNECTION_RECOVERY_WINDOW: how long DeleteConnection (without force)
+    # keeps a connection recoverable before the purge job removes it.
+    connection_recovery_window_s: float = 7 * 86400.0
 
     @property
     def production(self) -> bool:
@@ -313,6 +316,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         replica_max_lag_s=_duration(env, "SINGURA_REPLICA_MAX_LAG", 1.0, minimum=0.05),
         database_listen_url=listen_url,
         expiry_reminders=parse_expiry_reminders(env.get("SINGURA_EXPIRY_REMINDERS", "")),
+        connection_recovery_window_s=_duration(
+            env, "SINGURA_CONNECTION_RECOVERY_WINDOW", 7 * 86400.0, minimum=60
+        ),
     )
 
 

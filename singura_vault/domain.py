@@ -138,6 +138,15 @@ class Connection:
     # Slack's user-token scopes (authed_user.scope), kept apart from the bot scopes in
     # permissions_granted; empty elsewhere. Set by CompleteAuthorization (migration 021).
     granted_user_scopes: tuple[str, ...] = ()
+    # Soft delete (migration 030): when DeleteConnection marked it, the earliest time
+    # the purge job removes it, and whether the delete revoked its grant at the platform.
+    deleted_at: datetime | None = None
+    purge_at: datetime | None = None
+    deleted_revoked_at_provider: bool = False
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
 
 
 @dataclass(frozen=True)

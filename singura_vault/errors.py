@@ -196,6 +196,16 @@ class FailedPrecondition(VaultError):
     code = ErrorCode.FAILED_PRECONDITION
 
 
+def connection_deleted(connection_id: object, what: str) -> FailedPrecondition:
+    """FAILED_PRECONDITION (reason CONNECTION_DELETED) for ``what`` (e.g. "reveal its
+    credentials") on a connection DeleteConnection marked deleted."""
+    return FailedPrecondition(
+        f"connection {connection_id} is deleted; cannot {what}. Restore it with "
+        "UndeleteConnection before its purge_time (GetConnection shows it)",
+        reason="CONNECTION_DELETED",
+    )
+
+
 class Aborted(VaultError):
     """A concurrent change won; re-read the resource and retry."""
 

@@ -164,6 +164,7 @@ class VaultServer:
         self._delivering: asyncio.Task[None] | None = None
         self._destroying: asyncio.Task[None] | None = None
         self._event_tasks: list[asyncio.Task[None]] = []
+        self._purging: asyncio.Task[None] | None = None
         self._server = grpc.aio.server(
             interceptors=[
                 VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
@@ -272,6 +273,9 @@ class VaultServer:
         self._destroying = asyncio.create_task(
             parts.version_destroyer.run_forever(), name="credential-version-destroyer"
         )
+        self._purging = asyncio.create_task(
+            parts.connection_purger.run_forever(), name="connection-purge"
+        )
         if parts.access is not None:
             self._key_watch = asyncio.create_task(
                 parts.access.watch_key_changes(), name="api-key-changes"
@@ -295,6 +299,7 @@ class VaultServer:
             self._refreshing,
             self._delivering,
             self._destroying,
+            self._purging,
             *self._event_tasks,
         ):
             if task is not None:

@@ -198,6 +198,12 @@ RPCS: dict[str, tuple[str, Call]] = {
             cpb.DeleteConnectionRequest(organization_id=w.org_a, connection_id=str(uuid.uuid4()))
         ),
     ),
+    "UndeleteConnection": (
+        WRITE,
+        lambda s, w: s.connections.UndeleteConnection(
+            cpb.UndeleteConnectionRequest(organization_id=w.org_a, connection_id=str(uuid.uuid4()))
+        ),
+    ),
     "StoreCredential": (
         WRITE,
         lambda s, w: s.credentials.StoreCredential(

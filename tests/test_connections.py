@@ -338,9 +338,9 @@ async def test_deleting_an_organization_cascades_to_connections(
 
 
 async def test_delete_connection(vault: Vault) -> None:
-    """DeleteConnection removes it; a second delete is NOT_FOUND."""
+    """DeleteConnection with force removes it at once; a second delete is NOT_FOUND."""
     org = await new_org(vault)
     conn = await new_connection(vault, org.id)
-    request = cpb.DeleteConnectionRequest(organization_id=org.id, connection_id=conn.id)
+    request = cpb.DeleteConnectionRequest(organization_id=org.id, connection_id=conn.id, force=True)
     await vault.connections.DeleteConnection(request)
     await expect_status(vault.connections.DeleteConnection(request), grpc.StatusCode.NOT_FOUND)

@@ -845,6 +845,9 @@ async def delete_revoking(vault: Stubs, linked: Linked, etag: str = "") -> cpb.P
             connection_id=linked.conn,
             etag=etag,
             revoke_at_provider=True,
+            # These tests check the connection is gone at once: since #29 that needs
+            # force (the default keeps it recoverable; tests/test_soft_delete.py).
+            force=True,
         )
     )
     return response.provider_revocation

@@ -271,6 +271,32 @@ def _sync_errors(address: str, api_key: str) -> None:
         stranger.organizations.list()
 
 
+def _delete_and_undelete(address: str, api_key: str) -> None:
+    with Vault(address, api_key=api_key) as vault:
+        org = _new_org(vault)
+        conn = vault.connections.create(
+            organization_id=org.id, platform="SLACK", platform_user_id="U1", display_name="S"
+        )
+        assert vault.connections.delete(organization_id=org.id, connection_id=conn.id) is None
+        assert vault.connections.list(organization_id=org.id).items == []
+        (shown,) = vault.connections.list(organization_id=org.id, show_deleted=True).items
+        assert shown.HasField("purge_time")
+        with pytest.raises(FailedPrecondition) as refused:
+            vault.connections.delete(organization_id=org.id, connection_id=conn.id)
+        assert refused.value.reason == "CONNECTION_DELETED"
+        restored = vault.connections.undelete(organization_id=org.id, connection_id=conn.id)
+        assert not restored.HasField("delete_time")
+        vault.connections.delete(organization_id=org.id, connection_id=conn.id, force=True)
+        with pytest.raises(NotFound):
+            vault.connections.undelete(organization_id=org.id, connection_id=conn.id)
+
+
+async def test_connections_are_deleted_recoverably_and_undeleted(vault: RunningVault) -> None:
+    """connections.delete keeps the connection recoverable (listed with show_deleted),
+    undelete restores it, and force deletes it for good."""
+    await asyncio.to_thread(_delete_and_undelete, vault.address, vault.admin_key)
+
+
 async def test_sync_client_raises_typed_errors_with_details(vault: RunningVault) -> None:
     """InvalidArgument carries reason, domain, field violations and the request id;
     NOT_FOUND and a bad key come back as NotFound and Unauthenticated."""

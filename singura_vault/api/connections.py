@@ -60,6 +60,9 @@ def connection_to_proto(conn: Connection) -> pb.Connection:
             if conn.expiry_source is not None
             else "EXPIRY_SOURCE_UNSPECIFIED"
         ),
+        delete_time=timestamp(conn.deleted_at),
+        purge_time=timestamp(conn.purge_at),
+        tokens_revoked_at_provider=conn.deleted_revoked_at_provider,
     )
 
 
@@ -116,6 +119,7 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
             enum_from_proto(
                 ScopeDrift, pb.ScopeDrift.Name, request.scope_drift, "SCOPE_DRIFT_", "scope_drift"
             ),
+            show_deleted=request.show_deleted,
         )
         return pb.ListConnectionsResponse(
             connections=[connection_to_proto(c) for c in page.connections],
@@ -147,10 +151,27 @@ class ConnectionServicer(pb_grpc.ConnectionServiceServicer):
     ) -> pb.DeleteConnectionResponse:
         revocation = (
             await self._revoker.before_connection_delete(
-                request.organization_id, request.connection_id, request.etag
+                request.organization_id, request.connection_id, request.etag, force=request.force
             )
             if request.revoke_at_provider
             else None
         )
-        await self._service.delete(request.organization_id, request.connection_id, request.etag)
-        return pb.DeleteConnectionResponse(provider_revocation=revocation_to_proto(revocation))
+        revoked = revocation is not None and revocation.revoked
+        recoverable_until = await self._service.delete(
+            request.organization_id,
+            request.connection_id,
+            request.etag,
+            force=request.force,
+            revoked_at_provider=revoked,
+        )
+        return pb.DeleteConnectionResponse(
+            provider_revocation=revocation_to_proto(revocation),
+            recoverable_until=timestamp(recoverable_until),
+            tokens_revoked_at_provider=revoked,
+        )
+
+    async def UndeleteConnection(
+        self, request: pb.UndeleteConnectionRequest, context: Context
+    ) -> pb.UndeleteConnectionResponse:
+        conn = await self._service.undelete(request.organization_id, request.connection_id)
+        return pb.UndeleteConnectionResponse(connection=connection_to_proto(conn))

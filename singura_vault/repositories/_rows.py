@@ -72,6 +72,9 @@ def connection_from_row(row: asyncpg.Record) -> Connection:
         requested_scopes=tuple(row.get("requested_scopes") or ()),
         expiry_source=ExpirySource(row["expiry_source"]) if row.get("expiry_source") else None,
         granted_user_scopes=tuple(row.get("granted_user_scopes") or ()),
+        deleted_at=row.get("deleted_at"),
+        purge_at=row.get("purge_at"),
+        deleted_revoked_at_provider=bool(row.get("deleted_revoked_at_provider")),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -20,9 +21,11 @@ from singura_vault.domain import (
 from singura_vault.errors import (
     Aborted,
     AlreadyExists,
+    FailedPrecondition,
     NotFound,
     ResourceExhausted,
     check_etag,
+    connection_deleted,
 )
 from singura_vault.repositories._rows import connection_from_row, organization_from_row
 from singura_vault.repositories.organizations import not_found as organization_not_found
@@ -36,7 +39,8 @@ class _RequestIdTaken(AlreadyExists):
 _CREATE_ERRORS: ConstraintErrors = {
     "platform_connections_account_key": lambda: AlreadyExists(
         "a connection for this platform, platform_workspace_id and platform_user_id "
-        "already exists in this organization",
+        "already exists in this organization (a deleted one too, until it is purged: "
+        "undelete it, or delete it with force)",
         # One account: the three fields together are unique within an organization.
         fields=(
             "connection.platform",
@@ -48,6 +52,10 @@ _CREATE_ERRORS: ConstraintErrors = {
     "platform_connections_request_key": lambda: _RequestIdTaken("request_id already used"),
     "platform_connections_organization_id_fkey": lambda: NotFound("organization not found"),
 }
+
+
+# What a purge removed: (organization, connection) of each.
+Purged = list[tuple[UUID, UUID]]
 
 
 def _not_found(organization_id: UUID, connection_id: UUID) -> NotFound:
@@ -116,8 +124,11 @@ class ConnectionRepository:
         after: PageCursor | None,
         limit: int,
         scope_drift: ScopeDrift | None = None,
+        *,
+        show_deleted: bool = False,
     ) -> list[Connection]:
-        """Connections newest first, optionally filtered, starting after the cursor."""
+        """Connections newest first, optionally filtered, starting after the cursor;
+        deleted ones only with show_deleted."""
         rows = await self._db.fetch_scoped(
             organization_id,
             query("connection_list_scoped"),
@@ -128,6 +139,7 @@ class ConnectionRepository:
             after.id if after else None,
             limit,
             scope_drift.value if scope_drift else None,
+            show_deleted,
             replica_ok=True,
         )
         return [connection_from_row(row) for row in rows]
@@ -140,7 +152,9 @@ class ConnectionRepository:
         expected_version: int | None,
     ) -> Connection:
         async with self._db.tenant(organization_id) as conn:
-            await self._lock(conn, organization_id, connection_id, expected_version)
+            await self._lock(
+                conn, organization_id, connection_id, expected_version, doing="update it"
+            )
             row = await conn.fetchrow(
                 query("connection_update"),
                 organization_id,
@@ -164,7 +178,9 @@ class ConnectionRepository:
     ) -> Connection:
         """Change the lifecycle status (the audit trigger records old -> new and the reason)."""
         async with self._db.tenant(organization_id) as conn:
-            current = await self._lock(conn, organization_id, connection_id, expected_version)
+            current = await self._lock(
+                conn, organization_id, connection_id, expected_version, doing="change its status"
+            )
             if status is ConnectionStatus.ACTIVE and current.status is not ConnectionStatus.ACTIVE:
                 await self._check_room_for_active(conn, organization_id)
             row = await conn.fetchrow(
@@ -178,12 +194,63 @@ class ConnectionRepository:
         return connection_from_row(row)
 
     async def delete(
-        self, organization_id: UUID, connection_id: UUID, expected_version: int | None
-    ) -> None:
-        """Delete a connection; its credentials cascade."""
+        self,
+        organization_id: UUID,
+        connection_id: UUID,
+        expected_version: int | None,
+        *,
+        force: bool = True,
+        recovery_window: timedelta | None = None,
+        revoked_at_provider: bool = False,
+    ) -> datetime | None:
+        """Delete a connection: with force the row goes now (its credentials cascade)
+        and None is returned; else it is marked deleted (migration 030) and stays
+        recoverable until the returned purge time (now + recovery_window). A connection
+        already marked is purged by force and refused otherwise."""
         async with self._db.tenant(organization_id) as conn:
-            await self._lock(conn, organization_id, connection_id, expected_version)
-            await conn.execute(query("connection_delete"), organization_id, connection_id)
+            current = await self._lock(
+                conn, organization_id, connection_id, expected_version, doing=None
+            )
+            if force:
+                await conn.execute(query("connection_delete"), organization_id, connection_id)
+                return None
+            if current.deleted:
+                raise connection_deleted(
+                    connection_id, "delete it again (delete it with force to purge it now)"
+                )
+            assert recovery_window is not None
+            row = await conn.fetchrow(
+                query("connection_soft_delete"),
+                organization_id,
+                connection_id,
+                recovery_window,
+                revoked_at_provider,
+            )
+        assert row is not None
+        purge_at: datetime = row["purge_at"]
+        return purge_at
+
+    async def undelete(self, organization_id: UUID, connection_id: UUID) -> Connection:
+        """Clear a connection's deleted mark: FAILED_PRECONDITION if it has none, and
+        the plan's limit checked (under the organization's lock) if it is ACTIVE."""
+        async with self._db.tenant(organization_id) as conn:
+            current = await self._lock(conn, organization_id, connection_id, None, doing=None)
+            if not current.deleted:
+                raise FailedPrecondition(
+                    f"connection {connection_id} is not deleted; there is nothing to undelete",
+                    reason="CONNECTION_NOT_DELETED",
+                )
+            if current.status is ConnectionStatus.ACTIVE:
+                await self._check_room_for_active(conn, organization_id)
+            row = await conn.fetchrow(query("connection_undelete"), organization_id, connection_id)
+        assert row is not None
+        return connection_from_row(row)
+
+    async def purge(self, now: datetime, limit: int) -> Purged:
+        """Remove up to ``limit`` deleted connections of any organization whose purge
+        time is at or before ``now``; (organization, connection) of each removed."""
+        rows = await self._db.fetch_unscoped(query("connection_purge"), now, limit)
+        return [(row["organization_id"], row["connection_id"]) for row in rows]
 
     async def _check_room_for_active(self, conn: asyncpg.Connection, organization_id: UUID) -> None:
         await check_room_for_active(conn, organization_id)
@@ -194,13 +261,20 @@ class ConnectionRepository:
         organization_id: UUID,
         connection_id: UUID,
         expected_version: int | None,
+        *,
+        doing: str | None,
     ) -> Connection:
+        """The connection, locked; ``doing`` names the change, refused
+        (CONNECTION_DELETED) on a deleted connection -- None lets a delete or an
+        undelete lock one."""
         row = await conn.fetchrow(
             query("connection_get_for_update"), organization_id, connection_id
         )
         if row is None:
             raise _not_found(organization_id, connection_id)
         current = connection_from_row(row)
+        if doing is not None and current.deleted:
+            raise connection_deleted(connection_id, doing)
         check_etag(f"connection {connection_id}", expected_version, current.version)
         return current
 

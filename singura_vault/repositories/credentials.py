@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 import asyncpg
@@ -30,7 +30,13 @@ from singura_vault.domain import (
     StoredDataKey,
     VersionTransition,
 )
-from singura_vault.errors import Aborted, AlreadyExists, NotFound, VaultError
+from singura_vault.errors import (
+    Aborted,
+    AlreadyExists,
+    NotFound,
+    VaultError,
+    connection_deleted,
+)
 from singura_vault.repositories._rows import credential_from_row, data_key_from_row
 from singura_vault.repositories.queries import query
 
@@ -92,6 +98,10 @@ _STORE_ERRORS: ConstraintErrors = {
     ),
     "encrypted_credentials_version_key": lambda: _VersionTaken(
         "concurrent stores of this credential kept taking the next version; retry"
+    ),
+    # Migration 030: the row refuses a version of a deleted connection's credential.
+    "encrypted_credentials_connection_live": lambda: connection_deleted(
+        "of this credential", "store its credentials"
     ),
 }
 # A retirement that wins the race against a store refuses the row (migration 008), and
@@ -544,24 +554,28 @@ class CredentialRepository:
                 return None
             raise _no_such_credential(organization_id, target)
         encrypted = encrypted_from_row(organization_id, row)
-        if wanted is not None and not wanted(encrypted.credential):
+        # A deleted connection's credential is refused (and the attempt audited) even
+        # where the caller would not want it as it is (GetAccessToken would refresh).
+        failure: VaultError | None = _refusal(row)
+        if failure is None and wanted is not None and not wanted(encrypted.credential):
             return None
 
         async def live_data_keys() -> list[StoredDataKey]:
             return await self.live_data_keys(organization_id)
 
-        failure: VaultError | None = None
-        try:
-            value = await open_(encrypted, live_data_keys)
-        except VaultError as exc:
-            failure = exc
+        value: T | None = None
+        if failure is None:
+            try:
+                value = await open_(encrypted, live_data_keys)
+            except VaultError as exc:
+                failure = exc
         # Audit-or-fail: this raises, and nothing is returned, unless the event commits.
         await self._audit_appends.submit(
             _AuditItem(scope, organization_id, _reveal_event(encrypted.credential, failure))
         )
         if failure is not None:
             raise failure
-        return encrypted.credential, value
+        return encrypted.credential, cast(T, value)
 
     async def _reveal_alone(
         self,
@@ -580,7 +594,7 @@ class CredentialRepository:
                 [target.type.value],
                 [target.version],
             )
-            if not rows or not wanted(credential_from_row(rows[0])):
+            if not rows or (_refusal(rows[0]) is None and not wanted(credential_from_row(rows[0]))):
                 return None
         ((credential, outcome),) = await self.reveal_many(organization_id, [target], open_)
         if isinstance(outcome, VaultError):
@@ -652,12 +666,15 @@ class CredentialRepository:
                 outcomes.append((None, _no_such_credential(organization_id, target)))
                 continue
             encrypted = encrypted_from_row(organization_id, row)
-            failure: VaultError | None = None
-            try:
-                outcomes.append((encrypted.credential, await open_(encrypted, live_data_keys)))
-            except VaultError as exc:
-                failure = exc
-                outcomes.append((encrypted.credential, exc))
+            failure: VaultError | None = _refusal(row)
+            if failure is not None:
+                outcomes.append((encrypted.credential, failure))
+            else:
+                try:
+                    outcomes.append((encrypted.credential, await open_(encrypted, live_data_keys)))
+                except VaultError as exc:
+                    failure = exc
+                    outcomes.append((encrypted.credential, exc))
             events.append(_reveal_event(encrypted.credential, failure))
         if events:
             # Audit-or-fail: nothing is returned unless this statement commits. It is a
@@ -797,6 +814,14 @@ def _no_such_credential(organization_id: UUID, target: RevealTarget) -> NotFound
         f"connection {target.connection_id} in organization {organization_id} has no "
         f"{target.type.value} {which}"
     )
+
+
+def _refusal(row: asyncpg.Record) -> VaultError | None:
+    """Why a reveal read's row must not be opened: its connection is deleted
+    (migration 030: the read says so in the same statement)."""
+    if row["connection_deleted"]:
+        return connection_deleted(row["connection_id"], "reveal its credentials")
+    return None
 
 
 def encrypted_from_row(organization_id: UUID, row: asyncpg.Record) -> EncryptedCredential:

@@ -38,7 +38,7 @@ from singura_vault.domain import (
     RefreshState,
     StoredDataKey,
 )
-from singura_vault.errors import Aborted, NotFound, Unavailable
+from singura_vault.errors import Aborted, NotFound, Unavailable, connection_deleted
 from singura_vault.repositories._rows import connection_from_row, data_key_from_row
 from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.credentials import encrypted_from_row, store_version_in
@@ -344,6 +344,8 @@ class OAuthRepository:
                 ) from None
             if row is None:
                 raise _connection_not_found(organization_id, connection_id)
+            if row["deleted_at"] is not None:  # migration 030
+                raise connection_deleted(connection_id, "refresh its tokens")
             state_row = await conn.fetchrow(
                 query("refresh_state_get"), organization_id, connection_id
             )

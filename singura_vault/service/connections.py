@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from singura_vault.domain import (
@@ -22,6 +23,9 @@ from singura_vault.service.authz import READ, WRITE, Authorizer
 
 UPDATABLE_FIELDS = ("display_name", "metadata", "permissions_granted")
 MAX_PERMISSIONS = 500
+# SINGURA_CONNECTION_RECOVERY_WINDOW's default: how long a deleted connection stays
+# recoverable (Azure Key Vault's and AWS Secrets Manager's default is 7 days too).
+DEFAULT_RECOVERY_WINDOW = timedelta(days=7)
 
 
 @dataclass(frozen=True)
@@ -58,10 +62,15 @@ def _platform(value: Platform | None) -> Platform:
 
 class ConnectionService:
     def __init__(
-        self, repository: ConnectionRepository, authorizer: Authorizer | None = None
+        self,
+        repository: ConnectionRepository,
+        authorizer: Authorizer | None = None,
+        *,
+        recovery_window: timedelta = DEFAULT_RECOVERY_WINDOW,
     ) -> None:
         self._repository = repository
         self._authz = authorizer or Authorizer()
+        self._recovery_window = recovery_window
 
     async def create(self, data: ConnectionInput, request_id: str) -> Connection:
         # Every invalid field in one answer, not one per round trip. The organization
@@ -120,6 +129,8 @@ class ConnectionService:
         page_size: int,
         page_token: str,
         scope_drift: ScopeDrift | None = None,
+        *,
+        show_deleted: bool = False,
     ) -> ConnectionPage:
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, READ, "list connections")
@@ -133,8 +144,12 @@ class ConnectionService:
             # Appended only when set, so that tokens issued before the filter existed
             # stay valid for the unfiltered listing.
             filters += (f"scope_drift={scope_drift.value}",)
+        if show_deleted:
+            filters += ("show_deleted",)  # appended only when set, as above
         after = pagination.decode_token(page_token, filters)
-        rows = await self._repository.list(org_id, platform, status, after, size + 1, scope_drift)
+        rows = await self._repository.list(
+            org_id, platform, status, after, size + 1, scope_drift, show_deleted=show_deleted
+        )
         items, next_token = pagination.next_page(
             rows, size, filters, lambda conn: PageCursor(conn.created_at, conn.id)
         )
@@ -182,11 +197,32 @@ class ConnectionService:
             validation.parse_etag(etag),
         )
 
-    async def delete(self, organization_id: str, connection_id: str, etag: str) -> None:
+    async def delete(
+        self,
+        organization_id: str,
+        connection_id: str,
+        etag: str,
+        *,
+        force: bool = False,
+        revoked_at_provider: bool = False,
+    ) -> datetime | None:
+        """Delete a connection: recoverable until the returned time (the recovery
+        window from now), or with force removed at once (None)."""
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, WRITE, "delete connections")
-        await self._repository.delete(
+        return await self._repository.delete(
             org_id,
             validation.parse_uuid("connection_id", connection_id),
             validation.parse_etag(etag),
+            force=force,
+            recovery_window=self._recovery_window,
+            revoked_at_provider=revoked_at_provider,
+        )
+
+    async def undelete(self, organization_id: str, connection_id: str) -> Connection:
+        """Restore a deleted connection with its credentials, before it is purged."""
+        org_id = validation.parse_uuid("organization_id", organization_id)
+        self._authz.require(org_id, WRITE, "undelete connections")
+        return await self._repository.undelete(
+            org_id, validation.parse_uuid("connection_id", connection_id)
         )

@@ -453,7 +453,8 @@ class ConnectService:
         current: Connection | None = None
         if pending.reconnect_connection_id is not None:
             current = await tx.lock_connection(pending.reconnect_connection_id)
-            if current is None:
+            # A deleted connection (migration 030) is not reconnected: undelete it first.
+            if current is None or current.deleted:
                 return await self._failed(
                     tx,
                     pending,
@@ -461,7 +462,8 @@ class ConnectService:
                     None,
                     FailedPrecondition(
                         f"connection {pending.reconnect_connection_id} was deleted after the "
-                        "reconnect started; start a new authorization",
+                        "reconnect started; start a new authorization (undelete it first if "
+                        "it is still recoverable)",
                         reason="OAUTH_RECONNECT_TARGET_GONE",
                     ),
                 )

@@ -13,7 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from singura_vault.domain import Connection, CredentialType, EncryptedCredential
-from singura_vault.errors import InvalidArgument, NotFound, VaultError, check_etag
+from singura_vault.errors import (
+    InvalidArgument,
+    NotFound,
+    VaultError,
+    check_etag,
+    connection_deleted,
+)
 from singura_vault.logs import get_logger
 from singura_vault.providers import RevocationOutcome, TokenEndpointClient
 from singura_vault.repositories.connections import ConnectionRepository
@@ -36,6 +42,11 @@ class ProviderRevocation:
     outcome: str
     detail: str
 
+    @property
+    def revoked(self) -> bool:
+        """The platform confirmed it: tokens recovered later are refused there."""
+        return self.outcome == RevocationOutcome.REVOKED.value
+
 
 class ProviderRevoker:
     def __init__(
@@ -53,17 +64,21 @@ class ProviderRevoker:
         self._authz = authorizer or Authorizer()
 
     async def before_connection_delete(
-        self, organization_id: str, connection_id: str, etag: str
+        self, organization_id: str, connection_id: str, etag: str, *, force: bool = False
     ) -> ProviderRevocation:
         """Revoke the connection's grant with its refresh token (else its access token).
-        A stale etag is refused first: the grant is not revoked for a delete that
-        would then fail."""
+        A stale etag, or a connection already deleted when the delete is not forced,
+        is refused first: the grant is not revoked for a delete that would then fail."""
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, WRITE, "delete connections")
         conn_id = validation.parse_uuid("connection_id", connection_id)
         expected = validation.parse_etag(etag)
         connection = await self._connections.get(org_id, conn_id)
         check_etag(f"connection {conn_id}", expected, connection.version)
+        if connection.deleted and not force:
+            raise connection_deleted(
+                conn_id, "delete it again (delete it with force to purge it now)"
+            )
         tokens = await self._repository.current_tokens(org_id, conn_id)
         target = tokens.get(CredentialType.REFRESH_TOKEN) or tokens.get(CredentialType.ACCESS_TOKEN)
         return await self._revoke(

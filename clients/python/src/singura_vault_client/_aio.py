@@ -301,6 +301,7 @@ class Connections:
         scope_drift: m.EnumArg = 0,
         page_size: int = 0,
         page_token: str = "",
+        show_deleted: bool = False,
         timeout: float | None = None,
     ) -> m.Page[connections_pb2.Connection]:
         request = connections_pb2.ListConnectionsRequest(
@@ -310,6 +311,7 @@ class Connections:
             scope_drift=m.enum_value(connections_pb2.ScopeDrift, scope_drift, field="scope_drift"),
             page_size=page_size,
             page_token=page_token,
+            show_deleted=show_deleted,
         )
         response = await self._call.unary(
             self._stub.ListConnections,
@@ -352,14 +354,18 @@ class Connections:
         connection_id: str,
         etag: str = "",
         revoke_at_provider: bool = False,
+        force: bool = False,
         timeout: float | None = None,
     ) -> connections_pb2.ProviderRevocation | None:
-        """Deletes the connection; what the platform said when revoke_at_provider was set."""
+        """Deletes the connection: recoverable with ``undelete`` until its purge_time
+        (the vault's recovery window), or at once with ``force``; what the platform said
+        when revoke_at_provider was set."""
         request = connections_pb2.DeleteConnectionRequest(
             organization_id=organization_id,
             connection_id=connection_id,
             etag=etag,
             revoke_at_provider=revoke_at_provider,
+            force=force,
         )
         response = await self._call.unary(
             self._stub.DeleteConnection,
@@ -368,6 +374,22 @@ class Connections:
             timeout=timeout,
         )
         return response.provider_revocation if response.HasField("provider_revocation") else None
+
+    async def undelete(
+        self, *, organization_id: str, connection_id: str, timeout: float | None = None
+    ) -> connections_pb2.Connection:
+        """Restores a deleted connection with its credentials, before it is purged."""
+        request = connections_pb2.UndeleteConnectionRequest(
+            organization_id=organization_id, connection_id=connection_id
+        )
+        return (
+            await self._call.unary(
+                self._stub.UndeleteConnection,
+                "ConnectionService/UndeleteConnection",
+                request,
+                timeout=timeout,
+            )
+        ).connection
 
 
 class Credentials:

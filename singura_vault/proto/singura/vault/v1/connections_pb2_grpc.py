@@ -67,6 +67,11 @@ class ConnectionServiceStub:
                 request_serializer=singura_dot_vault_dot_v1_dot_connections__pb2.DeleteConnectionRequest.SerializeToString,
                 response_deserializer=singura_dot_vault_dot_v1_dot_connections__pb2.DeleteConnectionResponse.FromString,
                 _registered_method=True)
+        self.UndeleteConnection = channel.unary_unary(
+                '/singura.vault.v1.ConnectionService/UndeleteConnection',
+                request_serializer=singura_dot_vault_dot_v1_dot_connections__pb2.UndeleteConnectionRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_connections__pb2.UndeleteConnectionResponse.FromString,
+                _registered_method=True)
 
 
 class ConnectionServiceServicer:
@@ -112,7 +117,25 @@ class ConnectionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteConnection(self, request, context):
-        """Deletes a connection and all of its credentials.
+        """Deletes a connection. By default the connection stays recoverable, with its
+        credentials, for the vault's recovery window (SINGURA_CONNECTION_RECOVERY_WINDOW,
+        7 days unless configured): it is left out of ListConnections (unless show_deleted),
+        GetConnection still returns it with delete_time and purge_time, its credentials
+        cannot be revealed, stored or refreshed (FAILED_PRECONDITION, reason
+        CONNECTION_DELETED), it does not count against the plan's connection limit, and
+        UndeleteConnection restores it. After purge_time the vault removes it and its
+        credentials for good. With force, it is removed at once (no recovery).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UndeleteConnection(self, request, context):
+        """Restores a deleted connection, with its credentials, before it is purged. NOT_FOUND
+        if it was purged (or never existed); FAILED_PRECONDITION (reason
+        CONNECTION_NOT_DELETED) if it is not deleted; RESOURCE_EXHAUSTED (reason
+        PLAN_CONNECTION_LIMIT) if it is ACTIVE and the organization already has as many
+        ACTIVE connections as its plan allows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -150,6 +173,11 @@ def add_ConnectionServiceServicer_to_server(servicer, server):
                     servicer.DeleteConnection,
                     request_deserializer=singura_dot_vault_dot_v1_dot_connections__pb2.DeleteConnectionRequest.FromString,
                     response_serializer=singura_dot_vault_dot_v1_dot_connections__pb2.DeleteConnectionResponse.SerializeToString,
+            ),
+            'UndeleteConnection': grpc.unary_unary_rpc_method_handler(
+                    servicer.UndeleteConnection,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_connections__pb2.UndeleteConnectionRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_connections__pb2.UndeleteConnectionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -317,6 +345,33 @@ class ConnectionService:
             '/singura.vault.v1.ConnectionService/DeleteConnection',
             singura_dot_vault_dot_v1_dot_connections__pb2.DeleteConnectionRequest.SerializeToString,
             singura_dot_vault_dot_v1_dot_connections__pb2.DeleteConnectionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UndeleteConnection(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.ConnectionService/UndeleteConnection',
+            singura_dot_vault_dot_v1_dot_connections__pb2.UndeleteConnectionRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_connections__pb2.UndeleteConnectionResponse.FromString,
             options,
             channel_credentials,
             insecure,

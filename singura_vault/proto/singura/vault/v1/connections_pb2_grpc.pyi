@@ -49,7 +49,22 @@ class ConnectionServiceStub:
     UpdateConnectionStatus: _grpc.UnaryUnaryMultiCallable[_connections_pb2.UpdateConnectionStatusRequest, _connections_pb2.UpdateConnectionStatusResponse]
     """Moves a connection through its lifecycle, recording the reason."""
     DeleteConnection: _grpc.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRequest, _connections_pb2.DeleteConnectionResponse]
-    """Deletes a connection and all of its credentials."""
+    """Deletes a connection. By default the connection stays recoverable, with its
+    credentials, for the vault's recovery window (SINGURA_CONNECTION_RECOVERY_WINDOW,
+    7 days unless configured): it is left out of ListConnections (unless show_deleted),
+    GetConnection still returns it with delete_time and purge_time, its credentials
+    cannot be revealed, stored or refreshed (FAILED_PRECONDITION, reason
+    CONNECTION_DELETED), it does not count against the plan's connection limit, and
+    UndeleteConnection restores it. After purge_time the vault removes it and its
+    credentials for good. With force, it is removed at once (no recovery).
+    """
+    UndeleteConnection: _grpc.UnaryUnaryMultiCallable[_connections_pb2.UndeleteConnectionRequest, _connections_pb2.UndeleteConnectionResponse]
+    """Restores a deleted connection, with its credentials, before it is purged. NOT_FOUND
+    if it was purged (or never existed); FAILED_PRECONDITION (reason
+    CONNECTION_NOT_DELETED) if it is not deleted; RESOURCE_EXHAUSTED (reason
+    PLAN_CONNECTION_LIMIT) if it is ACTIVE and the organization already has as many
+    ACTIVE connections as its plan allows.
+    """
 
 @_typing.type_check_only
 class ConnectionServiceAsyncStub(ConnectionServiceStub):
@@ -72,7 +87,22 @@ class ConnectionServiceAsyncStub(ConnectionServiceStub):
     UpdateConnectionStatus: _aio.UnaryUnaryMultiCallable[_connections_pb2.UpdateConnectionStatusRequest, _connections_pb2.UpdateConnectionStatusResponse]  # type: ignore[assignment]
     """Moves a connection through its lifecycle, recording the reason."""
     DeleteConnection: _aio.UnaryUnaryMultiCallable[_connections_pb2.DeleteConnectionRequest, _connections_pb2.DeleteConnectionResponse]  # type: ignore[assignment]
-    """Deletes a connection and all of its credentials."""
+    """Deletes a connection. By default the connection stays recoverable, with its
+    credentials, for the vault's recovery window (SINGURA_CONNECTION_RECOVERY_WINDOW,
+    7 days unless configured): it is left out of ListConnections (unless show_deleted),
+    GetConnection still returns it with delete_time and purge_time, its credentials
+    cannot be revealed, stored or refreshed (FAILED_PRECONDITION, reason
+    CONNECTION_DELETED), it does not count against the plan's connection limit, and
+    UndeleteConnection restores it. After purge_time the vault removes it and its
+    credentials for good. With force, it is removed at once (no recovery).
+    """
+    UndeleteConnection: _aio.UnaryUnaryMultiCallable[_connections_pb2.UndeleteConnectionRequest, _connections_pb2.UndeleteConnectionResponse]  # type: ignore[assignment]
+    """Restores a deleted connection, with its credentials, before it is purged. NOT_FOUND
+    if it was purged (or never existed); FAILED_PRECONDITION (reason
+    CONNECTION_NOT_DELETED) if it is not deleted; RESOURCE_EXHAUSTED (reason
+    PLAN_CONNECTION_LIMIT) if it is ACTIVE and the organization already has as many
+    ACTIVE connections as its plan allows.
+    """
 
 class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
     """ConnectionService manages the SaaS platform connections of an organization.
@@ -128,6 +158,27 @@ class ConnectionServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _connections_pb2.DeleteConnectionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_connections_pb2.DeleteConnectionResponse, _abc.Awaitable[_connections_pb2.DeleteConnectionResponse]]:
-        """Deletes a connection and all of its credentials."""
+        """Deletes a connection. By default the connection stays recoverable, with its
+        credentials, for the vault's recovery window (SINGURA_CONNECTION_RECOVERY_WINDOW,
+        7 days unless configured): it is left out of ListConnections (unless show_deleted),
+        GetConnection still returns it with delete_time and purge_time, its credentials
+        cannot be revealed, stored or refreshed (FAILED_PRECONDITION, reason
+        CONNECTION_DELETED), it does not count against the plan's connection limit, and
+        UndeleteConnection restores it. After purge_time the vault removes it and its
+        credentials for good. With force, it is removed at once (no recovery).
+        """
+
+    @_abc_1.abstractmethod
+    def UndeleteConnection(
+        self,
+        request: _connections_pb2.UndeleteConnectionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_connections_pb2.UndeleteConnectionResponse, _abc.Awaitable[_connections_pb2.UndeleteConnectionResponse]]:
+        """Restores a deleted connection, with its credentials, before it is purged. NOT_FOUND
+        if it was purged (or never existed); FAILED_PRECONDITION (reason
+        CONNECTION_NOT_DELETED) if it is not deleted; RESOURCE_EXHAUSTED (reason
+        PLAN_CONNECTION_LIMIT) if it is ACTIVE and the organization already has as many
+        ACTIVE connections as its plan allows.
+        """
 
 def add_ConnectionServiceServicer_to_server(servicer: ConnectionServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,51 +27,55 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"singura/vault/v1/connections.proto\x12\x10singura.vault.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfc\x05\n\nConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12,\n\x08platform\x18\x03 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x18\n\x10platform_user_id\x18\x04 \x01(\t\x12\x1d\n\x15platform_workspace_id\x18\x05 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x1b\n\x13permissions_granted\x18\x07 \x03(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x06status\x18\t \x01(\x0e\x32\".singura.vault.v1.ConnectionStatus\x12\x15\n\rstatus_reason\x18\n \x01(\t\x12\x32\n\x0elast_sync_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x35\n\x11last_refresh_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15refresh_failure_count\x18\x10 \x01(\x05\x12\x1a\n\x12last_refresh_error\x18\x11 \x01(\t\x12\x35\n\x11next_refresh_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10requested_scopes\x18\x13 \x03(\t\x12\x35\n\rexpiry_source\x18\x14 \x01(\x0e\x32\x1e.singura.vault.v1.ExpirySource\x12\x1b\n\x13granted_user_scopes\x18\x15 \x03(\t\"_\n\x17\x43reateConnectionRequest\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"L\n\x18\x43reateConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"F\n\x14GetConnectionRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"I\n\x15GetConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"\xed\x01\n\x16ListConnectionsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".singura.vault.v1.ConnectionStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x31\n\x0bscope_drift\x18\x06 \x01(\x0e\x32\x1c.singura.vault.v1.ScopeDrift\"e\n\x17ListConnectionsResponse\x12\x31\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x01\n\x17UpdateConnectionRequest\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"L\n\x18UpdateConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"\xa1\x01\n\x1dUpdateConnectionStatusRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".singura.vault.v1.ConnectionStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"R\n\x1eUpdateConnectionStatusResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"s\n\x17\x44\x65leteConnectionRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x1a\n\x12revoke_at_provider\x18\x04 \x01(\x08\"]\n\x18\x44\x65leteConnectionResponse\x12\x41\n\x13provider_revocation\x18\x01 \x01(\x0b\x32$.singura.vault.v1.ProviderRevocation\"b\n\x12ProviderRevocation\x12<\n\x07outcome\x18\x01 \x01(\x0e\x32+.singura.vault.v1.ProviderRevocationOutcome\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t*\xe2\x01\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x12\n\x0ePLATFORM_SLACK\x10\x01\x12\x1d\n\x19PLATFORM_GOOGLE_WORKSPACE\x10\x02\x12\x1a\n\x16PLATFORM_MICROSOFT_365\x10\x03\x12\x13\n\x0fPLATFORM_GITHUB\x10\x04\x12\x17\n\x13PLATFORM_SALESFORCE\x10\x05\x12\x16\n\x12PLATFORM_ATLASSIAN\x10\x06\x12\x11\n\rPLATFORM_ZOOM\x10\x07\x12\x14\n\x10PLATFORM_DROPBOX\x10\x08*\xce\x01\n\x10\x43onnectionStatus\x12!\n\x1d\x43ONNECTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONNECTION_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATUS_INACTIVE\x10\x02\x12\x1b\n\x17\x43ONNECTION_STATUS_ERROR\x10\x03\x12\x1d\n\x19\x43ONNECTION_STATUS_EXPIRED\x10\x04\x12\x1d\n\x19\x43ONNECTION_STATUS_REVOKED\x10\x05*~\n\x0c\x45xpirySource\x12\x1d\n\x19\x45XPIRY_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPIRY_SOURCE_PROVIDER\x10\x01\x12\x1b\n\x17\x45XPIRY_SOURCE_CATALOGUE\x10\x02\x12\x16\n\x12\x45XPIRY_SOURCE_NONE\x10\x03*n\n\nScopeDrift\x12\x1b\n\x17SCOPE_DRIFT_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCOPE_DRIFT_ANY\x10\x01\x12\x17\n\x13SCOPE_DRIFT_MISSING\x10\x02\x12\x15\n\x11SCOPE_DRIFT_EXTRA\x10\x03*\xf1\x01\n\x19ProviderRevocationOutcome\x12+\n\'PROVIDER_REVOCATION_OUTCOME_UNSPECIFIED\x10\x00\x12\'\n#PROVIDER_REVOCATION_OUTCOME_REVOKED\x10\x01\x12-\n)PROVIDER_REVOCATION_OUTCOME_NOT_SUPPORTED\x10\x02\x12&\n\"PROVIDER_REVOCATION_OUTCOME_FAILED\x10\x03\x12\'\n#PROVIDER_REVOCATION_OUTCOME_SKIPPED\x10\x04\x32\x9b\x05\n\x11\x43onnectionService\x12i\n\x10\x43reateConnection\x12).singura.vault.v1.CreateConnectionRequest\x1a*.singura.vault.v1.CreateConnectionResponse\x12`\n\rGetConnection\x12&.singura.vault.v1.GetConnectionRequest\x1a\'.singura.vault.v1.GetConnectionResponse\x12\x66\n\x0fListConnections\x12(.singura.vault.v1.ListConnectionsRequest\x1a).singura.vault.v1.ListConnectionsResponse\x12i\n\x10UpdateConnection\x12).singura.vault.v1.UpdateConnectionRequest\x1a*.singura.vault.v1.UpdateConnectionResponse\x12{\n\x16UpdateConnectionStatus\x12/.singura.vault.v1.UpdateConnectionStatusRequest\x1a\x30.singura.vault.v1.UpdateConnectionStatusResponse\x12i\n\x10\x44\x65leteConnection\x12).singura.vault.v1.DeleteConnectionRequest\x1a*.singura.vault.v1.DeleteConnectionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"singura/vault/v1/connections.proto\x12\x10singura.vault.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x81\x07\n\nConnection\x12\n\n\x02id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12,\n\x08platform\x18\x03 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x18\n\x10platform_user_id\x18\x04 \x01(\t\x12\x1d\n\x15platform_workspace_id\x18\x05 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x06 \x01(\t\x12\x1b\n\x13permissions_granted\x18\x07 \x03(\t\x12)\n\x08metadata\x18\x08 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x32\n\x06status\x18\t \x01(\x0e\x32\".singura.vault.v1.ConnectionStatus\x12\x15\n\rstatus_reason\x18\n \x01(\t\x12\x32\n\x0elast_sync_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x0e \x01(\t\x12\x35\n\x11last_refresh_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15refresh_failure_count\x18\x10 \x01(\x05\x12\x1a\n\x12last_refresh_error\x18\x11 \x01(\t\x12\x35\n\x11next_refresh_time\x18\x12 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10requested_scopes\x18\x13 \x03(\t\x12\x35\n\rexpiry_source\x18\x14 \x01(\x0e\x32\x1e.singura.vault.v1.ExpirySource\x12\x1b\n\x13granted_user_scopes\x18\x15 \x03(\t\x12/\n\x0b\x64\x65lete_time\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\npurge_time\x18\x17 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1atokens_revoked_at_provider\x18\x18 \x01(\x08\"_\n\x17\x43reateConnectionRequest\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"L\n\x18\x43reateConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"F\n\x14GetConnectionRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"I\n\x15GetConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"\x83\x02\n\x16ListConnectionsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12,\n\x08platform\x18\x02 \x01(\x0e\x32\x1a.singura.vault.v1.Platform\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".singura.vault.v1.ConnectionStatus\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\x12\x31\n\x0bscope_drift\x18\x06 \x01(\x0e\x32\x1c.singura.vault.v1.ScopeDrift\x12\x14\n\x0cshow_deleted\x18\x07 \x01(\x08\"e\n\x17ListConnectionsResponse\x12\x31\n\x0b\x63onnections\x18\x01 \x03(\x0b\x32\x1c.singura.vault.v1.Connection\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x8a\x01\n\x17UpdateConnectionRequest\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"L\n\x18UpdateConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"\xa1\x01\n\x1dUpdateConnectionStatusRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x32\n\x06status\x18\x03 \x01(\x0e\x32\".singura.vault.v1.ConnectionStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x0c\n\x04\x65tag\x18\x05 \x01(\t\"R\n\x1eUpdateConnectionStatusResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"\x82\x01\n\x17\x44\x65leteConnectionRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\x12\x1a\n\x12revoke_at_provider\x18\x04 \x01(\x08\x12\r\n\x05\x66orce\x18\x05 \x01(\x08\"\xb8\x01\n\x18\x44\x65leteConnectionResponse\x12\x41\n\x13provider_revocation\x18\x01 \x01(\x0b\x32$.singura.vault.v1.ProviderRevocation\x12\x35\n\x11recoverable_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x1atokens_revoked_at_provider\x18\x03 \x01(\x08\"K\n\x19UndeleteConnectionRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x15\n\rconnection_id\x18\x02 \x01(\t\"N\n\x1aUndeleteConnectionResponse\x12\x30\n\nconnection\x18\x01 \x01(\x0b\x32\x1c.singura.vault.v1.Connection\"b\n\x12ProviderRevocation\x12<\n\x07outcome\x18\x01 \x01(\x0e\x32+.singura.vault.v1.ProviderRevocationOutcome\x12\x0e\n\x06\x64\x65tail\x18\x02 \x01(\t*\xe2\x01\n\x08Platform\x12\x18\n\x14PLATFORM_UNSPECIFIED\x10\x00\x12\x12\n\x0ePLATFORM_SLACK\x10\x01\x12\x1d\n\x19PLATFORM_GOOGLE_WORKSPACE\x10\x02\x12\x1a\n\x16PLATFORM_MICROSOFT_365\x10\x03\x12\x13\n\x0fPLATFORM_GITHUB\x10\x04\x12\x17\n\x13PLATFORM_SALESFORCE\x10\x05\x12\x16\n\x12PLATFORM_ATLASSIAN\x10\x06\x12\x11\n\rPLATFORM_ZOOM\x10\x07\x12\x14\n\x10PLATFORM_DROPBOX\x10\x08*\xce\x01\n\x10\x43onnectionStatus\x12!\n\x1d\x43ONNECTION_STATUS_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x43ONNECTION_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1a\x43ONNECTION_STATUS_INACTIVE\x10\x02\x12\x1b\n\x17\x43ONNECTION_STATUS_ERROR\x10\x03\x12\x1d\n\x19\x43ONNECTION_STATUS_EXPIRED\x10\x04\x12\x1d\n\x19\x43ONNECTION_STATUS_REVOKED\x10\x05*~\n\x0c\x45xpirySource\x12\x1d\n\x19\x45XPIRY_SOURCE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x45XPIRY_SOURCE_PROVIDER\x10\x01\x12\x1b\n\x17\x45XPIRY_SOURCE_CATALOGUE\x10\x02\x12\x16\n\x12\x45XPIRY_SOURCE_NONE\x10\x03*n\n\nScopeDrift\x12\x1b\n\x17SCOPE_DRIFT_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCOPE_DRIFT_ANY\x10\x01\x12\x17\n\x13SCOPE_DRIFT_MISSING\x10\x02\x12\x15\n\x11SCOPE_DRIFT_EXTRA\x10\x03*\xf1\x01\n\x19ProviderRevocationOutcome\x12+\n\'PROVIDER_REVOCATION_OUTCOME_UNSPECIFIED\x10\x00\x12\'\n#PROVIDER_REVOCATION_OUTCOME_REVOKED\x10\x01\x12-\n)PROVIDER_REVOCATION_OUTCOME_NOT_SUPPORTED\x10\x02\x12&\n\"PROVIDER_REVOCATION_OUTCOME_FAILED\x10\x03\x12\'\n#PROVIDER_REVOCATION_OUTCOME_SKIPPED\x10\x04\x32\x8c\x06\n\x11\x43onnectionService\x12i\n\x10\x43reateConnection\x12).singura.vault.v1.CreateConnectionRequest\x1a*.singura.vault.v1.CreateConnectionResponse\x12`\n\rGetConnection\x12&.singura.vault.v1.GetConnectionRequest\x1a\'.singura.vault.v1.GetConnectionResponse\x12\x66\n\x0fListConnections\x12(.singura.vault.v1.ListConnectionsRequest\x1a).singura.vault.v1.ListConnectionsResponse\x12i\n\x10UpdateConnection\x12).singura.vault.v1.UpdateConnectionRequest\x1a*.singura.vault.v1.UpdateConnectionResponse\x12{\n\x16UpdateConnectionStatus\x12/.singura.vault.v1.UpdateConnectionStatusRequest\x1a\x30.singura.vault.v1.UpdateConnectionStatusResponse\x12i\n\x10\x44\x65leteConnection\x12).singura.vault.v1.DeleteConnectionRequest\x1a*.singura.vault.v1.DeleteConnectionResponse\x12o\n\x12UndeleteConnection\x12+.singura.vault.v1.UndeleteConnectionRequest\x1a,.singura.vault.v1.UndeleteConnectionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'singura_vault_client._proto.singura.vault.v1.connections_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PLATFORM']._serialized_start=2365
-  _globals['_PLATFORM']._serialized_end=2591
-  _globals['_CONNECTIONSTATUS']._serialized_start=2594
-  _globals['_CONNECTIONSTATUS']._serialized_end=2800
-  _globals['_EXPIRYSOURCE']._serialized_start=2802
-  _globals['_EXPIRYSOURCE']._serialized_end=2928
-  _globals['_SCOPEDRIFT']._serialized_start=2930
-  _globals['_SCOPEDRIFT']._serialized_end=3040
-  _globals['_PROVIDERREVOCATIONOUTCOME']._serialized_start=3043
-  _globals['_PROVIDERREVOCATIONOUTCOME']._serialized_end=3284
+  _globals['_PLATFORM']._serialized_start=2785
+  _globals['_PLATFORM']._serialized_end=3011
+  _globals['_CONNECTIONSTATUS']._serialized_start=3014
+  _globals['_CONNECTIONSTATUS']._serialized_end=3220
+  _globals['_EXPIRYSOURCE']._serialized_start=3222
+  _globals['_EXPIRYSOURCE']._serialized_end=3348
+  _globals['_SCOPEDRIFT']._serialized_start=3350
+  _globals['_SCOPEDRIFT']._serialized_end=3460
+  _globals['_PROVIDERREVOCATIONOUTCOME']._serialized_start=3463
+  _globals['_PROVIDERREVOCATIONOUTCOME']._serialized_end=3704
   _globals['_CONNECTION']._serialized_start=154
-  _globals['_CONNECTION']._serialized_end=918
-  _globals['_CREATECONNECTIONREQUEST']._serialized_start=920
-  _globals['_CREATECONNECTIONREQUEST']._serialized_end=1015
-  _globals['_CREATECONNECTIONRESPONSE']._serialized_start=1017
-  _globals['_CREATECONNECTIONRESPONSE']._serialized_end=1093
-  _globals['_GETCONNECTIONREQUEST']._serialized_start=1095
-  _globals['_GETCONNECTIONREQUEST']._serialized_end=1165
-  _globals['_GETCONNECTIONRESPONSE']._serialized_start=1167
-  _globals['_GETCONNECTIONRESPONSE']._serialized_end=1240
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=1243
-  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=1480
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1482
-  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1583
-  _globals['_UPDATECONNECTIONREQUEST']._serialized_start=1586
-  _globals['_UPDATECONNECTIONREQUEST']._serialized_end=1724
-  _globals['_UPDATECONNECTIONRESPONSE']._serialized_start=1726
-  _globals['_UPDATECONNECTIONRESPONSE']._serialized_end=1802
-  _globals['_UPDATECONNECTIONSTATUSREQUEST']._serialized_start=1805
-  _globals['_UPDATECONNECTIONSTATUSREQUEST']._serialized_end=1966
-  _globals['_UPDATECONNECTIONSTATUSRESPONSE']._serialized_start=1968
-  _globals['_UPDATECONNECTIONSTATUSRESPONSE']._serialized_end=2050
-  _globals['_DELETECONNECTIONREQUEST']._serialized_start=2052
-  _globals['_DELETECONNECTIONREQUEST']._serialized_end=2167
-  _globals['_DELETECONNECTIONRESPONSE']._serialized_start=2169
-  _globals['_DELETECONNECTIONRESPONSE']._serialized_end=2262
-  _globals['_PROVIDERREVOCATION']._serialized_start=2264
-  _globals['_PROVIDERREVOCATION']._serialized_end=2362
-  _globals['_CONNECTIONSERVICE']._serialized_start=3287
-  _globals['_CONNECTIONSERVICE']._serialized_end=3954
+  _globals['_CONNECTION']._serialized_end=1051
+  _globals['_CREATECONNECTIONREQUEST']._serialized_start=1053
+  _globals['_CREATECONNECTIONREQUEST']._serialized_end=1148
+  _globals['_CREATECONNECTIONRESPONSE']._serialized_start=1150
+  _globals['_CREATECONNECTIONRESPONSE']._serialized_end=1226
+  _globals['_GETCONNECTIONREQUEST']._serialized_start=1228
+  _globals['_GETCONNECTIONREQUEST']._serialized_end=1298
+  _globals['_GETCONNECTIONRESPONSE']._serialized_start=1300
+  _globals['_GETCONNECTIONRESPONSE']._serialized_end=1373
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_start=1376
+  _globals['_LISTCONNECTIONSREQUEST']._serialized_end=1635
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_start=1637
+  _globals['_LISTCONNECTIONSRESPONSE']._serialized_end=1738
+  _globals['_UPDATECONNECTIONREQUEST']._serialized_start=1741
+  _globals['_UPDATECONNECTIONREQUEST']._serialized_end=1879
+  _globals['_UPDATECONNECTIONRESPONSE']._serialized_start=1881
+  _globals['_UPDATECONNECTIONRESPONSE']._serialized_end=1957
+  _globals['_UPDATECONNECTIONSTATUSREQUEST']._serialized_start=1960
+  _globals['_UPDATECONNECTIONSTATUSREQUEST']._serialized_end=2121
+  _globals['_UPDATECONNECTIONSTATUSRESPONSE']._serialized_start=2123
+  _globals['_UPDATECONNECTIONSTATUSRESPONSE']._serialized_end=2205
+  _globals['_DELETECONNECTIONREQUEST']._serialized_start=2208
+  _globals['_DELETECONNECTIONREQUEST']._serialized_end=2338
+  _globals['_DELETECONNECTIONRESPONSE']._serialized_start=2341
+  _globals['_DELETECONNECTIONRESPONSE']._serialized_end=2525
+  _globals['_UNDELETECONNECTIONREQUEST']._serialized_start=2527
+  _globals['_UNDELETECONNECTIONREQUEST']._serialized_end=2602
+  _globals['_UNDELETECONNECTIONRESPONSE']._serialized_start=2604
+  _globals['_UNDELETECONNECTIONRESPONSE']._serialized_end=2682
+  _globals['_PROVIDERREVOCATION']._serialized_start=2684
+  _globals['_PROVIDERREVOCATION']._serialized_end=2782
+  _globals['_CONNECTIONSERVICE']._serialized_start=3707
+  _globals['_CONNECTIONSERVICE']._serialized_end=4487
 # @@protoc_insertion_point(module_scope)

@@ -246,6 +246,9 @@ class Connection(_message.Message):
     REQUESTED_SCOPES_FIELD_NUMBER: _builtins.int
     EXPIRY_SOURCE_FIELD_NUMBER: _builtins.int
     GRANTED_USER_SCOPES_FIELD_NUMBER: _builtins.int
+    DELETE_TIME_FIELD_NUMBER: _builtins.int
+    PURGE_TIME_FIELD_NUMBER: _builtins.int
+    TOKENS_REVOKED_AT_PROVIDER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-assigned UUID. Output only."""
     organization_id: _builtins.str
@@ -276,6 +279,11 @@ class Connection(_message.Message):
     catalogue's documented lifetime when the provider sent none, or none known.
     UNSPECIFIED when the vault never stored the connection's tokens itself (tokens
     stored with StoreCredential). Output only.
+    """
+    tokens_revoked_at_provider: _builtins.bool
+    """For a deleted connection: true when the delete revoked its grant at the platform
+    (revoke_at_provider, outcome REVOKED), so undeleting it brings back tokens the
+    platform refuses (reconnect it to get working ones). Output only.
     """
     @_builtins.property
     def permissions_granted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
@@ -323,6 +331,19 @@ class Connection(_message.Message):
         Output only: set by CompleteAuthorization (replaced on a reconnect).
         """
 
+    @_builtins.property
+    def delete_time(self) -> _timestamp_pb2.Timestamp:
+        """When DeleteConnection deleted it; unset for a connection that is not deleted.
+        Output only.
+        """
+
+    @_builtins.property
+    def purge_time(self) -> _timestamp_pb2.Timestamp:
+        """The earliest time the vault purges a deleted connection (its credentials with
+        it); UndeleteConnection restores it until it is purged. Unset for a connection
+        that is not deleted. Output only.
+        """
+
     def __init__(
         self,
         *,
@@ -347,10 +368,13 @@ class Connection(_message.Message):
         requested_scopes: _abc.Iterable[_builtins.str] | None = ...,
         expiry_source: Global___ExpirySource.ValueType = ...,
         granted_user_scopes: _abc.Iterable[_builtins.str] | None = ...,
+        delete_time: _timestamp_pb2.Timestamp | None = ...,
+        purge_time: _timestamp_pb2.Timestamp | None = ...,
+        tokens_revoked_at_provider: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "purge_time", b"purge_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "etag", b"etag", "expiry_source", b"expiry_source", "granted_user_scopes", b"granted_user_scopes", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "refresh_failure_count", b"refresh_failure_count", "requested_scopes", b"requested_scopes", "status", b"status", "status_reason", b"status_reason", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time", "display_name", b"display_name", "etag", b"etag", "expiry_source", b"expiry_source", "granted_user_scopes", b"granted_user_scopes", "id", b"id", "last_refresh_error", b"last_refresh_error", "last_refresh_time", b"last_refresh_time", "last_sync_time", b"last_sync_time", "metadata", b"metadata", "next_refresh_time", b"next_refresh_time", "organization_id", b"organization_id", "permissions_granted", b"permissions_granted", "platform", b"platform", "platform_user_id", b"platform_user_id", "platform_workspace_id", b"platform_workspace_id", "purge_time", b"purge_time", "refresh_failure_count", b"refresh_failure_count", "requested_scopes", b"requested_scopes", "status", b"status", "status_reason", b"status_reason", "tokens_revoked_at_provider", b"tokens_revoked_at_provider", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -474,6 +498,7 @@ class ListConnectionsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     SCOPE_DRIFT_FIELD_NUMBER: _builtins.int
+    SHOW_DELETED_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     platform: Global___Platform.ValueType
@@ -488,6 +513,10 @@ class ListConnectionsRequest(_message.Message):
     """Only connections whose granted scopes drift from the requested ones in this way;
     UNSPECIFIED means no scope filter. See ScopeDrift.
     """
+    show_deleted: _builtins.bool
+    """Include deleted connections (recoverable until their purge_time); by default
+    they are left out.
+    """
     def __init__(
         self,
         *,
@@ -497,10 +526,11 @@ class ListConnectionsRequest(_message.Message):
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
         scope_drift: Global___ScopeDrift.ValueType = ...,
+        show_deleted: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "page_size", b"page_size", "page_token", b"page_token", "platform", b"platform", "scope_drift", b"scope_drift", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id", "page_size", b"page_size", "page_token", b"page_token", "platform", b"platform", "scope_drift", b"scope_drift", "show_deleted", b"show_deleted", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -666,6 +696,7 @@ class DeleteConnectionRequest(_message.Message):
     CONNECTION_ID_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     REVOKE_AT_PROVIDER_FIELD_NUMBER: _builtins.int
+    FORCE_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """UUID of the owning organization."""
     connection_id: _builtins.str
@@ -678,6 +709,12 @@ class DeleteConnectionRequest(_message.Message):
     whatever the platform answers, after at most SINGURA_REVOKE_TIMEOUT; the outcome
     is in the response and in a connection.provider_revocation audit event.
     """
+    force: _builtins.bool
+    """Delete at once, without a recovery window: the connection and its credentials
+    are removed in this call and cannot be undeleted. Also purges a connection that
+    is already deleted. Without force, a connection that is already deleted is
+    FAILED_PRECONDITION (reason CONNECTION_DELETED).
+    """
     def __init__(
         self,
         *,
@@ -685,10 +722,11 @@ class DeleteConnectionRequest(_message.Message):
         connection_id: _builtins.str = ...,
         etag: _builtins.str = ...,
         revoke_at_provider: _builtins.bool = ...,
+        force: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "etag", b"etag", "organization_id", b"organization_id", "revoke_at_provider", b"revoke_at_provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "etag", b"etag", "force", b"force", "organization_id", b"organization_id", "revoke_at_provider", b"revoke_at_provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -701,22 +739,90 @@ class DeleteConnectionResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PROVIDER_REVOCATION_FIELD_NUMBER: _builtins.int
+    RECOVERABLE_UNTIL_FIELD_NUMBER: _builtins.int
+    TOKENS_REVOKED_AT_PROVIDER_FIELD_NUMBER: _builtins.int
+    tokens_revoked_at_provider: _builtins.bool
+    """True when the grant was revoked at the platform (revoke_at_provider, outcome
+    REVOKED): undeleting the connection brings back its credentials, but the platform
+    refuses those tokens. False when revocation was not asked for or did not succeed:
+    recovered tokens may still work (and may still be valid at the platform now).
+    """
     @_builtins.property
     def provider_revocation(self) -> Global___ProviderRevocation:
         """What the platform said, when revoke_at_provider was set."""
+
+    @_builtins.property
+    def recoverable_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when UndeleteConnection can restore the connection (its purge_time);
+        unset after a force delete, which cannot be undone.
+        """
 
     def __init__(
         self,
         *,
         provider_revocation: Global___ProviderRevocation | None = ...,
+        recoverable_until: _timestamp_pb2.Timestamp | None = ...,
+        tokens_revoked_at_provider: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_revocation", b"provider_revocation"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["provider_revocation", b"provider_revocation", "recoverable_until", b"recoverable_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_revocation", b"provider_revocation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider_revocation", b"provider_revocation", "recoverable_until", b"recoverable_until", "tokens_revoked_at_provider", b"tokens_revoked_at_provider"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeleteConnectionResponse: _TypeAlias = DeleteConnectionResponse  # noqa: Y015
+
+@_typing.final
+class UndeleteConnectionRequest(_message.Message):
+    """Request for UndeleteConnection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    CONNECTION_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """UUID of the owning organization."""
+    connection_id: _builtins.str
+    """UUID of the deleted connection."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        connection_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection_id", b"connection_id", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UndeleteConnectionRequest: _TypeAlias = UndeleteConnectionRequest  # noqa: Y015
+
+@_typing.final
+class UndeleteConnectionResponse(_message.Message):
+    """Response for UndeleteConnection."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONNECTION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def connection(self) -> Global___Connection:
+        """The connection as restored (delete_time and purge_time unset again); its status
+        is the one it had when it was deleted.
+        """
+
+    def __init__(
+        self,
+        *,
+        connection: Global___Connection | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connection", b"connection"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UndeleteConnectionResponse: _TypeAlias = UndeleteConnectionResponse  # noqa: Y015
 
 @_typing.final
 class ProviderRevocation(_message.Message):

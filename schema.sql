@@ -2013,6 +2013,7 @@ CREATE FUNCTION singura.webhook_claim(p_now timestamp with time zone, p_lease in
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'singura', 'pg_temp'
     AS $$
+SELECT set_config('singura.webhook_worker', 'on', true);
 WITH due AS (
     SELECT d.organization_id, d.id
       FROM singura.webhook_deliveries d
@@ -2871,7 +2872,7 @@ CREATE POLICY data_keys_rewrap_events ON singura.data_keys FOR SELECT USING (( S
 
 CREATE POLICY data_keys_tenant ON singura.data_keys USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
-CREATE POLICY data_keys_webhook_worker ON singura.data_keys FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
+CREATE POLICY data_keys_webhook_worker ON singura.data_keys FOR SELECT USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.webhook_worker'::text, true) = 'on'::text))));
 
 ALTER TABLE singura.encrypted_credentials ENABLE ROW LEVEL SECURITY;
 
@@ -2891,7 +2892,7 @@ CREATE POLICY events_read ON singura.events FOR SELECT USING ((organization_id =
 
 CREATE POLICY events_sequenced ON singura.events FOR UPDATE USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text)))) WITH CHECK (( SELECT (singura.is_schema_owner() AND (current_setting('singura.events_all'::text, true) = 'on'::text))));
 
-CREATE POLICY events_webhook_worker ON singura.events FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
+CREATE POLICY events_webhook_worker ON singura.events FOR SELECT USING (( SELECT (singura.is_schema_owner() AND (current_setting('singura.webhook_worker'::text, true) = 'on'::text))));
 
 ALTER TABLE singura.oauth_authorizations ENABLE ROW LEVEL SECURITY;
 

@@ -171,11 +171,15 @@ CREATE POLICY webhook_attempts_worker ON singura.webhook_attempts
     USING ((SELECT singura.is_schema_owner())) WITH CHECK ((SELECT singura.is_schema_owner()));
 GRANT SELECT ON singura.webhook_attempts TO singura_app;
 
--- The worker's functions read the event they deliver, in any organization.
+-- The claim reads the event it delivers and the data keys of its secrets, in any
+-- organization -- only inside singura.webhook_claim (singura.webhook_worker on, set by
+-- it for its own transaction); elsewhere, the owner included, the tenant policies hold.
 CREATE POLICY events_webhook_worker ON singura.events FOR SELECT
-    USING ((SELECT singura.is_schema_owner()));
+    USING ((SELECT singura.is_schema_owner()
+                   AND current_setting('singura.webhook_worker', true) = 'on'));
 CREATE POLICY data_keys_webhook_worker ON singura.data_keys FOR SELECT
-    USING ((SELECT singura.is_schema_owner()));
+    USING ((SELECT singura.is_schema_owner()
+                   AND current_setting('singura.webhook_worker', true) = 'on'));
 
 -- Fan-out: one delivery per enabled endpoint of the event's organization whose types
 -- match, in the transaction that appends the event (an AFTER trigger on the outbox, so
@@ -214,6 +218,7 @@ RETURNS TABLE (
     LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'singura', 'pg_temp'
     AS $$
+SELECT set_config('singura.webhook_worker', 'on', true);
 WITH due AS (
     SELECT d.organization_id, d.id
       FROM singura.webhook_deliveries d

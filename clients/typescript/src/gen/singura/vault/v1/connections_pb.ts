@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file singura/vault/v1/connections.proto.
  */
 export const file_singura_vault_v1_connections: GenFile = /*@__PURE__*/
-  fileDesc("CiJzaW5ndXJhL3ZhdWx0L3YxL2Nvbm5lY3Rpb25zLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIvwFCgpDb25uZWN0aW9uEgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIsCghwbGF0Zm9ybRgDIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0SGAoQcGxhdGZvcm1fdXNlcl9pZBgEIAEoCRIdChVwbGF0Zm9ybV93b3Jrc3BhY2VfaWQYBSABKAkSFAoMZGlzcGxheV9uYW1lGAYgASgJEhsKE3Blcm1pc3Npb25zX2dyYW50ZWQYByADKAkSKQoIbWV0YWRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjIKBnN0YXR1cxgJIAEoDjIiLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvblN0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAogASgJEjIKDmxhc3Rfc3luY190aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYDiABKAkSNQoRbGFzdF9yZWZyZXNoX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KFXJlZnJlc2hfZmFpbHVyZV9jb3VudBgQIAEoBRIaChJsYXN0X3JlZnJlc2hfZXJyb3IYESABKAkSNQoRbmV4dF9yZWZyZXNoX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlcXVlc3RlZF9zY29wZXMYEyADKAkSNQoNZXhwaXJ5X3NvdXJjZRgUIAEoDjIeLnNpbmd1cmEudmF1bHQudjEuRXhwaXJ5U291cmNlEhsKE2dyYW50ZWRfdXNlcl9zY29wZXMYFSADKAkiXwoXQ3JlYXRlQ29ubmVjdGlvblJlcXVlc3QSMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbhISCgpyZXF1ZXN0X2lkGAIgASgJIkwKGENyZWF0ZUNvbm5lY3Rpb25SZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uIkYKFEdldENvbm5lY3Rpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJIkkKFUdldENvbm5lY3Rpb25SZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uIu0BChZMaXN0Q29ubmVjdGlvbnNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIsCghwbGF0Zm9ybRgCIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0SMgoGc3RhdHVzGAMgASgOMiIuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uU3RhdHVzEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJEjEKC3Njb3BlX2RyaWZ0GAYgASgOMhwuc2luZ3VyYS52YXVsdC52MS5TY29wZURyaWZ0ImUKF0xpc3RDb25uZWN0aW9uc1Jlc3BvbnNlEjEKC2Nvbm5lY3Rpb25zGAEgAygLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKKAQoXVXBkYXRlQ29ubmVjdGlvblJlcXVlc3QSMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbhIvCgt1cGRhdGVfbWFzaxgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5GaWVsZE1hc2sSDAoEZXRhZxgDIAEoCSJMChhVcGRhdGVDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbiKhAQodVXBkYXRlQ29ubmVjdGlvblN0YXR1c1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSMgoGc3RhdHVzGAMgASgOMiIuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uU3RhdHVzEg4KBnJlYXNvbhgEIAEoCRIMCgRldGFnGAUgASgJIlIKHlVwZGF0ZUNvbm5lY3Rpb25TdGF0dXNSZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uInMKF0RlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEgwKBGV0YWcYAyABKAkSGgoScmV2b2tlX2F0X3Byb3ZpZGVyGAQgASgIIl0KGERlbGV0ZUNvbm5lY3Rpb25SZXNwb25zZRJBChNwcm92aWRlcl9yZXZvY2F0aW9uGAEgASgLMiQuc2luZ3VyYS52YXVsdC52MS5Qcm92aWRlclJldm9jYXRpb24iYgoSUHJvdmlkZXJSZXZvY2F0aW9uEjwKB291dGNvbWUYASABKA4yKy5zaW5ndXJhLnZhdWx0LnYxLlByb3ZpZGVyUmV2b2NhdGlvbk91dGNvbWUSDgoGZGV0YWlsGAIgASgJKuIBCghQbGF0Zm9ybRIYChRQTEFURk9STV9VTlNQRUNJRklFRBAAEhIKDlBMQVRGT1JNX1NMQUNLEAESHQoZUExBVEZPUk1fR09PR0xFX1dPUktTUEFDRRACEhoKFlBMQVRGT1JNX01JQ1JPU09GVF8zNjUQAxITCg9QTEFURk9STV9HSVRIVUIQBBIXChNQTEFURk9STV9TQUxFU0ZPUkNFEAUSFgoSUExBVEZPUk1fQVRMQVNTSUFOEAYSEQoNUExBVEZPUk1fWk9PTRAHEhQKEFBMQVRGT1JNX0RST1BCT1gQCCrOAQoQQ29ubmVjdGlvblN0YXR1cxIhCh1DT05ORUNUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGENPTk5FQ1RJT05fU1RBVFVTX0FDVElWRRABEh4KGkNPTk5FQ1RJT05fU1RBVFVTX0lOQUNUSVZFEAISGwoXQ09OTkVDVElPTl9TVEFUVVNfRVJST1IQAxIdChlDT05ORUNUSU9OX1NUQVRVU19FWFBJUkVEEAQSHQoZQ09OTkVDVElPTl9TVEFUVVNfUkVWT0tFRBAFKn4KDEV4cGlyeVNvdXJjZRIdChlFWFBJUllfU09VUkNFX1VOU1BFQ0lGSUVEEAASGgoWRVhQSVJZX1NPVVJDRV9QUk9WSURFUhABEhsKF0VYUElSWV9TT1VSQ0VfQ0FUQUxPR1VFEAISFgoSRVhQSVJZX1NPVVJDRV9OT05FEAMqbgoKU2NvcGVEcmlmdBIbChdTQ09QRV9EUklGVF9VTlNQRUNJRklFRBAAEhMKD1NDT1BFX0RSSUZUX0FOWRABEhcKE1NDT1BFX0RSSUZUX01JU1NJTkcQAhIVChFTQ09QRV9EUklGVF9FWFRSQRADKvEBChlQcm92aWRlclJldm9jYXRpb25PdXRjb21lEisKJ1BST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9VTlNQRUNJRklFRBAAEicKI1BST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9SRVZPS0VEEAESLQopUFJPVklERVJfUkVWT0NBVElPTl9PVVRDT01FX05PVF9TVVBQT1JURUQQAhImCiJQUk9WSURFUl9SRVZPQ0FUSU9OX09VVENPTUVfRkFJTEVEEAMSJwojUFJPVklERVJfUkVWT0NBVElPTl9PVVRDT01FX1NLSVBQRUQQBDKbBQoRQ29ubmVjdGlvblNlcnZpY2USaQoQQ3JlYXRlQ29ubmVjdGlvbhIpLnNpbmd1cmEudmF1bHQudjEuQ3JlYXRlQ29ubmVjdGlvblJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLkNyZWF0ZUNvbm5lY3Rpb25SZXNwb25zZRJgCg1HZXRDb25uZWN0aW9uEiYuc2luZ3VyYS52YXVsdC52MS5HZXRDb25uZWN0aW9uUmVxdWVzdBonLnNpbmd1cmEudmF1bHQudjEuR2V0Q29ubmVjdGlvblJlc3BvbnNlEmYKD0xpc3RDb25uZWN0aW9ucxIoLnNpbmd1cmEudmF1bHQudjEuTGlzdENvbm5lY3Rpb25zUmVxdWVzdBopLnNpbmd1cmEudmF1bHQudjEuTGlzdENvbm5lY3Rpb25zUmVzcG9uc2USaQoQVXBkYXRlQ29ubmVjdGlvbhIpLnNpbmd1cmEudmF1bHQudjEuVXBkYXRlQ29ubmVjdGlvblJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLlVwZGF0ZUNvbm5lY3Rpb25SZXNwb25zZRJ7ChZVcGRhdGVDb25uZWN0aW9uU3RhdHVzEi8uc2luZ3VyYS52YXVsdC52MS5VcGRhdGVDb25uZWN0aW9uU3RhdHVzUmVxdWVzdBowLnNpbmd1cmEudmF1bHQudjEuVXBkYXRlQ29ubmVjdGlvblN0YXR1c1Jlc3BvbnNlEmkKEERlbGV0ZUNvbm5lY3Rpb24SKS5zaW5ndXJhLnZhdWx0LnYxLkRlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5EZWxldGVDb25uZWN0aW9uUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("CiJzaW5ndXJhL3ZhdWx0L3YxL2Nvbm5lY3Rpb25zLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIoEHCgpDb25uZWN0aW9uEgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIsCghwbGF0Zm9ybRgDIAEoDjIaLnNpbmd1cmEudmF1bHQudjEuUGxhdGZvcm0SGAoQcGxhdGZvcm1fdXNlcl9pZBgEIAEoCRIdChVwbGF0Zm9ybV93b3Jrc3BhY2VfaWQYBSABKAkSFAoMZGlzcGxheV9uYW1lGAYgASgJEhsKE3Blcm1pc3Npb25zX2dyYW50ZWQYByADKAkSKQoIbWV0YWRhdGEYCCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjIKBnN0YXR1cxgJIAEoDjIiLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvblN0YXR1cxIVCg1zdGF0dXNfcmVhc29uGAogASgJEjIKDmxhc3Rfc3luY190aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtjcmVhdGVfdGltZRgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLdXBkYXRlX3RpbWUYDSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEgwKBGV0YWcYDiABKAkSNQoRbGFzdF9yZWZyZXNoX3RpbWUYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEh0KFXJlZnJlc2hfZmFpbHVyZV9jb3VudBgQIAEoBRIaChJsYXN0X3JlZnJlc2hfZXJyb3IYESABKAkSNQoRbmV4dF9yZWZyZXNoX3RpbWUYEiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEHJlcXVlc3RlZF9zY29wZXMYEyADKAkSNQoNZXhwaXJ5X3NvdXJjZRgUIAEoDjIeLnNpbmd1cmEudmF1bHQudjEuRXhwaXJ5U291cmNlEhsKE2dyYW50ZWRfdXNlcl9zY29wZXMYFSADKAkSLwoLZGVsZXRlX3RpbWUYFiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnB1cmdlX3RpbWUYFyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiIKGnRva2Vuc19yZXZva2VkX2F0X3Byb3ZpZGVyGBggASgIIl8KF0NyZWF0ZUNvbm5lY3Rpb25SZXF1ZXN0EjAKCmNvbm5lY3Rpb24YASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb24SEgoKcmVxdWVzdF9pZBgCIAEoCSJMChhDcmVhdGVDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbiJGChRHZXRDb25uZWN0aW9uUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSFQoNY29ubmVjdGlvbl9pZBgCIAEoCSJJChVHZXRDb25uZWN0aW9uUmVzcG9uc2USMAoKY29ubmVjdGlvbhgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvbiKDAgoWTGlzdENvbm5lY3Rpb25zUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSLAoIcGxhdGZvcm0YAiABKA4yGi5zaW5ndXJhLnZhdWx0LnYxLlBsYXRmb3JtEjIKBnN0YXR1cxgDIAEoDjIiLnNpbmd1cmEudmF1bHQudjEuQ29ubmVjdGlvblN0YXR1cxIRCglwYWdlX3NpemUYBCABKAUSEgoKcGFnZV90b2tlbhgFIAEoCRIxCgtzY29wZV9kcmlmdBgGIAEoDjIcLnNpbmd1cmEudmF1bHQudjEuU2NvcGVEcmlmdBIUCgxzaG93X2RlbGV0ZWQYByABKAgiZQoXTGlzdENvbm5lY3Rpb25zUmVzcG9uc2USMQoLY29ubmVjdGlvbnMYASADKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIooBChdVcGRhdGVDb25uZWN0aW9uUmVxdWVzdBIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxIMCgRldGFnGAMgASgJIkwKGFVwZGF0ZUNvbm5lY3Rpb25SZXNwb25zZRIwCgpjb25uZWN0aW9uGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5Db25uZWN0aW9uIqEBCh1VcGRhdGVDb25uZWN0aW9uU3RhdHVzUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSFQoNY29ubmVjdGlvbl9pZBgCIAEoCRIyCgZzdGF0dXMYAyABKA4yIi5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb25TdGF0dXMSDgoGcmVhc29uGAQgASgJEgwKBGV0YWcYBSABKAkiUgoeVXBkYXRlQ29ubmVjdGlvblN0YXR1c1Jlc3BvbnNlEjAKCmNvbm5lY3Rpb24YASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb24iggEKF0RlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEgwKBGV0YWcYAyABKAkSGgoScmV2b2tlX2F0X3Byb3ZpZGVyGAQgASgIEg0KBWZvcmNlGAUgASgIIrgBChhEZWxldGVDb25uZWN0aW9uUmVzcG9uc2USQQoTcHJvdmlkZXJfcmV2b2NhdGlvbhgBIAEoCzIkLnNpbmd1cmEudmF1bHQudjEuUHJvdmlkZXJSZXZvY2F0aW9uEjUKEXJlY292ZXJhYmxlX3VudGlsGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIiChp0b2tlbnNfcmV2b2tlZF9hdF9wcm92aWRlchgDIAEoCCJLChlVbmRlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJIk4KGlVuZGVsZXRlQ29ubmVjdGlvblJlc3BvbnNlEjAKCmNvbm5lY3Rpb24YASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNvbm5lY3Rpb24iYgoSUHJvdmlkZXJSZXZvY2F0aW9uEjwKB291dGNvbWUYASABKA4yKy5zaW5ndXJhLnZhdWx0LnYxLlByb3ZpZGVyUmV2b2NhdGlvbk91dGNvbWUSDgoGZGV0YWlsGAIgASgJKuIBCghQbGF0Zm9ybRIYChRQTEFURk9STV9VTlNQRUNJRklFRBAAEhIKDlBMQVRGT1JNX1NMQUNLEAESHQoZUExBVEZPUk1fR09PR0xFX1dPUktTUEFDRRACEhoKFlBMQVRGT1JNX01JQ1JPU09GVF8zNjUQAxITCg9QTEFURk9STV9HSVRIVUIQBBIXChNQTEFURk9STV9TQUxFU0ZPUkNFEAUSFgoSUExBVEZPUk1fQVRMQVNTSUFOEAYSEQoNUExBVEZPUk1fWk9PTRAHEhQKEFBMQVRGT1JNX0RST1BCT1gQCCrOAQoQQ29ubmVjdGlvblN0YXR1cxIhCh1DT05ORUNUSU9OX1NUQVRVU19VTlNQRUNJRklFRBAAEhwKGENPTk5FQ1RJT05fU1RBVFVTX0FDVElWRRABEh4KGkNPTk5FQ1RJT05fU1RBVFVTX0lOQUNUSVZFEAISGwoXQ09OTkVDVElPTl9TVEFUVVNfRVJST1IQAxIdChlDT05ORUNUSU9OX1NUQVRVU19FWFBJUkVEEAQSHQoZQ09OTkVDVElPTl9TVEFUVVNfUkVWT0tFRBAFKn4KDEV4cGlyeVNvdXJjZRIdChlFWFBJUllfU09VUkNFX1VOU1BFQ0lGSUVEEAASGgoWRVhQSVJZX1NPVVJDRV9QUk9WSURFUhABEhsKF0VYUElSWV9TT1VSQ0VfQ0FUQUxPR1VFEAISFgoSRVhQSVJZX1NPVVJDRV9OT05FEAMqbgoKU2NvcGVEcmlmdBIbChdTQ09QRV9EUklGVF9VTlNQRUNJRklFRBAAEhMKD1NDT1BFX0RSSUZUX0FOWRABEhcKE1NDT1BFX0RSSUZUX01JU1NJTkcQAhIVChFTQ09QRV9EUklGVF9FWFRSQRADKvEBChlQcm92aWRlclJldm9jYXRpb25PdXRjb21lEisKJ1BST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9VTlNQRUNJRklFRBAAEicKI1BST1ZJREVSX1JFVk9DQVRJT05fT1VUQ09NRV9SRVZPS0VEEAESLQopUFJPVklERVJfUkVWT0NBVElPTl9PVVRDT01FX05PVF9TVVBQT1JURUQQAhImCiJQUk9WSURFUl9SRVZPQ0FUSU9OX09VVENPTUVfRkFJTEVEEAMSJwojUFJPVklERVJfUkVWT0NBVElPTl9PVVRDT01FX1NLSVBQRUQQBDKMBgoRQ29ubmVjdGlvblNlcnZpY2USaQoQQ3JlYXRlQ29ubmVjdGlvbhIpLnNpbmd1cmEudmF1bHQudjEuQ3JlYXRlQ29ubmVjdGlvblJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLkNyZWF0ZUNvbm5lY3Rpb25SZXNwb25zZRJgCg1HZXRDb25uZWN0aW9uEiYuc2luZ3VyYS52YXVsdC52MS5HZXRDb25uZWN0aW9uUmVxdWVzdBonLnNpbmd1cmEudmF1bHQudjEuR2V0Q29ubmVjdGlvblJlc3BvbnNlEmYKD0xpc3RDb25uZWN0aW9ucxIoLnNpbmd1cmEudmF1bHQudjEuTGlzdENvbm5lY3Rpb25zUmVxdWVzdBopLnNpbmd1cmEudmF1bHQudjEuTGlzdENvbm5lY3Rpb25zUmVzcG9uc2USaQoQVXBkYXRlQ29ubmVjdGlvbhIpLnNpbmd1cmEudmF1bHQudjEuVXBkYXRlQ29ubmVjdGlvblJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLlVwZGF0ZUNvbm5lY3Rpb25SZXNwb25zZRJ7ChZVcGRhdGVDb25uZWN0aW9uU3RhdHVzEi8uc2luZ3VyYS52YXVsdC52MS5VcGRhdGVDb25uZWN0aW9uU3RhdHVzUmVxdWVzdBowLnNpbmd1cmEudmF1bHQudjEuVXBkYXRlQ29ubmVjdGlvblN0YXR1c1Jlc3BvbnNlEmkKEERlbGV0ZUNvbm5lY3Rpb24SKS5zaW5ndXJhLnZhdWx0LnYxLkRlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5EZWxldGVDb25uZWN0aW9uUmVzcG9uc2USbwoSVW5kZWxldGVDb25uZWN0aW9uEisuc2luZ3VyYS52YXVsdC52MS5VbmRlbGV0ZUNvbm5lY3Rpb25SZXF1ZXN0Giwuc2luZ3VyYS52YXVsdC52MS5VbmRlbGV0ZUNvbm5lY3Rpb25SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_field_mask, file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * A Connection is one authorized link between an organization and a platform
@@ -178,6 +178,32 @@ export type Connection = Message<"singura.vault.v1.Connection"> & {
    * @generated from field: repeated string granted_user_scopes = 21;
    */
   grantedUserScopes: string[];
+
+  /**
+   * When DeleteConnection deleted it; unset for a connection that is not deleted.
+   * Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp delete_time = 22;
+   */
+  deleteTime?: Timestamp | undefined;
+
+  /**
+   * The earliest time the vault purges a deleted connection (its credentials with
+   * it); UndeleteConnection restores it until it is purged. Unset for a connection
+   * that is not deleted. Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp purge_time = 23;
+   */
+  purgeTime?: Timestamp | undefined;
+
+  /**
+   * For a deleted connection: true when the delete revoked its grant at the platform
+   * (revoke_at_provider, outcome REVOKED), so undeleting it brings back tokens the
+   * platform refuses (reconnect it to get working ones). Output only.
+   *
+   * @generated from field: bool tokens_revoked_at_provider = 24;
+   */
+  tokensRevokedAtProvider: boolean;
 };
 
 /**
@@ -335,6 +361,14 @@ export type ListConnectionsRequest = Message<"singura.vault.v1.ListConnectionsRe
    * @generated from field: singura.vault.v1.ScopeDrift scope_drift = 6;
    */
   scopeDrift: ScopeDrift;
+
+  /**
+   * Include deleted connections (recoverable until their purge_time); by default
+   * they are left out.
+   *
+   * @generated from field: bool show_deleted = 7;
+   */
+  showDeleted: boolean;
 };
 
 /**
@@ -535,6 +569,16 @@ export type DeleteConnectionRequest = Message<"singura.vault.v1.DeleteConnection
    * @generated from field: bool revoke_at_provider = 4;
    */
   revokeAtProvider: boolean;
+
+  /**
+   * Delete at once, without a recovery window: the connection and its credentials
+   * are removed in this call and cannot be undeleted. Also purges a connection that
+   * is already deleted. Without force, a connection that is already deleted is
+   * FAILED_PRECONDITION (reason CONNECTION_DELETED).
+   *
+   * @generated from field: bool force = 5;
+   */
+  force: boolean;
 };
 
 /**
@@ -556,6 +600,24 @@ export type DeleteConnectionResponse = Message<"singura.vault.v1.DeleteConnectio
    * @generated from field: singura.vault.v1.ProviderRevocation provider_revocation = 1;
    */
   providerRevocation?: ProviderRevocation | undefined;
+
+  /**
+   * Until when UndeleteConnection can restore the connection (its purge_time);
+   * unset after a force delete, which cannot be undone.
+   *
+   * @generated from field: google.protobuf.Timestamp recoverable_until = 2;
+   */
+  recoverableUntil?: Timestamp | undefined;
+
+  /**
+   * True when the grant was revoked at the platform (revoke_at_provider, outcome
+   * REVOKED): undeleting the connection brings back its credentials, but the platform
+   * refuses those tokens. False when revocation was not asked for or did not succeed:
+   * recovered tokens may still work (and may still be valid at the platform now).
+   *
+   * @generated from field: bool tokens_revoked_at_provider = 3;
+   */
+  tokensRevokedAtProvider: boolean;
 };
 
 /**
@@ -564,6 +626,56 @@ export type DeleteConnectionResponse = Message<"singura.vault.v1.DeleteConnectio
  */
 export const DeleteConnectionResponseSchema: GenMessage<DeleteConnectionResponse> = /*@__PURE__*/
   messageDesc(file_singura_vault_v1_connections, 12);
+
+/**
+ * Request for UndeleteConnection.
+ *
+ * @generated from message singura.vault.v1.UndeleteConnectionRequest
+ */
+export type UndeleteConnectionRequest = Message<"singura.vault.v1.UndeleteConnectionRequest"> & {
+  /**
+   * UUID of the owning organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * UUID of the deleted connection.
+   *
+   * @generated from field: string connection_id = 2;
+   */
+  connectionId: string;
+};
+
+/**
+ * Describes the message singura.vault.v1.UndeleteConnectionRequest.
+ * Use `create(UndeleteConnectionRequestSchema)` to create a new message.
+ */
+export const UndeleteConnectionRequestSchema: GenMessage<UndeleteConnectionRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_connections, 13);
+
+/**
+ * Response for UndeleteConnection.
+ *
+ * @generated from message singura.vault.v1.UndeleteConnectionResponse
+ */
+export type UndeleteConnectionResponse = Message<"singura.vault.v1.UndeleteConnectionResponse"> & {
+  /**
+   * The connection as restored (delete_time and purge_time unset again); its status
+   * is the one it had when it was deleted.
+   *
+   * @generated from field: singura.vault.v1.Connection connection = 1;
+   */
+  connection?: Connection | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.UndeleteConnectionResponse.
+ * Use `create(UndeleteConnectionResponseSchema)` to create a new message.
+ */
+export const UndeleteConnectionResponseSchema: GenMessage<UndeleteConnectionResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_connections, 14);
 
 /**
  * What revoking a grant at the platform came to.
@@ -591,7 +703,7 @@ export type ProviderRevocation = Message<"singura.vault.v1.ProviderRevocation"> 
  * Use `create(ProviderRevocationSchema)` to create a new message.
  */
 export const ProviderRevocationSchema: GenMessage<ProviderRevocation> = /*@__PURE__*/
-  messageDesc(file_singura_vault_v1_connections, 13);
+  messageDesc(file_singura_vault_v1_connections, 15);
 
 /**
  * Platform is the SaaS product a connection authenticates against.
@@ -922,7 +1034,14 @@ export const ConnectionService: GenService<{
     output: typeof UpdateConnectionStatusResponseSchema;
   },
   /**
-   * Deletes a connection and all of its credentials.
+   * Deletes a connection. By default the connection stays recoverable, with its
+   * credentials, for the vault's recovery window (SINGURA_CONNECTION_RECOVERY_WINDOW,
+   * 7 days unless configured): it is left out of ListConnections (unless show_deleted),
+   * GetConnection still returns it with delete_time and purge_time, its credentials
+   * cannot be revealed, stored or refreshed (FAILED_PRECONDITION, reason
+   * CONNECTION_DELETED), it does not count against the plan's connection limit, and
+   * UndeleteConnection restores it. After purge_time the vault removes it and its
+   * credentials for good. With force, it is removed at once (no recovery).
    *
    * @generated from rpc singura.vault.v1.ConnectionService.DeleteConnection
    */
@@ -930,6 +1049,20 @@ export const ConnectionService: GenService<{
     methodKind: "unary";
     input: typeof DeleteConnectionRequestSchema;
     output: typeof DeleteConnectionResponseSchema;
+  },
+  /**
+   * Restores a deleted connection, with its credentials, before it is purged. NOT_FOUND
+   * if it was purged (or never existed); FAILED_PRECONDITION (reason
+   * CONNECTION_NOT_DELETED) if it is not deleted; RESOURCE_EXHAUSTED (reason
+   * PLAN_CONNECTION_LIMIT) if it is ACTIVE and the organization already has as many
+   * ACTIVE connections as its plan allows.
+   *
+   * @generated from rpc singura.vault.v1.ConnectionService.UndeleteConnection
+   */
+  undeleteConnection: {
+    methodKind: "unary";
+    input: typeof UndeleteConnectionRequestSchema;
+    output: typeof UndeleteConnectionResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_singura_vault_v1_connections, 0);

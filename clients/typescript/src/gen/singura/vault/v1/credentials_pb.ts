@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file singura/vault/v1/credentials.proto.
  */
 export const file_singura_vault_v1_credentials: GenFile = /*@__PURE__*/
-  fileDesc("CiJzaW5ndXJhL3ZhdWx0L3YxL2NyZWRlbnRpYWxzLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIv4CCgpDcmVkZW50aWFsEgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIVCg1jb25uZWN0aW9uX2lkGAMgASgJEi4KBHR5cGUYBCABKA4yIC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWxUeXBlEg8KB3ZlcnNpb24YBSABKAUSMAoFc3RhdGUYBiABKA4yIS5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWxTdGF0ZRITCgtrZXlfdmVyc2lvbhgHIAEoBRITCgtmaW5nZXJwcmludBgIIAEoCRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEXN0YXRlX2NoYW5nZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKAAgoWU3RvcmVDcmVkZW50aWFsUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSFQoNY29ubmVjdGlvbl9pZBgCIAEoCRIuCgR0eXBlGAMgASgOMiAuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsVHlwZRINCgV2YWx1ZRgEIAEoCRIvCgtleHBpcmVfdGltZRgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKcmVxdWVzdF9pZBgGIAEoCRIdChBleHBlY3RlZF92ZXJzaW9uGAcgASgFSACIAQFCEwoRX2V4cGVjdGVkX3ZlcnNpb24iSwoXU3RvcmVDcmVkZW50aWFsUmVzcG9uc2USMAoKY3JlZGVudGlhbBgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbCJGChRHZXRDcmVkZW50aWFsUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSFQoNY3JlZGVudGlhbF9pZBgCIAEoCSJJChVHZXRDcmVkZW50aWFsUmVzcG9uc2USMAoKY3JlZGVudGlhbBgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbCLRAQoWTGlzdENyZWRlbnRpYWxzUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSFQoNY29ubmVjdGlvbl9pZBgCIAEoCRIuCgR0eXBlGAMgASgOMiAuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsVHlwZRIwCgVzdGF0ZRgEIAEoDjIhLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFN0YXRlEhEKCXBhZ2Vfc2l6ZRgFIAEoBRISCgpwYWdlX3Rva2VuGAYgASgJImUKF0xpc3RDcmVkZW50aWFsc1Jlc3BvbnNlEjEKC2NyZWRlbnRpYWxzGAEgAygLMhwuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKmAQodTGlzdENyZWRlbnRpYWxWZXJzaW9uc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSEQoJcGFnZV9zaXplGAQgASgFEhIKCnBhZ2VfdG9rZW4YBSABKAkibAoeTGlzdENyZWRlbnRpYWxWZXJzaW9uc1Jlc3BvbnNlEjEKC2NyZWRlbnRpYWxzGAEgAygLMhwuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSKKAQoXUmV2ZWFsQ3JlZGVudGlhbFJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSDwoHdmVyc2lvbhgEIAEoBSJbChhSZXZlYWxDcmVkZW50aWFsUmVzcG9uc2USMAoKY3JlZGVudGlhbBgBIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbBINCgV2YWx1ZRgCIAEoCSJpCg9CYXRjaFJldmVhbEl0ZW0SFQoNY29ubmVjdGlvbl9pZBgBIAEoCRIuCgR0eXBlGAIgASgOMiAuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsVHlwZRIPCgd2ZXJzaW9uGAMgASgFImoKHUJhdGNoUmV2ZWFsQ3JlZGVudGlhbHNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIwCgVpdGVtcxgCIAMoCzIhLnNpbmd1cmEudmF1bHQudjEuQmF0Y2hSZXZlYWxJdGVtInMKEUJhdGNoUmV2ZWFsUmVzdWx0EgwKBGNvZGUYASABKAUSDwoHbWVzc2FnZRgCIAEoCRIwCgpjcmVkZW50aWFsGAMgASgLMhwuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsEg0KBXZhbHVlGAQgASgJIlYKHkJhdGNoUmV2ZWFsQ3JlZGVudGlhbHNSZXNwb25zZRI0CgdyZXN1bHRzGAEgAygLMiMuc2luZ3VyYS52YXVsdC52MS5CYXRjaFJldmVhbFJlc3VsdCKLAQoeTGlzdEV4cGlyaW5nQ3JlZGVudGlhbHNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIpCgZ3aXRoaW4YAiABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24SEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkibQofTGlzdEV4cGlyaW5nQ3JlZGVudGlhbHNSZXNwb25zZRIxCgtjcmVkZW50aWFscxgBIAMoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiewoXUmV2b2tlQ3JlZGVudGlhbFJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNyZWRlbnRpYWxfaWQYAiABKAkSFAoMYWxsX3ZlcnNpb25zGAMgASgIEhoKEnJldm9rZV9hdF9wcm92aWRlchgEIAEoCCKQAQoYUmV2b2tlQ3JlZGVudGlhbFJlc3BvbnNlEjEKC2NyZWRlbnRpYWxzGAEgAygLMhwuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsEkEKE3Byb3ZpZGVyX3Jldm9jYXRpb24YAiABKAsyJC5zaW5ndXJhLnZhdWx0LnYxLlByb3ZpZGVyUmV2b2NhdGlvbir7AQoOQ3JlZGVudGlhbFR5cGUSHwobQ1JFREVOVElBTF9UWVBFX1VOU1BFQ0lGSUVEEAASIAocQ1JFREVOVElBTF9UWVBFX0FDQ0VTU19UT0tFThABEiEKHUNSRURFTlRJQUxfVFlQRV9SRUZSRVNIX1RPS0VOEAISGwoXQ1JFREVOVElBTF9UWVBFX0FQSV9LRVkQAxIhCh1DUkVERU5USUFMX1RZUEVfQ0xJRU5UX1NFQ1JFVBAEEiIKHkNSRURFTlRJQUxfVFlQRV9XRUJIT09LX1NFQ1JFVBAFEh8KG0NSRURFTlRJQUxfVFlQRV9QUklWQVRFX0tFWRAGKq0BCg9DcmVkZW50aWFsU3RhdGUSIAocQ1JFREVOVElBTF9TVEFURV9VTlNQRUNJRklFRBAAEhsKF0NSRURFTlRJQUxfU1RBVEVfQUNUSVZFEAESHwobQ1JFREVOVElBTF9TVEFURV9TVVBFUlNFREVEEAISHAoYQ1JFREVOVElBTF9TVEFURV9SRVZPS0VEEAMSHAoYQ1JFREVOVElBTF9TVEFURV9FWFBJUkVEEAQylQcKEUNyZWRlbnRpYWxTZXJ2aWNlEmYKD1N0b3JlQ3JlZGVudGlhbBIoLnNpbmd1cmEudmF1bHQudjEuU3RvcmVDcmVkZW50aWFsUmVxdWVzdBopLnNpbmd1cmEudmF1bHQudjEuU3RvcmVDcmVkZW50aWFsUmVzcG9uc2USYAoNR2V0Q3JlZGVudGlhbBImLnNpbmd1cmEudmF1bHQudjEuR2V0Q3JlZGVudGlhbFJlcXVlc3QaJy5zaW5ndXJhLnZhdWx0LnYxLkdldENyZWRlbnRpYWxSZXNwb25zZRJmCg9MaXN0Q3JlZGVudGlhbHMSKC5zaW5ndXJhLnZhdWx0LnYxLkxpc3RDcmVkZW50aWFsc1JlcXVlc3QaKS5zaW5ndXJhLnZhdWx0LnYxLkxpc3RDcmVkZW50aWFsc1Jlc3BvbnNlEnsKFkxpc3RDcmVkZW50aWFsVmVyc2lvbnMSLy5zaW5ndXJhLnZhdWx0LnYxLkxpc3RDcmVkZW50aWFsVmVyc2lvbnNSZXF1ZXN0GjAuc2luZ3VyYS52YXVsdC52MS5MaXN0Q3JlZGVudGlhbFZlcnNpb25zUmVzcG9uc2USaQoQUmV2ZWFsQ3JlZGVudGlhbBIpLnNpbmd1cmEudmF1bHQudjEuUmV2ZWFsQ3JlZGVudGlhbFJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLlJldmVhbENyZWRlbnRpYWxSZXNwb25zZRJ7ChZCYXRjaFJldmVhbENyZWRlbnRpYWxzEi8uc2luZ3VyYS52YXVsdC52MS5CYXRjaFJldmVhbENyZWRlbnRpYWxzUmVxdWVzdBowLnNpbmd1cmEudmF1bHQudjEuQmF0Y2hSZXZlYWxDcmVkZW50aWFsc1Jlc3BvbnNlEn4KF0xpc3RFeHBpcmluZ0NyZWRlbnRpYWxzEjAuc2luZ3VyYS52YXVsdC52MS5MaXN0RXhwaXJpbmdDcmVkZW50aWFsc1JlcXVlc3QaMS5zaW5ndXJhLnZhdWx0LnYxLkxpc3RFeHBpcmluZ0NyZWRlbnRpYWxzUmVzcG9uc2USaQoQUmV2b2tlQ3JlZGVudGlhbBIpLnNpbmd1cmEudmF1bHQudjEuUmV2b2tlQ3JlZGVudGlhbFJlcXVlc3QaKi5zaW5ndXJhLnZhdWx0LnYxLlJldm9rZUNyZWRlbnRpYWxSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_singura_vault_v1_connections]);
+  fileDesc("CiJzaW5ndXJhL3ZhdWx0L3YxL2NyZWRlbnRpYWxzLnByb3RvEhBzaW5ndXJhLnZhdWx0LnYxIvEDCgpDcmVkZW50aWFsEgoKAmlkGAEgASgJEhcKD29yZ2FuaXphdGlvbl9pZBgCIAEoCRIVCg1jb25uZWN0aW9uX2lkGAMgASgJEi4KBHR5cGUYBCABKA4yIC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWxUeXBlEg8KB3ZlcnNpb24YBSABKAUSMAoFc3RhdGUYBiABKA4yIS5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWxTdGF0ZRITCgtrZXlfdmVyc2lvbhgHIAEoBRITCgtmaW5nZXJwcmludBgIIAEoCRIvCgtjcmVhdGVfdGltZRgJIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZXhwaXJlX3RpbWUYCiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEXN0YXRlX2NoYW5nZV90aW1lGAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI/Cg12ZXJzaW9uX3N0YXRlGAwgASgOMiguc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsVmVyc2lvblN0YXRlEjAKDGRlc3Ryb3lfdGltZRgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAigAIKFlN0b3JlQ3JlZGVudGlhbFJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSDQoFdmFsdWUYBCABKAkSLwoLZXhwaXJlX3RpbWUYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlcXVlc3RfaWQYBiABKAkSHQoQZXhwZWN0ZWRfdmVyc2lvbhgHIAEoBUgAiAEBQhMKEV9leHBlY3RlZF92ZXJzaW9uIksKF1N0b3JlQ3JlZGVudGlhbFJlc3BvbnNlEjAKCmNyZWRlbnRpYWwYASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwiRgoUR2V0Q3JlZGVudGlhbFJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNyZWRlbnRpYWxfaWQYAiABKAkiSQoVR2V0Q3JlZGVudGlhbFJlc3BvbnNlEjAKCmNyZWRlbnRpYWwYASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwi0QEKFkxpc3RDcmVkZW50aWFsc1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSMAoFc3RhdGUYBCABKA4yIS5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWxTdGF0ZRIRCglwYWdlX3NpemUYBSABKAUSEgoKcGFnZV90b2tlbhgGIAEoCSJlChdMaXN0Q3JlZGVudGlhbHNSZXNwb25zZRIxCgtjcmVkZW50aWFscxgBIAMoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkipgEKHUxpc3RDcmVkZW50aWFsVmVyc2lvbnNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEi4KBHR5cGUYAyABKA4yIC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWxUeXBlEhEKCXBhZ2Vfc2l6ZRgEIAEoBRISCgpwYWdlX3Rva2VuGAUgASgJImwKHkxpc3RDcmVkZW50aWFsVmVyc2lvbnNSZXNwb25zZRIxCgtjcmVkZW50aWFscxgBIAMoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiigEKF1JldmVhbENyZWRlbnRpYWxSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jb25uZWN0aW9uX2lkGAIgASgJEi4KBHR5cGUYAyABKA4yIC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWxUeXBlEg8KB3ZlcnNpb24YBCABKAUiWwoYUmV2ZWFsQ3JlZGVudGlhbFJlc3BvbnNlEjAKCmNyZWRlbnRpYWwYASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwSDQoFdmFsdWUYAiABKAkiaQoPQmF0Y2hSZXZlYWxJdGVtEhUKDWNvbm5lY3Rpb25faWQYASABKAkSLgoEdHlwZRgCIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSDwoHdmVyc2lvbhgDIAEoBSJqCh1CYXRjaFJldmVhbENyZWRlbnRpYWxzUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSMAoFaXRlbXMYAiADKAsyIS5zaW5ndXJhLnZhdWx0LnYxLkJhdGNoUmV2ZWFsSXRlbSJzChFCYXRjaFJldmVhbFJlc3VsdBIMCgRjb2RlGAEgASgFEg8KB21lc3NhZ2UYAiABKAkSMAoKY3JlZGVudGlhbBgDIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbBINCgV2YWx1ZRgEIAEoCSJWCh5CYXRjaFJldmVhbENyZWRlbnRpYWxzUmVzcG9uc2USNAoHcmVzdWx0cxgBIAMoCzIjLnNpbmd1cmEudmF1bHQudjEuQmF0Y2hSZXZlYWxSZXN1bHQiiwEKHkxpc3RFeHBpcmluZ0NyZWRlbnRpYWxzUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSKQoGd2l0aGluGAIgASgLMhkuZ29vZ2xlLnByb3RvYnVmLkR1cmF0aW9uEhEKCXBhZ2Vfc2l6ZRgDIAEoBRISCgpwYWdlX3Rva2VuGAQgASgJIm0KH0xpc3RFeHBpcmluZ0NyZWRlbnRpYWxzUmVzcG9uc2USMQoLY3JlZGVudGlhbHMYASADKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJInsKF1Jldm9rZUNyZWRlbnRpYWxSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIVCg1jcmVkZW50aWFsX2lkGAIgASgJEhQKDGFsbF92ZXJzaW9ucxgDIAEoCBIaChJyZXZva2VfYXRfcHJvdmlkZXIYBCABKAgikAEKGFJldm9rZUNyZWRlbnRpYWxSZXNwb25zZRIxCgtjcmVkZW50aWFscxgBIAMoCzIcLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbBJBChNwcm92aWRlcl9yZXZvY2F0aW9uGAIgASgLMiQuc2luZ3VyYS52YXVsdC52MS5Qcm92aWRlclJldm9jYXRpb24ikgEKH0Rpc2FibGVDcmVkZW50aWFsVmVyc2lvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSDwoHdmVyc2lvbhgEIAEoBSJUCiBEaXNhYmxlQ3JlZGVudGlhbFZlcnNpb25SZXNwb25zZRIwCgpjcmVkZW50aWFsGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsIpEBCh5FbmFibGVDcmVkZW50aWFsVmVyc2lvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSDwoHdmVyc2lvbhgEIAEoBSJTCh9FbmFibGVDcmVkZW50aWFsVmVyc2lvblJlc3BvbnNlEjAKCmNyZWRlbnRpYWwYASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwikgEKH0Rlc3Ryb3lDcmVkZW50aWFsVmVyc2lvblJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSDwoHdmVyc2lvbhgEIAEoBSJUCiBEZXN0cm95Q3JlZGVudGlhbFZlcnNpb25SZXNwb25zZRIwCgpjcmVkZW50aWFsGAEgASgLMhwuc2luZ3VyYS52YXVsdC52MS5DcmVkZW50aWFsIpEBCh5DYW5jZWxDcmVkZW50aWFsRGVzdHJveVJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEhUKDWNvbm5lY3Rpb25faWQYAiABKAkSLgoEdHlwZRgDIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbFR5cGUSDwoHdmVyc2lvbhgEIAEoBSJTCh9DYW5jZWxDcmVkZW50aWFsRGVzdHJveVJlc3BvbnNlEjAKCmNyZWRlbnRpYWwYASABKAsyHC5zaW5ndXJhLnZhdWx0LnYxLkNyZWRlbnRpYWwq+wEKDkNyZWRlbnRpYWxUeXBlEh8KG0NSRURFTlRJQUxfVFlQRV9VTlNQRUNJRklFRBAAEiAKHENSRURFTlRJQUxfVFlQRV9BQ0NFU1NfVE9LRU4QARIhCh1DUkVERU5USUFMX1RZUEVfUkVGUkVTSF9UT0tFThACEhsKF0NSRURFTlRJQUxfVFlQRV9BUElfS0VZEAMSIQodQ1JFREVOVElBTF9UWVBFX0NMSUVOVF9TRUNSRVQQBBIiCh5DUkVERU5USUFMX1RZUEVfV0VCSE9PS19TRUNSRVQQBRIfChtDUkVERU5USUFMX1RZUEVfUFJJVkFURV9LRVkQBiqtAQoPQ3JlZGVudGlhbFN0YXRlEiAKHENSRURFTlRJQUxfU1RBVEVfVU5TUEVDSUZJRUQQABIbChdDUkVERU5USUFMX1NUQVRFX0FDVElWRRABEh8KG0NSRURFTlRJQUxfU1RBVEVfU1VQRVJTRURFRBACEhwKGENSRURFTlRJQUxfU1RBVEVfUkVWT0tFRBADEhwKGENSRURFTlRJQUxfU1RBVEVfRVhQSVJFRBAEKrcBChZDcmVkZW50aWFsVmVyc2lvblN0YXRlEigKJENSRURFTlRJQUxfVkVSU0lPTl9TVEFURV9VTlNQRUNJRklFRBAAEiQKIENSRURFTlRJQUxfVkVSU0lPTl9TVEFURV9FTkFCTEVEEAESJQohQ1JFREVOVElBTF9WRVJTSU9OX1NUQVRFX0RJU0FCTEVEEAISJgoiQ1JFREVOVElBTF9WRVJTSU9OX1NUQVRFX0RFU1RST1lFRBADMp0LChFDcmVkZW50aWFsU2VydmljZRJmCg9TdG9yZUNyZWRlbnRpYWwSKC5zaW5ndXJhLnZhdWx0LnYxLlN0b3JlQ3JlZGVudGlhbFJlcXVlc3QaKS5zaW5ndXJhLnZhdWx0LnYxLlN0b3JlQ3JlZGVudGlhbFJlc3BvbnNlEmAKDUdldENyZWRlbnRpYWwSJi5zaW5ndXJhLnZhdWx0LnYxLkdldENyZWRlbnRpYWxSZXF1ZXN0Gicuc2luZ3VyYS52YXVsdC52MS5HZXRDcmVkZW50aWFsUmVzcG9uc2USZgoPTGlzdENyZWRlbnRpYWxzEiguc2luZ3VyYS52YXVsdC52MS5MaXN0Q3JlZGVudGlhbHNSZXF1ZXN0Gikuc2luZ3VyYS52YXVsdC52MS5MaXN0Q3JlZGVudGlhbHNSZXNwb25zZRJ7ChZMaXN0Q3JlZGVudGlhbFZlcnNpb25zEi8uc2luZ3VyYS52YXVsdC52MS5MaXN0Q3JlZGVudGlhbFZlcnNpb25zUmVxdWVzdBowLnNpbmd1cmEudmF1bHQudjEuTGlzdENyZWRlbnRpYWxWZXJzaW9uc1Jlc3BvbnNlEmkKEFJldmVhbENyZWRlbnRpYWwSKS5zaW5ndXJhLnZhdWx0LnYxLlJldmVhbENyZWRlbnRpYWxSZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5SZXZlYWxDcmVkZW50aWFsUmVzcG9uc2USewoWQmF0Y2hSZXZlYWxDcmVkZW50aWFscxIvLnNpbmd1cmEudmF1bHQudjEuQmF0Y2hSZXZlYWxDcmVkZW50aWFsc1JlcXVlc3QaMC5zaW5ndXJhLnZhdWx0LnYxLkJhdGNoUmV2ZWFsQ3JlZGVudGlhbHNSZXNwb25zZRJ+ChdMaXN0RXhwaXJpbmdDcmVkZW50aWFscxIwLnNpbmd1cmEudmF1bHQudjEuTGlzdEV4cGlyaW5nQ3JlZGVudGlhbHNSZXF1ZXN0GjEuc2luZ3VyYS52YXVsdC52MS5MaXN0RXhwaXJpbmdDcmVkZW50aWFsc1Jlc3BvbnNlEmkKEFJldm9rZUNyZWRlbnRpYWwSKS5zaW5ndXJhLnZhdWx0LnYxLlJldm9rZUNyZWRlbnRpYWxSZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5SZXZva2VDcmVkZW50aWFsUmVzcG9uc2USgQEKGERpc2FibGVDcmVkZW50aWFsVmVyc2lvbhIxLnNpbmd1cmEudmF1bHQudjEuRGlzYWJsZUNyZWRlbnRpYWxWZXJzaW9uUmVxdWVzdBoyLnNpbmd1cmEudmF1bHQudjEuRGlzYWJsZUNyZWRlbnRpYWxWZXJzaW9uUmVzcG9uc2USfgoXRW5hYmxlQ3JlZGVudGlhbFZlcnNpb24SMC5zaW5ndXJhLnZhdWx0LnYxLkVuYWJsZUNyZWRlbnRpYWxWZXJzaW9uUmVxdWVzdBoxLnNpbmd1cmEudmF1bHQudjEuRW5hYmxlQ3JlZGVudGlhbFZlcnNpb25SZXNwb25zZRKBAQoYRGVzdHJveUNyZWRlbnRpYWxWZXJzaW9uEjEuc2luZ3VyYS52YXVsdC52MS5EZXN0cm95Q3JlZGVudGlhbFZlcnNpb25SZXF1ZXN0GjIuc2luZ3VyYS52YXVsdC52MS5EZXN0cm95Q3JlZGVudGlhbFZlcnNpb25SZXNwb25zZRJ+ChdDYW5jZWxDcmVkZW50aWFsRGVzdHJveRIwLnNpbmd1cmEudmF1bHQudjEuQ2FuY2VsQ3JlZGVudGlhbERlc3Ryb3lSZXF1ZXN0GjEuc2luZ3VyYS52YXVsdC52MS5DYW5jZWxDcmVkZW50aWFsRGVzdHJveVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_singura_vault_v1_connections]);
 
 /**
  * Credential is the metadata of one stored secret version. It never carries
@@ -101,6 +101,21 @@ export type Credential = Message<"singura.vault.v1.Credential"> & {
    * @generated from field: google.protobuf.Timestamp state_change_time = 11;
    */
   stateChangeTime?: Timestamp | undefined;
+
+  /**
+   * Whether the version may be used (enabled, disabled, destroyed). Output only.
+   *
+   * @generated from field: singura.vault.v1.CredentialVersionState version_state = 12;
+   */
+  versionState: CredentialVersionState;
+
+  /**
+   * When the version's destruction is scheduled (DISABLED until then) or happened
+   * (DESTROYED); unset otherwise. Output only.
+   *
+   * @generated from field: google.protobuf.Timestamp destroy_time = 13;
+   */
+  destroyTime?: Timestamp | undefined;
 };
 
 /**
@@ -753,6 +768,262 @@ export const RevokeCredentialResponseSchema: GenMessage<RevokeCredentialResponse
   messageDesc(file_singura_vault_v1_credentials, 18);
 
 /**
+ * Request for DisableCredentialVersion.
+ *
+ * @generated from message singura.vault.v1.DisableCredentialVersionRequest
+ */
+export type DisableCredentialVersionRequest = Message<"singura.vault.v1.DisableCredentialVersionRequest"> & {
+  /**
+   * UUID of the owning organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * UUID of the connection.
+   *
+   * @generated from field: string connection_id = 2;
+   */
+  connectionId: string;
+
+  /**
+   * The credential type; required.
+   *
+   * @generated from field: singura.vault.v1.CredentialType type = 3;
+   */
+  type: CredentialType;
+
+  /**
+   * Number of the version to disable; required (1 or more: a state change names a fixed
+   * version, never "the current one").
+   *
+   * @generated from field: int32 version = 4;
+   */
+  version: number;
+};
+
+/**
+ * Describes the message singura.vault.v1.DisableCredentialVersionRequest.
+ * Use `create(DisableCredentialVersionRequestSchema)` to create a new message.
+ */
+export const DisableCredentialVersionRequestSchema: GenMessage<DisableCredentialVersionRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 19);
+
+/**
+ * Response for DisableCredentialVersion.
+ *
+ * @generated from message singura.vault.v1.DisableCredentialVersionResponse
+ */
+export type DisableCredentialVersionResponse = Message<"singura.vault.v1.DisableCredentialVersionResponse"> & {
+  /**
+   * The version, now DISABLED.
+   *
+   * @generated from field: singura.vault.v1.Credential credential = 1;
+   */
+  credential?: Credential | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.DisableCredentialVersionResponse.
+ * Use `create(DisableCredentialVersionResponseSchema)` to create a new message.
+ */
+export const DisableCredentialVersionResponseSchema: GenMessage<DisableCredentialVersionResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 20);
+
+/**
+ * Request for EnableCredentialVersion.
+ *
+ * @generated from message singura.vault.v1.EnableCredentialVersionRequest
+ */
+export type EnableCredentialVersionRequest = Message<"singura.vault.v1.EnableCredentialVersionRequest"> & {
+  /**
+   * UUID of the owning organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * UUID of the connection.
+   *
+   * @generated from field: string connection_id = 2;
+   */
+  connectionId: string;
+
+  /**
+   * The credential type; required.
+   *
+   * @generated from field: singura.vault.v1.CredentialType type = 3;
+   */
+  type: CredentialType;
+
+  /**
+   * Number of the version to enable; required (1 or more: a state change names a fixed
+   * version, never "the current one").
+   *
+   * @generated from field: int32 version = 4;
+   */
+  version: number;
+};
+
+/**
+ * Describes the message singura.vault.v1.EnableCredentialVersionRequest.
+ * Use `create(EnableCredentialVersionRequestSchema)` to create a new message.
+ */
+export const EnableCredentialVersionRequestSchema: GenMessage<EnableCredentialVersionRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 21);
+
+/**
+ * Response for EnableCredentialVersion.
+ *
+ * @generated from message singura.vault.v1.EnableCredentialVersionResponse
+ */
+export type EnableCredentialVersionResponse = Message<"singura.vault.v1.EnableCredentialVersionResponse"> & {
+  /**
+   * The version, now ENABLED.
+   *
+   * @generated from field: singura.vault.v1.Credential credential = 1;
+   */
+  credential?: Credential | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.EnableCredentialVersionResponse.
+ * Use `create(EnableCredentialVersionResponseSchema)` to create a new message.
+ */
+export const EnableCredentialVersionResponseSchema: GenMessage<EnableCredentialVersionResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 22);
+
+/**
+ * Request for DestroyCredentialVersion.
+ *
+ * @generated from message singura.vault.v1.DestroyCredentialVersionRequest
+ */
+export type DestroyCredentialVersionRequest = Message<"singura.vault.v1.DestroyCredentialVersionRequest"> & {
+  /**
+   * UUID of the owning organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * UUID of the connection.
+   *
+   * @generated from field: string connection_id = 2;
+   */
+  connectionId: string;
+
+  /**
+   * The credential type; required.
+   *
+   * @generated from field: singura.vault.v1.CredentialType type = 3;
+   */
+  type: CredentialType;
+
+  /**
+   * Number of the version to destroy; required (1 or more: a state change names a fixed
+   * version, never "the current one").
+   *
+   * @generated from field: int32 version = 4;
+   */
+  version: number;
+};
+
+/**
+ * Describes the message singura.vault.v1.DestroyCredentialVersionRequest.
+ * Use `create(DestroyCredentialVersionRequestSchema)` to create a new message.
+ */
+export const DestroyCredentialVersionRequestSchema: GenMessage<DestroyCredentialVersionRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 23);
+
+/**
+ * Response for DestroyCredentialVersion.
+ *
+ * @generated from message singura.vault.v1.DestroyCredentialVersionResponse
+ */
+export type DestroyCredentialVersionResponse = Message<"singura.vault.v1.DestroyCredentialVersionResponse"> & {
+  /**
+   * The version, now DISABLED with its destroy_time.
+   *
+   * @generated from field: singura.vault.v1.Credential credential = 1;
+   */
+  credential?: Credential | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.DestroyCredentialVersionResponse.
+ * Use `create(DestroyCredentialVersionResponseSchema)` to create a new message.
+ */
+export const DestroyCredentialVersionResponseSchema: GenMessage<DestroyCredentialVersionResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 24);
+
+/**
+ * Request for CancelCredentialDestroy.
+ *
+ * @generated from message singura.vault.v1.CancelCredentialDestroyRequest
+ */
+export type CancelCredentialDestroyRequest = Message<"singura.vault.v1.CancelCredentialDestroyRequest"> & {
+  /**
+   * UUID of the owning organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * UUID of the connection.
+   *
+   * @generated from field: string connection_id = 2;
+   */
+  connectionId: string;
+
+  /**
+   * The credential type; required.
+   *
+   * @generated from field: singura.vault.v1.CredentialType type = 3;
+   */
+  type: CredentialType;
+
+  /**
+   * Number of the version whose destruction to cancel; required (1 or more: a state change names a fixed
+   * version, never "the current one").
+   *
+   * @generated from field: int32 version = 4;
+   */
+  version: number;
+};
+
+/**
+ * Describes the message singura.vault.v1.CancelCredentialDestroyRequest.
+ * Use `create(CancelCredentialDestroyRequestSchema)` to create a new message.
+ */
+export const CancelCredentialDestroyRequestSchema: GenMessage<CancelCredentialDestroyRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 25);
+
+/**
+ * Response for CancelCredentialDestroy.
+ *
+ * @generated from message singura.vault.v1.CancelCredentialDestroyResponse
+ */
+export type CancelCredentialDestroyResponse = Message<"singura.vault.v1.CancelCredentialDestroyResponse"> & {
+  /**
+   * The version, back in the state it had before DestroyCredentialVersion.
+   *
+   * @generated from field: singura.vault.v1.Credential credential = 1;
+   */
+  credential?: Credential | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.CancelCredentialDestroyResponse.
+ * Use `create(CancelCredentialDestroyResponseSchema)` to create a new message.
+ */
+export const CancelCredentialDestroyResponseSchema: GenMessage<CancelCredentialDestroyResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_credentials, 26);
+
+/**
  * CredentialType is what kind of secret a credential holds.
  *
  * @generated from enum singura.vault.v1.CredentialType
@@ -861,6 +1132,50 @@ export enum CredentialState {
  */
 export const CredentialStateSchema: GenEnum<CredentialState> = /*@__PURE__*/
   enumDesc(file_singura_vault_v1_credentials, 1);
+
+/**
+ * CredentialVersionState says whether a credential version may be used. It is
+ * independent of CredentialState (where the version stands in its history): a
+ * SUPERSEDED version may be ENABLED, an ACTIVE one DISABLED.
+ *
+ * @generated from enum singura.vault.v1.CredentialVersionState
+ */
+export enum CredentialVersionState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: CREDENTIAL_VERSION_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Revealable; a candidate for "the current version".
+   *
+   * @generated from enum value: CREDENTIAL_VERSION_STATE_ENABLED = 1;
+   */
+  ENABLED = 1,
+
+  /**
+   * Not revealable and skipped as the current version, until enabled again; also
+   * while its destruction is scheduled (then destroy_time is set).
+   *
+   * @generated from enum value: CREDENTIAL_VERSION_STATE_DISABLED = 2;
+   */
+  DISABLED = 2,
+
+  /**
+   * Its ciphertext was erased for good; only the metadata is left.
+   *
+   * @generated from enum value: CREDENTIAL_VERSION_STATE_DESTROYED = 3;
+   */
+  DESTROYED = 3,
+}
+
+/**
+ * Describes the enum singura.vault.v1.CredentialVersionState.
+ */
+export const CredentialVersionStateSchema: GenEnum<CredentialVersionState> = /*@__PURE__*/
+  enumDesc(file_singura_vault_v1_credentials, 2);
 
 /**
  * CredentialService stores and reveals the secrets of platform connections
@@ -972,6 +1287,63 @@ export const CredentialService: GenService<{
     methodKind: "unary";
     input: typeof RevokeCredentialRequestSchema;
     output: typeof RevokeCredentialResponseSchema;
+  },
+  /**
+   * Disables one version: it can no longer be revealed (FAILED_PRECONDITION,
+   * reason CREDENTIAL_VERSION_DISABLED) and is skipped as the current version
+   * (version 0 then means the newest enabled one). Reversible with
+   * EnableCredentialVersion. Disabling a disabled version changes nothing. A
+   * revoked version is FAILED_PRECONDITION (CREDENTIAL_REVOKED), a destroyed one
+   * CREDENTIAL_VERSION_DESTROYED, one scheduled for destruction
+   * CREDENTIAL_VERSION_DESTROY_SCHEDULED. Requires the writer role.
+   *
+   * @generated from rpc singura.vault.v1.CredentialService.DisableCredentialVersion
+   */
+  disableCredentialVersion: {
+    methodKind: "unary";
+    input: typeof DisableCredentialVersionRequestSchema;
+    output: typeof DisableCredentialVersionResponseSchema;
+  },
+  /**
+   * Enables a disabled version again; enabling an enabled version changes
+   * nothing. Refused like DisableCredentialVersion for a revoked, destroyed or
+   * scheduled version. Requires the writer role.
+   *
+   * @generated from rpc singura.vault.v1.CredentialService.EnableCredentialVersion
+   */
+  enableCredentialVersion: {
+    methodKind: "unary";
+    input: typeof EnableCredentialVersionRequestSchema;
+    output: typeof EnableCredentialVersionResponseSchema;
+  },
+  /**
+   * Schedules the destruction of one version after SINGURA_DESTROY_DELAY (24 h by
+   * default; the response's destroy_time). From now on the version is DISABLED
+   * (cannot be revealed, skipped as current); until destroy_time,
+   * CancelCredentialDestroy gives it back the state it had. Then the vault erases
+   * its ciphertext for good: the version becomes DESTROYED, and its metadata and
+   * audit trail stay. Scheduling twice is FAILED_PRECONDITION
+   * (CREDENTIAL_VERSION_DESTROY_SCHEDULED). Requires the writer role.
+   *
+   * @generated from rpc singura.vault.v1.CredentialService.DestroyCredentialVersion
+   */
+  destroyCredentialVersion: {
+    methodKind: "unary";
+    input: typeof DestroyCredentialVersionRequestSchema;
+    output: typeof DestroyCredentialVersionResponseSchema;
+  },
+  /**
+   * Cancels a scheduled destruction that has not happened yet: the version gets
+   * back the state it had (ENABLED or DISABLED). FAILED_PRECONDITION when none is
+   * scheduled (CREDENTIAL_VERSION_DESTROY_NOT_SCHEDULED) or it is already done
+   * (CREDENTIAL_VERSION_DESTROYED). Requires the writer role.
+   *
+   * @generated from rpc singura.vault.v1.CredentialService.CancelCredentialDestroy
+   */
+  cancelCredentialDestroy: {
+    methodKind: "unary";
+    input: typeof CancelCredentialDestroyRequestSchema;
+    output: typeof CancelCredentialDestroyResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_singura_vault_v1_credentials, 0);

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file singura/vault/v1/events.proto.
  */
 export const file_singura_vault_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zaW5ndXJhL3ZhdWx0L3YxL2V2ZW50cy5wcm90bxIQc2luZ3VyYS52YXVsdC52MSLEAQoFRXZlbnQSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEg4KBmN1cnNvchgCIAEoAxIMCgR0eXBlGAMgASgJEhUKDWNvbm5lY3Rpb25faWQYBCABKAkSFQoNY3JlZGVudGlhbF9pZBgFIAEoCRIlCgRkYXRhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiXQoRTGlzdEV2ZW50c1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEg0KBXR5cGVzGAIgAygJEg0KBWFmdGVyGAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBSJfChJMaXN0RXZlbnRzUmVzcG9uc2USJwoGZXZlbnRzGAEgAygLMhcuc2luZ3VyYS52YXVsdC52MS5FdmVudBISCgpuZXh0X2FmdGVyGAIgASgDEgwKBG1vcmUYAyABKAgiSwoSV2F0Y2hFdmVudHNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRINCgV0eXBlcxgCIAMoCRINCgVhZnRlchgDIAEoAyI9ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuc2luZ3VyYS52YXVsdC52MS5FdmVudDLFAQoMRXZlbnRTZXJ2aWNlElcKCkxpc3RFdmVudHMSIy5zaW5ndXJhLnZhdWx0LnYxLkxpc3RFdmVudHNSZXF1ZXN0GiQuc2luZ3VyYS52YXVsdC52MS5MaXN0RXZlbnRzUmVzcG9uc2USXAoLV2F0Y2hFdmVudHMSJC5zaW5ndXJhLnZhdWx0LnYxLldhdGNoRXZlbnRzUmVxdWVzdBolLnNpbmd1cmEudmF1bHQudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("Ch1zaW5ndXJhL3ZhdWx0L3YxL2V2ZW50cy5wcm90bxIQc2luZ3VyYS52YXVsdC52MSLWAQoFRXZlbnQSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEg4KBmN1cnNvchgCIAEoAxIMCgR0eXBlGAMgASgJEhUKDWNvbm5lY3Rpb25faWQYBCABKAkSFQoNY3JlZGVudGlhbF9pZBgFIAEoCRIlCgRkYXRhGAYgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIvCgtjcmVhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIcG9zaXRpb24YCCABKAMiXQoRTGlzdEV2ZW50c1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJEg0KBXR5cGVzGAIgAygJEg0KBWFmdGVyGAMgASgDEhEKCXBhZ2Vfc2l6ZRgEIAEoBSJfChJMaXN0RXZlbnRzUmVzcG9uc2USJwoGZXZlbnRzGAEgAygLMhcuc2luZ3VyYS52YXVsdC52MS5FdmVudBISCgpuZXh0X2FmdGVyGAIgASgDEgwKBG1vcmUYAyABKAgiSwoSV2F0Y2hFdmVudHNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRINCgV0eXBlcxgCIAMoCRINCgVhZnRlchgDIAEoAyI9ChNXYXRjaEV2ZW50c1Jlc3BvbnNlEiYKBWV2ZW50GAEgASgLMhcuc2luZ3VyYS52YXVsdC52MS5FdmVudDLFAQoMRXZlbnRTZXJ2aWNlElcKCkxpc3RFdmVudHMSIy5zaW5ndXJhLnZhdWx0LnYxLkxpc3RFdmVudHNSZXF1ZXN0GiQuc2luZ3VyYS52YXVsdC52MS5MaXN0RXZlbnRzUmVzcG9uc2USXAoLV2F0Y2hFdmVudHMSJC5zaW5ndXJhLnZhdWx0LnYxLldhdGNoRXZlbnRzUmVxdWVzdBolLnNpbmd1cmEudmF1bHQudjEuV2F0Y2hFdmVudHNSZXNwb25zZTABYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * Event is one committed change. It never holds a secret value.
@@ -68,6 +68,16 @@ export type Event = Message<"singura.vault.v1.Event"> & {
    * @generated from field: google.protobuf.Timestamp create_time = 7;
    */
   createTime?: Timestamp | undefined;
+
+  /**
+   * Position in the stream of every organization (an admin key's stream): given by
+   * the vault's sequencer shortly after the event commits, growing by one in the
+   * order events are numbered, across organizations. 0 while not yet numbered (an
+   * organization's stream may deliver an event before it has one).
+   *
+   * @generated from field: int64 position = 8;
+   */
+  position: bigint;
 };
 
 /**
@@ -84,7 +94,7 @@ export const EventSchema: GenMessage<Event> = /*@__PURE__*/
  */
 export type ListEventsRequest = Message<"singura.vault.v1.ListEventsRequest"> & {
   /**
-   * The organization (required).
+   * The organization. Empty (an admin key only): every organization, in position order.
    *
    * @generated from field: string organization_id = 1;
    */
@@ -98,7 +108,8 @@ export type ListEventsRequest = Message<"singura.vault.v1.ListEventsRequest"> & 
   types: string[];
 
   /**
-   * Only events after this cursor; 0 means from the first.
+   * Only events after this cursor (a position when organization_id is empty); 0 means
+   * from the first.
    *
    * @generated from field: int64 after = 3;
    */
@@ -133,8 +144,9 @@ export type ListEventsResponse = Message<"singura.vault.v1.ListEventsResponse"> 
   events: Event[];
 
   /**
-   * The cursor to pass as `after` for the next page: the last event's cursor, or
-   * the request's `after` when the page is empty.
+   * The cursor to pass as `after` for the next page: the last event's cursor (its
+   * position when organization_id is empty), or the request's `after` when the page
+   * is empty.
    *
    * @generated from field: int64 next_after = 2;
    */
@@ -163,7 +175,7 @@ export const ListEventsResponseSchema: GenMessage<ListEventsResponse> = /*@__PUR
  */
 export type WatchEventsRequest = Message<"singura.vault.v1.WatchEventsRequest"> & {
   /**
-   * The organization (required).
+   * The organization. Empty (an admin key only): every organization, in position order.
    *
    * @generated from field: string organization_id = 1;
    */
@@ -177,7 +189,8 @@ export type WatchEventsRequest = Message<"singura.vault.v1.WatchEventsRequest"> 
   types: string[];
 
   /**
-   * Start after this cursor; 0 means from the first event.
+   * Start after this cursor (a position when organization_id is empty); 0 means from
+   * the first event.
    *
    * @generated from field: int64 after = 3;
    */
@@ -198,7 +211,7 @@ export const WatchEventsRequestSchema: GenMessage<WatchEventsRequest> = /*@__PUR
  */
 export type WatchEventsResponse = Message<"singura.vault.v1.WatchEventsResponse"> & {
   /**
-   * The next event, in cursor order.
+   * The next event, in cursor order (position order when watching every organization).
    *
    * @generated from field: singura.vault.v1.Event event = 1;
    */
@@ -220,7 +233,9 @@ export const WatchEventsResponseSchema: GenMessage<WatchEventsResponse> = /*@__P
  * order, so a reader that remembers the last cursor it handled and asks for what
  * comes after it never misses an event and never sees one twice. Event data holds
  * ids, states, times and reasons, never a secret. Needs the reader or writer role.
- * docs/events.md lists every type and its data.
+ * An admin key may leave organization_id empty to list or watch every organization:
+ * those events come in the order of their global `position` (given a moment after
+ * commit), and `after` is then a position. docs/events.md lists every type and its data.
  *
  * @generated from service singura.vault.v1.EventService
  */

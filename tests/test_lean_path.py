@@ -33,6 +33,7 @@ from singura_vault.domain import (
     Credential,
     CredentialState,
     CredentialType,
+    CredentialVersionState,
     Plan,
     Platform,
 )
@@ -300,46 +301,62 @@ def test_credentials_are_written_as_the_message_constructor_wrote_them() -> None
     and with the optional times present (UTC or not) or absent, which stay unset."""
     now = datetime(2026, 3, 14, 15, 9, 26, 535_897, tzinfo=UTC)
     elsewhere = now.astimezone(timezone(timedelta(hours=-7)))
-    for type_ in CredentialType:
-        for state in CredentialState:
-            for expires, changed in ((None, None), (now, elsewhere), (elsewhere, now)):
-                credential = Credential(
-                    id=uuid.uuid4(),
-                    organization_id=uuid.uuid4(),
-                    connection_id=uuid.uuid4(),
-                    type=type_,
-                    version=7,
-                    state=state,
-                    key_version=2,
-                    fingerprint="sha256:ab",
-                    created_at=now,
-                    expires_at=expires,
-                    state_changed_at=changed,
-                )
-                expected = credentials_pb2.Credential(
-                    id=str(credential.id),
-                    organization_id=str(credential.organization_id),
-                    connection_id=str(credential.connection_id),
-                    type=credentials_pb2.CredentialType.Value("CREDENTIAL_TYPE_" + type_.name),
-                    version=7,
-                    state=credentials_pb2.CredentialState.Value("CREDENTIAL_STATE_" + state.name),
-                    key_version=2,
-                    fingerprint="sha256:ab",
-                    create_time=_protobufs_own(now),
-                    expire_time=_protobufs_own(expires),
-                    state_change_time=_protobufs_own(changed),
-                )
-                assert credential_to_proto(credential) == expected
-                response = credentials_pb2.RevealCredentialResponse(value="v")
-                fill_credential(response.credential, credential)
-                assert response.credential == expected
-                assert response.credential.HasField("expire_time") is (expires is not None)
-                assert response.credential.HasField("state_change_time") is (changed is not None)
-                assert response.SerializeToString(deterministic=True) == (
-                    credentials_pb2.RevealCredentialResponse(
-                        credential=expected, value="v"
-                    ).SerializeToString(deterministic=True)
-                )
+    cases = [
+        (type_, state, version_state, expires, changed, destroy)
+        for type_ in CredentialType
+        for state in CredentialState
+        for version_state in CredentialVersionState
+        for expires, changed, destroy in (
+            (None, None, None),
+            (now, elsewhere, now),
+            (elsewhere, now, elsewhere),
+        )
+    ]
+    for type_, state, version_state, expires, changed, destroy in cases:
+        credential = Credential(
+            id=uuid.uuid4(),
+            organization_id=uuid.uuid4(),
+            connection_id=uuid.uuid4(),
+            type=type_,
+            version=7,
+            state=state,
+            key_version=2,
+            fingerprint="sha256:ab",
+            created_at=now,
+            expires_at=expires,
+            state_changed_at=changed,
+            version_state=version_state,
+            destroy_at=destroy,
+        )
+        expected = credentials_pb2.Credential(
+            id=str(credential.id),
+            organization_id=str(credential.organization_id),
+            connection_id=str(credential.connection_id),
+            type=credentials_pb2.CredentialType.Value("CREDENTIAL_TYPE_" + type_.name),
+            version=7,
+            state=credentials_pb2.CredentialState.Value("CREDENTIAL_STATE_" + state.name),
+            key_version=2,
+            fingerprint="sha256:ab",
+            create_time=_protobufs_own(now),
+            expire_time=_protobufs_own(expires),
+            state_change_time=_protobufs_own(changed),
+            version_state=credentials_pb2.CredentialVersionState.Value(
+                "CREDENTIAL_VERSION_STATE_" + version_state.name
+            ),
+            destroy_time=_protobufs_own(destroy),
+        )
+        assert credential_to_proto(credential) == expected
+        response = credentials_pb2.RevealCredentialResponse(value="v")
+        fill_credential(response.credential, credential)
+        assert response.credential == expected
+        assert response.credential.HasField("expire_time") is (expires is not None)
+        assert response.credential.HasField("state_change_time") is (changed is not None)
+        assert response.credential.HasField("destroy_time") is (destroy is not None)
+        assert response.SerializeToString(deterministic=True) == (
+            credentials_pb2.RevealCredentialResponse(
+                credential=expected, value="v"
+            ).SerializeToString(deterministic=True)
+        )
 
 
 def test_page_token_fields_are_read_only_where_the_type_has_them() -> None:

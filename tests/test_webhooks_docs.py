@@ -4,6 +4,8 @@ changed body, a wrong secret and a stale timestamp."""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -19,10 +21,13 @@ from singura_vault.proto.singura.vault.v1 import webhooks_pb2 as pb
 from singura_vault.service.access import AccessService
 from singura_vault.service.webhook_worker import WebhookWorker
 from tests.conftest import Vault, start_vault, stop_vault
+from tests.node_tools import ensure_node_modules, run, tool
 from tests.test_webhooks import create, new_connection, new_org, stub
 from tests.webhook_receiver import Receiver
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "events.md"
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "events.md"
+TS_DIR = ROOT / "clients" / "typescript"
 
 
 def snippet(marker: str, language: str) -> str:
@@ -103,8 +108,99 @@ async def test_the_documented_python_verifier_accepts_real_deliveries(
         await receiver.stop()
 
 
-def test_the_typescript_verifier_is_documented() -> None:
-    """The TypeScript snippet is there, with the same checks (run at integration)."""
-    code = snippet("webhook-verify-typescript", "typescript")
-    for needed in ("timingSafeEqual", "whsec_", "webhook-signature", "TOLERANCE_S"):
-        assert needed in code
+# Runs the compiled snippet on the cases the test writes as JSON; prints one line per case.
+_TS_HARNESS = """
+import { readFileSync } from "node:fs";
+import { verifyWebhook } from "./verify.js";
+
+const cases = JSON.parse(readFileSync(process.argv[2]!, "utf8")) as Array<{
+  secret: string; headers: Record<string, string>; body: string;
+}>;
+for (const c of cases) {
+  try {
+    const event = verifyWebhook(c.secret, c.headers, Buffer.from(c.body, "base64")) as
+      { type: string };
+    console.log(`ok ${event.type}`);
+  } catch (error) {
+    console.log(`refused ${(error as Error).message}`);
+  }
+}
+"""
+
+_TS_CONFIG = {
+    "compilerOptions": {
+        "target": "es2022",
+        "lib": ["es2023"],
+        "module": "nodenext",
+        "moduleResolution": "nodenext",
+        "types": ["node"],
+        "strict": True,
+        "noUncheckedIndexedAccess": True,
+        "skipLibCheck": True,
+        "outDir": "dist",
+    },
+    "include": ["*.ts"],
+}
+
+
+async def test_the_documented_typescript_verifier_accepts_real_deliveries(
+    vault: Vault, worker: WebhookWorker, tmp_path: Path
+) -> None:
+    """The TypeScript snippet, compiled with the client's own TypeScript (strict) and run
+    by Node on real deliveries: the same verdicts as the Python one."""
+    node = tool("node", "runs docs/events.md's TypeScript webhook verifier")
+    npm = tool("npm", "installs the TypeScript compiler the snippet is checked with")
+    await ensure_node_modules(npm, TS_DIR)
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        org = await new_org(vault)
+        created = await create(vault, org, receiver.url)
+        await new_connection(vault, org)
+        await worker.run_once()
+        [message] = receiver.received
+        other = await create(vault, org, receiver.url + "&other=1")
+    finally:
+        await receiver.stop()
+
+    def case(secret: str, headers: dict[str, str], body: bytes) -> dict[str, object]:
+        return {"secret": secret, "headers": headers, "body": base64.b64encode(body).decode()}
+
+    stale = {
+        **message.headers,
+        "webhook-timestamp": str(int(message.headers["webhook-timestamp"]) - 600),
+    }
+    cases = [
+        case(created.signing_secret, message.headers, message.body),
+        case(created.signing_secret, message.headers, message.body + b" "),
+        case(other.signing_secret, message.headers, message.body),
+        case(created.signing_secret, stale, message.body),
+    ]
+    (tmp_path / "verify.ts").write_text(snippet("webhook-verify-typescript", "typescript"))
+    (tmp_path / "harness.ts").write_text(_TS_HARNESS)
+    config = {**_TS_CONFIG}
+    config["compilerOptions"] = {
+        **_TS_CONFIG["compilerOptions"],  # type: ignore[dict-item]
+        "typeRoots": [str(TS_DIR / "node_modules" / "@types")],
+    }
+    (tmp_path / "tsconfig.json").write_text(json.dumps(config))
+    (tmp_path / "package.json").write_text('{"type": "module"}')
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    tsc = str(TS_DIR / "node_modules" / ".bin" / "tsc")
+    code, out, err = await run(tsc, "-p", str(tmp_path), cwd=tmp_path, limit_s=120)
+    assert code == 0, f"the documented TypeScript verifier does not compile:\n{out}\n{err}"
+    (tmp_path / "dist" / "package.json").write_text('{"type": "module"}')
+    code, out, err = await run(
+        node,
+        str(tmp_path / "dist" / "harness.js"),
+        str(tmp_path / "cases.json"),
+        cwd=tmp_path,
+        limit_s=60,
+    )
+    assert code == 0, err
+    assert out.splitlines() == [
+        "ok connection.created",
+        "refused no valid signature",
+        "refused no valid signature",
+        "refused timestamp outside the tolerance (a replay?)",
+    ]

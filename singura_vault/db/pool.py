@@ -32,6 +32,7 @@ from singura_vault.db.errors import (
     ServerReadOnly,
     map_driver_errors,
 )
+from singura_vault.db.listen import Listener
 from singura_vault.db.replica import Freshness, watch_freshness
 from singura_vault.errors import Aborted, ConfigError, Unavailable, VaultError
 from singura_vault.logs import get_logger
@@ -140,6 +141,7 @@ class Database:
         # only a direct URL will do (None then: listen() refuses rather than listen
         # through the pooler and miss every notification).
         self._listen_dsn = listen_dsn or (dsn if pooler == "none" else None)
+        self._listener: Listener | None = None
         self._unavailable_listeners: list[Callable[[], None]] = []
         self._commit_listeners: list[Callable[[], None]] = []
         self._replica: Database | None = None
@@ -373,48 +375,22 @@ class Database:
         on_notify: Callable[[str], None],
         on_state: Callable[[bool], None],
     ) -> None:
-        """LISTEN on ``channel`` over a dedicated connection until cancelled.
+        """LISTEN on ``channel`` until cancelled, over the process's one listening
+        connection (db/listen.py), shared by every channel.
 
         ``on_notify(payload)`` runs for each notification; ``on_state(True)`` once the
         subscription is live, ``on_state(False)`` as soon as it is lost (notifications
-        may then be missed). The connection is checked every few seconds, and opened
-        again with backoff after a loss. It goes to DATABASE_LISTEN_URL when set: a
-        LISTEN must hold its session, which a transaction pooler does not keep.
+        may then be missed). It goes to DATABASE_LISTEN_URL when set: a LISTEN must
+        hold its session, which a transaction pooler does not keep.
         """
         if self._listen_dsn is None:
             raise ConfigError(
                 "LISTEN cannot go through a transaction pooler: set DATABASE_LISTEN_URL to "
                 "a direct connection to PostgreSQL"
             )
-        backoff = 0.5
-        while True:
-            try:
-                conn = await asyncpg.connect(
-                    self._listen_dsn,
-                    timeout=self._acquire_timeout_s,
-                    server_settings={"application_name": "singura-vault-listener"},
-                )
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("db_listen_failed", channel=channel, error_type=type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            try:
-                # Told at once when the server closes the connection (the checks
-                # below catch a connection that died silently).
-                conn.add_termination_listener(lambda _c: on_state(False))
-                await conn.add_listener(channel, lambda _c, _pid, _ch, payload: on_notify(payload))
-                on_state(True)
-                backoff = 0.5
-                while True:
-                    await asyncio.sleep(_LISTEN_CHECK_S)
-                    await conn.fetchval("SELECT 1", timeout=_LISTEN_CHECK_S)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("db_listen_lost", channel=channel, error_type=type(exc).__name__)
-            finally:
-                on_state(False)
-                with contextlib.suppress(Exception):
-                    conn.terminate()
+        if self._listener is None:
+            self._listener = Listener(self._listen_dsn, self._acquire_timeout_s)
+        await self._listener.listen(channel, on_notify, on_state)
 
     async def fetch_unscoped(self, sql: str, *args: object) -> list[asyncpg.Record]:
         """One statement outside any tenant: only for SECURITY DEFINER functions
@@ -604,10 +580,6 @@ def _scope(organization_id: UUID | None) -> tuple[str, str]:
 
 # How often, at most, the primary and replica positions are sampled (db/replica.py).
 _REPLICA_TICK_S = 0.25
-
-# How often the LISTEN connection proves it is alive (a silently dead one would
-# otherwise miss notifications until the cache TTL runs out).
-_LISTEN_CHECK_S = 2.0
 
 
 async def _in_recovery(conn: Any) -> bool:

@@ -120,6 +120,8 @@ export interface ConnectionFilters extends PageRequest {
   readonly status?: ConnectionStatus;
   /** Only connections whose granted scopes differ from the requested ones (MISSING, EXTRA or ANY). */
   readonly scopeDrift?: ScopeDrift;
+  /** Include deleted connections (still recoverable) in the list. */
+  readonly showDeleted?: boolean;
 }
 
 export interface StoreCredentialInput {
@@ -286,13 +288,19 @@ export interface VaultClient {
       change: { readonly status: ConnectionStatus; readonly reason: string; readonly etag?: string },
       options?: CallOptions,
     ): Promise<Connection>;
-    /** Returns what the platform said when revokeAtProvider was set. */
+    /**
+     * Marks the connection deleted: it stays recoverable with its credentials (undelete)
+     * for the vault's recovery window, unless `force` removes it at once. Returns what
+     * the platform said when revokeAtProvider was set.
+     */
     delete(
       organizationId: string,
       connectionId: string,
-      opts?: { readonly etag?: string; readonly revokeAtProvider?: boolean },
+      opts?: { readonly etag?: string; readonly revokeAtProvider?: boolean; readonly force?: boolean },
       options?: CallOptions,
     ): Promise<ProviderRevocation | undefined>;
+    /** Restores a deleted connection, with its credentials, before it is purged. */
+    undelete(organizationId: string, connectionId: string, options?: CallOptions): Promise<Connection>;
   };
   readonly credentials: {
     /** Returns metadata only: the value is never sent back. */
@@ -515,10 +523,15 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
           connectionId,
           etag: opts?.etag ?? "",
           revokeAtProvider: opts?.revokeAtProvider ?? false,
+          force: opts?.force ?? false,
         },
         callOptions,
       );
       return res.providerRevocation;
+    },
+    async undelete(organizationId, connectionId, callOptions) {
+      const res = await raw.connections.undeleteConnection({ organizationId, connectionId }, callOptions);
+      return required(res.connection, "connection", connRpc("UndeleteConnection"));
     },
   };
 

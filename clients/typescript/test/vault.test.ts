@@ -152,6 +152,15 @@ describe("the newcomer's path", () => {
     assert.equal(updated.platformUserId, conn.platformUserId, "fields outside the mask are kept");
 
     await vault.connections.delete(org.id, conn.id, { etag: updated.etag });
+    const deleted = await vault.connections.get(org.id, conn.id);
+    assert.ok(deleted.deleteTime, "a deleted connection stays readable, with its delete time");
+    const listed = await vault.connections.list(org.id);
+    assert.ok(!listed.items.some((c) => c.id === conn.id), "left out of a list");
+    const withDeleted = await vault.connections.list(org.id, { showDeleted: true });
+    assert.ok(withDeleted.items.some((c) => c.id === conn.id), "listed when asked");
+    const restored = await vault.connections.undelete(org.id, conn.id);
+    assert.equal(restored.deleteTime, undefined);
+    await vault.connections.delete(org.id, conn.id, { force: true });
     assert.equal((await failure(vault.connections.get(org.id, conn.id))).code, "NOT_FOUND");
     await vault.organizations.delete(org.id, renamed.etag);
     const gone = await failure(vault.organizations.get(org.id));

@@ -24,10 +24,13 @@ from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import events_pb2 as epb
 from singura_vault.proto.singura.vault.v1 import events_pb2_grpc as epb_grpc
+from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
 from singura_vault.proto.singura.vault.v1 import webhooks_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import webhooks_pb2_grpc as pb_grpc
+from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.service.access import AccessService
+from singura_vault.service.rewrap import RewrapWorker
 from singura_vault.service.webhook_worker import WebhookWorker
 from tests.conftest import Vault, serve_process_handle, start_vault, stop_vault
 from tests.helpers import bearer, connection_message, expect_status, org_message
@@ -505,6 +508,40 @@ async def test_secret_rotation_signs_with_both_during_the_overlap(
     assert len(after.signatures()) == 1
     assert signed_by(new, after)
     assert not signed_by(old, after)
+
+
+async def test_rewrap_reseals_both_secrets_so_the_old_data_key_retires(
+    vault: Vault, receiver: Receiver, worker: WebhookWorker, key_manager: keys.KeyManager
+) -> None:
+    """An endpoint's secrets (the current and, during an overlap, the previous one) are
+    sealed under data key version 1: after a rotation the rewrap re-seals both under
+    version 2, version 1 retires (refused before the rewrap), and the delivery still
+    carries both signatures, each verifying."""
+    org = await new_org(vault)
+    created = await create(vault, org, receiver.url)
+    endpoint, old = created.endpoint.id, created.signing_secret
+    new = (
+        await stub(vault).RotateWebhookSecret(
+            pb.RotateWebhookSecretRequest(organization_id=org, endpoint_id=endpoint)
+        )
+    ).signing_secret
+    retire_v1 = kpb.RetireKeyVersionRequest(data_key=kpb.DataKeyRef(organization_id=org, version=1))
+    await vault.keys.RotateDataKey(kpb.RotateDataKeyRequest(organization_id=org))
+    await expect_status(vault.keys.RetireKeyVersion(retire_v1), grpc.StatusCode.FAILED_PRECONDITION)
+
+    await vault.keys.StartRewrap(kpb.StartRewrapRequest())
+    assert await RewrapWorker(KeyAdminRepository(vault.db), key_manager).work_once()
+    await vault.keys.RetireKeyVersion(retire_v1)
+
+    await stub(vault).SendTestEvent(
+        pb.SendTestEventRequest(organization_id=org, endpoint_id=endpoint)
+    )
+    # With it, the key.data_key_rotated and key.rewrap_completed events of the rotation.
+    assert await worker.run_once() == 3
+    [message] = [m for m in receiver.received if m.payload["type"] == "webhook.test"]
+    assert len(message.signatures()) == 2
+    assert verify_now(new, message)["type"] == "webhook.test"
+    assert verify_now(old, message)["data"]["endpoint_id"] == endpoint
 
 
 async def test_two_workers_never_attempt_one_delivery_twice(

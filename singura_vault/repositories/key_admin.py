@@ -42,6 +42,9 @@ _RETIRED_WHILE_REWRAPPING: ConstraintErrors = {
 _CLIENT_KEY_RETIRED_WHILE_REWRAPPING: ConstraintErrors = {
     _CLIENT_KEY_NOT_LIVE: lambda: DataKeysChanged("retired")
 }
+_WEBHOOK_KEY_RETIRED_WHILE_REWRAPPING: ConstraintErrors = {
+    "webhook_endpoints_key_live": lambda: DataKeysChanged("retired")
+}
 _RETIRED_DURING_REPAIR: ConstraintErrors = {
     _KEY_NOT_LIVE: lambda: Aborted(
         "a data key version was retired while the repair ran; nothing of this page was "
@@ -202,6 +205,70 @@ class KeyAdminRepository:
                         value.key_version,
                         signing.ciphertext if signing else None,
                         signing.nonce if signing else None,
+                    )
+        return resealed
+
+    async def reseal_webhook_secrets(
+        self,
+        organization_id: UUID,
+        newest: int,
+        reseal: Callable[
+            [UUID, UUID, int, EncryptedValue, dict[int, StoredDataKey]],
+            Awaitable[EncryptedValue],
+        ],
+    ) -> int:
+        """Re-seal the organization's webhook signing secrets (migration 026: the current
+        one and, while it still signs, the previous one) that an older data key seals;
+        ``reseal(endpoint_id, secret_id, key_version, stale, data_keys)``. Returns how
+        many endpoints."""
+        async with self._db.tenant(organization_id) as conn:
+            rows = await conn.fetch(query("webhook_endpoints_claim_stale"), organization_id, newest)
+            if not rows:
+                return 0
+            key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
+            data_keys = {r["version"]: data_key_from_row(r) for r in key_rows}
+            resealed = 0
+            for row in rows:
+                current = EncryptedValue(
+                    row["secret_nonce"], row["secret_ciphertext"], "", row["key_version"]
+                )
+                previous: EncryptedValue | None = None
+                try:
+                    if row["key_version"] < newest:
+                        current = await reseal(
+                            row["id"], row["secret_id"], row["key_version"], current, data_keys
+                        )
+                    old = row["previous_key_version"]
+                    if row["previous_secret_id"] is not None and old < newest:
+                        previous = await reseal(
+                            row["id"],
+                            row["previous_secret_id"],
+                            old,
+                            EncryptedValue(
+                                row["previous_secret_nonce"],
+                                row["previous_secret_ciphertext"],
+                                "",
+                                old,
+                            ),
+                            data_keys,
+                        )
+                except DataLoss:
+                    # Left as it is (and its key unretirable) until the secret is rotated;
+                    # the rest of the job goes on.
+                    continue
+                resealed += 1
+                with map_driver_errors(_WEBHOOK_KEY_RETIRED_WHILE_REWRAPPING):
+                    await conn.execute(
+                        query("webhook_endpoint_resealed"),
+                        organization_id,
+                        row["id"],
+                        row["secret_id"],
+                        current.ciphertext,
+                        current.nonce,
+                        current.key_version,
+                        previous.ciphertext if previous else None,
+                        previous.nonce if previous else None,
+                        previous.key_version if previous else None,
                     )
         return resealed
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
 from uuid import UUID
 
 from singura_vault import keys, metrics
@@ -103,15 +104,20 @@ class RewrapWorker:
                     resealed = await self._repository.reseal_client_secrets(
                         organization_id, newest, self._reseal_client_secret
                     )
+                    # Webhook signing secrets (migration 026) likewise.
+                    resealed_hooks = await self._repository.reseal_webhook_secrets(
+                        organization_id, newest, self._reseal_webhook_secret
+                    )
                 except DataKeysChanged:
                     return True
-                if resealed:
+                if resealed or resealed_hooks:
                     log.info(
-                        "rewrap_client_secrets",
+                        "rewrap_secrets",
                         organization_id=str(organization_id),
-                        count=resealed,
+                        client_secrets=resealed,
+                        webhook_secrets=resealed_hooks,
                     )
-                return did_work or resealed > 0
+                return did_work or resealed + resealed_hooks > 0
             did_work = True
             metrics.REWRAPPED.inc(count)
             log.info("rewrap_progress", job_id=str(job_id), done=done, total=total)
@@ -125,39 +131,80 @@ class RewrapWorker:
         signing: bool = False,
     ) -> EncryptedValue:
         """Open an OAuth client secret (``signing``: its Slack signing secret, migration
-        027) under the version that sealed it, seal it under the newest
-        (decrypt-after-encrypt checked, as for credentials)."""
+        027) under the version that sealed it, seal it under the newest."""
+        organization_id = data_keys[max(data_keys)].organization_id
+        bind = sealing.signing_secret_binding if signing else sealing.client_secret_binding
+        return await self._reseal(
+            "an OAuth client secret",
+            "set the client again",
+            lambda version: bind(organization_id, row_id, version),
+            key_version,
+            stale,
+            data_keys,
+        )
+
+    async def _reseal_webhook_secret(
+        self,
+        endpoint_id: UUID,
+        secret_id: UUID,
+        key_version: int,
+        stale: EncryptedValue,
+        data_keys: dict[int, StoredDataKey],
+    ) -> EncryptedValue:
+        """Open a webhook endpoint's signing secret (migration 026; the current one or the
+        one still signing beside it) under the version that sealed it, seal it under the
+        newest."""
+        organization_id = data_keys[max(data_keys)].organization_id
+        return await self._reseal(
+            f"the signing secret of webhook endpoint {endpoint_id}",
+            "rotate the endpoint's secret (RotateWebhookSecret)",
+            lambda version: sealing.webhook_secret_binding(
+                organization_id, endpoint_id, secret_id, version
+            ),
+            key_version,
+            stale,
+            data_keys,
+        )
+
+    async def _reseal(
+        self,
+        what: str,
+        remedy: str,
+        bind: Callable[[int], keys.CredentialBinding],
+        key_version: int,
+        stale: EncryptedValue,
+        data_keys: dict[int, StoredDataKey],
+    ) -> EncryptedValue:
+        """Open a secret sealed under ``key_version`` and seal it under the newest live
+        version (decrypt-after-encrypt checked, as for credentials)."""
         newest = data_keys[max(data_keys)]
         organization_id = newest.organization_id
-        bind = sealing.signing_secret_binding if signing else sealing.client_secret_binding
         if key_version not in data_keys:
             raise DataLoss(
-                f"an OAuth client secret of organization {organization_id} is sealed under "
-                f"data key version {key_version}, which was destroyed; set the client again"
+                f"{what} of organization {organization_id} is sealed under data key version "
+                f"{key_version}, which was destroyed; {remedy}"
             )
         old = await sealing.unwrap(self._keys, data_keys[key_version])
         try:
             plaintext = self._keys.open(
-                old,
-                keys.Sealed(stale.nonce, stale.ciphertext),
-                bind(organization_id, row_id, key_version),
+                old, keys.Sealed(stale.nonce, stale.ciphertext), bind(key_version)
             )
         except keys.IntegrityError:
             log.error(
-                "oauth_client_integrity_failure",
+                "secret_integrity_failure",
                 security_event=True,
                 organization_id=str(organization_id),
                 key_version=key_version,
             )
             raise DataLoss(
-                f"an OAuth client secret of organization {organization_id} failed its "
-                "integrity check during rewrap; set the client again"
+                f"{what} of organization {organization_id} failed its integrity check during "
+                f"rewrap; {remedy}"
             ) from None
         new = await sealing.unwrap(self._keys, newest)
-        binding = bind(organization_id, row_id, newest.version)
+        binding = bind(newest.version)
         sealed = self._keys.seal(new, plaintext, binding)
         if not hmac.compare_digest(self._keys.open(new, sealed, binding), plaintext):
-            raise DataLoss("re-sealing an OAuth client secret did not verify")
+            raise DataLoss(f"re-sealing {what} did not verify")
         return EncryptedValue(sealed.nonce, sealed.ciphertext, "", newest.version)
 
     async def _reencrypt(

@@ -45,8 +45,7 @@ UPDATE data_keys SET state = 'destroyed', wrapped_key = NULL, destroyed_at = now
 -- name: credentials_per_key_version
 -- OAuth client secrets (migration 016) and webhook signing secrets (migration 026, the
 -- previous one too while its overlap lasts) are sealed under data keys too: a version
--- that still seals one is in use. The rewrap does not reseal webhook secrets: rotating
--- the endpoint's secret (RotateWebhookSecret) moves it to the newest key.
+-- that still seals one is in use, until the rewrap reseals it under the newest.
 SELECT key_version, count(*) AS n
   FROM (SELECT key_version FROM encrypted_credentials
          WHERE organization_id = $1 AND state <> 'revoked' AND ciphertext IS NOT NULL
@@ -168,3 +167,24 @@ UPDATE oauth_clients
    SET secret_ciphertext = $4, secret_nonce = $5, key_version = $6,
        signing_secret_ciphertext = $7, signing_secret_nonce = $8
  WHERE organization_id = $1 AND platform = $2 AND id = $3;
+
+-- name: webhook_endpoints_claim_stale
+-- Webhook signing secrets (migration 026) sealed under an older data key than the
+-- newest: the current one, or the previous one while it still signs beside it.
+-- SKIP LOCKED: one worker re-seals each.
+SELECT id, secret_id, secret_nonce, secret_ciphertext, key_version,
+       previous_secret_id, previous_secret_nonce, previous_secret_ciphertext,
+       previous_key_version
+  FROM webhook_endpoints
+ WHERE organization_id = $1
+   AND (key_version < $2 OR (previous_expires_at > now() AND previous_key_version < $2))
+   FOR UPDATE SKIP LOCKED;
+
+-- name: webhook_endpoint_resealed
+-- $4..$6: the current secret's new sealing; $7..$9 the previous one's (NULL: unchanged).
+UPDATE webhook_endpoints
+   SET secret_ciphertext = $4, secret_nonce = $5, key_version = $6,
+       previous_secret_ciphertext = coalesce($7, previous_secret_ciphertext),
+       previous_secret_nonce = coalesce($8, previous_secret_nonce),
+       previous_key_version = coalesce($9, previous_key_version)
+ WHERE organization_id = $1 AND id = $2 AND secret_id = $3;

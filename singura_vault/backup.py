@@ -55,6 +55,15 @@ from singura_vault.db.pg_tools import (
     tool_failure,
     tool_version,
 )
+from singura_vault.local import (
+    DEVELOPMENT_AUTH_SECRET_FILE as DEVELOPMENT_AUTH_SECRET,
+)
+from singura_vault.local import (
+    DEVELOPMENT_KEYRING_FILE as DEVELOPMENT_KEYRING,
+)
+from singura_vault.local import (
+    DEVELOPMENT_SIGNING_KEY_FILE as DEVELOPMENT_SIGNING_KEY,
+)
 from singura_vault.private_files import fsync_directory, link_without_replacing
 from singura_vault.repositories.backup_checks import (
     DatabaseCheckError,
@@ -83,11 +92,6 @@ __all__ = [
 SCHEMA = "singura"
 APP_ROLE = "singura_app"
 BACKUP_URL_VARIABLE = "DATABASE_BACKUP_URL"
-# The embedded development mode's generated secrets (keys/loading.py, service/access.py),
-# named here rather than imported: the key package is sealed to the credential path.
-DEVELOPMENT_KEYRING = "keyring.json"
-DEVELOPMENT_AUTH_SECRET = "auth-secret"  # noqa: S105 - a file name
-DEVELOPMENT_SIGNING_KEY = "audit-signing-key"  # keys.DEVELOPMENT_SIGNING_KEY_NAME
 
 Progress = Callable[[str], None]
 

@@ -5,6 +5,10 @@
 into every repository, use case and background worker of one vault process. The
 server, the CLI commands, the benchmarks and the tests all build through it, so a
 new service is wired once and nobody assembles a partial graph of their own.
+``Components.from_settings`` is the graph ``singura-vault serve`` runs, and
+``background_jobs()`` says which loops that graph runs beside the gRPC server; it
+starts none of them: ``server.VaultServer`` owns the process lifecycle and runs
+them in its task registry (``tasks.BackgroundTasks``).
 
 Each part is built on first use and then shared: ``singura-vault audit prune``
 asks only for ``audit`` and never needs a key manager, while ``VaultServer`` asks
@@ -16,10 +20,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, partial
 from uuid import UUID
 
 from singura_vault import keys
+from singura_vault.clock import Clock, utc_now
 from singura_vault.config import (
     DEFAULT_EXPIRY_REMINDERS,
     OAuthSettings,
@@ -47,7 +52,7 @@ from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.repositories.signals import SignalRepository
 from singura_vault.repositories.webhooks import WebhookRepository
 from singura_vault.service.access import AccessService, RateLimit
-from singura_vault.service.audit import AuditService
+from singura_vault.service.audit import AuditService, track_appended_total
 from singura_vault.service.audit_checkpoints import AuditCheckpointService
 from singura_vault.service.audit_sequencer import AuditSequencer
 from singura_vault.service.authz import Authorizer
@@ -58,9 +63,7 @@ from singura_vault.service.connection_purge import ConnectionPurger
 from singura_vault.service.connections import DEFAULT_RECOVERY_WINDOW, ConnectionService
 from singura_vault.service.credentials import (
     DEFAULT_DESTROY_DELAY,
-    Clock,
     CredentialService,
-    utc_now,
 )
 from singura_vault.service.event_sequencer import FALLBACK_INTERVAL_S as SEQUENCER_FALLBACK_S
 from singura_vault.service.event_sequencer import EventSequencer
@@ -80,6 +83,7 @@ from singura_vault.service.signals import SignalService
 from singura_vault.service.version_destroyer import DEFAULT_INTERVAL_S, VersionDestroyer
 from singura_vault.service.webhook_worker import DeliveryPolicy, WebhookWorker
 from singura_vault.service.webhooks import WebhookService
+from singura_vault.tasks import TaskFactory
 
 # Tests of other parts and the benchmarks run without the background refresh.
 NO_BACKGROUND_REFRESH = OAuthSettings(refresh_worker=False)
@@ -134,13 +138,19 @@ class Components:
         expiry_reminders: tuple[tuple[str, float], ...] = DEFAULT_EXPIRY_REMINDERS,
         connection_recovery_window: timedelta = DEFAULT_RECOVERY_WINDOW,
         purge_interval_s: float = DEFAULT_PURGE_INTERVAL_S,
+        rewrap_worker: bool = False,
+        audit_checkpoint_interval_s: float = 0.0,
+        audit_retention: timedelta | None = None,
+        audit_metrics: bool = False,
     ) -> None:
         """``key_manager`` None: a graph without the credential path (audit pruning).
         ``access`` None disables authentication and ``authorizer`` replaces the
         service-layer checks: both exist for tests of the layers beneath.
         ``destroy_delay`` is SINGURA_DESTROY_DELAY; ``clock`` is what version
         destruction, the connection purge and the expiry reminder job take as now (a
-        test moves it instead of sleeping)."""
+        test moves it instead of sleeping). ``rewrap_worker``, a positive
+        ``audit_checkpoint_interval_s``, ``audit_retention`` and ``audit_metrics`` add
+        the loops only ``serve`` runs to ``background_jobs()``."""
         self.db = db
         self.access = access
         self._key_manager = key_manager
@@ -160,9 +170,13 @@ class Components:
         self._expiry_reminders = expiry_reminders
         self._recovery_window = connection_recovery_window
         self._purge_interval_s = purge_interval_s
+        self._rewrap_worker = rewrap_worker
+        self._audit_checkpoint_interval_s = audit_checkpoint_interval_s
+        self._audit_retention = audit_retention
+        self._audit_metrics = audit_metrics
 
     @classmethod
-    def for_serve(
+    def from_settings(
         cls,
         db: Database,
         settings: Settings,
@@ -171,7 +185,9 @@ class Components:
         access: AccessService,
         audit_signer: keys.AuditSigner | None,
     ) -> Components:
-        """The graph ``singura-vault serve`` runs."""
+        """The graph ``singura-vault serve`` runs, every option from ``settings``; the
+        arguments are what serve has opened or checked first (the pool, the root keys,
+        API-key authentication, the audit signer)."""
         return cls(
             db,
             key_manager=key_manager,
@@ -184,7 +200,50 @@ class Components:
             destroy_delay=timedelta(seconds=settings.destroy_delay_s),
             expiry_reminders=settings.expiry_reminders,
             connection_recovery_window=timedelta(seconds=settings.connection_recovery_window_s),
+            rewrap_worker=True,
+            audit_checkpoint_interval_s=settings.audit_checkpoint_interval_s,
+            audit_retention=(
+                timedelta(days=settings.audit_retention_days)
+                if settings.audit_retention_days
+                else None
+            ),
+            audit_metrics=settings.metrics_listen is not None,
         )
+
+    def background_jobs(self) -> list[tuple[str, TaskFactory]]:
+        """The loops this graph runs beside the gRPC server, each by its task name.
+
+        Every process runs them (their shared state is in PostgreSQL); VaultServer
+        starts them after it serves and cancels and awaits them when it stops.
+        """
+        jobs: list[tuple[str, TaskFactory]] = [("audit-sequencer", self.sequencer.run_forever)]
+        if self.refresh_worker is not None:
+            jobs.append(("oauth-refresh-worker", self.refresh_worker.run_forever))
+        if self.webhook_worker is not None:
+            jobs.append(("webhook-delivery-worker", self.webhook_worker.run_forever))
+        jobs.append(("credential-version-destroyer", self.version_destroyer.run_forever))
+        jobs.append(("connection-purge", self.connection_purger.run_forever))
+        if self.access is not None:
+            jobs.append(("api-key-changes", self.access.watch_key_changes))
+        jobs.append(("event-sequencer", self.event_sequencer.run_forever))
+        jobs.append(("expiry-reminders", self.expiry_reminders.run_forever))
+        jobs.append(("event-wakeups", self.events.follow_other_processes))
+        if self._rewrap_worker:
+            jobs.append(("rewrap-worker", self.rewrap.run_forever))
+        if self._audit_metrics:
+            jobs.append(("audit-metrics", partial(track_appended_total, self.audit_repository)))
+        if self._audit_checkpoint_interval_s > 0 and self.audit_checkpoints.enabled:
+            jobs.append(
+                (
+                    "audit-checkpoints",
+                    partial(self.audit_checkpoints.run_forever, self._audit_checkpoint_interval_s),
+                )
+            )
+        if self._audit_retention is not None:
+            jobs.append(
+                ("audit-retention", partial(self.audit.prune_forever, self._audit_retention))
+            )
+        return jobs
 
     @property
     def key_manager(self) -> keys.KeyManager:

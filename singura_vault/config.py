@@ -8,7 +8,6 @@ accepted form (``ConfigError``); nothing here ever echoes a secret value.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -496,16 +495,6 @@ def listen_host(listen: str) -> str:
     """The host part of a host:port listen address, without IPv6 brackets."""
     host, _, _ = listen.rpartition(":")
     return host.strip("[]")
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and loopback IP literals."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _optional_listen(env: Mapping[str, str], name: str) -> str | None:

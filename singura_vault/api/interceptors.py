@@ -57,6 +57,7 @@ from singura_vault.context import (
 from singura_vault.errors import (
     DataLoss,
     InvalidArgument,
+    InvariantBroken,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
@@ -323,7 +324,8 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         """Replace a sealed page_token by the service's own (INVALID_ARGUMENT if forged)."""
         if self._access is None or not _field_text(request, "page_token"):
             return
-        assert call.principal is not None
+        if call.principal is None:
+            raise InvariantBroken("_open_page_token: call.principal is None")
         request.page_token = self._access.page_tokens.open(
             request.page_token, call.method, call.principal.key_id
         )
@@ -331,7 +333,8 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
     def _seal_page_token(self, call: _Call, response: Any) -> None:
         if self._access is None or not _field_text(response, "next_page_token"):
             return
-        assert call.principal is not None
+        if call.principal is None:
+            raise InvariantBroken("_seal_page_token: call.principal is None")
         response.next_page_token = self._access.page_tokens.seal(
             response.next_page_token, call.method, call.principal.key_id
         )
@@ -412,7 +415,8 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         await call.context.abort(code, client_message(exc), trailing_metadata=tuple(trailer))
 
     async def _audit_denied(self, call: _Call, code: str) -> None:
-        assert self._access is not None
+        if self._access is None:
+            raise InvariantBroken("_audit_denied: self._access is None")
         try:
             await self._access.record_denied(call.principal, call.method, code)
         except Exception as exc:  # the refusal stands even if its audit record fails

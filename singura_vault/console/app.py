@@ -52,6 +52,7 @@ from singura_vault.console.vault_client import (
     VaultCallError,
     VaultClient,
 )
+from singura_vault.errors import InvariantBroken
 from singura_vault.logs import get_logger
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import audit_pb2
@@ -240,7 +241,8 @@ class Console:
         """Every organization an admin key sees (up to MAX_ORGANIZATIONS); an
         organization key's own."""
         if not session.is_admin:
-            assert session.organization_id is not None
+            if session.organization_id is None:
+                raise InvariantBroken("organizations: session.organization_id is None")
             got = await operator.call(
                 "organizations",
                 "GetOrganization",
@@ -872,7 +874,8 @@ class Console:
         )
 
     async def on_vault_error(self, request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, VaultCallError)
+        if not isinstance(exc, VaultCallError):
+            raise InvariantBroken("on_vault_error: exc is not a VaultCallError")
         session: Session | None = getattr(request.state, "session", None)
         if exc.code == "UNAUTHENTICATED" and session is not None:
             self.sessions.end(session.id, reason="refused_by_vault")
@@ -890,7 +893,8 @@ class Console:
         )
 
     async def on_http_error(self, request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
+        if not isinstance(exc, HTTPException):
+            raise InvariantBroken("on_http_error: exc is not a HTTPException")
         return self.page(
             request,
             "message.html",

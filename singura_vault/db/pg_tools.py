@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+from singura_vault.errors import InvariantBroken
+
 Tool = Literal["pg_dump", "pg_restore"]
 _ERROR_TAIL_LINES = 20
 
@@ -105,7 +107,8 @@ async def run_captured(args: list[str], env: Mapping[str, str]) -> tuple[int, st
         stderr=asyncio.subprocess.PIPE,
     )
     stdout, stderr = await process.communicate()
-    assert process.returncode is not None
+    if process.returncode is None:
+        raise InvariantBroken("run_captured: process.returncode is None")
     return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 
 
@@ -127,7 +130,8 @@ async def run_streaming(
         stderr=asyncio.subprocess.PIPE,
         pass_fds=pass_fds,
     )
-    assert process.stderr is not None
+    if process.stderr is None:
+        raise InvariantBroken("run_streaming: process.stderr is None")
     tail: list[str] = []
     try:
         async for raw in process.stderr:

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Final, Literal, cast
 from uuid import UUID
 
 import asyncpg
@@ -34,7 +34,7 @@ from singura_vault.db.errors import (
 )
 from singura_vault.db.listen import Listener
 from singura_vault.db.replica import Freshness, watch_freshness
-from singura_vault.errors import Aborted, ConfigError, Unavailable, VaultError
+from singura_vault.errors import Aborted, ConfigError, InvariantBroken, Unavailable, VaultError
 from singura_vault.logs import get_logger
 
 # The role every vault login role must be a member of; migrations grant to it.
@@ -61,6 +61,13 @@ SELECT r.rolname,
 
 _QUERY_NAME = re.compile(r"^/\* singura:([a-z0-9_]+) \*/")
 log = get_logger(__name__)
+
+# The WAL position of a primary, or of what a standby has replayed (replica routing).
+WalFunction = Literal["pg_current_wal_lsn", "pg_last_wal_replay_lsn"]
+_WAL_POSITION_SQL: Final[dict[str, str]] = {
+    "pg_current_wal_lsn": "SELECT pg_current_wal_lsn()",
+    "pg_last_wal_replay_lsn": "SELECT pg_last_wal_replay_lsn()",
+}
 
 
 def _slow_query_logger(threshold_ms: int) -> Callable[[Any], None]:
@@ -411,13 +418,15 @@ class Database:
         rows = await self.fetch_unscoped(sql, *args)
         return rows[0] if rows else None
 
-    async def wal_position(self, function: str) -> int | None:
+    async def wal_position(self, function: WalFunction) -> int | None:
         """``pg_current_wal_lsn`` (a primary) or ``pg_last_wal_replay_lsn`` (a standby;
         None on a server that is not one)."""
-        assert function in ("pg_current_wal_lsn", "pg_last_wal_replay_lsn")
+        sql = _WAL_POSITION_SQL.get(function)
+        if sql is None:  # a fixed statement per function: no name is ever formatted into SQL
+            raise InvariantBroken(f"wal_position: unknown function {function!r}")
         with map_driver_errors():
             async with self._acquire() as conn:
-                position = await conn.fetchval(f"SELECT {function}()")
+                position = await conn.fetchval(sql)
         return None if position is None else int(position)
 
     async def ping(self) -> None:
@@ -431,7 +440,8 @@ class Database:
         with map_driver_errors():
             async with self._acquire() as conn:
                 row = await conn.fetchrow(_ROLE_CHECK_SQL, SERVICE_GROUP_ROLE)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("service_role: row is None")
         return ServiceRole(
             name=row["rolname"],
             superuser=row["rolsuper"],

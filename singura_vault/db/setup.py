@@ -38,7 +38,7 @@ from singura_vault.db.migrations import (
 )
 from singura_vault.db.reachability import wait_until_reachable
 from singura_vault.db.serve_lock import ServeLock, serving
-from singura_vault.errors import ConfigError
+from singura_vault.errors import ConfigError, InvariantBroken
 from singura_vault.logs import get_logger
 
 log = get_logger(__name__)
@@ -229,7 +229,8 @@ async def check_server_settings(dsn: str, settings: Settings) -> ConnectionBudge
     try:
         with map_driver_errors():
             row = await conn.fetchrow(_SERVER_LIMITS_SQL)
-            assert row is not None
+            if row is None:
+                raise InvariantBroken("check_server_settings: row is None")
             rows = await conn.fetch(
                 "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
                 list(_POOLED_SESSION_CHECKED),

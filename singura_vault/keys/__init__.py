@@ -43,7 +43,6 @@ from singura_vault.keys.material import generate_encryption_key
 from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
 from singura_vault.keys.records import Sealed, WrappedDataKey
 from singura_vault.keys.signing import (
-    DEVELOPMENT_SIGNING_KEY_NAME,
     AuditPublicKey,
     AuditSigner,
     load_audit_signer,
@@ -54,7 +53,6 @@ from singura_vault.keys.signing import (
 from singura_vault.keys.transit import KeyServiceUnavailable, TransitKeyProvider
 
 __all__ = [
-    "DEVELOPMENT_SIGNING_KEY_NAME",
     "AuditPublicKey",
     "AuditSigner",
     "CredentialBinding",

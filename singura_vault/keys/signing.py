@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from singura_vault.keys.errors import KeyConfigError
 from singura_vault.keys.holder import KeyHolder
 from singura_vault.keys.material import decode_key, encode_key, generate_key_bytes
+from singura_vault.local import DEVELOPMENT_SIGNING_KEY_FILE
 from singura_vault.private_files import read_private_file, write_new_private_file
 
 __all__ = [
@@ -275,9 +276,6 @@ def _algorithm(key: object) -> str:
     return "another kind of"
 
 
-DEVELOPMENT_SIGNING_KEY_NAME = "audit-signing-key"
-
-
 def load_audit_signer(
     key_file: Path | None, *, data_dir: Path, embedded: bool, production: bool
 ) -> AuditSigner | None:
@@ -299,7 +297,7 @@ def load_audit_signer(
         )
     if not embedded:
         return None
-    path = data_dir / DEVELOPMENT_SIGNING_KEY_NAME
+    path = data_dir / DEVELOPMENT_SIGNING_KEY_FILE
     if path.exists():
         return AuditSigner.from_file(path)
     return AuditSigner.generate_unsaved(path)

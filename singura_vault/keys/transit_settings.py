@@ -10,7 +10,6 @@ This module must never log, format or raise with the token.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import ssl
 from pathlib import Path
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit
 
 from singura_vault.keys.errors import KeyConfigError
 from singura_vault.keys.holder import KeyHolder
+from singura_vault.local import is_loopback
 from singura_vault.private_files import read_private_file
 
 __all__ = [
@@ -158,7 +158,7 @@ def _parse_address(address: str | None) -> tuple[str, str, int, str]:
             f"SINGURA_TRANSIT_ADDR={address!r} must be scheme://host:port only, without a path; "
             "set the mount path in SINGURA_TRANSIT_MOUNT"
         )
-    if scheme == "http" and not _is_loopback(host):
+    if scheme == "http" and not is_loopback(host):
         raise KeyConfigError(
             f"SINGURA_TRANSIT_ADDR={address!r} is plain http to a host that is not loopback; "
             "the token and data keys would cross the network in the clear: use https://"
@@ -167,17 +167,6 @@ def _parse_address(address: str | None) -> tuple[str, str, int, str]:
         port = 443 if scheme == "https" else 80
     shown_host = f"[{host}]" if ":" in host else host
     return scheme, host, port, f"{scheme}://{shown_host}:{port}"
-
-
-def _is_loopback(host: str) -> bool:
-    # config.is_loopback's twin: the key package imports only the kernel modules
-    # (tests/test_keys.py holds it to that), not the settings layer.
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _parse_mount(mount: str | None) -> str:

@@ -16,7 +16,7 @@ from urllib.parse import SplitResult, urlsplit
 
 import httpx
 
-from singura_vault.config import is_loopback
+from singura_vault.local import is_loopback
 
 # Enough for the vault's refresh workers without letting one slow provider hold
 # an unbounded number of sockets.

@@ -10,7 +10,7 @@ import asyncpg
 from singura_vault.context import current_request
 from singura_vault.db.pool import Database
 from singura_vault.domain import ApiKey, KeyLookup, NewApiKey, PageCursor
-from singura_vault.errors import NotFound
+from singura_vault.errors import InvariantBroken, NotFound
 from singura_vault.repositories._rows import utc
 from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.queries import query
@@ -40,7 +40,8 @@ class ApiKeyRepository:
     async def lookup(self, key_id: str, digest: bytes) -> KeyLookup:
         """Verify a key and read its scope: one round trip, no write."""
         row = await self._db.fetchrow_unscoped(query("api_key_lookup"), key_id, digest)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("lookup: row is None")
         return KeyLookup(
             status=row["status"],
             organization_id=row["organization_id"],
@@ -53,7 +54,8 @@ class ApiKeyRepository:
     ) -> tuple[int, int]:
         """Take up to ``want`` tokens from the key's shared bucket; (granted, retry_after_ms)."""
         row = await self._db.fetchrow_unscoped(query("api_key_lease"), key_id, rate, burst, want)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("lease_tokens: row is None")
         return row["granted"], row["retry_after_ms"]
 
     async def listen_for_changes(
@@ -76,7 +78,8 @@ class ApiKeyRepository:
                 new.created_by,
                 new.expires_at,
             )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("insert: row is None")
         return _api_key(row)
 
     async def list(

@@ -14,6 +14,7 @@ import asyncpg
 
 from singura_vault.db.pool import Database
 from singura_vault.domain import AuditEvent, AuditFilter, ChainLink, ChainState
+from singura_vault.errors import InvariantBroken
 from singura_vault.repositories.queries import query
 
 # The chain of events that belong to no organization.
@@ -58,7 +59,8 @@ async def _sequence_batch(db: Database, after: int, limit: int) -> tuple[int, in
     events of every chain with an id above ``after``; returns how many, and the last id
     taken (the next batch's ``after``)."""
     row = await db.fetchrow_unscoped(query("audit_sequence_after"), after, limit)
-    assert row is not None
+    if row is None:
+        raise InvariantBroken("_sequence_batch: row is None")
     return row["chained"], row["last_id"]
 
 
@@ -173,7 +175,8 @@ class AuditRepository:
         row = await self._db.fetchrow_unscoped(
             query("audit_sequence_chain"), organization_id, after, limit, skip_backlog
         )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("chain_own: row is None")
         if row["chained"] < 0:
             return None
         return row["chained"], row["last_id"]
@@ -185,7 +188,8 @@ class AuditRepository:
             checkpoint = await conn.fetchrow(query("audit_checkpoint"), key)
             head = await conn.fetchrow(query("audit_head"), key)
             pending = await conn.fetchrow(sql, *chain)
-        assert pending is not None
+        if pending is None:
+            raise InvariantBroken("chain_state: pending is None")
         return ChainState(
             pruned_through=checkpoint["pruned_through_seq"] if checkpoint else 0,
             pruned_count=checkpoint["pruned_count"] if checkpoint else 0,

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from singura_vault.errors import InvariantBroken
 from singura_vault.repositories.queries import query
 
 _CONNECT_TIMEOUT_S = 10.0
@@ -44,14 +45,16 @@ class TargetFacts:
 async def backup_source_facts(dsn: str, schema: str) -> SourceFacts:
     async with _connection(dsn) as conn:
         row = await conn.fetchrow(query("backup_source_facts"), schema)
-    assert row is not None
+    if row is None:
+        raise InvariantBroken("backup_source_facts: row is None")
     return SourceFacts(row["role"], row["database"], row["bypasses_rls"], row["has_schema"])
 
 
 async def restore_target_facts(dsn: str, schema: str, app_role: str) -> TargetFacts:
     async with _connection(dsn) as conn:
         row = await conn.fetchrow(query("restore_target_facts"), schema, app_role)
-    assert row is not None
+    if row is None:
+        raise InvariantBroken("restore_target_facts: row is None")
     return TargetFacts(
         row["role"],
         row["database"],

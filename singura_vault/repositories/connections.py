@@ -22,6 +22,7 @@ from singura_vault.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
+    InvariantBroken,
     NotFound,
     ResourceExhausted,
     check_etag,
@@ -96,12 +97,14 @@ class ConnectionRepository:
                         request_id,
                     )
         except _RequestIdTaken:
-            assert request_id is not None
+            if request_id is None:
+                raise InvariantBroken("create: request_id is None") from None
             async with self._db.tenant(org_id) as conn:
                 row = await conn.fetchrow(query("connection_by_request_id"), org_id, request_id)
             if row is None:
                 raise Aborted("a concurrent create with this request_id failed; retry") from None
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("create: row is None")
         return connection_from_row(row)
 
     async def get(self, organization_id: UUID, connection_id: UUID) -> Connection:
@@ -165,7 +168,8 @@ class ConnectionRepository:
                 if changes.permissions_granted is not None
                 else None,
             )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("update: row is None")
         return connection_from_row(row)
 
     async def set_status(
@@ -190,7 +194,8 @@ class ConnectionRepository:
                 status.value,
                 reason,
             )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("set_status: row is None")
         return connection_from_row(row)
 
     async def delete(
@@ -218,7 +223,8 @@ class ConnectionRepository:
                 raise connection_deleted(
                     connection_id, "delete it again (delete it with force to purge it now)"
                 )
-            assert recovery_window is not None
+            if recovery_window is None:
+                raise InvariantBroken("delete: recovery_window is None")
             row = await conn.fetchrow(
                 query("connection_soft_delete"),
                 organization_id,
@@ -226,7 +232,8 @@ class ConnectionRepository:
                 recovery_window,
                 revoked_at_provider,
             )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("delete: row is None")
         purge_at: datetime = row["purge_at"]
         return purge_at
 
@@ -243,7 +250,8 @@ class ConnectionRepository:
             if current.status is ConnectionStatus.ACTIVE:
                 await self._check_room_for_active(conn, organization_id)
             row = await conn.fetchrow(query("connection_undelete"), organization_id, connection_id)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("undelete: row is None")
         return connection_from_row(row)
 
     async def purge(self, now: datetime, limit: int) -> Purged:

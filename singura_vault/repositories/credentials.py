@@ -33,6 +33,7 @@ from singura_vault.domain import (
 from singura_vault.errors import (
     Aborted,
     AlreadyExists,
+    InvariantBroken,
     NotFound,
     VaultError,
     connection_deleted,
@@ -301,7 +302,8 @@ class CredentialRepository:
                 constraint_messages=_STORE_ERRORS,
             )
         except _RequestIdTaken:
-            assert request_id is not None
+            if request_id is None:
+                raise InvariantBroken("_store_planned: request_id is None") from None
             return await self._by_request_id(organization_id, request_id)
         return credential_from_row(row)
 
@@ -317,7 +319,9 @@ class CredentialRepository:
         plans: list[dict[str, Any]] = []
         taken: dict[tuple[UUID, UUID, CredentialType], int] = {}
         for item, row in zip(items, _in_item_order(rows, len(items)), strict=True):
-            assert row is not None  # the plan has a row for every item
+            # the plan has a row for every item
+            if row is None:
+                raise InvariantBroken("_plan_store_batch: row is None")
             plan = dict(row.items())
             if plan["existing_id"] is None and plan["key_version"] is not None:
                 # Stores of one credential planned together take consecutive versions,
@@ -415,7 +419,8 @@ class CredentialRepository:
                     expected_version=store.expected_version,
                 )
         except _RequestIdTaken:
-            assert request_id is not None
+            if request_id is None:
+                raise InvariantBroken("_store_locked: request_id is None") from None
             return await self._by_request_id(organization_id, request_id)
 
     async def _by_request_id(self, organization_id: UUID, request_id: UUID) -> Credential:
@@ -528,7 +533,8 @@ class CredentialRepository:
         revealed = await self.reveal_if(
             organization_id, RevealTarget(connection_id, credential_type, version), open_
         )
-        assert revealed is not None
+        if revealed is None:
+            raise InvariantBroken("reveal: revealed is None")
         return revealed
 
     async def reveal_if(
@@ -599,7 +605,8 @@ class CredentialRepository:
         ((credential, outcome),) = await self.reveal_many(organization_id, [target], open_)
         if isinstance(outcome, VaultError):
             raise outcome
-        assert credential is not None
+        if credential is None:
+            raise InvariantBroken("_reveal_alone: credential is None")
         return credential, outcome
 
     async def _read_for_reveal_batch(
@@ -737,7 +744,8 @@ class CredentialRepository:
         destruction was scheduled before ``now``; how many (never one another process
         holds: SKIP LOCKED)."""
         row = await self._db.fetchrow_unscoped(query("credential_destroy_due"), now, limit)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("destroy_due: row is None")
         count: int = row[0]
         return count
 
@@ -794,7 +802,8 @@ async def store_version_in(
         row = await conn.fetchrow(
             query("credential_insert"), *_new_row(slot, value, expires_at, request_id)
         )
-    assert row is not None
+    if row is None:
+        raise InvariantBroken("store_version_in: row is None")
     return credential_from_row(row)
 
 
@@ -931,7 +940,8 @@ def _lock_order(row: tuple[object, ...]) -> tuple[str, str, str, int]:
     """(organization, connection, type, version) of a _new_row: the order a store batch
     locks connections in and lands one credential's versions in."""
     version = row[4]
-    assert isinstance(version, int)
+    if not isinstance(version, int):
+        raise InvariantBroken("_lock_order: version is not a int")
     return (str(row[0]), str(row[2]), str(row[3]), version)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from uuid import UUID
 
 from singura_vault.db.pool import Database
+from singura_vault.errors import InvariantBroken
 from singura_vault.repositories._rows import utc
 from singura_vault.repositories.queries import query
 
@@ -93,7 +94,8 @@ class EventRepository:
         """Number up to ``limit`` committed events (one transaction, several processes
         safe: the database takes turns under an advisory lock)."""
         row = await self._db.fetchrow_unscoped(query("events_sequence"), limit)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("sequence: row is None")
         return SequencedBatch(
             sequenced=row["sequenced"],
             by_type=dict(zip(row["types"], row["counts"], strict=True)),
@@ -112,7 +114,8 @@ class EventRepository:
             [label for label, _ in thresholds],
             limit,
         )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("send_expiry_notices: row is None")
         sent: int = row[0]
         return sent
 

@@ -38,7 +38,7 @@ from singura_vault.domain import (
     RefreshState,
     StoredDataKey,
 )
-from singura_vault.errors import Aborted, NotFound, Unavailable, connection_deleted
+from singura_vault.errors import Aborted, InvariantBroken, NotFound, Unavailable, connection_deleted
 from singura_vault.repositories._rows import connection_from_row, data_key_from_row
 from singura_vault.repositories.audit import append_event
 from singura_vault.repositories.credentials import encrypted_from_row, store_version_in
@@ -244,7 +244,8 @@ class OAuthRepository:
                     signing_secret.ciphertext if signing_secret else None,
                     signing_secret.nonce if signing_secret else None,
                 )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("set_client: row is None")
         return client_from_row(row)
 
     async def get_client(self, organization_id: UUID, platform: Platform) -> OAuthClientRecord:

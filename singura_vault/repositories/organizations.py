@@ -19,6 +19,7 @@ from singura_vault.errors import (
     Aborted,
     AlreadyExists,
     InvalidArgument,
+    InvariantBroken,
     NotFound,
     check_etag,
 )
@@ -86,12 +87,14 @@ class OrganizationRepository:
                         request_id,
                     )
         except _RequestIdTaken:
-            assert request_id is not None
+            if request_id is None:
+                raise InvariantBroken("create: request_id is None") from None
             existing = await self._by_request_id(request_id)
             if existing is None:  # the winner was deleted in between
                 raise Aborted("a concurrent create with this request_id failed; retry") from None
             return existing, False
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("create: row is None")
         return organization_from_row(row), True
 
     async def get(self, organization_id: UUID) -> Organization:
@@ -132,7 +135,8 @@ class OrganizationRepository:
                     changes.plan.value if changes.plan else None,
                     changes.settings,
                 )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("update: row is None")
         return organization_from_row(row)
 
     async def delete(self, organization_id: UUID, expected_version: int | None) -> None:

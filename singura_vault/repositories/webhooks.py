@@ -20,7 +20,7 @@ import asyncpg
 
 from singura_vault.db.pool import Database
 from singura_vault.domain import EncryptedValue, StoredDataKey
-from singura_vault.errors import FailedPrecondition, NotFound
+from singura_vault.errors import FailedPrecondition, InvariantBroken, NotFound
 from singura_vault.repositories._rows import utc
 from singura_vault.repositories.queries import query
 
@@ -191,7 +191,9 @@ def _claim(row: asyncpg.Record) -> WebhookClaim:
         row["root_key_id"],
         row["wrapped_key"],
     )
-    assert secret is not None  # NOT NULL columns
+    # NOT NULL columns
+    if secret is None:
+        raise InvariantBroken("_claim: secret is None")
     data = row["event_data"]
     return WebhookClaim(
         organization_id=org,
@@ -255,7 +257,8 @@ class WebhookRepository:
                 sealed.nonce,
                 sealed.key_version,
             )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("create: row is None")
         return _endpoint(row)
 
     async def get(self, organization_id: UUID, endpoint_id: UUID) -> WebhookEndpointRecord:
@@ -367,14 +370,16 @@ class WebhookRepository:
             row = await conn.fetchrow(
                 query("webhook_redeliver"), organization_id, endpoint_id, cursor, event_type
             )
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("redeliver: row is None")
         return _delivery(row)
 
     async def send_test(self, organization_id: UUID, endpoint_id: UUID) -> WebhookDeliveryRecord:
         async with self._db.tenant(organization_id) as conn:
             await self._enabled_endpoint(conn, organization_id, endpoint_id)
             row = await conn.fetchrow(query("webhook_send_test"), organization_id, endpoint_id)
-        assert row is not None
+        if row is None:
+            raise InvariantBroken("send_test: row is None")
         return _delivery(row)
 
     async def _enabled_endpoint(

@@ -34,6 +34,7 @@ from singura_vault.errors import (
     InvalidArgument,
     Unauthenticated,
 )
+from singura_vault.local import DEVELOPMENT_AUTH_SECRET_FILE
 from singura_vault.logs import get_logger
 from singura_vault.private_files import (
     read_private_file,
@@ -58,7 +59,6 @@ INVALID_KEY_MESSAGE = (
     "'authorization: Bearer svk_...' metadata with a valid key"
 )
 ADMIN_KEY_FILE = "admin-api-key"
-AUTH_SECRET_FILE = "auth-secret"  # noqa: S105 - a file name
 
 
 def _new_key_parts() -> tuple[str, str, str]:
@@ -109,7 +109,7 @@ def load_auth_secret(settings: Settings) -> bytes:
             "external DATABASE_URL or in production (every vault process must share it); "
             "generate one with `singura-vault keys generate`"
         )
-    path = settings.data_dir / AUTH_SECRET_FILE
+    path = settings.data_dir / DEVELOPMENT_AUTH_SECRET_FILE
     if not path.exists():
         write_new_private_file(
             path,

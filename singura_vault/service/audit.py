@@ -8,12 +8,14 @@ pair all surface as the first event whose links do not hold.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
+from singura_vault import metrics
 from singura_vault.domain import AuditEvent, AuditFilter, ChainState
 from singura_vault.errors import InvalidArgument
 from singura_vault.logs import get_logger
@@ -27,6 +29,9 @@ log = get_logger(__name__)
 GENESIS_HASH = bytes(32)
 EXPORT_BATCH = 1000
 _VERIFY_BATCH = 5000
+# SINGURA_AUDIT_RETENTION_DAYS prunes this often; the audit-append gauge refreshes this often.
+RETENTION_INTERVAL_S = 3600.0
+APPENDED_GAUGE_INTERVAL_S = 15.0
 
 
 @dataclass(frozen=True)
@@ -160,6 +165,26 @@ class AuditService:
         pruned = await self._repository.prune(before, actor)
         log.info("audit_pruned", before=before.isoformat(), events=sum(pruned.values()))
         return pruned
+
+    async def prune_forever(self, older_than: timedelta) -> None:
+        """SINGURA_AUDIT_RETENTION_DAYS: prune hourly. Every process may run this; the
+        prune function takes a lock, so concurrent runs simply follow each other."""
+        while True:
+            try:
+                await self.prune(older_than, "retention")
+            except Exception as exc:  # a failed prune must not stop the vault; retry next hour
+                log.error("audit_prune_failed", error_type=type(exc).__name__)
+            await asyncio.sleep(RETENTION_INTERVAL_S)
+
+
+async def track_appended_total(repository: AuditRepository) -> None:
+    """Refresh the audit-append gauge every 15 s (only when metrics are served)."""
+    while True:
+        try:
+            metrics.AUDIT_APPENDED.set(await repository.appended_total())
+        except Exception as exc:  # a missed refresh only leaves the gauge stale
+            log.warning("audit_metrics_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(APPENDED_GAUGE_INTERVAL_S)
 
 
 def chain_of(authz: Authorizer, organization_id: str, action: str) -> UUID | None:

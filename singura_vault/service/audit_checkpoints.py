@@ -40,6 +40,7 @@ from singura_vault.config import Settings
 from singura_vault.db.pool import Database
 from singura_vault.domain import ChainHead, SignedCheckpoint
 from singura_vault.errors import ConfigError, FailedPrecondition, NotFound
+from singura_vault.local import DEVELOPMENT_SIGNING_KEY_FILE
 from singura_vault.logs import get_logger
 from singura_vault.repositories.audit_checkpoints import (
     AuditCheckpointRepository,
@@ -114,7 +115,7 @@ def load_audit_signer(settings: Settings) -> keys.AuditSigner | None:
     elif settings.audit_signing_key_file is None:
         log.warning(
             "development_audit_signing_key_in_use",
-            path=str(settings.data_dir / keys.DEVELOPMENT_SIGNING_KEY_NAME),
+            path=str(settings.data_dir / DEVELOPMENT_SIGNING_KEY_FILE),
             detail="checkpoints are signed with a key kept beside the database; "
             "set SINGURA_AUDIT_SIGNING_KEY_FILE for real use",
         )
@@ -126,9 +127,7 @@ def load_audit_signer(settings: Settings) -> keys.AuditSigner | None:
 def signing_key_path(settings: Settings) -> Path:
     """Where the vault reads its audit signing key: the configured file, or the
     development key file in the data directory."""
-    return settings.audit_signing_key_file or (
-        settings.data_dir / keys.DEVELOPMENT_SIGNING_KEY_NAME
-    )
+    return settings.audit_signing_key_file or (settings.data_dir / DEVELOPMENT_SIGNING_KEY_FILE)
 
 
 async def check_audit_signer(
@@ -191,7 +190,7 @@ def already_current_advice(settings: Settings) -> str:
             "--output NEWFILE`, set SINGURA_AUDIT_SIGNING_KEY_FILE to NEWFILE for this command "
             "and then for every vault process, run this command again, and restart the vaults"
         )
-    path = settings.data_dir / keys.DEVELOPMENT_SIGNING_KEY_NAME
+    path = settings.data_dir / DEVELOPMENT_SIGNING_KEY_FILE
     return (
         f"to replace the development key, move {path} away (keep it, or at least its public "
         "key: it verifies the checkpoints signed so far), run this command again, and "

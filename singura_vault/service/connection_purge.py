@@ -17,9 +17,8 @@ between the two, so production uses the wall clock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import UTC, datetime
 
+from singura_vault.clock import Clock, utc_now
 from singura_vault.logs import get_logger
 from singura_vault.repositories.connections import ConnectionRepository
 
@@ -32,16 +31,12 @@ MAX_PER_PASS = 10_000
 DEFAULT_INTERVAL_S = 60.0
 
 
-def _wall_clock() -> datetime:
-    return datetime.now(UTC)
-
-
 class ConnectionPurger:
     def __init__(
         self,
         repository: ConnectionRepository,
         *,
-        clock: Callable[[], datetime] = _wall_clock,
+        clock: Clock = utc_now,
         interval_s: float = DEFAULT_INTERVAL_S,
     ) -> None:
         self._repository = repository

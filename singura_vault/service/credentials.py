@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from singura_vault import keys
+from singura_vault.clock import Clock, utc_now
 from singura_vault.config import Settings
 from singura_vault.context import Role
 from singura_vault.domain import (
@@ -39,6 +40,7 @@ from singura_vault.errors import (
     DataLoss,
     FailedPrecondition,
     InvalidArgument,
+    InvariantBroken,
     PermissionDenied,
     VaultError,
 )
@@ -69,12 +71,6 @@ MAX_BATCH_REVEAL = 100
 # SINGURA_DESTROY_DELAY's default: GCP Secret Manager's version_destroy_ttl is a day too.
 DEFAULT_DESTROY_DELAY = timedelta(hours=24)
 
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
 
 @dataclass(frozen=True)
 class CredentialPage:
@@ -85,20 +81,7 @@ class CredentialPage:
 def load_key_manager(settings: Settings) -> keys.KeyManager:
     """Build the key manager from configuration; ConfigError explains a bad setup."""
     try:
-        provider, mode = keys.load_key_provider(
-            encryption_key=settings.encryption_key,
-            keyring_file=settings.keyring_file,
-            previous_encryption_keys=settings.previous_encryption_keys,
-            data_dir=settings.data_dir,
-            embedded=settings.embedded,
-            production=settings.production,
-            kms=settings.kms,
-            transit_address=settings.transit_address,
-            transit_key=settings.transit_key,
-            transit_token_file=settings.transit_token_file,
-            transit_mount=settings.transit_mount,
-            transit_ca_file=settings.transit_ca_file,
-        )
+        provider, mode = keys.load_key_provider(settings)
     except keys.KeyConfigError as exc:
         raise ConfigError(str(exc)) from None
     manager = keys.KeyManager(provider)
@@ -278,7 +261,8 @@ class CredentialService:
         rows = await self._repository.expiring(org_id, before, after, size + 1)
 
         def cursor(credential: Credential) -> PageCursor:
-            assert credential.expires_at is not None
+            if credential.expires_at is None:
+                raise InvariantBroken("cursor: credential.expires_at is None")
             return PageCursor(credential.expires_at, credential.id)
 
         items, token = pagination.next_page(rows, size, filters, cursor)
@@ -487,7 +471,8 @@ class CredentialService:
         if stored is None:
             await self._create_data_key(organization_id)
             stored = await self._repository.current_data_key(organization_id)
-            assert stored is not None
+            if stored is None:
+                raise InvariantBroken("seal_client_secret: stored is None")
         data_key = await self._unwrap(stored)
         plaintext = secret.encode("utf-8")
         sealed = self._keys.seal(
@@ -583,7 +568,8 @@ class CredentialService:
         if stored is None:
             await self._create_data_key(organization_id)
             stored = await self._repository.current_data_key(organization_id)
-            assert stored is not None
+            if stored is None:
+                raise InvariantBroken("seal_pkce_verifier: stored is None")
         data_key = await self._unwrap(stored)
         sealed = self._keys.seal(
             data_key,
@@ -636,7 +622,8 @@ class CredentialService:
         if stored is None:
             await self._create_data_key(organization_id)
             stored = await self._repository.current_data_key(organization_id)
-            assert stored is not None
+            if stored is None:
+                raise InvariantBroken("seal_webhook_secret: stored is None")
         data_key = await self._unwrap(stored)
         sealed = self._keys.seal(
             data_key,

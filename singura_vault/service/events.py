@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
-from singura_vault.errors import InvalidArgument
+from singura_vault.errors import InvalidArgument, InvariantBroken
 from singura_vault.logs import get_logger
 from singura_vault.repositories.events import Event, EventRepository
 from singura_vault.service import pagination, validation
@@ -171,6 +171,7 @@ def _mark(org_id: UUID | None, event: Event) -> int:
     """What a reader resumes after: the cursor in an organization's stream, the
     position in every organization's (an admin read returns numbered events only)."""
     if org_id is None:
-        assert event.position is not None
+        if event.position is None:
+            raise InvariantBroken("_mark: event.position is None")
         return event.position
     return event.cursor

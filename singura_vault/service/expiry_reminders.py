@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
+from singura_vault.clock import Clock, utc_now
 from singura_vault.logs import get_logger
 from singura_vault.repositories.events import EventRepository
 
@@ -30,17 +31,13 @@ CHECK_INTERVAL_S = 60.0
 SEND_BATCH = 100
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 class ExpiryReminderJob:
     def __init__(
         self,
         repository: EventRepository,
         thresholds: Sequence[tuple[str, float]],
         *,
-        now: Callable[[], datetime] = utc_now,
+        now: Clock = utc_now,
         on_sent: Callable[[], None] = lambda: None,
         interval_s: float = CHECK_INTERVAL_S,
         batch: int = SEND_BATCH,

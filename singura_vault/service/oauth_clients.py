@@ -4,7 +4,6 @@ it again except towards the platform's token endpoint."""
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -12,6 +11,7 @@ from uuid import uuid4
 
 from singura_vault.domain import ClientAuthMethod, OAuthClientRecord, OAuthClientSettings, Platform
 from singura_vault.errors import InvalidArgument
+from singura_vault.local import is_loopback
 from singura_vault.providers import UnsafeEndpoint, check_endpoint_url
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service import validation
@@ -63,7 +63,7 @@ def check_redirect_uri(field_path: str, value: str, *, allow_loopback_http: bool
         raise InvalidArgument(field_path, "must not carry user information")
     if parts.scheme == "https":
         return value
-    if parts.scheme == "http" and _is_loopback(host):
+    if parts.scheme == "http" and is_loopback(host):
         if allow_loopback_http:
             return value
         raise InvalidArgument(
@@ -72,15 +72,6 @@ def check_redirect_uri(field_path: str, value: str, *, allow_loopback_http: bool
     raise InvalidArgument(
         field_path, "must be an https URL (http only to a loopback host outside production)"
     )
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class OAuthClientService:

@@ -44,6 +44,7 @@ from singura_vault.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
+    InvariantBroken,
     NotFound,
     ResourceExhausted,
     Unavailable,
@@ -362,7 +363,8 @@ class ConnectService:
             )
         if data.error:
             return await self._denied(tx, pending, sanitize_error_code(data.error))
-        assert code_hash is not None
+        if code_hash is None:
+            raise InvariantBroken("_complete_locked: code_hash is None")
         return await self._exchange(tx, pending, data, code_hash)
 
     async def _replay(
@@ -529,7 +531,8 @@ class ConnectService:
         granted = grant.scopes if grant.scopes is not None else pending.requested_scopes
         identity_changed = current is not None and _identity_differs(current, grant)
         if identity_changed and not data.allow_identity_change:
-            assert current is not None
+            if current is None:
+                raise InvariantBroken("_store: current is None")
             return await self._failed(
                 tx,
                 pending,
@@ -610,7 +613,8 @@ class ConnectService:
         }
         await tx.audit(f"connection.{outcome}", "success", str(connection_id), details)
         connection = await tx.connection(connection_id)
-        assert connection is not None
+        if connection is None:
+            raise InvariantBroken("_store: connection is None")
         log.info(
             "oauth_authorization_completed",
             authorization_id=str(pending.id),

@@ -39,7 +39,7 @@ from singura_vault.domain import (
     Platform,
     StoredDataKey,
 )
-from singura_vault.errors import FailedPrecondition, Unavailable, VaultError
+from singura_vault.errors import FailedPrecondition, InvariantBroken, Unavailable, VaultError
 from singura_vault.logs import get_logger
 from singura_vault.providers import (
     CATALOGUE,
@@ -264,8 +264,10 @@ class TokenRefresher:
         refusal = _refusal(tx, refresh is not None, now, skip_cooldown)
         if refusal is not None:
             return refusal
-        assert refresh is not None
-        assert tx.client is not None
+        if refresh is None:
+            raise InvariantBroken("_refresh_locked: refresh is None")
+        if tx.client is None:
+            raise InvariantBroken("_refresh_locked: tx.client is None")
         data_key = await tx.lock_data_key()
         if data_key is None:
             return FailedPrecondition(
@@ -321,7 +323,8 @@ class TokenRefresher:
         rotated = grant.refresh_token is not None and grant.refresh_token != old_refresh_token
         refresh_version = None
         if rotated:
-            assert grant.refresh_token is not None
+            if grant.refresh_token is None:
+                raise InvariantBroken("sealer: grant.refresh_token is None")
             stored = await tx.store(
                 data_key, CredentialType.REFRESH_TOKEN, None, sealer(grant.refresh_token)
             )

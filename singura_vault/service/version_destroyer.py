@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 
+from singura_vault.clock import Clock, utc_now
 from singura_vault.logs import get_logger
 from singura_vault.repositories.credentials import CredentialRepository
-from singura_vault.service.credentials import Clock, utc_now
 
 log = get_logger(__name__)
 

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from singura_vault import metrics
+from singura_vault.clock import Clock, utc_now
 from singura_vault.errors import VaultError
 from singura_vault.logs import get_logger
 from singura_vault.providers import SendResult, WebhookSender
@@ -48,10 +49,6 @@ RETRY_BASE = timedelta(seconds=15)
 RETRY_CAP = timedelta(hours=2)
 # How often the oldest-undelivered gauge is refreshed (monotonic seconds).
 GAUGE_INTERVAL_S = 5.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -100,7 +97,7 @@ class WebhookWorker:
         policy: DeliveryPolicy,
         *,
         interval_s: float = 1.0,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         jitter: Callable[[], float] = random.random,
         batch: int = CLAIM_BATCH,
     ) -> None:

@@ -1,0 +1,128 @@
+"""The background-task registry (singura_vault/tasks.py): a crashed task is named in the
+log and restarted while the others run on, and stop() cancels and awaits every task.
+
+No PostgreSQL and no sleeps: every step waits on an event that the task under test sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from structlog.testing import capture_logs
+
+from singura_vault.tasks import BackgroundTasks
+
+# A guard against a hang, not a synchronisation: every wait below ends on an event.
+GUARD_S = 10
+
+
+async def test_a_failing_task_is_named_in_the_log_restarted_and_the_others_run_on() -> None:
+    """A task that raises is logged as background_task_failed with its name and error type,
+    started again, and a task beside it keeps answering throughout."""
+    tasks = BackgroundTasks(first_backoff_s=0.0)
+    runs = 0
+    restarted = asyncio.Event()
+    requests: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+
+    async def crashes_once() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            raise RuntimeError("a bug in one job")
+        restarted.set()
+        await asyncio.Event().wait()
+
+    async def steady() -> None:
+        while True:
+            (await requests.get()).set()
+
+    with capture_logs() as events:
+        tasks.start("steady", steady)
+        tasks.start("crashy", crashes_once)
+        async with asyncio.timeout(GUARD_S):
+            await restarted.wait()
+            answered = asyncio.Event()
+            await requests.put(answered)
+            await answered.wait()
+        assert tasks.names == ("steady", "crashy")
+        await tasks.stop()
+
+    failures = [e for e in events if e["event"] == "background_task_failed"]
+    assert [(e["task"], e["error_type"], e["log_level"]) for e in failures] == [
+        ("crashy", "RuntimeError", "error")
+    ]
+    assert [e["task"] for e in events if e["event"] == "background_task_restarted"] == ["crashy"]
+    assert runs == 2
+    assert tasks.names == ()
+
+
+async def test_stop_awaits_every_task_even_one_that_finishes_after_the_cancel() -> None:
+    """stop() returns only once a task that catches the cancellation to finish its work has
+    finished, and the other tasks were cancelled meanwhile (not one after the other)."""
+    tasks = BackgroundTasks()
+    running = asyncio.Event()
+    cleaning = asyncio.Event()
+    release = asyncio.Event()
+    other_cancelled = asyncio.Event()
+    finished: list[str] = []
+
+    async def stubborn() -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cleaning.set()
+            await release.wait()  # ignores the cancel until its work is done
+            finished.append("stubborn")
+
+    async def polite() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            finished.append("polite")
+            other_cancelled.set()
+
+    tasks.start("stubborn", stubborn)
+    tasks.start("polite", polite)
+    async with asyncio.timeout(GUARD_S):
+        await running.wait()
+        stopping = asyncio.create_task(tasks.stop())
+        await cleaning.wait()
+        await other_cancelled.wait()
+        assert not stopping.done()
+        release.set()
+        await stopping
+    assert sorted(finished) == ["polite", "stubborn"]
+    assert tasks.names == ()
+
+
+async def test_a_task_that_returns_is_not_restarted() -> None:
+    """A task that finishes its work is logged as finished and not started again."""
+    tasks = BackgroundTasks(first_backoff_s=0.0)
+    runs = 0
+    done = asyncio.Event()
+
+    async def once() -> None:
+        nonlocal runs
+        runs += 1
+        done.set()
+
+    with capture_logs() as events:
+        tasks.start("once", once)
+        async with asyncio.timeout(GUARD_S):
+            await done.wait()
+        await tasks.stop()
+    assert runs == 1
+    assert [e["task"] for e in events if e["event"] == "background_task_finished"] == ["once"]
+
+
+async def test_names_are_unique_and_nothing_starts_after_stop() -> None:
+    """A second task of the same name, or a task started after stop(), is refused."""
+    tasks = BackgroundTasks()
+    tasks.start("job", asyncio.Event().wait)
+    with pytest.raises(ValueError, match="already running"):
+        tasks.start("job", asyncio.Event().wait)
+    await tasks.stop()
+    with pytest.raises(RuntimeError, match="after stop"):
+        tasks.start("late", asyncio.Event().wait)

@@ -220,7 +220,9 @@ class VaultServer:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(parts.audit, parts.audit_checkpoints), server
         )
-        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(parts.key_admin), server)
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(
+            KeyServicer(parts.key_admin, parts.organization_keys), server
+        )
         oauth_pb2_grpc.add_OAuthServiceServicer_to_server(
             OAuthServicer(parts.oauth_clients, parts.access_tokens, parts.connect), server
         )
@@ -468,6 +470,10 @@ async def _serve(
             tracer=tracing.tracer_from(spans),
         )
         rewrap = asyncio.create_task(components.rewrap.run_forever(), name="rewrap-worker")
+        key_migration = asyncio.create_task(
+            components.organization_key_migration.run_forever(),
+            name="organization-key-migration",
+        )
         audit_gauge: asyncio.Task[None] | None = None
         if settings.metrics_listen is not None:
             metrics_listen = _worker_metrics_listen(settings.metrics_listen, worker)
@@ -531,6 +537,7 @@ async def _serve(
         if supervisor is not None:
             supervisor.cancel()  # before PostgreSQL is stopped below: no restart then
         rewrap.cancel()
+        key_migration.cancel()
         if audit_gauge is not None:
             audit_gauge.cancel()
         await server.stop(settings.shutdown_grace_s)

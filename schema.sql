@@ -1958,6 +1958,72 @@ $$;
 
 ALTER FUNCTION singura.organization_get_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_id uuid) OWNER TO singura_owner;
 
+CREATE FUNCTION singura.organization_key_migration_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_action text;
+    v_data jsonb := jsonb_build_object(
+        'migration_id', NEW.id,
+        'target', coalesce('org-transit:' || NEW.target_provider_id::text, 'global'),
+        'total', NEW.total, 'done', NEW.done, 'state', NEW.state);
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        v_action := 'organization_key_migration.started';
+    ELSIF NEW.state IS DISTINCT FROM OLD.state THEN
+        v_action := 'organization_key_migration.' || NEW.state;
+    ELSIF NEW.done IS DISTINCT FROM OLD.done THEN
+        v_action := 'organization_key_migration.progress';
+    ELSE
+        RETURN NULL;
+    END IF;
+    INSERT INTO singura.audit_logs (organization_id, actor, action, resource_type, resource_id,
+                                    request_id, outcome, details)
+    VALUES (NEW.organization_id,
+            coalesce(nullif(current_setting('singura.actor', true), ''), 'system'),
+            v_action, 'organization_key_migration', NEW.id::text,
+            nullif(current_setting('singura.request_id', true), ''), 'success', v_data);
+    IF TG_OP = 'UPDATE' AND NEW.state = 'completed' AND OLD.state = 'running' THEN
+        PERFORM singura.event_append(
+            NEW.organization_id, 'key.organization_keys_migrated', NULL, NULL,
+            v_data || jsonb_build_object('finish_time', NEW.finished_at));
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.organization_key_migration_change() OWNER TO singura_owner;
+
+CREATE FUNCTION singura.organization_key_provider_change() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'singura', 'pg_temp'
+    AS $$
+DECLARE
+    v_change text := CASE WHEN TG_OP = 'INSERT' THEN 'set' ELSE 'cleared' END;
+    v_data jsonb := jsonb_build_object(
+        'provider_id', NEW.id, 'address', NEW.address, 'mount', NEW.mount,
+        'key_name', NEW.key_name, 'change', v_change,
+        'change_time', coalesce(NEW.cleared_at, NEW.created_at));
+BEGIN
+    IF TG_OP = 'UPDATE' AND (OLD.cleared_at IS NOT NULL OR NEW.cleared_at IS NULL) THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO singura.audit_logs (organization_id, actor, action, resource_type, resource_id,
+                                    request_id, outcome, details)
+    VALUES (NEW.organization_id,
+            coalesce(nullif(current_setting('singura.actor', true), ''), 'system'),
+            'organization_key_provider.' || v_change, 'organization_key_provider',
+            NEW.id::text, nullif(current_setting('singura.request_id', true), ''),
+            'success', v_data);
+    PERFORM singura.event_append(NEW.organization_id, 'key.organization_provider_changed',
+                                 NULL, NULL, v_data);
+    RETURN NULL;
+END
+$$;
+
+ALTER FUNCTION singura.organization_key_provider_change() OWNER TO singura_owner;
+
 CREATE FUNCTION singura.organization_list_scoped(p_setting text, p_value text, p_actor text, p_request_id text, p_after_at timestamp with time zone, p_after_id uuid, p_limit integer) RETURNS SETOF singura.organization_with_plan
     LANGUAGE sql
     AS $$
@@ -2434,6 +2500,46 @@ ALTER TABLE ONLY singura.oauth_clients FORCE ROW LEVEL SECURITY;
 
 ALTER TABLE singura.oauth_clients OWNER TO singura_owner;
 
+CREATE TABLE singura.organization_key_migrations (
+    id uuid NOT NULL,
+    organization_id uuid NOT NULL,
+    target_provider_id uuid,
+    state text DEFAULT 'running'::text NOT NULL,
+    total integer NOT NULL,
+    done integer DEFAULT 0 NOT NULL,
+    started_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT organization_key_migrations_done CHECK ((done >= 0)),
+    CONSTRAINT organization_key_migrations_state_known CHECK ((state = ANY (ARRAY['running'::text, 'completed'::text, 'superseded'::text]))),
+    CONSTRAINT organization_key_migrations_total CHECK ((total >= 0))
+);
+
+ALTER TABLE ONLY singura.organization_key_migrations FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.organization_key_migrations OWNER TO singura_owner;
+
+CREATE TABLE singura.organization_key_providers (
+    id uuid NOT NULL,
+    organization_id uuid NOT NULL,
+    address text NOT NULL,
+    mount text NOT NULL,
+    key_name text NOT NULL,
+    token_root_key_id text NOT NULL,
+    token_wrapped_key bytea NOT NULL,
+    token_nonce bytea NOT NULL,
+    token_ciphertext bytea NOT NULL,
+    created_by text NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    cleared_at timestamp with time zone,
+    cleared_by text
+);
+
+ALTER TABLE ONLY singura.organization_key_providers FORCE ROW LEVEL SECURITY;
+
+ALTER TABLE singura.organization_key_providers OWNER TO singura_owner;
+
 CREATE TABLE singura.provider_signals_seen (
     signal_id text NOT NULL,
     expires_at timestamp with time zone NOT NULL,
@@ -2616,6 +2722,12 @@ ALTER TABLE ONLY singura.oauth_authorizations
 ALTER TABLE ONLY singura.oauth_clients
     ADD CONSTRAINT oauth_clients_pkey PRIMARY KEY (organization_id, platform);
 
+ALTER TABLE ONLY singura.organization_key_migrations
+    ADD CONSTRAINT organization_key_migrations_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY singura.organization_key_providers
+    ADD CONSTRAINT organization_key_providers_pkey PRIMARY KEY (id);
+
 ALTER TABLE ONLY singura.organizations
     ADD CONSTRAINT organizations_domain_key UNIQUE (domain);
 
@@ -2689,6 +2801,12 @@ CREATE INDEX events_unsequenced_idx ON singura.events USING btree (organization_
 
 CREATE INDEX oauth_authorizations_expires_idx ON singura.oauth_authorizations USING btree (expires_at);
 
+CREATE INDEX organization_key_migrations_latest ON singura.organization_key_migrations USING btree (organization_id, created_at DESC);
+
+CREATE UNIQUE INDEX organization_key_migrations_running ON singura.organization_key_migrations USING btree (organization_id) WHERE (state = 'running'::text);
+
+CREATE UNIQUE INDEX organization_key_providers_in_force ON singura.organization_key_providers USING btree (organization_id) WHERE (cleared_at IS NULL);
+
 CREATE INDEX organizations_created_idx ON singura.organizations USING btree (created_at, id);
 
 CREATE INDEX platform_connections_active_idx ON singura.platform_connections USING btree (organization_id) WHERE ((status = 'active'::text) AND (deleted_at IS NULL));
@@ -2757,6 +2875,10 @@ CREATE TRIGGER oauth_clients_key_live BEFORE INSERT OR UPDATE ON singura.oauth_c
 
 CREATE TRIGGER oauth_clients_touch BEFORE UPDATE ON singura.oauth_clients FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
 
+CREATE TRIGGER organization_key_migrations_changes AFTER INSERT OR UPDATE OF state, done ON singura.organization_key_migrations FOR EACH ROW EXECUTE FUNCTION singura.organization_key_migration_change();
+
+CREATE TRIGGER organization_key_providers_changes AFTER INSERT OR UPDATE OF cleared_at ON singura.organization_key_providers FOR EACH ROW EXECUTE FUNCTION singura.organization_key_provider_change();
+
 CREATE TRIGGER organizations_audit AFTER INSERT OR DELETE OR UPDATE ON singura.organizations FOR EACH ROW EXECUTE FUNCTION singura.audit_row_change('organization');
 
 CREATE TRIGGER organizations_touch BEFORE UPDATE ON singura.organizations FOR EACH ROW EXECUTE FUNCTION singura.touch_row();
@@ -2806,6 +2928,15 @@ ALTER TABLE ONLY singura.oauth_authorizations
 
 ALTER TABLE ONLY singura.oauth_clients
     ADD CONSTRAINT oauth_clients_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.organization_key_migrations
+    ADD CONSTRAINT organization_key_migrations_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.organization_key_migrations
+    ADD CONSTRAINT organization_key_migrations_target_provider_id_fkey FOREIGN KEY (target_provider_id) REFERENCES singura.organization_key_providers(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY singura.organization_key_providers
+    ADD CONSTRAINT organization_key_providers_organization_id_fkey FOREIGN KEY (organization_id) REFERENCES singura.organizations(id) ON DELETE CASCADE;
 
 ALTER TABLE ONLY singura.organizations
     ADD CONSTRAINT organizations_plan_fkey FOREIGN KEY (plan) REFERENCES singura.plans(plan);
@@ -2905,6 +3036,16 @@ ALTER TABLE singura.oauth_clients ENABLE ROW LEVEL SECURITY;
 CREATE POLICY oauth_clients_refresh_worker ON singura.oauth_clients FOR SELECT USING (( SELECT singura.is_schema_owner() AS is_schema_owner));
 
 CREATE POLICY oauth_clients_tenant ON singura.oauth_clients USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+ALTER TABLE singura.organization_key_migrations ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY organization_key_migrations_admin_read ON singura.organization_key_migrations FOR SELECT USING (singura.is_admin_scope());
+
+CREATE POLICY organization_key_migrations_tenant ON singura.organization_key_migrations USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
+
+ALTER TABLE singura.organization_key_providers ENABLE ROW LEVEL SECURITY;
+
+CREATE POLICY organization_key_providers_tenant ON singura.organization_key_providers USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
 ALTER TABLE singura.organizations ENABLE ROW LEVEL SECURITY;
 
@@ -3092,6 +3233,24 @@ GRANT SELECT,INSERT,UPDATE ON TABLE singura.data_keys TO singura_app;
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.oauth_authorizations TO singura_app;
 
 GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE singura.oauth_clients TO singura_app;
+
+GRANT SELECT,INSERT ON TABLE singura.organization_key_migrations TO singura_app;
+
+GRANT UPDATE(state) ON TABLE singura.organization_key_migrations TO singura_app;
+
+GRANT UPDATE(total) ON TABLE singura.organization_key_migrations TO singura_app;
+
+GRANT UPDATE(done) ON TABLE singura.organization_key_migrations TO singura_app;
+
+GRANT UPDATE(updated_at) ON TABLE singura.organization_key_migrations TO singura_app;
+
+GRANT UPDATE(finished_at) ON TABLE singura.organization_key_migrations TO singura_app;
+
+GRANT SELECT,INSERT ON TABLE singura.organization_key_providers TO singura_app;
+
+GRANT UPDATE(cleared_at) ON TABLE singura.organization_key_providers TO singura_app;
+
+GRANT UPDATE(cleared_by) ON TABLE singura.organization_key_providers TO singura_app;
 
 GRANT SELECT,INSERT ON TABLE singura.rewrap_failures TO singura_app;
 

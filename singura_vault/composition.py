@@ -48,6 +48,7 @@ from singura_vault.repositories.events import EventRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.repositories.oauth_authorizations import AuthorizationRepository
+from singura_vault.repositories.organization_keys import OrganizationKeyRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.repositories.signals import SignalRepository
 from singura_vault.repositories.webhooks import WebhookRepository
@@ -77,6 +78,10 @@ from singura_vault.service.oauth_refresh import RefreshPolicy, TokenRefresher
 from singura_vault.service.oauth_revocation import ProviderRevoker
 from singura_vault.service.oauth_tokens import AccessTokenService
 from singura_vault.service.oauth_worker import RefreshWorker
+from singura_vault.service.organization_keys import (
+    OrganizationKeyMigrationWorker,
+    OrganizationKeyService,
+)
 from singura_vault.service.organizations import OrganizationService
 from singura_vault.service.rewrap import BATCH_SIZE, RewrapWorker
 from singura_vault.service.signals import SignalService
@@ -174,6 +179,7 @@ class Components:
         self._audit_checkpoint_interval_s = audit_checkpoint_interval_s
         self._audit_retention = audit_retention
         self._audit_metrics = audit_metrics
+        self._organization_keys_attached = False
 
     @classmethod
     def from_settings(
@@ -229,7 +235,10 @@ class Components:
         jobs.append(("expiry-reminders", self.expiry_reminders.run_forever))
         jobs.append(("event-wakeups", self.events.follow_other_processes))
         if self._rewrap_worker:
+            # Key work of the operators (KeyService): rewrap jobs, and moving an
+            # organization's data keys to or from its own root key.
             jobs.append(("rewrap-worker", self.rewrap.run_forever))
+            jobs.append(("organization-key-migration", self.organization_key_migration.run_forever))
         if self._audit_metrics:
             jobs.append(("audit-metrics", partial(track_appended_total, self.audit_repository)))
         if self._audit_checkpoint_interval_s > 0 and self.audit_checkpoints.enabled:
@@ -249,6 +258,13 @@ class Components:
     def key_manager(self) -> keys.KeyManager:
         if self._key_manager is None:
             raise RuntimeError("these components were built without a key manager")
+        if not self._organization_keys_attached:
+            # Data keys wrapped by an organization's own root key name their provider
+            # row; the key manager reads it through this service (it has no database).
+            self._organization_keys_attached = True
+            self._key_manager.attach_organization_keys(
+                self.organization_keys.load, allow_http=not self._production
+            )
         return self._key_manager
 
     # -- tenants and credentials --------------------------------------------------------
@@ -292,6 +308,7 @@ class Components:
             self._authorizer,
             destroy_delay=self._destroy_delay,
             clock=self._clock,
+            organization_key_in_force=self.organization_keys.in_force,
         )
 
     @cached_property
@@ -310,13 +327,39 @@ class Components:
     @cached_property
     def key_admin(self) -> KeyAdminService:
         return KeyAdminService(
-            self.key_admin_repository, self.credential_repository, self.key_manager
+            self.key_admin_repository,
+            self.credential_repository,
+            self.key_manager,
+            organization_key_in_force=self.organization_keys.in_force,
         )
 
     @cached_property
     def rewrap(self) -> RewrapWorker:
         return RewrapWorker(
             self.key_admin_repository, self.key_manager, batch_size=self._rewrap_batch_size
+        )
+
+    @cached_property
+    def organization_key_repository(self) -> OrganizationKeyRepository:
+        return OrganizationKeyRepository(self.db)
+
+    @cached_property
+    def organization_keys(self) -> OrganizationKeyService:
+        """Customer-managed keys (docs/customer-managed-keys.md)."""
+        if self._key_manager is None:
+            raise RuntimeError("these components were built without a key manager")
+        return OrganizationKeyService(
+            self.organization_key_repository,
+            self.key_admin_repository,
+            self._key_manager,
+            self._authorizer,
+        )
+
+    @cached_property
+    def organization_key_migration(self) -> OrganizationKeyMigrationWorker:
+        """Moves data keys between root keys (every process runs one; state in PostgreSQL)."""
+        return OrganizationKeyMigrationWorker(
+            self.organization_key_repository, self.organization_keys, self.key_manager
         )
 
     # -- audit --------------------------------------------------------------------------

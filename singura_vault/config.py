@@ -169,6 +169,9 @@ class Settings:
     rate_limit_burst: float = 1000.0
     access_log: Literal["all", "errors", "off"] = "errors"
     auth_cache_ttl_s: float = 10.0
+    # SINGURA_ORGANIZATION_KEY_CACHE_TTL: how long an unwrapped data key of an organization
+    # with its own root key is cached; bounds how long its kill switch takes.
+    organization_key_cache_ttl_s: float = 300.0
     workers: int = 1
     # How long `serve` keeps trying an external database that does not answer at start.
     db_wait_s: float = 0.0
@@ -298,6 +301,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         rate_limit_rps=(rps := _float(env, "SINGURA_RATE_LIMIT_RPS", 5000.0, minimum=0.0)),
         rate_limit_burst=_float(env, "SINGURA_RATE_LIMIT_BURST", max(2 * rps, 1.0), minimum=1.0),
         auth_cache_ttl_s=_float(env, "SINGURA_AUTH_CACHE_TTL", 10.0, minimum=0.0),
+        organization_key_cache_ttl_s=_duration(
+            env, "SINGURA_ORGANIZATION_KEY_CACHE_TTL", 300.0, minimum=0.0
+        ),
         workers=_workers(_int(env, "SINGURA_WORKERS", 1, minimum=1), "SINGURA_WORKERS"),
         keyring_file=Path(keyring).expanduser()
         if (keyring := env.get("SINGURA_KEYRING_FILE", "").strip())

@@ -569,3 +569,44 @@ class PendingAuthorization:
     result_connection_id: UUID | None
     result_reauthorized: bool | None
     result_granted_scopes: tuple[str, ...] | None
+
+
+@dataclass(frozen=True, repr=False)
+class OrganizationKeyProviderRow:
+    """An organization's key provider as stored (migration 031): where its transit key
+    is, and its token sealed under the global root key (ciphertext only)."""
+
+    id: UUID
+    organization_id: UUID
+    address: str
+    mount: str
+    key_name: str
+    token_root_key_id: str
+    token_wrapped_key: bytes
+    token_nonce: bytes
+    token_ciphertext: bytes
+    created_by: str
+    created_at: datetime
+    cleared_at: datetime | None
+
+    def __repr__(self) -> str:  # never the sealed token, even as ciphertext
+        return (
+            f"<OrganizationKeyProviderRow {self.id} org={self.organization_id} "
+            f"{self.address} key={self.key_name}>"
+        )
+
+
+@dataclass(frozen=True)
+class OrganizationKeyMigration:
+    """A move of an organization's data keys to another root key (migration 031)."""
+
+    id: UUID
+    organization_id: UUID
+    target_provider_id: UUID | None  # None: the global root key
+    state: str  # running, completed, superseded
+    total: int
+    done: int
+    started_by: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None

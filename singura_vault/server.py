@@ -219,7 +219,9 @@ class VaultServer:
         audit_pb2_grpc.add_AuditServiceServicer_to_server(
             AuditServicer(parts.audit, parts.audit_checkpoints), server
         )
-        keys_pb2_grpc.add_KeyServiceServicer_to_server(KeyServicer(parts.key_admin), server)
+        keys_pb2_grpc.add_KeyServiceServicer_to_server(
+            KeyServicer(parts.key_admin, parts.organization_keys), server
+        )
         oauth_pb2_grpc.add_OAuthServiceServicer_to_server(
             OAuthServicer(parts.oauth_clients, parts.access_tokens, parts.connect), server
         )

@@ -7,11 +7,17 @@ from typing import Any
 import grpc
 
 from singura_vault.api._convert import timestamp
-from singura_vault.domain import DataKeyInfo, RewrapJob
+from singura_vault.domain import (
+    DataKeyInfo,
+    OrganizationKeyMigration,
+    OrganizationKeyProviderRow,
+    RewrapJob,
+)
 from singura_vault.errors import InvalidArgument
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import keys_pb2_grpc as pb_grpc
 from singura_vault.service.key_admin import KeyAdminService
+from singura_vault.service.organization_keys import OrganizationKeyService
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -41,9 +47,46 @@ def data_key_to_proto(key: DataKeyInfo, credential_count: int = 0) -> pb.DataKey
     )
 
 
+def organization_key_provider_to_proto(
+    provider: OrganizationKeyProviderRow,
+) -> pb.OrganizationKeyProvider:
+    """Never the token: the response has no field for it."""
+    return pb.OrganizationKeyProvider(
+        id=str(provider.id),
+        organization_id=str(provider.organization_id),
+        address=provider.address,
+        mount=provider.mount,
+        key_name=provider.key_name,
+        created_by=provider.created_by,
+        create_time=timestamp(provider.created_at),
+    )
+
+
+def organization_key_migration_to_proto(
+    migration: OrganizationKeyMigration,
+) -> pb.OrganizationKeyMigration:
+    return pb.OrganizationKeyMigration(
+        id=str(migration.id),
+        organization_id=str(migration.organization_id),
+        target_provider_id=(
+            str(migration.target_provider_id) if migration.target_provider_id else ""
+        ),
+        state=pb.OrganizationKeyMigrationState.Value(
+            f"ORGANIZATION_KEY_MIGRATION_STATE_{migration.state.upper()}"
+        ),
+        total=migration.total,
+        done=migration.done,
+        started_by=migration.started_by,
+        create_time=timestamp(migration.created_at),
+        update_time=timestamp(migration.updated_at),
+        finish_time=timestamp(migration.finished_at),
+    )
+
+
 class KeyServicer(pb_grpc.KeyServiceServicer):
-    def __init__(self, service: KeyAdminService) -> None:
+    def __init__(self, service: KeyAdminService, organization_keys: OrganizationKeyService) -> None:
         self._service = service
+        self._organization_keys = organization_keys
 
     async def GetKeyStatus(
         self, request: pb.GetKeyStatusRequest, context: Context
@@ -117,4 +160,40 @@ class KeyServicer(pb_grpc.KeyServiceServicer):
                 for r in report.repaired
             ],
             unrecoverable_credential_ids=[str(i) for i in report.unrecoverable],
+        )
+
+    async def SetOrganizationKeyProvider(
+        self, request: pb.SetOrganizationKeyProviderRequest, context: Context
+    ) -> pb.SetOrganizationKeyProviderResponse:
+        provider, migration = await self._organization_keys.set_provider(
+            request.organization_id,
+            request.address,
+            request.key_name,
+            request.mount,
+            request.authentication.token,
+        )
+        return pb.SetOrganizationKeyProviderResponse(
+            provider=organization_key_provider_to_proto(provider),
+            migration=organization_key_migration_to_proto(migration),
+        )
+
+    async def GetOrganizationKeyProvider(
+        self, request: pb.GetOrganizationKeyProviderRequest, context: Context
+    ) -> pb.GetOrganizationKeyProviderResponse:
+        status = await self._organization_keys.get_provider(request.organization_id)
+        response = pb.GetOrganizationKeyProviderResponse()
+        if status.provider is not None:
+            response.provider.CopyFrom(organization_key_provider_to_proto(status.provider))
+        if status.latest_migration is not None:
+            response.latest_migration.CopyFrom(
+                organization_key_migration_to_proto(status.latest_migration)
+            )
+        return response
+
+    async def ClearOrganizationKeyProvider(
+        self, request: pb.ClearOrganizationKeyProviderRequest, context: Context
+    ) -> pb.ClearOrganizationKeyProviderResponse:
+        migration = await self._organization_keys.clear_provider(request.organization_id)
+        return pb.ClearOrganizationKeyProviderResponse(
+            migration=organization_key_migration_to_proto(migration)
         )

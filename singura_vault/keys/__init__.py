@@ -24,6 +24,8 @@ they belong to.
     signing.py       AuditSigner: the Ed25519 key that signs audit checkpoints;
                      parse_public_key: the verifier's public key, parsed first
     loading.py       load_key_provider: which provider, from the configuration
+    organization.py  customer-managed keys: an organization's own transit key, its
+                     stored record and root key ids (org-transit:<provider id>:v<N>)
 
 Nothing outside this package may import ``cryptography``, and nothing here may
 import asyncpg, grpc or other vault modules (except ``errors``, ``logs`` and
@@ -34,12 +36,17 @@ a log line.
 
 from singura_vault.keys.binding import CredentialBinding
 from singura_vault.keys.datakey import DataKey
-from singura_vault.keys.errors import IntegrityError, KeyConfigError
+from singura_vault.keys.errors import IntegrityError, KeyConfigError, OrganizationKeyUnavailable
 from singura_vault.keys.file_keyring import FileKeyring
 from singura_vault.keys.keyring import LocalKeyring
 from singura_vault.keys.loading import KeyProviderMode, load_key_provider
-from singura_vault.keys.manager import KeyManager
+from singura_vault.keys.manager import DEFAULT_ORGANIZATION_KEY_TTL_S, KeyManager
 from singura_vault.keys.material import generate_encryption_key
+from singura_vault.keys.organization import (
+    OrganizationKeyRecord,
+    organization_key_prefix,
+    provider_id_of,
+)
 from singura_vault.keys.provider import DescribedKeyProvider, KeyProvider
 from singura_vault.keys.records import Sealed, WrappedDataKey
 from singura_vault.keys.signing import (
@@ -53,6 +60,7 @@ from singura_vault.keys.signing import (
 from singura_vault.keys.transit import KeyServiceUnavailable, TransitKeyProvider
 
 __all__ = [
+    "DEFAULT_ORGANIZATION_KEY_TTL_S",
     "AuditPublicKey",
     "AuditSigner",
     "CredentialBinding",
@@ -66,13 +74,17 @@ __all__ = [
     "KeyProviderMode",
     "KeyServiceUnavailable",
     "LocalKeyring",
+    "OrganizationKeyRecord",
+    "OrganizationKeyUnavailable",
     "Sealed",
     "TransitKeyProvider",
     "WrappedDataKey",
     "generate_encryption_key",
     "load_audit_signer",
     "load_key_provider",
+    "organization_key_prefix",
     "parse_public_key",
+    "provider_id_of",
     "public_key_id",
     "verify_signature",
 ]

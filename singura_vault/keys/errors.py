@@ -2,6 +2,7 @@
 
     ConfigError (singura_vault.errors)      the vault cannot start as configured
     └── KeyConfigError                      ENCRYPTION_KEY or a keyring file is unusable
+        └── OrganizationKeyUnavailable      an organization's own transit key refused us
     VaultError (singura_vault.errors)
     └── DataLoss                            DATA_LOSS to a client
         └── IntegrityError                  a ciphertext failed authentication
@@ -17,11 +18,22 @@ from __future__ import annotations
 
 from singura_vault.errors import ConfigError, DataLoss
 
-__all__ = ["IntegrityError", "KeyConfigError"]
+__all__ = ["IntegrityError", "KeyConfigError", "OrganizationKeyUnavailable"]
 
 
 class KeyConfigError(ConfigError):
     """A root key or keyring is missing or malformed; the message says how to fix it."""
+
+
+class OrganizationKeyUnavailable(KeyConfigError):  # noqa: N818 - names the state, as KeyServiceUnavailable
+    """An organization's own root key (customer-managed, in its transit KMS) refused to
+    wrap or unwrap: disabled, deleted, its minimum decryption version raised, or the
+    token revoked -- the tenant's kill switch. Names the provider, never its token."""
+
+    def __init__(self, address: str, key_name: str, detail: str) -> None:
+        super().__init__(f"the organization's key {key_name} at {address} is unavailable: {detail}")
+        self.address = address
+        self.key_name = key_name
 
 
 class IntegrityError(DataLoss):

@@ -79,7 +79,9 @@ ROOT_KEY_PREFIX: Final = "transit"
 _MAX_BLOB_BYTES = 8 * 1024
 _VERSION = r"[1-9][0-9]{0,9}"
 _CIPHERTEXT = re.compile(rf"vault:v(?P<version>{_VERSION}):[A-Za-z0-9+/]+={{0,2}}")
-_ROOT_KEY_ID = re.compile(rf"{ROOT_KEY_PREFIX}:(?P<key>{NAME_PATTERN}):v(?P<version>{_VERSION})")
+_ROOT_KEY_ID = re.compile(
+    rf"(?:{ROOT_KEY_PREFIX}:{NAME_PATTERN}|org-transit:[0-9a-f-]{{36}}):v(?P<version>{_VERSION})"
+)
 _PRINTABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,160}")
 
 
@@ -98,9 +100,12 @@ class _KeyState:
 class TransitKeyProvider(KeyHolder):
     """A KeyProvider whose root key is a derived aes256-gcm96 key in a transit engine."""
 
-    __slots__ = ("_settings", "_state")
+    __slots__ = ("_id_prefix", "_settings", "_state")
     _settings: TransitSettings  # where the key is, and the token (never shown)
     _state: _KeyState
+    # What root key ids start with: ``transit:<key>`` for the global root key,
+    # ``org-transit:<provider id>`` for an organization's own (keys/organization.py).
+    _id_prefix: str
 
     def __new__(cls, *args: object, **kwargs: object) -> Self:
         raise TypeError(
@@ -134,9 +139,20 @@ class TransitKeyProvider(KeyHolder):
             ca_file=ca_file,
             timeout_s=timeout_s,
         )
+        return cls._build(settings, f"{ROOT_KEY_PREFIX}:{settings.key}")
+
+    @classmethod
+    def for_organization(cls, id_prefix: str, settings: TransitSettings) -> TransitKeyProvider:
+        """A provider for an organization's own transit key (customer-managed keys);
+        its root key ids are ``<id_prefix>:v<N>``. Built by keys/organization.py only."""
+        return cls._build(settings, id_prefix)
+
+    @classmethod
+    def _build(cls, settings: TransitSettings, id_prefix: str) -> TransitKeyProvider:
         self = object.__new__(cls)
         object.__setattr__(self, "_settings", settings)
         object.__setattr__(self, "_state", _KeyState())
+        object.__setattr__(self, "_id_prefix", id_prefix)
         return self
 
     # ---- identity and description (no secrets) ---------------------------------
@@ -289,7 +305,7 @@ class TransitKeyProvider(KeyHolder):
     # ---- records ------------------------------------------------------------------
 
     def _root_key_id(self, version: int) -> str:
-        return f"{ROOT_KEY_PREFIX}:{self._settings.key}:v{version}"
+        return f"{self._id_prefix}:v{version}"
 
     def _observe_version(self, version: int, *, force: bool = False) -> None:
         # Versions only grow: a slow response from before a rotation must not
@@ -321,8 +337,9 @@ class TransitKeyProvider(KeyHolder):
     def _ciphertext_of(self, wrapped: WrappedDataKey) -> str:
         """Check the stored id against this provider and the blob; return the ciphertext."""
         key, root_key_id = self._settings.key, wrapped.root_key_id
-        id_match = _ROOT_KEY_ID.fullmatch(root_key_id)
-        if id_match is None or id_match["key"] != key:
+        prefix, _, version = root_key_id.rpartition(":v")
+        id_match = _ROOT_KEY_ID.fullmatch(root_key_id) if prefix == self._id_prefix else None
+        if id_match is None or not version.isdigit():
             # The id comes from the database; name it only if it is a sane id.
             shown = root_key_id if _PRINTABLE_ID.fullmatch(root_key_id) else "(invalid id)"
             raise KeyConfigError(
@@ -336,7 +353,7 @@ class TransitKeyProvider(KeyHolder):
             raise IntegrityError from None
         match = _CIPHERTEXT.fullmatch(ciphertext)
         # An id that disagrees with its blob is a row that was edited.
-        if match is None or match["version"] != id_match["version"]:
+        if match is None or match["version"] != version:
             raise IntegrityError
         return ciphertext
 

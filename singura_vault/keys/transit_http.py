@@ -165,8 +165,8 @@ def _error_for(
 def _refused(settings: TransitSettings, status: int, where: str) -> KeyConfigError:
     mount, key = settings.mount, settings.key
     return KeyConfigError(
-        f"{where} was refused (HTTP {status}): the transit token in "
-        "SINGURA_TRANSIT_TOKEN_FILE is invalid or expired, or lacks permission: it needs "
+        f"{where} was refused (HTTP {status}): {settings.token_source} "
+        "is invalid or expired, or lacks permission: it needs "
         f'"read" on {mount}/keys/{key} and "update" on '
         f"{mount}/encrypt/{key}, {mount}/decrypt/{key} and "
         f"{mount}/rewrap/{key} (and, for `singura-vault keys rotate`, "

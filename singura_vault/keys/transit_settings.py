@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_TIMEOUT_S",
     "NAME_PATTERN",
     "TransitSettings",
+    "parse_organization_settings",
     "parse_settings",
 ]
 
@@ -49,7 +50,17 @@ class TransitSettings(KeyHolder):
     it unwrap every data key, so it must not be copied, pickled or replaced.
     """
 
-    __slots__ = ("address", "host", "key", "mount", "port", "ssl_context", "timeout_s", "token")
+    __slots__ = (
+        "address",
+        "host",
+        "key",
+        "mount",
+        "port",
+        "ssl_context",
+        "timeout_s",
+        "token",
+        "token_source",
+    )
     address: str  # normalized scheme://host:port, for messages and logs
     host: str
     port: int
@@ -58,6 +69,8 @@ class TransitSettings(KeyHolder):
     mount: str
     timeout_s: float
     token: str
+    # Where the token came from, for messages (never the token itself).
+    token_source: str
 
     def __init__(
         self,
@@ -70,6 +83,7 @@ class TransitSettings(KeyHolder):
         mount: str,
         timeout_s: float,
         token: str,
+        token_source: str = "the transit token in SINGURA_TRANSIT_TOKEN_FILE",  # noqa: S107 - where, not a token
     ) -> None:
         object.__setattr__(self, "address", address)
         object.__setattr__(self, "host", host)
@@ -79,6 +93,7 @@ class TransitSettings(KeyHolder):
         object.__setattr__(self, "mount", mount)
         object.__setattr__(self, "timeout_s", timeout_s)
         object.__setattr__(self, "token", token)
+        object.__setattr__(self, "token_source", token_source)
 
     def create_hint(self) -> str:
         """The command that creates the transit key these settings name."""
@@ -134,7 +149,43 @@ def parse_settings(
     )
 
 
-def _parse_address(address: str | None) -> tuple[str, str, int, str]:
+def parse_organization_settings(
+    *, address: str, key: str, mount: str, token: str, allow_http: bool
+) -> TransitSettings:
+    """Validate an organization's own transit key settings (SetOrganizationKeyProvider).
+
+    The same rules as the global settings, named by request field; plain http only
+    when ``allow_http`` (development) and only to loopback. The system trust store
+    verifies https. KeyConfigError names the field at fault, never the token.
+    """
+    scheme, host, port, normalized = _parse_address(
+        address, variable="address", allow_http=allow_http
+    )
+    if not key or _KEY_NAME.fullmatch(key) is None:
+        raise KeyConfigError(
+            "key_name is not a valid transit key name: 1 to 128 ASCII letters, "
+            "digits, '_', '.' or '-', starting and ending with a letter, digit or '_'"
+        )
+    if _TOKEN.fullmatch(token.strip()) is None:
+        raise KeyConfigError(
+            "token must be one OpenBao/Vault token (printable ASCII without spaces)"
+        )
+    return TransitSettings(
+        address=normalized,
+        host=host,
+        port=port,
+        ssl_context=_ssl_context(None) if scheme == "https" else None,
+        key=key,
+        mount=_parse_mount(mount, variable="mount"),
+        timeout_s=DEFAULT_TIMEOUT_S,
+        token=token.strip(),
+        token_source="the organization's transit token",  # noqa: S106 - where, not a token
+    )
+
+
+def _parse_address(
+    address: str | None, *, variable: str = "SINGURA_TRANSIT_ADDR", allow_http: bool = True
+) -> tuple[str, str, int, str]:
     """Return (scheme, host, port, normalized address); plain http only to loopback."""
     form = "e.g. https://bao.example.internal:8200 or http://127.0.0.1:8200"
     if not address:
@@ -143,24 +194,28 @@ def _parse_address(address: str | None) -> tuple[str, str, int, str]:
         parts = urlsplit(address.strip())
         port = parts.port
     except ValueError:
-        raise KeyConfigError(f"SINGURA_TRANSIT_ADDR is not a valid URL ({form})") from None
+        raise KeyConfigError(f"{variable} is not a valid URL ({form})") from None
     if parts.username is not None or parts.password is not None:
         # Not echoed: the part before '@' may be a credential.
         raise KeyConfigError(
-            "SINGURA_TRANSIT_ADDR must not contain user information; "
-            "put the token in SINGURA_TRANSIT_TOKEN_FILE"
+            f"{variable} must not contain user information; give the token on its own"
         )
     scheme, host = parts.scheme.lower(), parts.hostname
     if scheme not in ("http", "https") or not host:
-        raise KeyConfigError(f"SINGURA_TRANSIT_ADDR={address!r} is not an http(s) URL ({form})")
+        raise KeyConfigError(f"{variable}={address!r} is not an http(s) URL ({form})")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
         raise KeyConfigError(
-            f"SINGURA_TRANSIT_ADDR={address!r} must be scheme://host:port only, without a path; "
-            "set the mount path in SINGURA_TRANSIT_MOUNT"
+            f"{variable}={address!r} must be scheme://host:port only, without a path; "
+            "set the mount path separately"
+        )
+    if scheme == "http" and not allow_http:
+        raise KeyConfigError(
+            f"{variable}={address!r} is plain http; in production the token and data keys "
+            "travel over https only: use https://"
         )
     if scheme == "http" and not is_loopback(host):
         raise KeyConfigError(
-            f"SINGURA_TRANSIT_ADDR={address!r} is plain http to a host that is not loopback; "
+            f"{variable}={address!r} is plain http to a host that is not loopback; "
             "the token and data keys would cross the network in the clear: use https://"
         )
     if port is None:
@@ -169,11 +224,11 @@ def _parse_address(address: str | None) -> tuple[str, str, int, str]:
     return scheme, host, port, f"{scheme}://{shown_host}:{port}"
 
 
-def _parse_mount(mount: str | None) -> str:
+def _parse_mount(mount: str | None, *, variable: str = "SINGURA_TRANSIT_MOUNT") -> str:
     segments = (mount or DEFAULT_MOUNT).strip().strip("/").split("/")
     if not all(_MOUNT_SEGMENT.fullmatch(segment) for segment in segments):
         raise KeyConfigError(
-            "SINGURA_TRANSIT_MOUNT is not a valid mount path: segments of ASCII letters, digits, "
+            f"{variable} is not a valid mount path: segments of ASCII letters, digits, "
             "'_', '.' or '-' separated by '/', e.g. transit or kms/transit"
         )
     return "/".join(segments)

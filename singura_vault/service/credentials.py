@@ -12,7 +12,7 @@ No value, key or ciphertext byte is ever logged or put into an error message.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
@@ -71,6 +71,9 @@ MAX_BATCH_REVEAL = 100
 # SINGURA_DESTROY_DELAY's default: GCP Secret Manager's version_destroy_ttl is a day too.
 DEFAULT_DESTROY_DELAY = timedelta(hours=24)
 
+# The organization's own root key in force, if any (service/organization_keys.py).
+OrganizationKeyInForce = Callable[[UUID], Awaitable[keys.OrganizationKeyRecord | None]]
+
 
 @dataclass(frozen=True)
 class CredentialPage:
@@ -84,7 +87,9 @@ def load_key_manager(settings: Settings) -> keys.KeyManager:
         provider, mode = keys.load_key_provider(settings)
     except keys.KeyConfigError as exc:
         raise ConfigError(str(exc)) from None
-    manager = keys.KeyManager(provider)
+    manager = keys.KeyManager(
+        provider, organization_key_ttl_s=settings.organization_key_cache_ttl_s
+    )
     log.info("root_keys_loaded", mode=mode, provider=manager.provider_description)
     return manager
 
@@ -135,14 +140,18 @@ class CredentialService:
         *,
         destroy_delay: timedelta = DEFAULT_DESTROY_DELAY,
         clock: Clock = utc_now,
+        organization_key_in_force: OrganizationKeyInForce | None = None,
     ) -> None:
         """``destroy_delay``: SINGURA_DESTROY_DELAY; ``clock``: what "now" is when a
-        destruction is scheduled (the destruction job reads the same one)."""
+        destruction is scheduled (the destruction job reads the same one);
+        ``organization_key_in_force``: the organization's own root key, if it has one,
+        that a new data key is wrapped by (customer-managed keys)."""
         self._repository = repository
         self._keys = key_manager
         self._authz = authorizer or Authorizer()
         self._destroy_delay = destroy_delay
         self._clock = clock
+        self._organization_key_in_force = organization_key_in_force
 
     @property
     def key_manager(self) -> keys.KeyManager:
@@ -744,11 +753,15 @@ class CredentialService:
 
     async def _create_data_key(self, organization_id: UUID) -> None:
         version = await self._repository.next_data_key_version(organization_id)
-        wrapped = await self._keys.create_data_key(organization_id, version)
-        await self._repository.add_data_key(
-            StoredDataKey(organization_id, version, wrapped.root_key_id, wrapped.blob),
-            only_if_none=True,
+        organization_key = (
+            await self._organization_key_in_force(organization_id)
+            if self._organization_key_in_force is not None
+            else None
         )
+        stored = await sealing.create_data_key(
+            self._keys, organization_id, version, organization_key
+        )
+        await self._repository.add_data_key(stored, only_if_none=True)
 
 
 _TRANSITION_ACTIONS = {

@@ -59,6 +59,8 @@ EVENT_TYPES = (
     "credential.version_destroyed",
     "key.data_key_rotated",
     "key.rewrap_completed",
+    "key.organization_provider_changed",
+    "key.organization_keys_migrated",
     "audit.checkpoint_created",
     "webhook.endpoint_disabled",
 )

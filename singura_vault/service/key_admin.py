@@ -8,6 +8,7 @@ it is never logged.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from uuid import UUID
@@ -96,11 +97,17 @@ class KeyAdminService:
         credentials: CredentialRepository,
         key_manager: keys.KeyManager,
         authorizer: Authorizer | None = None,
+        *,
+        organization_key_in_force: Callable[[UUID], Awaitable[keys.OrganizationKeyRecord | None]]
+        | None = None,
     ) -> None:
+        """``organization_key_in_force``: an organization's own root key, if it has one:
+        a new data key version of that organization is wrapped by it."""
         self._repository = repository
         self._credentials = credentials
         self._keys = key_manager
         self._authz = authorizer or Authorizer()
+        self._organization_key_in_force = organization_key_in_force
 
     async def status(self, organization_id: str) -> KeyStatus:
         self._authz.require_admin("read key status")
@@ -176,9 +183,13 @@ class KeyAdminService:
         )
         for org in targets:
             version = await self._credentials.next_data_key_version(org)
-            wrapped = await self._keys.create_data_key(org, version)
+            organization_key = (
+                await self._organization_key_in_force(org)
+                if self._organization_key_in_force is not None
+                else None
+            )
             await self._credentials.add_data_key(
-                StoredDataKey(org, version, wrapped.root_key_id, wrapped.blob)
+                await sealing.create_data_key(self._keys, org, version, organization_key)
             )
         created = []
         for org in targets:

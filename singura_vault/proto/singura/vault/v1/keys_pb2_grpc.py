@@ -28,7 +28,8 @@ if _version_not_supported:
 class KeyServiceStub:
     """KeyService administers the vault's keys without downtime. Root keys (from the
     keyring or an external KMS) wrap each organization's data keys; data keys
-    encrypt credentials. Every RPC needs an admin key.
+    encrypt credentials. Every RPC needs an admin key, except
+    GetOrganizationKeyProvider, which an organization's own reader may call too.
     """
 
     def __init__(self, channel):
@@ -77,12 +78,28 @@ class KeyServiceStub:
                 request_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysRequest.SerializeToString,
                 response_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysResponse.FromString,
                 _registered_method=True)
+        self.SetOrganizationKeyProvider = channel.unary_unary(
+                '/singura.vault.v1.KeyService/SetOrganizationKeyProvider',
+                request_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.SetOrganizationKeyProviderRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.SetOrganizationKeyProviderResponse.FromString,
+                _registered_method=True)
+        self.GetOrganizationKeyProvider = channel.unary_unary(
+                '/singura.vault.v1.KeyService/GetOrganizationKeyProvider',
+                request_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.GetOrganizationKeyProviderRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.GetOrganizationKeyProviderResponse.FromString,
+                _registered_method=True)
+        self.ClearOrganizationKeyProvider = channel.unary_unary(
+                '/singura.vault.v1.KeyService/ClearOrganizationKeyProvider',
+                request_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.ClearOrganizationKeyProviderRequest.SerializeToString,
+                response_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.ClearOrganizationKeyProviderResponse.FromString,
+                _registered_method=True)
 
 
 class KeyServiceServicer:
     """KeyService administers the vault's keys without downtime. Root keys (from the
     keyring or an external KMS) wrap each organization's data keys; data keys
-    encrypt credentials. Every RPC needs an admin key.
+    encrypt credentials. Every RPC needs an admin key, except
+    GetOrganizationKeyProvider, which an organization's own reader may call too.
     """
 
     def GetKeyStatus(self, request, context):
@@ -152,6 +169,39 @@ class KeyServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetOrganizationKeyProvider(self, request, context):
+        """Gives an organization a root key of its own (customer-managed keys): a derived
+        aes256-gcm96 key in the organization's OpenBao/Vault transit engine. The vault
+        first proves it can wrap and unwrap a probe with it (FAILED_PRECONDITION, reason
+        ORGANIZATION_KEY_UNAVAILABLE, naming the address and key, if not), seals the token
+        under the global root key, and starts a migration that rewraps the organization's
+        data keys under the new key (GetOrganizationKeyProvider shows its progress).
+        Replaces a provider already set (its data keys move to the new one). While the
+        organization's key is disabled at its KMS, its reveals, stores and refreshes fail
+        with FAILED_PRECONDITION, reason ORGANIZATION_KEY_UNAVAILABLE, within
+        SINGURA_ORGANIZATION_KEY_CACHE_TTL; other organizations are not affected.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetOrganizationKeyProvider(self, request, context):
+        """Returns an organization's key provider (never its token) and its latest data key
+        migration. An admin key, or a reader or writer key of that organization.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClearOrganizationKeyProvider(self, request, context):
+        """Clears an organization's key provider and starts a migration of its data keys
+        back to the global root key (the provider's key must still be usable until it
+        completes). NOT_FOUND if the organization has no provider.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_KeyServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -195,6 +245,21 @@ def add_KeyServiceServicer_to_server(servicer, server):
                     request_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysRequest.FromString,
                     response_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysResponse.SerializeToString,
             ),
+            'SetOrganizationKeyProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOrganizationKeyProvider,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.SetOrganizationKeyProviderRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.SetOrganizationKeyProviderResponse.SerializeToString,
+            ),
+            'GetOrganizationKeyProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetOrganizationKeyProvider,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.GetOrganizationKeyProviderRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.GetOrganizationKeyProviderResponse.SerializeToString,
+            ),
+            'ClearOrganizationKeyProvider': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClearOrganizationKeyProvider,
+                    request_deserializer=singura_dot_vault_dot_v1_dot_keys__pb2.ClearOrganizationKeyProviderRequest.FromString,
+                    response_serializer=singura_dot_vault_dot_v1_dot_keys__pb2.ClearOrganizationKeyProviderResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'singura.vault.v1.KeyService', rpc_method_handlers)
@@ -206,7 +271,8 @@ def add_KeyServiceServicer_to_server(servicer, server):
 class KeyService:
     """KeyService administers the vault's keys without downtime. Root keys (from the
     keyring or an external KMS) wrap each organization's data keys; data keys
-    encrypt credentials. Every RPC needs an admin key.
+    encrypt credentials. Every RPC needs an admin key, except
+    GetOrganizationKeyProvider, which an organization's own reader may call too.
     """
 
     @staticmethod
@@ -415,6 +481,87 @@ class KeyService:
             '/singura.vault.v1.KeyService/RepairCredentialKeys',
             singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysRequest.SerializeToString,
             singura_dot_vault_dot_v1_dot_keys__pb2.RepairCredentialKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOrganizationKeyProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.KeyService/SetOrganizationKeyProvider',
+            singura_dot_vault_dot_v1_dot_keys__pb2.SetOrganizationKeyProviderRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_keys__pb2.SetOrganizationKeyProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetOrganizationKeyProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.KeyService/GetOrganizationKeyProvider',
+            singura_dot_vault_dot_v1_dot_keys__pb2.GetOrganizationKeyProviderRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_keys__pb2.GetOrganizationKeyProviderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClearOrganizationKeyProvider(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/singura.vault.v1.KeyService/ClearOrganizationKeyProvider',
+            singura_dot_vault_dot_v1_dot_keys__pb2.ClearOrganizationKeyProviderRequest.SerializeToString,
+            singura_dot_vault_dot_v1_dot_keys__pb2.ClearOrganizationKeyProviderResponse.FromString,
             options,
             channel_credentials,
             insecure,

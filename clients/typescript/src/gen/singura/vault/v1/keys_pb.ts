@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file singura/vault/v1/keys.proto.
  */
 export const file_singura_vault_v1_keys: GenFile = /*@__PURE__*/
-  fileDesc("ChtzaW5ndXJhL3ZhdWx0L3YxL2tleXMucHJvdG8SEHNpbmd1cmEudmF1bHQudjEinAIKCVJld3JhcEpvYhIKCgJpZBgBIAEoCRIvCgVzdGF0ZRgCIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuUmV3cmFwSm9iU3RhdGUSDQoFdG90YWwYAyABKAMSDAoEZG9uZRgEIAEoAxISCgpzdGFydGVkX2J5GAUgASgJEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmZhaWxlZBgJIAEoAyJFCg5Sb290S2V5VmVyc2lvbhIKCgJpZBgBIAEoCRIPCgdwcmltYXJ5GAIgASgIEhYKDmRhdGFfa2V5X2NvdW50GAMgASgDIqkBCg5EYXRhS2V5VmVyc2lvbhIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDwoHdmVyc2lvbhgCIAEoBRITCgtyb290X2tleV9pZBgDIAEoCRINCgVzdGF0ZRgEIAEoCRIYChBjcmVkZW50aWFsX2NvdW50GAUgASgDEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIuChNHZXRLZXlTdGF0dXNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCSLKAQoUR2V0S2V5U3RhdHVzUmVzcG9uc2USEAoIcHJvdmlkZXIYASABKAkSMwoJcm9vdF9rZXlzGAIgAygLMiAuc2luZ3VyYS52YXVsdC52MS5Sb290S2V5VmVyc2lvbhIzCglkYXRhX2tleXMYAyADKAsyIC5zaW5ndXJhLnZhdWx0LnYxLkRhdGFLZXlWZXJzaW9uEjYKEWxhdGVzdF9yZXdyYXBfam9iGAQgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IiFgoUUm90YXRlUm9vdEtleVJlcXVlc3QiUQoVUm90YXRlUm9vdEtleVJlc3BvbnNlEhsKE3ByaW1hcnlfcm9vdF9rZXlfaWQYASABKAkSGwoTcmV3cmFwcGVkX2RhdGFfa2V5cxgCIAEoAyIvChRSb3RhdGVEYXRhS2V5UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiTAoVUm90YXRlRGF0YUtleVJlc3BvbnNlEjMKCWRhdGFfa2V5cxgBIAMoCzIgLnNpbmd1cmEudmF1bHQudjEuRGF0YUtleVZlcnNpb24iFAoSU3RhcnRSZXdyYXBSZXF1ZXN0Ij8KE1N0YXJ0UmV3cmFwUmVzcG9uc2USKAoDam9iGAEgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IiJQoTR2V0UmV3cmFwSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiQAoUR2V0UmV3cmFwSm9iUmVzcG9uc2USKAoDam9iGAEgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IiJQoTQ2FuY2VsUmV3cmFwUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiQAoUQ2FuY2VsUmV3cmFwUmVzcG9uc2USKAoDam9iGAEgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IibAoXUmV0aXJlS2V5VmVyc2lvblJlcXVlc3QSFQoLcm9vdF9rZXlfaWQYASABKAlIABIwCghkYXRhX2tleRgCIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuRGF0YUtleVJlZkgAQggKBnRhcmdldCI2CgpEYXRhS2V5UmVmEhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFIhoKGFJldGlyZUtleVZlcnNpb25SZXNwb25zZSI2ChtSZXBhaXJDcmVkZW50aWFsS2V5c1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJImYKE0NyZWRlbnRpYWxLZXlSZXBhaXISFQoNY3JlZGVudGlhbF9pZBgBIAEoCRIcChRyZWNvcmRlZF9rZXlfdmVyc2lvbhgCIAEoBRIaChJzZWFsZWRfa2V5X3ZlcnNpb24YAyABKAUijgEKHFJlcGFpckNyZWRlbnRpYWxLZXlzUmVzcG9uc2USDwoHY2hlY2tlZBgBIAEoAxI3CghyZXBhaXJlZBgCIAMoCzIlLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbEtleVJlcGFpchIkChx1bnJlY292ZXJhYmxlX2NyZWRlbnRpYWxfaWRzGAMgAygJKpABCg5SZXdyYXBKb2JTdGF0ZRIgChxSRVdSQVBfSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASHAoYUkVXUkFQX0pPQl9TVEFURV9SVU5OSU5HEAESHgoaUkVXUkFQX0pPQl9TVEFURV9DT01QTEVURUQQAhIeChpSRVdSQVBfSk9CX1NUQVRFX0NBTkNFTExFRBADMqsGCgpLZXlTZXJ2aWNlEl0KDEdldEtleVN0YXR1cxIlLnNpbmd1cmEudmF1bHQudjEuR2V0S2V5U3RhdHVzUmVxdWVzdBomLnNpbmd1cmEudmF1bHQudjEuR2V0S2V5U3RhdHVzUmVzcG9uc2USYAoNUm90YXRlUm9vdEtleRImLnNpbmd1cmEudmF1bHQudjEuUm90YXRlUm9vdEtleVJlcXVlc3QaJy5zaW5ndXJhLnZhdWx0LnYxLlJvdGF0ZVJvb3RLZXlSZXNwb25zZRJgCg1Sb3RhdGVEYXRhS2V5EiYuc2luZ3VyYS52YXVsdC52MS5Sb3RhdGVEYXRhS2V5UmVxdWVzdBonLnNpbmd1cmEudmF1bHQudjEuUm90YXRlRGF0YUtleVJlc3BvbnNlEloKC1N0YXJ0UmV3cmFwEiQuc2luZ3VyYS52YXVsdC52MS5TdGFydFJld3JhcFJlcXVlc3QaJS5zaW5ndXJhLnZhdWx0LnYxLlN0YXJ0UmV3cmFwUmVzcG9uc2USXQoMR2V0UmV3cmFwSm9iEiUuc2luZ3VyYS52YXVsdC52MS5HZXRSZXdyYXBKb2JSZXF1ZXN0GiYuc2luZ3VyYS52YXVsdC52MS5HZXRSZXdyYXBKb2JSZXNwb25zZRJdCgxDYW5jZWxSZXdyYXASJS5zaW5ndXJhLnZhdWx0LnYxLkNhbmNlbFJld3JhcFJlcXVlc3QaJi5zaW5ndXJhLnZhdWx0LnYxLkNhbmNlbFJld3JhcFJlc3BvbnNlEmkKEFJldGlyZUtleVZlcnNpb24SKS5zaW5ndXJhLnZhdWx0LnYxLlJldGlyZUtleVZlcnNpb25SZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5SZXRpcmVLZXlWZXJzaW9uUmVzcG9uc2USdQoUUmVwYWlyQ3JlZGVudGlhbEtleXMSLS5zaW5ndXJhLnZhdWx0LnYxLlJlcGFpckNyZWRlbnRpYWxLZXlzUmVxdWVzdBouLnNpbmd1cmEudmF1bHQudjEuUmVwYWlyQ3JlZGVudGlhbEtleXNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChtzaW5ndXJhL3ZhdWx0L3YxL2tleXMucHJvdG8SEHNpbmd1cmEudmF1bHQudjEinAIKCVJld3JhcEpvYhIKCgJpZBgBIAEoCRIvCgVzdGF0ZRgCIAEoDjIgLnNpbmd1cmEudmF1bHQudjEuUmV3cmFwSm9iU3RhdGUSDQoFdG90YWwYAyABKAMSDAoEZG9uZRgEIAEoAxISCgpzdGFydGVkX2J5GAUgASgJEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgt1cGRhdGVfdGltZRgHIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLZmluaXNoX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEg4KBmZhaWxlZBgJIAEoAyJFCg5Sb290S2V5VmVyc2lvbhIKCgJpZBgBIAEoCRIPCgdwcmltYXJ5GAIgASgIEhYKDmRhdGFfa2V5X2NvdW50GAMgASgDIqkBCg5EYXRhS2V5VmVyc2lvbhIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDwoHdmVyc2lvbhgCIAEoBRITCgtyb290X2tleV9pZBgDIAEoCRINCgVzdGF0ZRgEIAEoCRIYChBjcmVkZW50aWFsX2NvdW50GAUgASgDEi8KC2NyZWF0ZV90aW1lGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCIuChNHZXRLZXlTdGF0dXNSZXF1ZXN0EhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCSLKAQoUR2V0S2V5U3RhdHVzUmVzcG9uc2USEAoIcHJvdmlkZXIYASABKAkSMwoJcm9vdF9rZXlzGAIgAygLMiAuc2luZ3VyYS52YXVsdC52MS5Sb290S2V5VmVyc2lvbhIzCglkYXRhX2tleXMYAyADKAsyIC5zaW5ndXJhLnZhdWx0LnYxLkRhdGFLZXlWZXJzaW9uEjYKEWxhdGVzdF9yZXdyYXBfam9iGAQgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IiFgoUUm90YXRlUm9vdEtleVJlcXVlc3QiUQoVUm90YXRlUm9vdEtleVJlc3BvbnNlEhsKE3ByaW1hcnlfcm9vdF9rZXlfaWQYASABKAkSGwoTcmV3cmFwcGVkX2RhdGFfa2V5cxgCIAEoAyIvChRSb3RhdGVEYXRhS2V5UmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkiTAoVUm90YXRlRGF0YUtleVJlc3BvbnNlEjMKCWRhdGFfa2V5cxgBIAMoCzIgLnNpbmd1cmEudmF1bHQudjEuRGF0YUtleVZlcnNpb24iFAoSU3RhcnRSZXdyYXBSZXF1ZXN0Ij8KE1N0YXJ0UmV3cmFwUmVzcG9uc2USKAoDam9iGAEgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IiJQoTR2V0UmV3cmFwSm9iUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiQAoUR2V0UmV3cmFwSm9iUmVzcG9uc2USKAoDam9iGAEgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IiJQoTQ2FuY2VsUmV3cmFwUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiQAoUQ2FuY2VsUmV3cmFwUmVzcG9uc2USKAoDam9iGAEgASgLMhsuc2luZ3VyYS52YXVsdC52MS5SZXdyYXBKb2IibAoXUmV0aXJlS2V5VmVyc2lvblJlcXVlc3QSFQoLcm9vdF9rZXlfaWQYASABKAlIABIwCghkYXRhX2tleRgCIAEoCzIcLnNpbmd1cmEudmF1bHQudjEuRGF0YUtleVJlZkgAQggKBnRhcmdldCI2CgpEYXRhS2V5UmVmEhcKD29yZ2FuaXphdGlvbl9pZBgBIAEoCRIPCgd2ZXJzaW9uGAIgASgFIhoKGFJldGlyZUtleVZlcnNpb25SZXNwb25zZSI2ChtSZXBhaXJDcmVkZW50aWFsS2V5c1JlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJImYKE0NyZWRlbnRpYWxLZXlSZXBhaXISFQoNY3JlZGVudGlhbF9pZBgBIAEoCRIcChRyZWNvcmRlZF9rZXlfdmVyc2lvbhgCIAEoBRIaChJzZWFsZWRfa2V5X3ZlcnNpb24YAyABKAUijgEKHFJlcGFpckNyZWRlbnRpYWxLZXlzUmVzcG9uc2USDwoHY2hlY2tlZBgBIAEoAxI3CghyZXBhaXJlZBgCIAMoCzIlLnNpbmd1cmEudmF1bHQudjEuQ3JlZGVudGlhbEtleVJlcGFpchIkChx1bnJlY292ZXJhYmxlX2NyZWRlbnRpYWxfaWRzGAMgAygJIrUBChdPcmdhbml6YXRpb25LZXlQcm92aWRlchIKCgJpZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSDwoHYWRkcmVzcxgDIAEoCRINCgVtb3VudBgEIAEoCRIQCghrZXlfbmFtZRgFIAEoCRISCgpjcmVhdGVkX2J5GAYgASgJEi8KC2NyZWF0ZV90aW1lGAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCImChVUcmFuc2l0QXV0aGVudGljYXRpb24SDQoFdG9rZW4YASABKAki3wIKGE9yZ2FuaXphdGlvbktleU1pZ3JhdGlvbhIKCgJpZBgBIAEoCRIXCg9vcmdhbml6YXRpb25faWQYAiABKAkSGgoSdGFyZ2V0X3Byb3ZpZGVyX2lkGAMgASgJEj4KBXN0YXRlGAQgASgOMi8uc2luZ3VyYS52YXVsdC52MS5Pcmdhbml6YXRpb25LZXlNaWdyYXRpb25TdGF0ZRINCgV0b3RhbBgFIAEoAxIMCgRkb25lGAYgASgDEhIKCnN0YXJ0ZWRfYnkYByABKAkSLwoLY3JlYXRlX3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3VwZGF0ZV90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtmaW5pc2hfdGltZRgKIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAirwEKIVNldE9yZ2FuaXphdGlvbktleVByb3ZpZGVyUmVxdWVzdBIXCg9vcmdhbml6YXRpb25faWQYASABKAkSDwoHYWRkcmVzcxgCIAEoCRIQCghrZXlfbmFtZRgDIAEoCRINCgVtb3VudBgEIAEoCRI/Cg5hdXRoZW50aWNhdGlvbhgFIAEoCzInLnNpbmd1cmEudmF1bHQudjEuVHJhbnNpdEF1dGhlbnRpY2F0aW9uIqABCiJTZXRPcmdhbml6YXRpb25LZXlQcm92aWRlclJlc3BvbnNlEjsKCHByb3ZpZGVyGAEgASgLMikuc2luZ3VyYS52YXVsdC52MS5Pcmdhbml6YXRpb25LZXlQcm92aWRlchI9CgltaWdyYXRpb24YAiABKAsyKi5zaW5ndXJhLnZhdWx0LnYxLk9yZ2FuaXphdGlvbktleU1pZ3JhdGlvbiI8CiFHZXRPcmdhbml6YXRpb25LZXlQcm92aWRlclJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJIqcBCiJHZXRPcmdhbml6YXRpb25LZXlQcm92aWRlclJlc3BvbnNlEjsKCHByb3ZpZGVyGAEgASgLMikuc2luZ3VyYS52YXVsdC52MS5Pcmdhbml6YXRpb25LZXlQcm92aWRlchJEChBsYXRlc3RfbWlncmF0aW9uGAIgASgLMiouc2luZ3VyYS52YXVsdC52MS5Pcmdhbml6YXRpb25LZXlNaWdyYXRpb24iPgojQ2xlYXJPcmdhbml6YXRpb25LZXlQcm92aWRlclJlcXVlc3QSFwoPb3JnYW5pemF0aW9uX2lkGAEgASgJImUKJENsZWFyT3JnYW5pemF0aW9uS2V5UHJvdmlkZXJSZXNwb25zZRI9CgltaWdyYXRpb24YASABKAsyKi5zaW5ndXJhLnZhdWx0LnYxLk9yZ2FuaXphdGlvbktleU1pZ3JhdGlvbiqQAQoOUmV3cmFwSm9iU3RhdGUSIAocUkVXUkFQX0pPQl9TVEFURV9VTlNQRUNJRklFRBAAEhwKGFJFV1JBUF9KT0JfU1RBVEVfUlVOTklORxABEh4KGlJFV1JBUF9KT0JfU1RBVEVfQ09NUExFVEVEEAISHgoaUkVXUkFQX0pPQl9TVEFURV9DQU5DRUxMRUQQAyrgAQodT3JnYW5pemF0aW9uS2V5TWlncmF0aW9uU3RhdGUSMAosT1JHQU5JWkFUSU9OX0tFWV9NSUdSQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIsCihPUkdBTklaQVRJT05fS0VZX01JR1JBVElPTl9TVEFURV9SVU5OSU5HEAESLgoqT1JHQU5JWkFUSU9OX0tFWV9NSUdSQVRJT05fU1RBVEVfQ09NUExFVEVEEAISLworT1JHQU5JWkFUSU9OX0tFWV9NSUdSQVRJT05fU1RBVEVfU1VQRVJTRURFRBADMs8JCgpLZXlTZXJ2aWNlEl0KDEdldEtleVN0YXR1cxIlLnNpbmd1cmEudmF1bHQudjEuR2V0S2V5U3RhdHVzUmVxdWVzdBomLnNpbmd1cmEudmF1bHQudjEuR2V0S2V5U3RhdHVzUmVzcG9uc2USYAoNUm90YXRlUm9vdEtleRImLnNpbmd1cmEudmF1bHQudjEuUm90YXRlUm9vdEtleVJlcXVlc3QaJy5zaW5ndXJhLnZhdWx0LnYxLlJvdGF0ZVJvb3RLZXlSZXNwb25zZRJgCg1Sb3RhdGVEYXRhS2V5EiYuc2luZ3VyYS52YXVsdC52MS5Sb3RhdGVEYXRhS2V5UmVxdWVzdBonLnNpbmd1cmEudmF1bHQudjEuUm90YXRlRGF0YUtleVJlc3BvbnNlEloKC1N0YXJ0UmV3cmFwEiQuc2luZ3VyYS52YXVsdC52MS5TdGFydFJld3JhcFJlcXVlc3QaJS5zaW5ndXJhLnZhdWx0LnYxLlN0YXJ0UmV3cmFwUmVzcG9uc2USXQoMR2V0UmV3cmFwSm9iEiUuc2luZ3VyYS52YXVsdC52MS5HZXRSZXdyYXBKb2JSZXF1ZXN0GiYuc2luZ3VyYS52YXVsdC52MS5HZXRSZXdyYXBKb2JSZXNwb25zZRJdCgxDYW5jZWxSZXdyYXASJS5zaW5ndXJhLnZhdWx0LnYxLkNhbmNlbFJld3JhcFJlcXVlc3QaJi5zaW5ndXJhLnZhdWx0LnYxLkNhbmNlbFJld3JhcFJlc3BvbnNlEmkKEFJldGlyZUtleVZlcnNpb24SKS5zaW5ndXJhLnZhdWx0LnYxLlJldGlyZUtleVZlcnNpb25SZXF1ZXN0Giouc2luZ3VyYS52YXVsdC52MS5SZXRpcmVLZXlWZXJzaW9uUmVzcG9uc2USdQoUUmVwYWlyQ3JlZGVudGlhbEtleXMSLS5zaW5ndXJhLnZhdWx0LnYxLlJlcGFpckNyZWRlbnRpYWxLZXlzUmVxdWVzdBouLnNpbmd1cmEudmF1bHQudjEuUmVwYWlyQ3JlZGVudGlhbEtleXNSZXNwb25zZRKHAQoaU2V0T3JnYW5pemF0aW9uS2V5UHJvdmlkZXISMy5zaW5ndXJhLnZhdWx0LnYxLlNldE9yZ2FuaXphdGlvbktleVByb3ZpZGVyUmVxdWVzdBo0LnNpbmd1cmEudmF1bHQudjEuU2V0T3JnYW5pemF0aW9uS2V5UHJvdmlkZXJSZXNwb25zZRKHAQoaR2V0T3JnYW5pemF0aW9uS2V5UHJvdmlkZXISMy5zaW5ndXJhLnZhdWx0LnYxLkdldE9yZ2FuaXphdGlvbktleVByb3ZpZGVyUmVxdWVzdBo0LnNpbmd1cmEudmF1bHQudjEuR2V0T3JnYW5pemF0aW9uS2V5UHJvdmlkZXJSZXNwb25zZRKNAQocQ2xlYXJPcmdhbml6YXRpb25LZXlQcm92aWRlchI1LnNpbmd1cmEudmF1bHQudjEuQ2xlYXJPcmdhbml6YXRpb25LZXlQcm92aWRlclJlcXVlc3QaNi5zaW5ndXJhLnZhdWx0LnYxLkNsZWFyT3JnYW5pemF0aW9uS2V5UHJvdmlkZXJSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * RewrapJob is a durable re-encryption job.
@@ -624,6 +624,346 @@ export const RepairCredentialKeysResponseSchema: GenMessage<RepairCredentialKeys
   messageDesc(file_singura_vault_v1_keys, 20);
 
 /**
+ * OrganizationKeyProvider is an organization's own root key, in its transit KMS.
+ *
+ * @generated from message singura.vault.v1.OrganizationKeyProvider
+ */
+export type OrganizationKeyProvider = Message<"singura.vault.v1.OrganizationKeyProvider"> & {
+  /**
+   * Provider id; the data keys it wraps have root key ids
+   * "org-transit:<id>:v<transit key version>".
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The organization whose data keys it wraps.
+   *
+   * @generated from field: string organization_id = 2;
+   */
+  organizationId: string;
+
+  /**
+   * The OpenBao/Vault address, scheme://host:port.
+   *
+   * @generated from field: string address = 3;
+   */
+  address: string;
+
+  /**
+   * The transit engine's mount path.
+   *
+   * @generated from field: string mount = 4;
+   */
+  mount: string;
+
+  /**
+   * The transit key's name.
+   *
+   * @generated from field: string key_name = 5;
+   */
+  keyName: string;
+
+  /**
+   * The admin key that set it.
+   *
+   * @generated from field: string created_by = 6;
+   */
+  createdBy: string;
+
+  /**
+   * When it was set.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 7;
+   */
+  createTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.OrganizationKeyProvider.
+ * Use `create(OrganizationKeyProviderSchema)` to create a new message.
+ */
+export const OrganizationKeyProviderSchema: GenMessage<OrganizationKeyProvider> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 21);
+
+/**
+ * TransitAuthentication is how the vault authenticates to an organization's transit
+ * engine. Input only: never returned.
+ *
+ * @generated from message singura.vault.v1.TransitAuthentication
+ */
+export type TransitAuthentication = Message<"singura.vault.v1.TransitAuthentication"> & {
+  /**
+   * An OpenBao/Vault token. It needs "read" on <mount>/keys/<key> and "update" on
+   * <mount>/encrypt/<key> and <mount>/decrypt/<key>.
+   *
+   * @generated from field: string token = 1;
+   */
+  token: string;
+};
+
+/**
+ * Describes the message singura.vault.v1.TransitAuthentication.
+ * Use `create(TransitAuthenticationSchema)` to create a new message.
+ */
+export const TransitAuthenticationSchema: GenMessage<TransitAuthentication> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 22);
+
+/**
+ * OrganizationKeyMigration moves an organization's data keys to another root key.
+ *
+ * @generated from message singura.vault.v1.OrganizationKeyMigration
+ */
+export type OrganizationKeyMigration = Message<"singura.vault.v1.OrganizationKeyMigration"> & {
+  /**
+   * Migration id.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The organization.
+   *
+   * @generated from field: string organization_id = 2;
+   */
+  organizationId: string;
+
+  /**
+   * The provider whose key the data keys move to; empty: the global root key.
+   *
+   * @generated from field: string target_provider_id = 3;
+   */
+  targetProviderId: string;
+
+  /**
+   * State.
+   *
+   * @generated from field: singura.vault.v1.OrganizationKeyMigrationState state = 4;
+   */
+  state: OrganizationKeyMigrationState;
+
+  /**
+   * Live data keys that were not yet wrapped by the target when it started.
+   *
+   * @generated from field: int64 total = 5;
+   */
+  total: bigint;
+
+  /**
+   * Data keys rewrapped so far.
+   *
+   * @generated from field: int64 done = 6;
+   */
+  done: bigint;
+
+  /**
+   * Who started it (the admin key id).
+   *
+   * @generated from field: string started_by = 7;
+   */
+  startedBy: string;
+
+  /**
+   * When it started.
+   *
+   * @generated from field: google.protobuf.Timestamp create_time = 8;
+   */
+  createTime?: Timestamp | undefined;
+
+  /**
+   * Last progress.
+   *
+   * @generated from field: google.protobuf.Timestamp update_time = 9;
+   */
+  updateTime?: Timestamp | undefined;
+
+  /**
+   * When it completed or was superseded.
+   *
+   * @generated from field: google.protobuf.Timestamp finish_time = 10;
+   */
+  finishTime?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.OrganizationKeyMigration.
+ * Use `create(OrganizationKeyMigrationSchema)` to create a new message.
+ */
+export const OrganizationKeyMigrationSchema: GenMessage<OrganizationKeyMigration> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 23);
+
+/**
+ * SetOrganizationKeyProviderRequest names the organization's transit key.
+ *
+ * @generated from message singura.vault.v1.SetOrganizationKeyProviderRequest
+ */
+export type SetOrganizationKeyProviderRequest = Message<"singura.vault.v1.SetOrganizationKeyProviderRequest"> & {
+  /**
+   * The organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+
+  /**
+   * scheme://host:port of its OpenBao/Vault. https only in production; plain http
+   * is accepted in development, and only to a loopback address.
+   *
+   * @generated from field: string address = 2;
+   */
+  address: string;
+
+  /**
+   * The transit key: type aes256-gcm96, created with derived=true.
+   *
+   * @generated from field: string key_name = 3;
+   */
+  keyName: string;
+
+  /**
+   * The transit engine's mount path; default "transit".
+   *
+   * @generated from field: string mount = 4;
+   */
+  mount: string;
+
+  /**
+   * How the vault authenticates (input only; sealed under the global root key).
+   *
+   * @generated from field: singura.vault.v1.TransitAuthentication authentication = 5;
+   */
+  authentication?: TransitAuthentication | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.SetOrganizationKeyProviderRequest.
+ * Use `create(SetOrganizationKeyProviderRequestSchema)` to create a new message.
+ */
+export const SetOrganizationKeyProviderRequestSchema: GenMessage<SetOrganizationKeyProviderRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 24);
+
+/**
+ * SetOrganizationKeyProviderResponse is the provider set and its migration.
+ *
+ * @generated from message singura.vault.v1.SetOrganizationKeyProviderResponse
+ */
+export type SetOrganizationKeyProviderResponse = Message<"singura.vault.v1.SetOrganizationKeyProviderResponse"> & {
+  /**
+   * The provider (without its token).
+   *
+   * @generated from field: singura.vault.v1.OrganizationKeyProvider provider = 1;
+   */
+  provider?: OrganizationKeyProvider | undefined;
+
+  /**
+   * The migration of the organization's data keys to it.
+   *
+   * @generated from field: singura.vault.v1.OrganizationKeyMigration migration = 2;
+   */
+  migration?: OrganizationKeyMigration | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.SetOrganizationKeyProviderResponse.
+ * Use `create(SetOrganizationKeyProviderResponseSchema)` to create a new message.
+ */
+export const SetOrganizationKeyProviderResponseSchema: GenMessage<SetOrganizationKeyProviderResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 25);
+
+/**
+ * GetOrganizationKeyProviderRequest names the organization.
+ *
+ * @generated from message singura.vault.v1.GetOrganizationKeyProviderRequest
+ */
+export type GetOrganizationKeyProviderRequest = Message<"singura.vault.v1.GetOrganizationKeyProviderRequest"> & {
+  /**
+   * The organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+};
+
+/**
+ * Describes the message singura.vault.v1.GetOrganizationKeyProviderRequest.
+ * Use `create(GetOrganizationKeyProviderRequestSchema)` to create a new message.
+ */
+export const GetOrganizationKeyProviderRequestSchema: GenMessage<GetOrganizationKeyProviderRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 26);
+
+/**
+ * GetOrganizationKeyProviderResponse is the provider in force, if any.
+ *
+ * @generated from message singura.vault.v1.GetOrganizationKeyProviderResponse
+ */
+export type GetOrganizationKeyProviderResponse = Message<"singura.vault.v1.GetOrganizationKeyProviderResponse"> & {
+  /**
+   * The provider in force; unset: the organization's data keys use the global root key.
+   *
+   * @generated from field: singura.vault.v1.OrganizationKeyProvider provider = 1;
+   */
+  provider?: OrganizationKeyProvider | undefined;
+
+  /**
+   * The organization's latest data key migration; unset if there never was one.
+   *
+   * @generated from field: singura.vault.v1.OrganizationKeyMigration latest_migration = 2;
+   */
+  latestMigration?: OrganizationKeyMigration | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.GetOrganizationKeyProviderResponse.
+ * Use `create(GetOrganizationKeyProviderResponseSchema)` to create a new message.
+ */
+export const GetOrganizationKeyProviderResponseSchema: GenMessage<GetOrganizationKeyProviderResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 27);
+
+/**
+ * ClearOrganizationKeyProviderRequest names the organization.
+ *
+ * @generated from message singura.vault.v1.ClearOrganizationKeyProviderRequest
+ */
+export type ClearOrganizationKeyProviderRequest = Message<"singura.vault.v1.ClearOrganizationKeyProviderRequest"> & {
+  /**
+   * The organization.
+   *
+   * @generated from field: string organization_id = 1;
+   */
+  organizationId: string;
+};
+
+/**
+ * Describes the message singura.vault.v1.ClearOrganizationKeyProviderRequest.
+ * Use `create(ClearOrganizationKeyProviderRequestSchema)` to create a new message.
+ */
+export const ClearOrganizationKeyProviderRequestSchema: GenMessage<ClearOrganizationKeyProviderRequest> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 28);
+
+/**
+ * ClearOrganizationKeyProviderResponse is the migration back to the global root key.
+ *
+ * @generated from message singura.vault.v1.ClearOrganizationKeyProviderResponse
+ */
+export type ClearOrganizationKeyProviderResponse = Message<"singura.vault.v1.ClearOrganizationKeyProviderResponse"> & {
+  /**
+   * The migration of the organization's data keys back to the global root key.
+   *
+   * @generated from field: singura.vault.v1.OrganizationKeyMigration migration = 1;
+   */
+  migration?: OrganizationKeyMigration | undefined;
+};
+
+/**
+ * Describes the message singura.vault.v1.ClearOrganizationKeyProviderResponse.
+ * Use `create(ClearOrganizationKeyProviderResponseSchema)` to create a new message.
+ */
+export const ClearOrganizationKeyProviderResponseSchema: GenMessage<ClearOrganizationKeyProviderResponse> = /*@__PURE__*/
+  messageDesc(file_singura_vault_v1_keys, 29);
+
+/**
  * RewrapJobState is where a rewrap job is.
  *
  * @generated from enum singura.vault.v1.RewrapJobState
@@ -665,9 +1005,51 @@ export const RewrapJobStateSchema: GenEnum<RewrapJobState> = /*@__PURE__*/
   enumDesc(file_singura_vault_v1_keys, 0);
 
 /**
+ * OrganizationKeyMigrationState is where a data key migration is.
+ *
+ * @generated from enum singura.vault.v1.OrganizationKeyMigrationState
+ */
+export enum OrganizationKeyMigrationState {
+  /**
+   * Not set.
+   *
+   * @generated from enum value: ORGANIZATION_KEY_MIGRATION_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Data keys are being rewrapped (by any vault process; resumed after a restart).
+   *
+   * @generated from enum value: ORGANIZATION_KEY_MIGRATION_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * Every live data key of the organization is wrapped by the target key.
+   *
+   * @generated from enum value: ORGANIZATION_KEY_MIGRATION_STATE_COMPLETED = 2;
+   */
+  COMPLETED = 2,
+
+  /**
+   * A later Set or Clear replaced it before it completed.
+   *
+   * @generated from enum value: ORGANIZATION_KEY_MIGRATION_STATE_SUPERSEDED = 3;
+   */
+  SUPERSEDED = 3,
+}
+
+/**
+ * Describes the enum singura.vault.v1.OrganizationKeyMigrationState.
+ */
+export const OrganizationKeyMigrationStateSchema: GenEnum<OrganizationKeyMigrationState> = /*@__PURE__*/
+  enumDesc(file_singura_vault_v1_keys, 1);
+
+/**
  * KeyService administers the vault's keys without downtime. Root keys (from the
  * keyring or an external KMS) wrap each organization's data keys; data keys
- * encrypt credentials. Every RPC needs an admin key.
+ * encrypt credentials. Every RPC needs an admin key, except
+ * GetOrganizationKeyProvider, which an organization's own reader may call too.
  *
  * @generated from service singura.vault.v1.KeyService
  */
@@ -762,6 +1144,48 @@ export const KeyService: GenService<{
     methodKind: "unary";
     input: typeof RepairCredentialKeysRequestSchema;
     output: typeof RepairCredentialKeysResponseSchema;
+  },
+  /**
+   * Gives an organization a root key of its own (customer-managed keys): a derived
+   * aes256-gcm96 key in the organization's OpenBao/Vault transit engine. The vault
+   * first proves it can wrap and unwrap a probe with it (FAILED_PRECONDITION, reason
+   * ORGANIZATION_KEY_UNAVAILABLE, naming the address and key, if not), seals the token
+   * under the global root key, and starts a migration that rewraps the organization's
+   * data keys under the new key (GetOrganizationKeyProvider shows its progress).
+   * Replaces a provider already set (its data keys move to the new one). While the
+   * organization's key is disabled at its KMS, its reveals, stores and refreshes fail
+   * with FAILED_PRECONDITION, reason ORGANIZATION_KEY_UNAVAILABLE, within
+   * SINGURA_ORGANIZATION_KEY_CACHE_TTL; other organizations are not affected.
+   *
+   * @generated from rpc singura.vault.v1.KeyService.SetOrganizationKeyProvider
+   */
+  setOrganizationKeyProvider: {
+    methodKind: "unary";
+    input: typeof SetOrganizationKeyProviderRequestSchema;
+    output: typeof SetOrganizationKeyProviderResponseSchema;
+  },
+  /**
+   * Returns an organization's key provider (never its token) and its latest data key
+   * migration. An admin key, or a reader or writer key of that organization.
+   *
+   * @generated from rpc singura.vault.v1.KeyService.GetOrganizationKeyProvider
+   */
+  getOrganizationKeyProvider: {
+    methodKind: "unary";
+    input: typeof GetOrganizationKeyProviderRequestSchema;
+    output: typeof GetOrganizationKeyProviderResponseSchema;
+  },
+  /**
+   * Clears an organization's key provider and starts a migration of its data keys
+   * back to the global root key (the provider's key must still be usable until it
+   * completes). NOT_FOUND if the organization has no provider.
+   *
+   * @generated from rpc singura.vault.v1.KeyService.ClearOrganizationKeyProvider
+   */
+  clearOrganizationKeyProvider: {
+    methodKind: "unary";
+    input: typeof ClearOrganizationKeyProviderRequestSchema;
+    output: typeof ClearOrganizationKeyProviderResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_singura_vault_v1_keys, 0);

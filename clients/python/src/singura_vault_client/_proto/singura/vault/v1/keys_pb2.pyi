@@ -48,6 +48,34 @@ REWRAP_JOB_STATE_CANCELLED: RewrapJobState.ValueType  # 3
 """Cancelled; committed batches stay done."""
 Global___RewrapJobState: _TypeAlias = RewrapJobState  # noqa: Y015
 
+class _OrganizationKeyMigrationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OrganizationKeyMigrationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrganizationKeyMigrationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ORGANIZATION_KEY_MIGRATION_STATE_UNSPECIFIED: _OrganizationKeyMigrationState.ValueType  # 0
+    """Not set."""
+    ORGANIZATION_KEY_MIGRATION_STATE_RUNNING: _OrganizationKeyMigrationState.ValueType  # 1
+    """Data keys are being rewrapped (by any vault process; resumed after a restart)."""
+    ORGANIZATION_KEY_MIGRATION_STATE_COMPLETED: _OrganizationKeyMigrationState.ValueType  # 2
+    """Every live data key of the organization is wrapped by the target key."""
+    ORGANIZATION_KEY_MIGRATION_STATE_SUPERSEDED: _OrganizationKeyMigrationState.ValueType  # 3
+    """A later Set or Clear replaced it before it completed."""
+
+class OrganizationKeyMigrationState(_OrganizationKeyMigrationState, metaclass=_OrganizationKeyMigrationStateEnumTypeWrapper):
+    """OrganizationKeyMigrationState is where a data key migration is."""
+
+ORGANIZATION_KEY_MIGRATION_STATE_UNSPECIFIED: OrganizationKeyMigrationState.ValueType  # 0
+"""Not set."""
+ORGANIZATION_KEY_MIGRATION_STATE_RUNNING: OrganizationKeyMigrationState.ValueType  # 1
+"""Data keys are being rewrapped (by any vault process; resumed after a restart)."""
+ORGANIZATION_KEY_MIGRATION_STATE_COMPLETED: OrganizationKeyMigrationState.ValueType  # 2
+"""Every live data key of the organization is wrapped by the target key."""
+ORGANIZATION_KEY_MIGRATION_STATE_SUPERSEDED: OrganizationKeyMigrationState.ValueType  # 3
+"""A later Set or Clear replaced it before it completed."""
+Global___OrganizationKeyMigrationState: _TypeAlias = OrganizationKeyMigrationState  # noqa: Y015
+
 @_typing.final
 class RewrapJob(_message.Message):
     """RewrapJob is a durable re-encryption job."""
@@ -628,3 +656,313 @@ class RepairCredentialKeysResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RepairCredentialKeysResponse: _TypeAlias = RepairCredentialKeysResponse  # noqa: Y015
+
+@_typing.final
+class OrganizationKeyProvider(_message.Message):
+    """OrganizationKeyProvider is an organization's own root key, in its transit KMS."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    MOUNT_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    CREATED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Provider id; the data keys it wraps have root key ids
+    "org-transit:<id>:v<transit key version>".
+    """
+    organization_id: _builtins.str
+    """The organization whose data keys it wraps."""
+    address: _builtins.str
+    """The OpenBao/Vault address, scheme://host:port."""
+    mount: _builtins.str
+    """The transit engine's mount path."""
+    key_name: _builtins.str
+    """The transit key's name."""
+    created_by: _builtins.str
+    """The admin key that set it."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was set."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        mount: _builtins.str = ...,
+        key_name: _builtins.str = ...,
+        created_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "create_time", b"create_time", "created_by", b"created_by", "id", b"id", "key_name", b"key_name", "mount", b"mount", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrganizationKeyProvider: _TypeAlias = OrganizationKeyProvider  # noqa: Y015
+
+@_typing.final
+class TransitAuthentication(_message.Message):
+    """TransitAuthentication is how the vault authenticates to an organization's transit
+    engine. Input only: never returned.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOKEN_FIELD_NUMBER: _builtins.int
+    token: _builtins.str
+    """An OpenBao/Vault token. It needs "read" on <mount>/keys/<key> and "update" on
+    <mount>/encrypt/<key> and <mount>/decrypt/<key>.
+    """
+    def __init__(
+        self,
+        *,
+        token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransitAuthentication: _TypeAlias = TransitAuthentication  # noqa: Y015
+
+@_typing.final
+class OrganizationKeyMigration(_message.Message):
+    """OrganizationKeyMigration moves an organization's data keys to another root key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    TARGET_PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DONE_FIELD_NUMBER: _builtins.int
+    STARTED_BY_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FINISH_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Migration id."""
+    organization_id: _builtins.str
+    """The organization."""
+    target_provider_id: _builtins.str
+    """The provider whose key the data keys move to; empty: the global root key."""
+    state: Global___OrganizationKeyMigrationState.ValueType
+    """State."""
+    total: _builtins.int
+    """Live data keys that were not yet wrapped by the target when it started."""
+    done: _builtins.int
+    """Data keys rewrapped so far."""
+    started_by: _builtins.str
+    """Who started it (the admin key id)."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When it started."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp:
+        """Last progress."""
+
+    @_builtins.property
+    def finish_time(self) -> _timestamp_pb2.Timestamp:
+        """When it completed or was superseded."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        organization_id: _builtins.str = ...,
+        target_provider_id: _builtins.str = ...,
+        state: Global___OrganizationKeyMigrationState.ValueType = ...,
+        total: _builtins.int = ...,
+        done: _builtins.int = ...,
+        started_by: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
+        finish_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "finish_time", b"finish_time", "update_time", b"update_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "done", b"done", "finish_time", b"finish_time", "id", b"id", "organization_id", b"organization_id", "started_by", b"started_by", "state", b"state", "target_provider_id", b"target_provider_id", "total", b"total", "update_time", b"update_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OrganizationKeyMigration: _TypeAlias = OrganizationKeyMigration  # noqa: Y015
+
+@_typing.final
+class SetOrganizationKeyProviderRequest(_message.Message):
+    """SetOrganizationKeyProviderRequest names the organization's transit key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    KEY_NAME_FIELD_NUMBER: _builtins.int
+    MOUNT_FIELD_NUMBER: _builtins.int
+    AUTHENTICATION_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The organization."""
+    address: _builtins.str
+    """scheme://host:port of its OpenBao/Vault. https only in production; plain http
+    is accepted in development, and only to a loopback address.
+    """
+    key_name: _builtins.str
+    """The transit key: type aes256-gcm96, created with derived=true."""
+    mount: _builtins.str
+    """The transit engine's mount path; default "transit"."""
+    @_builtins.property
+    def authentication(self) -> Global___TransitAuthentication:
+        """How the vault authenticates (input only; sealed under the global root key)."""
+
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+        address: _builtins.str = ...,
+        key_name: _builtins.str = ...,
+        mount: _builtins.str = ...,
+        authentication: Global___TransitAuthentication | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["authentication", b"authentication"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "authentication", b"authentication", "key_name", b"key_name", "mount", b"mount", "organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOrganizationKeyProviderRequest: _TypeAlias = SetOrganizationKeyProviderRequest  # noqa: Y015
+
+@_typing.final
+class SetOrganizationKeyProviderResponse(_message.Message):
+    """SetOrganizationKeyProviderResponse is the provider set and its migration."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    MIGRATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def provider(self) -> Global___OrganizationKeyProvider:
+        """The provider (without its token)."""
+
+    @_builtins.property
+    def migration(self) -> Global___OrganizationKeyMigration:
+        """The migration of the organization's data keys to it."""
+
+    def __init__(
+        self,
+        *,
+        provider: Global___OrganizationKeyProvider | None = ...,
+        migration: Global___OrganizationKeyMigration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["migration", b"migration", "provider", b"provider"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration", b"migration", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetOrganizationKeyProviderResponse: _TypeAlias = SetOrganizationKeyProviderResponse  # noqa: Y015
+
+@_typing.final
+class GetOrganizationKeyProviderRequest(_message.Message):
+    """GetOrganizationKeyProviderRequest names the organization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The organization."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganizationKeyProviderRequest: _TypeAlias = GetOrganizationKeyProviderRequest  # noqa: Y015
+
+@_typing.final
+class GetOrganizationKeyProviderResponse(_message.Message):
+    """GetOrganizationKeyProviderResponse is the provider in force, if any."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    LATEST_MIGRATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def provider(self) -> Global___OrganizationKeyProvider:
+        """The provider in force; unset: the organization's data keys use the global root key."""
+
+    @_builtins.property
+    def latest_migration(self) -> Global___OrganizationKeyMigration:
+        """The organization's latest data key migration; unset if there never was one."""
+
+    def __init__(
+        self,
+        *,
+        provider: Global___OrganizationKeyProvider | None = ...,
+        latest_migration: Global___OrganizationKeyMigration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["latest_migration", b"latest_migration", "provider", b"provider"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["latest_migration", b"latest_migration", "provider", b"provider"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetOrganizationKeyProviderResponse: _TypeAlias = GetOrganizationKeyProviderResponse  # noqa: Y015
+
+@_typing.final
+class ClearOrganizationKeyProviderRequest(_message.Message):
+    """ClearOrganizationKeyProviderRequest names the organization."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORGANIZATION_ID_FIELD_NUMBER: _builtins.int
+    organization_id: _builtins.str
+    """The organization."""
+    def __init__(
+        self,
+        *,
+        organization_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["organization_id", b"organization_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearOrganizationKeyProviderRequest: _TypeAlias = ClearOrganizationKeyProviderRequest  # noqa: Y015
+
+@_typing.final
+class ClearOrganizationKeyProviderResponse(_message.Message):
+    """ClearOrganizationKeyProviderResponse is the migration back to the global root key."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MIGRATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def migration(self) -> Global___OrganizationKeyMigration:
+        """The migration of the organization's data keys back to the global root key."""
+
+    def __init__(
+        self,
+        *,
+        migration: Global___OrganizationKeyMigration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["migration", b"migration"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["migration", b"migration"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClearOrganizationKeyProviderResponse: _TypeAlias = ClearOrganizationKeyProviderResponse  # noqa: Y015

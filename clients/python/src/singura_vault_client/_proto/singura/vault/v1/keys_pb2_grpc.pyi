@@ -29,7 +29,8 @@ GRPC_VERSION: str
 class KeyServiceStub:
     """KeyService administers the vault's keys without downtime. Root keys (from the
     keyring or an external KMS) wrap each organization's data keys; data keys
-    encrypt credentials. Every RPC needs an admin key.
+    encrypt credentials. Every RPC needs an admin key, except
+    GetOrganizationKeyProvider, which an organization's own reader may call too.
     """
 
     @_typing.overload
@@ -69,12 +70,34 @@ class KeyServiceStub:
     credential.key_version_repaired. Credentials that no live version opens are
     reported and left as they are. Safe to run at any time and repeatedly.
     """
+    SetOrganizationKeyProvider: _grpc.UnaryUnaryMultiCallable[_keys_pb2.SetOrganizationKeyProviderRequest, _keys_pb2.SetOrganizationKeyProviderResponse]
+    """Gives an organization a root key of its own (customer-managed keys): a derived
+    aes256-gcm96 key in the organization's OpenBao/Vault transit engine. The vault
+    first proves it can wrap and unwrap a probe with it (FAILED_PRECONDITION, reason
+    ORGANIZATION_KEY_UNAVAILABLE, naming the address and key, if not), seals the token
+    under the global root key, and starts a migration that rewraps the organization's
+    data keys under the new key (GetOrganizationKeyProvider shows its progress).
+    Replaces a provider already set (its data keys move to the new one). While the
+    organization's key is disabled at its KMS, its reveals, stores and refreshes fail
+    with FAILED_PRECONDITION, reason ORGANIZATION_KEY_UNAVAILABLE, within
+    SINGURA_ORGANIZATION_KEY_CACHE_TTL; other organizations are not affected.
+    """
+    GetOrganizationKeyProvider: _grpc.UnaryUnaryMultiCallable[_keys_pb2.GetOrganizationKeyProviderRequest, _keys_pb2.GetOrganizationKeyProviderResponse]
+    """Returns an organization's key provider (never its token) and its latest data key
+    migration. An admin key, or a reader or writer key of that organization.
+    """
+    ClearOrganizationKeyProvider: _grpc.UnaryUnaryMultiCallable[_keys_pb2.ClearOrganizationKeyProviderRequest, _keys_pb2.ClearOrganizationKeyProviderResponse]
+    """Clears an organization's key provider and starts a migration of its data keys
+    back to the global root key (the provider's key must still be usable until it
+    completes). NOT_FOUND if the organization has no provider.
+    """
 
 @_typing.type_check_only
 class KeyServiceAsyncStub(KeyServiceStub):
     """KeyService administers the vault's keys without downtime. Root keys (from the
     keyring or an external KMS) wrap each organization's data keys; data keys
-    encrypt credentials. Every RPC needs an admin key.
+    encrypt credentials. Every RPC needs an admin key, except
+    GetOrganizationKeyProvider, which an organization's own reader may call too.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -111,11 +134,33 @@ class KeyServiceAsyncStub(KeyServiceStub):
     credential.key_version_repaired. Credentials that no live version opens are
     reported and left as they are. Safe to run at any time and repeatedly.
     """
+    SetOrganizationKeyProvider: _aio.UnaryUnaryMultiCallable[_keys_pb2.SetOrganizationKeyProviderRequest, _keys_pb2.SetOrganizationKeyProviderResponse]  # type: ignore[assignment]
+    """Gives an organization a root key of its own (customer-managed keys): a derived
+    aes256-gcm96 key in the organization's OpenBao/Vault transit engine. The vault
+    first proves it can wrap and unwrap a probe with it (FAILED_PRECONDITION, reason
+    ORGANIZATION_KEY_UNAVAILABLE, naming the address and key, if not), seals the token
+    under the global root key, and starts a migration that rewraps the organization's
+    data keys under the new key (GetOrganizationKeyProvider shows its progress).
+    Replaces a provider already set (its data keys move to the new one). While the
+    organization's key is disabled at its KMS, its reveals, stores and refreshes fail
+    with FAILED_PRECONDITION, reason ORGANIZATION_KEY_UNAVAILABLE, within
+    SINGURA_ORGANIZATION_KEY_CACHE_TTL; other organizations are not affected.
+    """
+    GetOrganizationKeyProvider: _aio.UnaryUnaryMultiCallable[_keys_pb2.GetOrganizationKeyProviderRequest, _keys_pb2.GetOrganizationKeyProviderResponse]  # type: ignore[assignment]
+    """Returns an organization's key provider (never its token) and its latest data key
+    migration. An admin key, or a reader or writer key of that organization.
+    """
+    ClearOrganizationKeyProvider: _aio.UnaryUnaryMultiCallable[_keys_pb2.ClearOrganizationKeyProviderRequest, _keys_pb2.ClearOrganizationKeyProviderResponse]  # type: ignore[assignment]
+    """Clears an organization's key provider and starts a migration of its data keys
+    back to the global root key (the provider's key must still be usable until it
+    completes). NOT_FOUND if the organization has no provider.
+    """
 
 class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
     """KeyService administers the vault's keys without downtime. Root keys (from the
     keyring or an external KMS) wrap each organization's data keys; data keys
-    encrypt credentials. Every RPC needs an admin key.
+    encrypt credentials. Every RPC needs an admin key, except
+    GetOrganizationKeyProvider, which an organization's own reader may call too.
     """
 
     @_abc_1.abstractmethod
@@ -197,6 +242,45 @@ class KeyServiceServicer(metaclass=_abc_1.ABCMeta):
         is corrected; the ciphertext is not changed. Each correction is audited as
         credential.key_version_repaired. Credentials that no live version opens are
         reported and left as they are. Safe to run at any time and repeatedly.
+        """
+
+    @_abc_1.abstractmethod
+    def SetOrganizationKeyProvider(
+        self,
+        request: _keys_pb2.SetOrganizationKeyProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.SetOrganizationKeyProviderResponse, _abc.Awaitable[_keys_pb2.SetOrganizationKeyProviderResponse]]:
+        """Gives an organization a root key of its own (customer-managed keys): a derived
+        aes256-gcm96 key in the organization's OpenBao/Vault transit engine. The vault
+        first proves it can wrap and unwrap a probe with it (FAILED_PRECONDITION, reason
+        ORGANIZATION_KEY_UNAVAILABLE, naming the address and key, if not), seals the token
+        under the global root key, and starts a migration that rewraps the organization's
+        data keys under the new key (GetOrganizationKeyProvider shows its progress).
+        Replaces a provider already set (its data keys move to the new one). While the
+        organization's key is disabled at its KMS, its reveals, stores and refreshes fail
+        with FAILED_PRECONDITION, reason ORGANIZATION_KEY_UNAVAILABLE, within
+        SINGURA_ORGANIZATION_KEY_CACHE_TTL; other organizations are not affected.
+        """
+
+    @_abc_1.abstractmethod
+    def GetOrganizationKeyProvider(
+        self,
+        request: _keys_pb2.GetOrganizationKeyProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.GetOrganizationKeyProviderResponse, _abc.Awaitable[_keys_pb2.GetOrganizationKeyProviderResponse]]:
+        """Returns an organization's key provider (never its token) and its latest data key
+        migration. An admin key, or a reader or writer key of that organization.
+        """
+
+    @_abc_1.abstractmethod
+    def ClearOrganizationKeyProvider(
+        self,
+        request: _keys_pb2.ClearOrganizationKeyProviderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_keys_pb2.ClearOrganizationKeyProviderResponse, _abc.Awaitable[_keys_pb2.ClearOrganizationKeyProviderResponse]]:
+        """Clears an organization's key provider and starts a migration of its data keys
+        back to the global root key (the provider's key must still be usable until it
+        completes). NOT_FOUND if the organization has no provider.
         """
 
 def add_KeyServiceServicer_to_server(servicer: KeyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -2,9 +2,11 @@
 -- item 5). An organization may have its data keys wrapped by a root key of its own, in
 -- its own OpenBao/Vault transit engine (docs/customer-managed-keys.md).
 --
--- A provider row is immutable once written except for cleared_at: a new
--- SetOrganizationKeyProvider writes a new row (and clears the previous one), so a
--- vault process may keep what it built from a row for as long as it runs. Its token is
+-- A provider row is immutable once written except for cleared_at and the wrapping of
+-- its token's key (RotateRootKey rewraps it under the new global primary, as it does
+-- data keys; the token itself never changes): a new SetOrganizationKeyProvider writes
+-- a new row (and clears the previous one), so a vault process may keep what it built
+-- from a row for as long as it runs. Its token is
 -- sealed by the vault under the GLOBAL root key (token_wrapped_key wraps the key that
 -- encrypted token_ciphertext, both bound to the row's id and organization); nothing in
 -- this database can read it. Data keys it wraps name it in data_keys.root_key_id as
@@ -67,7 +69,14 @@ ALTER TABLE singura.organization_key_providers FORCE ROW LEVEL SECURITY;
 CREATE POLICY organization_key_providers_tenant ON singura.organization_key_providers
     USING (organization_id = singura.current_organization_id())
     WITH CHECK (organization_id = singura.current_organization_id());
-GRANT SELECT, INSERT, UPDATE (cleared_at, cleared_by)
+-- A root-key rotation (admin scope) rewraps every row's token key; RetireRootKey counts
+-- the rows a global root key still wraps (as for data keys, migration 005).
+CREATE POLICY organization_key_providers_admin_read ON singura.organization_key_providers
+    FOR SELECT USING (singura.is_admin_scope());
+CREATE POLICY organization_key_providers_admin_rewrap ON singura.organization_key_providers
+    FOR UPDATE USING (singura.is_admin_scope()) WITH CHECK (singura.is_admin_scope());
+GRANT SELECT, INSERT,
+      UPDATE (cleared_at, cleared_by, token_root_key_id, token_wrapped_key)
     ON singura.organization_key_providers TO singura_app;
 
 ALTER TABLE singura.organization_key_migrations ENABLE ROW LEVEL SECURITY;

@@ -381,3 +381,66 @@ async def test_an_interrupted_migration_is_resumed_by_another_process(
     assert done.latest_migration.state == kpb.ORGANIZATION_KEY_MIGRATION_STATE_COMPLETED
     assert done.latest_migration.done == 2
     assert await reveal(vault, org, conn) == value
+
+
+async def test_root_key_rotation_rewraps_the_sealed_provider_tokens(
+    db: Database,
+    root_key: str,
+    access_service: AccessService,
+    clock: Clock,
+    bao: BaoServer,
+    tenant_key: TenantKey,
+) -> None:
+    """A provider's token is sealed under the global root key: RotateRootKey rewraps it
+    with the data keys, RetireRootKey refuses while one is still under the old key, and a
+    vault that holds only the new root key still opens it (and so the tenant's data)."""
+
+    async def running(manager: keys.KeyManager) -> tuple[Vault, Components]:
+        components = Components(db, key_manager=manager, access=access_service)
+        return await start_vault(components), components
+
+    def manager(key: str, previous: tuple[str, ...] = ()) -> keys.KeyManager:
+        return keys.KeyManager(
+            keys.LocalKeyring.from_encryption_key(key, previous),
+            organization_key_ttl_s=TTL_S,
+            clock=clock,
+        )
+
+    vault, components = await running(manager(root_key))
+    try:
+        org, conn = await tenant(vault)
+        value = canary("cmek-root-rotation")
+        await store(vault, org, conn, value)
+        await vault.keys.SetOrganizationKeyProvider(
+            set_request(org, bao, tenant_key.name, tenant_key.token)
+        )
+        await components.organization_key_migration.work_once()
+    finally:
+        await stop_vault(vault)
+
+    new_key = keys.generate_encryption_key()
+    vault, _ = await running(manager(new_key, (root_key,)))
+    try:
+        old_root = keys.LocalKeyring.from_encryption_key(root_key).primary_key_id()
+        retire_old = kpb.RetireKeyVersionRequest(root_key_id=old_root)
+        await expect_status(
+            vault.keys.RetireKeyVersion(retire_old),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "1 customer-managed key provider tokens",
+        )
+        await vault.keys.RotateRootKey(kpb.RotateRootKeyRequest())
+        # Nothing needs the old key now: what refuses is only that an ENCRYPTION_KEY
+        # root key is retired by leaving it out of ENCRYPTION_KEY_PREVIOUS.
+        await expect_status(
+            vault.keys.RetireKeyVersion(retire_old),
+            grpc.StatusCode.FAILED_PRECONDITION,
+            "ENCRYPTION_KEY_PREVIOUS",
+        )
+    finally:
+        await stop_vault(vault)
+
+    vault, _ = await running(manager(new_key))
+    try:
+        assert await reveal(vault, org, conn) == value
+    finally:
+        await stop_vault(vault)

@@ -373,12 +373,22 @@ class KeyManager:
         The new wrapping is unwrapped and compared before it is returned, so a
         data key is never replaced by something that cannot be opened again.
         """
-        if (
-            wrapped.root_key_id == self._provider.primary_key_id()
-            or provider_id_of(wrapped.root_key_id) is not None  # the organization's own
-        ):
+        if provider_id_of(wrapped.root_key_id) is not None:  # the organization's own
             return None
-        associated_data = data_key_associated_data(organization_id, version)
+        return await self._rewrap(wrapped, data_key_associated_data(organization_id, version))
+
+    async def rewrap_organization_token_key(
+        self, provider_id: UUID, organization_id: UUID, wrapped: WrappedDataKey
+    ) -> WrappedDataKey | None:
+        """Wrap the key that seals a customer-managed key provider's token (see
+        seal_organization_token) under the primary root key; None if it already is."""
+        return await self._rewrap(wrapped, token_associated_data(provider_id, organization_id))
+
+    async def _rewrap(
+        self, wrapped: WrappedDataKey, associated_data: bytes
+    ) -> WrappedDataKey | None:
+        if wrapped.root_key_id == self._provider.primary_key_id():
+            return None
         if isinstance(self._provider, RewrappingKeyProvider):
             # An external KMS re-encrypts on its side (authenticated there): the
             # data key never leaves it during a root-key rotation.

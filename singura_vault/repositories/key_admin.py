@@ -104,6 +104,42 @@ class KeyAdminRepository:
                 count += 1
         return count
 
+    async def rewrap_all_organization_token_keys(
+        self,
+        rewrap: Callable[[UUID, UUID, str, bytes], Awaitable[tuple[str, bytes] | None]],
+    ) -> int:
+        """Rewrap the key that seals each customer-managed key provider's token:
+        ``rewrap(organization_id, provider_id, root_key_id, wrapped_key)`` gives the new
+        (root_key_id, wrapped_key), or None when it is already under the primary. One
+        transaction; returns how many."""
+        count = 0
+        async with self._db.admin() as conn:
+            rows = await conn.fetch(query("organization_token_keys_for_update"))
+            for row in rows:
+                new = await rewrap(
+                    row["organization_id"],
+                    row["id"],
+                    row["token_root_key_id"],
+                    row["token_wrapped_key"],
+                )
+                if new is None:
+                    continue
+                await conn.execute(
+                    query("organization_token_key_rewrapped"),
+                    row["organization_id"],
+                    row["id"],
+                    *new,
+                )
+                count += 1
+        return count
+
+    async def organization_token_keys_wrapped_by(self, root_key_id: str) -> int:
+        async with self._db.admin(read_only=True) as conn:
+            count: int = await conn.fetchval(
+                query("organization_token_keys_wrapped_by"), root_key_id
+            )
+        return count
+
     async def data_keys(self, organization_id: UUID | None) -> list[DataKeyInfo]:
         async with self._db.admin(read_only=True) as conn:
             rows = await conn.fetch(query("data_keys_status"), organization_id)

@@ -147,10 +147,17 @@ class KeyAdminService:
             primary = self._keys.primary_root_key_id()
             cannot_rotate = str(exc)
         count = await self._repository.rewrap_all_data_keys(self._rewrap_one)
-        if cannot_rotate is not None and count == 0:
+        # The keys sealing customer-managed key providers' tokens are wrapped by the
+        # global root key too (migration 031).
+        tokens = await self._repository.rewrap_all_organization_token_keys(self._rewrap_token)
+        if cannot_rotate is not None and count == 0 and tokens == 0:
             raise FailedPrecondition(cannot_rotate)
         log.info(
-            "root_key_rotated", primary=primary, data_keys_rewrapped=count, by=principal.key_id
+            "root_key_rotated",
+            primary=primary,
+            data_keys_rewrapped=count,
+            provider_tokens_rewrapped=tokens,
+            by=principal.key_id,
         )
         return primary, count
 
@@ -171,6 +178,22 @@ class KeyAdminService:
         if new is None:
             return None
         return StoredDataKey(stored.organization_id, stored.version, new.root_key_id, new.blob)
+
+    async def _rewrap_token(
+        self, organization_id: UUID, provider_id: UUID, root_key_id: str, wrapped_key: bytes
+    ) -> tuple[str, bytes] | None:
+        try:
+            new = await self._keys.rewrap_organization_token_key(
+                provider_id, organization_id, keys.WrappedDataKey(root_key_id, wrapped_key)
+            )
+        except keys.IntegrityError:
+            raise DataLoss(
+                f"the sealed token of organization {organization_id}'s key provider "
+                f"{provider_id} failed its integrity check; nothing was rewrapped"
+            ) from None
+        except keys.KeyConfigError as exc:
+            raise FailedPrecondition(str(exc)) from None
+        return None if new is None else (new.root_key_id, new.blob)
 
     async def rotate_data_key(self, organization_id: str) -> list[DataKeyInfo]:
         """A new data key version for one organization (or every one that has keys)."""
@@ -228,10 +251,12 @@ class KeyAdminService:
             for k in await self._repository.data_keys(None)
             if k.state == "active" and k.root_key_id == root_key_id
         )
-        if in_use:
+        tokens = await self._repository.organization_token_keys_wrapped_by(root_key_id)
+        if in_use or tokens:
             raise FailedPrecondition(
-                f"root key {root_key_id} still wraps {in_use} data keys; call RotateRootKey "
-                "to rewrap them under the primary first"
+                f"root key {root_key_id} still wraps {in_use} data keys and {tokens} "
+                "customer-managed key provider tokens; call RotateRootKey to rewrap them "
+                "under the primary first"
             )
         try:
             await self._keys.retire_root_key(root_key_id)

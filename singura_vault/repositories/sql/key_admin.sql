@@ -188,3 +188,20 @@ UPDATE webhook_endpoints
        previous_secret_nonce = coalesce($8, previous_secret_nonce),
        previous_key_version = coalesce($9, previous_key_version)
  WHERE organization_id = $1 AND id = $2 AND secret_id = $3;
+
+-- name: organization_token_keys_for_update
+-- The keys that seal customer-managed key providers' tokens (migration 031), wrapped by
+-- a global root key: a root-key rotation rewraps them with the data keys.
+SELECT organization_id, id, token_root_key_id, token_wrapped_key
+  FROM organization_key_providers
+   FOR UPDATE;
+
+-- name: organization_token_key_rewrapped
+UPDATE organization_key_providers
+   SET token_root_key_id = $3, token_wrapped_key = $4
+ WHERE organization_id = $1 AND id = $2;
+
+-- name: organization_token_keys_wrapped_by
+-- Provider tokens a global root key still seals (cleared providers' too: a migration
+-- back from one may still need it).
+SELECT count(*) FROM organization_key_providers WHERE token_root_key_id = $1;

@@ -5,6 +5,7 @@ the provider's token kept out of logs and errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import uuid
@@ -444,3 +445,102 @@ async def test_root_key_rotation_rewraps_the_sealed_provider_tokens(
         assert await reveal(vault, org, conn) == value
     finally:
         await stop_vault(vault)
+
+
+@dataclass
+class Load:
+    """Reveals of one organization's credential, again and again, each outcome recorded
+    with the phases it started and ended in, until told to stop."""
+
+    vault: Vault
+    org: str
+    conn: str
+    value: str
+    # (phase at start, phase at end, "ok" or the ErrorInfo reason / status name)
+    outcomes: list[tuple[str, str, str]]
+    done: int = 0
+
+    async def run(self, phase: list[str], stop: asyncio.Event, progress: asyncio.Condition) -> None:
+        while not stop.is_set():
+            started_in = phase[0]
+            try:
+                revealed = await reveal(self.vault, self.org, self.conn)
+                outcome = "ok" if revealed == self.value else "wrong value"
+            except grpc.aio.AioRpcError as error:
+                reason = details(error).get("ErrorInfo")
+                outcome = reason.reason if reason is not None else error.code().name
+            self.outcomes.append((started_in, phase[0], outcome))
+            async with progress:
+                self.done += 1
+                progress.notify_all()
+
+
+async def test_one_tenants_kill_switch_under_load_leaves_the_others_alone(
+    cmek: tuple[Vault, Components], bao: BaoServer, clock: Clock
+) -> None:
+    """Two tenants with transit keys of their own and one on the global root key, all
+    revealing at once: the first tenant disables its key mid-load; its calls keep working
+    while its data key is cached (the TTL), then every one fails with
+    ORGANIZATION_KEY_UNAVAILABLE; the second tenant's and the global tenant's calls never
+    fail; re-enabling the key brings the first tenant back without a restart."""
+    vault, components = cmek
+    loads: list[Load] = []
+    keys_of: list[TenantKey] = []
+    for name in ("a", "b", "global"):
+        org, conn = await tenant(vault)
+        value = canary(f"cmek-load-{name}")
+        await store(vault, org, conn, value)
+        if name != "global":
+            key = TenantKey(f"tenant-{name}-{secrets.token_hex(4)}", "")
+            bao.create_key(key.name, derived=True)
+            key.token = bao.vault_token(key.name)
+            keys_of.append(key)
+            await vault.keys.SetOrganizationKeyProvider(set_request(org, bao, key.name, key.token))
+        loads.append(Load(vault, org, conn, value, []))
+    await components.organization_key_migration.work_once()
+    first, second, global_tenant = loads
+
+    phase = ["before"]
+    stop = asyncio.Event()
+    progress = asyncio.Condition()
+
+    async def calls_in_phase(count: int) -> None:
+        """Wait (no clock) until every tenant made ``count`` calls that started in the
+        current phase."""
+        async with progress:
+            await progress.wait_for(
+                lambda: all(
+                    sum(1 for s, e, _ in load.outcomes if s == e == phase[0]) >= count
+                    for load in loads
+                )
+            )
+
+    runners = [asyncio.create_task(load.run(phase, stop, progress)) for load in loads]
+    try:
+        await calls_in_phase(5)
+        # The first tenant disables its key at its KMS: nothing it wrapped decrypts.
+        bao.rotate_key(keys_of[0].name)
+        bao.ok("POST", f"transit/keys/{keys_of[0].name}/config", {"min_decryption_version": 2})
+        phase[0] = "disabled, within the cache bound"
+        await calls_in_phase(5)
+        clock.now += TTL_S + 1
+        phase[0] = "disabled, past the bound"
+        await calls_in_phase(5)
+        bao.ok("POST", f"transit/keys/{keys_of[0].name}/config", {"min_decryption_version": 1})
+        phase[0] = "re-enabled"
+        await calls_in_phase(5)
+    finally:
+        stop.set()
+        await asyncio.gather(*runners)
+
+    def outcomes(load: Load, in_phase: str) -> set[str]:
+        """What the calls wholly inside a phase got (a call in flight while the test
+        flips the key or the clock may see either side)."""
+        return {o for s, e, o in load.outcomes if s == e == in_phase}
+
+    for other in (second, global_tenant):
+        assert {o for _, _, o in other.outcomes} == {"ok"}, other.outcomes
+    assert outcomes(first, "before") == {"ok"}
+    assert outcomes(first, "disabled, within the cache bound") == {"ok"}
+    assert outcomes(first, "disabled, past the bound") == {UNAVAILABLE_REASON}
+    assert outcomes(first, "re-enabled") == {"ok"}

@@ -14,5 +14,7 @@ export * from "./gen/singura/vault/v1/credentials_pb.js";
 export * from "./gen/singura/vault/v1/events_pb.js";
 export * from "./gen/singura/vault/v1/keys_pb.js";
 export * from "./gen/singura/vault/v1/oauth_pb.js";
+export * from "./gen/singura/vault/v1/signals_pb.js";
+export * from "./gen/singura/vault/v1/webhooks_pb.js";
 export * from "./gen/singura/vault/v1/organizations_pb.js";
 export * from "./gen/google/rpc/error_details_pb.js";

@@ -35,8 +35,15 @@ import {
   type CredentialType,
 } from "./gen/singura/vault/v1/credentials_pb.js";
 import { EventService, type Event, type ListEventsResponse } from "./gen/singura/vault/v1/events_pb.js";
-import { KeyService } from "./gen/singura/vault/v1/keys_pb.js";
+import {
+  KeyService,
+  type GetOrganizationKeyProviderResponse,
+  type OrganizationKeyMigration,
+  type SetOrganizationKeyProviderResponse,
+} from "./gen/singura/vault/v1/keys_pb.js";
 import { OAuthService } from "./gen/singura/vault/v1/oauth_pb.js";
+import { SignalService } from "./gen/singura/vault/v1/signals_pb.js";
+import { WebhookService } from "./gen/singura/vault/v1/webhooks_pb.js";
 import {
   OrganizationService,
   type Organization,
@@ -146,6 +153,23 @@ export interface CredentialAddress {
   readonly type: CredentialType;
   /** 0 or absent: the current version. */
   readonly version?: number;
+}
+
+/** A fixed version of a credential (a version state change never means "the current one"). */
+export interface CredentialVersionAddress extends CredentialAddress {
+  readonly version: number;
+}
+
+/** An organization's own transit key (customer-managed keys, docs/customer-managed-keys.md). */
+export interface OrganizationKeyProviderInput {
+  readonly organizationId: string;
+  /** The OpenBao/Vault address, e.g. https://kms.tenant.example:8200. */
+  readonly address: string;
+  readonly keyName: string;
+  /** The transit mount; empty means "transit". */
+  readonly mount?: string;
+  /** A token allowed to encrypt and decrypt with the key; sent once, never returned. */
+  readonly token: string;
 }
 
 export interface RevealedCredential {
@@ -309,6 +333,29 @@ export interface VaultClient {
     reveal(address: CredentialAddress, options?: CallOptions): Promise<RevealedCredential>;
     get(organizationId: string, credentialId: string, options?: CallOptions): Promise<Credential>;
     list(input: ListCredentialsInput, options?: CallOptions): Promise<Page<Credential>>;
+    /** DisableCredentialVersion: refused on reveal, skipped as the current version. Writer role. */
+    disableVersion(address: CredentialVersionAddress, options?: CallOptions): Promise<Credential>;
+    /** EnableCredentialVersion: usable again. Writer role. */
+    enableVersion(address: CredentialVersionAddress, options?: CallOptions): Promise<Credential>;
+    /** DestroyCredentialVersion: erased for good after the vault's destroy delay; cancellable until then. */
+    destroyVersion(address: CredentialVersionAddress, options?: CallOptions): Promise<Credential>;
+    /** CancelCredentialDestroy: back to the state it had before DestroyCredentialVersion. */
+    cancelDestroy(address: CredentialVersionAddress, options?: CallOptions): Promise<Credential>;
+  };
+  /** Customer-managed keys: admin keys set and clear; an organization's reader may get. */
+  readonly keys: {
+    /** Validates the key (wrap and unwrap a probe), then migrates the organization's data keys to it. */
+    setOrganizationKeyProvider(
+      input: OrganizationKeyProviderInput,
+      options?: CallOptions,
+    ): Promise<SetOrganizationKeyProviderResponse>;
+    /** The provider in force (never its token) and the latest migration. */
+    getOrganizationKeyProvider(
+      organizationId: string,
+      options?: CallOptions,
+    ): Promise<GetOrganizationKeyProviderResponse>;
+    /** Migrates the organization's data keys back to the global root key. */
+    clearOrganizationKeyProvider(organizationId: string, options?: CallOptions): Promise<OrganizationKeyMigration>;
   };
   readonly audit: {
     /**
@@ -362,6 +409,8 @@ export interface VaultClient {
     readonly events: Client<typeof EventService>;
     readonly keys: Client<typeof KeyService>;
     readonly oauth: Client<typeof OAuthService>;
+    readonly webhooks: Client<typeof WebhookService>;
+    readonly signals: Client<typeof SignalService>;
   };
   /** Closes the HTTP/2 connection; calls still running fail with CANCELLED. */
   close(): void;
@@ -450,6 +499,8 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
     events: createPolicyClient(EventService, transport, policy),
     keys: createPolicyClient(KeyService, transport, policy),
     oauth: createPolicyClient(OAuthService, transport, policy),
+    webhooks: createPolicyClient(WebhookService, transport, policy),
+    signals: createPolicyClient(SignalService, transport, policy),
   };
   const orgRpc = (name: string) => `${OrganizationService.typeName}/${name}`;
   const connRpc = (name: string) => `${ConnectionService.typeName}/${name}`;
@@ -558,6 +609,38 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
       const res = await raw.credentials.listCredentials({ ...input }, callOptions);
       return { items: res.credentials, nextPageToken: res.nextPageToken };
     },
+    async disableVersion(address, callOptions) {
+      const res = await raw.credentials.disableCredentialVersion({ ...address }, callOptions);
+      return required(res.credential, "credential", credRpc("DisableCredentialVersion"));
+    },
+    async enableVersion(address, callOptions) {
+      const res = await raw.credentials.enableCredentialVersion({ ...address }, callOptions);
+      return required(res.credential, "credential", credRpc("EnableCredentialVersion"));
+    },
+    async destroyVersion(address, callOptions) {
+      const res = await raw.credentials.destroyCredentialVersion({ ...address }, callOptions);
+      return required(res.credential, "credential", credRpc("DestroyCredentialVersion"));
+    },
+    async cancelDestroy(address, callOptions) {
+      const res = await raw.credentials.cancelCredentialDestroy({ ...address }, callOptions);
+      return required(res.credential, "credential", credRpc("CancelCredentialDestroy"));
+    },
+  };
+
+  const keys: VaultClient["keys"] = {
+    async setOrganizationKeyProvider({ token, ...input }, callOptions) {
+      return raw.keys.setOrganizationKeyProvider(
+        { ...input, mount: input.mount ?? "", authentication: { token } },
+        callOptions,
+      );
+    },
+    async getOrganizationKeyProvider(organizationId, callOptions) {
+      return raw.keys.getOrganizationKeyProvider({ organizationId }, callOptions);
+    },
+    async clearOrganizationKeyProvider(organizationId, callOptions) {
+      const res = await raw.keys.clearOrganizationKeyProvider({ organizationId }, callOptions);
+      return required(res.migration, "migration", `${KeyService.typeName}/ClearOrganizationKeyProvider`);
+    },
   };
 
   const audit: VaultClient["audit"] = {
@@ -629,6 +712,7 @@ export function createVaultClient(options: VaultClientOptions): VaultClient {
     organizations,
     connections,
     credentials,
+    keys,
     audit,
     events,
     oauth,

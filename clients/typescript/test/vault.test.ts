@@ -14,6 +14,7 @@ import { after, describe, it } from "node:test";
 import {
   ConnectionStatus,
   CredentialState,
+  CredentialVersionState,
   CredentialType,
   Plan,
   Platform,
@@ -280,6 +281,39 @@ describe("events", () => {
     assert.equal(live.value?.cursor, 3n);
     assert.equal(live.value?.credentialId, second.id);
     await watched.return?.();
+  });
+});
+
+describe("credential versions and customer-managed keys", () => {
+  it("disables, enables, schedules and cancels the destruction of a version", async () => {
+    const org = await newOrganization();
+    const conn = await newConnection(org);
+    const slot = { organizationId: org.id, connectionId: conn.id, type: CredentialType.API_KEY };
+    const firstValue = secretValue();
+    await vault.credentials.store({ ...slot, value: firstValue });
+    await vault.credentials.store({ ...slot, value: secretValue() });
+
+    const disabled = await vault.credentials.disableVersion({ ...slot, version: 2 });
+    assert.equal(disabled.versionState, CredentialVersionState.DISABLED);
+    assert.ok((await vault.credentials.reveal(slot)).value === firstValue, "the current version skips it");
+    const refused = await failure(vault.credentials.reveal({ ...slot, version: 2 }));
+    assert.equal(refused.reason, "CREDENTIAL_VERSION_DISABLED");
+    const enabled = await vault.credentials.enableVersion({ ...slot, version: 2 });
+    assert.equal(enabled.versionState, CredentialVersionState.ENABLED);
+
+    const scheduled = await vault.credentials.destroyVersion({ ...slot, version: 1 });
+    assert.ok(scheduled.destroyTime, "the erasure is scheduled, not done");
+    const cancelled = await vault.credentials.cancelDestroy({ ...slot, version: 1 });
+    assert.equal(cancelled.destroyTime, undefined);
+    assert.ok((await vault.credentials.reveal({ ...slot, version: 1 })).value === firstValue, "revealable");
+  });
+
+  it("reads an organization's key provider; clearing none is NOT_FOUND", async () => {
+    const org = await newOrganization();
+    const status = await vault.keys.getOrganizationKeyProvider(org.id);
+    assert.equal(status.provider, undefined, "the global root key wraps its data keys");
+    const cleared = await failure(vault.keys.clearOrganizationKeyProvider(org.id));
+    assert.equal(cleared.code, "NOT_FOUND");
   });
 });
 

@@ -3045,6 +3045,10 @@ CREATE POLICY organization_key_migrations_tenant ON singura.organization_key_mig
 
 ALTER TABLE singura.organization_key_providers ENABLE ROW LEVEL SECURITY;
 
+CREATE POLICY organization_key_providers_admin_read ON singura.organization_key_providers FOR SELECT USING (singura.is_admin_scope());
+
+CREATE POLICY organization_key_providers_admin_rewrap ON singura.organization_key_providers FOR UPDATE USING (singura.is_admin_scope()) WITH CHECK (singura.is_admin_scope());
+
 CREATE POLICY organization_key_providers_tenant ON singura.organization_key_providers USING ((organization_id = singura.current_organization_id())) WITH CHECK ((organization_id = singura.current_organization_id()));
 
 ALTER TABLE singura.organizations ENABLE ROW LEVEL SECURITY;
@@ -3247,6 +3251,10 @@ GRANT UPDATE(updated_at) ON TABLE singura.organization_key_migrations TO singura
 GRANT UPDATE(finished_at) ON TABLE singura.organization_key_migrations TO singura_app;
 
 GRANT SELECT,INSERT ON TABLE singura.organization_key_providers TO singura_app;
+
+GRANT UPDATE(token_root_key_id) ON TABLE singura.organization_key_providers TO singura_app;
+
+GRANT UPDATE(token_wrapped_key) ON TABLE singura.organization_key_providers TO singura_app;
 
 GRANT UPDATE(cleared_at) ON TABLE singura.organization_key_providers TO singura_app;
 

@@ -147,6 +147,8 @@ async def test_service_role_cannot_bypass_or_disable_rls(
         "events",
         "oauth_authorizations",
         "oauth_clients",
+        "organization_key_migrations",
+        "organization_key_providers",
         "organizations",
         "platform_connections",
         "provider_signals_seen",

@@ -53,6 +53,7 @@ from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.repositories.signals import SignalRepository
 from singura_vault.repositories.webhooks import WebhookRepository
 from singura_vault.service.access import AccessService, RateLimit
+from singura_vault.service.api_key_cache import DEFAULT_TTL_S
 from singura_vault.service.audit import AuditService, track_appended_total
 from singura_vault.service.audit_checkpoints import AuditCheckpointService
 from singura_vault.service.audit_sequencer import AuditSequencer
@@ -71,7 +72,6 @@ from singura_vault.service.event_sequencer import EventSequencer
 from singura_vault.service.events import DEFAULT_POLL_INTERVAL_S, EventService
 from singura_vault.service.expiry_reminders import ExpiryReminderJob
 from singura_vault.service.key_admin import KeyAdminService
-from singura_vault.service.key_cache import DEFAULT_TTL_S
 from singura_vault.service.oauth_clients import OAuthClientService
 from singura_vault.service.oauth_connect import ConnectService
 from singura_vault.service.oauth_refresh import RefreshPolicy, TokenRefresher

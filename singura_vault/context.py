@@ -46,8 +46,8 @@ class RequestContext:
     # The caller's consistency token (x-consistency-token): a WAL position its reads
     # must see, so a replica that has not replayed it is skipped.
     min_lsn: int | None = None
-    # The RPC is a metadata read that may be answered from a replica within
-    # SINGURA_REPLICA_MAX_LAG (writes, reveals and authentication never are).
+    # The RPC may be answered from a replica within SINGURA_REPLICA_MAX_LAG: set from
+    # api/replica_reads.reads_from_replica alone, read by db/replica.ReadRouter alone.
     replica_ok: bool = False
 
 

@@ -18,7 +18,8 @@ import pytest
 from singura_vault import keys
 from singura_vault.composition import Components, build_access
 from singura_vault.config import PoolSettings
-from singura_vault.db.pool import Database, RequestScope
+from singura_vault.db.pool import Database
+from singura_vault.db.scope import RequestScope
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.repositories.queries import query

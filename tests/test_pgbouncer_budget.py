@@ -1,5 +1,5 @@
 """Declaring a pooler (DATABASE_POOLER, DATABASE_LISTEN_URL) and the start-up checks of
-db/setup.check_server_settings: the connection budget against max_connections, and,
+db/checks.check_server_settings: the connection budget against max_connections, and,
 behind PgBouncer, the session settings the vault cannot send through it."""
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from singura_vault.config import PoolSettings, Settings, load_settings
+from singura_vault.db.checks import ConnectionBudget, check_server_settings
 from singura_vault.db.pool import Database
-from singura_vault.db.setup import SERVICE_ROLE, ConnectionBudget, check_server_settings
+from singura_vault.db.setup import SERVICE_ROLE
 from singura_vault.errors import ConfigError
 from tests.conftest import PostgresServer
 from tests.pgbouncer import PgBouncer, pooled_role_defaults, running_pgbouncer

@@ -4,11 +4,16 @@ of a libpq-style URL is named in messages."""
 
 from __future__ import annotations
 
+import re
+from contextvars import copy_context
+from pathlib import Path
+
 import pytest
 
-from singura_vault.context import format_lsn, parse_lsn
+from singura_vault.api.replica_reads import REPLICA_READS, reads_from_replica
+from singura_vault.context import RequestContext, bind_request, format_lsn, parse_lsn
 from singura_vault.db.reachability import endpoint, hosts_of
-from singura_vault.db.replica import Freshness
+from singura_vault.db.replica import Freshness, ReadRouter
 
 
 def test_a_replica_is_current_as_of_the_newest_primary_sample_it_has_replayed() -> None:
@@ -46,6 +51,32 @@ def test_a_replica_that_stops_replaying_falls_out_of_the_bound() -> None:
         freshness.replica_replayed(100)
     assert freshness.current_as_of == 0.0
     assert not freshness.serves(None, now=4.0)
+
+
+def test_only_declared_rpcs_read_from_a_replica_and_only_statements_that_record_nothing() -> None:
+    """The one decision: api/replica_reads.py names the RPC, the read router lets through
+    its statements that do not write; any other RPC, and any write, reads the primary."""
+    assert reads_from_replica("/singura.vault.v1.CredentialService/GetCredential")
+    assert not reads_from_replica("/singura.vault.v1.CredentialService/RevealCredential")
+    assert not reads_from_replica("/singura.vault.v1.CredentialService/StoreCredential")
+
+    def routes(replica_ok: bool, writes: bool) -> bool:
+        bind_request(RequestContext(request_id="r", actor="k", replica_ok=replica_ok))
+        return ReadRouter.routes(writes)
+
+    # Each in a context of its own, so no request context is left behind.
+    assert copy_context().run(routes, True, False)
+    assert not copy_context().run(routes, True, True)
+    assert not copy_context().run(routes, False, False)
+
+
+def test_the_operators_guide_lists_exactly_the_replica_reads() -> None:
+    """docs/high-availability.md's "What may go there" names the RPCs of
+    api/replica_reads.py, no more and no fewer."""
+    text = (Path(__file__).parent.parent / "docs" / "high-availability.md").read_text()
+    section = text.split("**What may go there:**", 1)[1].split("**What never goes there:**")[0]
+    listed = set(re.findall(r"`([A-Z][A-Za-z]+)`", section))
+    assert listed == {method.rsplit("/", 1)[1] for method in REPLICA_READS}
 
 
 @pytest.mark.parametrize(

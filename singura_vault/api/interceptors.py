@@ -46,6 +46,7 @@ from singura_vault.api.error_details import (
     plain_status_details,
     status_details,
 )
+from singura_vault.api.replica_reads import reads_from_replica
 from singura_vault.context import (
     Principal,
     RequestContext,
@@ -73,23 +74,6 @@ REQUEST_ID_KEY = "x-request-id"
 # Returned by a write when replicas serve reads; a read that sends it back sees the
 # write (docs/high-availability.md#reads-from-replicas).
 CONSISTENCY_KEY = "x-consistency-token"
-# The RPCs whose reads may come from a replica (DATABASE_REPLICA_URL): metadata reads
-# that tolerate SINGURA_REPLICA_MAX_LAG. Anything else (writes, reveals, which audit,
-# and everything that must see its own write) reads the primary.
-REPLICA_READS = frozenset(
-    f"/singura.vault.v1.{service}/{method}"
-    for service, methods in {
-        "OrganizationService": ("GetOrganization", "ListOrganizations"),
-        "ConnectionService": ("GetConnection", "ListConnections"),
-        "CredentialService": (
-            "GetCredential",
-            "ListCredentials",
-            "ListCredentialVersions",
-            "ListExpiringCredentials",
-        ),
-    }.items()
-    for method in methods
-)
 RETRY_AFTER_KEY = "retry-after-ms"
 # grpc_type label values, as grpc-ecosystem's interceptors name them.
 UNARY = "unary"
@@ -184,7 +168,7 @@ class _Call:
         self.metadata = _metadata(context)
         self.request_id = _request_id(self.metadata)
         self.principal: Principal | None = None
-        self._replica_ok = method in REPLICA_READS
+        self._replica_ok = reads_from_replica(method)
         self.reveals = method.endswith("/RevealCredential")
         self.started = time.perf_counter()
         metrics.rpc_started(grpc_type, method)

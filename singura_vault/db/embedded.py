@@ -39,14 +39,12 @@ limited to what the failed start itself wrote).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pwd
 import shlex
 import shutil
-import stat
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -61,8 +59,22 @@ from singura_vault.db.embedded_engine import (
     wheel_package_dir,
 )
 from singura_vault.db.embedded_errors import EmbeddedPostgresError, tool_output
-from singura_vault.db.embedded_os_user import ServerUser, create_os_user, may_search, setpriv
-from singura_vault.db.serve_lock import LOCK_NAME as SERVE_LOCK_NAME
+from singura_vault.db.embedded_files import (
+    check_parents_traversable,
+    check_paths,
+    prepare_base_dir,
+    prepare_private_dir,
+    starter_lock,
+)
+from singura_vault.db.embedded_os_user import ServerUser, create_os_user, setpriv
+from singura_vault.db.embedded_process import (
+    guc_quote,
+    is_postmaster_of,
+    log_tail,
+    minimal_env,
+    read_lines,
+    size_or_zero,
+)
 
 __all__ = [
     "SERVER_OS_USER",
@@ -75,14 +87,7 @@ __all__ = [
 SUPERUSER = "postgres"
 SERVER_OS_USER = "singura-postgres"
 
-# Linux sockaddr_un.sun_path is 108 bytes including the terminating NUL.
-_MAX_SOCKET_PATH_BYTES = 107
-# pg_ctl runs the postmaster through /bin/sh inside double quotes it does not escape.
-_SHELL_UNSAFE = frozenset('"\\$`\n')
 START_TIMEOUT_S = 60
-_LOG_TAIL_LINES = 30
-_LOG_TAIL_BYTES = 8192
-_LOCK_NAME = ".embedded-postgres.lock"
 
 _log = structlog.get_logger(__name__)
 
@@ -116,6 +121,10 @@ class EmbeddedPostgres:
         self._run_dir = self._base_dir / "run"
         self._logfile = self._pgdata / "postgres.log"
         self._as_root = os.geteuid() == 0
+        # What the server keeps in base_dir beside the engine copies (db/embedded_files.py).
+        self._own_entries = frozenset(
+            {self._pgdata.name, self._run_dir.name, f"{self._pgdata.name}.initdb"}
+        )
 
     @property
     def base_dir(self) -> Path:
@@ -129,9 +138,9 @@ class EmbeddedPostgres:
         another process: a running server for this data directory is reused.
         """
         user = self._prepare()
-        with self._lock():
+        with starter_lock(self._base_dir):
             bin_dir = self._engine_bin_dir(user, install=True)
-            self._prepare_private_dir(self._run_dir, user)
+            prepare_private_dir(self._run_dir, user)
             if not (self._pgdata / "PG_VERSION").is_file():
                 self._initdb(bin_dir, user)
             pid = self._running_pid()
@@ -156,11 +165,11 @@ class EmbeddedPostgres:
 
     def _prepare(self) -> ServerUser | None:
         """Check the paths and make the base directory; returns the OS user to run as."""
-        self._check_paths()
+        check_paths(self._base_dir, self._run_dir, self._port)
         user = self._server_user(create=True) if self._as_root else None
         if user is not None:
-            self._check_parents_traversable(user)
-        self._prepare_base_dir(user)
+            check_parents_traversable(self._base_dir, user)
+        prepare_base_dir(self._base_dir, user, self._own_entries)
         return user
 
     def stop(self) -> None:
@@ -173,7 +182,7 @@ class EmbeddedPostgres:
                 f"a server runs in {self._pgdata} but the OS user {SERVER_OS_USER} is gone; "
                 "stop it by hand"
             )
-        with self._lock():
+        with starter_lock(self._base_dir):
             if self._running_pid() is None:
                 return
             bin_dir = self._engine_bin_dir(user, install=False)
@@ -209,39 +218,8 @@ class EmbeddedPostgres:
 
     # -- checks ---------------------------------------------------------------------------
 
-    def _check_paths(self) -> None:
-        text = str(self._base_dir)
-        if _SHELL_UNSAFE.intersection(text):
-            raise EmbeddedPostgresError(
-                f"data directory {text!r} contains a character pg_ctl cannot quote "
-                '(one of " \\ $ ` or a newline); choose another SINGURA_DATA_DIR'
-            )
-        socket_path = self._run_dir / f".s.PGSQL.{self._port}"
-        size = len(os.fsencode(socket_path))
-        if size > _MAX_SOCKET_PATH_BYTES:
-            raise EmbeddedPostgresError(
-                f"the embedded PostgreSQL socket path {socket_path} is {size} bytes, over the "
-                f"Unix socket limit of {_MAX_SOCKET_PATH_BYTES}; set SINGURA_DATA_DIR to a "
-                "shorter path such as /var/lib/singura-vault"
-            )
-
-    def _check_parents_traversable(self, user: ServerUser) -> None:
-        # Only the parents that exist: the ones we create later are made 0755.
-        for parent in reversed(self._base_dir.parents):
-            try:
-                st = parent.stat()
-            except FileNotFoundError:
-                return
-            if not may_search(st, user):
-                raise EmbeddedPostgresError(
-                    f"{parent} is mode {stat.S_IMODE(st.st_mode):04o}, so the embedded "
-                    f"PostgreSQL server user {user.name} cannot reach {self._base_dir}; set "
-                    "SINGURA_DATA_DIR to a directory under a traversable path such as "
-                    "/var/lib/singura-vault, or set DATABASE_URL to use an external PostgreSQL"
-                )
-
     def _check_running_settings(self, pid: int) -> None:
-        lines = _read_lines(self._pgdata / "postmaster.pid")
+        lines = read_lines(self._pgdata / "postmaster.pid")
         port = lines[3] if len(lines) > 3 else ""
         socket_dir = lines[4] if len(lines) > 4 else ""
         listen = lines[5] if len(lines) > 5 else ""
@@ -277,81 +255,6 @@ class EmbeddedPostgres:
                 f"on {self._run_dir} ({tool_output(result)}); see {self._logfile}"
             )
 
-    # -- files ----------------------------------------------------------------------------
-
-    def _prepare_base_dir(self, user: ServerUser | None) -> None:
-        base = self._base_dir
-        mode = 0o700 if user is None else 0o710
-        if not base.exists():
-            _make_parents(base.parent)
-            with contextlib.suppress(FileExistsError):  # another starter was quicker
-                base.mkdir(mode=0o700)
-        st = base.lstat()
-        if not stat.S_ISDIR(st.st_mode):
-            raise EmbeddedPostgresError(f"data directory {base} exists but is not a directory")
-        if st.st_uid != os.geteuid():
-            raise EmbeddedPostgresError(
-                f"data directory {base} is owned by uid {st.st_uid}, not by the vault's user "
-                f"(uid {os.geteuid()}); use a directory the vault's user owns"
-            )
-        current = stat.S_IMODE(st.st_mode)
-        if current & ~mode & 0o077 and not self._holds_only_ours():
-            # Tightening a shared directory (SINGURA_DATA_DIR=/var/lib, say) would break the
-            # host, so we only take over an empty directory or one that is already ours.
-            raise EmbeddedPostgresError(
-                f"data directory {base} is mode {current:04o} and holds files that are not the "
-                "embedded server's; point SINGURA_DATA_DIR at an empty or new directory"
-            )
-        if user is not None and st.st_gid != user.gid:
-            os.chown(base, 0, user.gid, follow_symlinks=False)
-        if current != mode:
-            os.chmod(base, mode, follow_symlinks=False)
-
-    def _holds_only_ours(self) -> bool:
-        """True if the directory holds only the embedded server's entries and private
-        files of the vault's own user (the development keyring, auth secret, admin key
-        and signing key that `serve` writes there before the server starts)."""
-        ours = {
-            self._pgdata.name,
-            self._run_dir.name,
-            _LOCK_NAME,
-            SERVE_LOCK_NAME,
-            f"{self._pgdata.name}.initdb",
-        }
-        return all(
-            entry.name in ours or entry.name.startswith("engine-") or _private_file(entry)
-            for entry in os.scandir(self._base_dir)
-        )
-
-    def _prepare_private_dir(self, path: Path, user: ServerUser | None) -> None:
-        with contextlib.suppress(FileExistsError):
-            path.mkdir(mode=0o700)
-        st = path.lstat()
-        if not stat.S_ISDIR(st.st_mode):
-            raise EmbeddedPostgresError(f"{path} exists but is not a directory")
-        if user is not None:
-            if (st.st_uid, st.st_gid) != (user.uid, user.gid):
-                os.chown(path, user.uid, user.gid, follow_symlinks=False)
-        elif st.st_uid != os.geteuid():
-            raise EmbeddedPostgresError(
-                f"{path} is owned by uid {st.st_uid}, not by the vault's user (uid {os.geteuid()})"
-            )
-        if stat.S_IMODE(st.st_mode) != 0o700:
-            os.chmod(path, 0o700, follow_symlinks=False)
-
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        fd = os.open(
-            self._base_dir / _LOCK_NAME,
-            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-            0o600,
-        )
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing the only descriptor releases the lock
-
     # -- binaries -------------------------------------------------------------------------
 
     def _engine_bin_dir(self, user: ServerUser | None, *, install: bool) -> Path:
@@ -381,7 +284,7 @@ class EmbeddedPostgres:
                 f"{self._pgdata} is not empty but holds no PostgreSQL cluster (no PG_VERSION); "
                 "move it aside so that the vault can initialise a new one"
             )
-        self._prepare_private_dir(staging, user)
+        prepare_private_dir(staging, user)
         result = self._run(
             [
                 bin_dir / "initdb",
@@ -413,14 +316,14 @@ class EmbeddedPostgres:
                 "-c",
                 "listen_addresses=",
                 "-c",
-                "unix_socket_directories=" + _guc_quote(str(self._run_dir)),
+                "unix_socket_directories=" + guc_quote(str(self._run_dir)),
                 "-c",
                 "unix_socket_permissions=0700",
                 "-p",
                 str(self._port),
             ]
         )
-        log_offset = _size_or_zero(self._logfile)
+        log_offset = size_or_zero(self._logfile)
         result = self._run(
             [
                 bin_dir / "pg_ctl",
@@ -442,7 +345,7 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"the embedded PostgreSQL server in {self._pgdata} did not start "
                 f"(pg_ctl exit {result.returncode}): {tool_output(result)}\n"
-                f"last lines of {self._logfile}:\n{_log_tail(self._logfile, log_offset)}"
+                f"last lines of {self._logfile}:\n{log_tail(self._logfile, log_offset)}"
             )
         _log.info("embedded_postgres_started", data_dir=str(self._base_dir), port=self._port)
 
@@ -459,10 +362,10 @@ class EmbeddedPostgres:
         ):
             if not lock_file.exists():
                 continue
-            lines = _read_lines(lock_file)
+            lines = read_lines(lock_file)
             # An empty file is what a crash during the postmaster's own startup leaves.
             pid = int(lines[0]) if lines and lines[0].strip().isdigit() else None
-            if pid is None or not _is_postmaster_of(pid, self._pgdata):
+            if pid is None or not is_postmaster_of(pid, self._pgdata):
                 with contextlib.suppress(FileNotFoundError):
                     lock_file.unlink()
                 _log.warning(
@@ -470,11 +373,11 @@ class EmbeddedPostgres:
                 )
 
     def _running_pid(self) -> int | None:
-        lines = _read_lines(self._pgdata / "postmaster.pid")
+        lines = read_lines(self._pgdata / "postmaster.pid")
         if not lines or not lines[0].strip().isdigit():
             return None
         pid = int(lines[0])
-        return pid if _is_postmaster_of(pid, self._pgdata) else None
+        return pid if is_postmaster_of(pid, self._pgdata) else None
 
     def _server_user(self, *, create: bool) -> ServerUser | None:
         try:
@@ -497,7 +400,7 @@ class EmbeddedPostgres:
         *,
         timeout: float,
     ) -> subprocess.CompletedProcess[str]:
-        env = _minimal_env(self._base_dir if user is None else Path("/nonexistent"))
+        env = minimal_env(self._base_dir if user is None else Path("/nonexistent"))
         command = [os.fspath(arg) for arg in args]
         if user is not None:
             # Switch user with setpriv rather than subprocess's user=/group=: those
@@ -533,87 +436,3 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(
                 f"could not run {os.fspath(args[0])}: {exc.strerror}"
             ) from None
-
-
-# -- helpers --------------------------------------------------------------------------------
-
-
-def _private_file(entry: os.DirEntry[str]) -> bool:
-    """A regular file of the vault's user that nobody else may read or write."""
-    st = entry.stat(follow_symlinks=False)
-    return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o077
-
-
-def _make_parents(path: Path) -> None:
-    """Create the missing directories of ``path``, traversable by all (new ones only)."""
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    for directory in reversed(missing):
-        with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=0o755)
-            # A directory we just made (so nothing is loosened) that the server user must
-            # traverse to reach base_dir.
-            os.chmod(directory, 0o755)  # noqa: S103 - new, and the server user must traverse it
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
-    """True when ``pid`` is a live (not zombie) process working in ``pgdata``."""
-    proc = Path("/proc") / str(pid)
-    if Path("/proc/self").exists():
-        try:
-            state = (proc / "stat").read_text().rpartition(")")[2].split()[0]
-            if state in ("Z", "X"):
-                return False
-            # The postmaster chdirs into its data directory; this guards against a
-            # recycled pid after a crash.
-            return Path(os.readlink(proc / "cwd")) == pgdata
-        except (FileNotFoundError, PermissionError):
-            return False  # gone, or another user's process: not our postmaster
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False  # ESRCH: gone; EPERM: another user's process
-    return True
-
-
-def _guc_quote(value: str) -> str:
-    # unix_socket_directories is a comma-separated list whose items may be double-quoted.
-    return '"' + value.replace('"', '""') + '"'
-
-
-def _minimal_env(home: Path) -> dict[str, str]:
-    # Nothing from the vault's environment: PGOPTIONS, PGHOST and friends would change
-    # what the binaries do, and a secret in the environment has no business there.
-    return {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(home),
-        "LC_ALL": "C",
-        # initdb otherwise probes the host's zone, so the cluster's default would depend
-        # on the machine it happened to be created on.
-        "TZ": "UTC",
-    }
-
-
-def _size_or_zero(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _log_tail(path: Path, offset: int) -> str:
-    """The end of what the server logged after ``offset``: only this start's messages."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(max(offset, path.stat().st_size - _LOG_TAIL_BYTES))
-            text = fh.read().decode("utf-8", errors="replace")
-    except FileNotFoundError:
-        return "(no log file)"
-    lines = text.splitlines()[-_LOG_TAIL_LINES:]
-    return "\n".join(lines) if lines else "(empty)"

@@ -14,6 +14,7 @@ import shutil
 
 from singura_vault.db.embedded import START_TIMEOUT_S, EmbeddedCluster, EmbeddedPostgres
 from singura_vault.db.embedded_errors import EmbeddedPostgresError, tool_output
+from singura_vault.db.embedded_files import prepare_private_dir, starter_lock
 
 
 class EmbeddedStandby(EmbeddedPostgres):
@@ -27,7 +28,7 @@ class EmbeddedStandby(EmbeddedPostgres):
         ``application_name``, which synchronous_standby_names can require), then start
         it."""
         user = self._prepare()
-        with self._lock():
+        with starter_lock(self._base_dir):
             if (self._pgdata / "PG_VERSION").is_file():
                 raise EmbeddedPostgresError(f"{self._pgdata} already holds a cluster")
             bin_dir = self._engine_bin_dir(user, install=True)
@@ -36,7 +37,7 @@ class EmbeddedStandby(EmbeddedPostgres):
             staging = self._pgdata.with_name(f"{self._pgdata.name}.initdb")
             if staging.exists():
                 shutil.rmtree(staging)
-            self._prepare_private_dir(staging, user)
+            prepare_private_dir(staging, user)
             conninfo = (
                 f"host={source.socket_dir} port={source.port} user={source.superuser} "
                 f"application_name={application_name}"

@@ -5,27 +5,29 @@ Every request runs in one transaction whose tenant is set with
 carry one request's organization into the next. Because nothing is ever set at
 session level, the pool's reset on release is a no-op (asyncpg still rolls back
 an unfinished transaction first), which saves a round trip per request.
+
+The pool's neighbours each do one job for it: db/scope.py (which tenant a statement
+enters), db/sessions.py (what each connection is opened with), db/replica.py (read
+routing: the replica, its freshness, consistency tokens), db/listen.py (LISTEN),
+db/checks.py (the login role and server settings), db/errors.py (driver errors).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, cast
 from uuid import UUID
 
 import asyncpg
-import structlog
 
 from singura_vault import metrics
 from singura_vault.config import Pooler, PoolSettings
-from singura_vault.context import current_request, note_write_position
+from singura_vault.context import current_request
+from singura_vault.db.checks import ServiceRole, read_service_role, refuse_unsafe_service_role
 from singura_vault.db.errors import (
     LOST_MID_CALL,
     ConstraintErrors,
@@ -33,101 +35,19 @@ from singura_vault.db.errors import (
     map_driver_errors,
 )
 from singura_vault.db.listen import Listener
-from singura_vault.db.replica import Freshness, watch_freshness
-from singura_vault.errors import Aborted, ConfigError, InvariantBroken, Unavailable, VaultError
+from singura_vault.db.replica import ReadRouter, WalFunction
+from singura_vault.db.scope import RequestScope, scope_setting
+from singura_vault.db.sessions import connection_initializer, no_reset
+from singura_vault.errors import ConfigError, InvariantBroken, Unavailable
 from singura_vault.logs import get_logger
 
-# The role every vault login role must be a member of; migrations grant to it.
-SERVICE_GROUP_ROLE = "singura_app"
-
-# "Owns" includes membership in the owning role: a member could SET ROLE to
-# the owner and disable row-level security.
-_ROLE_CHECK_SQL = """
-SELECT r.rolname,
-       r.rolsuper,
-       r.rolbypassrls,
-       pg_has_role(current_user, $1, 'MEMBER') AS in_group,
-       (SELECT count(*) FROM pg_class c
-          JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'singura' AND c.relkind IN ('r', 'p')
-           AND pg_has_role(current_user, c.relowner, 'MEMBER'))
-     + (SELECT count(*) FROM pg_namespace n
-         WHERE n.nspname = 'singura' AND pg_has_role(current_user, n.nspowner, 'MEMBER'))
-       AS owned
-  FROM pg_roles r
- WHERE r.rolname = current_user
-"""
-
-
-_QUERY_NAME = re.compile(r"^/\* singura:([a-z0-9_]+) \*/")
 log = get_logger(__name__)
 
-# The WAL position of a primary, or of what a standby has replayed (replica routing).
-WalFunction = Literal["pg_current_wal_lsn", "pg_last_wal_replay_lsn"]
+# A fixed statement per WalFunction: no name is ever formatted into SQL.
 _WAL_POSITION_SQL: Final[dict[str, str]] = {
     "pg_current_wal_lsn": "SELECT pg_current_wal_lsn()",
     "pg_last_wal_replay_lsn": "SELECT pg_last_wal_replay_lsn()",
 }
-
-
-def _slow_query_logger(threshold_ms: int) -> Callable[[Any], None]:
-    """Log statements slower than DB_SLOW_QUERY_MS by their *name*, never their arguments."""
-
-    def record(query: Any) -> None:
-        elapsed_ms = query.elapsed * 1000
-        if elapsed_ms < threshold_ms:
-            return
-        match = _QUERY_NAME.match(query.query)
-        name = match[1] if match else "unnamed"
-        metrics.SLOW_QUERIES.labels(query=name).inc()
-        log.warning(
-            "db_slow_query",
-            query=name,
-            duration_ms=round(elapsed_ms, 2),
-            failed=query.exception is not None,
-        )
-
-    return record
-
-
-def _connection_initializer(settings: PoolSettings) -> Callable[[asyncpg.Connection], Any]:
-    slow_query = _slow_query_logger(settings.slow_query_ms)
-
-    async def init(conn: asyncpg.Connection) -> None:
-        """Decode json/jsonb to Python objects; time every statement."""
-        for type_name in ("json", "jsonb"):
-            await conn.set_type_codec(
-                type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
-            )
-        conn.add_query_logger(slow_query)
-
-    return init
-
-
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """Skip asyncpg's default RESET ALL: we only ever use transaction-scoped settings."""
-
-
-@dataclass(frozen=True, slots=True)
-class RequestScope:
-    """What a scoped statement enters for one request (migration 013's first four
-    parameters): the tenant setting and its value, who acts, under which request id."""
-
-    setting: str
-    value: str
-    actor: str
-    request_id: str
-
-
-@dataclass(frozen=True)
-class ServiceRole:
-    """What the runtime login role may do, as PostgreSQL reports it."""
-
-    name: str
-    superuser: bool
-    bypass_rls: bool
-    in_service_group: bool
-    owned_relations: int
 
 
 class Database:
@@ -151,24 +71,18 @@ class Database:
         self._listener: Listener | None = None
         self._unavailable_listeners: list[Callable[[], None]] = []
         self._commit_listeners: list[Callable[[], None]] = []
-        self._replica: Database | None = None
-        self._freshness: Freshness | None = None
-        self._replica_watch: asyncio.Task[None] | None = None
+        # Read routing, only while a replica is attached (db/replica.py).
+        self._reads: ReadRouter | None = None
 
     def attach_replica(self, replica: Database, max_lag_s: float) -> None:
         """Serve reads that tolerate staleness from ``replica`` while it is current
-        within ``max_lag_s`` (db/replica.py); needs a running event loop."""
-        self._replica = replica
-        self._freshness = freshness = Freshness(max_lag_s)
-        interval_s = min(_REPLICA_TICK_S, max(max_lag_s / 4, 0.02))
-        self._replica_watch = asyncio.create_task(
-            watch_freshness(self, replica, freshness, interval_s), name="replica-freshness"
-        )
+        within ``max_lag_s`` (db/replica.ReadRouter); needs a running event loop."""
+        self._reads = ReadRouter(self, replica, max_lag_s)
 
     @property
     def replica_staleness_s(self) -> float | None:
         """How far behind the replica may be; None without one, or when not current."""
-        return None if self._freshness is None else self._freshness.staleness_s()
+        return None if self._reads is None else self._reads.staleness_s
 
     def on_unavailable(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` whenever a request finds the database unreachable (the health
@@ -196,7 +110,7 @@ class Database:
         that runs it: both halves reach the same server, tests/test_pgbouncer.py), and
         no session settings at connect (PgBouncer refuses startup parameters it does
         not know; they are the login role's defaults there instead, which
-        db/setup.check_server_settings verifies at start)."""
+        db/checks.check_server_settings verifies at start)."""
         pooled = settings.pooler != "none"
         # PgBouncer passes application_name on (it tracks it per client).
         session = {"application_name": "singura-vault"}
@@ -209,8 +123,8 @@ class Database:
                 max_size=settings.max_size,
                 timeout=settings.connect_timeout_ms / 1000,
                 max_inactive_connection_lifetime=settings.idle_timeout_ms / 1000,
-                reset=_no_reset,
-                init=_connection_initializer(settings),
+                reset=no_reset,
+                init=connection_initializer(settings),
                 # asyncpg's default (100) when nothing is pooled in between.
                 statement_cache_size=0 if pooled else 100,
                 server_settings=session,
@@ -228,12 +142,8 @@ class Database:
         """Close the pool once every connection is back; after timeout_s, close the
         ones still out (a task that never returned its connection must not keep the
         process from exiting). An attached replica is closed too."""
-        if self._replica_watch is not None:
-            self._replica_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._replica_watch
-        if self._replica is not None:
-            await self._replica.close(timeout_s)
+        if self._reads is not None:
+            await self._reads.close(timeout_s)
         try:
             async with asyncio.timeout(timeout_s):
                 await self._pool.close()
@@ -257,7 +167,7 @@ class Database:
         organization the request named: a service-layer bug that forgot to check
         still reaches nothing outside the caller's tenant.
         """
-        setting, value = _scope(organization_id)
+        setting, value = scope_setting(organization_id)
         async with self._transaction(setting, value, read_only) as conn:
             yield conn
 
@@ -269,7 +179,7 @@ class Database:
         an organization's data, use :meth:`tenant`. An organization key never
         gets admin scope: its transaction is confined to its own organization.
         """
-        setting, value = _scope(None)
+        setting, value = scope_setting(None)
         async with self._transaction(setting, value, read_only) as conn:
             yield conn
 
@@ -279,7 +189,6 @@ class Database:
         sql: str,
         *args: object,
         writes: bool = False,
-        replica_ok: bool = False,
         constraint_messages: ConstraintErrors | None = None,
     ) -> list[asyncpg.Record]:
         """Run one scoped SQL function (migration 013) in one round trip: its first four
@@ -287,15 +196,16 @@ class Database:
         for None, fenced to an organization key's own tenant as :meth:`tenant` and
         :meth:`admin` are -- then ``args``. The statement is its own transaction (no
         BEGIN or COMMIT round trips); ``writes`` says it records something, so the
-        commit listeners run. ``replica_ok``: a read that tolerates
-        SINGURA_REPLICA_MAX_LAG may go to the replica (if one is attached and current,
-        and it has replayed the caller's consistency token). ``constraint_messages`` as
-        for map_driver_errors."""
-        if replica_ok and self._replica is not None and current_request().replica_ok:
-            from_replica = await self._read_replica(self._replica, organization_id, sql, args)
+        commit listeners run. With a replica attached, the read router decides whether
+        a statement may go there (db/replica.ReadRouter.routes), and it does if the
+        replica is current and has replayed the caller's consistency token.
+        ``constraint_messages`` as for map_driver_errors."""
+        reads = self._reads
+        if reads is not None and reads.routes(writes):
+            from_replica = await reads.read(organization_id, sql, args)
             if from_replica is not None:
                 return from_replica
-        setting, value = _scope(organization_id)
+        setting, value = scope_setting(organization_id)
         request = current_request()
         try:
             with map_driver_errors(constraint_messages):
@@ -316,13 +226,13 @@ class Database:
         attached: a coalesced statement runs outside its callers' contexts, so it could
         neither choose the replica for one of them nor hand each write's consistency
         token back to its caller; those calls keep one statement each."""
-        return self._replica is None
+        return self._reads is None
 
     def request_scope(self, organization_id: UUID | None) -> RequestScope:
         """The scope the current request runs ``organization_id``'s work under, fenced
         to an organization key's own tenant as :meth:`fetch_scoped` is: captured in the
         caller's context, for a statement that runs in a coalesced batch."""
-        setting, value = _scope(organization_id)
+        setting, value = scope_setting(organization_id)
         request = current_request()
         return RequestScope(setting, value, request.actor, request.request_id)
 
@@ -357,24 +267,6 @@ class Database:
         if writes:
             await self._committed()
         return rows
-
-    async def _read_replica(
-        self, replica: Database, organization_id: UUID | None, sql: str, args: tuple[object, ...]
-    ) -> list[asyncpg.Record] | None:
-        """The rows from the replica if it is current enough for this request, else
-        None (the caller reads the primary, also when the replica fails)."""
-        if self._freshness is not None and self._freshness.serves(current_request().min_lsn):
-            try:
-                rows = await replica.fetch_scoped(organization_id, sql, *args)
-            except (Unavailable, Aborted) as exc:
-                # Aborted: a statement cancelled by a conflict with recovery (replay
-                # needed rows it was reading); the primary has no such conflict.
-                log.warning("replica_read_failed", error_type=type(exc).__name__)
-            else:
-                metrics.REPLICA_READS.labels("replica").inc()
-                return rows
-        metrics.REPLICA_READS.labels("primary").inc()
-        return None
 
     async def listen(
         self,
@@ -422,7 +314,7 @@ class Database:
         """``pg_current_wal_lsn`` (a primary) or ``pg_last_wal_replay_lsn`` (a standby;
         None on a server that is not one)."""
         sql = _WAL_POSITION_SQL.get(function)
-        if sql is None:  # a fixed statement per function: no name is ever formatted into SQL
+        if sql is None:
             raise InvariantBroken(f"wal_position: unknown function {function!r}")
         with map_driver_errors():
             async with self._acquire() as conn:
@@ -439,39 +331,12 @@ class Database:
         """Report the runtime login role's powers (used to refuse an unsafe role)."""
         with map_driver_errors():
             async with self._acquire() as conn:
-                row = await conn.fetchrow(_ROLE_CHECK_SQL, SERVICE_GROUP_ROLE)
-        if row is None:
-            raise InvariantBroken("service_role: row is None")
-        return ServiceRole(
-            name=row["rolname"],
-            superuser=row["rolsuper"],
-            bypass_rls=row["rolbypassrls"],
-            in_service_group=row["in_group"],
-            owned_relations=row["owned"],
-        )
+                return await read_service_role(conn)
 
     async def ensure_safe_service_role(self, variable: str = "DATABASE_URL") -> None:
-        """Refuse to serve as a role that row-level security would not bind;
-        ``variable`` names the setting the pool was opened from, for the message."""
-        role = await self.service_role()
-        fix = (
-            f"connect {variable} as a login role that is a member of "
-            f"{SERVICE_GROUP_ROLE}, owns nothing and has no BYPASSRLS "
-            "(docs/operations.md shows the SQL)"
-        )
-        if role.superuser or role.bypass_rls:
-            raise ConfigError(
-                f"{variable} connects as role {role.name!r}, which bypasses row-level "
-                f"security (superuser or BYPASSRLS); {fix}"
-            )
-        if role.owned_relations:
-            raise ConfigError(
-                f"{variable} connects as role {role.name!r}, which owns (or is a member "
-                f"of the owner of) {role.owned_relations} vault tables or the schema and "
-                f"could disable row-level security; {fix}"
-            )
-        if not role.in_service_group:
-            raise ConfigError(f"role {role.name!r} is not a member of {SERVICE_GROUP_ROLE}; {fix}")
+        """Refuse to serve as a role that row-level security would not bind
+        (db/checks.py); ``variable`` names the setting the pool was opened from."""
+        refuse_unsafe_service_role(await self.service_role(), variable)
 
     @asynccontextmanager
     async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
@@ -555,41 +420,12 @@ class Database:
     async def _committed(self) -> None:
         for listener in self._commit_listeners:
             listener()
-        if self._replica is None:
-            return
-        # The consistency token: a position at or past this write's commit record, so
-        # a read that passes it back skips a replica that has not replayed the write.
-        # Only with a replica (one round trip); the write stands if this fails.
-        try:
-            position = await self.wal_position("pg_current_wal_lsn")
-            if position is not None:
-                note_write_position(position)
-        except VaultError as exc:
-            log.warning("consistency_token_unavailable", error_type=type(exc).__name__)
+        if self._reads is not None:  # the consistency token: only with a replica
+            await self._reads.committed()
 
     def _tell_unavailable(self) -> None:
         for listener in self._unavailable_listeners:
             listener()
-
-
-def _scope(organization_id: UUID | None) -> tuple[str, str]:
-    """The transaction setting that scopes a request: ``organization_id``'s tenant, or
-    admin scope for None. For an organization key the fence is the key's own
-    organization, whatever the request named: a service-layer bug that forgot to check
-    still reaches nothing outside the caller's tenant, and an organization key never
-    gets admin scope."""
-    principal = current_request().principal
-    if principal is not None and principal.organization_id is not None:
-        organization_id = principal.organization_id
-    if organization_id is None:
-        return "singura.scope", "admin"
-    # Log lines of this request from here on name the tenant they concern.
-    structlog.contextvars.bind_contextvars(organization_id=str(organization_id))
-    return "singura.organization_id", str(organization_id)
-
-
-# How often, at most, the primary and replica positions are sampled (db/replica.py).
-_REPLICA_TICK_S = 0.25
 
 
 async def _in_recovery(conn: Any) -> bool:

@@ -13,7 +13,7 @@ role that row-level security would not bind.
 Once at start, `serve` reads the server's connection limits and warns when this
 host's pools cannot all fit (the connection budget, docs/scaling.md), and, behind
 a declared transaction pooler, checks that the connections it gets carry the
-session settings the vault cannot send through the pooler.
+session settings the vault cannot send through the pooler (db/checks.py).
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import asyncpg
-
-from singura_vault.config import Pooler, Settings
+from singura_vault.config import Settings
+from singura_vault.db.checks import check_server_settings, setup_connection
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.migrations import (
@@ -38,7 +37,7 @@ from singura_vault.db.migrations import (
 )
 from singura_vault.db.reachability import wait_until_reachable
 from singura_vault.db.serve_lock import ServeLock, serving
-from singura_vault.errors import ConfigError, InvariantBroken
+from singura_vault.errors import ConfigError
 from singura_vault.logs import get_logger
 
 log = get_logger(__name__)
@@ -67,15 +66,6 @@ $$;
 """
 
 
-async def _connect(dsn: str) -> asyncpg.Connection:
-    """One connection for setup work; an unreachable server becomes Unavailable.
-    Without a statement cache: setup runs each statement about once, and DATABASE_URL
-    may lead through a transaction pooler, where a cached (named) prepared statement
-    would be looked for on another server connection."""
-    with map_driver_errors():
-        return await asyncpg.connect(dsn, timeout=10, statement_cache_size=0)
-
-
 @dataclass(frozen=True)
 class PreparedDatabase:
     """Where to connect, and the embedded server to stop at shutdown (if any)."""
@@ -86,7 +76,7 @@ class PreparedDatabase:
 
 async def bootstrap_embedded_roles(superuser_dsn: str, database: str = DATABASE_NAME) -> None:
     """Create the vault's roles and database in a cluster we are superuser of."""
-    conn = await _connect(superuser_dsn)
+    conn = await setup_connection(superuser_dsn)
     try:
         with map_driver_errors():
             await conn.execute(_BOOTSTRAP_ROLES_SQL)
@@ -99,7 +89,7 @@ async def bootstrap_embedded_roles(superuser_dsn: str, database: str = DATABASE_
 
 async def apply_migrations(owner_dsn: str, directory: Path | None = None) -> int:
     """Apply pending migrations as the owner; returns how many were applied."""
-    conn = await _connect(owner_dsn)
+    conn = await setup_connection(owner_dsn)
     try:
         applied = await migrate_up(conn, directory or default_migrations_dir())
     finally:
@@ -109,7 +99,7 @@ async def apply_migrations(owner_dsn: str, directory: Path | None = None) -> int
 
 async def read_migration_status(dsn: str, directory: Path | None = None) -> MigrationStatus:
     """Compare the migration files with the database's history."""
-    conn = await _connect(dsn)
+    conn = await setup_connection(dsn)
     try:
         return await migration_status(conn, directory or default_migrations_dir())
     finally:
@@ -168,142 +158,6 @@ async def embedded_for_command(
     finally:
         if started_here and serving(settings.data_dir) is None:
             await asyncio.to_thread(server.stop)
-
-
-@dataclass(frozen=True)
-class ConnectionBudget:
-    """The connections this host's vault processes open on PostgreSQL itself, against
-    the slots PostgreSQL has for a role like the service role (docs/scaling.md)."""
-
-    processes: int
-    pool_max: int
-    pooler: Pooler
-    max_connections: int
-    reserved: int  # superuser_reserved_connections (+ reserved_connections, PostgreSQL 16+)
-
-    @property
-    def per_process(self) -> int:
-        """Each process's pool (unless a pooler takes it) and its LISTEN connection."""
-        return 1 if self.pooler != "none" else self.pool_max + 1
-
-    @property
-    def needed(self) -> int:
-        return self.processes * self.per_process
-
-    @property
-    def available(self) -> int:
-        return self.max_connections - self.reserved
-
-    @property
-    def fits(self) -> bool:
-        return self.needed <= self.available
-
-
-_SERVER_LIMITS_SQL = """
-SELECT current_setting('max_connections')::int AS max_connections,
-       current_setting('superuser_reserved_connections')::int
-     + coalesce(current_setting('reserved_connections', true)::int, 0) AS reserved,
-       current_schemas(false) AS schemas,
-       format('ALTER ROLE %I IN DATABASE %I SET', current_user, current_database()) AS alter_role
-"""
-
-# Of PoolSettings.session_settings(), what a role default must supply behind a pooler.
-# The keepalives are left out: PostgreSQL applies them to the pooler's own connection,
-# which PgBouncer's tcp_keepalive settings look after (and a Unix socket has none).
-_POOLED_SESSION_CHECKED = (
-    "statement_timeout",
-    "lock_timeout",
-    "idle_in_transaction_session_timeout",
-)
-
-
-async def check_server_settings(dsn: str, settings: Settings) -> ConnectionBudget:
-    """Read the server's connection limits once at start and log the connection budget
-    (a warning when this host's processes alone cannot all connect). Behind a declared
-    pooler, also refuse connections without the vault's search_path (every unqualified
-    name would resolve elsewhere) and warn when the timeouts differ from
-    DB_QUERY_TIMEOUT: there they are the login role's defaults, not what the vault
-    sends."""
-    pool = settings.pool
-    conn = await _connect(dsn)
-    try:
-        with map_driver_errors():
-            row = await conn.fetchrow(_SERVER_LIMITS_SQL)
-            if row is None:
-                raise InvariantBroken("check_server_settings: row is None")
-            rows = await conn.fetch(
-                "SELECT name, setting FROM pg_settings WHERE name = ANY($1::text[])",
-                list(_POOLED_SESSION_CHECKED),
-            )
-            actual: dict[str, str] = {r["name"]: r["setting"] for r in rows}
-    finally:
-        await conn.close()
-    if pool.pooler != "none":
-        _check_pooled_session(settings, row["schemas"], actual, row["alter_role"])
-    budget = ConnectionBudget(
-        processes=settings.workers,
-        pool_max=pool.max_size,
-        pooler=pool.pooler,
-        max_connections=row["max_connections"],
-        reserved=row["reserved"],
-    )
-    _log_budget(budget)
-    return budget
-
-
-def _check_pooled_session(
-    settings: Settings, schemas: list[str], actual: dict[str, str], alter_role: str
-) -> None:
-    pooler = settings.pool.pooler
-    if schemas[:1] != ["singura"]:
-        raise ConfigError(
-            f"DATABASE_POOLER={pooler}: the pooler does not pass the vault's search_path "
-            f"on, and the connections it gives have search_path {', '.join(schemas) or '(empty)'}"
-            f"; make it the service role's default: {alter_role} search_path = singura; "
-            "then let the pooler open new server connections (docs/operations.md#behind-pgbouncer)"
-        )
-    wanted = settings.pool.session_settings()
-    differ = {
-        name: {"vault": wanted[name], "server": actual.get(name)}
-        for name in _POOLED_SESSION_CHECKED
-        if actual.get(name) != wanted[name]
-    }
-    if differ:
-        log.warning(
-            "db_pooled_session_settings_differ",
-            pooler=pooler,
-            settings=differ,
-            fix=f"{alter_role} <name> = <value> for each (milliseconds, DB_QUERY_TIMEOUT)",
-        )
-
-
-def _log_budget(budget: ConnectionBudget) -> None:
-    fields: dict[str, object] = {
-        "processes": budget.processes,
-        "pool_max": budget.pool_max,
-        "needed": budget.needed,
-        "max_connections": budget.max_connections,
-        "reserved": budget.reserved,
-        "available": budget.available,
-        "pooler": budget.pooler,
-    }
-    if budget.pooler != "none":
-        # The pools connect to the pooler; PostgreSQL sees the pooler's server
-        # connections (its pool sizes, which the vault cannot read) and the LISTENs.
-        fields["pooler_clients"] = budget.processes * budget.pool_max
-        fields["counts"] = "LISTEN connections only; the pools count against the pooler"
-    if budget.fits:
-        log.info("db_connection_budget", **fields)
-        return
-    log.warning(
-        "db_connection_budget_exceeded",
-        **fields,
-        advice=(
-            "this host's vault processes alone need more connections than PostgreSQL "
-            "allows the service role: lower DB_POOL_MAX or the worker count, raise "
-            "max_connections, or put PgBouncer in between (docs/scaling.md#the-connection-budget)"
-        ),
-    )
 
 
 # An external database (DATABASE_OWNER_URL set) serves through the service role's URL.

@@ -113,7 +113,6 @@ class ConnectionRepository:
             query("connection_get_scoped"),
             organization_id,
             connection_id,
-            replica_ok=True,
         )
         if not rows:
             raise _not_found(organization_id, connection_id)
@@ -143,7 +142,6 @@ class ConnectionRepository:
             limit,
             scope_drift.value if scope_drift else None,
             show_deleted,
-            replica_ok=True,
         )
         return [connection_from_row(row) for row in rows]
 

@@ -18,7 +18,8 @@ import asyncpg
 
 from singura_vault.db.coalesce import Coalescer
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
-from singura_vault.db.pool import Database, RequestScope
+from singura_vault.db.pool import Database
+from singura_vault.db.scope import RequestScope
 from singura_vault.domain import (
     Credential,
     CredentialSlot,
@@ -446,7 +447,6 @@ class CredentialRepository:
             query("credential_get_scoped"),
             organization_id,
             credential_id,
-            replica_ok=True,
         )
         if not rows:
             raise _not_found(organization_id, credential_id)
@@ -471,7 +471,6 @@ class CredentialRepository:
             after.at if after else None,
             after.id if after else None,
             limit,
-            replica_ok=True,
         )
         return [credential_from_row(row) for row in rows]
 
@@ -491,7 +490,6 @@ class CredentialRepository:
             credential_type.value,
             after,
             limit,
-            replica_ok=True,
         )
         return [credential_from_row(row) for row in rows]
 
@@ -506,7 +504,6 @@ class CredentialRepository:
             after.at if after else None,
             after.id if after else None,
             limit,
-            replica_ok=True,
         )
         return [credential_from_row(row) for row in rows]
 

@@ -99,7 +99,7 @@ class OrganizationRepository:
 
     async def get(self, organization_id: UUID) -> Organization:
         rows = await self._db.fetch_scoped(
-            organization_id, query("organization_get_scoped"), organization_id, replica_ok=True
+            organization_id, query("organization_get_scoped"), organization_id
         )
         if not rows:
             raise not_found(organization_id)
@@ -113,7 +113,6 @@ class OrganizationRepository:
             after.at if after else None,
             after.id if after else None,
             limit,
-            replica_ok=True,
         )
         return [organization_from_row(row) for row in rows]
 

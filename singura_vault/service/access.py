@@ -43,8 +43,8 @@ from singura_vault.private_files import (
 )
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.service import pagination, validation
+from singura_vault.service.api_key_cache import DEFAULT_TTL_S, ApiKeyCache
 from singura_vault.service.authz import Authorizer
-from singura_vault.service.key_cache import DEFAULT_TTL_S, KeyCache
 from singura_vault.service.page_tokens import PageTokenSealer
 from singura_vault.service.rate_limit import LeasedBuckets
 
@@ -150,7 +150,7 @@ class AccessService:
         self._auth_secret = auth_secret
         self._authz = authorizer or Authorizer()
         self.page_tokens = PageTokenSealer(auth_secret)
-        self._cache = KeyCache(cache_ttl_s)
+        self._cache = ApiKeyCache(cache_ttl_s)
         self._buckets = LeasedBuckets(repository, rate_limit.rate, rate_limit.burst)
 
     async def watch_key_changes(self) -> None:

@@ -25,7 +25,7 @@ DEFAULT_MAX_ENTRIES: Final = 10_000
 
 
 @dataclass(frozen=True)
-class CachedKey:
+class CachedApiKey:
     digest: bytes
     organization_id: UUID | None
     roles: tuple[str, ...]
@@ -33,16 +33,19 @@ class CachedKey:
     cached_at: float
 
     def __repr__(self) -> str:  # the digest is not a secret, but has no place in logs
-        return f"<CachedKey organization={self.organization_id} roles={self.roles}>"
+        return f"<CachedApiKey organization={self.organization_id} roles={self.roles}>"
 
 
-class KeyCache:
+class ApiKeyCache:
+    """The verified API keys of this process (not data keys: those are cached by the
+    key package, keys/manager.py), each by the key id it authenticates."""
+
     def __init__(
         self, ttl_s: float = DEFAULT_TTL_S, max_entries: int = DEFAULT_MAX_ENTRIES
     ) -> None:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
-        self._entries: OrderedDict[str, CachedKey] = OrderedDict()
+        self._entries: OrderedDict[str, CachedApiKey] = OrderedDict()
         # When each key was last notified as changed: a lookup that started before
         # that must not be cached (it may have read the key before the change).
         self._changes: dict[str, float] = {}
@@ -53,7 +56,7 @@ class KeyCache:
     def live(self) -> bool:
         return self._live
 
-    def get(self, key_id: str, digest: bytes) -> CachedKey | None:
+    def get(self, key_id: str, digest: bytes) -> CachedApiKey | None:
         """The cached key if its digest matches, it is fresh and not expired."""
         entry = self._entries.get(key_id)
         if entry is None:
@@ -84,7 +87,7 @@ class KeyCache:
         when the lookup started: a change notified after that drops this entry."""
         if not self._live or self._ttl_s <= 0 or self._changed_since(key_id, looked_up_at):
             return
-        self._entries[key_id] = CachedKey(
+        self._entries[key_id] = CachedApiKey(
             digest, organization_id, roles, expires_at, cached_at=looked_up_at
         )
         self._entries.move_to_end(key_id)

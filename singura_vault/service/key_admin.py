@@ -287,14 +287,7 @@ class KeyAdminService:
         async def find_sealing_version(
             credential: SealedCredential, data_keys: dict[int, StoredDataKey]
         ) -> int | None:
-            opened = await sealing.open_under_any(
-                self._keys,
-                org_id,
-                credential,
-                credential.key_version,
-                keys.Sealed(credential.nonce, credential.ciphertext),
-                data_keys,
-            )
+            opened = await sealing.open_stored_under_any(self._keys, org_id, credential, data_keys)
             return None if opened is None else opened.key_version
 
         checked = 0

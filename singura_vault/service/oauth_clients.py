@@ -1,5 +1,5 @@
 """OAuth client use cases: register, read and remove an organization's OAuth client
-for a platform. The client secret is sealed by the credential path and never leaves
+for a platform. The client secret is sealed by the sealing gateway and never leaves
 it again except towards the platform's token endpoint."""
 
 from __future__ import annotations

@@ -219,14 +219,7 @@ class RewrapWorker:
         """
         newest = data_keys[max(data_keys)]
         organization_id = newest.organization_id
-        opened = await sealing.open_under_any(
-            self._keys,
-            organization_id,
-            stale,
-            stale.key_version,
-            keys.Sealed(stale.nonce, stale.ciphertext),
-            data_keys,
-        )
+        opened = await sealing.open_stored_under_any(self._keys, organization_id, stale, data_keys)
         if opened is None:
             log.error(
                 "credential_integrity_failure", security_event=True, credential_id=str(stale.id)

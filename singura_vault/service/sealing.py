@@ -30,6 +30,7 @@ from singura_vault.domain import (
     EncryptedCredential,
     EncryptedValue,
     OAuthClientRecord,
+    SealedCredential,
     StoredDataKey,
 )
 from singura_vault.errors import DataLoss, FailedPrecondition, InvariantBroken
@@ -181,6 +182,19 @@ async def open_under_any(
             continue
         return Opened(version, plaintext)
     return None
+
+
+async def open_stored_under_any(
+    key_manager: keys.KeyManager,
+    organization_id: UUID,
+    credential: SealedCredential,
+    data_keys: Mapping[int, StoredDataKey],
+) -> Opened | None:
+    """:func:`open_under_any` for a credential as the rewrap and repair jobs read it."""
+    sealed = keys.Sealed(credential.nonce, credential.ciphertext)
+    return await open_under_any(
+        key_manager, organization_id, credential, credential.key_version, sealed, data_keys
+    )
 
 
 class SealingService:
@@ -338,6 +352,21 @@ class SealingService:
         sealed = self._keys.seal(data_key, plaintext, bound)
         return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version)
 
+    async def _open_secret(
+        self,
+        stored: StoredDataKey,
+        value: EncryptedValue,
+        bind: Callable[[int], keys.CredentialBinding],
+    ) -> bytes | None:
+        """A secret's plaintext, or None if it fails its integrity check (the caller
+        logs that and refuses); ``bind`` gives its binding under a data-key version."""
+        data_key = await unwrap(self._keys, stored)
+        sealed = keys.Sealed(nonce=value.nonce, ciphertext=value.ciphertext)
+        try:
+            return self._keys.open(data_key, sealed, bind(data_key.version))
+        except keys.IntegrityError:
+            return None
+
     def forget_organization_keys(self, organization_id: UUID) -> None:
         """Drop an erased organization's unwrapped data keys from this process's cache
         (DeleteOrganization has deleted the wrapped ones with the organization)."""
@@ -384,14 +413,14 @@ class SealingService:
                     key_version=value.key_version,
                 )
                 continue
-            data_key = await unwrap(self._keys, stored)
-            try:
-                plaintext = self._keys.open(
-                    data_key,
-                    keys.Sealed(nonce=value.nonce, ciphertext=value.ciphertext),
-                    signing_secret_binding(organization_id, row_id, data_key.version),
-                )
-            except keys.IntegrityError:
+            plaintext = await self._open_secret(
+                stored,
+                value,
+                lambda version, row_id=row_id: signing_secret_binding(  # type: ignore[misc]
+                    organization_id, row_id, version
+                ),
+            )
+            if plaintext is None:
                 log.error(
                     "oauth_client_integrity_failure",
                     security_event=True,
@@ -412,14 +441,12 @@ class SealingService:
                 f"decrypted: data key version {client.secret.key_version} of organization "
                 f"{organization_id} was destroyed; set the client again with SetOAuthClient"
             )
-        data_key = await unwrap(self._keys, client.data_key)
-        try:
-            plaintext = self._keys.open(
-                data_key,
-                keys.Sealed(nonce=client.secret.nonce, ciphertext=client.secret.ciphertext),
-                client_secret_binding(organization_id, client.id, data_key.version),
-            )
-        except keys.IntegrityError:
+        plaintext = await self._open_secret(
+            client.data_key,
+            client.secret,
+            lambda version: client_secret_binding(organization_id, client.id, version),
+        )
+        if plaintext is None:
             log.error(
                 "oauth_client_integrity_failure",
                 security_event=True,
@@ -430,7 +457,7 @@ class SealingService:
                 f"the OAuth client secret for {client.settings.platform.value} in organization "
                 f"{organization_id} failed its integrity check (altered or moved); set the "
                 "client again with SetOAuthClient"
-            ) from None
+            )
         return plaintext.decode("utf-8")
 
     async def seal_pkce_verifier(
@@ -461,14 +488,12 @@ class SealingService:
                 "start the authorization again",
                 reason="OAUTH_STATE_UNUSABLE",
             )
-        key = await unwrap(self._keys, data_key)
-        try:
-            plaintext = self._keys.open(
-                key,
-                keys.Sealed(nonce=sealed.nonce, ciphertext=sealed.ciphertext),
-                pkce_verifier_binding(organization_id, authorization_id, key.version),
-            )
-        except keys.IntegrityError:
+        plaintext = await self._open_secret(
+            data_key,
+            sealed,
+            lambda version: pkce_verifier_binding(organization_id, authorization_id, version),
+        )
+        if plaintext is None:
             log.error(
                 "oauth_verifier_integrity_failure",
                 security_event=True,
@@ -477,7 +502,7 @@ class SealingService:
             raise DataLoss(
                 f"the PKCE verifier of an authorization in organization {organization_id} "
                 "failed its integrity check (altered or moved); start the authorization again"
-            ) from None
+            )
         return plaintext.decode("utf-8")
 
     async def seal_webhook_secret(
@@ -508,14 +533,14 @@ class SealingService:
                 f"data key version {sealed.key_version} is no longer live; rotate the "
                 "secret with RotateWebhookSecret"
             )
-        key = await unwrap(self._keys, data_key)
-        try:
-            return self._keys.open(
-                key,
-                keys.Sealed(nonce=sealed.nonce, ciphertext=sealed.ciphertext),
-                webhook_secret_binding(organization_id, endpoint_id, secret_id, key.version),
-            )
-        except keys.IntegrityError:
+        plaintext = await self._open_secret(
+            data_key,
+            sealed,
+            lambda version: webhook_secret_binding(
+                organization_id, endpoint_id, secret_id, version
+            ),
+        )
+        if plaintext is None:
             log.error(
                 "webhook_secret_integrity_failure",
                 security_event=True,
@@ -525,4 +550,5 @@ class SealingService:
             raise DataLoss(
                 f"the signing secret of webhook endpoint {endpoint_id} failed its integrity "
                 "check (altered or moved); rotate it with RotateWebhookSecret"
-            ) from None
+            )
+        return plaintext

@@ -5,7 +5,7 @@ Each pass claims due deliveries across organizations in PostgreSQL
 processes never attempt one delivery at once; a process killed mid-delivery leaves its
 lease to expire and another process attempts the delivery again. Each claimed delivery
 is signed (Standard Webhooks, service/webhook_signing.py) with the endpoint's secret,
-opened through the credential path for this attempt only, POSTed through the
+opened through the sealing gateway for this attempt only, POSTed through the
 providers' webhook egress, and its attempt recorded with what follows: delivered (2xx),
 retried later (exponential backoff with jitter, while SINGURA_WEBHOOK_RETRY_FOR lasts),
 or given up; a 410, or SINGURA_WEBHOOK_DISABLE_AFTER of failures, disables the endpoint

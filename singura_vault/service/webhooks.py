@@ -2,7 +2,7 @@
 list deliveries, redeliver an event, send a test message.
 
 Managing needs the writer role, listing the reader or writer role (service/authz.py).
-A signing secret is generated here, sealed through the credential path and returned
+A signing secret is generated here, sealed through the sealing gateway and returned
 once; it is never logged, never put in an error and never returned again. Deliveries
 themselves are created by the database (migration 026's trigger on the outbox) and
 sent by service/webhook_worker.py.

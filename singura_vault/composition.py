@@ -43,7 +43,10 @@ from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.repositories.audit import AuditRepository
 from singura_vault.repositories.audit_checkpoints import AuditCheckpointRepository
 from singura_vault.repositories.connections import ConnectionRepository
+from singura_vault.repositories.credential_reveals import CredentialReveals
+from singura_vault.repositories.credential_store import CredentialStore
 from singura_vault.repositories.credentials import CredentialRepository
+from singura_vault.repositories.data_keys import DataKeyRepository
 from singura_vault.repositories.events import EventRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
@@ -84,6 +87,7 @@ from singura_vault.service.organization_keys import (
 )
 from singura_vault.service.organizations import OrganizationService
 from singura_vault.service.rewrap import BATCH_SIZE, RewrapWorker
+from singura_vault.service.sealing import SealingService
 from singura_vault.service.signals import SignalService
 from singura_vault.service.version_destroyer import DEFAULT_INTERVAL_S, VersionDestroyer
 from singura_vault.service.webhook_worker import DeliveryPolicy, WebhookWorker
@@ -277,7 +281,7 @@ class Components:
 
     def _forget_keys(self, organization_id: UUID) -> None:
         if self._key_manager is not None:
-            self.credentials.forget_organization_keys(organization_id)
+            self.sealing.forget_organization_keys(organization_id)
 
     @cached_property
     def connection_repository(self) -> ConnectionRepository:
@@ -301,14 +305,23 @@ class Components:
         return CredentialRepository(self.db)
 
     @cached_property
+    def credential_store(self) -> CredentialStore:
+        return CredentialStore(self.db, self.credential_repository)
+
+    @cached_property
+    def credential_reveals(self) -> CredentialReveals:
+        return CredentialReveals(self.db, self.data_key_repository)
+
+    @cached_property
     def credentials(self) -> CredentialService:
         return CredentialService(
             self.credential_repository,
-            self.key_manager,
+            self.credential_store,
+            self.credential_reveals,
+            self.sealing,
             self._authorizer,
             destroy_delay=self._destroy_delay,
             clock=self._clock,
-            organization_key_in_force=self.organization_keys.in_force,
         )
 
     @cached_property
@@ -321,6 +334,20 @@ class Components:
     # -- keys ---------------------------------------------------------------------------
 
     @cached_property
+    def data_key_repository(self) -> DataKeyRepository:
+        return DataKeyRepository(self.db)
+
+    @cached_property
+    def sealing(self) -> SealingService:
+        """The one gateway that seals and opens values under data keys (credentials,
+        OAuth client and signing secrets, PKCE verifiers, webhook signing secrets)."""
+        return SealingService(
+            self.data_key_repository,
+            self.key_manager,
+            organization_key_in_force=self.organization_keys.in_force,
+        )
+
+    @cached_property
     def key_admin_repository(self) -> KeyAdminRepository:
         return KeyAdminRepository(self.db)
 
@@ -328,7 +355,7 @@ class Components:
     def key_admin(self) -> KeyAdminService:
         return KeyAdminService(
             self.key_admin_repository,
-            self.credential_repository,
+            self.data_key_repository,
             self.key_manager,
             organization_key_in_force=self.organization_keys.in_force,
         )
@@ -425,7 +452,7 @@ class Components:
     def webhooks(self) -> WebhookService:
         return WebhookService(
             self.webhook_repository,
-            self.credentials,
+            self.sealing,
             production=self._production,
             secret_overlap=timedelta(seconds=self.webhook_settings.secret_overlap_s),
             authorizer=self._authorizer,
@@ -437,7 +464,7 @@ class Components:
         settings = self.webhook_settings
         return WebhookWorker(
             self.webhook_repository,
-            self.credentials,
+            self.sealing,
             WebhookSender(
                 WebhookEgressSettings(
                     connect_timeout_s=settings.connect_timeout_s,
@@ -502,7 +529,7 @@ class Components:
         settings = self.oauth_settings
         return SignalService(
             SignalRepository(self.db),
-            self.credentials,
+            self.sealing,
             self.risc_keys,
             RiscSettings(settings.risc_issuer, settings.risc_jwks_url, settings.risc_jwks_ttl_s),
             self._authorizer,
@@ -514,7 +541,7 @@ class Components:
         settings = self.oauth_settings
         return TokenRefresher(
             self.oauth_repository,
-            self.credentials,
+            self.sealing,
             self.token_endpoint,
             RefreshPolicy(
                 cooldown=timedelta(seconds=settings.refresh_cooldown_s),
@@ -541,7 +568,7 @@ class Components:
     def oauth_clients(self) -> OAuthClientService:
         return OAuthClientService(
             self.oauth_repository,
-            self.credentials,
+            self.sealing,
             allow_loopback_http=not self._production,
             authorizer=self._authorizer,
         )
@@ -553,7 +580,7 @@ class Components:
         return ConnectService(
             AuthorizationRepository(self.db),
             self.oauth_repository,
-            self.credentials,
+            self.sealing,
             self.token_endpoint,
             allow_loopback_http=not self._production,
             state_ttl=timedelta(seconds=settings.state_ttl_s),
@@ -578,7 +605,7 @@ class Components:
         """revoke_at_provider of DeleteConnection and RevokeCredential."""
         return ProviderRevoker(
             self.oauth_repository,
-            self.credentials,
+            self.sealing,
             self.connection_repository,
             self.token_endpoint,
             self._authorizer,

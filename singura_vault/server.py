@@ -83,7 +83,7 @@ from singura_vault.service.audit_checkpoints import (
     check_audit_signer,
     load_audit_signer,
 )
-from singura_vault.service.credentials import load_key_manager
+from singura_vault.service.data_keys import load_key_manager
 from singura_vault.tasks import BackgroundTasks
 from singura_vault.tls import TlsSettings, server_credentials, tls_settings_from_env
 from singura_vault.workers import WORKER_DSN_ENV, WORKER_INDEX_ENV, run_workers

@@ -52,6 +52,7 @@ from singura_vault.proto.singura.vault.v1 import (
 from singura_vault.server import VaultServer
 from singura_vault.service.access import AccessService
 from singura_vault.service.credentials import CredentialService
+from singura_vault.service.sealing import SealingService
 from tests import canaries
 from tests.helpers import bearer, new_key_text
 from tests.oauth_provider import FakeOAuthProvider
@@ -185,6 +186,12 @@ def components(
 @pytest.fixture
 def credential_service(components: Components) -> CredentialService:
     return components.credentials
+
+
+@pytest.fixture
+def sealing(components: Components) -> SealingService:
+    """The sealing gateway of ``components`` (and so of ``vault``)."""
+    return components.sealing
 
 
 @dataclass

@@ -17,7 +17,7 @@ from singura_vault.context import Principal, RequestContext, bind_request
 from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
 from singura_vault.errors import Aborted
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
-from singura_vault.repositories.credentials import StoreRequest
+from singura_vault.repositories.credential_store import StoreRequest
 from tests.canaries import canary
 from tests.conftest import Stubs, Vault
 from tests.helpers import expect_status
@@ -154,7 +154,7 @@ async def test_check_and_set_stores_planned_in_one_batch_exactly_one_wins(
         for n in range(4)
     ]
     plain = asyncio.ensure_future(store(vault, org, conn, canary("cas-batch-plain")))
-    repository = db.components.credential_repository
+    repository = db.components.credential_store
     await _until(lambda: len(repository._store_plans._waiting) == 5)
     db.release.set()
     results = await asyncio.gather(first, *calls, return_exceptions=True)
@@ -206,7 +206,7 @@ async def test_concurrent_replays_of_one_request_both_get_its_credential(
     first = asyncio.ensure_future(vault.credentials.StoreCredential(request))
     await db.entered.wait()
     calls = [asyncio.ensure_future(vault.credentials.StoreCredential(request)) for _ in range(2)]
-    repository = db.components.credential_repository
+    repository = db.components.credential_store
     await _until(lambda: len(repository._store_plans._waiting) == 2)
     db.release.set()
     responses = await asyncio.gather(first, *calls)
@@ -225,14 +225,14 @@ async def test_the_locked_last_attempt_compares_under_the_lock(
     org, conn = await tenant(vault)
     await store(vault, org, conn, canary("cas-locked-1"))
     components = db.components
-    repository = components.credential_repository
-    service = components.credentials
+    repository = components.credential_store
+    sealing = components.sealing
     org_id, conn_id = uuid.UUID(org), uuid.UUID(conn)
     value = canary("cas-locked-2")
     plaintext = value.encode()
 
     async def seal(slot: CredentialSlot) -> EncryptedValue:
-        return await service.seal_for(slot, plaintext)
+        return await sealing.seal_for(slot, plaintext)
 
     request_id = uuid.uuid4()
 

@@ -112,8 +112,8 @@ async def test_one_batch_of_reveals_across_organizations_gives_each_call_its_own
         as_b.credentials.RevealCredential(_reveal(org_b, conn_a)),
     ]
     pending = [asyncio.ensure_future(call) for call in calls]
-    repository = db.components.credential_repository
-    await _until(lambda: len(repository._reveal_reads._waiting) == 4)
+    reveals = db.components.credential_reveals
+    await _until(lambda: len(reveals._reveal_reads._waiting) == 4)
     db.release.set()
     results = await asyncio.gather(first, *pending, return_exceptions=True)
 
@@ -169,8 +169,8 @@ async def test_concurrent_stores_in_one_batch_keep_versions_consecutive(
     values = [canary(f"coalesce-v{n}") for n in range(4)]
     pending = [asyncio.ensure_future(store(vault, org_a, conn_a, v)) for v in values]
     other = asyncio.ensure_future(store(vault, org_b, conn_b, canary("coalesce-other")))
-    repository = db.components.credential_repository
-    await _until(lambda: len(repository._store_plans._waiting) == 5)
+    stores = db.components.credential_store
+    await _until(lambda: len(stores._store_plans._waiting) == 5)
     db.release.set()
     stored = await asyncio.gather(first, *pending, other)
 

@@ -20,7 +20,7 @@ import yaml
 
 from singura_vault.config import load_settings
 from singura_vault.service.access import load_auth_secret
-from singura_vault.service.credentials import load_key_manager
+from singura_vault.service.data_keys import load_key_manager
 from singura_vault.service.key_admin import create_keyring_file
 from tests.test_docs import variables_in_docs
 

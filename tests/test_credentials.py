@@ -19,7 +19,7 @@ from singura_vault import keys
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.service.credentials import MAX_VALUE_BYTES, CredentialService
+from singura_vault.service.credentials import MAX_VALUE_BYTES
 from tests.canaries import canary
 from tests.conftest import PostgresServer, Vault
 from tests.helpers import chain_pending_audit, connection_message, expect_status, org_message
@@ -406,7 +406,7 @@ async def test_reveal_is_audited_and_fails_closed(vault: Vault, owner_dsn: str) 
 
 
 async def test_erasing_an_organization_leaves_no_key_that_opens_its_data(
-    vault: Vault, owner_dsn: str, credential_service: CredentialService, root_key: str
+    vault: Vault, owner_dsn: str, key_manager: keys.KeyManager, root_key: str
 ) -> None:
     """DeleteOrganization deletes the organization's data keys with it and purges them
     from the process's cache: no key the vault holds opens its ciphertexts."""
@@ -434,7 +434,7 @@ async def test_erasing_an_organization_leaves_no_key_that_opens_its_data(
         await owner.close()
     assert keys_left == 0
     # The erased organization's unwrapped key left the cache; the bystander's stayed.
-    cache = credential_service.key_manager
+    cache = key_manager  # the key manager the vault serves with (its components)
     assert cache.forget_organization(uuid.UUID(org)) == 0
     assert cache.forget_organization(uuid.UUID(other_org)) == 1
     # Every data key the vault can still unwrap (the bystander's) fails on the ciphertext.

@@ -31,7 +31,6 @@ from singura_vault.providers import EgressSettings, TokenEndpointClient
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service.access import AccessService
-from singura_vault.service.credentials import CredentialService
 from singura_vault.service.oauth_refresh import (
     LOST_ROTATION,
     TokenRefresher,
@@ -40,6 +39,7 @@ from singura_vault.service.oauth_refresh import (
 )
 from singura_vault.service.oauth_worker import RefreshWorker
 from singura_vault.service.rewrap import RewrapWorker
+from singura_vault.service.sealing import SealingService
 from tests.conftest import (
     Stubs,
     Vault,
@@ -732,13 +732,11 @@ async def test_another_tenant_reaches_neither_the_client_nor_the_refresh_state(
 # -- background refresh ---------------------------------------------------------------
 
 
-def _worker(
-    db: Database, credential_service: CredentialService
-) -> tuple[RefreshWorker, TokenEndpointClient]:
+def _worker(db: Database, sealing: SealingService) -> tuple[RefreshWorker, TokenEndpointClient]:
     """A refresh worker as a vault process has it (its own refresher and HTTP client)."""
     endpoint = TokenEndpointClient(EgressSettings())
     repository = OAuthRepository(db)
-    refresher = TokenRefresher(repository, credential_service, endpoint)
+    refresher = TokenRefresher(repository, sealing, endpoint)
     worker = RefreshWorker(repository, refresher, keepalive=timedelta(days=3), interval_s=3600)
     return worker, endpoint
 
@@ -757,7 +755,7 @@ async def access_version(vault: Stubs, linked: Linked) -> int:
 async def test_two_workers_refresh_each_due_connection_once(
     vault: Vault,
     provider: FakeOAuthProvider,
-    credential_service: CredentialService,
+    sealing: SealingService,
     service_dsn: str,
     owner_dsn: str,
 ) -> None:
@@ -778,8 +776,8 @@ async def test_two_workers_refresh_each_due_connection_once(
     finally:
         await owner.close()
     other_db = await Database.connect(service_dsn, PoolSettings(min_size=1, max_size=4))
-    first, first_http = _worker(vault.db, credential_service)
-    second, second_http = _worker(other_db, credential_service)
+    first, first_http = _worker(vault.db, sealing)
+    second, second_http = _worker(other_db, sealing)
     try:
         attempted = await asyncio.gather(first.run_once(), second.run_once())
     finally:
@@ -792,7 +790,7 @@ async def test_two_workers_refresh_each_due_connection_once(
         assert await access_version(vault, linked) == 2
     assert await access_version(vault, fresh) == 1
     # Nothing is due any more: a second pass refreshes nothing.
-    again, again_http = _worker(vault.db, credential_service)
+    again, again_http = _worker(vault.db, sealing)
     try:
         assert await again.run_once() == 0
     finally:
@@ -800,12 +798,12 @@ async def test_two_workers_refresh_each_due_connection_once(
 
 
 async def test_a_worker_leaves_a_cooling_connection_alone(
-    vault: Vault, provider: FakeOAuthProvider, credential_service: CredentialService
+    vault: Vault, provider: FakeOAuthProvider, sealing: SealingService
 ) -> None:
     linked = await link(vault, provider)
     provider.fail_next(status=503)
     await expect_status(get_token(vault, linked), grpc.StatusCode.UNAVAILABLE)
-    worker, http = _worker(vault.db, credential_service)
+    worker, http = _worker(vault.db, sealing)
     try:
         assert await worker.run_once() == 0
     finally:
@@ -1096,7 +1094,7 @@ async def test_production_refuses_plain_http_even_to_loopback(
 
 
 async def test_rewrap_reseals_client_secrets_so_their_key_can_be_retired(
-    vault: Vault, provider: FakeOAuthProvider, credential_service: CredentialService
+    vault: Vault, provider: FakeOAuthProvider, key_manager: keys.KeyManager
 ) -> None:
     """Client secrets are sealed under data keys too. Before a rewrap, retiring the
     version that seals one is refused; the rewrap job re-seals it under the newest
@@ -1108,7 +1106,7 @@ async def test_rewrap_reseals_client_secrets_so_their_key_can_be_retired(
     )
     await expect_status(retire, grpc.StatusCode.FAILED_PRECONDITION, "OAuth client secrets")
     await vault.keys.StartRewrap(kpb.StartRewrapRequest())
-    worker = RewrapWorker(KeyAdminRepository(vault.db), credential_service.key_manager)
+    worker = RewrapWorker(KeyAdminRepository(vault.db), key_manager)
     assert await worker.work_once()
     await vault.keys.RetireKeyVersion(
         kpb.RetireKeyVersionRequest(data_key=kpb.DataKeyRef(organization_id=linked.org, version=1))

@@ -24,8 +24,8 @@ from singura_vault.domain import StoredDataKey
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
-from singura_vault.service import sealing
 from singura_vault.service.access import AccessService
+from singura_vault.service.data_keys import migrate_data_key
 from tests.canaries import canary
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import chain_pending_audit, expect_status
@@ -356,7 +356,7 @@ async def test_an_interrupted_migration_is_resumed_by_another_process(
         target = await components.organization_keys.load(
             uuid.UUID(org), uuid.UUID(started.provider.id)
         )
-        moved = await sealing.migrate_data_key(components.key_manager, stored, target)
+        moved = await migrate_data_key(components.key_manager, stored, target)
         return moved or stored
 
     prefix = f"org-transit:{started.provider.id}"

@@ -448,7 +448,7 @@ async def test_a_deleted_connection_is_not_refreshed_nor_served_an_access_token(
     await expect_reason(
         get_token(vault, linked), grpc.StatusCode.FAILED_PRECONDITION, "CONNECTION_DELETED"
     )
-    worker, http = _worker(vault.db, components.credentials)
+    worker, http = _worker(vault.db, components.sealing)
     try:
         assert await worker.run_once() == 0
         assert provider.token_calls == 0

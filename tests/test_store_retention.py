@@ -17,7 +17,7 @@ import asyncpg
 
 from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
 from singura_vault.errors import VaultError
-from singura_vault.repositories.credentials import StoreRequest
+from singura_vault.repositories.credential_store import StoreRequest
 from tests.conftest import Vault
 from tests.test_key_rotation import store, tenant
 
@@ -34,13 +34,13 @@ def _seal_after_a_rival(
 ) -> Callable[[CredentialSlot], Awaitable[EncryptedValue]]:
     """A seal step that, the first time only, lets a rival store of the same credential
     commit first (it takes the planned version); it records the rival's version."""
-    credentials = vault.server.components.credentials
+    sealing = vault.server.components.sealing
 
     async def seal(slot: CredentialSlot) -> EncryptedValue:
         if not taken:  # the retry seals undisturbed
             rival = await store(vault, org, conn, rival_value)
             taken.append(rival.version)
-        return await credentials.seal_for(slot, b"winner")
+        return await sealing.seal_for(slot, b"winner")
 
     return seal
 
@@ -51,7 +51,7 @@ async def test_a_store_that_lost_its_version_race_leaves_no_error_alive(vault: V
     vault error of those races is still reachable."""
     org, conn = await tenant(vault)
     await store(vault, org, conn, "first")  # the organization's data key exists from here
-    repository = vault.server.components.credential_repository
+    repository = vault.server.components.credential_store
     driver_errors_before = _alive(asyncpg.exceptions.UniqueViolationError)
     vault_errors_before = _alive(VaultError)
 

@@ -1,4 +1,4 @@
-"""KeyManager: envelope encryption for the credential service.
+"""KeyManager: envelope encryption for the sealing gateway (service/sealing.py).
 
 It creates and unwraps per-organization data keys through a
 :class:`KeyProvider`, keeps unwrapped keys in a bounded LRU cache, seals and

@@ -1,8 +1,10 @@
 """KeyProvider: the port through which root keys wrap and unwrap data keys.
 
-Root keys (key-encryption keys) live behind this interface: today in process
-memory (:class:`LocalKeyring`), later in an OpenBao/Vault transit engine or a
-cloud KMS reached over HTTP, which is why wrapping is async. Implementations
+Root keys (key-encryption keys) live behind this interface: in process memory
+(:class:`LocalKeyring`, from ENCRYPTION_KEY or a keyring file) or in an
+OpenBao/Vault transit engine reached over HTTP (:class:`TransitKeyProvider`,
+keys/transit.py; also an organization's own customer-managed key,
+keys/organization.py), which is why wrapping is async. Implementations
 must never log or expose root keys, and must raise :class:`IntegrityError`
 when a blob fails to authenticate and :class:`KeyConfigError` when it names a
 root key they do not hold.

@@ -1,8 +1,10 @@
 """One transit API call over HTTP, and what its answer means as a vault error.
 
-No async HTTP client is a dependency, and one request per wrap/unwrap
-(unwrapped data keys are cached by KeyManager) does not justify adding one. Each
-request runs ``http.client`` in a worker thread (``asyncio.to_thread``), bounded
+The vault's async HTTP client (httpx) belongs to the provider package, and the key
+package may import no third-party package but ``cryptography`` (the contracts in
+pyproject.toml); one request per wrap/unwrap (unwrapped data keys are cached by
+KeyManager) does not justify an exception. Each request runs ``http.client`` in a
+worker thread (``asyncio.to_thread``), bounded
 by a socket timeout and an overall ``asyncio.timeout``. ``http.client`` rather
 than ``urllib.request``: it follows no redirects (urllib would forward the token
 header to wherever a 30x points) and reads no proxy variables (the token goes

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
@@ -14,6 +16,8 @@ from singura_vault.domain import (
     CredentialState,
     CredentialType,
     CredentialVersionState,
+    EncryptedCredential,
+    EncryptedValue,
     ExpirySource,
     Organization,
     Plan,
@@ -124,3 +128,30 @@ def data_key_from_row(row: asyncpg.Record) -> StoredDataKey:
         root_key_id=row["root_key_id"],
         wrapped_key=row["wrapped_key"],
     )
+
+
+def encrypted_from_row(organization_id: UUID, row: asyncpg.Record) -> EncryptedCredential:
+    """A credential row with its ciphertext and wrapped data key (None where gone)."""
+    credential = credential_from_row(row)
+    return EncryptedCredential(
+        credential=credential,
+        value=EncryptedValue(
+            row["nonce"], row["ciphertext"], row["fingerprint"], credential.key_version
+        )
+        if row["ciphertext"] is not None
+        else None,
+        data_key=StoredDataKey(
+            organization_id=organization_id,
+            version=credential.key_version,
+            root_key_id=row["root_key_id"],
+            wrapped_key=row["wrapped_key"],
+        )
+        if row["wrapped_key"] is not None
+        else None,
+    )
+
+
+def in_item_order(rows: Sequence[asyncpg.Record], count: int) -> list[asyncpg.Record | None]:
+    """A batch's rows by their item (``ord``, 1-based): each item's row, or None."""
+    by_item = {row["ord"]: row for row in rows}
+    return [by_item.get(n) for n in range(1, count + 1)]

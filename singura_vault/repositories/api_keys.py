@@ -12,7 +12,7 @@ from singura_vault.db.pool import Database
 from singura_vault.domain import ApiKey, KeyLookup, NewApiKey, PageCursor
 from singura_vault.errors import InvariantBroken, NotFound
 from singura_vault.repositories._rows import utc
-from singura_vault.repositories.audit import append_event
+from singura_vault.repositories.audit import AuditEntry, append_event
 from singura_vault.repositories.queries import query
 
 # Migration 011's trigger announces changed keys (by key id) here.
@@ -129,30 +129,17 @@ class ApiKeyRepository:
     ) -> None:
         """Audit a refused call: in its organization if known, else as a system event."""
         request = current_request()
-        details = {"rpc_method": method, "code": code, "key_id": key_id}
-        if organization_id is not None:
-            async with self._db.tenant(organization_id) as conn:
-                await append_event(
-                    conn,
-                    organization_id=organization_id,
-                    actor=key_id or "unknown",
-                    action="access.denied",
-                    resource_type="rpc",
-                    resource_id=method,
-                    request_id=request.request_id,
-                    outcome="denied",
-                    details=details,
-                )
-            return
-        async with self._db.admin() as conn:
+        entry = AuditEntry(
+            "access.denied",
+            "rpc",
+            method,
+            "denied",
+            {"rpc_method": method, "code": code, "key_id": key_id},
+        )
+        transaction = (
+            self._db.tenant(organization_id) if organization_id is not None else self._db.admin()
+        )
+        async with transaction as conn:
             await append_event(
-                conn,
-                organization_id=None,
-                actor=key_id or "unknown",
-                action="access.denied",
-                resource_type="rpc",
-                resource_id=method,
-                request_id=request.request_id,
-                outcome="denied",
-                details=details,
+                conn, organization_id, key_id or "unknown", request.request_id, entry
             )

@@ -1,18 +1,31 @@
-"""Audit events written by the service inside the transaction of the change they record.
+"""Audit events: the one writer of the events the service appends itself, and the
+chain reads, sequencing and pruning over ``audit_logs``.
+
+Events are written two ways, and only two: by row triggers in the database, in the
+transaction of the change they record (credentials stored, keys rotated, ...), and
+by :class:`AuditEntry` through the writers below, whose SQL is in
+``repositories/sql/audit.sql``: :func:`append_event` inside a caller's transaction
+(so it commits or rolls back with the change), :func:`append_for_request` as one
+statement of its own for one request, and :func:`append_for_requests` as one
+statement for the coalesced calls of several requests (migration 022). The last two
+are the audit half of audit-or-fail on the reveal path: their statement commits
+before a revealed value is returned (repositories/credential_reveals.py).
 
 Only ids, types, statuses and reasons go into ``details`` -- never a secret.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import asyncpg
 
 from singura_vault.db.pool import Database
+from singura_vault.db.scope import RequestScope
 from singura_vault.domain import AuditEvent, AuditFilter, ChainLink, ChainState
 from singura_vault.errors import InvariantBroken
 from singura_vault.repositories.queries import query
@@ -28,30 +41,79 @@ _BEFORE_ANY = 2**63 - 1
 _CATCH_UP_BATCH = 10_000
 
 
+class AuditEntry(NamedTuple):
+    """One event to append; the writer adds its organization, actor and request id.
+
+    A tuple in the column order of audit_append_scoped and audit_append_batch, so that
+    a batch of entries is turned into those statements' arrays without a conversion
+    (the reveal path is measured, #26)."""
+
+    action: str
+    resource_type: str
+    resource_id: str | None
+    outcome: str
+    details: dict[str, Any]
+
+
 async def append_event(
     conn: asyncpg.Connection,
-    *,
     organization_id: UUID | None,
     actor: str,
-    action: str,
-    resource_type: str,
-    resource_id: str | None,
     request_id: str,
-    details: dict[str, Any],
-    outcome: str = "success",
+    entry: AuditEntry,
 ) -> None:
     """Append one event in the caller's transaction (so it commits or rolls back with it)."""
     await conn.execute(
         query("audit_append"),
         organization_id,
         actor,
-        action,
-        resource_type,
-        resource_id,
+        entry.action,
+        entry.resource_type,
+        entry.resource_id,
         request_id or None,
-        outcome,
-        details,
+        entry.outcome,
+        entry.details,
     )
+
+
+def append_for_request(
+    db: Database, organization_id: UUID, entries: Sequence[AuditEntry]
+) -> Awaitable[list[asyncpg.Record]]:
+    """Append the current request's events in one statement, its own transaction,
+    committed when the returned awaitable completes (it raises if they are not).
+
+    Returns the statement's awaitable rather than awaiting it, so that the caller's
+    await is the only one on the reveal path."""
+    return db.fetch_scoped(
+        organization_id,
+        query("audit_append_scoped"),
+        organization_id,
+        *(list(column) for column in zip(*entries, strict=True)),
+        writes=True,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedEntry:
+    """One coalesced call's event, with the scope its request runs under."""
+
+    scope: RequestScope
+    organization_id: UUID
+    entry: AuditEntry
+
+
+async def append_for_requests(db: Database, items: Sequence[ScopedEntry]) -> list[None]:
+    """Append the events of several requests in one statement and one transaction,
+    each under its own request's scope (a Coalescer's batch function: one outcome per
+    item). If the statement fails, every item's call fails."""
+    await db.fetch_batch(
+        query("audit_append_batch"),
+        [item.scope for item in items],
+        [item.organization_id for item in items],
+        *(list(column) for column in zip(*(item.entry for item in items), strict=True)),
+        writes=True,
+    )
+    return [None] * len(items)
 
 
 async def _sequence_batch(db: Database, after: int, limit: int) -> tuple[int, int]:

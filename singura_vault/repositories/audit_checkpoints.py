@@ -24,7 +24,12 @@ import asyncpg
 from singura_vault.db.pool import Database
 from singura_vault.domain import ChainHead, SignedCheckpoint
 from singura_vault.errors import FailedPrecondition
-from singura_vault.repositories.audit import SYSTEM_CHAIN, append_event, chain_all_pending
+from singura_vault.repositories.audit import (
+    SYSTEM_CHAIN,
+    AuditEntry,
+    append_event,
+    chain_all_pending,
+)
 from singura_vault.repositories.queries import query
 
 ROTATED_ACTION = "audit.signing_key_rotated"
@@ -179,13 +184,16 @@ class AuditCheckpointRepository:
             )
             await append_event(
                 conn,
-                organization_id=None,
-                actor=actor,
-                action=ROTATED_ACTION,
-                resource_type="audit_signing_key",
-                resource_id=new.key_id,
-                request_id="",
-                details={"key_id": new.key_id, "previous_key_id": previous.key_id},
+                None,
+                actor,
+                "",
+                AuditEntry(
+                    ROTATED_ACTION,
+                    "audit_signing_key",
+                    new.key_id,
+                    "success",
+                    {"key_id": new.key_id, "previous_key_id": previous.key_id},
+                ),
             )
         return previous
 

@@ -39,9 +39,13 @@ from singura_vault.domain import (
     StoredDataKey,
 )
 from singura_vault.errors import Aborted, InvariantBroken, NotFound, Unavailable, connection_deleted
-from singura_vault.repositories._rows import connection_from_row, data_key_from_row
-from singura_vault.repositories.audit import append_event
-from singura_vault.repositories.credentials import encrypted_from_row, store_version_in
+from singura_vault.repositories._rows import (
+    connection_from_row,
+    data_key_from_row,
+    encrypted_from_row,
+)
+from singura_vault.repositories.audit import AuditEntry, append_event
+from singura_vault.repositories.credential_store import store_version_in
 from singura_vault.repositories.queries import query
 
 _SET_ERRORS: ConstraintErrors = {
@@ -199,14 +203,10 @@ class RefreshTransaction:
         request = current_request()
         await append_event(
             self._conn,
-            organization_id=self.organization_id,
-            actor=request.actor,
-            action=action,
-            resource_type="connection",
-            resource_id=str(self.connection.id),
-            request_id=request.request_id,
-            details=details,
-            outcome=outcome,
+            self.organization_id,
+            request.actor,
+            request.request_id,
+            AuditEntry(action, "connection", str(self.connection.id), outcome, details),
         )
 
 
@@ -287,14 +287,16 @@ class OAuthRepository:
         async with self._db.tenant(organization_id) as conn:
             await append_event(
                 conn,
-                organization_id=organization_id,
-                actor=request.actor,
-                action="connection.provider_revocation",
-                resource_type="connection",
-                resource_id=str(connection_id),
-                request_id=request.request_id,
-                details=details,
-                outcome=outcome,
+                organization_id,
+                request.actor,
+                request.request_id,
+                AuditEntry(
+                    "connection.provider_revocation",
+                    "connection",
+                    str(connection_id),
+                    outcome,
+                    details,
+                ),
             )
 
     async def delete_client(self, organization_id: UUID, platform: Platform) -> None:

@@ -37,10 +37,14 @@ from singura_vault.domain import (
     StoredDataKey,
 )
 from singura_vault.errors import Aborted, NotFound, Unavailable
-from singura_vault.repositories._rows import connection_from_row, data_key_from_row
-from singura_vault.repositories.audit import append_event
+from singura_vault.repositories._rows import (
+    connection_from_row,
+    data_key_from_row,
+    encrypted_from_row,
+)
+from singura_vault.repositories.audit import AuditEntry, append_event
 from singura_vault.repositories.connections import CREATE_ERRORS, check_room_for_active
-from singura_vault.repositories.credentials import encrypted_from_row, store_version_in
+from singura_vault.repositories.credential_store import store_version_in
 from singura_vault.repositories.oauth import client_from_row
 from singura_vault.repositories.queries import query
 
@@ -250,14 +254,10 @@ class CompletionTransaction:
         request = current_request()
         await append_event(
             self._conn,
-            organization_id=self.organization_id,
-            actor=request.actor,
-            action=action,
-            resource_type="connection",
-            resource_id=resource_id,
-            request_id=request.request_id,
-            details=details,
-            outcome=outcome,
+            self.organization_id,
+            request.actor,
+            request.request_id,
+            AuditEntry(action, "connection", resource_id, outcome, details),
         )
 
 

@@ -20,7 +20,7 @@ import secrets
 import string
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,7 +85,8 @@ class RateLimit:
 @dataclass(frozen=True)
 class CreatedApiKey:
     api_key: ApiKey
-    secret: str  # the full svk_ key: returned once, never stored or logged
+    # The full svk_ key: returned once, never stored, logged or shown by repr.
+    secret: str = field(repr=False)
 
 
 # A base64 secret and a newline; anything much larger is not one.

@@ -1,59 +1,43 @@
-"""Credential use cases: the only code that holds plaintext, and only briefly.
+"""Credential use cases: authorization, validation and paging of the credential RPCs.
 
-It is one of the few importers of the sealed ``keys`` package (the allow-list is
-the "key package is sealed" contract in pyproject.toml, which the build checks).
-Values arrive as UTF-8 text, are sealed with AES-256-GCM under the organization's
-current data key for the row the store has planned, and leave again only through
-:meth:`reveal`, whose audit event the repository commits before the value is
-returned.
+It holds no key: values are sealed and opened by the sealing gateway
+(service/sealing.py), which the store and reveal paths of the repositories call back
+at the one moment a ciphertext's place is known or its row is read. A reveal's value
+leaves only through :meth:`CredentialService.reveal`, :meth:`reveal_if` and
+:meth:`reveal_many`, and only after the attempt's audit event has committed in a
+statement of its own (how, and what is not one transaction: the docstring of
+repositories/credential_reveals.py).
 No value, key or ciphertext byte is ever logged or put into an error message.
 """
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from singura_vault import keys
 from singura_vault.clock import Clock, utc_now
-from singura_vault.config import Settings
 from singura_vault.context import Role
 from singura_vault.domain import (
     Credential,
     CredentialSlot,
     CredentialState,
     CredentialType,
-    CredentialVersionState,
-    EncryptedCredential,
     EncryptedValue,
-    OAuthClientRecord,
     PageCursor,
-    SealedCredential,
-    StoredDataKey,
     VersionTransition,
 )
 from singura_vault.errors import (
-    ConfigError,
-    DataLoss,
-    FailedPrecondition,
     InvalidArgument,
     InvariantBroken,
     PermissionDenied,
     VaultError,
 )
-from singura_vault.logs import get_logger
-from singura_vault.repositories.credentials import (
-    CredentialRepository,
-    LiveDataKeys,
-    NoDataKey,
-    RevealTarget,
-    StoreRequest,
-    VersionChange,
-)
-from singura_vault.service import pagination, sealing, validation
+from singura_vault.repositories.credential_reveals import CredentialReveals
+from singura_vault.repositories.credential_store import CredentialStore, NoDataKey, StoreRequest
+from singura_vault.repositories.credentials import CredentialRepository, RevealTarget
+from singura_vault.service import pagination, validation
 from singura_vault.service.authz import (
     READ,
     REVEAL,
@@ -62,8 +46,8 @@ from singura_vault.service.authz import (
     WRITE,
     Authorizer,
 )
-
-log = get_logger(__name__)
+from singura_vault.service.credential_versions import TRANSITION_ACTIONS, transition_refused
+from singura_vault.service.sealing import SealingService
 
 MAX_VALUE_BYTES = 64 * 1024
 MAX_EXPIRY_WINDOW = timedelta(days=3650)
@@ -71,38 +55,11 @@ MAX_BATCH_REVEAL = 100
 # SINGURA_DESTROY_DELAY's default: GCP Secret Manager's version_destroy_ttl is a day too.
 DEFAULT_DESTROY_DELAY = timedelta(hours=24)
 
-# The organization's own root key in force, if any (service/organization_keys.py).
-OrganizationKeyInForce = Callable[[UUID], Awaitable[keys.OrganizationKeyRecord | None]]
-
 
 @dataclass(frozen=True)
 class CredentialPage:
     credentials: tuple[Credential, ...]
     next_page_token: str
-
-
-def load_key_manager(settings: Settings) -> keys.KeyManager:
-    """Build the key manager from configuration; ConfigError explains a bad setup."""
-    try:
-        provider, mode = keys.load_key_provider(settings)
-    except keys.KeyConfigError as exc:
-        raise ConfigError(str(exc)) from None
-    manager = keys.KeyManager(
-        provider, organization_key_ttl_s=settings.organization_key_cache_ttl_s
-    )
-    log.info("root_keys_loaded", mode=mode, provider=manager.provider_description)
-    return manager
-
-
-def _slot_binding(slot: CredentialSlot, key: keys.DataKey) -> keys.CredentialBinding:
-    return sealing.binding(
-        slot.organization_id,
-        slot.connection_id,
-        slot.credential_id,
-        slot.type.value,
-        slot.version,
-        key.version,
-    )
 
 
 def _reveal_roles(credential_type: CredentialType | None) -> tuple[Role, ...]:
@@ -135,29 +92,26 @@ class CredentialService:
     def __init__(
         self,
         repository: CredentialRepository,
-        key_manager: keys.KeyManager,
+        stores: CredentialStore,
+        reveals: CredentialReveals,
+        sealing: SealingService,
         authorizer: Authorizer | None = None,
         *,
         destroy_delay: timedelta = DEFAULT_DESTROY_DELAY,
         clock: Clock = utc_now,
-        organization_key_in_force: OrganizationKeyInForce | None = None,
     ) -> None:
         """``destroy_delay``: SINGURA_DESTROY_DELAY; ``clock``: what "now" is when a
-        destruction is scheduled (the destruction job reads the same one);
-        ``organization_key_in_force``: the organization's own root key, if it has one,
-        that a new data key is wrapped by (customer-managed keys)."""
+        destruction is scheduled (the destruction job reads the same one)."""
         self._repository = repository
-        self._keys = key_manager
+        self._stores = stores
+        self._reveals = reveals
+        self._sealing = sealing
+        # The reveal path's opener and the store path's sealer, bound once.
+        self._open = sealing.open_credential
+        self._seal_for = sealing.seal_for
         self._authz = authorizer or Authorizer()
         self._destroy_delay = destroy_delay
         self._clock = clock
-        self._organization_key_in_force = organization_key_in_force
-
-    @property
-    def key_manager(self) -> keys.KeyManager:
-        """The key manager this service seals and opens with (key administration and
-        the rewrap worker must use the same one, and its cache)."""
-        return self._keys
 
     async def store(
         self,
@@ -186,16 +140,16 @@ class CredentialService:
         store = StoreRequest(conn_id, credential_type, expires_at, key, expected_version)
 
         async def seal(slot: CredentialSlot) -> EncryptedValue:
-            return await self.seal_for(slot, plaintext)
+            return await self._seal_for(slot, plaintext)
 
         try:
-            return await self._repository.store(org_id, store, seal)
+            return await self._stores.store(org_id, store, seal)
         except NoDataKey:
             # The organization's first credential (or first after its keys were
             # shredded): make a data key, then store again. A concurrent store
             # may have made one already; then ours is simply not inserted.
-            await self._create_data_key(org_id)
-            return await self._repository.store(org_id, store, seal)
+            await self._sealing.create_data_key(org_id)
+            return await self._stores.store(org_id, store, seal)
 
     async def get(self, organization_id: str, credential_id: str) -> Credential:
         org_id = validation.parse_uuid("organization_id", organization_id)
@@ -292,7 +246,7 @@ class CredentialService:
             raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
         if version < 0:
             raise InvalidArgument("version", "must be 0 (current) or a version number")
-        return await self._repository.reveal(org_id, conn_id, credential_type, version, self._open)
+        return await self._reveals.reveal(org_id, conn_id, credential_type, version, self._open)
 
     async def reveal_if(
         self,
@@ -304,7 +258,7 @@ class CredentialService:
         """The current version's value if ``wanted`` accepts its credential; None if it
         does not or there is none (then nothing is decrypted or audited). For a use case
         that has authorized REVEAL itself (GetAccessToken's fresh path)."""
-        return await self._repository.reveal_if(
+        return await self._reveals.reveal_if(
             organization_id, RevealTarget(connection_id, credential_type, 0), self._open, wanted
         )
 
@@ -349,9 +303,9 @@ class CredentialService:
                 continue
             targets.append(target)
         if not refused:
-            return await self._repository.reveal_many(org_id, targets, self._open)
+            return await self._reveals.reveal_many(org_id, targets, self._open)
         revealed = iter(
-            await self._repository.reveal_many(org_id, targets, self._open) if targets else []
+            await self._reveals.reveal_many(org_id, targets, self._open) if targets else []
         )
         return [
             (None, refused[index]) if index in refused else next(revealed)
@@ -429,7 +383,7 @@ class CredentialService:
         transition: VersionTransition,
     ) -> Credential:
         org_id = validation.parse_uuid("organization_id", organization_id)
-        self._authz.require(org_id, WRITE, _TRANSITION_ACTIONS[transition])
+        self._authz.require(org_id, WRITE, TRANSITION_ACTIONS[transition])
         conn_id = validation.parse_uuid("connection_id", connection_id)
         if credential_type is None:
             raise InvalidArgument("type", "is required", example=CredentialType.ACCESS_TOKEN)
@@ -446,406 +400,5 @@ class CredentialService:
             org_id, RevealTarget(conn_id, credential_type, version), transition, destroy_at
         )
         if change.refused is not None:
-            raise _transition_refused(change, transition)
+            raise transition_refused(change, transition)
         return change.credential
-
-    async def seal_for(self, slot: CredentialSlot, plaintext: bytes) -> EncryptedValue:
-        """Seal a value for the row slot describes, under the slot's data key."""
-        data_key = await self._unwrap(slot.data_key)
-        sealed = self._keys.seal(data_key, plaintext, _slot_binding(slot, data_key))
-        return EncryptedValue(
-            sealed.nonce,
-            sealed.ciphertext,
-            self._keys.fingerprint(data_key, plaintext),
-            data_key.version,
-        )
-
-    async def open_stored(self, encrypted: EncryptedCredential) -> str:
-        """Decrypt a credential read by another use case (the OAuth refresh reads its
-        refresh token this way); the caller audits what it does with it."""
-        organization_id = encrypted.credential.organization_id
-
-        async def live_keys() -> list[StoredDataKey]:
-            return await self._repository.live_data_keys(organization_id)
-
-        return await self._open(encrypted, live_keys)
-
-    async def seal_client_secret(
-        self, organization_id: UUID, client_row_id: UUID, secret: str, signing_secret: str = ""
-    ) -> tuple[EncryptedValue, EncryptedValue | None]:
-        """Seal an OAuth client secret, and its signing secret if it has one (Slack),
-        under the organization's current data key: one key version seals both (the row
-        records one)."""
-        stored = await self._repository.current_data_key(organization_id)
-        if stored is None:
-            await self._create_data_key(organization_id)
-            stored = await self._repository.current_data_key(organization_id)
-            if stored is None:
-                raise InvariantBroken("seal_client_secret: stored is None")
-        data_key = await self._unwrap(stored)
-        plaintext = secret.encode("utf-8")
-        sealed = self._keys.seal(
-            data_key,
-            plaintext,
-            sealing.client_secret_binding(organization_id, client_row_id, data_key.version),
-        )
-        signing: EncryptedValue | None = None
-        if signing_secret:
-            sealed_signing = self._keys.seal(
-                data_key,
-                signing_secret.encode("utf-8"),
-                sealing.signing_secret_binding(organization_id, client_row_id, data_key.version),
-            )
-            signing = EncryptedValue(
-                sealed_signing.nonce, sealed_signing.ciphertext, "", data_key.version
-            )
-        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version), signing
-
-    async def open_signing_secrets(
-        self, organization_id: UUID, sealed: Sequence[tuple[UUID, EncryptedValue]]
-    ) -> builtins.list[tuple[UUID, bytes]]:
-        """The signing secrets of an organization's OAuth clients (row id, sealed), for
-        checking a provider's request signature (service/signals.py) and nothing else.
-        One that cannot be opened (its data key destroyed, or altered) is left out and
-        logged: a signal it would have verified is then refused, never accepted."""
-        live = {k.version: k for k in await self._repository.live_data_keys(organization_id)}
-        opened: builtins.list[tuple[UUID, bytes]] = []
-        for row_id, value in sealed:
-            stored = live.get(value.key_version)
-            if stored is None:
-                log.warning(
-                    "oauth_signing_secret_unusable",
-                    organization_id=str(organization_id),
-                    key_version=value.key_version,
-                )
-                continue
-            data_key = await self._unwrap(stored)
-            try:
-                plaintext = self._keys.open(
-                    data_key,
-                    keys.Sealed(nonce=value.nonce, ciphertext=value.ciphertext),
-                    sealing.signing_secret_binding(organization_id, row_id, data_key.version),
-                )
-            except keys.IntegrityError:
-                log.error(
-                    "oauth_client_integrity_failure",
-                    security_event=True,
-                    organization_id=str(organization_id),
-                    key_version=value.key_version,
-                )
-                continue
-            opened.append((row_id, plaintext))
-        return opened
-
-    async def open_client_secret(self, client: OAuthClientRecord) -> str:
-        """The secret of a stored OAuth client; FAILED_PRECONDITION if it cannot be
-        opened (its data key destroyed), DATA_LOSS if it was altered."""
-        organization_id = client.settings.organization_id
-        if client.data_key is None:
-            raise FailedPrecondition(
-                f"the OAuth client secret for {client.settings.platform.value} cannot be "
-                f"decrypted: data key version {client.secret.key_version} of organization "
-                f"{organization_id} was destroyed; set the client again with SetOAuthClient"
-            )
-        data_key = await self._unwrap(client.data_key)
-        try:
-            plaintext = self._keys.open(
-                data_key,
-                keys.Sealed(nonce=client.secret.nonce, ciphertext=client.secret.ciphertext),
-                sealing.client_secret_binding(organization_id, client.id, data_key.version),
-            )
-        except keys.IntegrityError:
-            log.error(
-                "oauth_client_integrity_failure",
-                security_event=True,
-                platform=client.settings.platform.value,
-                key_version=client.secret.key_version,
-            )
-            raise DataLoss(
-                f"the OAuth client secret for {client.settings.platform.value} in organization "
-                f"{organization_id} failed its integrity check (altered or moved); set the "
-                "client again with SetOAuthClient"
-            ) from None
-        return plaintext.decode("utf-8")
-
-    async def seal_pkce_verifier(
-        self, organization_id: UUID, authorization_id: UUID, verifier: str
-    ) -> EncryptedValue:
-        """Seal a PKCE verifier (the connect flow, migration 019) under the
-        organization's current data key, bound to its authorization row."""
-        stored = await self._repository.current_data_key(organization_id)
-        if stored is None:
-            await self._create_data_key(organization_id)
-            stored = await self._repository.current_data_key(organization_id)
-            if stored is None:
-                raise InvariantBroken("seal_pkce_verifier: stored is None")
-        data_key = await self._unwrap(stored)
-        sealed = self._keys.seal(
-            data_key,
-            verifier.encode("utf-8"),
-            sealing.pkce_verifier_binding(organization_id, authorization_id, data_key.version),
-        )
-        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version)
-
-    async def open_pkce_verifier(
-        self,
-        organization_id: UUID,
-        authorization_id: UUID,
-        sealed: EncryptedValue,
-        data_key: StoredDataKey | None,
-    ) -> str:
-        """A sealed PKCE verifier; FAILED_PRECONDITION if its data key is gone (the
-        user starts again), DATA_LOSS if it was altered."""
-        if data_key is None:
-            raise FailedPrecondition(
-                f"the authorization's PKCE verifier cannot be decrypted: data key version "
-                f"{sealed.key_version} of organization {organization_id} is no longer live; "
-                "start the authorization again",
-                reason="OAUTH_STATE_UNUSABLE",
-            )
-        key = await self._unwrap(data_key)
-        try:
-            plaintext = self._keys.open(
-                key,
-                keys.Sealed(nonce=sealed.nonce, ciphertext=sealed.ciphertext),
-                sealing.pkce_verifier_binding(organization_id, authorization_id, key.version),
-            )
-        except keys.IntegrityError:
-            log.error(
-                "oauth_verifier_integrity_failure",
-                security_event=True,
-                key_version=sealed.key_version,
-            )
-            raise DataLoss(
-                f"the PKCE verifier of an authorization in organization {organization_id} "
-                "failed its integrity check (altered or moved); start the authorization again"
-            ) from None
-        return plaintext.decode("utf-8")
-
-    async def seal_webhook_secret(
-        self, organization_id: UUID, endpoint_id: UUID, secret_id: UUID, secret: bytes
-    ) -> EncryptedValue:
-        """Seal a webhook signing secret (migration 026) under the organization's current
-        data key, bound to its endpoint and its own id."""
-        stored = await self._repository.current_data_key(organization_id)
-        if stored is None:
-            await self._create_data_key(organization_id)
-            stored = await self._repository.current_data_key(organization_id)
-            if stored is None:
-                raise InvariantBroken("seal_webhook_secret: stored is None")
-        data_key = await self._unwrap(stored)
-        sealed = self._keys.seal(
-            data_key,
-            secret,
-            sealing.webhook_secret_binding(
-                organization_id, endpoint_id, secret_id, data_key.version
-            ),
-        )
-        return EncryptedValue(sealed.nonce, sealed.ciphertext, "", data_key.version)
-
-    async def open_webhook_secret(
-        self,
-        organization_id: UUID,
-        endpoint_id: UUID,
-        secret_id: UUID,
-        sealed: EncryptedValue,
-        data_key: StoredDataKey | None,
-    ) -> bytes:
-        """A webhook signing secret, for the delivery worker only (it signs with it and
-        forgets it); FAILED_PRECONDITION if its data key is gone, DATA_LOSS if altered."""
-        if data_key is None:
-            raise FailedPrecondition(
-                f"the signing secret of webhook endpoint {endpoint_id} cannot be decrypted: "
-                f"data key version {sealed.key_version} is no longer live; rotate the "
-                "secret with RotateWebhookSecret"
-            )
-        key = await self._unwrap(data_key)
-        try:
-            return self._keys.open(
-                key,
-                keys.Sealed(nonce=sealed.nonce, ciphertext=sealed.ciphertext),
-                sealing.webhook_secret_binding(
-                    organization_id, endpoint_id, secret_id, key.version
-                ),
-            )
-        except keys.IntegrityError:
-            log.error(
-                "webhook_secret_integrity_failure",
-                security_event=True,
-                endpoint_id=str(endpoint_id),
-                key_version=sealed.key_version,
-            )
-            raise DataLoss(
-                f"the signing secret of webhook endpoint {endpoint_id} failed its integrity "
-                "check (altered or moved); rotate it with RotateWebhookSecret"
-            ) from None
-
-    def forget_organization_keys(self, organization_id: UUID) -> None:
-        """Drop an erased organization's unwrapped data keys from this process's cache
-        (DeleteOrganization has deleted the wrapped ones with the organization)."""
-        self._keys.forget_organization(organization_id)
-
-    async def _open(self, encrypted: EncryptedCredential, other_keys: LiveDataKeys) -> str:
-        credential = encrypted.credential
-        if credential.state is not CredentialState.REVOKED:
-            unusable = version_unusable(credential)
-            if unusable is not None:
-                raise unusable
-        if encrypted.value is None:
-            raise FailedPrecondition(
-                f"credential {credential.id} (version {credential.version}) is revoked; "
-                "its value was destroyed and cannot be revealed",
-                reason="CREDENTIAL_REVOKED",
-            )
-        if encrypted.data_key is None:
-            raise FailedPrecondition(
-                f"credential {credential.id} cannot be decrypted: data key version "
-                f"{credential.key_version} of its organization was destroyed"
-            )
-        data_key = await self._unwrap(encrypted.data_key)
-        stored = SealedCredential(
-            id=credential.id,
-            connection_id=credential.connection_id,
-            type=credential.type,
-            version=credential.version,
-            key_version=credential.key_version,
-            nonce=encrypted.value.nonce,
-            ciphertext=encrypted.value.ciphertext,
-        )
-        sealed = keys.Sealed(nonce=stored.nonce, ciphertext=stored.ciphertext)
-        binding = sealing.sealed_binding(credential.organization_id, stored, stored.key_version)
-        try:
-            plaintext = self._keys.open(data_key, sealed, binding)
-        except keys.IntegrityError:
-            log.error(
-                "credential_integrity_failure",
-                security_event=True,
-                credential_id=str(credential.id),
-                connection_id=str(credential.connection_id),
-                version=credential.version,
-                key_version=credential.key_version,
-            )
-            raise await self._integrity_failure(credential, stored, other_keys) from None
-        return plaintext.decode("utf-8")
-
-    async def _integrity_failure(
-        self, credential: Credential, stored: SealedCredential, other_keys: LiveDataKeys
-    ) -> DataLoss:
-        """Tell a record that names the wrong key apart from a ciphertext nothing opens."""
-        live = {key.version: key for key in await other_keys()}
-        opened = await sealing.open_under_any(self._keys, credential.organization_id, stored, live)
-        if opened is not None:
-            return DataLoss(
-                f"credential {credential.id} is intact but its record names data key version "
-                f"{credential.key_version} while version {opened.key_version} sealed it; run "
-                f"`singura-vault keys repair --organization {credential.organization_id}` "
-                "to correct the record"
-            )
-        return DataLoss(
-            f"credential {credential.id} failed its integrity check under every live data key "
-            f"version of its organization ({', '.join(map(str, sorted(live))) or 'none'}): "
-            "its stored ciphertext or row was altered or moved; restore it from a backup or "
-            "store it again"
-        )
-
-    async def _unwrap(self, stored: StoredDataKey) -> keys.DataKey:
-        return await sealing.unwrap(self._keys, stored)
-
-    async def _create_data_key(self, organization_id: UUID) -> None:
-        version = await self._repository.next_data_key_version(organization_id)
-        organization_key = (
-            await self._organization_key_in_force(organization_id)
-            if self._organization_key_in_force is not None
-            else None
-        )
-        stored = await sealing.create_data_key(
-            self._keys, organization_id, version, organization_key
-        )
-        await self._repository.add_data_key(stored, only_if_none=True)
-
-
-_TRANSITION_ACTIONS = {
-    VersionTransition.DISABLE: "disable credential versions",
-    VersionTransition.ENABLE: "enable credential versions",
-    VersionTransition.DESTROY: "destroy credential versions",
-    VersionTransition.CANCEL_DESTROY: "cancel the destruction of credential versions",
-}
-
-
-def _when(at: datetime | None) -> str:
-    return f"{at:%Y-%m-%dT%H:%M:%SZ}" if at is not None else "an unknown time"
-
-
-def _version_metadata(credential: Credential) -> dict[str, str]:
-    metadata = {"version": str(credential.version)}
-    if credential.destroy_at is not None:
-        metadata["destroy_time"] = _when(credential.destroy_at)
-    return metadata
-
-
-def version_unusable(credential: Credential) -> FailedPrecondition | None:
-    """Why a version's value may not be revealed (or used by a refresh) for its version
-    state, if it may not: FAILED_PRECONDITION, CREDENTIAL_VERSION_DESTROYED or
-    CREDENTIAL_VERSION_DISABLED (also while its destruction is scheduled)."""
-    which = (
-        f"credential {credential.id} (version {credential.version} of connection "
-        f"{credential.connection_id}'s {credential.type.value})"
-    )
-    if credential.version_state is CredentialVersionState.DESTROYED:
-        return FailedPrecondition(
-            f"{which} was destroyed at {_when(credential.destroy_at)}: its value was erased "
-            "for good; store a new version",
-            reason="CREDENTIAL_VERSION_DESTROYED",
-            metadata=_version_metadata(credential),
-        )
-    if credential.version_state is CredentialVersionState.DISABLED:
-        if credential.destroy_at is not None:
-            what = (
-                f"is scheduled for destruction at {_when(credential.destroy_at)}; "
-                "CancelCredentialDestroy before then keeps it"
-            )
-        else:
-            what = "is disabled; EnableCredentialVersion makes it revealable again"
-        return FailedPrecondition(
-            f"{which} {what}",
-            reason="CREDENTIAL_VERSION_DISABLED",
-            metadata=_version_metadata(credential),
-        )
-    return None
-
-
-def _transition_refused(change: VersionChange, transition: VersionTransition) -> VaultError:
-    """FAILED_PRECONDITION for a transition the version's state does not allow, with the
-    reason a client switches on."""
-    credential = change.credential
-    which = (
-        f"credential {credential.id} (version {credential.version} of connection "
-        f"{credential.connection_id}'s {credential.type.value})"
-    )
-    metadata = _version_metadata(credential)
-    if change.refused == "revoked":
-        return FailedPrecondition(
-            f"{which} is revoked: its value is gone and its state can no longer change",
-            reason="CREDENTIAL_REVOKED",
-            metadata=metadata,
-        )
-    if change.refused == "destroyed":
-        return FailedPrecondition(
-            f"{which} was destroyed at {_when(credential.destroy_at)}: it cannot be "
-            "enabled, disabled or destroyed again, and its value is gone; store a new version",
-            reason="CREDENTIAL_VERSION_DESTROYED",
-            metadata=metadata,
-        )
-    if change.refused == "scheduled":
-        return FailedPrecondition(
-            f"{which} is already scheduled for destruction at "
-            f"{_when(credential.destroy_at)}; call CancelCredentialDestroy first"
-            + ("" if transition is VersionTransition.DESTROY else ", then change its state"),
-            reason="CREDENTIAL_VERSION_DESTROY_SCHEDULED",
-            metadata=metadata,
-        )
-    return FailedPrecondition(
-        f"{which} has no destruction scheduled: there is nothing to cancel",
-        reason="CREDENTIAL_VERSION_DESTROY_NOT_SCHEDULED",
-        metadata=metadata,
-    )

@@ -23,10 +23,11 @@ from singura_vault.domain import (
 )
 from singura_vault.errors import ConfigError, DataLoss, FailedPrecondition, InvalidArgument
 from singura_vault.logs import get_logger
-from singura_vault.repositories.credentials import CredentialRepository
+from singura_vault.repositories.data_keys import DataKeyRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.service import sealing, validation
 from singura_vault.service.authz import Authorizer
+from singura_vault.service.data_keys import create_data_key
 
 log = get_logger(__name__)
 
@@ -94,7 +95,7 @@ class KeyAdminService:
     def __init__(
         self,
         repository: KeyAdminRepository,
-        credentials: CredentialRepository,
+        data_keys: DataKeyRepository,
         key_manager: keys.KeyManager,
         authorizer: Authorizer | None = None,
         *,
@@ -104,7 +105,7 @@ class KeyAdminService:
         """``organization_key_in_force``: an organization's own root key, if it has one:
         a new data key version of that organization is wrapped by it."""
         self._repository = repository
-        self._credentials = credentials
+        self._data_keys = data_keys
         self._keys = key_manager
         self._authz = authorizer or Authorizer()
         self._organization_key_in_force = organization_key_in_force
@@ -205,14 +206,14 @@ class KeyAdminService:
             else sorted({k.organization_id for k in await self._repository.data_keys(None)})
         )
         for org in targets:
-            version = await self._credentials.next_data_key_version(org)
+            version = await self._data_keys.next_data_key_version(org)
             organization_key = (
                 await self._organization_key_in_force(org)
                 if self._organization_key_in_force is not None
                 else None
             )
-            await self._credentials.add_data_key(
-                await sealing.create_data_key(self._keys, org, version, organization_key)
+            await self._data_keys.add_data_key(
+                await create_data_key(self._keys, org, version, organization_key)
             )
         created = []
         for org in targets:
@@ -286,7 +287,7 @@ class KeyAdminService:
         async def find_sealing_version(
             credential: SealedCredential, data_keys: dict[int, StoredDataKey]
         ) -> int | None:
-            opened = await sealing.open_under_any(self._keys, org_id, credential, data_keys)
+            opened = await sealing.open_stored_under_any(self._keys, org_id, credential, data_keys)
             return None if opened is None else opened.key_version
 
         checked = 0

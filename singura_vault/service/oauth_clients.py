@@ -1,5 +1,5 @@
 """OAuth client use cases: register, read and remove an organization's OAuth client
-for a platform. The client secret is sealed by the credential path and never leaves
+for a platform. The client secret is sealed by the sealing gateway and never leaves
 it again except towards the platform's token endpoint."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from singura_vault.providers import UnsafeEndpoint, check_endpoint_url
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service import validation
 from singura_vault.service.authz import READ, WRITE, Authorizer
-from singura_vault.service.credentials import CredentialService
+from singura_vault.service.sealing import SealingService
 
 MAX_SECRET_BYTES = 4096
 MAX_SCOPES = 100
@@ -78,13 +78,13 @@ class OAuthClientService:
     def __init__(
         self,
         repository: OAuthRepository,
-        credentials: CredentialService,
+        sealing: SealingService,
         *,
         allow_loopback_http: bool,
         authorizer: Authorizer | None = None,
     ) -> None:
         self._repository = repository
-        self._credentials = credentials
+        self._sealing = sealing
         self._allow_loopback_http = allow_loopback_http
         self._authz = authorizer or Authorizer()
 
@@ -127,7 +127,7 @@ class OAuthClientService:
                     f"is longer than the limit of {MAX_SECRET_BYTES} bytes",
                 )
         row_id = uuid4()
-        secret, signing = await self._credentials.seal_client_secret(
+        secret, signing = await self._sealing.seal_client_secret(
             org_id, row_id, data.client_secret, data.signing_secret
         )
         return await self._repository.set_client(settings, row_id, secret, signing)

@@ -74,10 +74,10 @@ from singura_vault.repositories.oauth_authorizations import (
 )
 from singura_vault.service import validation
 from singura_vault.service.authz import WRITE, Authorizer
-from singura_vault.service.credentials import CredentialService
 from singura_vault.service.oauth_clients import check_redirect_uri
 from singura_vault.service.oauth_refresh import client_config, effective_margin
 from singura_vault.service.oauth_revocation import ProviderRevocation
+from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)
 
@@ -161,7 +161,7 @@ class ConnectService:
         self,
         authorizations: AuthorizationRepository,
         oauth: OAuthRepository,
-        credentials: CredentialService,
+        sealing: SealingService,
         endpoint: TokenEndpointClient,
         *,
         allow_loopback_http: bool,
@@ -172,7 +172,7 @@ class ConnectService:
     ) -> None:
         self._authorizations = authorizations
         self._oauth = oauth
-        self._credentials = credentials
+        self._sealing = sealing
         self._endpoint = endpoint
         self._allow_loopback_http = allow_loopback_http
         self._state_ttl = state_ttl
@@ -232,7 +232,7 @@ class ConnectService:
             ) from None
         row_id = uuid4()
         verifier = (
-            await self._credentials.seal_pkce_verifier(org_id, row_id, pkce.verifier)
+            await self._sealing.seal_pkce_verifier(org_id, row_id, pkce.verifier)
             if pkce is not None
             else None
         )
@@ -483,9 +483,9 @@ class ConnectService:
                 ),
             )
         try:
-            config = await client_config(self._credentials, client)
+            config = await client_config(self._sealing, client)
             verifier = (
-                await self._credentials.open_pkce_verifier(
+                await self._sealing.open_pkce_verifier(
                     tx.organization_id, pending.id, pending.verifier, pending.data_key
                 )
                 if pending.verifier is not None
@@ -666,7 +666,7 @@ class ConnectService:
             and CATALOGUE[current.platform].revokes_only_the_token
         ):
             try:
-                old_refresh = await self._credentials.open_stored(old)
+                old_refresh = await self._sealing.open_stored(old)
             except VaultError:
                 old_refresh = None  # nothing to revoke with; the reconnect goes on
             if old_refresh == grant.refresh_token:
@@ -683,7 +683,7 @@ class ConnectService:
 
     def _sealer(self, value: str) -> _Sealer:
         async def seal(slot: CredentialSlot) -> EncryptedValue:
-            return await self._credentials.seal_for(slot, value.encode("utf-8"))
+            return await self._sealing.seal_for(slot, value.encode("utf-8"))
 
         return seal
 
@@ -697,7 +697,7 @@ class ConnectService:
             outcome = ProviderRevocation("skipped", "the OAuth client was removed meanwhile")
         else:
             try:
-                config = await client_config(self._credentials, client)
+                config = await client_config(self._sealing, client)
             except VaultError as exc:
                 outcome = ProviderRevocation("failed", exc.message)
             else:

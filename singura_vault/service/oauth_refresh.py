@@ -51,7 +51,7 @@ from singura_vault.providers import (
     UnsafeEndpoint,
 )
 from singura_vault.repositories.oauth import OAuthRepository, RefreshTransaction
-from singura_vault.service.credentials import CredentialService
+from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)
 
@@ -74,15 +74,13 @@ class RefreshPolicy:
     max_concurrent: int = 8
 
 
-async def client_config(
-    credentials: CredentialService, client: OAuthClientRecord
-) -> OAuthClientConfig:
+async def client_config(sealing: SealingService, client: OAuthClientRecord) -> OAuthClientConfig:
     """What the token endpoint client needs of a stored OAuth client, secret opened."""
     settings = client.settings
     return OAuthClientConfig(
         platform=settings.platform,
         client_id=settings.client_id,
-        client_secret=await credentials.open_client_secret(client),
+        client_secret=await sealing.open_client_secret(client),
         token_url=settings.token_url,
         revocation_url=settings.revocation_url,
         scopes=settings.scopes,
@@ -174,12 +172,12 @@ class TokenRefresher:
     def __init__(
         self,
         repository: OAuthRepository,
-        credentials: CredentialService,
+        sealing: SealingService,
         endpoint: TokenEndpointClient,
         policy: RefreshPolicy | None = None,
     ) -> None:
         self._repository = repository
-        self._credentials = credentials
+        self._sealing = sealing
         self._endpoint = endpoint
         self._policy = policy or RefreshPolicy()
         # Refreshes callers may join (not forced ones), and every refresh running.
@@ -274,8 +272,8 @@ class TokenRefresher:
                 f"organization {connection.organization_id} has no live data key to seal "
                 "the new tokens with"
             )
-        config = await client_config(self._credentials, tx.client)
-        refresh_token = await self._credentials.open_stored(refresh)
+        config = await client_config(self._sealing, tx.client)
+        refresh_token = await self._sealing.open_stored(refresh)
         lost_before = tx.state.intent_started_at is not None
         used_version = refresh.credential.version
         await self._repository.record_intent(
@@ -313,7 +311,7 @@ class TokenRefresher:
 
         def sealer(value: str) -> _Sealer:
             async def seal(slot: CredentialSlot) -> EncryptedValue:
-                return await self._credentials.seal_for(slot, value.encode("utf-8"))
+                return await self._sealing.seal_for(slot, value.encode("utf-8"))
 
             return seal
 

@@ -26,8 +26,8 @@ from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service import validation
 from singura_vault.service.authz import WRITE, Authorizer
-from singura_vault.service.credentials import CredentialService
 from singura_vault.service.oauth_refresh import client_config
+from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)
 
@@ -52,13 +52,13 @@ class ProviderRevoker:
     def __init__(
         self,
         repository: OAuthRepository,
-        credentials: CredentialService,
+        sealing: SealingService,
         connections: ConnectionRepository,
         endpoint: TokenEndpointClient,
         authorizer: Authorizer | None = None,
     ) -> None:
         self._repository = repository
-        self._credentials = credentials
+        self._sealing = sealing
         self._connections = connections
         self._endpoint = endpoint
         self._authz = authorizer or Authorizer()
@@ -156,11 +156,9 @@ class ProviderRevoker:
         if target is None:
             return ProviderRevocation(SKIPPED, "the connection has no token to revoke with")
         try:
-            config = await client_config(self._credentials, client)
-            token = await self._credentials.open_stored(target)
-            access_token = (
-                await self._credentials.open_stored(access) if access is not None else None
-            )
+            config = await client_config(self._sealing, client)
+            token = await self._sealing.open_stored(target)
+            access_token = await self._sealing.open_stored(access) if access is not None else None
         except VaultError as exc:  # e.g. a destroyed data key: the delete still goes on
             return ProviderRevocation(RevocationOutcome.FAILED.value, exc.message)
         result = await self._endpoint.revoke(

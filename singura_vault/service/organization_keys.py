@@ -28,8 +28,9 @@ from singura_vault.errors import FailedPrecondition, InvalidArgument
 from singura_vault.logs import get_logger
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.organization_keys import OrganizationKeyRepository
-from singura_vault.service import sealing, validation
+from singura_vault.service import validation
 from singura_vault.service.authz import READ, Authorizer
+from singura_vault.service.data_keys import check_organization_key, migrate_data_key
 
 log = get_logger(__name__)
 
@@ -100,7 +101,7 @@ class OrganizationKeyService:
             )
         await self._key_admin.require_organization(org_id)
         provider_id = uuid4()
-        address, mount = await sealing.check_organization_key(
+        address, mount = await check_organization_key(
             self._keys,
             provider_id,
             org_id,
@@ -212,7 +213,7 @@ class OrganizationKeyMigrationWorker:
         prefix = _prefix(migration.target_provider_id)
 
         async def rewrap(stored: StoredDataKey) -> StoredDataKey:
-            moved = await sealing.migrate_data_key(self._keys, stored, target)
+            moved = await migrate_data_key(self._keys, stored, target)
             return moved or stored
 
         try:

@@ -66,7 +66,7 @@ class OrganizationService:
         on_erased: Callable[[UUID], None] | None = None,
     ) -> None:
         """``on_erased`` runs after an organization's erasure commits: the composition
-        root purges its data keys from the credential path's cache there (this layer
+        root purges its data keys from the sealing gateway's cache there (this layer
         may not touch keys)."""
         self._repository = repository
         self._authz = authorizer or Authorizer()

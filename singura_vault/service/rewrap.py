@@ -28,6 +28,7 @@ from singura_vault.repositories.key_admin import (
     KeyAdminRepository,
 )
 from singura_vault.service import sealing
+from singura_vault.service.data_keys import unwrap
 
 log = get_logger(__name__)
 
@@ -184,7 +185,7 @@ class RewrapWorker:
                 f"{what} of organization {organization_id} is sealed under data key version "
                 f"{key_version}, which was destroyed; {remedy}"
             )
-        old = await sealing.unwrap(self._keys, data_keys[key_version])
+        old = await unwrap(self._keys, data_keys[key_version])
         try:
             plaintext = self._keys.open(
                 old, keys.Sealed(stale.nonce, stale.ciphertext), bind(key_version)
@@ -200,7 +201,7 @@ class RewrapWorker:
                 f"{what} of organization {organization_id} failed its integrity check during "
                 f"rewrap; {remedy}"
             ) from None
-        new = await sealing.unwrap(self._keys, newest)
+        new = await unwrap(self._keys, newest)
         binding = bind(newest.version)
         sealed = self._keys.seal(new, plaintext, binding)
         if not hmac.compare_digest(self._keys.open(new, sealed, binding), plaintext):
@@ -218,7 +219,7 @@ class RewrapWorker:
         """
         newest = data_keys[max(data_keys)]
         organization_id = newest.organization_id
-        opened = await sealing.open_under_any(self._keys, organization_id, stale, data_keys)
+        opened = await sealing.open_stored_under_any(self._keys, organization_id, stale, data_keys)
         if opened is None:
             log.error(
                 "credential_integrity_failure", security_event=True, credential_id=str(stale.id)
@@ -238,8 +239,8 @@ class RewrapWorker:
                 recorded_key_version=stale.key_version,
                 sealed_key_version=opened.key_version,
             )
-        new = await sealing.unwrap(self._keys, newest)
-        binding = sealing.sealed_binding(organization_id, stale, newest.version)
+        new = await unwrap(self._keys, newest)
+        binding = sealing.credential_binding(organization_id, stale, newest.version)
         sealed = self._keys.seal(new, opened.plaintext, binding)
         # Decrypt-after-encrypt: never commit a ciphertext that does not open.
         if not hmac.compare_digest(self._keys.open(new, sealed, binding), opened.plaintext):

@@ -53,7 +53,7 @@ from singura_vault.repositories.signals import (
     SignalRepository,
 )
 from singura_vault.service.authz import Authorizer, missing_role
-from singura_vault.service.credentials import CredentialService
+from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)
 
@@ -115,7 +115,7 @@ class SignalService:
     def __init__(
         self,
         repository: SignalRepository,
-        credentials: CredentialService,
+        sealing: SealingService,
         jwks: JwksCache,
         risc: RiscSettings,
         authorizer: Authorizer | None = None,
@@ -123,7 +123,7 @@ class SignalService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._repository = repository
-        self._credentials = credentials
+        self._sealing = sealing
         self._jwks = jwks
         self._risc = risc
         self._authz = authorizer or Authorizer()
@@ -279,7 +279,7 @@ class SignalService:
             by_org.setdefault(client.organization_id, []).append(client)
         matched: list[UUID] = []
         for org, clients in by_org.items():
-            opened = await self._credentials.open_signing_secrets(
+            opened = await self._sealing.open_signing_secrets(
                 org, [(c.id, c.signing_secret) for c in clients if c.signing_secret is not None]
             )
             if any(slack_signature_matches(s, timestamp, body, signature) for _, s in opened):

@@ -5,7 +5,7 @@ Each pass claims due deliveries across organizations in PostgreSQL
 processes never attempt one delivery at once; a process killed mid-delivery leaves its
 lease to expire and another process attempts the delivery again. Each claimed delivery
 is signed (Standard Webhooks, service/webhook_signing.py) with the endpoint's secret,
-opened through the credential path for this attempt only, POSTed through the
+opened through the sealing gateway for this attempt only, POSTed through the
 providers' webhook egress, and its attempt recorded with what follows: delivered (2xx),
 retried later (exponential backoff with jitter, while SINGURA_WEBHOOK_RETRY_FOR lasts),
 or given up; a 410, or SINGURA_WEBHOOK_DISABLE_AFTER of failures, disables the endpoint
@@ -39,7 +39,7 @@ from singura_vault.repositories.webhooks import (
     WebhookRepository,
 )
 from singura_vault.service import webhook_signing
-from singura_vault.service.credentials import CredentialService
+from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)
 
@@ -92,7 +92,7 @@ class WebhookWorker:
     def __init__(
         self,
         repository: WebhookRepository,
-        credentials: CredentialService,
+        sealing: SealingService,
         sender: WebhookSender,
         policy: DeliveryPolicy,
         *,
@@ -102,7 +102,7 @@ class WebhookWorker:
         batch: int = CLAIM_BATCH,
     ) -> None:
         self._repository = repository
-        self._credentials = credentials
+        self._sealing = sealing
         self._sender = sender
         self._policy = policy
         self._interval_s = interval_s
@@ -221,7 +221,7 @@ class WebhookWorker:
         return keys
 
     async def _open(self, claim: WebhookClaim, secret: SealedSecret) -> bytes:
-        return await self._credentials.open_webhook_secret(
+        return await self._sealing.open_webhook_secret(
             claim.organization_id,
             claim.endpoint_id,
             secret.secret_id,

@@ -2,7 +2,7 @@
 list deliveries, redeliver an event, send a test message.
 
 Managing needs the writer role, listing the reader or writer role (service/authz.py).
-A signing secret is generated here, sealed through the credential path and returned
+A signing secret is generated here, sealed through the sealing gateway and returned
 once; it is never logged, never put in an error and never returned again. Deliveries
 themselves are created by the database (migration 026's trigger on the outbox) and
 sent by service/webhook_worker.py.
@@ -26,8 +26,8 @@ from singura_vault.repositories.webhooks import (
 )
 from singura_vault.service import pagination, validation, webhook_signing
 from singura_vault.service.authz import READ, WRITE, Authorizer
-from singura_vault.service.credentials import CredentialService
 from singura_vault.service.events import EVENT_TYPES
+from singura_vault.service.sealing import SealingService
 
 MAX_TYPES = 100
 MAX_DESCRIPTION = 500
@@ -57,14 +57,14 @@ class WebhookService:
     def __init__(
         self,
         repository: WebhookRepository,
-        credentials: CredentialService,
+        sealing: SealingService,
         *,
         production: bool,
         secret_overlap: timedelta,
         authorizer: Authorizer | None = None,
     ) -> None:
         self._repository = repository
-        self._credentials = credentials
+        self._sealing = sealing
         self._production = production
         self._overlap = secret_overlap
         self._authz = authorizer or Authorizer()
@@ -79,7 +79,7 @@ class WebhookService:
         text = validation.text("description", description, min_length=0, max_length=MAX_DESCRIPTION)
         endpoint_id, secret_id = uuid4(), uuid4()
         key, shown = webhook_signing.new_secret()
-        sealed = await self._credentials.seal_webhook_secret(org_id, endpoint_id, secret_id, key)
+        sealed = await self._sealing.seal_webhook_secret(org_id, endpoint_id, secret_id, key)
         record = await self._repository.create(
             org_id, endpoint_id, checked_url, text, wanted, secret_id, sealed
         )
@@ -130,7 +130,7 @@ class WebhookService:
         await self._repository.get(org_id, ep_id)  # NOT_FOUND before sealing anything
         secret_id = uuid4()
         key, shown = webhook_signing.new_secret()
-        sealed = await self._credentials.seal_webhook_secret(org_id, ep_id, secret_id, key)
+        sealed = await self._sealing.seal_webhook_secret(org_id, ep_id, secret_id, key)
         record = await self._repository.rotate(org_id, ep_id, secret_id, sealed, self._overlap)
         return CreatedEndpoint(record, shown)
 

@@ -1,9 +1,23 @@
--- Audit events written by the service in the same transaction as the change.
+-- Audit events the service writes itself (repositories/audit.py, AuditEntry).
+
+-- In the caller's transaction, committed or rolled back with the change it records.
 
 -- name: audit_append
 INSERT INTO audit_logs (
     organization_id, actor, action, resource_type, resource_id, request_id, outcome, details)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8);
+
+-- One request's events in one statement of their own (migration 013): committed when
+-- the statement returns -- the audit half of audit-or-fail on the reveal path.
+
+-- name: audit_append_scoped
+SELECT singura.audit_append_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
+
+-- Several coalesced requests' events in one statement (migration 022), each item under
+-- its own request's scope; committed before any of those calls returns a value.
+
+-- name: audit_append_batch
+SELECT singura.audit_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
 
 -- The chain reads below come in pairs: one for an organization's chain
 -- (organization_id = $1) and one for the system chain (organization_id IS NULL).

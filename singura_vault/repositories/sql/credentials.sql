@@ -99,9 +99,6 @@ SELECT * FROM singura.credential_expiring_scoped($1, $2, $3, $4, $5, $6, $7, $8,
 -- name: credential_for_reveal_scoped
 SELECT * FROM singura.credential_for_reveal_scoped($1, $2, $3, $4, $5, $6, $7, $8);
 
--- name: audit_append_scoped
-SELECT singura.audit_append_scoped($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
-
 -- StoreCredential in two statements (migration 014): plan, then write.
 
 -- name: credential_store_plan_scoped
@@ -119,9 +116,6 @@ SELECT * FROM singura.credential_for_reveal_batch($1, $2, $3, $4, $5, $6, $7, $8
 
 -- name: credential_get_batch
 SELECT * FROM singura.credential_get_batch($1, $2, $3, $4, $5, $6);
-
--- name: audit_append_batch
-SELECT singura.audit_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10);
 
 -- name: credential_store_plan_batch
 SELECT * FROM singura.credential_store_plan_batch($1, $2, $3, $4, $5, $6, $7, $8);

@@ -187,10 +187,10 @@ class VaultServer:
         )
         self._add_servicers(components)
         db.on_write_committed(components.sequencer.wake)
-        db.on_write_committed(components.events.wake)
+        db.on_change_committed(components.events.wake)
         if components.webhook_worker is not None:
-            db.on_write_committed(components.webhook_worker.wake)
-        db.on_write_committed(components.event_sequencer.wake)
+            db.on_change_committed(components.webhook_worker.wake)
+        db.on_change_committed(components.event_sequencer.wake)
         self._health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         add_reflection(

@@ -414,3 +414,30 @@ async def test_no_secret_reaches_event_data(vault: Vault, owner_dsn: str) -> Non
         "expire_time",
         "store_time",
     }
+
+
+async def test_a_reveal_wakes_the_audit_sequencer_but_not_the_event_machinery(
+    vault: Vault,
+) -> None:
+    """A reveal commits only audit events, which no event trigger fires on: the pool
+    tells its write listeners (the audit sequencer) but not its change listeners (the
+    event sequencer, the webhook worker, the watches), which would each run a statement
+    for nothing on every reveal. A store tells both."""
+    org = await new_org(vault)
+    conn = await new_connection(vault, org)
+    writes: list[int] = []
+    changes: list[int] = []
+    vault.db.on_write_committed(lambda: writes.append(1))
+    vault.db.on_change_committed(lambda: changes.append(1))
+
+    await store(vault, org, conn, canary("wakes"))
+    assert writes and changes
+    writes.clear()
+    changes.clear()
+    await vault.credentials.RevealCredential(
+        kpb.RevealCredentialRequest(
+            organization_id=org, connection_id=conn, type=kpb.CREDENTIAL_TYPE_ACCESS_TOKEN
+        )
+    )
+    assert writes  # the reveal's audit event was committed
+    assert changes == []

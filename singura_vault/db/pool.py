@@ -71,6 +71,7 @@ class Database:
         self._listener: Listener | None = None
         self._unavailable_listeners: list[Callable[[], None]] = []
         self._commit_listeners: list[Callable[[], None]] = []
+        self._change_listeners: list[Callable[[], None]] = []
         # Read routing, only while a replica is attached (db/replica.py).
         self._reads: ReadRouter | None = None
 
@@ -93,6 +94,14 @@ class Database:
         """Call ``listener`` after each committed transaction that was not read-only
         (the audit sequencer then chains the events it recorded)."""
         self._commit_listeners.append(listener)
+
+    def on_change_committed(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after each committed write that may have changed tenant
+        data, so emitted events (migration 024): every write but a statement that only
+        appends audit events (``audit_only``), which no event trigger fires on. A reveal
+        is such a statement, so the event sequencer, the webhook worker and the watches
+        are not woken by reveals."""
+        self._change_listeners.append(listener)
 
     @classmethod
     async def connect(
@@ -189,6 +198,7 @@ class Database:
         sql: str,
         *args: object,
         writes: bool = False,
+        audit_only: bool = False,
         constraint_messages: ConstraintErrors | None = None,
     ) -> list[asyncpg.Record]:
         """Run one scoped SQL function (migration 013) in one round trip: its first four
@@ -196,7 +206,8 @@ class Database:
         for None, fenced to an organization key's own tenant as :meth:`tenant` and
         :meth:`admin` are -- then ``args``. The statement is its own transaction (no
         BEGIN or COMMIT round trips); ``writes`` says it records something, so the
-        commit listeners run. With a replica attached, the read router decides whether
+        commit listeners run (``audit_only``: it records audit events and nothing else,
+        so the change listeners do not). With a replica attached, the read router decides whether
         a statement may go there (db/replica.ReadRouter.routes), and it does if the
         replica is current and has replayed the caller's consistency token.
         ``constraint_messages`` as for map_driver_errors."""
@@ -217,7 +228,7 @@ class Database:
             self._tell_unavailable()
             raise
         if writes:
-            await self._committed()
+            await self._committed(changed=not audit_only)
         return rows
 
     @property
@@ -242,14 +253,15 @@ class Database:
         scopes: Sequence[RequestScope],
         *columns: Sequence[object],
         writes: bool = False,
+        audit_only: bool = False,
         constraint_messages: ConstraintErrors | None = None,
     ) -> list[asyncpg.Record]:
         """Run one batch function (migration 022) over the items of several requests,
         in one round trip and one transaction: its first four parameters are the
         items' scopes, column by column, then ``columns`` (one list per parameter,
         one element per item). The function enters each item's scope for that item's
-        rows; its rows name their item in ``ord`` (1-based). ``writes`` as for
-        :meth:`fetch_scoped`."""
+        rows; its rows name their item in ``ord`` (1-based). ``writes`` and
+        ``audit_only`` as for :meth:`fetch_scoped`."""
         try:
             with map_driver_errors(constraint_messages):
                 async with self._acquire() as conn:
@@ -265,7 +277,7 @@ class Database:
             self._tell_unavailable()
             raise
         if writes:
-            await self._committed()
+            await self._committed(changed=not audit_only)
         return rows
 
     async def listen(
@@ -417,9 +429,12 @@ class Database:
         if not read_only:
             await self._committed()
 
-    async def _committed(self) -> None:
+    async def _committed(self, *, changed: bool = True) -> None:
         for listener in self._commit_listeners:
             listener()
+        if changed:
+            for listener in self._change_listeners:
+                listener()
         if self._reads is not None:  # the consistency token: only with a replica
             await self._reads.committed()
 

@@ -90,6 +90,7 @@ def append_for_request(
         organization_id,
         *(list(column) for column in zip(*entries, strict=True)),
         writes=True,
+        audit_only=True,
     )
 
 
@@ -112,6 +113,7 @@ async def append_for_requests(db: Database, items: Sequence[ScopedEntry]) -> lis
         [item.organization_id for item in items],
         *(list(column) for column in zip(*(item.entry for item in items), strict=True)),
         writes=True,
+        audit_only=True,
     )
     return [None] * len(items)
 

@@ -431,7 +431,8 @@ async def test_a_reveal_wakes_the_audit_sequencer_but_not_the_event_machinery(
     vault.db.on_change_committed(lambda: changes.append(1))
 
     await store(vault, org, conn, canary("wakes"))
-    assert writes and changes
+    assert writes
+    assert changes
     writes.clear()
     changes.clear()
     await vault.credentials.RevealCredential(

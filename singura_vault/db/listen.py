@@ -23,8 +23,10 @@ __all__ = ["Listener"]
 
 log = get_logger(__name__)
 
-# How often the live connection is probed (a connection can die without a word).
+# How often the live connection is probed (a connection can die without a word), and
+# how long a probe may take before the connection counts as lost.
 CHECK_INTERVAL_S = 2.0
+PROBE_TIMEOUT_S = 2.0
 _RETRYABLE = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
@@ -45,6 +47,9 @@ class Listener:
         self._conn: asyncpg.Connection | None = None
         self._channels: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        # One operation at a time on the connection: asyncpg refuses a second one while
+        # another is in progress (a subscriber's LISTEN during the liveness probe).
+        self._lock = asyncio.Lock()
 
     async def listen(
         self,
@@ -59,17 +64,31 @@ class Listener:
         try:
             if self._task is None or self._task.done():
                 self._task = asyncio.create_task(self._run(), name="db-listener")
-            elif self._conn is not None:
-                await self._subscribe(self._conn, channel)
+            elif self._conn is not None and await self._subscribe(self._conn, channel):
                 on_state(True)
             await asyncio.Event().wait()
         finally:
             await self._unsubscribe(channel, subscriber)
 
-    async def _subscribe(self, conn: asyncpg.Connection, channel: str) -> None:
-        if channel not in self._channels:
-            self._channels.add(channel)
-            await conn.add_listener(channel, self._dispatch)
+    async def _subscribe(self, conn: asyncpg.Connection, channel: str) -> bool:
+        """LISTEN on ``channel`` too; False if that failed, in which case the connection
+        is closed, so that the run loop opens a new one with every channel (and tells
+        every subscriber the subscription was lost and is back)."""
+        if channel in self._channels:
+            return True
+        try:
+            async with self._lock:
+                if conn is not self._conn or conn.is_closed():
+                    # Lost while this waited: the next connection LISTENs on every
+                    # channel subscribed by then, this one included.
+                    return False
+                await conn.add_listener(channel, self._dispatch)
+        except _RETRYABLE as exc:
+            log.warning("db_listen_lost", error_type=type(exc).__name__)
+            conn.terminate()
+            return False
+        self._channels.add(channel)
+        return True
 
     async def _unsubscribe(self, channel: str, subscriber: _Subscriber) -> None:
         remaining = self._subscribers.get(channel, [])
@@ -78,10 +97,16 @@ class Listener:
             return
         del self._subscribers[channel]
         if self._subscribers:
-            if self._conn is not None and channel in self._channels:
+            conn = self._conn
+            if conn is not None and channel in self._channels:
                 self._channels.discard(channel)
-                with contextlib.suppress(*_RETRYABLE):
-                    await self._conn.remove_listener(channel, self._dispatch)
+                # Best effort: the connection may be closed under the UNLISTEN (the
+                # last subscriber leaving closes it; asyncpg then fails in its own ways,
+                # AttributeError included), and a dying connection's LISTEN is harmless.
+                with contextlib.suppress(Exception):
+                    async with self._lock:
+                        if conn is self._conn and not conn.is_closed():
+                            await conn.remove_listener(channel, self._dispatch)
             return
         # The last subscriber is gone: close the connection.
         task, self._task = self._task, None
@@ -138,7 +163,8 @@ class Listener:
                 backoff = 0.5
                 while True:
                     await asyncio.sleep(CHECK_INTERVAL_S)
-                    await conn.fetchval("SELECT 1", timeout=CHECK_INTERVAL_S)
+                    async with self._lock:
+                        await conn.fetchval("SELECT 1", timeout=PROBE_TIMEOUT_S)
             except _RETRYABLE as exc:
                 log.warning("db_listen_lost", error_type=type(exc).__name__)
             finally:

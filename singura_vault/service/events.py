@@ -163,8 +163,11 @@ class EventService:
                     yield event
                 if len(batch) == WATCH_BATCH:
                     continue
+                # asyncio.timeout, not wait_for: a client's cancel arriving as the poll
+                # interval ends must end the stream (see AuditSequencer.run_forever).
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(waiter.wait(), self._poll_interval_s)
+                    async with asyncio.timeout(self._poll_interval_s):
+                        await waiter.wait()
             finally:
                 self._waiters.discard(waiter)
 

@@ -126,8 +126,12 @@ class WebhookWorker:
                 log.warning("webhook_pass_failed", error_type=type(exc).__name__)
             if claimed >= self._batch:
                 continue
+            # asyncio.timeout, never wait_for (see AuditSequencer.run_forever): on Python
+            # 3.11 a cancellation arriving as wait_for's timeout fires can be lost, and
+            # the registry's stop() would then wait for this loop for ever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval_s)
+                async with asyncio.timeout(self._interval_s):
+                    await self._wake.wait()
 
     async def run_once(self) -> int:
         """Claim the deliveries due now (one batch) and attempt each; returns how many."""

@@ -22,6 +22,7 @@ from singura_vault.domain import (
     CredentialState,
     CredentialType,
     CredentialVersionState,
+    VersionTransition,
 )
 from singura_vault.errors import InvalidArgument, VaultError
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as pb
@@ -29,6 +30,12 @@ from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as pb_grpc
 from singura_vault.service.credentials import CredentialService
 from singura_vault.service.oauth_revocation import ProviderRevoker
 
+_VersionRequest = (
+    pb.DisableCredentialVersionRequest
+    | pb.EnableCredentialVersionRequest
+    | pb.DestroyCredentialVersionRequest
+    | pb.CancelCredentialDestroyRequest
+)
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -204,39 +211,40 @@ class CredentialServicer(pb_grpc.CredentialServiceServicer):
     async def DisableCredentialVersion(
         self, request: pb.DisableCredentialVersionRequest, context: Context
     ) -> pb.DisableCredentialVersionResponse:
-        credential = await self._service.disable_version(
-            request.organization_id, request.connection_id, _type(request.type), request.version
-        )
         response = pb.DisableCredentialVersionResponse()
-        fill_credential(response.credential, credential)
+        await self._change_version(request, VersionTransition.DISABLE, response.credential)
         return response
 
     async def EnableCredentialVersion(
         self, request: pb.EnableCredentialVersionRequest, context: Context
     ) -> pb.EnableCredentialVersionResponse:
-        credential = await self._service.enable_version(
-            request.organization_id, request.connection_id, _type(request.type), request.version
-        )
         response = pb.EnableCredentialVersionResponse()
-        fill_credential(response.credential, credential)
+        await self._change_version(request, VersionTransition.ENABLE, response.credential)
         return response
 
     async def DestroyCredentialVersion(
         self, request: pb.DestroyCredentialVersionRequest, context: Context
     ) -> pb.DestroyCredentialVersionResponse:
-        credential = await self._service.destroy_version(
-            request.organization_id, request.connection_id, _type(request.type), request.version
-        )
         response = pb.DestroyCredentialVersionResponse()
-        fill_credential(response.credential, credential)
+        await self._change_version(request, VersionTransition.DESTROY, response.credential)
         return response
 
     async def CancelCredentialDestroy(
         self, request: pb.CancelCredentialDestroyRequest, context: Context
     ) -> pb.CancelCredentialDestroyResponse:
-        credential = await self._service.cancel_destroy(
-            request.organization_id, request.connection_id, _type(request.type), request.version
-        )
         response = pb.CancelCredentialDestroyResponse()
-        fill_credential(response.credential, credential)
+        await self._change_version(request, VersionTransition.CANCEL_DESTROY, response.credential)
         return response
+
+    async def _change_version(
+        self, request: _VersionRequest, transition: VersionTransition, into: pb.Credential
+    ) -> None:
+        """The four version-state RPCs share their request fields and their answer."""
+        credential = await self._service.change_version(
+            request.organization_id,
+            request.connection_id,
+            _type(request.type),
+            request.version,
+            transition,
+        )
+        fill_credential(into, credential)

@@ -323,58 +323,7 @@ class CredentialService:
             all_versions,
         )
 
-    async def disable_version(
-        self,
-        organization_id: str,
-        connection_id: str,
-        credential_type: CredentialType | None,
-        version: int,
-    ) -> Credential:
-        """DISABLED: refused on reveal and skipped as the current version."""
-        return await self._change_version(
-            organization_id, connection_id, credential_type, version, VersionTransition.DISABLE
-        )
-
-    async def enable_version(
-        self,
-        organization_id: str,
-        connection_id: str,
-        credential_type: CredentialType | None,
-        version: int,
-    ) -> Credential:
-        return await self._change_version(
-            organization_id, connection_id, credential_type, version, VersionTransition.ENABLE
-        )
-
-    async def destroy_version(
-        self,
-        organization_id: str,
-        connection_id: str,
-        credential_type: CredentialType | None,
-        version: int,
-    ) -> Credential:
-        """Schedule the erasure of a version's ciphertext after the destroy delay; the
-        version is DISABLED until then (VersionDestroyer erases it)."""
-        return await self._change_version(
-            organization_id, connection_id, credential_type, version, VersionTransition.DESTROY
-        )
-
-    async def cancel_destroy(
-        self,
-        organization_id: str,
-        connection_id: str,
-        credential_type: CredentialType | None,
-        version: int,
-    ) -> Credential:
-        return await self._change_version(
-            organization_id,
-            connection_id,
-            credential_type,
-            version,
-            VersionTransition.CANCEL_DESTROY,
-        )
-
-    async def _change_version(
+    async def change_version(
         self,
         organization_id: str,
         connection_id: str,
@@ -382,6 +331,8 @@ class CredentialService:
         version: int,
         transition: VersionTransition,
     ) -> Credential:
+        """Disable, enable, schedule the destruction of (after the destroy delay; the
+        VersionDestroyer erases it) or cancel the destruction of one fixed version."""
         org_id = validation.parse_uuid("organization_id", organization_id)
         self._authz.require(org_id, WRITE, TRANSITION_ACTIONS[transition])
         conn_id = validation.parse_uuid("connection_id", connection_id)

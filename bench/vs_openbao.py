@@ -173,14 +173,16 @@ class _Runs:
         self.measured = 0
         self.clients = ob.Probes(client_cpus=setup.plan.clients if setup.plan else None)
         urls = setup.vault.metrics_urls
+        self.waits = ob.WaitSampler(setup.vault.postgres_dsn())
         self.vault_probes = ob.Probes(
-            lambda: ob.batch_metrics.scrape(urls), self.clients.client_cpus
+            lambda: ob.batch_metrics.scrape(urls), self.clients.client_cpus, self.waits
         )
 
     async def prepare(self) -> None:
         """The data set in every server, the client configs, and a first scrape of the
         vault's metrics (so that a vault without them fails here, not mid-run)."""
         args, vault, floor = self.args, self.setup.vault, self.setup.floor
+        await self.waits.open()
         organization_id, slots = await ob.setup(vault, self.setup.bao)
         self.floor_slots = await ob.setup_floor(floor.address, slots) if floor else []
         base = {
@@ -278,12 +280,15 @@ class _Runs:
 
 async def _main(args: argparse.Namespace, pairs: list[ob.Pair], setup: ob.Setup) -> None:
     runs = _Runs(args, setup)
-    await runs.prepare()
     rows = [ob.Row(p) for p in pairs]
-    for run in range(args.runs):
-        await runs.closed_loop(run, rows)
-    for run in range(args.runs):
-        await runs.open_loop(run, rows)
+    try:
+        await runs.prepare()
+        for run in range(args.runs):
+            await runs.closed_loop(run, rows)
+        for run in range(args.runs):
+            await runs.open_loop(run, rows)
+    finally:
+        await runs.waits.close()
     if setup.plan is not None:
         setup.pin_checks.extend(_pin_checks(setup, setup.plan, "at the end"))
         setup.pin_checks.append(

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 # sys.path, ``import _openbao``).
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
-from _openbao import batch_metrics, open_loop, pinning, targets
+from _openbao import batch_metrics, open_loop, pinning, targets, wait_events
 
 BUCKETS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 128)
 
@@ -165,3 +165,46 @@ def test_pin_check_names_threads_off_the_wanted_cpus() -> None:
     stray = collections.Counter({frozenset({1}): 7, frozenset({0, 1}): 1})
     with pytest.raises(RuntimeError, match=r"1 on CPUs 0,1"):
         pinning.check("echo", stray, frozenset({1}))
+
+
+def test_wait_sample_counts_busy_backends_by_what_they_wait_on() -> None:
+    """Active backends count under their wait event or CPU, a backend holding a
+    transaction under ClientRead; idle connections and idle background loops not at all."""
+    rows = [
+        ("client backend", "active", None, None),
+        ("client backend", "active", "IO", "WalSync"),
+        ("client backend", "active", "IO", "WalSync"),
+        ("client backend", "idle in transaction", "Client", "ClientRead"),
+        ("client backend", "idle", "Client", "ClientRead"),
+        ("walwriter", None, "Activity", "WalWriterMain"),
+        ("walwriter", None, "IO", "WalWrite"),
+        (None, None, None, None),
+    ]
+    assert wait_events.count(rows) == collections.Counter(
+        {
+            "CPU": 1,
+            "IO:WalSync": 2,
+            "Client:ClientRead (in a transaction, waiting for the vault)": 1,
+            "IO:WalWrite (walwriter)": 1,
+        }
+    )
+
+
+def test_waits_mean_busy_backends_per_sample() -> None:
+    """Two samples holding three busy backends between them average 1.5; none is 0."""
+    waits = wait_events.Waits(2, collections.Counter({"CPU": 2, "IO:WalSync": 1}))
+    other = wait_events.Waits()
+    assert other.mean_busy() == 0.0
+    other.add(waits)
+    assert (other.samples, other.mean_busy()) == (2, 1.5)
+
+
+def test_embedded_dsn_reads_port_and_socket_directory_from_postmaster_pid() -> None:
+    """The superuser's socket DSN from postmaster.pid's lines 4 and 5; a file without
+    them is refused."""
+    text = "4242\n/data/postgres/data\n1733500000\n54321\n/data/postgres/run\n\n"
+    assert wait_events.embedded_dsn(text) == (
+        "postgresql://postgres@/postgres?host=/data/postgres/run&port=54321"
+    )
+    with pytest.raises(ValueError, match="port"):
+        wait_events.embedded_dsn("4242\n/data\n")

@@ -22,6 +22,8 @@ package re-exports the names the script uses from modules that each do one job:
 - :mod:`.measure`: :func:`measure`, one client process's run seen from the driver.
 - :mod:`.batch_metrics`: the vault's ``singura_db_batch_size`` histogram, scraped and
   diffed per window.
+- :mod:`.wait_events`: :class:`WaitSampler`, the vault's PostgreSQL's wait events per
+  window (``pg_stat_activity`` sampled).
 - :mod:`.targets`: issue #26's targets, met or missed.
 - :mod:`.report`, :mod:`.limits_report`: :func:`print_report`, the header and tables
   printed at the end.
@@ -41,6 +43,7 @@ from .report import Setup, print_report
 from .script_server import ScriptServer, echo_process, floor_process
 from .vault_calls import batch_available
 from .vault_server import VaultProcess
+from .wait_events import WaitSampler
 
 __all__ = [
     "BATCH_RPC",
@@ -53,6 +56,7 @@ __all__ = [
     "ScriptServer",
     "Setup",
     "VaultProcess",
+    "WaitSampler",
     "bao_binary",
     "batch_available",
     "batch_metrics",

@@ -11,6 +11,7 @@ import _harness as h
 
 from . import batch_metrics, targets
 from .measure import Row, Sample
+from .wait_events import Waits
 
 
 def median_rate(samples: list[Sample]) -> float | None:
@@ -187,5 +188,29 @@ def batch_table(rows: list[Row], seconds: float) -> str:
             "p50 bucket (le)",
             "p90 bucket (le)",
         ],
+        lines,
+    )
+
+
+WAIT_EVENTS_SHOWN = 6
+
+
+def wait_table(rows: list[Row]) -> str:
+    """Per vault row (closed loop, all runs together): busy PostgreSQL backends per
+    sample on average, and the share of busy-backend samples of each wait event, the
+    most frequent first."""
+    lines: list[list[object]] = []
+    for row in rows:
+        total = Waits()
+        for sample in row.vault:
+            total.add(sample.waits)
+        if not total.samples:
+            continue
+        busy = sum(total.busy.values())
+        top = total.busy.most_common(WAIT_EVENTS_SHOWN)
+        shown = ", ".join(f"{what} {100 * n / busy:.0f}%" for what, n in top) or "none busy"
+        lines.append([row.pair.key, f"{total.samples:,}", f"{total.mean_busy():.2f}", shown])
+    return h.table(
+        ["vault row", "samples", "busy backends (mean)", "busy-backend samples by wait event"],
         lines,
     )

@@ -14,6 +14,7 @@ import _harness as h
 
 from . import batch_metrics, pinning
 from .pairs import Pair
+from .wait_events import Waits, WaitSampler
 
 
 @dataclass
@@ -37,6 +38,9 @@ class Sample:
     """Open loop: calls that started more than 2 ms after they were due."""
     due: int = 0
     """Open loop: calls due in the window."""
+    waits: Waits = field(default_factory=Waits)
+    """The vault's PostgreSQL in the window: busy backends by wait event (empty: not
+    sampled)."""
 
 
 @dataclass
@@ -51,11 +55,13 @@ class Row:
 
 @dataclass(frozen=True)
 class Probes:
-    """What the driver reads besides CPU: the vault's batch histograms, and whose CPU
-    mask each client process must have (``--pin``)."""
+    """What the driver reads besides CPU: the vault's batch histograms, its
+    PostgreSQL's wait events, and whose CPU mask each client process must have
+    (``--pin``)."""
 
     scrape: Callable[[], batch_metrics.Histograms] | None = None
     client_cpus: frozenset[int] | None = None
+    waits: WaitSampler | None = None
 
 
 async def measure(
@@ -76,11 +82,14 @@ async def measure(
         cpu0, db0, busy0 = server_cpu(), db_cpu(), h.machine_busy_seconds()
         # After the CPU: a scrape is a loopback HTTP call of a millisecond or two.
         before = scrape()
+        if probes.waits is not None:
+            probes.waits.start()
         if probes.client_cpus is not None:
             pinning.check(f"{system} client", pinning.affinities([client.pid]), probes.client_cpus)
         await client.expect("window_end")
         cpu1, db1, busy1 = server_cpu(), db_cpu(), h.machine_busy_seconds()
         after = scrape()
+        waits = await probes.waits.stop() if probes.waits is not None else Waits()
         result = await client.expect("result")
     return Sample(
         rate=result["items"] / seconds,
@@ -95,4 +104,5 @@ async def measure(
         batches=batch_metrics.window(before, after),
         late=result.get("late", 0),
         due=result.get("due", 0),
+        waits=waits,
     )

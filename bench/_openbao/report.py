@@ -270,6 +270,12 @@ def print_report(
     print(lim.batch_table(rows, args.seconds))
     print()
     print(
+        "The vault's PostgreSQL in the closed-loop windows (pg_stat_activity every "
+        "25 ms; idle connections and idle background processes not counted)"
+    )
+    print(lim.wait_table(rows))
+    print()
+    print(
         "Targets of issue #26 (asked of pinned runs, medians of at least 3 alternated runs; "
         f"this one: {'pinned' if setup.plan else 'NOT pinned'}, {args.runs} run(s))"
     )

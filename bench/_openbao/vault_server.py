@@ -19,6 +19,7 @@ import _harness as h
 
 from .pinning import pinned_argv
 from .processes import STOP_TIMEOUT_S, free_port, stop_process, wait_for
+from .wait_events import embedded_dsn
 
 
 class VaultProcess:
@@ -99,6 +100,11 @@ class VaultProcess:
             return int(text.split("\n", 1)[0])
         except (OSError, ValueError):
             return None
+
+    def postgres_dsn(self) -> str:
+        """The embedded PostgreSQL's superuser over its socket (this script runs as the
+        vault's OS user or root, who may reach it)."""
+        return embedded_dsn((self.data_dir / "postgres" / "postmaster.pid").read_text())
 
     def cpu_seconds(self) -> float:
         return h.processes_cpu_seconds([self.process.pid, self.postmaster_pid()])

@@ -16,7 +16,7 @@ import asyncpg
 import grpc
 import pytest
 
-from singura_vault import backup, keys
+from singura_vault import backup, keys, restore
 from singura_vault.composition import Components, build_access
 from singura_vault.config import PoolSettings, load_settings
 from singura_vault.db.embedded import EmbeddedPostgres
@@ -210,7 +210,7 @@ async def test_backup_restores_into_an_empty_database_and_needs_the_same_keys(
 
     restore_dsn = postgres.dsn(OWNER_ROLE, empty_database)
     restored_lines: list[str] = []
-    restored = await backup.restore_database(
+    restored = await restore.restore_database(
         archive,
         restore_dsn,
         pg_restore=pg_restore,
@@ -225,7 +225,7 @@ async def test_backup_restores_into_an_empty_database_and_needs_the_same_keys(
         postgres.dsn("postgres", database_name)
     )
     with pytest.raises(backup.BackupError, match="already has a singura schema"):
-        await backup.restore_database(
+        await restore.restore_database(
             archive, restore_dsn, pg_restore=pg_restore, env=dict(os.environ), progress=print
         )
 
@@ -268,11 +268,11 @@ async def test_restore_refuses_what_is_not_a_vault_backup(owner_dsn: str, tmp_pa
     junk = tmp_path / "junk.dump"
     junk.write_text("not a backup\n")
     with pytest.raises(backup.BackupError, match="not a pg_dump custom-format archive"):
-        await backup.inspect_archive(junk, pg_restore=pg_restore)
+        await restore.inspect_archive(junk, pg_restore=pg_restore)
     with pytest.raises(backup.BackupError, match="does not exist"):
-        await backup.inspect_archive(tmp_path / "missing.dump", pg_restore=pg_restore)
+        await restore.inspect_archive(tmp_path / "missing.dump", pg_restore=pg_restore)
     with pytest.raises(backup.BackupError, match="already has a singura schema"):
-        await backup.check_restore_target(owner_dsn)
+        await restore.check_restore_target(owner_dsn)
 
 
 def test_passwords_never_reach_the_command_line() -> None:
@@ -311,7 +311,7 @@ async def test_embedded_restore_and_backup_commands(
         with pytest.raises(backup.BackupError, match="no embedded database"):
             await backup.run_backup(settings, tmp_path / "none.dump", backup_url=None)
         lines: list[str] = []
-        restored = await backup.run_restore(settings, archive, progress=lines.append)
+        restored = await restore.run_restore(settings, archive, progress=lines.append)
         assert "singura.encrypted_credentials" in restored.tables
         assert lines[0] == f"restore: embedded PostgreSQL in {data_dir}"
         assert lines[-1].startswith(f"restore: warning: {data_dir} has no keyring.json")
@@ -319,7 +319,7 @@ async def test_embedded_restore_and_backup_commands(
         # A running server (a vault serving, say) is used and left running.
         await asyncio.to_thread(EmbeddedPostgres(data_dir).start)
         with pytest.raises(backup.BackupError, match="restore into a new, empty SINGURA_DATA"):
-            await backup.run_restore(settings, archive, progress=print)
+            await restore.run_restore(settings, archive, progress=print)
         copy = tmp_path / "copy.dump"
         made = await backup.run_backup(settings, copy, backup_url=None, progress=print)
         assert set(made.tables) == set(restored.tables)
@@ -386,12 +386,12 @@ async def test_a_failed_restore_leaves_the_target_empty(
     pg_restore = backup.find_pg_tool("pg_restore", prefer_path=False)
     target = postgres.dsn(OWNER_ROLE, empty_database)
     with pytest.raises(backup.BackupError, match="nothing was restored") as failed:
-        await backup.restore_database(
+        await restore.restore_database(
             truncated, target, pg_restore=pg_restore, env=dict(os.environ), progress=print
         )
     assert "pg_restore failed (exit 1)" in str(failed.value)
-    await backup.check_restore_target(target)  # still empty: no singura schema
-    restored = await backup.restore_database(
+    await restore.check_restore_target(target)  # still empty: no singura schema
+    restored = await restore.restore_database(
         archive, target, pg_restore=pg_restore, env=dict(os.environ), progress=print
     )
     assert "singura.encrypted_credentials" in restored.tables

@@ -21,12 +21,13 @@ import asyncpg
 import httpx
 import pytest
 
-from singura_vault.console import app as console_app
 from singura_vault.console import overview
-from singura_vault.console.app import SESSION_COOKIE, create_app
+from singura_vault.console.app import create_app
+from singura_vault.console.pages import audit as audit_pages
 from singura_vault.console.security import CONTENT_SECURITY_POLICY
 from singura_vault.console.sessions import SessionStore
 from singura_vault.console.vault_client import ChannelSettings, OperatorKey, VaultClient
+from singura_vault.console.web import SESSION_COOKIE
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb
@@ -216,7 +217,7 @@ async def test_audit_chain_verifies_then_names_the_tampered_event(
     """Events show sequence and hash, page with the API's tokens, filter by action;
     "verify now" reports a clean chain, and after an event is edited in the database,
     the first bad event."""
-    monkeypatch.setattr(console_app, "AUDIT_PAGE_SIZE", 3)
+    monkeypatch.setattr(audit_pages, "AUDIT_PAGE_SIZE", 3)
     owner = await asyncpg.connect(owner_dsn)
     try:
         await chain_pending_audit(owner)  # what the sequencer does a moment later

@@ -31,12 +31,9 @@ from singura_vault.providers import EgressSettings, TokenEndpointClient
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service.access import AccessService
-from singura_vault.service.oauth_refresh import (
-    LOST_ROTATION,
-    TokenRefresher,
-    effective_margin,
-    is_fresh,
-)
+from singura_vault.service.oauth_refresh import TokenRefresher
+from singura_vault.service.oauth_refresh_failures import LOST_ROTATION
+from singura_vault.service.oauth_token_lifetime import effective_margin, is_fresh
 from singura_vault.service.oauth_worker import RefreshWorker
 from singura_vault.service.rewrap import RewrapWorker
 from singura_vault.service.sealing import SealingService

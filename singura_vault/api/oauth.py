@@ -29,7 +29,9 @@ from singura_vault.providers import (
     token_url_template,
 )
 from singura_vault.service.oauth_clients import OAuthClientInput, OAuthClientService
-from singura_vault.service.oauth_connect import CompleteInput, ConnectService, StartInput
+from singura_vault.service.oauth_complete import CompleteInput
+from singura_vault.service.oauth_connect import ConnectService
+from singura_vault.service.oauth_start import StartInput
 from singura_vault.service.oauth_tokens import AccessTokenService
 
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
-from singura_vault import backup
+from singura_vault import backup, restore
 from singura_vault.cli._common import run_async
 from singura_vault.config import Settings
 from singura_vault.db import setup
@@ -139,7 +139,7 @@ def _backup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _restore(args: argparse.Namespace, settings: Settings) -> int:
-    return _report(lambda: run_async(backup.run_restore(settings, args.file)))
+    return _report(lambda: run_async(restore.run_restore(settings, args.file)))
 
 
 def _report(run: Any) -> int:

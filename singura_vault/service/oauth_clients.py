@@ -12,7 +12,7 @@ from uuid import uuid4
 from singura_vault.domain import ClientAuthMethod, OAuthClientRecord, OAuthClientSettings, Platform
 from singura_vault.errors import InvalidArgument
 from singura_vault.local import is_loopback
-from singura_vault.providers import UnsafeEndpoint, check_endpoint_url
+from singura_vault.providers import OAuthClientConfig, UnsafeEndpoint, check_endpoint_url
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service import validation
 from singura_vault.service.authz import READ, WRITE, Authorizer
@@ -173,3 +173,17 @@ def _platform(field_path: str, platform: Platform | None) -> Platform:
     if platform is None:
         raise InvalidArgument(field_path, "is required", example=Platform.SLACK)
     return platform
+
+
+async def client_config(sealing: SealingService, client: OAuthClientRecord) -> OAuthClientConfig:
+    """What the token endpoint client needs of a stored OAuth client, secret opened."""
+    settings = client.settings
+    return OAuthClientConfig(
+        platform=settings.platform,
+        client_id=settings.client_id,
+        client_secret=await sealing.open_client_secret(client),
+        token_url=settings.token_url,
+        revocation_url=settings.revocation_url,
+        scopes=settings.scopes,
+        auth_method=settings.auth_method,
+    )

@@ -26,7 +26,7 @@ from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.oauth import OAuthRepository
 from singura_vault.service import validation
 from singura_vault.service.authz import WRITE, Authorizer
-from singura_vault.service.oauth_refresh import client_config
+from singura_vault.service.oauth_clients import client_config
 from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)

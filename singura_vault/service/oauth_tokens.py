@@ -24,7 +24,8 @@ from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.service import validation
 from singura_vault.service.authz import REVEAL, WRITE, Authorizer
 from singura_vault.service.credentials import CredentialService
-from singura_vault.service.oauth_refresh import TokenRefresher, is_fresh
+from singura_vault.service.oauth_refresh import TokenRefresher
+from singura_vault.service.oauth_token_lifetime import is_fresh
 
 DEFAULT_MIN_VALID_FOR = timedelta(minutes=5)
 MAX_MIN_VALID_FOR = timedelta(hours=24)

@@ -17,7 +17,7 @@ from singura_vault.context import Principal, RequestContext, bind_request
 from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
 from singura_vault.errors import Aborted
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
-from singura_vault.repositories.credential_store import StoreRequest
+from singura_vault.repositories.credential_store_request import StoreRequest
 from tests.canaries import canary
 from tests.conftest import Stubs, Vault
 from tests.helpers import expect_status

@@ -17,7 +17,7 @@ import asyncpg
 
 from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
 from singura_vault.errors import VaultError
-from singura_vault.repositories.credential_store import StoreRequest
+from singura_vault.repositories.credential_store_request import StoreRequest
 from tests.conftest import Vault
 from tests.test_key_rotation import store, tenant
 

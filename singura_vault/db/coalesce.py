@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
 from singura_vault import metrics
-from singura_vault.errors import VaultError
+from singura_vault.errors import InvariantBroken, VaultError
 
 I = TypeVar("I")  # noqa: E741 - an item, as in Generic[I, R]
 R = TypeVar("R")
@@ -108,7 +108,7 @@ class Coalescer(Generic[I, R]):
         try:
             outcomes = await self._batch([item for item, _ in live])
             if len(outcomes) != len(live):
-                raise AssertionError(f"a batch of {len(live)} gave {len(outcomes)} outcomes")
+                raise InvariantBroken("coalesce: a batch gave more or fewer outcomes than items")
         except asyncio.CancelledError:
             # The process is stopping: its callers are being cancelled too.
             for _, future in live:

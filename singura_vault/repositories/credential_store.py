@@ -8,7 +8,7 @@ after the version is planned, before the row is written).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,7 +17,7 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from singura_vault.db.coalesce import Coalescer
-from singura_vault.db.errors import ConstraintErrors, map_driver_errors
+from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.db.scope import RequestScope
 from singura_vault.domain import (
@@ -29,77 +29,24 @@ from singura_vault.domain import (
 )
 from singura_vault.errors import (
     Aborted,
-    AlreadyExists,
     InvariantBroken,
-    NotFound,
     VaultError,
-    connection_deleted,
 )
 from singura_vault.repositories._rows import credential_from_row, data_key_from_row, in_item_order
+from singura_vault.repositories.credential_store_request import (
+    STORE_ERRORS,
+    DataKeyRetired,
+    NoDataKey,
+    RequestIdTaken,
+    Seal,
+    StoreRequest,
+    VersionTaken,
+    connection_not_found,
+    version_mismatch,
+)
 from singura_vault.repositories.credentials import CredentialRepository
 from singura_vault.repositories.queries import query
 
-Seal = Callable[[CredentialSlot], Awaitable[EncryptedValue]]
-
-
-class NoDataKey(Exception):  # noqa: N818 - a signal to the service, not an error for clients
-    """The organization has no live data key yet; create one and store again."""
-
-
-class _RequestIdTaken(AlreadyExists):
-    """A concurrent store with the same request_id won the race."""
-
-
-class _DataKeyRetired(Aborted):
-    """The data key the value was sealed under was retired before the row committed."""
-
-
-class _VersionTaken(Aborted):
-    """A concurrent store of the same connection and type took the planned version."""
-
-
-@dataclass(frozen=True, slots=True)
-class StoreRequest:
-    """One StoreCredential's write: the next version of (connection, type), its expiry
-    and idempotency key, and for a check-and-set store the version it expects to be
-    current (0: none stored yet; None: store whatever is current)."""
-
-    connection_id: UUID
-    type: CredentialType
-    expires_at: datetime | None
-    request_id: UUID | None
-    expected_version: int | None = None
-
-
-def _version_mismatch(organization_id: UUID, store: StoreRequest, current: int) -> Aborted:
-    """ABORTED for a check-and-set store whose expected version is not the current one;
-    the current version is in the ErrorInfo metadata for the client's next attempt."""
-    now = f"version {current}" if current else "no version yet"
-    return Aborted(
-        f"connection {store.connection_id} in organization {organization_id} has {now} of "
-        f"its {store.type.value}, not version {store.expected_version} as expected_version "
-        "says; read the current version and retry with it",
-        reason="CREDENTIAL_VERSION_MISMATCH",
-        metadata={
-            "current_version": str(current),
-            "expected_version": str(store.expected_version),
-        },
-    )
-
-
-_STORE_ERRORS: ConstraintErrors = {
-    "encrypted_credentials_request_key": lambda: _RequestIdTaken("request_id already used"),
-    "encrypted_credentials_key_live": lambda: _DataKeyRetired(
-        "the organization's data key was retired while the value was being sealed; retry"
-    ),
-    "encrypted_credentials_version_key": lambda: _VersionTaken(
-        "concurrent stores of this credential kept taking the next version; retry"
-    ),
-    # Migration 030: the row refuses a version of a deleted connection's credential.
-    "encrypted_credentials_connection_live": lambda: connection_deleted(
-        "of this credential", "store its credentials"
-    ),
-}
 # A retirement that wins the race against a store refuses the row (migration 008), and
 # a concurrent store of the same connection and type may take the planned version
 # (migration 014): both plan and seal again. The last attempt takes the connection's
@@ -108,10 +55,6 @@ _STORE_ATTEMPTS = 5
 # A store batch runs each item in a subtransaction (migration 022); PostgreSQL caches 64
 # subtransaction ids per backend before other sessions' snapshots get slower.
 _STORE_WRITE_BATCH = 32
-
-
-def _connection_not_found(organization_id: UUID, connection_id: UUID) -> NotFound:
-    return NotFound(f"connection {connection_id} not found in organization {organization_id}")
 
 
 class CredentialStore:
@@ -155,15 +98,15 @@ class CredentialStore:
             write = self._store_planned if attempt < _STORE_ATTEMPTS else self._store_locked
             try:
                 return await write(organization_id, store, seal)
-            except _VersionTaken:
+            except VersionTaken:
                 if store.expected_version is not None:
                     return await self._after_lost_check_and_set(organization_id, store)
                 if attempt == _STORE_ATTEMPTS:
                     raise
-            except _DataKeyRetired:
+            except DataKeyRetired:
                 if attempt == _STORE_ATTEMPTS:
                     raise
-        raise AssertionError("unreachable")
+        raise InvariantBroken("store: every attempt either returned or raised")
 
     async def _after_lost_check_and_set(
         self, organization_id: UUID, store: StoreRequest
@@ -188,7 +131,7 @@ class CredentialStore:
             # Versions only grow, so the store that took ours must have been rolled
             # back; whether this one would now succeed is the caller's to try again.
             raise Aborted("a concurrent store of this credential interfered; retry")
-        raise _version_mismatch(organization_id, store, current)
+        raise version_mismatch(organization_id, store, current)
 
     async def _store_planned(
         self,
@@ -228,9 +171,9 @@ class CredentialStore:
         if plan["existing_id"] is not None:
             return await self._credentials.get(organization_id, plan["existing_id"])
         if not plan["connection_found"]:
-            raise _connection_not_found(organization_id, connection_id)
+            raise connection_not_found(organization_id, connection_id)
         if store.expected_version is not None and plan["last_version"] != store.expected_version:
-            raise _version_mismatch(organization_id, store, plan["last_version"])
+            raise version_mismatch(organization_id, store, plan["last_version"])
         if plan["key_version"] is None:
             raise NoDataKey
         slot = CredentialSlot(
@@ -256,9 +199,9 @@ class CredentialStore:
                 query("credential_store_scoped"),
                 *new_row,
                 writes=True,
-                constraint_messages=_STORE_ERRORS,
+                constraint_messages=STORE_ERRORS,
             )
-        except _RequestIdTaken:
+        except RequestIdTaken:
             if request_id is None:
                 raise InvariantBroken("_store_planned: request_id is None") from None
             return await self._by_request_id(organization_id, request_id)
@@ -325,7 +268,7 @@ class CredentialStore:
         """A store that lost a race in its batch: the error its constraint maps to
         (the caller plans again, or finds the replayed request), or, for any other
         constraint, the outcome of the single-call statement."""
-        known = _STORE_ERRORS.get(constraint or "")
+        known = STORE_ERRORS.get(constraint or "")
         if known is not None:
             return known()
         try:
@@ -334,7 +277,7 @@ class CredentialStore:
                 query("credential_store_scoped"),
                 *item.row,
                 writes=True,
-                constraint_messages=_STORE_ERRORS,
+                constraint_messages=STORE_ERRORS,
             )
         except VaultError as exc:
             return exc
@@ -361,7 +304,7 @@ class CredentialStore:
                     query("credential_lock_connection"), organization_id, connection_id
                 )
                 if locked is None:
-                    raise _connection_not_found(organization_id, connection_id)
+                    raise connection_not_found(organization_id, connection_id)
                 key_row = await conn.fetchrow(query("data_key_current"), organization_id)
                 if key_row is None:
                     raise NoDataKey
@@ -375,7 +318,7 @@ class CredentialStore:
                     request_id,
                     expected_version=store.expected_version,
                 )
-        except _RequestIdTaken:
+        except RequestIdTaken:
             if request_id is None:
                 raise InvariantBroken("_store_locked: request_id is None") from None
             return await self._by_request_id(organization_id, request_id)
@@ -411,7 +354,7 @@ async def store_version_in(
         query("credential_last_version"), organization_id, connection_id, credential_type.value
     )
     if expected_version is not None and last != expected_version:
-        raise _version_mismatch(
+        raise version_mismatch(
             organization_id,
             StoreRequest(connection_id, credential_type, None, request_id, expected_version),
             last,
@@ -428,7 +371,7 @@ async def store_version_in(
     await conn.execute(
         query("credential_supersede"), organization_id, connection_id, credential_type.value
     )
-    with map_driver_errors(_STORE_ERRORS):
+    with map_driver_errors(STORE_ERRORS):
         row = await conn.fetchrow(
             query("credential_insert"), *_new_row(slot, value, expires_at, request_id)
         )

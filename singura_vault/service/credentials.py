@@ -35,7 +35,8 @@ from singura_vault.errors import (
     VaultError,
 )
 from singura_vault.repositories.credential_reveals import CredentialReveals
-from singura_vault.repositories.credential_store import CredentialStore, NoDataKey, StoreRequest
+from singura_vault.repositories.credential_store import CredentialStore
+from singura_vault.repositories.credential_store_request import NoDataKey, StoreRequest
 from singura_vault.repositories.credentials import CredentialRepository, RevealTarget
 from singura_vault.service import pagination, validation
 from singura_vault.service.authz import (

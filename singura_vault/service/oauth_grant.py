@@ -12,16 +12,14 @@ provider's tokens or words.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from singura_vault.domain import (
     Connection,
-    CredentialSlot,
     CredentialType,
-    EncryptedValue,
     ExpirySource,
     PendingAuthorization,
 )
@@ -39,8 +37,6 @@ from singura_vault.service.oauth_token_lifetime import effective_margin
 from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)
-
-_Sealer = Callable[[CredentialSlot], Awaitable[EncryptedValue]]
 
 
 @dataclass(frozen=True)
@@ -117,7 +113,7 @@ class GrantWriter:
             connection_id,
             CredentialType.ACCESS_TOKEN,
             expires_at,
-            self._sealer(grant.access_token),
+            self._sealing.sealer_of(grant.access_token),
         )
         refresh_version = None
         if grant.refresh_token is not None:
@@ -126,7 +122,7 @@ class GrantWriter:
                 connection_id,
                 CredentialType.REFRESH_TOKEN,
                 None,
-                self._sealer(grant.refresh_token),
+                self._sealing.sealer_of(grant.refresh_token),
             )
             refresh_version = stored.version
         next_at = (
@@ -215,12 +211,6 @@ class GrantWriter:
             grant.user_scopes or (),
         )
         return current.id, old_refresh
-
-    def _sealer(self, value: str) -> _Sealer:
-        async def seal(slot: CredentialSlot) -> EncryptedValue:
-            return await self._sealing.seal_for(slot, value.encode("utf-8"))
-
-        return seal
 
 
 async def record_failure(

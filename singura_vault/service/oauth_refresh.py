@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from singura_vault import metrics
 from singura_vault.domain import (
-    CredentialSlot,
     CredentialType,
-    EncryptedValue,
     StoredDataKey,
 )
 from singura_vault.errors import FailedPrecondition, InvariantBroken, VaultError
@@ -52,8 +50,6 @@ from singura_vault.service.oauth_token_lifetime import effective_margin, is_fres
 from singura_vault.service.sealing import SealingService
 
 log = get_logger(__name__)
-
-_Sealer = Callable[[CredentialSlot], Awaitable[EncryptedValue]]
 
 
 @dataclass(frozen=True)
@@ -243,14 +239,11 @@ class TokenRefresher:
         lifetime, expiry_source = token_lifetime(grant.expires_in, tx.connection.platform)
         expires_at = now + timedelta(seconds=lifetime) if lifetime else None
 
-        def sealer(value: str) -> _Sealer:
-            async def seal(slot: CredentialSlot) -> EncryptedValue:
-                return await self._sealing.seal_for(slot, value.encode("utf-8"))
-
-            return seal
-
         access = await tx.store(
-            data_key, CredentialType.ACCESS_TOKEN, expires_at, sealer(grant.access_token)
+            data_key,
+            CredentialType.ACCESS_TOKEN,
+            expires_at,
+            self._sealing.sealer_of(grant.access_token),
         )
         rotated = grant.refresh_token is not None and grant.refresh_token != old_refresh_token
         refresh_version = None
@@ -258,7 +251,10 @@ class TokenRefresher:
             if grant.refresh_token is None:
                 raise InvariantBroken("sealer: grant.refresh_token is None")
             stored = await tx.store(
-                data_key, CredentialType.REFRESH_TOKEN, None, sealer(grant.refresh_token)
+                data_key,
+                CredentialType.REFRESH_TOKEN,
+                None,
+                self._sealing.sealer_of(grant.refresh_token),
             )
             refresh_version = stored.version
         # Due again a margin before it expires, the margin capped as GetAccessToken caps

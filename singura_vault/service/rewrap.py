@@ -27,7 +27,7 @@ from singura_vault.repositories.key_admin import (
     JobNotRunning,
     KeyAdminRepository,
 )
-from singura_vault.service import sealing
+from singura_vault.service import bindings, sealing
 from singura_vault.service.data_keys import unwrap
 
 log = get_logger(__name__)
@@ -134,7 +134,7 @@ class RewrapWorker:
         """Open an OAuth client secret (``signing``: its Slack signing secret, migration
         027) under the version that sealed it, seal it under the newest."""
         organization_id = data_keys[max(data_keys)].organization_id
-        bind = sealing.signing_secret_binding if signing else sealing.client_secret_binding
+        bind = bindings.signing_secret_binding if signing else bindings.client_secret_binding
         return await self._reseal(
             "an OAuth client secret",
             "set the client again",
@@ -159,7 +159,7 @@ class RewrapWorker:
         return await self._reseal(
             f"the signing secret of webhook endpoint {endpoint_id}",
             "rotate the endpoint's secret (RotateWebhookSecret)",
-            lambda version: sealing.webhook_secret_binding(
+            lambda version: bindings.webhook_secret_binding(
                 organization_id, endpoint_id, secret_id, version
             ),
             key_version,
@@ -240,7 +240,7 @@ class RewrapWorker:
                 sealed_key_version=opened.key_version,
             )
         new = await unwrap(self._keys, newest)
-        binding = sealing.credential_binding(organization_id, stale, newest.version)
+        binding = bindings.credential_binding(organization_id, stale, newest.version)
         sealed = self._keys.seal(new, opened.plaintext, binding)
         # Decrypt-after-encrypt: never commit a ciphertext that does not open.
         if not hmac.compare_digest(self._keys.open(new, sealed, binding), opened.plaintext):

@@ -1,14 +1,12 @@
 """The sealing gateway: every seal and open of a value under an organization's data
-key, and the bytes that bind a ciphertext to its row.
+key.
 
-One home for the AES-GCM associated data (:func:`binding`: organization, connection
-or owner row, credential id, type, version, data-key version) -- the bytes that seal
-and the bytes that open must agree, so nothing else builds them -- and for
-:class:`SealingService`, which holds the key manager for the credential path and for
+:class:`SealingService` holds the key manager for the credential path and for
 the code that keeps secrets of its own: OAuth client and signing secrets and PKCE
 verifiers (service/oauth_*.py), webhook signing secrets (service/webhooks.py, the
 delivery worker), provider signal checks (service/signals.py). Those modules import
-this one, never ``keys``.
+this one, never ``keys``. The associated data each kind is sealed with comes from
+service/bindings.py, its one builder.
 
 Like service/data_keys.py, it imports the sealed ``keys`` package; it returns
 plaintext only to its caller and never logs or raises with key bytes or plaintext.
@@ -18,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 from uuid import UUID
 
 from singura_vault import keys
@@ -26,7 +23,6 @@ from singura_vault.domain import (
     Credential,
     CredentialSlot,
     CredentialState,
-    CredentialType,
     EncryptedCredential,
     EncryptedValue,
     OAuthClientRecord,
@@ -36,7 +32,17 @@ from singura_vault.domain import (
 from singura_vault.errors import DataLoss, FailedPrecondition, InvariantBroken
 from singura_vault.logs import get_logger
 from singura_vault.repositories.credential_reveals import LiveDataKeys
+from singura_vault.repositories.credential_store_request import Seal
 from singura_vault.repositories.data_keys import DataKeyRepository
+from singura_vault.service.bindings import (
+    CredentialRow,
+    binding,
+    client_secret_binding,
+    credential_binding,
+    pkce_verifier_binding,
+    signing_secret_binding,
+    webhook_secret_binding,
+)
 from singura_vault.service.credential_versions import version_unusable
 from singura_vault.service.data_keys import create_data_key, unwrap
 
@@ -44,107 +50,6 @@ log = get_logger(__name__)
 
 # The organization's own root key in force, if any (service/organization_keys.py).
 OrganizationKeyInForce = Callable[[UUID], Awaitable[keys.OrganizationKeyRecord | None]]
-
-
-def binding(
-    organization_id: UUID,
-    connection_id: UUID,
-    credential_id: UUID,
-    credential_type: str,
-    version: int,
-    key_version: int,
-) -> keys.CredentialBinding:
-    """The associated data of a ciphertext: where it belongs and which key sealed it.
-    The one builder of a binding; the functions below name what each kind binds."""
-    return keys.CredentialBinding(
-        organization_id=organization_id,
-        connection_id=connection_id,
-        credential_id=credential_id,
-        credential_type=credential_type,
-        version=version,
-        key_version=key_version,
-    )
-
-
-class CredentialRow(Protocol):
-    """The row facts a credential's ciphertext is bound to (a Credential, or a
-    SealedCredential of the rewrap and repair jobs)."""
-
-    @property
-    def id(self) -> UUID: ...
-    @property
-    def connection_id(self) -> UUID: ...
-    @property
-    def type(self) -> CredentialType: ...
-    @property
-    def version(self) -> int: ...
-
-
-def credential_binding(
-    organization_id: UUID, row: CredentialRow, key_version: int
-) -> keys.CredentialBinding:
-    """The associated data of a credential version's ciphertext under ``key_version``."""
-    return binding(
-        organization_id, row.connection_id, row.id, row.type.value, row.version, key_version
-    )
-
-
-# The credential type an OAuth client secret's binding names: no credential has it,
-# so a client secret's ciphertext never opens as a credential, nor the reverse.
-OAUTH_CLIENT_SECRET = "oauth_client_secret"  # noqa: S105 - a type's name, not a secret
-
-
-def client_secret_binding(
-    organization_id: UUID, client_row_id: UUID, key_version: int
-) -> keys.CredentialBinding:
-    """The associated data of an OAuth client secret (migration 016): its organization,
-    the client row's id (new on every SetOAuthClient) and the data-key version."""
-    return binding(
-        organization_id, client_row_id, client_row_id, OAUTH_CLIENT_SECRET, 1, key_version
-    )
-
-
-# The credential type a Slack signing secret's binding names (migration 027): sealed
-# beside the client secret of the same row, it never opens as that secret, nor the reverse.
-OAUTH_SIGNING_SECRET = "oauth_signing_secret"  # noqa: S105 - a type's name, not a secret
-
-
-def signing_secret_binding(
-    organization_id: UUID, client_row_id: UUID, key_version: int
-) -> keys.CredentialBinding:
-    """The associated data of an OAuth client's signing secret (migration 027): its
-    organization, the client row's id and the data-key version, like the client secret's."""
-    return binding(
-        organization_id, client_row_id, client_row_id, OAUTH_SIGNING_SECRET, 1, key_version
-    )
-
-
-# The credential type a PKCE verifier's binding names (migration 019): like a client
-# secret's, no credential has it, so the ciphertexts never open as one another.
-OAUTH_PKCE_VERIFIER = "oauth_pkce_verifier"
-
-
-def pkce_verifier_binding(
-    organization_id: UUID, authorization_id: UUID, key_version: int
-) -> keys.CredentialBinding:
-    """The associated data of a sealed PKCE verifier: its organization, the
-    authorization row's id and the data-key version."""
-    return binding(
-        organization_id, authorization_id, authorization_id, OAUTH_PKCE_VERIFIER, 1, key_version
-    )
-
-
-# The credential type a webhook signing secret's binding names (migration 026): like a
-# client secret's, no credential has it, so the ciphertexts never open as one another.
-WEBHOOK_SIGNING_SECRET = "webhook_signing_secret"  # noqa: S105 - a type's name, not a secret
-
-
-def webhook_secret_binding(
-    organization_id: UUID, endpoint_id: UUID, secret_id: UUID, key_version: int
-) -> keys.CredentialBinding:
-    """The associated data of a webhook signing secret: its organization, its endpoint,
-    the secret's own id (new on every rotation) and the data-key version."""
-    return binding(organization_id, endpoint_id, secret_id, WEBHOOK_SIGNING_SECRET, 1, key_version)
 
 
 @dataclass(frozen=True)
@@ -237,6 +142,15 @@ class SealingService:
             self._keys.fingerprint(data_key, plaintext),
             data_key.version,
         )
+
+    def sealer_of(self, value: str) -> Seal:
+        """A sealer of ``value`` for whichever row slot the store gives it (an OAuth
+        token is sealed only once the store has planned its version)."""
+
+        async def seal(slot: CredentialSlot) -> EncryptedValue:
+            return await self.seal_for(slot, value.encode("utf-8"))
+
+        return seal
 
     async def open_credential(
         self, encrypted: EncryptedCredential, other_keys: LiveDataKeys

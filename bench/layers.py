@@ -58,7 +58,8 @@ from singura_vault.config import PoolSettings
 from singura_vault.context import RequestContext, bind_request
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import bootstrap_embedded_roles
-from singura_vault.domain import Credential, CredentialState, CredentialType, KeyLookup
+from singura_vault.domain.api_keys import KeyLookup
+from singura_vault.domain.credentials import Credential, CredentialState, CredentialType
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.service.access import AccessService, RateLimit

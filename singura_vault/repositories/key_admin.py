@@ -9,16 +9,9 @@ import asyncpg
 
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
-from singura_vault.domain import (
-    CredentialType,
-    DataKeyInfo,
-    EncryptedValue,
-    KeyRepair,
-    RepairPage,
-    RewrapJob,
-    SealedCredential,
-    StoredDataKey,
-)
+from singura_vault.domain.credentials import CredentialType, SealedCredential
+from singura_vault.domain.key_management import DataKeyInfo, KeyRepair, RepairPage, RewrapJob
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import Aborted, DataLoss, FailedPrecondition, NotFound
 from singura_vault.repositories._rows import data_key_from_row
 from singura_vault.repositories.organizations import not_found

@@ -39,7 +39,8 @@ from singura_vault.api.reflection import add_reflection
 from singura_vault.api.request_checks import MAX_TRANSPORT_BYTES
 from singura_vault.api.signals import SignalServicer
 from singura_vault.api.webhooks import WebhookServicer
-from singura_vault.composition import Components, build_access, build_access_from
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access, build_access_from
 from singura_vault.config import Settings, listen_host
 from singura_vault.db.pool import Database
 from singura_vault.db.reachability import hosts_of

@@ -20,7 +20,8 @@ from google.protobuf import field_mask_pb2
 from singura_vault import keys
 from singura_vault.composition import Components
 from singura_vault.composition.access import build_access
-from singura_vault.config import PoolSettings, load_settings
+from singura_vault.config import PoolSettings
+from singura_vault.config.environment import load_settings
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import SERVICE_ROLE
 from singura_vault.errors import ConfigError

@@ -31,12 +31,7 @@ from functools import partial
 from singura_vault import keys
 from singura_vault.clock import Clock, utc_now
 from singura_vault.composition.outbound import OutboundParts
-from singura_vault.config import (
-    DEFAULT_EXPIRY_REMINDERS,
-    OAuthSettings,
-    Settings,
-    WebhookSettings,
-)
+from singura_vault.config import DEFAULT_EXPIRY_REMINDERS, OAuthSettings, Settings, WebhookSettings
 from singura_vault.db.pool import Database
 from singura_vault.service.access import AccessService
 from singura_vault.service.audit import track_appended_total

@@ -3,9 +3,7 @@ tests and benchmarks with a rate limit of their choice (none by default)."""
 
 from __future__ import annotations
 
-from singura_vault.config import (
-    Settings,
-)
+from singura_vault.config import Settings
 from singura_vault.db.pool import Database
 from singura_vault.repositories.api_keys import ApiKeyRepository
 from singura_vault.service.access import AccessService, RateLimit

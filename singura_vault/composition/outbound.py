@@ -15,10 +15,7 @@ from datetime import timedelta
 from functools import cached_property
 
 from singura_vault.composition.core import CoreParts
-from singura_vault.config import (
-    OAuthSettings,
-    WebhookSettings,
-)
+from singura_vault.config import OAuthSettings, WebhookSettings
 from singura_vault.providers import (
     EgressSettings,
     TokenEndpointClient,

@@ -52,7 +52,7 @@ import structlog
 from opentelemetry import trace
 
 from singura_vault import metrics
-from singura_vault.api import interceptors, request_checks
+from singura_vault.api import call_metadata, interceptors, request_checks
 from singura_vault.api.credentials import credential_to_proto, fill_credential
 from singura_vault.config import PoolSettings
 from singura_vault.context import RequestContext, bind_request
@@ -245,8 +245,8 @@ def _per_call_layers(t: Timings) -> None:
     # A stand-in for grpc's ServicerContext (typed as Any: it has only what is used).
     context: Any = _Context((("authorization", f"Bearer {KEY_TEXT}"),))
     traced: Any = _Context((("authorization", f"Bearer {KEY_TEXT}"), ("traceparent", TRACEPARENT)))
-    t.sync("metadata to dict", lambda: interceptors._metadata(context))
-    t.sync("request id (fresh uuid4)", lambda: interceptors._request_id({}))
+    t.sync("metadata to dict", lambda: call_metadata.metadata_of(context))
+    t.sync("request id (fresh uuid4)", lambda: call_metadata.request_id_of({}))
 
     def log_binds() -> None:
         structlog.contextvars.clear_contextvars()
@@ -267,7 +267,7 @@ def _per_call_layers(t: Timings) -> None:
 
     t.sync("metrics: rpc_started + rpc_handled", metric_calls)
     noop_tracer = trace.NoOpTracer()
-    plain, with_parent = interceptors._metadata(context), interceptors._metadata(traced)
+    plain, with_parent = call_metadata.metadata_of(context), call_metadata.metadata_of(traced)
 
     def span_noop() -> None:
         span = interceptors._server_span(noop_tracer, METHOD, plain, "r")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from singura_vault.logs import get_logger
@@ -131,22 +131,16 @@ class BackgroundTasks:
 class WokenLoop:
     """A loop that runs a pass when woken, or every ``interval_s`` without a wake-up.
 
-    ``wake()`` is cheap and coalesces: wake-ups that arrive while a pass runs make one
-    more pass, not one each. ``run_pass`` handles its own failures (the loop only
-    sequences passes) and returns whether more work is waiting, in which case the next
-    pass runs at once. ``wait_first``: the first pass waits like the others (False: it
-    runs at once). The owner's ``run_forever`` is ``WokenLoop.run_forever``, run in
-    ``BackgroundTasks``.
+    A base for the loops that work after a commit (the audit and event sequencers, the
+    webhook delivery worker): ``wake()`` is cheap and coalesces (wake-ups that arrive
+    while a pass runs make one more pass, not one each), and ``run_forever`` is what
+    ``BackgroundTasks`` runs. A subclass's ``_pass`` handles its own failures (the loop
+    only sequences passes) and returns whether more work is waiting, in which case the
+    next pass runs at once. ``wait_first``: the first pass waits like the others
+    (False: it runs at once).
     """
 
-    def __init__(
-        self,
-        run_pass: Callable[[], Awaitable[bool]],
-        interval_s: float,
-        *,
-        wait_first: bool = True,
-    ) -> None:
-        self._run_pass = run_pass
+    def __init__(self, interval_s: float, *, wait_first: bool = True) -> None:
         self._interval_s = interval_s
         self._wait_first = wait_first
         self._woken = asyncio.Event()
@@ -167,4 +161,8 @@ class WokenLoop:
                     async with asyncio.timeout(self._interval_s):
                         await self._woken.wait()
             self._woken.clear()
-            again = await self._run_pass()
+            again = await self._pass()
+
+    async def _pass(self) -> bool:
+        """One pass; True when more work is waiting."""
+        raise NotImplementedError

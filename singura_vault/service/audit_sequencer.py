@@ -41,7 +41,7 @@ FALLBACK_INTERVAL_S = 1.0
 CATCH_UP_LIMIT = SEQUENCE_BATCH
 
 
-class AuditSequencer:
+class AuditSequencer(WokenLoop):
     def __init__(
         self,
         repository: AuditRepository,
@@ -51,15 +51,8 @@ class AuditSequencer:
     ) -> None:
         self._repository = repository
         self._batch = batch
-        self._loop = WokenLoop(self._pass, fallback_interval_s)
+        super().__init__(fallback_interval_s)
         self._failing = False
-
-    def wake(self) -> None:
-        """Ask for a run soon. Cheap: wakes coalesce while a run is in progress."""
-        self._loop.wake()
-
-    async def run_forever(self) -> None:
-        await self._loop.run_forever()
 
     async def _pass(self) -> bool:
         await self.run_once()

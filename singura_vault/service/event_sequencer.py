@@ -35,7 +35,7 @@ SEQUENCE_BATCH = 1000
 FALLBACK_INTERVAL_S = 1.0
 
 
-class EventSequencer:
+class EventSequencer(WokenLoop):
     def __init__(
         self,
         repository: EventRepository,
@@ -47,15 +47,8 @@ class EventSequencer:
         self._repository = repository
         self._on_sequenced = on_sequenced
         self._batch = batch
-        self._loop = WokenLoop(self._pass, fallback_interval_s)
+        super().__init__(fallback_interval_s)
         self._failing = False
-
-    def wake(self) -> None:
-        """Ask for a run soon. Cheap: wake-ups coalesce while a run is in progress."""
-        self._loop.wake()
-
-    async def run_forever(self) -> None:
-        await self._loop.run_forever()
 
     async def _pass(self) -> bool:
         await self.run_once()

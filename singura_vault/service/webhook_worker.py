@@ -88,7 +88,7 @@ def payload(claim: WebhookClaim) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-class WebhookWorker:
+class WebhookWorker(WokenLoop):
     def __init__(
         self,
         repository: WebhookRepository,
@@ -109,15 +109,8 @@ class WebhookWorker:
         self._jitter = jitter
         self._batch = batch
         # The first pass runs at once: deliveries may be due from before the start.
-        self._loop = WokenLoop(self._pass, interval_s, wait_first=False)
+        super().__init__(interval_s, wait_first=False)
         self._gauge_at = 0.0
-
-    def wake(self) -> None:
-        """A write of this process committed (maybe an event): look now."""
-        self._loop.wake()
-
-    async def run_forever(self) -> None:
-        await self._loop.run_forever()
 
     async def _pass(self) -> bool:
         """One batch; a full batch means more may be due, so the next runs at once."""

@@ -7,6 +7,8 @@ No PostgreSQL and no sleeps: every step waits on an event that the task under te
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from structlog.testing import capture_logs
@@ -155,39 +157,40 @@ class _ScriptedLoop(WokenLoop):
         self.wake()
 
 
+@contextlib.asynccontextmanager
+async def _running(loop: WokenLoop) -> AsyncIterator[None]:
+    """Run ``loop`` for the block (at most GUARD_S), then cancel it and await the end."""
+    task = asyncio.create_task(loop.run_forever())
+    try:
+        async with asyncio.timeout(GUARD_S):
+            yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_a_woken_loop_waits_for_a_wake_up_and_runs_again_at_once_when_more_waits() -> None:
     """WokenLoop (the sequencers' and the webhook worker's loop): the first pass waits for
     a wake-up; a pass that says more work is waiting is followed by the next without
     one; a wake-up that arrives during a pass makes one more pass after it."""
     loop = _ScriptedLoop([True, False, False], wait_first=True)
-    task = asyncio.create_task(loop.run_forever())
-    try:
-        async with asyncio.timeout(GUARD_S):
-            loop.wake_from_test()
-            assert await loop.started.get() == (0, True)
-            loop.go[0].set()
-            # Pass 0 answered "more": pass 1 runs without a wake-up.
-            assert await loop.started.get() == (1, False)
-            loop.wake_from_test()  # during pass 1
-            loop.go[1].set()
-            assert await loop.started.get() == (2, True)
-            loop.go[2].set()
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    async with _running(loop):
+        loop.wake_from_test()
+        assert await loop.started.get() == (0, True)
+        loop.go[0].set()
+        # Pass 0 answered "more": pass 1 runs without a wake-up.
+        assert await loop.started.get() == (1, False)
+        loop.wake_from_test()  # during pass 1
+        loop.go[1].set()
+        assert await loop.started.get() == (2, True)
+        loop.go[2].set()
 
 
 async def test_a_woken_loop_that_does_not_wait_first_runs_its_first_pass_at_once() -> None:
     """wait_first=False (the webhook worker: deliveries may be due from before the start):
     the first pass runs with no wake-up and no interval elapsed."""
     loop = _ScriptedLoop([False], wait_first=False)
-    task = asyncio.create_task(loop.run_forever())
-    try:
-        async with asyncio.timeout(GUARD_S):
-            assert await loop.started.get() == (0, False)
-            loop.go[0].set()
-    finally:
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+    async with _running(loop):
+        assert await loop.started.get() == (0, False)
+        loop.go[0].set()

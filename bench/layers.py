@@ -52,13 +52,14 @@ import structlog
 from opentelemetry import trace
 
 from singura_vault import metrics
-from singura_vault.api import interceptors, request_checks
+from singura_vault.api import call_metadata, interceptors, request_checks
 from singura_vault.api.credentials import credential_to_proto, fill_credential
 from singura_vault.config import PoolSettings
 from singura_vault.context import RequestContext, bind_request
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import bootstrap_embedded_roles
-from singura_vault.domain import Credential, CredentialState, CredentialType, KeyLookup
+from singura_vault.domain.api_keys import KeyLookup
+from singura_vault.domain.credentials import Credential, CredentialState, CredentialType
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.service.access import AccessService, RateLimit
@@ -244,8 +245,8 @@ def _per_call_layers(t: Timings) -> None:
     # A stand-in for grpc's ServicerContext (typed as Any: it has only what is used).
     context: Any = _Context((("authorization", f"Bearer {KEY_TEXT}"),))
     traced: Any = _Context((("authorization", f"Bearer {KEY_TEXT}"), ("traceparent", TRACEPARENT)))
-    t.sync("metadata to dict", lambda: interceptors._metadata(context))
-    t.sync("request id (fresh uuid4)", lambda: interceptors._request_id({}))
+    t.sync("metadata to dict", lambda: call_metadata.metadata_of(context))
+    t.sync("request id (fresh uuid4)", lambda: call_metadata.request_id_of({}))
 
     def log_binds() -> None:
         structlog.contextvars.clear_contextvars()
@@ -266,7 +267,7 @@ def _per_call_layers(t: Timings) -> None:
 
     t.sync("metrics: rpc_started + rpc_handled", metric_calls)
     noop_tracer = trace.NoOpTracer()
-    plain, with_parent = interceptors._metadata(context), interceptors._metadata(traced)
+    plain, with_parent = call_metadata.metadata_of(context), call_metadata.metadata_of(traced)
 
     def span_noop() -> None:
         span = interceptors._server_span(noop_tracer, METHOD, plain, "r")

@@ -40,7 +40,8 @@ import grpc
 # The PgBouncer runner is the tests' (one way to start it); the repository root holds it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import (

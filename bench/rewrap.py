@@ -26,14 +26,9 @@ from singura_vault.config import PoolSettings
 from singura_vault.context import Principal, RequestContext, bind_request
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import apply_migrations, bootstrap_embedded_roles
-from singura_vault.domain import (
-    ConnectionStatus,
-    CredentialType,
-    NewConnection,
-    NewOrganization,
-    Plan,
-    Platform,
-)
+from singura_vault.domain.connections import ConnectionStatus, NewConnection, Platform
+from singura_vault.domain.credentials import CredentialType
+from singura_vault.domain.organizations import NewOrganization, Plan
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.key_admin import KeyAdminRepository
 from singura_vault.repositories.organizations import OrganizationRepository

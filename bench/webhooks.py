@@ -33,7 +33,8 @@ import grpc
 from aiohttp import web
 
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
 from singura_vault.config import PoolSettings, WebhookSettings
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import apply_migrations, bootstrap_embedded_roles

@@ -17,19 +17,23 @@ is a bug in one job, and stopping every tenant's API for it would turn the bug i
 an outage (the ``background_task_failed`` event is what to alert on). A task that
 returns has finished its work and is not restarted (``background_task_finished``).
 
+``WokenLoop`` is the body that most of those loops share: wait for a wake-up (a
+commit of this process) or a fallback interval, run one pass, repeat.
+
 This module must never start a task that it does not also await in ``stop()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from singura_vault.logs import get_logger
 
-__all__ = ["BackgroundTasks", "TaskFactory"]
+__all__ = ["BackgroundTasks", "TaskFactory", "WokenLoop"]
 
 log = get_logger(__name__)
 
@@ -122,3 +126,43 @@ class BackgroundTasks:
                 continue
             log.info("background_task_finished", task=name)
             return
+
+
+class WokenLoop:
+    """A loop that runs a pass when woken, or every ``interval_s`` without a wake-up.
+
+    A base for the loops that work after a commit (the audit and event sequencers, the
+    webhook delivery worker): ``wake()`` is cheap and coalesces (wake-ups that arrive
+    while a pass runs make one more pass, not one each), and ``run_forever`` is what
+    ``BackgroundTasks`` runs. A subclass's ``_pass`` handles its own failures (the loop
+    only sequences passes) and returns whether more work is waiting, in which case the
+    next pass runs at once. ``wait_first``: the first pass waits like the others
+    (False: it runs at once).
+    """
+
+    def __init__(self, interval_s: float, *, wait_first: bool = True) -> None:
+        self._interval_s = interval_s
+        self._wait_first = wait_first
+        self._woken = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask for a pass soon."""
+        self._woken.set()
+
+    async def run_forever(self) -> None:
+        again = not self._wait_first
+        while True:
+            if not again:
+                # asyncio.timeout, never wait_for: on Python 3.11 wait_for drops a
+                # cancellation that arrives just as the wait ends (a write woke us while
+                # BackgroundTasks.stop cancelled us), and stop() then waits for this
+                # loop for ever.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._interval_s):
+                        await self._woken.wait()
+            self._woken.clear()
+            again = await self._pass()
+
+    async def _pass(self) -> bool:
+        """One pass; True when more work is waiting."""
+        raise NotImplementedError

@@ -30,7 +30,8 @@ import grpc
 import pytest
 
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database

@@ -19,8 +19,10 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from structlog.testing import capture_logs
 
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
-from singura_vault.config import PoolSettings, load_settings
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
+from singura_vault.config import PoolSettings
+from singura_vault.config.environment import load_settings
 from singura_vault.context import Role
 from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError

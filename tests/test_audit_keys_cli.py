@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from singura_vault import keys
 from singura_vault.composition import Components
-from singura_vault.config import load_settings
+from singura_vault.config.environment import load_settings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from singura_vault.db.pool import Database
-from singura_vault.domain import AuditFilter
+from singura_vault.domain.audit import AuditFilter
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import audit_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import audit_pb2_grpc as pb_grpc

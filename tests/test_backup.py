@@ -17,8 +17,10 @@ import grpc
 import pytest
 
 from singura_vault import backup, keys, restore
-from singura_vault.composition import Components, build_access
-from singura_vault.config import PoolSettings, load_settings
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
+from singura_vault.config import PoolSettings
+from singura_vault.config.environment import load_settings
 from singura_vault.db.embedded import EmbeddedPostgres
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import OWNER_ROLE, SERVICE_ROLE

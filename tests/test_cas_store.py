@@ -14,7 +14,8 @@ import grpc
 import pytest
 
 from singura_vault.context import Principal, RequestContext, bind_request
-from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
+from singura_vault.domain.credentials import CredentialSlot, CredentialType
+from singura_vault.domain.sealed import EncryptedValue
 from singura_vault.errors import Aborted
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.repositories.credential_store_request import StoreRequest

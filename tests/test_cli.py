@@ -644,6 +644,6 @@ def test_sigterm_during_writes_loses_no_acknowledged_write(cli_env: dict[str, st
 )
 def test_production_database_urls_must_use_tls(url: str, secure: bool) -> None:
     """In production an external DATABASE_URL needs sslmode require/verify-*, or a socket."""
-    from singura_vault.server import database_url_uses_tls
+    from singura_vault.process import database_url_uses_tls
 
     assert database_url_uses_tls(url) is secure

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from singura_vault.config import load_settings
+from singura_vault.config.environment import load_settings
 from singura_vault.service.access import load_auth_secret
 from singura_vault.service.data_keys import load_key_manager
 from singura_vault.service.key_admin import create_keyring_file

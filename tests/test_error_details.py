@@ -15,7 +15,8 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2  # type: ignore[import-untyped]  # no stubs
 
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb

@@ -14,12 +14,8 @@ from google.protobuf import json_format, timestamp_pb2
 
 from singura_vault import keys
 from singura_vault.composition import Components
-from singura_vault.config import (
-    DEFAULT_EXPIRY_REMINDERS,
-    PoolSettings,
-    load_settings,
-    parse_expiry_reminders,
-)
+from singura_vault.config import DEFAULT_EXPIRY_REMINDERS, PoolSettings
+from singura_vault.config.environment import load_settings, parse_expiry_reminders
 from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as kpb

@@ -15,7 +15,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import SERVICE_ROLE

@@ -14,7 +14,7 @@ import pytest
 from singura_vault import keys
 from singura_vault.composition import Components
 from singura_vault.db.pool import Database
-from singura_vault.domain import KeyLookup
+from singura_vault.domain.api_keys import KeyLookup
 from singura_vault.errors import Unauthenticated
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb

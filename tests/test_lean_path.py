@@ -28,15 +28,14 @@ from singura_vault import metrics
 from singura_vault.api import interceptors, request_checks
 from singura_vault.api._convert import EnumWire, enum_from_proto, enum_to_proto_name, timestamp
 from singura_vault.api.credentials import credential_to_proto, fill_credential
-from singura_vault.domain import (
-    ConnectionStatus,
+from singura_vault.domain.connections import ConnectionStatus, Platform
+from singura_vault.domain.credentials import (
     Credential,
     CredentialState,
     CredentialType,
     CredentialVersionState,
-    Plan,
-    Platform,
 )
+from singura_vault.domain.organizations import Plan
 from singura_vault.errors import InvalidArgument
 from singura_vault.proto.singura.vault.v1 import (
     access_pb2,

@@ -20,7 +20,7 @@ from singura_vault import keys
 from singura_vault.composition import Components
 from singura_vault.config import OAuthSettings, PoolSettings
 from singura_vault.db.pool import Database
-from singura_vault.domain import Credential, CredentialState, CredentialType
+from singura_vault.domain.credentials import Credential, CredentialState, CredentialType
 from singura_vault.metrics import REGISTRY
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb

@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 import pytest
 
-from singura_vault.domain import Platform
+from singura_vault.domain.connections import Platform
 from singura_vault.providers import (
     CATALOGUE,
     STATE_BYTES,

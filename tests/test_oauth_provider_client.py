@@ -20,7 +20,7 @@ from types import MappingProxyType
 
 import pytest
 
-from singura_vault.domain import Platform
+from singura_vault.domain.connections import Platform
 from singura_vault.providers import (
     CATALOGUE,
     ClientAuthMethod,

@@ -20,7 +20,7 @@ from structlog.testing import capture_logs
 from singura_vault import keys
 from singura_vault.composition import Components
 from singura_vault.db.pool import Database
-from singura_vault.domain import StoredDataKey
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb

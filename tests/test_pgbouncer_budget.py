@@ -10,7 +10,8 @@ import asyncpg
 import pytest
 from structlog.testing import capture_logs
 
-from singura_vault.config import PoolSettings, Settings, load_settings
+from singura_vault.config import PoolSettings, Settings
+from singura_vault.config.environment import load_settings
 from singura_vault.db.checks import ConnectionBudget, check_server_settings
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import SERVICE_ROLE

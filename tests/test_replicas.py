@@ -18,15 +18,17 @@ import pytest
 from google.protobuf import field_mask_pb2
 
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
-from singura_vault.config import PoolSettings, load_settings
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
+from singura_vault.config import PoolSettings
+from singura_vault.config.environment import load_settings
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import SERVICE_ROLE
 from singura_vault.errors import ConfigError
+from singura_vault.process import attach_replica, check_production_transport
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as opb
-from singura_vault.server import attach_replica, check_production_transport
 from tests.canaries import canary
 from tests.conftest import Vault, start_vault, stop_vault
 from tests.helpers import expect_status, org_message

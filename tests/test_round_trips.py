@@ -15,7 +15,8 @@ from google.protobuf import duration_pb2
 from structlog.testing import capture_logs
 
 from singura_vault import keys
-from singura_vault.composition import Components, build_access
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb

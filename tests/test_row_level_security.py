@@ -14,7 +14,8 @@ import asyncpg
 import pytest
 
 from singura_vault.db.pool import Database
-from singura_vault.domain import NewConnection, NewOrganization, Plan, Platform
+from singura_vault.domain.connections import NewConnection, Platform
+from singura_vault.domain.organizations import NewOrganization, Plan
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.repositories.organizations import OrganizationRepository
 

@@ -21,7 +21,8 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from singura_vault import keys
 from singura_vault.composition import Components
-from singura_vault.config import PoolSettings, load_settings
+from singura_vault.config import PoolSettings
+from singura_vault.config.environment import load_settings
 from singura_vault.db.pool import Database
 from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import access_pb2 as apb

@@ -15,7 +15,8 @@ from uuid import UUID
 
 import asyncpg
 
-from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
+from singura_vault.domain.credentials import CredentialSlot, CredentialType
+from singura_vault.domain.sealed import EncryptedValue
 from singura_vault.errors import VaultError
 from singura_vault.repositories.credential_store_request import StoreRequest
 from tests.conftest import Vault

@@ -7,11 +7,13 @@ No PostgreSQL and no sleeps: every step waits on an event that the task under te
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import pytest
 from structlog.testing import capture_logs
 
-from singura_vault.tasks import BackgroundTasks
+from singura_vault.tasks import BackgroundTasks, WokenLoop
 
 # A guard against a hang, not a synchronisation: every wait below ends on an event.
 GUARD_S = 10
@@ -126,3 +128,69 @@ async def test_names_are_unique_and_nothing_starts_after_stop() -> None:
     await tasks.stop()
     with pytest.raises(RuntimeError, match="after stop"):
         tasks.start("late", asyncio.Event().wait)
+
+
+class _ScriptedLoop(WokenLoop):
+    """A woken loop whose passes report to the test and wait for its go-ahead: pass n
+    records whether the test had woken it, then waits for ``go[n]`` and answers
+    ``more[n]`` (whether more work is waiting)."""
+
+    def __init__(self, more: list[bool], *, wait_first: bool) -> None:
+        # An hour: no pass below is started by the fallback interval.
+        super().__init__(3600.0, wait_first=wait_first)
+        self.more = more
+        self.go = [asyncio.Event() for _ in more]
+        self.started: asyncio.Queue[tuple[int, bool]] = asyncio.Queue()
+        self.woken_by_test = False
+        self._passes = 0
+
+    async def _pass(self) -> bool:
+        n = self._passes
+        self._passes += 1
+        self.started.put_nowait((n, self.woken_by_test))
+        self.woken_by_test = False
+        await self.go[n].wait()
+        return self.more[n]
+
+    def wake_from_test(self) -> None:
+        self.woken_by_test = True
+        self.wake()
+
+
+@contextlib.asynccontextmanager
+async def _running(loop: WokenLoop) -> AsyncIterator[None]:
+    """Run ``loop`` for the block (at most GUARD_S), then cancel it and await the end."""
+    task = asyncio.create_task(loop.run_forever())
+    try:
+        async with asyncio.timeout(GUARD_S):
+            yield
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+async def test_a_woken_loop_waits_for_a_wake_up_and_runs_again_at_once_when_more_waits() -> None:
+    """WokenLoop (the sequencers' and the webhook worker's loop): the first pass waits for
+    a wake-up; a pass that says more work is waiting is followed by the next without
+    one; a wake-up that arrives during a pass makes one more pass after it."""
+    loop = _ScriptedLoop([True, False, False], wait_first=True)
+    async with _running(loop):
+        loop.wake_from_test()
+        assert await loop.started.get() == (0, True)
+        loop.go[0].set()
+        # Pass 0 answered "more": pass 1 runs without a wake-up.
+        assert await loop.started.get() == (1, False)
+        loop.wake_from_test()  # during pass 1
+        loop.go[1].set()
+        assert await loop.started.get() == (2, True)
+        loop.go[2].set()
+
+
+async def test_a_woken_loop_that_does_not_wait_first_runs_its_first_pass_at_once() -> None:
+    """wait_first=False (the webhook worker: deliveries may be due from before the start):
+    the first pass runs with no wake-up and no interval elapsed."""
+    loop = _ScriptedLoop([False], wait_first=False)
+    async with _running(loop):
+        assert await loop.started.get() == (0, False)
+        loop.go[0].set()

@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from singura_vault.config import load_settings
+from singura_vault.config.environment import load_settings
 from singura_vault.errors import ConfigError
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import keys_pb2 as kpb

@@ -18,7 +18,8 @@ import asyncpg
 
 from singura_vault import keys
 from singura_vault.api.interceptors import AccessLog
-from singura_vault.composition import Components, build_access
+from singura_vault.composition import Components
+from singura_vault.composition.access import build_access
 from singura_vault.config import PoolSettings
 from singura_vault.db.pool import Database
 from singura_vault.db.setup import apply_migrations, bootstrap_embedded_roles

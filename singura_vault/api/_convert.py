@@ -9,7 +9,9 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
-from singura_vault.domain import ConnectionStatus, CredentialState, CredentialType, Plan, Platform
+from singura_vault.domain.connections import ConnectionStatus, Platform
+from singura_vault.domain.credentials import CredentialState, CredentialType
+from singura_vault.domain.organizations import Plan
 from singura_vault.errors import InvalidArgument
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ import grpc
 
 from singura_vault.api._convert import enum_from_proto, timestamp
 from singura_vault.context import Role
-from singura_vault.domain import ApiKey
+from singura_vault.domain.api_keys import ApiKey
 from singura_vault.errors import InvalidArgument
 from singura_vault.proto.singura.vault.v1 import access_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import access_pb2_grpc as pb_grpc

@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from singura_vault.api._convert import duration, struct, timestamp
-from singura_vault.domain import AuditEvent, AuditFilter, SignedCheckpoint
+from singura_vault.domain.audit import AuditEvent, AuditFilter, SignedCheckpoint
 from singura_vault.errors import InvalidArgument
 from singura_vault.proto.singura.vault.v1 import audit_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import audit_pb2_grpc as pb_grpc

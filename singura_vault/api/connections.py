@@ -13,7 +13,7 @@ from singura_vault.api._convert import (
     struct,
     timestamp,
 )
-from singura_vault.domain import Connection, ConnectionStatus, Platform, ScopeDrift
+from singura_vault.domain.connections import Connection, ConnectionStatus, Platform, ScopeDrift
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import connections_pb2_grpc as pb_grpc
 from singura_vault.service.connections import ConnectionInput, ConnectionService

@@ -17,7 +17,7 @@ from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from singura_vault.api._convert import EnumWire, set_timestamp
 from singura_vault.api.connections import revocation_to_proto
 from singura_vault.api.error_details import client_message
-from singura_vault.domain import (
+from singura_vault.domain.credentials import (
     Credential,
     CredentialState,
     CredentialType,

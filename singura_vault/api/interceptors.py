@@ -1,8 +1,9 @@
 """The server interceptor: authentication, request context, one error mapping, one log line.
 
-Every handler's request deserializer is guarded (``api/request_checks.py``): a body
-that does not decode is INVALID_ARGUMENT with a fixed message, before anything else
-runs, on every service including health and reflection; a body larger than
+Every handler's request deserializer is guarded (``api/request_checks.py``,
+``api/decoding_guard.py``): a body that does not decode is INVALID_ARGUMENT with a
+fixed message, before anything else runs, on every service including health and
+reflection; a body larger than
 ``MAX_REQUEST_BYTES`` is never parsed. Every vault handler (health and reflection
 are otherwise left alone) runs inside a guard that
 - binds ``rpc_method`` and ``request_id`` (from ``x-request-id`` metadata, or a
@@ -26,9 +27,7 @@ are otherwise left alone) runs inside a guard that
 
 from __future__ import annotations
 
-import inspect
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Literal, cast
 
@@ -40,6 +39,17 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 
 from singura_vault import metrics, tracing
 from singura_vault.api import request_checks
+from singura_vault.api.call_metadata import (
+    CONSISTENCY_KEY,
+    REQUEST_ID_KEY,
+    RETRY_AFTER_KEY,
+    SERVER_STREAM,
+    UNARY,
+    Context,
+    metadata_of,
+    request_id_of,
+)
+from singura_vault.api.decoding_guard import guard_decoding, refuse_oversized, refuse_unreadable
 from singura_vault.api.error_details import (
     DETAILS_KEY,
     client_message,
@@ -70,29 +80,7 @@ from singura_vault.service.access import AccessService
 log = get_logger(__name__)
 
 INTERNAL_MESSAGE = "internal error; the server log has details under this call's request id"
-REQUEST_ID_KEY = "x-request-id"
-# Returned by a write when replicas serve reads; a read that sends it back sees the
-# write (docs/high-availability.md#reads-from-replicas).
-CONSISTENCY_KEY = "x-consistency-token"
-RETRY_AFTER_KEY = "retry-after-ms"
-# grpc_type label values, as grpc-ecosystem's interceptors name them.
-UNARY = "unary"
-SERVER_STREAM = "server_stream"
-_MAX_REQUEST_ID = 128
-Context = grpc.aio.ServicerContext[Any, Any]
 AccessLog = Literal["all", "errors", "off"]
-
-
-def _metadata(context: Context) -> dict[str, str]:
-    return {
-        key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)
-    }
-
-
-def _request_id(metadata: dict[str, str]) -> str:
-    """The caller's x-request-id if it sent a usable one, else a fresh id."""
-    candidate = metadata.get(REQUEST_ID_KEY, "")
-    return candidate if 0 < len(candidate) <= _MAX_REQUEST_ID else str(uuid.uuid4())
 
 
 # singura_credential_reveals' series by outcome, looked up once each (a labels() lookup
@@ -165,8 +153,8 @@ class _Call:
         self.method = method
         self.grpc_type = grpc_type
         self.context = context
-        self.metadata = _metadata(context)
-        self.request_id = _request_id(self.metadata)
+        self.metadata = metadata_of(context)
+        self.request_id = request_id_of(self.metadata)
         self.principal: Principal | None = None
         self._replica_ok = reads_from_replica(method)
         self.reveals = method.endswith("/RevealCredential")
@@ -266,7 +254,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         guarded = (
             self._wrap(method, handler)
             if method.startswith(self._prefix)
-            else _guard_decoding(method, handler)
+            else guard_decoding(method, handler)
         )
         self._wrapped[method] = (handler, guarded)
         return guarded
@@ -290,7 +278,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
                 response_serializer=handler.response_serializer,
             )
         # A streaming-request vault method (none today): the decoding guard alone.
-        return _guard_decoding(method, handler)
+        return guard_decoding(method, handler)
 
     async def _begin(self, method: str, request: Any, context: Context, grpc_type: str) -> _Call:
         call = _Call(method, context, grpc_type, self._tracer)
@@ -300,7 +288,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
         if token is not None:
             call.read_after(token)
         if isinstance(request, request_checks.Oversized):
-            _refuse_oversized(request.size)
+            refuse_oversized(request.size)
         request_checks.check_request(request)
         return call
 
@@ -328,7 +316,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
     ) -> Callable[[Any, Any], Awaitable[Any]]:
         async def handler(request: Any, context: Context) -> Any:
             if isinstance(request, request_checks.Undecodable):
-                await _refuse_unreadable(method, context, request)
+                await refuse_unreadable(method, context, request)
             call: _Call | None = None
             try:
                 call = await self._begin(method, request, context, UNARY)
@@ -351,7 +339,7 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
     ) -> Callable[[Any, Any], AsyncIterator[Any]]:
         async def handler(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, request_checks.Undecodable):
-                await _refuse_unreadable(method, context, request)
+                await refuse_unreadable(method, context, request)
             call: _Call | None = None
             try:
                 call = await self._begin(method, request, context, SERVER_STREAM)
@@ -405,129 +393,3 @@ class VaultInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]  #
             await self._access.record_denied(call.principal, call.method, code)
         except Exception as exc:  # the refusal stands even if its audit record fails
             log.error("denied_call_not_audited", error_type=type(exc).__name__)
-
-
-def _refuse_oversized(size: int) -> None:
-    """A vault call's request over MAX_REQUEST_BYTES: INVALID_ARGUMENT, never parsed.
-    Logged each time (the caller has authenticated, and its key is rate-limited)."""
-    limit = request_checks.MAX_REQUEST_BYTES
-    metrics.REQUESTS_TOO_LARGE.inc()
-    log.warning("request_too_large", size_bytes=size, limit_bytes=limit)
-    raise InvalidArgument(
-        "request",
-        request_checks.too_large_problem(size),
-        reason="REQUEST_TOO_LARGE",
-        metadata={"limit_bytes": str(limit), "size_bytes": str(size)},
-    )
-
-
-async def _refuse_unreadable(method: str, context: Context, request: object) -> None:
-    """Refuse what the guarded deserializer could not hand on: INVALID_ARGUMENT with
-    details and a request id; one log line per interval at most (this comes before
-    authentication)."""
-    metadata: dict[str, str] = {}
-    if isinstance(request, request_checks.Oversized):
-        limit = request_checks.MAX_REQUEST_BYTES
-        metrics.REQUESTS_TOO_LARGE.inc()
-        request_checks.oversized_log.record(method, size_bytes=request.size, limit_bytes=limit)
-        message = f"request: {request_checks.too_large_problem(request.size)}"
-        reason = "REQUEST_TOO_LARGE"
-        metadata = {"limit_bytes": str(limit), "size_bytes": str(request.size)}
-    else:
-        request_checks.undecodable_log.record(method)
-        message = request_checks.UNDECODABLE_MESSAGE
-        reason = "UNDECODABLE_REQUEST"
-    metrics.rpc_started(UNARY, method)
-    metrics.rpc_handled(UNARY, method, "INVALID_ARGUMENT", 0.0)
-    details = plain_status_details("INVALID_ARGUMENT", message, reason, metadata)
-    await context.abort(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        message,
-        trailing_metadata=(
-            (REQUEST_ID_KEY, _request_id(_metadata(context))),
-            (DETAILS_KEY, details),
-        ),
-    )
-
-
-def _guard_decoding(
-    method: str, handler: grpc.RpcMethodHandler[Any, Any]
-) -> grpc.RpcMethodHandler[Any, Any]:
-    """A handler the vault does not wrap (health, reflection) with a deserializer that
-    cannot raise, and a refusal of what it could not decode (or would not parse: an
-    oversized request) before the handler runs. The vault's own wrappers refuse an
-    undecodable body themselves, and an oversized one after authentication."""
-    deserializer = request_checks.guarded(handler.request_deserializer)
-    serializer = handler.response_serializer
-    refused: tuple[type, ...] = (request_checks.Undecodable, request_checks.Oversized)
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(
-            _guard_unary(method, handler.unary_unary, refused),
-            request_deserializer=deserializer,
-            response_serializer=serializer,
-        )
-    if handler.unary_stream is not None:
-        guard = (
-            _guard_stream(method, handler.unary_stream, refused)
-            if inspect.isasyncgenfunction(handler.unary_stream)
-            # Health/Watch writes with context.write() instead of yielding.
-            else _guard_unary(method, handler.unary_stream, refused)
-        )
-        return grpc.unary_stream_rpc_method_handler(
-            guard, request_deserializer=deserializer, response_serializer=serializer
-        )
-    if handler.stream_stream is not None:
-        return grpc.stream_stream_rpc_method_handler(
-            _guard_bidi(method, handler.stream_stream, refused),
-            request_deserializer=deserializer,
-            response_serializer=serializer,
-        )
-    return handler
-
-
-def _guard_unary(
-    method: str, behavior: Any, refused: tuple[type, ...]
-) -> Callable[[Any, Any], Awaitable[Any]]:
-    """A handler that answers (or writes) once: refuse, else run it."""
-    run = cast(Callable[[Any, Any], Awaitable[Any]], behavior)
-
-    async def guarded(request: Any, context: Context) -> Any:
-        if isinstance(request, refused):
-            await _refuse_unreadable(method, context, request)
-        return await run(request, context)
-
-    return guarded
-
-
-def _guard_stream(
-    method: str, behavior: Any, refused: tuple[type, ...]
-) -> Callable[[Any, Any], AsyncIterator[Any]]:
-    """A handler that yields its responses: refuse, else stream them."""
-    stream = cast(Callable[[Any, Any], AsyncIterator[Any]], behavior)
-
-    async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-        if isinstance(request, refused):
-            await _refuse_unreadable(method, context, request)
-        async for item in stream(request, context):
-            yield item
-
-    return guarded
-
-
-def _guard_bidi(
-    method: str, behavior: Any, refused: tuple[type, ...]
-) -> Callable[[Any, Any], AsyncIterator[Any]]:
-    """A bidirectional handler: each incoming message is checked as it arrives."""
-    bidi = cast(Callable[[Any, Any], AsyncIterator[Any]], behavior)
-
-    async def guarded(requests: Any, context: Context) -> AsyncIterator[Any]:
-        async def checked() -> AsyncIterator[Any]:
-            async for request in requests:
-                if isinstance(request, refused):
-                    await _refuse_unreadable(method, context, request)
-                yield request
-
-        async for item in bidi(checked(), context):
-            yield item
-
-    return guarded

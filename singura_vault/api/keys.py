@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from singura_vault.api._convert import timestamp
-from singura_vault.domain import (
+from singura_vault.domain.key_management import (
     DataKeyInfo,
     OrganizationKeyMigration,
     OrganizationKeyProviderRow,

@@ -19,7 +19,7 @@ from singura_vault.api.connections import (
     revocation_to_proto,
 )
 from singura_vault.api.credentials import credential_to_proto
-from singura_vault.domain import ClientAuthMethod, OAuthClientRecord
+from singura_vault.domain.oauth import ClientAuthMethod, OAuthClientRecord
 from singura_vault.proto.singura.vault.v1 import connections_pb2 as cpb
 from singura_vault.proto.singura.vault.v1 import oauth_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import oauth_pb2_grpc as pb_grpc

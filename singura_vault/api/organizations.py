@@ -13,7 +13,7 @@ from singura_vault.api._convert import (
     struct,
     timestamp,
 )
-from singura_vault.domain import Organization, Plan
+from singura_vault.domain.organizations import Organization, Plan
 from singura_vault.proto.singura.vault.v1 import organizations_pb2 as pb
 from singura_vault.proto.singura.vault.v1 import organizations_pb2_grpc as pb_grpc
 from singura_vault.service.organizations import OrganizationInput, OrganizationService

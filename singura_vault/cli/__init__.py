@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from singura_vault import __version__
 from singura_vault.cli import audit, console, database, keys, serve
 from singura_vault.cli._common import EXIT_CONFIG, EXIT_USAGE, SubcommandParser
-from singura_vault.config import load_settings
+from singura_vault.config.environment import load_settings
 from singura_vault.db.embedded import EmbeddedPostgresError
 from singura_vault.db.migrations import MigrationError
 from singura_vault.errors import ConfigError, VaultError

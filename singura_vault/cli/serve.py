@@ -78,7 +78,7 @@ def _version(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported when serving: the server pulls in every layer, which the other
     # commands (health above all, run by orchestrators every few seconds) do not need.
-    from singura_vault.server import serve
+    from singura_vault.process import serve
 
     if args.workers is not None:
         settings = with_workers(settings, args.workers)

@@ -9,17 +9,16 @@ an unfinished transaction first), which saves a round trip per request.
 The pool's neighbours each do one job for it: db/scope.py (which tenant a statement
 enters), db/sessions.py (what each connection is opened with), db/replica.py (read
 routing: the replica, its freshness, consistency tokens), db/listen.py (LISTEN),
-db/checks.py (the login role and server settings), db/errors.py (driver errors).
+db/checks.py (the login role and server settings), db/errors.py (driver errors),
+db/acquire.py (taking a pooled connection, and what a lost or demoted server makes of it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, Final, cast
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Final
 from uuid import UUID
 
 import asyncpg
@@ -27,11 +26,10 @@ import asyncpg
 from singura_vault import metrics
 from singura_vault.config import Pooler, PoolSettings
 from singura_vault.context import current_request
+from singura_vault.db.acquire import acquire
 from singura_vault.db.checks import ServiceRole, read_service_role, refuse_unsafe_service_role
 from singura_vault.db.errors import (
-    LOST_MID_CALL,
     ConstraintErrors,
-    ServerReadOnly,
     map_driver_errors,
 )
 from singura_vault.db.listen import Listener
@@ -350,58 +348,8 @@ class Database:
         (db/checks.py); ``variable`` names the setting the pool was opened from."""
         refuse_unsafe_service_role(await self.service_role(), variable)
 
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[asyncpg.Connection]:
-        """A pooled connection, with the wait measured for the pool metrics."""
-        started = time.perf_counter()
-        metrics.POOL_WAITING.inc()
-        try:
-            # With a connection idle, acquiring cannot wait, so skip the timeout: asyncpg
-            # implements it with wait_for, a task per call (~5% of a reveal's CPU here).
-            # Opening a connection is bounded by its own connect timeout either way.
-            timeout = None if self._pool.get_idle_size() else self._acquire_timeout_s
-            conn = await self._pool.acquire(timeout=timeout)
-        except (
-            TimeoutError,
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.exceptions.TargetServerAttributeNotMatched,
-        ):
-            metrics.DB_UNAVAILABLE.inc()
-            raise
-        finally:
-            metrics.POOL_WAITING.dec()
-        metrics.POOL_ACQUIRE.observe(time.perf_counter() - started)
-        try:
-            # The pool hands out a proxy that behaves as a Connection.
-            yield cast(asyncpg.Connection, conn)
-        except asyncpg.exceptions.InternalClientError as exc:
-            # The server died mid-statement and left the driver's protocol in the
-            # middle of an operation ("cannot switch to state ..."): the connection is
-            # unusable, so close it and let the pool open a new one.
-            log.warning("db_connection_discarded", error_type=type(exc).__name__)
-            with contextlib.suppress(Exception):
-                conn.terminate()
-            raise
-        except asyncpg.exceptions.InterfaceError as exc:
-            # A lost server also surfaces as "cannot call Transaction.__aexit__()"
-            # when the rollback finds the connection closed: the database going
-            # away, not a bug of ours.
-            if _connection_lost(conn):
-                raise Unavailable(LOST_MID_CALL) from exc
-            raise
-        except asyncpg.exceptions.ReadOnlySQLTransactionError as exc:
-            # Also what a write in one of our READ ONLY transactions would raise (a
-            # bug: stays INTERNAL). A server in recovery is a failover: drop the
-            # connection, so the pool's next one finds the new primary.
-            if await _in_recovery(conn):
-                log.warning("db_connection_discarded", error_type="server_in_recovery")
-                with contextlib.suppress(Exception):
-                    conn.terminate()
-                raise ServerReadOnly from exc
-            raise
-        finally:
-            await self._pool.release(conn)
+    def _acquire(self) -> AbstractAsyncContextManager[asyncpg.Connection]:
+        return acquire(self._pool, self._acquire_timeout_s)
 
     @asynccontextmanager
     async def _transaction(
@@ -441,19 +389,3 @@ class Database:
     def _tell_unavailable(self) -> None:
         for listener in self._unavailable_listeners:
             listener()
-
-
-async def _in_recovery(conn: Any) -> bool:
-    try:
-        return bool(await conn.fetchval("SELECT pg_is_in_recovery()"))
-    except Exception:  # a server that cannot answer is not known to be a standby
-        return False
-
-
-def _connection_lost(conn: Any) -> bool:
-    """Whether a pooled connection is gone. The pool detaches the proxy of a connection
-    whose server went away, and the detached proxy refuses even ``is_closed()``."""
-    try:
-        return bool(conn.is_closed())
-    except asyncpg.exceptions.InterfaceError:
-        return True

@@ -12,7 +12,7 @@ TokenEndpointClient that makes the calls; webhook_egress: where webhooks may be 
 sends them.
 """
 
-from singura_vault.domain import ClientAuthMethod
+from singura_vault.domain.oauth import ClientAuthMethod
 from singura_vault.providers.authorization import (
     STATE_BYTES,
     ExtraParamNotAllowed,

@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from singura_vault.domain import Platform
+from singura_vault.domain.connections import Platform
 from singura_vault.providers.catalogue import (
     CATALOGUE,
     OAuthClientConfig,

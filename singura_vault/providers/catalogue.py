@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import quote
 
-from singura_vault.domain import ClientAuthMethod, Platform
+from singura_vault.domain.connections import Platform
+from singura_vault.domain.oauth import ClientAuthMethod
 
 TENANT_PLACEHOLDER = "{tenant}"
 CLIENT_ID_PLACEHOLDER = "{client_id}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from urllib.parse import quote_plus
 
-from singura_vault.domain import ClientAuthMethod
+from singura_vault.domain.oauth import ClientAuthMethod
 from singura_vault.providers.catalogue import OAuthClientConfig
 
 

@@ -9,21 +9,16 @@ from uuid import UUID
 
 import asyncpg
 
-from singura_vault.domain import (
-    Connection,
-    ConnectionStatus,
+from singura_vault.domain.connections import Connection, ConnectionStatus, ExpirySource, Platform
+from singura_vault.domain.credentials import (
     Credential,
     CredentialState,
     CredentialType,
     CredentialVersionState,
     EncryptedCredential,
-    EncryptedValue,
-    ExpirySource,
-    Organization,
-    Plan,
-    Platform,
-    StoredDataKey,
 )
+from singura_vault.domain.organizations import Organization, Plan
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 
 
 def utc(value: datetime | None) -> datetime | None:

@@ -9,7 +9,8 @@ import asyncpg
 
 from singura_vault.context import current_request
 from singura_vault.db.pool import Database
-from singura_vault.domain import ApiKey, KeyLookup, NewApiKey, PageCursor
+from singura_vault.domain.api_keys import ApiKey, KeyLookup, NewApiKey
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import InvariantBroken, NotFound
 from singura_vault.repositories._rows import utc
 from singura_vault.repositories.audit import AuditEntry, append_event

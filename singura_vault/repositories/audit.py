@@ -26,7 +26,7 @@ import asyncpg
 
 from singura_vault.db.pool import Database
 from singura_vault.db.scope import RequestScope
-from singura_vault.domain import AuditEvent, AuditFilter, ChainLink, ChainState
+from singura_vault.domain.audit import AuditEvent, AuditFilter, ChainLink, ChainState
 from singura_vault.errors import InvariantBroken
 from singura_vault.repositories.queries import query
 

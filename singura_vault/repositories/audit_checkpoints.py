@@ -22,7 +22,7 @@ from uuid import UUID
 import asyncpg
 
 from singura_vault.db.pool import Database
-from singura_vault.domain import ChainHead, SignedCheckpoint
+from singura_vault.domain.audit import ChainHead, SignedCheckpoint
 from singura_vault.errors import FailedPrecondition
 from singura_vault.repositories.audit import (
     SYSTEM_CHAIN,

@@ -9,15 +9,15 @@ import asyncpg
 
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
-from singura_vault.domain import (
+from singura_vault.domain.connections import (
     Connection,
     ConnectionChanges,
     ConnectionStatus,
     NewConnection,
-    PageCursor,
     Platform,
     ScopeDrift,
 )
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import (
     Aborted,
     AlreadyExists,

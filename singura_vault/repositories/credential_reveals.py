@@ -41,7 +41,8 @@ import asyncpg
 from singura_vault.db.coalesce import Coalescer
 from singura_vault.db.pool import Database
 from singura_vault.db.scope import RequestScope
-from singura_vault.domain import Credential, CredentialType, EncryptedCredential, StoredDataKey
+from singura_vault.domain.credentials import Credential, CredentialType, EncryptedCredential
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.errors import InvariantBroken, VaultError, connection_deleted
 from singura_vault.repositories._rows import credential_from_row, encrypted_from_row, in_item_order
 from singura_vault.repositories.audit import (

@@ -20,13 +20,8 @@ from singura_vault.db.coalesce import Coalescer
 from singura_vault.db.errors import map_driver_errors
 from singura_vault.db.pool import Database
 from singura_vault.db.scope import RequestScope
-from singura_vault.domain import (
-    Credential,
-    CredentialSlot,
-    CredentialType,
-    EncryptedValue,
-    StoredDataKey,
-)
+from singura_vault.domain.credentials import Credential, CredentialSlot, CredentialType
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import (
     Aborted,
     InvariantBroken,

@@ -13,7 +13,8 @@ from datetime import datetime
 from uuid import UUID
 
 from singura_vault.db.errors import ConstraintErrors
-from singura_vault.domain import CredentialSlot, CredentialType, EncryptedValue
+from singura_vault.domain.credentials import CredentialSlot, CredentialType
+from singura_vault.domain.sealed import EncryptedValue
 from singura_vault.errors import Aborted, AlreadyExists, NotFound, connection_deleted
 
 Seal = Callable[[CredentialSlot], Awaitable[EncryptedValue]]

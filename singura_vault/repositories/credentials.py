@@ -17,13 +17,13 @@ import asyncpg
 from singura_vault.db.coalesce import Coalescer
 from singura_vault.db.pool import Database
 from singura_vault.db.scope import RequestScope
-from singura_vault.domain import (
+from singura_vault.domain.credentials import (
     Credential,
     CredentialState,
     CredentialType,
-    PageCursor,
     VersionTransition,
 )
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import InvariantBroken, NotFound
 from singura_vault.repositories._rows import credential_from_row, in_item_order
 from singura_vault.repositories.queries import query

@@ -9,7 +9,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from singura_vault.db.pool import Database
-from singura_vault.domain import StoredDataKey
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.repositories._rows import data_key_from_row
 from singura_vault.repositories.queries import query
 

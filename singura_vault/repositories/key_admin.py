@@ -9,16 +9,9 @@ import asyncpg
 
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
-from singura_vault.domain import (
-    CredentialType,
-    DataKeyInfo,
-    EncryptedValue,
-    KeyRepair,
-    RepairPage,
-    RewrapJob,
-    SealedCredential,
-    StoredDataKey,
-)
+from singura_vault.domain.credentials import CredentialType, SealedCredential
+from singura_vault.domain.key_management import DataKeyInfo, KeyRepair, RepairPage, RewrapJob
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import Aborted, DataLoss, FailedPrecondition, NotFound
 from singura_vault.repositories._rows import data_key_from_row
 from singura_vault.repositories.organizations import not_found
@@ -45,6 +38,7 @@ _CLIENT_KEY_RETIRED_WHILE_REWRAPPING: ConstraintErrors = {
 _WEBHOOK_KEY_RETIRED_WHILE_REWRAPPING: ConstraintErrors = {
     "webhook_endpoints_key_live": lambda: DataKeysChanged("retired")
 }
+DataKeys = dict[int, StoredDataKey]  # an organization's data keys by version
 _RETIRED_DURING_REPAIR: ConstraintErrors = {
     _KEY_NOT_LIVE: lambda: Aborted(
         "a data key version was retired while the repair ran; nothing of this page was "
@@ -198,51 +192,45 @@ class KeyAdminRepository:
         """Re-seal the organization's OAuth client secrets (and signing secrets, migration
         027: the last argument of ``reseal`` says which) that an older data key seals
         (a handful per organization: one transaction); returns how many clients."""
-        async with self._db.tenant(organization_id) as conn:
-            rows = await conn.fetch(query("oauth_clients_claim_stale"), organization_id, newest)
-            if not rows:
-                return 0
-            key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
-            data_keys = {r["version"]: data_key_from_row(r) for r in key_rows}
-            resealed = 0
-            for row in rows:
-                stale = EncryptedValue(
-                    row["secret_nonce"], row["secret_ciphertext"], "", row["key_version"]
+
+        async def reseal_row(row: asyncpg.Record, data_keys: DataKeys) -> tuple[object, ...]:
+            stale = EncryptedValue(
+                row["secret_nonce"], row["secret_ciphertext"], "", row["key_version"]
+            )
+            value = await reseal(row["id"], row["key_version"], stale, data_keys, False)
+            signing: EncryptedValue | None = None
+            if row["signing_secret_ciphertext"] is not None:
+                signing = await reseal(
+                    row["id"],
+                    row["key_version"],
+                    EncryptedValue(
+                        row["signing_secret_nonce"],
+                        row["signing_secret_ciphertext"],
+                        "",
+                        row["key_version"],
+                    ),
+                    data_keys,
+                    True,
                 )
-                signing: EncryptedValue | None = None
-                try:
-                    value = await reseal(row["id"], row["key_version"], stale, data_keys, False)
-                    if row["signing_secret_ciphertext"] is not None:
-                        signing = await reseal(
-                            row["id"],
-                            row["key_version"],
-                            EncryptedValue(
-                                row["signing_secret_nonce"],
-                                row["signing_secret_ciphertext"],
-                                "",
-                                row["key_version"],
-                            ),
-                            data_keys,
-                            True,
-                        )
-                except DataLoss:
-                    # Left as it is (and its key unretirable) until the client is set
-                    # again; the rest of the job goes on.
-                    continue
-                resealed += 1
-                with map_driver_errors(_CLIENT_KEY_RETIRED_WHILE_REWRAPPING):
-                    await conn.execute(
-                        query("oauth_client_resealed"),
-                        organization_id,
-                        row["platform"],
-                        row["id"],
-                        value.ciphertext,
-                        value.nonce,
-                        value.key_version,
-                        signing.ciphertext if signing else None,
-                        signing.nonce if signing else None,
-                    )
-        return resealed
+            return (
+                row["platform"],
+                row["id"],
+                value.ciphertext,
+                value.nonce,
+                value.key_version,
+                signing.ciphertext if signing else None,
+                signing.nonce if signing else None,
+            )
+
+        # A client whose secret no live key opens is left as it is (and its key
+        # unretirable) until the client is set again.
+        return await self._reseal_rows(
+            organization_id,
+            newest,
+            ("oauth_clients_claim_stale", "oauth_client_resealed"),
+            reseal_row,
+            _CLIENT_KEY_RETIRED_WHILE_REWRAPPING,
+        )
 
     async def reseal_webhook_secrets(
         self,
@@ -257,55 +245,76 @@ class KeyAdminRepository:
         one and, while it still signs, the previous one) that an older data key seals;
         ``reseal(endpoint_id, secret_id, key_version, stale, data_keys)``. Returns how
         many endpoints."""
+
+        async def reseal_row(row: asyncpg.Record, data_keys: DataKeys) -> tuple[object, ...]:
+            current = EncryptedValue(
+                row["secret_nonce"], row["secret_ciphertext"], "", row["key_version"]
+            )
+            if row["key_version"] < newest:
+                current = await reseal(
+                    row["id"], row["secret_id"], row["key_version"], current, data_keys
+                )
+            previous: EncryptedValue | None = None
+            old = row["previous_key_version"]
+            if row["previous_secret_id"] is not None and old < newest:
+                previous = await reseal(
+                    row["id"],
+                    row["previous_secret_id"],
+                    old,
+                    EncryptedValue(
+                        row["previous_secret_nonce"], row["previous_secret_ciphertext"], "", old
+                    ),
+                    data_keys,
+                )
+            return (
+                row["id"],
+                row["secret_id"],
+                current.ciphertext,
+                current.nonce,
+                current.key_version,
+                previous.ciphertext if previous else None,
+                previous.nonce if previous else None,
+                previous.key_version if previous else None,
+            )
+
+        # An endpoint whose secret no live key opens is left as it is (and its key
+        # unretirable) until the secret is rotated.
+        return await self._reseal_rows(
+            organization_id,
+            newest,
+            ("webhook_endpoints_claim_stale", "webhook_endpoint_resealed"),
+            reseal_row,
+            _WEBHOOK_KEY_RETIRED_WHILE_REWRAPPING,
+        )
+
+    async def _reseal_rows(
+        self,
+        organization_id: UUID,
+        newest: int,
+        queries: tuple[str, str],
+        reseal_row: Callable[[asyncpg.Record, DataKeys], Awaitable[tuple[object, ...]]],
+        key_retired: ConstraintErrors,
+    ) -> int:
+        """Claim the rows an older data key seals (``queries``: claim, update), re-seal
+        each (``reseal_row`` gives the update's arguments after the organization) and
+        write it back, in one transaction; returns how many. A row no live key opens
+        (DataLoss) is skipped; a key retired meanwhile raises ``key_retired``'s error."""
+        claim, update = queries
         async with self._db.tenant(organization_id) as conn:
-            rows = await conn.fetch(query("webhook_endpoints_claim_stale"), organization_id, newest)
+            rows = await conn.fetch(query(claim), organization_id, newest)
             if not rows:
                 return 0
             key_rows = await conn.fetch(query("data_keys_of_org"), organization_id)
             data_keys = {r["version"]: data_key_from_row(r) for r in key_rows}
             resealed = 0
             for row in rows:
-                current = EncryptedValue(
-                    row["secret_nonce"], row["secret_ciphertext"], "", row["key_version"]
-                )
-                previous: EncryptedValue | None = None
                 try:
-                    if row["key_version"] < newest:
-                        current = await reseal(
-                            row["id"], row["secret_id"], row["key_version"], current, data_keys
-                        )
-                    old = row["previous_key_version"]
-                    if row["previous_secret_id"] is not None and old < newest:
-                        previous = await reseal(
-                            row["id"],
-                            row["previous_secret_id"],
-                            old,
-                            EncryptedValue(
-                                row["previous_secret_nonce"],
-                                row["previous_secret_ciphertext"],
-                                "",
-                                old,
-                            ),
-                            data_keys,
-                        )
+                    arguments = await reseal_row(row, data_keys)
                 except DataLoss:
-                    # Left as it is (and its key unretirable) until the secret is rotated;
-                    # the rest of the job goes on.
                     continue
                 resealed += 1
-                with map_driver_errors(_WEBHOOK_KEY_RETIRED_WHILE_REWRAPPING):
-                    await conn.execute(
-                        query("webhook_endpoint_resealed"),
-                        organization_id,
-                        row["id"],
-                        row["secret_id"],
-                        current.ciphertext,
-                        current.nonce,
-                        current.key_version,
-                        previous.ciphertext if previous else None,
-                        previous.nonce if previous else None,
-                        previous.key_version if previous else None,
-                    )
+                with map_driver_errors(key_retired):
+                    await conn.execute(query(update), organization_id, *arguments)
         return resealed
 
     async def reencrypt_batch(

@@ -21,23 +21,21 @@ import asyncpg
 from singura_vault.context import current_request
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
-from singura_vault.domain import (
-    ClientAuthMethod,
-    Connection,
-    ConnectionStatus,
+from singura_vault.domain.connections import Connection, ConnectionStatus, ExpirySource, Platform
+from singura_vault.domain.credentials import (
     Credential,
     CredentialSlot,
     CredentialType,
     EncryptedCredential,
-    EncryptedValue,
-    ExpirySource,
+)
+from singura_vault.domain.oauth import (
+    ClientAuthMethod,
     OAuthClientRecord,
     OAuthClientSettings,
-    Platform,
     RefreshClaim,
     RefreshState,
-    StoredDataKey,
 )
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import Aborted, InvariantBroken, NotFound, Unavailable, connection_deleted
 from singura_vault.repositories._rows import (
     connection_from_row,

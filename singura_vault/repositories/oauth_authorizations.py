@@ -21,21 +21,15 @@ import asyncpg
 from singura_vault.context import current_request
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
-from singura_vault.domain import (
-    Connection,
-    ConnectionStatus,
+from singura_vault.domain.connections import Connection, ConnectionStatus, ExpirySource, Platform
+from singura_vault.domain.credentials import (
     Credential,
     CredentialSlot,
     CredentialType,
     EncryptedCredential,
-    EncryptedValue,
-    ExpirySource,
-    NewAuthorization,
-    OAuthClientRecord,
-    PendingAuthorization,
-    Platform,
-    StoredDataKey,
 )
+from singura_vault.domain.oauth import NewAuthorization, OAuthClientRecord, PendingAuthorization
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import Aborted, NotFound, Unavailable
 from singura_vault.repositories._rows import (
     connection_from_row,

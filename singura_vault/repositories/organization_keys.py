@@ -15,11 +15,8 @@ from uuid import UUID, uuid4
 import asyncpg
 
 from singura_vault.db.pool import Database
-from singura_vault.domain import (
-    OrganizationKeyMigration,
-    OrganizationKeyProviderRow,
-    StoredDataKey,
-)
+from singura_vault.domain.key_management import OrganizationKeyMigration, OrganizationKeyProviderRow
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.errors import InvariantBroken, NotFound
 from singura_vault.repositories._rows import data_key_from_row
 from singura_vault.repositories.queries import query

@@ -9,12 +9,8 @@ import asyncpg
 from singura_vault.context import current_request
 from singura_vault.db.errors import ConstraintErrors, map_driver_errors
 from singura_vault.db.pool import Database
-from singura_vault.domain import (
-    NewOrganization,
-    Organization,
-    OrganizationChanges,
-    PageCursor,
-)
+from singura_vault.domain.organizations import NewOrganization, Organization, OrganizationChanges
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import (
     Aborted,
     AlreadyExists,

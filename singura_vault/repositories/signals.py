@@ -17,7 +17,8 @@ from typing import Any
 from uuid import UUID
 
 from singura_vault.db.pool import Database
-from singura_vault.domain import EncryptedValue, Platform
+from singura_vault.domain.connections import Platform
+from singura_vault.domain.sealed import EncryptedValue
 from singura_vault.repositories.queries import query
 
 

@@ -19,7 +19,7 @@ from uuid import UUID
 import asyncpg
 
 from singura_vault.db.pool import Database
-from singura_vault.domain import EncryptedValue, StoredDataKey
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import FailedPrecondition, InvariantBroken, NotFound
 from singura_vault.repositories._rows import utc
 from singura_vault.repositories.queries import query

@@ -26,7 +26,8 @@ from pathlib import Path
 
 from singura_vault.config import Settings
 from singura_vault.context import Principal, Role
-from singura_vault.domain import ApiKey, NewApiKey, PageCursor
+from singura_vault.domain.api_keys import ApiKey, NewApiKey
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import (
     AUTH_FAILURE_CAUSES,
     ConfigError,

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from singura_vault import metrics
-from singura_vault.domain import AuditEvent, AuditFilter, ChainState
+from singura_vault.domain.audit import AuditEvent, AuditFilter, ChainState
 from singura_vault.errors import InvalidArgument
 from singura_vault.logs import get_logger
 from singura_vault.repositories.audit import AuditRepository

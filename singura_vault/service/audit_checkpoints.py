@@ -38,7 +38,7 @@ from uuid import UUID
 from singura_vault import keys
 from singura_vault.config import Settings
 from singura_vault.db.pool import Database
-from singura_vault.domain import ChainHead, SignedCheckpoint
+from singura_vault.domain.audit import ChainHead, SignedCheckpoint
 from singura_vault.errors import ConfigError, FailedPrecondition, NotFound
 from singura_vault.local import DEVELOPMENT_SIGNING_KEY_FILE
 from singura_vault.logs import get_logger

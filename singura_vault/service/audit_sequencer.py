@@ -24,12 +24,11 @@ for the sequencing of other chains.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from uuid import UUID
 
 from singura_vault.logs import get_logger
 from singura_vault.repositories.audit import AuditRepository
+from singura_vault.tasks import WokenLoop
 
 log = get_logger(__name__)
 
@@ -42,7 +41,7 @@ FALLBACK_INTERVAL_S = 1.0
 CATCH_UP_LIMIT = SEQUENCE_BATCH
 
 
-class AuditSequencer:
+class AuditSequencer(WokenLoop):
     def __init__(
         self,
         repository: AuditRepository,
@@ -52,24 +51,12 @@ class AuditSequencer:
     ) -> None:
         self._repository = repository
         self._batch = batch
-        self._fallback_interval_s = fallback_interval_s
-        self._wake = asyncio.Event()
+        super().__init__(fallback_interval_s)
         self._failing = False
 
-    def wake(self) -> None:
-        """Ask for a run soon. Cheap: wakes coalesce while a run is in progress."""
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        while True:
-            # asyncio.timeout, never wait_for: on Python 3.11 wait_for drops a
-            # cancellation that arrives just as the wait ends (a write woke us while
-            # VaultServer.stop cancelled us), and stop() then waits for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._fallback_interval_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            await self.run_once()
+    async def _pass(self) -> bool:
+        await self.run_once()
+        return False  # run_once chains everything pending: wait for the next wake-up
 
     async def run_once(self) -> int:
         """Chain everything pending now; returns how many events this call chained.

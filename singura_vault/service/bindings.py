@@ -16,7 +16,7 @@ from typing import Protocol
 from uuid import UUID
 
 from singura_vault import keys
-from singura_vault.domain import CredentialType
+from singura_vault.domain.credentials import CredentialType
 
 
 def binding(

@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from singura_vault.domain import (
+from singura_vault.domain.connections import (
     Connection,
     ConnectionChanges,
     ConnectionStatus,
     NewConnection,
-    PageCursor,
     Platform,
     ScopeDrift,
 )
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import FieldChecks, InvalidArgument
 from singura_vault.repositories.connections import ConnectionRepository
 from singura_vault.service import pagination, validation

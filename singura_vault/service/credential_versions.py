@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from singura_vault.domain import Credential, CredentialVersionState, VersionTransition
+from singura_vault.domain.credentials import Credential, CredentialVersionState, VersionTransition
 from singura_vault.errors import FailedPrecondition, VaultError
 from singura_vault.repositories.credentials import VersionChange
 

@@ -19,15 +19,15 @@ from uuid import UUID
 
 from singura_vault.clock import Clock, utc_now
 from singura_vault.context import Role
-from singura_vault.domain import (
+from singura_vault.domain.credentials import (
     Credential,
     CredentialSlot,
     CredentialState,
     CredentialType,
-    EncryptedValue,
-    PageCursor,
     VersionTransition,
 )
+from singura_vault.domain.paging import PageCursor
+from singura_vault.domain.sealed import EncryptedValue
 from singura_vault.errors import (
     InvalidArgument,
     InvariantBroken,

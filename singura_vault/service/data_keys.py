@@ -13,7 +13,7 @@ from uuid import UUID
 
 from singura_vault import keys
 from singura_vault.config import Settings
-from singura_vault.domain import StoredDataKey
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.errors import ConfigError, DataLoss, FailedPrecondition, InvalidArgument
 from singura_vault.logs import get_logger
 

@@ -22,13 +22,12 @@ the oldest event still without a position. It must never write an event.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 
 from singura_vault import metrics
 from singura_vault.logs import get_logger
 from singura_vault.repositories.events import EventRepository
+from singura_vault.tasks import WokenLoop
 
 log = get_logger(__name__)
 
@@ -36,7 +35,7 @@ SEQUENCE_BATCH = 1000
 FALLBACK_INTERVAL_S = 1.0
 
 
-class EventSequencer:
+class EventSequencer(WokenLoop):
     def __init__(
         self,
         repository: EventRepository,
@@ -48,22 +47,12 @@ class EventSequencer:
         self._repository = repository
         self._on_sequenced = on_sequenced
         self._batch = batch
-        self._fallback_interval_s = fallback_interval_s
-        self._wake = asyncio.Event()
+        super().__init__(fallback_interval_s)
         self._failing = False
 
-    def wake(self) -> None:
-        """Ask for a run soon. Cheap: wake-ups coalesce while a run is in progress."""
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        while True:
-            # asyncio.timeout, never wait_for (see AuditSequencer.run_forever).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._fallback_interval_s):
-                    await self._wake.wait()
-            self._wake.clear()
-            await self.run_once()
+    async def _pass(self) -> bool:
+        await self.run_once()
+        return False  # run_once numbers everything committed: wait for the next wake-up
 
     async def run_once(self) -> int:
         """Number everything committed now; returns how many events this call numbered.

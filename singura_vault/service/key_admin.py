@@ -14,13 +14,9 @@ from pathlib import Path
 from uuid import UUID
 
 from singura_vault import keys
-from singura_vault.domain import (
-    DataKeyInfo,
-    KeyRepair,
-    RewrapJob,
-    SealedCredential,
-    StoredDataKey,
-)
+from singura_vault.domain.credentials import SealedCredential
+from singura_vault.domain.key_management import DataKeyInfo, KeyRepair, RewrapJob
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.errors import ConfigError, DataLoss, FailedPrecondition, InvalidArgument
 from singura_vault.logs import get_logger
 from singura_vault.repositories.data_keys import DataKeyRepository

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from singura_vault.domain import OAuthClientRecord, Platform
+from singura_vault.domain.connections import Platform
+from singura_vault.domain.oauth import OAuthClientRecord
 from singura_vault.errors import FailedPrecondition, InvalidArgument
 from singura_vault.providers import (
     ExtraParamNotAllowed,

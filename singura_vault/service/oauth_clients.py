@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 from uuid import uuid4
 
-from singura_vault.domain import ClientAuthMethod, OAuthClientRecord, OAuthClientSettings, Platform
+from singura_vault.domain.connections import Platform
+from singura_vault.domain.oauth import ClientAuthMethod, OAuthClientRecord, OAuthClientSettings
 from singura_vault.errors import InvalidArgument
 from singura_vault.local import is_loopback
 from singura_vault.providers import OAuthClientConfig, UnsafeEndpoint, check_endpoint_url

@@ -17,7 +17,8 @@ import hmac
 import re
 from dataclasses import dataclass, field
 
-from singura_vault.domain import Connection, PendingAuthorization
+from singura_vault.domain.connections import Connection
+from singura_vault.domain.oauth import PendingAuthorization
 from singura_vault.errors import (
     FailedPrecondition,
     InvalidArgument,

@@ -17,12 +17,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from singura_vault.domain import (
-    Connection,
-    CredentialType,
-    ExpirySource,
-    PendingAuthorization,
-)
+from singura_vault.domain.connections import Connection, ExpirySource
+from singura_vault.domain.credentials import CredentialType
+from singura_vault.domain.oauth import PendingAuthorization
 from singura_vault.errors import (
     AlreadyExists,
     FailedPrecondition,

@@ -31,10 +31,8 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from singura_vault import metrics
-from singura_vault.domain import (
-    CredentialType,
-    StoredDataKey,
-)
+from singura_vault.domain.credentials import CredentialType
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.errors import FailedPrecondition, InvariantBroken, VaultError
 from singura_vault.logs import get_logger
 from singura_vault.providers import (

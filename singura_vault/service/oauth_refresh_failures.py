@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from singura_vault.domain import ConnectionStatus
+from singura_vault.domain.connections import ConnectionStatus
 from singura_vault.errors import FailedPrecondition, Unavailable, VaultError
 from singura_vault.logs import get_logger
 from singura_vault.providers import FailureKind, RefreshFailed

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from singura_vault.domain import Connection, CredentialType, EncryptedCredential
+from singura_vault.domain.connections import Connection
+from singura_vault.domain.credentials import CredentialType, EncryptedCredential
 from singura_vault.errors import (
     InvalidArgument,
     NotFound,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
-from singura_vault.domain import NewAuthorization, Platform
+from singura_vault.domain.connections import Platform
+from singura_vault.domain.oauth import NewAuthorization
 from singura_vault.errors import InvalidArgument, NotFound
 from singura_vault.logs import get_logger
 from singura_vault.providers import new_pkce, new_state, platform_uses_pkce

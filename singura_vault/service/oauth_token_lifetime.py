@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from singura_vault.domain import Credential, ExpirySource, Platform
+from singura_vault.domain.connections import ExpirySource, Platform
+from singura_vault.domain.credentials import Credential
 from singura_vault.providers import CATALOGUE
 
 # A caller's min_valid_for (or SINGURA_REFRESH_MARGIN) longer than the provider's

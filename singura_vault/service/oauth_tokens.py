@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
-from singura_vault.domain import (
-    Connection,
+from singura_vault.domain.connections import Connection
+from singura_vault.domain.credentials import (
     Credential,
     CredentialState,
     CredentialType,

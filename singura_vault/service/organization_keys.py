@@ -19,11 +19,8 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from singura_vault import keys
-from singura_vault.domain import (
-    OrganizationKeyMigration,
-    OrganizationKeyProviderRow,
-    StoredDataKey,
-)
+from singura_vault.domain.key_management import OrganizationKeyMigration, OrganizationKeyProviderRow
+from singura_vault.domain.sealed import StoredDataKey
 from singura_vault.errors import FailedPrecondition, InvalidArgument
 from singura_vault.logs import get_logger
 from singura_vault.repositories.key_admin import KeyAdminRepository

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from singura_vault.domain import (
+from singura_vault.domain.organizations import (
     NewOrganization,
     Organization,
     OrganizationChanges,
-    PageCursor,
     Plan,
 )
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import FieldChecks, InvalidArgument
 from singura_vault.repositories.organizations import OrganizationRepository
 from singura_vault.service import pagination, validation

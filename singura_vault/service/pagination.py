@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
 
-from singura_vault.domain import PageCursor
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import InvalidArgument
 
 T = TypeVar("T")

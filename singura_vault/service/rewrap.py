@@ -19,7 +19,8 @@ from collections.abc import Callable
 from uuid import UUID
 
 from singura_vault import keys, metrics
-from singura_vault.domain import EncryptedValue, SealedCredential, StoredDataKey
+from singura_vault.domain.credentials import SealedCredential
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import DataLoss
 from singura_vault.logs import get_logger
 from singura_vault.repositories.key_admin import (

@@ -19,16 +19,15 @@ from dataclasses import dataclass
 from uuid import UUID
 
 from singura_vault import keys
-from singura_vault.domain import (
+from singura_vault.domain.credentials import (
     Credential,
     CredentialSlot,
     CredentialState,
     EncryptedCredential,
-    EncryptedValue,
-    OAuthClientRecord,
     SealedCredential,
-    StoredDataKey,
 )
+from singura_vault.domain.oauth import OAuthClientRecord
+from singura_vault.domain.sealed import EncryptedValue, StoredDataKey
 from singura_vault.errors import DataLoss, FailedPrecondition, InvariantBroken
 from singura_vault.logs import get_logger
 from singura_vault.repositories.credential_reveals import LiveDataKeys

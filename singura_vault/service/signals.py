@@ -30,7 +30,7 @@ from uuid import UUID
 
 from singura_vault import metrics
 from singura_vault.context import Role
-from singura_vault.domain import ConnectionStatus, Platform
+from singura_vault.domain.connections import ConnectionStatus, Platform
 from singura_vault.errors import ErrorCode, FailedPrecondition, InvalidArgument, VaultError
 from singura_vault.errors import Unavailable as UnavailableError
 from singura_vault.logs import get_logger

@@ -18,7 +18,6 @@ time to pass). This module never logs a URL, a secret, a signature or a body.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -40,6 +39,7 @@ from singura_vault.repositories.webhooks import (
 )
 from singura_vault.service import webhook_signing
 from singura_vault.service.sealing import SealingService
+from singura_vault.tasks import WokenLoop
 
 log = get_logger(__name__)
 
@@ -88,7 +88,7 @@ def payload(claim: WebhookClaim) -> bytes:
     return json.dumps(body, separators=(",", ":"), sort_keys=True).encode("utf-8")
 
 
-class WebhookWorker:
+class WebhookWorker(WokenLoop):
     def __init__(
         self,
         repository: WebhookRepository,
@@ -105,33 +105,21 @@ class WebhookWorker:
         self._sealing = sealing
         self._sender = sender
         self._policy = policy
-        self._interval_s = interval_s
         self._clock = clock
         self._jitter = jitter
         self._batch = batch
-        self._wake = asyncio.Event()
+        # The first pass runs at once: deliveries may be due from before the start.
+        super().__init__(interval_s, wait_first=False)
         self._gauge_at = 0.0
 
-    def wake(self) -> None:
-        """A write of this process committed (maybe an event): look now."""
-        self._wake.set()
-
-    async def run_forever(self) -> None:
-        while True:
-            claimed = 0
-            self._wake.clear()
-            try:
-                claimed = await self.run_once()
-            except Exception as exc:  # the loop must outlive a failed pass; retried later
-                log.warning("webhook_pass_failed", error_type=type(exc).__name__)
-            if claimed >= self._batch:
-                continue
-            # asyncio.timeout, never wait_for (see AuditSequencer.run_forever): on Python
-            # 3.11 a cancellation arriving as wait_for's timeout fires can be lost, and
-            # the registry's stop() would then wait for this loop for ever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._interval_s):
-                    await self._wake.wait()
+    async def _pass(self) -> bool:
+        """One batch; a full batch means more may be due, so the next runs at once."""
+        claimed = 0
+        try:
+            claimed = await self.run_once()
+        except Exception as exc:  # the loop must outlive a failed pass; retried later
+            log.warning("webhook_pass_failed", error_type=type(exc).__name__)
+        return claimed >= self._batch
 
     async def run_once(self) -> int:
         """Claim the deliveries due now (one batch) and attempt each; returns how many."""

@@ -16,7 +16,7 @@ from datetime import timedelta
 from uuid import UUID, uuid4
 
 from singura_vault.context import Role
-from singura_vault.domain import PageCursor
+from singura_vault.domain.paging import PageCursor
 from singura_vault.errors import InvalidArgument
 from singura_vault.providers import UnsafeEndpoint, check_webhook_url
 from singura_vault.repositories.webhooks import (

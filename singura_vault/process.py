@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from opentelemetry.sdk.trace import TracerProvider
 
-from singura_vault import metrics, tracing
+from singura_vault import heap, metrics, tracing
 from singura_vault.composition import Components
 from singura_vault.composition.access import build_access, build_access_from
 from singura_vault.config import Settings, listen_host
@@ -244,6 +244,8 @@ async def _serve_until_signalled(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     port = await server.start(settings.listen, allow_insecure=settings.allow_insecure, tls=tls)
+    # Startup is over: what it built lives as long as the process (singura_vault/heap.py).
+    frozen = heap.freeze_startup_heap()
     log.info(
         "vault_serving",
         listen=settings.listen,
@@ -255,6 +257,7 @@ async def _serve_until_signalled(
         # serves the parent's embedded server without owning it.
         database="embedded" if settings.embedded else "external",
         data_dir=str(settings.data_dir) if settings.embedded else None,
+        heap_frozen=frozen,
     )
     if lock is not None:
         lock.record(f"{listen_host(settings.listen)}:{port}")

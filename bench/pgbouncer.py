@@ -54,7 +54,7 @@ from singura_vault.proto.singura.vault.v1 import access_pb2_grpc as agrpc
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as crgrpc
 from singura_vault.server import VaultServer
-from tests.pgbouncer import pooled_role_defaults, running_pgbouncer
+from tests.support.pgbouncer import pooled_role_defaults, running_pgbouncer
 
 RPCS = {"reveal": "RevealCredential", "store": "StoreCredential"}
 CALL_TIMEOUT_S = 30.0

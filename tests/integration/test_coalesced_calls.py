@@ -33,6 +33,8 @@ def _reveal(org: str, conn: str, type_: int = ACCESS) -> crpb.RevealCredentialRe
 async def test_one_batch_of_reveals_across_organizations_gives_each_call_its_own_outcome(
     gated: tuple[Vault, GatedDatabase], owner_dsn: str
 ) -> None:
+    """Reveals of two organizations coalesced into one batch each get their own value or refusal, as
+    the caller's key allows."""
     vault, db = gated
     org_a, conn_a = await tenant(vault)
     org_b, conn_b = await tenant(vault)

@@ -29,6 +29,8 @@ from tests.support.vault import Vault, start_vault, stop_vault
 
 
 async def test_invalid_argument_names_the_field_in_a_bad_request(vault: Vault) -> None:
+    """INVALID_ARGUMENT carries an ErrorInfo and a BadRequest violation naming the field, and the
+    message starts with the field."""
     error = await failure(
         vault.organizations.CreateOrganization(
             opb.CreateOrganizationRequest(organization=org_message(slug="Not A Slug"))
@@ -66,6 +68,7 @@ async def test_a_missing_enum_suggests_a_value_as_the_contract_spells_it(vault: 
 
 
 async def test_a_stale_etag_is_a_precondition_failure_with_its_reason(vault: Vault) -> None:
+    """An update with a stale etag is ABORTED with its ErrorInfo reason."""
     org, conn = await tenant(vault)
     current = (
         await vault.connections.GetConnection(
@@ -86,6 +89,7 @@ async def test_a_stale_etag_is_a_precondition_failure_with_its_reason(vault: Vau
 
 
 async def test_a_revoked_credential_says_so_in_its_reason(vault: Vault) -> None:
+    """Revealing a revoked credential is FAILED_PRECONDITION with reason CREDENTIAL_REVOKED."""
     org, conn = await tenant(vault)
     stored = await store(vault, org, conn, canary("details-revoked"))
     await vault.credentials.RevokeCredential(
@@ -101,6 +105,8 @@ async def test_a_revoked_credential_says_so_in_its_reason(vault: Vault) -> None:
 
 
 async def test_not_found_and_unauthenticated_carry_error_info(vault: Vault) -> None:
+    """NOT_FOUND and UNAUTHENTICATED refusals carry ErrorInfo reasons NOT_FOUND and
+    API_KEY_INVALID."""
     missing = await failure(
         vault.organizations.GetOrganization(
             opb.GetOrganizationRequest(organization_id=str(uuid.uuid4()))
@@ -117,6 +123,7 @@ async def test_not_found_and_unauthenticated_carry_error_info(vault: Vault) -> N
 async def test_rate_limited_calls_carry_retry_info_and_keep_retry_after_ms(
     db: Database, key_manager: keys.KeyManager, auth_secret: bytes
 ) -> None:
+    """A rate-limited call carries RetryInfo and still sends its retry-after-ms trailer."""
     limited = build_access(db, auth_secret, RateLimit(rate=0.01, burst=1))
     running = await start_vault(Components(db, key_manager=key_manager, access=limited))
     try:
@@ -142,6 +149,7 @@ async def test_rate_limited_calls_carry_retry_info_and_keep_retry_after_ms(
 
 
 async def test_an_undecodable_request_gets_details_too(vault: Vault) -> None:
+    """A request body that does not decode is INVALID_ARGUMENT with reason UNDECODABLE_REQUEST."""
     call = vault.channel.unary_unary(
         "/singura.vault.v1.OrganizationService/GetOrganization",
         request_serializer=lambda raw: raw,

@@ -85,6 +85,8 @@ class HealthLog:
 async def test_failover_to_a_synchronous_standby_loses_no_acknowledged_store(
     pair: Replicated, failover_vault: Vault
 ) -> None:
+    """After the primary is killed and a synchronous standby promoted, every store the vault
+    acknowledged is still there and writes resume."""
     vault = failover_vault
     org, conns = await tenant_with_connections(vault, WRITERS)
     health = HealthLog()

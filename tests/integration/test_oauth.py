@@ -100,6 +100,8 @@ async def audit_actions(owner_dsn: str, org: str) -> list[str]:
 async def test_a_client_is_stored_sealed_and_returned_without_its_secret(
     vault: Vault, provider: FakeOAuthProvider, owner_dsn: str
 ) -> None:
+    """An OAuth client is stored with its secret sealed, and neither SetOAuthClient nor
+    GetOAuthClient ever returns the secret."""
     org, _ = await tenant(vault)
     secret = f"canary-client-secret-{uuid.uuid4().hex}"
     stored = await set_client(vault, provider, org, secret, scopes=["channels:read"])
@@ -139,6 +141,8 @@ async def test_a_client_is_stored_sealed_and_returned_without_its_secret(
 
 
 async def test_the_catalogue_fills_in_a_platforms_endpoints(vault: Vault) -> None:
+    """A client set without URLs gets its platform's catalogued token and revocation endpoints as
+    the effective ones."""
     org, _ = await tenant(vault)
     client = pb.OAuthClient(
         organization_id=org,
@@ -166,6 +170,8 @@ async def test_the_catalogue_fills_in_a_platforms_endpoints(vault: Vault) -> Non
 async def test_a_bad_client_is_invalid_argument(
     vault: Vault, fields: dict[str, object], fragment: str
 ) -> None:
+    """A client with a missing or malformed field is refused with INVALID_ARGUMENT naming the
+    field."""
     org, _ = await tenant(vault)
     values: dict[str, object] = {
         "organization_id": org,
@@ -187,6 +193,8 @@ async def test_a_bad_client_is_invalid_argument(
 async def test_a_reader_may_read_a_client_but_not_set_it(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """A reader key may read an OAuth client but setting one is PERMISSION_DENIED, naming the writer
+    role."""
     org, _ = await tenant(vault)
     await set_client(vault, provider, org, "canary-reader-secret")
     reader = vault.as_key(await make_key(vault, org, (apb.API_KEY_ROLE_READER,)))
@@ -211,6 +219,7 @@ async def test_a_reader_may_read_a_client_but_not_set_it(
 async def test_a_fresh_token_is_returned_without_calling_the_provider(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """GetAccessToken returns a still-fresh access token as stored, without calling the provider."""
     linked = await link(vault, provider, expired=False)
     response = await get_token(vault, linked)
     assert response.access_token == linked.access_token
@@ -221,6 +230,8 @@ async def test_a_fresh_token_is_returned_without_calling_the_provider(
 async def test_an_expired_token_is_refreshed_and_the_rotated_refresh_token_stored(
     vault: Vault, provider: FakeOAuthProvider, owner_dsn: str
 ) -> None:
+    """An expired access token is refreshed with one provider call, stored as a new version, and the
+    rotated refresh token stored too."""
     linked = await link(vault, provider)
     response = await get_token(vault, linked)
     assert response.refreshed is True
@@ -257,6 +268,7 @@ async def test_an_expired_token_is_refreshed_and_the_rotated_refresh_token_store
 async def test_a_provider_without_rotation_keeps_the_refresh_token(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """When the provider does not rotate, a refresh keeps the one refresh-token version."""
     linked = await link(vault, provider, rotate=False)
     assert (await get_token(vault, linked)).refreshed is True
     versions = (
@@ -369,6 +381,8 @@ async def test_fifty_callers_on_two_processes_make_one_provider_call(
     auth_secret: bytes,
     root_key: str,
 ) -> None:
+    """Fifty concurrent GetAccessToken calls across two vault processes make one provider call and
+    all get the same new token."""
     linked = await link(vault, provider)
     hold = provider.hold_next()
     async with serve_process(vault, service_dsn, auth_secret, root_key) as address:
@@ -392,6 +406,8 @@ async def test_fifty_callers_on_two_processes_make_one_provider_call(
 async def test_a_caller_that_gives_up_does_not_lose_the_refresh(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """A caller cancelled while its refresh is in flight does not lose the refresh: the rotated
+    tokens are stored and used."""
     linked = await link(vault, provider)
     hold = provider.hold_next()
     first = vault.oauth.GetAccessToken(
@@ -415,6 +431,8 @@ async def test_a_caller_that_gives_up_does_not_lose_the_refresh(
 async def test_a_transient_failure_keeps_the_connection_active_and_cools_down(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """A transient provider failure is UNAVAILABLE, keeps the connection ACTIVE with the error and a
+    cooldown, and the cooldown spares the provider further calls."""
     linked = await link(vault, provider)
     provider.fail_next(status=503)
     await expect_status(get_token(vault, linked), grpc.StatusCode.UNAVAILABLE, "503")
@@ -440,6 +458,7 @@ async def test_a_transient_failure_keeps_the_connection_active_and_cools_down(
 async def test_retry_after_lengthens_the_cooldown(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """A provider's Retry-After lengthens the refresh cooldown to at least that long."""
     linked = await link(vault, provider)
     provider.fail_next(status=429, retry_after=3600)
     await expect_status(get_token(vault, linked), grpc.StatusCode.UNAVAILABLE)
@@ -532,6 +551,8 @@ async def test_invalid_client_puts_the_connection_in_error_until_the_client_is_f
 async def test_a_connection_without_a_client_or_refresh_token_says_what_is_missing(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """Refreshing a connection without an OAuth client or refresh token is refused with a message
+    saying which is missing."""
     org, conn = await tenant(vault)
     await vault.credentials.StoreCredential(
         crpb.StoreCredentialRequest(
@@ -688,6 +709,8 @@ async def test_two_workers_refresh_each_due_connection_once(
 async def test_a_worker_leaves_a_cooling_connection_alone(
     vault: Vault, provider: FakeOAuthProvider, sealing: SealingService
 ) -> None:
+    """The background refresh worker skips a connection in its failure cooldown and calls no
+    provider."""
     linked = await link(vault, provider)
     provider.fail_next(status=503)
     await expect_status(get_token(vault, linked), grpc.StatusCode.UNAVAILABLE)
@@ -742,6 +765,8 @@ async def delete_revoking(vault: Stubs, linked: Linked, etag: str = "") -> cpb.P
 async def test_a_connection_deleted_with_revoke_at_provider_is_revoked_there_first(
     vault: Vault, provider: FakeOAuthProvider, owner_dsn: str
 ) -> None:
+    """Deleting a connection with revoke_at_provider revokes its token at the provider, audited
+    before the deletion."""
     linked = await link(vault, provider)
     revocation = await delete_revoking(vault, linked)
     assert revocation.outcome == cpb.PROVIDER_REVOCATION_OUTCOME_REVOKED
@@ -754,6 +779,8 @@ async def test_a_connection_deleted_with_revoke_at_provider_is_revoked_there_fir
 async def test_a_provider_that_fails_does_not_block_the_delete(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """A failing provider revocation is reported as FAILED (without the token) and the connection is
+    still deleted."""
     linked = await link(vault, provider)
     provider.fail_revocations(503)
     revocation = await delete_revoking(vault, linked)
@@ -795,6 +822,8 @@ async def test_a_slow_provider_does_not_hold_up_the_delete_past_the_timeout(
 async def test_without_a_client_the_revocation_is_skipped_and_the_delete_done(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """Without an OAuth client the provider revocation is SKIPPED with the reason, no call is made,
+    and the delete is done."""
     linked = await link(vault, provider)
     await vault.oauth.DeleteOAuthClient(
         pb.DeleteOAuthClientRequest(organization_id=linked.org, platform=cpb.PLATFORM_SLACK)
@@ -808,6 +837,7 @@ async def test_without_a_client_the_revocation_is_skipped_and_the_delete_done(
 async def test_a_stale_etag_refuses_before_anything_is_revoked(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """A delete with a stale etag is ABORTED before anything is revoked at the provider."""
     linked = await link(vault, provider)
     etag = (await connection(vault, linked)).etag
     await vault.connections.UpdateConnection(
@@ -826,6 +856,8 @@ async def test_a_stale_etag_refuses_before_anything_is_revoked(
 async def test_revoke_credential_can_revoke_the_token_at_the_provider(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """RevokeCredential with revoke_at_provider revokes the refresh token at the provider as well as
+    in the vault."""
     linked = await link(vault, provider)
     refresh = (
         await vault.credentials.ListCredentialVersions(
@@ -873,6 +905,8 @@ async def test_revoke_credential_can_revoke_the_token_at_the_provider(
 async def test_revoked_consent_revokes_the_connection(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """A provider answering access_denied to a refresh marks the connection REVOKED and the call
+    FAILED_PRECONDITION."""
     linked = await link(vault, provider)
     provider.fail_next(status=400, error="access_denied")
     await expect_status(get_token(vault, linked), grpc.StatusCode.FAILED_PRECONDITION, "REVOKED")
@@ -882,6 +916,8 @@ async def test_revoked_consent_revokes_the_connection(
 async def test_refreshes_are_counted_by_platform_and_outcome_without_tokens(
     vault: Vault, provider: FakeOAuthProvider
 ) -> None:
+    """Refreshes are counted by platform and outcome in the metrics, with no token in any label."""
+
     def count(outcome: str) -> float:
         return (
             REGISTRY.get_sample_value(
@@ -956,6 +992,8 @@ async def test_invalid_grant_after_a_peer_rotated_is_not_an_error(
 async def test_production_refuses_plain_http_even_to_loopback(
     db: Database, key_manager: keys.KeyManager, access_service: AccessService
 ) -> None:
+    """A production vault refuses an OAuth client whose endpoints are plain http, even on
+    loopback."""
     running = await start_vault(
         Components(db, key_manager=key_manager, access=access_service, production=True)
     )

@@ -102,6 +102,7 @@ def build(
 
 
 def test_a_state_is_256_bits_of_base64url_and_never_repeats() -> None:
+    """A new state is 32 random bytes as 43 base64url characters, and 200 of them never repeat."""
     states = {new_state() for _ in range(200)}
     assert len(states) == 200
     for state in states:
@@ -112,11 +113,14 @@ def test_a_state_is_256_bits_of_base64url_and_never_repeats() -> None:
 
 
 def test_the_pkce_challenge_matches_rfc_7636_appendix_b() -> None:
+    """The S256 challenge of RFC 7636 appendix B's verifier is the RFC's challenge."""
     verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
     assert pkce_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 def test_a_new_pkce_pair_is_s256_and_its_repr_hides_the_verifier() -> None:
+    """A new PKCE pair has a unique, well-formed verifier, its S256 challenge, and a repr and str
+    that show the challenge but never the verifier."""
     pairs = [new_pkce() for _ in range(50)]
     assert len({pair.verifier for pair in pairs}) == 50
     for pair in pairs:
@@ -130,6 +134,7 @@ def test_a_new_pkce_pair_is_s256_and_its_repr_hides_the_verifier() -> None:
 
 
 def test_pkce_is_used_where_the_catalogue_says_the_provider_takes_it() -> None:
+    """PKCE is used for exactly the platforms whose providers take it."""
     takes = {platform for platform in Platform if platform_uses_pkce(platform)}
     assert takes == {
         Platform.GOOGLE_WORKSPACE,
@@ -145,6 +150,8 @@ def test_pkce_is_used_where_the_catalogue_says_the_provider_takes_it() -> None:
 
 
 def test_every_catalogued_platform_has_a_safe_authorization_url() -> None:
+    """Every catalogued platform's authorization URL is its provider's https endpoint, with the
+    client, redirect, state, scopes and (where taken) PKCE in the query."""
     expected = {
         Platform.SLACK: "https://slack.com/oauth/v2/authorize",
         Platform.GOOGLE_WORKSPACE: "https://accounts.google.com/o/oauth2/v2/auth",
@@ -172,6 +179,8 @@ def test_every_catalogued_platform_has_a_safe_authorization_url() -> None:
 
 
 def test_the_platforms_fixed_parameters_are_sent() -> None:
+    """Each platform's fixed parameters (Google offline access, Atlassian audience and prompt,
+    Dropbox offline tokens) are sent, and no scope or challenge where none applies."""
     _, google = build(catalogued(Platform.GOOGLE_WORKSPACE))
     assert google["access_type"] == "offline"
     _, atlassian = build(catalogued(Platform.ATLASSIAN))
@@ -184,6 +193,8 @@ def test_the_platforms_fixed_parameters_are_sent() -> None:
 
 
 def test_allowed_extra_params_are_added_and_may_override_a_fixed_one() -> None:
+    """Extra parameters the platform allows are added to the authorization URL and may override a
+    fixed one."""
     _, google = build(
         catalogued(Platform.GOOGLE_WORKSPACE),
         extra_params={"prompt": "consent", "hd": "example.com", "access_type": "online"},
@@ -217,6 +228,8 @@ def test_allowed_extra_params_are_added_and_may_override_a_fixed_one() -> None:
 def test_an_extra_param_the_platform_does_not_take_is_refused_by_name(
     platform: Platform, key: str
 ) -> None:
+    """An extra parameter the platform does not take is refused naming the key and the allowed ones,
+    never its value."""
     with pytest.raises(ExtraParamNotAllowed) as caught:
         check_extra_params(platform, {key: "canary-value"})
     assert caught.value.key == key
@@ -229,6 +242,8 @@ def test_an_extra_param_the_platform_does_not_take_is_refused_by_name(
 
 
 def test_the_login_hint_goes_under_the_platforms_name_or_not_at_all() -> None:
+    """The login hint is sent under the platform's own parameter name, or not at all where the
+    platform has none."""
     _, google = build(catalogued(Platform.GOOGLE_WORKSPACE), login_hint="ada@example.com")
     assert google["login_hint"] == "ada@example.com"
     _, github = build(catalogued(Platform.GITHUB), login_hint="octocat")
@@ -239,6 +254,8 @@ def test_the_login_hint_goes_under_the_platforms_name_or_not_at_all() -> None:
 
 
 def test_microsofts_tenant_is_filled_and_a_configured_url_wins() -> None:
+    """Microsoft's tenant is filled into its authorization URL, and a configured URL replaces the
+    catalogue's, keeping its own query."""
     url, _ = build(catalogued(Platform.MICROSOFT_365), workspace_id="contoso.onmicrosoft.com")
     assert url == (
         "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize"
@@ -254,6 +271,8 @@ def test_microsofts_tenant_is_filled_and_a_configured_url_wins() -> None:
 
 
 def test_an_unsafe_configured_authorization_url_is_refused() -> None:
+    """A configured authorization URL that is plain http, carries credentials, has another scheme,
+    or is loopback http in production is refused."""
     for bad in ("http://auth.example/authorize", "https://u:p@auth.example/a", "ftp://x/"):
         with pytest.raises(UnsafeEndpoint):
             build(catalogued(Platform.ZOOM, authorization_url=bad))
@@ -363,6 +382,8 @@ async def redeem(
 async def test_the_authorize_endpoint_redirects_with_a_code_and_the_same_state(
     provider: FakeOAuthProvider,
 ) -> None:
+    """The provider's authorize endpoint redirects to the registered URI with a code and the state
+    it was given."""
     client = registered(provider, Platform.GITHUB)
     pkce = new_pkce()
     state = new_state()
@@ -391,6 +412,8 @@ async def test_the_authorize_endpoint_redirects_with_a_code_and_the_same_state(
 async def test_a_denied_authorization_redirects_with_the_error_and_the_state(
     provider: FakeOAuthProvider,
 ) -> None:
+    """A denied authorization redirects with access_denied and the state, issues no code, and only
+    that one attempt is denied."""
     client = registered(provider)
     provider.deny_next_authorization()
     state = new_state()
@@ -406,6 +429,8 @@ async def test_a_denied_authorization_redirects_with_the_error_and_the_state(
 async def test_the_authorize_endpoint_refuses_an_unregistered_redirect_without_redirecting(
     provider: FakeOAuthProvider,
 ) -> None:
+    """An unregistered redirect URI or an unknown client gets a 400 from the authorize endpoint,
+    never a redirect."""
     client = registered(provider)
     for redirect_uri in (REDIRECT + "/", REDIRECT + "?x=1", "https://evil.example/callback"):
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as browser:
@@ -444,6 +469,8 @@ def build_url(
 async def test_a_standard_code_exchange_returns_the_tokens_and_granted_scopes(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A standard code exchange returns valid access and refresh tokens, their lifetime and the
+    granted scopes."""
     client = registered(provider)
     code, pkce = await authorize(client, scopes=("meeting:read", "user:read"))
     assert pkce is not None
@@ -471,6 +498,8 @@ async def test_a_standard_code_exchange_returns_the_tokens_and_granted_scopes(
 async def test_a_slack_code_exchange_reads_team_authed_user_and_both_scope_lists(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A Slack code exchange (no PKCE) reads the team, the authed user and both the bot and user
+    scope lists."""
     client = registered(provider, Platform.SLACK, auth_method=POST)
     provider.set_identity(workspace_id="T0123", user_id="U0456")
     code, pkce = await authorize(
@@ -505,6 +534,7 @@ async def test_an_id_token_gives_the_identity_of_microsoft_and_google_grants(
     workspace: str,
     user: str,
 ) -> None:
+    """For Microsoft and Google grants, the workspace and user come from the id token's claims."""
     client = registered(provider, platform)
     provider.set_identity(workspace_id=workspace, user_id=user)
     code, pkce = await authorize(client, scopes=("openid", "offline_access"))
@@ -519,6 +549,7 @@ async def test_an_id_token_gives_the_identity_of_microsoft_and_google_grants(
 async def test_a_consumer_google_account_has_no_workspace(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A consumer Google account's grant has a user but no workspace."""
     client = registered(provider, Platform.GOOGLE_WORKSPACE)
     provider.set_identity(workspace_id=None, user_id="1234")
     code, pkce = await authorize(client)
@@ -530,6 +561,7 @@ async def test_a_consumer_google_account_has_no_workspace(
 async def test_a_missing_expires_in_becomes_the_catalogues_lifetime(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An answer without expires_in takes the platform's catalogued lifetime (none for Dropbox)."""
     provider.shape_code_grants(expires_in=None, issue_refresh_token=False)
     for platform, expected in ((Platform.SALESFORCE, 7200), (Platform.DROPBOX, None)):
         client = registered(provider, platform)
@@ -542,6 +574,8 @@ async def test_a_missing_expires_in_becomes_the_catalogues_lifetime(
 async def test_slack_user_token_only_answer_is_read_from_authed_user(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A Slack answer with only a user token is read from authed_user: its token, scopes, lifetime
+    and identity."""
     client = registered(provider, Platform.SLACK)
     user_token = canaries.canary("at")
     answer = {
@@ -569,6 +603,8 @@ async def test_slack_user_token_only_answer_is_read_from_authed_user(
 async def test_a_malformed_id_token_leaves_the_identity_unknown(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A malformed id token (not a JWT, bad base64, wrong claim types, not a string) leaves the
+    identity unknown instead of failing."""
     client = registered(provider, Platform.MICROSOFT_365)
     for id_token in ("not-a-jwt", "a.%%%.c", "a." + _b64({"tid": 5, "oid": ["x"]}) + ".c", 42):
         answer = {"access_token": canaries.canary("at"), "id_token": id_token}
@@ -601,6 +637,8 @@ async def exchange_fails(
 async def test_a_replayed_code_is_invalid_grant(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A replayed authorization code is invalid_grant, with a reason about the code that says to
+    start again."""
     client = registered(provider)
     code, pkce = await authorize(client)
     assert pkce is not None
@@ -618,6 +656,7 @@ async def test_a_replayed_code_is_invalid_grant(
 async def test_a_wrong_or_missing_verifier_is_invalid_grant(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An exchange with another PKCE verifier, or none, is invalid_grant."""
     client = registered(provider)
     for verifier in (new_pkce().verifier, None):
         code, _ = await authorize(client)
@@ -628,6 +667,7 @@ async def test_a_wrong_or_missing_verifier_is_invalid_grant(
 async def test_a_different_redirect_uri_is_invalid_grant(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An exchange with a redirect URI other than the authorization's is invalid_grant."""
     client = registered(provider)
     code, pkce = await authorize(client)
     assert pkce is not None
@@ -644,6 +684,7 @@ async def test_a_different_redirect_uri_is_invalid_grant(
 async def test_a_code_for_another_client_is_invalid_grant(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A code issued to one client, redeemed by another, is invalid_grant."""
     owner = registered(provider)
     thief = registered(provider)
     code, pkce = await authorize(owner)
@@ -655,6 +696,8 @@ async def test_a_code_for_another_client_is_invalid_grant(
 async def test_no_failure_or_grant_shows_a_code_verifier_or_token(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """No exchange failure or grant shows the code, verifier, client secret or tokens, even when the
+    provider echoes them."""
     client = registered(provider, auth_method=POST)
     code, pkce = await authorize(client)
     assert pkce is not None
@@ -690,6 +733,7 @@ async def test_no_failure_or_grant_shows_a_code_verifier_or_token(
 async def test_an_unsafe_token_url_is_refused_before_the_code_is_sent(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An unsafe token URL is refused before the authorization code is sent anywhere."""
     client = catalogued(Platform.ZOOM, token_url="http://auth.example/token")
     with pytest.raises(UnsafeEndpoint):
         await endpoint.exchange_code(client, code="c", redirect_uri=REDIRECT, code_verifier=None)

@@ -103,6 +103,8 @@ async def refresh_fails(
 async def test_refresh_with_rotation_retires_the_old_refresh_token(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A refresh against a rotating provider returns a new valid access token and a new refresh
+    token, and the old refresh token stops working."""
     client = oauth_client(provider)
     access_token, refresh_token = provider.issue_grant(
         client.client_id, expires_in=1234, scopes=("email", "drive.readonly")
@@ -133,6 +135,8 @@ async def test_refresh_with_rotation_retires_the_old_refresh_token(
 async def test_refresh_without_rotation_returns_no_refresh_token(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """Without rotation each refresh returns a fresh access token, no refresh token and no scopes,
+    and the refresh token stays valid."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id, rotate=False)
 
@@ -150,6 +154,8 @@ async def test_refresh_without_rotation_returns_no_refresh_token(
 async def test_client_authentication_methods_reach_the_server(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient, auth_method: ClientAuthMethod
 ) -> None:
+    """Each client authentication method reaches the token endpoint as a form-encoded POST, with RFC
+    6749 encoding of awkward characters in the id and secret."""
     # Characters that RFC 6749 §2.3.1's form-urlencoding must protect inside Basic.
     client = oauth_client(
         provider, auth_method=auth_method, client_id="app:id+1 x", secret_suffix=" +:/%é"
@@ -178,6 +184,8 @@ async def test_client_authentication_methods_reach_the_server(
 async def test_rejected_client_credentials_are_invalid_client(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A wrong client secret fails as INVALID_CLIENT with a reason naming the client credentials,
+    and leaves the refresh token valid."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
 
@@ -192,6 +200,7 @@ async def test_rejected_client_credentials_are_invalid_client(
 async def test_scripted_invalid_grant_is_classified(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A 400 invalid_grant answer is classified as INVALID_GRANT with no retry delay."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.fail_next(status=400, error="invalid_grant")
@@ -214,6 +223,8 @@ async def test_scripted_invalid_grant_is_classified(
 async def test_other_400_codes_are_classified_and_sanitized(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient, error: str, kind: FailureKind
 ) -> None:
+    """Other 400 error codes map to their failure kind, an unrecognised code is reported as such,
+    and the provider's markup never reaches the reason."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.fail_next(status=400, error=error)
@@ -229,6 +240,8 @@ async def test_other_400_codes_are_classified_and_sanitized(
 async def test_server_error_is_transient_and_leaves_the_token_usable(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An HTTP 500 is a transient failure with a known outcome, and the same refresh token works on
+    the next try."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.fail_next(status=500)
@@ -245,6 +258,8 @@ async def test_server_error_is_transient_and_leaves_the_token_usable(
 async def test_rate_limit_carries_retry_after_seconds(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An HTTP 429 with Retry-After in seconds is transient and carries that delay, also in its
+    reason."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.fail_next(status=429, retry_after=30)
@@ -260,6 +275,8 @@ async def test_rate_limit_carries_retry_after_seconds(
 async def test_unavailable_carries_retry_after_as_http_date(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An HTTP 503 whose Retry-After is an HTTP date is transient and carries the delay until that
+    date."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     when = datetime.now(UTC) + timedelta(seconds=120)
@@ -279,6 +296,8 @@ async def test_unavailable_carries_retry_after_as_http_date(
 async def test_a_200_without_an_access_token_is_an_unknown_outcome(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A 200 without an access token, or not JSON at all, is a transient failure whose outcome is
+    unknown."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.answer_next_raw(200, b'{"token_type": "Bearer"}')
@@ -294,6 +313,8 @@ async def test_a_200_without_an_access_token_is_an_unknown_outcome(
 async def test_connection_refused_is_transient_with_a_known_outcome(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A refused connection is a transient connect_error whose outcome is known (nothing was
+    sent)."""
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
@@ -312,6 +333,8 @@ async def test_connection_refused_is_transient_with_a_known_outcome(
 async def test_slack_dialect_success_and_200_errors(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """Slack's dialect: a success carries its scopes and lifetime, and an error answered with HTTP
+    200 is classified by its code."""
     client = oauth_client(provider, platform=Platform.SLACK, token_url=provider.slack_token_url)
     _, refresh_token = provider.issue_grant(
         client.client_id, expires_in=43200, scopes=("chat:write", "channels:read")
@@ -357,6 +380,8 @@ def _post(client: OAuthClientConfig, secret: str) -> OAuthClientConfig:
 async def test_github_dialect_200_with_error(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """GitHub's dialect: JSON is asked for, and errors answered with HTTP 200 are classified as
+    invalid grant or invalid client."""
     client = oauth_client(provider, platform=Platform.GITHUB, token_url=provider.github_token_url)
     _, refresh_token = provider.issue_grant(client.client_id)
 
@@ -378,6 +403,8 @@ async def test_github_dialect_200_with_error(
 async def test_microsoft_sends_scope_on_refresh(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """Microsoft 365 refreshes send a scope (the configured one, or the default) to the tenant's
+    token endpoint."""
     default = oauth_client(provider, platform=Platform.MICROSOFT_365, auth_method=POST)
     configured = oauth_client(
         provider,
@@ -401,6 +428,7 @@ async def test_microsoft_sends_scope_on_refresh(
 async def test_atlassian_speaks_json(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """Atlassian refreshes are sent as a JSON body with the client credentials in it."""
     client = oauth_client(provider, platform=Platform.ATLASSIAN, auth_method=POST)
     _, refresh_token = provider.issue_grant(client.client_id)
 
@@ -419,6 +447,8 @@ async def test_atlassian_speaks_json(
 async def test_a_dropped_answer_is_an_unknown_outcome(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A connection dropped before the answer is a transient connection_lost failure whose outcome
+    is unknown."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     hold = provider.hold_next()
@@ -438,6 +468,8 @@ async def test_a_dropped_answer_is_an_unknown_outcome(
 
 
 async def test_total_timeout_bounds_a_withheld_answer(provider: FakeOAuthProvider) -> None:
+    """A withheld answer ends at the total timeout as a transient failure with an unknown outcome,
+    the limit named in the reason."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     hold = provider.hold_next()
@@ -455,6 +487,7 @@ async def test_total_timeout_bounds_a_withheld_answer(provider: FakeOAuthProvide
 
 
 async def test_total_timeout_covers_reading_the_body(provider: FakeOAuthProvider) -> None:
+    """The total timeout also bounds a body that stops half way after the headers arrived."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     # Status and headers arrive at once; the body stops half way.
@@ -476,6 +509,8 @@ async def test_total_timeout_covers_reading_the_body(provider: FakeOAuthProvider
 async def test_an_oversized_answer_is_discarded(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An answer over the size cap is discarded as too_large, whether found while streaming (outcome
+    unknown) or declared up front (outcome known)."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.oversize_next(1024 * 1024)  # no Content-Length: caught while streaming
@@ -493,6 +528,8 @@ async def test_an_oversized_answer_is_discarded(
 async def test_redirects_are_not_followed(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A redirect from the token endpoint is not followed: the failure says so and names token_url,
+    and the token stays valid."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.redirect_next(302, provider.token_url)
@@ -521,6 +558,7 @@ async def test_redirects_are_not_followed(
     ],
 )
 def test_safe_endpoint_urls_are_accepted(url: str) -> None:
+    """Endpoint URLs that are https, or http on loopback when allowed, are accepted unchanged."""
     assert check_endpoint_url(url, allow_loopback_http=True) == url
 
 
@@ -539,6 +577,8 @@ def test_safe_endpoint_urls_are_accepted(url: str) -> None:
     ],
 )
 def test_unsafe_endpoint_urls_are_refused(url: str, problem: str) -> None:
+    """Unsafe endpoint URLs are refused with the problem named and without the credentials they
+    embed."""
     with pytest.raises(UnsafeEndpoint) as caught:
         check_endpoint_url(url, allow_loopback_http=True)
     assert problem in str(caught.value)
@@ -547,6 +587,7 @@ def test_unsafe_endpoint_urls_are_refused(url: str, problem: str) -> None:
 
 
 def test_loopback_http_is_refused_when_not_allowed() -> None:
+    """With loopback http disallowed, http to 127.0.0.1 is refused while https to it is accepted."""
     with pytest.raises(UnsafeEndpoint, match="disabled in production"):
         check_endpoint_url("http://127.0.0.1:8080/token", allow_loopback_http=False)
     url = "https://127.0.0.1:8443/token"
@@ -554,6 +595,8 @@ def test_loopback_http_is_refused_when_not_allowed() -> None:
 
 
 async def test_production_settings_never_send_to_plain_http(provider: FakeOAuthProvider) -> None:
+    """Production egress settings refuse a plain-http refresh and revocation before any request
+    reaches the provider."""
     client = oauth_client(provider)
     _, refresh_token = provider.issue_grant(client.client_id)
     async with TokenEndpointClient(EgressSettings(allow_loopback_http=False)) as strict:
@@ -573,6 +616,8 @@ async def test_production_settings_never_send_to_plain_http(provider: FakeOAuthP
 async def test_rfc7009_revocation_with_client_authentication(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """An RFC 7009 revocation authenticates the client with Basic, hints refresh_token, and the
+    token no longer refreshes."""
     client = oauth_client(provider, platform=Platform.ZOOM)
     _, refresh_token = provider.issue_grant(client.client_id)
 
@@ -591,6 +636,7 @@ async def test_rfc7009_revocation_with_client_authentication(
 async def test_token_only_revocation_sends_no_client_secret(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """Google's token-only revocation sends no client secret and invalidates the access token."""
     client = oauth_client(provider, platform=Platform.GOOGLE_WORKSPACE, auth_method=POST)
     access_token, _ = provider.issue_grant(client.client_id)
 
@@ -607,6 +653,8 @@ async def test_token_only_revocation_sends_no_client_secret(
 async def test_revocation_not_supported_without_an_endpoint(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A platform without a revocation endpoint reports NOT_SUPPORTED without calling out, while a
+    configured endpoint is used."""
     microsoft = oauth_client(provider, platform=Platform.MICROSOFT_365, revocation_url="")
     atlassian = oauth_client(provider, platform=Platform.ATLASSIAN, revocation_url="")
     configured = oauth_client(provider, platform=Platform.MICROSOFT_365)
@@ -626,6 +674,8 @@ async def test_revocation_not_supported_without_an_endpoint(
 async def test_revocation_failure_statuses_are_reported(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """A revocation answered with HTTP 503 is reported as FAILED with the status and error, and the
+    token stays valid."""
     client = oauth_client(provider, platform=Platform.ZOOM)
     _, refresh_token = provider.issue_grant(client.client_id)
     provider.fail_revocations(503)
@@ -639,6 +689,7 @@ async def test_revocation_failure_statuses_are_reported(
 
 
 async def test_revocation_is_bounded_by_its_timeout(provider: FakeOAuthProvider) -> None:
+    """A withheld revocation answer ends at the revocation timeout as FAILED, naming the limit."""
     client = oauth_client(provider, platform=Platform.ZOOM)
     _, refresh_token = provider.issue_grant(client.client_id)
     hold = provider.hold_next(on="revoke")
@@ -654,6 +705,8 @@ async def test_revocation_is_bounded_by_its_timeout(provider: FakeOAuthProvider)
 async def test_slack_revocation_and_an_already_invalid_token(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """Slack revocation revokes the tokens, and revoking them again counts as revoked with an
+    'already invalid' detail."""
     client = oauth_client(
         provider, platform=Platform.SLACK, revocation_url=provider.slack_revocation_url
     )
@@ -674,6 +727,8 @@ async def test_slack_revocation_and_an_already_invalid_token(
 async def test_github_grant_revocation(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """GitHub grant revocation needs the access token: without it the revocation fails, with it the
+    grant is revoked (again: already invalid)."""
     client = oauth_client(
         provider, platform=Platform.GITHUB, revocation_url=provider.github_revocation_url
     )
@@ -698,6 +753,8 @@ async def test_github_grant_revocation(
 async def test_dropbox_revocation_uses_the_access_token(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """Dropbox revocation goes through the access token, invalidates the refresh token, and a second
+    revocation is 'already invalid'."""
     client = oauth_client(
         provider, platform=Platform.DROPBOX, revocation_url=provider.dropbox_revocation_url
     )
@@ -729,6 +786,8 @@ except urllib.error.HTTPError as error:
 
 
 def test_the_fake_provider_answers_other_processes(provider: FakeOAuthProvider) -> None:
+    """The loopback OAuth provider answers a request from another process (a 401 to an
+    unauthenticated refresh), independent of this event loop."""
     # Vault subprocesses will call it: it must not depend on this process's event loop.
     done = subprocess.run(
         [sys.executable, "-c", _UNAUTHENTICATED_REFRESH, provider.token_url],
@@ -745,6 +804,8 @@ def test_the_fake_provider_answers_other_processes(provider: FakeOAuthProvider) 
 
 
 def test_the_catalogue_covers_every_platform_with_safe_urls() -> None:
+    """The read-only platform catalogue has an entry for every platform, with resolved token and
+    revocation URLs that pass the production URL check."""
     assert isinstance(CATALOGUE, MappingProxyType)
     assert set(CATALOGUE) == set(Platform)
     for platform, entry in CATALOGUE.items():
@@ -760,6 +821,8 @@ def test_the_catalogue_covers_every_platform_with_safe_urls() -> None:
 
 
 def test_urls_resolve_tenants_client_ids_and_overrides() -> None:
+    """Endpoint URLs substitute the tenant and client id percent-encoded, and a configured URL
+    overrides the catalogue's."""
     microsoft = OAuthClientConfig(Platform.MICROSOFT_365, "id", "s", "", "", (), POST)
     assert resolve_token_url(microsoft, "") == (
         "https://login.microsoftonline.com/common/oauth2/v2.0/token"
@@ -791,6 +854,8 @@ def test_urls_resolve_tenants_client_ids_and_overrides() -> None:
 async def test_no_message_or_repr_contains_a_secret(
     provider: FakeOAuthProvider, endpoint: TokenEndpointClient
 ) -> None:
+    """No grant, client, failure message or repr contains a token or client secret, even when the
+    provider echoes them back."""
     client = oauth_client(provider, auth_method=POST)
     slack = oauth_client(
         provider, platform=Platform.SLACK, token_url=provider.slack_token_url, auth_method=POST

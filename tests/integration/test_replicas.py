@@ -115,6 +115,8 @@ async def name_of(vault: Vault, org: str, conn: str, token: str | None = None) -
 async def test_reads_come_from_a_current_replica_and_a_token_skips_one_behind(
     pair: Replicated, key_manager: keys.KeyManager
 ) -> None:
+    """Reads are served by a replica within the lag bound, and a consistency token newer than the
+    replica's replay sends the read to the primary."""
     async with replica_vault(pair, key_manager, max_lag_s=30.0) as (vault, db):
         org, conn = await tenant(vault)
         value = canary("on-primary")
@@ -144,6 +146,8 @@ async def test_reads_come_from_a_current_replica_and_a_token_skips_one_behind(
 async def test_a_replica_behind_the_bound_is_not_read(
     pair: Replicated, key_manager: keys.KeyManager
 ) -> None:
+    """A replica whose replay is paused beyond the lag bound is not read from: reads see the
+    primary's fresh writes."""
     async with replica_vault(pair, key_manager, max_lag_s=0.2) as (vault, db):
         org, conn = await tenant(vault)
         await pair.wait_for_replay()
@@ -207,6 +211,7 @@ async def test_row_level_security_holds_on_the_replica(
 
 
 def test_replica_settings() -> None:
+    """DATABASE_REPLICA_URL and SINGURA_REPLICA_MAX_LAG are loaded into the settings."""
     primary = "postgresql://vault@db1/singura"
     settings = load_settings(
         {
@@ -233,6 +238,8 @@ async def test_a_replica_login_that_bypasses_row_level_security_is_refused(
 
 
 def test_production_needs_tls_to_the_replica_too() -> None:
+    """In production a replica URL without verified TLS is refused by name, and one with
+    sslmode=verify-full is accepted."""
     env = {
         "SINGURA_ENV": "production",
         "DATABASE_URL": "postgresql://vault@db1/singura?sslmode=verify-full",

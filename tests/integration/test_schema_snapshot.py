@@ -12,6 +12,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_schema_snapshot_matches_the_migrations() -> None:
+    """scripts/dump_schema.py --check finds schema.sql identical to what the migrations build."""
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "scripts" / "dump_schema.py"), "--check"],
         capture_output=True,

@@ -45,6 +45,7 @@ async def test_calls_continue_the_callers_trace_and_record_no_secret(
     spans: InMemorySpanExporter,
     run_log: Path,
 ) -> None:
+    """Server spans continue the caller's W3C trace, and no span or log records a stored secret."""
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     running = await start_vault(components, tracer=provider.get_tracer("test"))

@@ -66,6 +66,8 @@ async def test_a_client_keeps_working_through_two_hosts_when_one_fails(
     auth_secret: bytes,
     root_key: str,
 ) -> None:
+    """A client given two vault hosts keeps working when one host is stopped or killed, and the
+    surviving host finishes its jobs."""
     admin_key = new_key_text()
     await access_service.bootstrap_admin_key(Path("/nonexistent"), admin_key)
     # Small rewrap batches, so that a job is still being worked when host A fails, and

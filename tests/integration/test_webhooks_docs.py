@@ -69,6 +69,8 @@ async def test_the_documented_python_verifier_accepts_real_deliveries(
     worker: WebhookWorker,
     verify_webhook: Callable[[str, dict[str, str], bytes], Any],
 ) -> None:
+    """The Python verifier snippet from docs/events.md accepts the signatures of real webhook
+    deliveries."""
     receiver = Receiver()
     await receiver.start()
     try:

@@ -44,6 +44,7 @@ async def _until(condition: object, *, turns: int = 1000) -> None:
 
 
 async def test_a_call_alone_is_a_batch_of_one() -> None:
+    """A call with nothing else waiting runs at once as a batch of one."""
     batch = Gated()
     coalescer = Coalescer(batch, operation="test")
     assert await coalescer.submit(3) == 30
@@ -51,6 +52,7 @@ async def test_a_call_alone_is_a_batch_of_one() -> None:
 
 
 async def test_calls_arriving_during_a_batch_go_together_in_the_next() -> None:
+    """Calls that arrive while a batch runs wait and go together in the next batch."""
     batch = Gated()
     batch.hold = True
     coalescer = Coalescer(batch, operation="test")
@@ -65,6 +67,7 @@ async def test_calls_arriving_during_a_batch_go_together_in_the_next() -> None:
 
 
 async def test_calls_in_the_same_turn_share_the_first_batch() -> None:
+    """Calls made in the same event-loop turn share the first batch, each getting its own result."""
     batch = Gated()
     coalescer = Coalescer(batch, operation="test")
     results = await asyncio.gather(*(coalescer.submit(n) for n in (1, 2, 3)))
@@ -86,6 +89,7 @@ async def test_a_call_runnable_one_turn_later_joins_the_batch() -> None:
 
 
 async def test_a_batch_holds_at_most_max_batch_items() -> None:
+    """A batch holds at most max_batch items; the rest go in the following batches in order."""
     batch = Gated()
     coalescer = Coalescer(batch, operation="test", max_batch=2)
     results = await asyncio.gather(*(coalescer.submit(n) for n in (1, 2, 3, 4, 5)))
@@ -94,6 +98,8 @@ async def test_a_batch_holds_at_most_max_batch_items() -> None:
 
 
 async def test_an_item_error_fails_only_its_own_call() -> None:
+    """An error for one item fails only that item's call; the others in the batch get their
+    results."""
     batch = Gated()
     coalescer = Coalescer(batch, operation="test")
     results = await asyncio.gather(
@@ -121,6 +127,7 @@ async def test_a_failed_statement_fails_every_call_with_its_own_copy() -> None:
 
 
 async def test_a_call_cancelled_while_waiting_is_left_out() -> None:
+    """A call cancelled while waiting for the next batch is left out of it."""
     batch = Gated()
     batch.hold = True
     coalescer = Coalescer(batch, operation="test")
@@ -139,6 +146,7 @@ async def test_a_call_cancelled_while_waiting_is_left_out() -> None:
 
 
 async def test_a_call_cancelled_while_its_batch_runs_leaves_the_others_their_results() -> None:
+    """Cancelling a call whose batch is running does not stop the batch or later calls."""
     batch = Gated()
     batch.hold = True
     coalescer = Coalescer(batch, operation="test")
@@ -153,5 +161,6 @@ async def test_a_call_cancelled_while_its_batch_runs_leaves_the_others_their_res
 
 
 def test_limits_must_be_positive() -> None:
+    """A max_batch below 1 is refused."""
     with pytest.raises(ValueError, match="at least 1"):
         Coalescer(Gated(), operation="test", max_batch=0)

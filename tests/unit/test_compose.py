@@ -35,12 +35,15 @@ def _environment(service: str) -> dict[str, str]:
 
 
 def test_every_vault_variable_in_compose_is_documented() -> None:
+    """Every vault variable compose.yaml sets is documented in docs/configuration.md."""
     ours = {name for name in _environment("vault") if OURS.match(name)}
     assert {"DATABASE_URL", "SINGURA_KEYRING_FILE", "SINGURA_AUTH_SECRET_FILE"} <= ours
     assert sorted(ours - variables_in_docs()) == []
 
 
 def test_every_secret_file_is_declared_and_mounted() -> None:
+    """Every /run/secrets path a compose service reads is a declared secret mounted into that
+    service, kept under deploy/compose/secrets/."""
     declared = set(COMPOSE["secrets"])
     for name, service in COMPOSE["services"].items():
         mounted = set(service.get("secrets", []))
@@ -81,6 +84,8 @@ def test_the_vaults_compose_environment_loads(tmp_path: Path) -> None:
 
 
 def test_the_role_script_creates_what_the_dba_sql_does() -> None:
+    """The compose role script runs every role, grant and database statement of the DBA SQL in
+    docs/operations.md."""
     script = (ROOT / "deploy/compose/init-roles.sh").read_text()
     operations = (ROOT / "docs/operations.md").read_text()
     dba_sql = operations[operations.index("### SQL for the DBA") :]
@@ -93,6 +98,7 @@ def test_the_role_script_creates_what_the_dba_sql_does() -> None:
 
 @pytest.mark.parametrize("script", ["init-roles.sh", "make-secrets.sh"])
 def test_the_compose_scripts_parse(script: str) -> None:
+    """The compose shell scripts parse with sh -n."""
     shell = shutil.which("sh")
     assert shell is not None
     checked = subprocess.run(

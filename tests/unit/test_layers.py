@@ -25,6 +25,8 @@ def _layered() -> set[str]:
 
 
 def test_every_module_is_in_a_layer() -> None:
+    """Every top-level module of the package is named in the layers contract, and the contract names
+    no module that does not exist."""
     top_level = {f"singura_vault.{m.name}" for m in pkgutil.iter_modules(singura_vault.__path__)}
     assert top_level, "no modules found"
     missing = sorted(top_level - _layered())

@@ -17,6 +17,8 @@ from singura_vault.db.replica import Freshness, ReadRouter
 
 
 def test_a_replica_is_current_as_of_the_newest_primary_sample_it_has_replayed() -> None:
+    """A replica is current as of the newest primary sample its replay has passed, and serves reads
+    only while that is within the lag bound."""
     freshness = Freshness(max_lag_s=1.0)
     assert freshness.staleness_s(now=0.0) is None  # nothing known yet: not current
     assert not freshness.serves(None, now=0.0)
@@ -43,6 +45,8 @@ def test_an_idle_primary_keeps_a_caught_up_replica_current() -> None:
 
 
 def test_a_replica_that_stops_replaying_falls_out_of_the_bound() -> None:
+    """A replica that stops replaying while the primary moves on stops serving reads once the bound
+    passes."""
     freshness = Freshness(max_lag_s=1.0)
     freshness.primary_at(0.0, 100)
     freshness.replica_replayed(100)
@@ -83,6 +87,7 @@ def test_the_operators_guide_lists_exactly_the_replica_reads() -> None:
     ("lsn", "text"), [(0, "0/0"), (0x3000060, "0/3000060"), (0x16_B374D848, "16/B374D848")]
 )
 def test_consistency_tokens_are_postgresql_lsns(lsn: int, text: str) -> None:
+    """Consistency tokens are PostgreSQL LSNs in their X/X text form, read in either case."""
     assert format_lsn(lsn) == text
     assert parse_lsn(text) == lsn
     assert parse_lsn(text.lower()) == lsn
@@ -90,6 +95,7 @@ def test_consistency_tokens_are_postgresql_lsns(lsn: int, text: str) -> None:
 
 @pytest.mark.parametrize("bad", ["", "yesterday", "0/", "/1", "1/2/3", "G/1", "123456789/0"])
 def test_anything_else_is_not_a_token(bad: str) -> None:
+    """Text that is not an LSN is not read as a consistency token."""
     assert parse_lsn(bad) is None
 
 
@@ -110,6 +116,8 @@ def test_anything_else_is_not_a_token(bad: str) -> None:
     ],
 )
 def test_every_host_of_a_url_is_named_and_no_password(url: str, named: str) -> None:
+    """Every host of a multi-host URL is named with its port in messages, and the password never
+    is."""
     assert endpoint(url) == named
     assert "pw" not in endpoint(url)
     assert all(host and port.isdigit() for host, port in hosts_of(url))

@@ -2,7 +2,7 @@
 pooling mode), at the same load, with the connections PostgreSQL holds in each case.
 
 Setup: a throwaway embedded PostgreSQL, Debian's ``pgbouncer`` in front of it
-(tests/pgbouncer.py starts it: transaction mode, ``default_pool_size`` =
+(tests/support/pgbouncer.py starts it: transaction mode, ``default_pool_size`` =
 ``--server-pool``), the service role's session settings made its defaults (as
 docs/operations.md#behind-pgbouncer says). For each mode the vault is served in this
 process on 127.0.0.1:<random port> with a pool of ``--pool-size`` (DB_POOL_MAX):

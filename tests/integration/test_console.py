@@ -4,7 +4,7 @@ an organization key's confinement, and a scan of every page for stored secrets.
 
 The console application runs in the test's event loop through httpx's ASGI transport
 (the transport Starlette's TestClient is built on), so it and the vault share a loop;
-tests/test_console_browser.py runs the real `console` process in a real browser.
+tests/integration/test_console_browser.py runs the real `console` process in a real browser.
 """
 
 from __future__ import annotations

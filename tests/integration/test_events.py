@@ -219,7 +219,7 @@ async def test_list_events_pages_and_filters_by_type(vault: Vault) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "after",
     )
-    # Every organization at once is an admin key's (tests/test_events_admin.py).
+    # Every organization at once is an admin key's (tests/integration/test_events_admin.py).
     await expect_status(
         events_stub(vault, await reader_key(vault, org)).ListEvents(
             pb.ListEventsRequest(organization_id="")

@@ -396,7 +396,7 @@ async def test_a_connection_lost_mid_store_is_unavailable_and_writes_nothing(
         await store(vault, org, conn, canary("first"))  # creates the data key
 
         async def kill_the_waiting_writer() -> None:
-            # Poll (as tests/test_key_cache.until does) until the write waits on the lock.
+            # Poll (as tests/support/polling.until does) until the write waits on the lock.
             for _ in range(3000):
                 if await killer.fetchval(WAITING_WRITERS, database_name):
                     break

@@ -755,7 +755,7 @@ async def delete_revoking(vault: Stubs, linked: Linked, etag: str = "") -> cpb.P
             etag=etag,
             revoke_at_provider=True,
             # These tests check the connection is gone at once: since #29 that needs
-            # force (the default keeps it recoverable; tests/test_soft_delete.py).
+            # force (the default keeps it recoverable; tests/integration/test_soft_delete.py).
             force=True,
         )
     )

@@ -4,7 +4,7 @@ The README marks what a reader types or saves: ``<!-- readme-example: run -->`` 
 a shell block, ``<!-- readme-example: file NAME -->`` before the contents of a file,
 and ``<!-- readme-example: output -->`` before what the example prints. A further
 example carries its name (``<!-- readme-example connect: run -->``) and is run by its own
-test (tests/test_typescript_connect.py); ``readme_blocks`` picks one example. This test
+test (tests/integration/test_typescript_connect.py); ``readme_blocks`` picks one example. This test
 joins the first two kinds, in order, into one bash script (a file becomes a heredoc),
 runs it where README.md's walk-through leaves a newcomer: a vault serving, its admin
 key where ``singura-vault keys admin-key`` reads it, the organization ``acme`` already

@@ -6,7 +6,7 @@ the API has no call for it, the way the vault itself would have written it).
   from the requested ones, and credentials expiring in 3 and 20 days;
 - organization B: one healthy connection and a credential expiring in 5 days;
 - an organization key of A (reader), for the confinement tests.
-Every stored value is a canary (tests/canaries.py), so a page that showed one is caught.
+Every stored value is a canary (tests/support/canaries.py), so a page that showed one is caught.
 """
 
 from __future__ import annotations

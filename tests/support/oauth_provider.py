@@ -15,7 +15,7 @@ Slack (HTTP 200 with ``"ok": false``; a code answer with ``team`` and a nested
 for; grant deletion), Microsoft and Google (a code answer with an ``id_token`` carrying
 tid/oid or sub/hd) and Dropbox (Bearer revocation).
 
-Tokens are canaries (tests/canaries.py): the session's log scan then proves that none
+Tokens are canaries (tests/support/canaries.py): the session's log scan then proves that none
 of them was ever logged. Error answers echo the presented token and client secret in
 ``error_description``, as careless providers do, so a client that copies provider text
 into its messages is caught by the tests.
@@ -986,7 +986,7 @@ def _filler(size: int) -> Iterator[bytes]:
 # ------------------------------------------------------------- as a program of its own
 
 # The names the program prints its values under; docs/oauth.md's walk-through uses them
-# as shell variables, and tests/test_oauth_walkthrough.py holds the two together.
+# as shell variables, and tests/integration/test_oauth_walkthrough.py holds the two together.
 PRINTED_NAMES = ("TOKEN_URL", "CLIENT_ID", "CLIENT_SECRET", "REFRESH_TOKEN")
 DEFAULT_CLIENT_ID = "local-dev-client"
 

@@ -1,5 +1,5 @@
 """A real PgBouncer (Debian's ``pgbouncer``, 1.18) in transaction pooling mode in front of
-the tests' PostgreSQL, on a free loopback port; used by tests/test_pgbouncer*.py and
+the tests' PostgreSQL, on a free loopback port; used by tests/integration/test_pgbouncer*.py and
 bench/pgbouncer.py.
 
 It authenticates nobody (``auth_type = trust``, the listed users only, loopback only)

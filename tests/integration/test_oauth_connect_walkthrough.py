@@ -22,7 +22,13 @@ from tests.support.messages import org_message
 from tests.support.oauth_provider import argument_parser
 from tests.support.vault import Vault
 from tests.support.vault_process import serve_process
-from tests.support.walkthrough import PROVIDER_START_S, as_read, bash, printed_values
+from tests.support.walkthrough import (
+    PROVIDER_START_S,
+    as_read,
+    bash,
+    grpcurl_answers,
+    printed_values,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "oauth.md"
@@ -100,7 +106,7 @@ async def test_the_connect_walkthrough_runs_as_written_against_a_real_vault(
                     assert code == 0, f"{block}\n{stderr}"
                     method = re.findall(r"OAuthService/(\w+)", block)
                     if method and method[-1] != "StartAuthorization":
-                        answers.setdefault(method[-1], []).append(answers(stdout)[0])
+                        answers.setdefault(method[-1], []).append(grpcurl_answers(stdout)[0])
                 if names:
                     kept += values.read_text(encoding="utf-8")
                 if "OAuthService/CompleteAuthorization" in block:

@@ -39,9 +39,9 @@ from tests.support.walkthrough import (
     BLOCK_LIMIT_S,
     DOC_ADDRESS,
     PROVIDER_START_S,
-    answers,
     as_read,
     bash,
+    grpcurl_answers,
     printed_values,
 )
 
@@ -190,7 +190,7 @@ async def test_the_walkthrough_runs_as_written_against_a_real_vault(
             assignments += _assignments(read)
             if "ConnectionService/CreateConnection" in block:
                 assert code == 0, stderr
-                conn = answers(stdout)[0]["connection"]["id"]
+                conn = grpcurl_answers(stdout)[0]["connection"]["id"]
         provider.send_signal(signal.SIGINT)  # Ctrl-C
         assert await asyncio.to_thread(provider.wait, 30) == 0
 
@@ -205,7 +205,7 @@ async def test_the_walkthrough_runs_as_written_against_a_real_vault(
         if methods:
             by_method.setdefault(methods[-1], []).append((code, stdout, stderr))
 
-    first, second = (answers(stdout)[0] for _, stdout, _ in by_method["GetAccessToken"])
+    first, second = (grpcurl_answers(stdout)[0] for _, stdout, _ in by_method["GetAccessToken"])
     assert first["refreshed"] is True
     assert first["credential"]["version"] == 1
     assert first["access_token"].startswith("canary-at-")  # the provider's, not README's
@@ -223,4 +223,4 @@ async def test_the_walkthrough_runs_as_written_against_a_real_vault(
         "need not reconnect",
     ):
         assert fragment in stderr, stderr
-    assert answers(fixed[1])[-1]["refreshed"] is True
+    assert grpcurl_answers(fixed[1])[-1]["refreshed"] is True

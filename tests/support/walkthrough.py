@@ -71,7 +71,7 @@ async def bash(script: str, env: dict[str, str]) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
-def answers(stdout: str) -> list[dict[str, Any]]:
+def grpcurl_answers(stdout: str) -> list[dict[str, Any]]:
     """grpcurl's answers: JSON documents one after another."""
     decoder, found, at = json.JSONDecoder(), [], 0
     while (at := skip_space(stdout, at)) < len(stdout):

@@ -2,7 +2,7 @@
 pooling mode), at the same load, with the connections PostgreSQL holds in each case.
 
 Setup: a throwaway embedded PostgreSQL, Debian's ``pgbouncer`` in front of it
-(tests/pgbouncer.py starts it: transaction mode, ``default_pool_size`` =
+(tests/support/pgbouncer.py starts it: transaction mode, ``default_pool_size`` =
 ``--server-pool``), the service role's session settings made its defaults (as
 docs/operations.md#behind-pgbouncer says). For each mode the vault is served in this
 process on 127.0.0.1:<random port> with a pool of ``--pool-size`` (DB_POOL_MAX):
@@ -55,7 +55,7 @@ from singura_vault.proto.singura.vault.v1 import access_pb2_grpc as agrpc
 from singura_vault.proto.singura.vault.v1 import credentials_pb2 as crpb
 from singura_vault.proto.singura.vault.v1 import credentials_pb2_grpc as crgrpc
 from singura_vault.server import VaultServer
-from tests.pgbouncer import pooled_role_defaults, running_pgbouncer
+from tests.support.pgbouncer import pooled_role_defaults, running_pgbouncer
 
 RPCS = {"reveal": "RevealCredential", "store": "StoreCredential"}
 CALL_TIMEOUT_S = 30.0

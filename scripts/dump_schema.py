@@ -7,7 +7,7 @@ It starts a throwaway embedded PostgreSQL, creates the vault's roles and applies
 migration exactly as ``singura-vault serve`` does, then prints the ``singura`` schema
 with the wheel's ``pg_dump --schema-only`` (tables, indexes, functions, triggers,
 policies, grants and owners). The migrations stay the source of truth; schema.sql is
-their result, for a reviewer to read in one place, and tests/test_schema_snapshot.py
+their result, for a reviewer to read in one place, and tests/integration/test_schema_snapshot.py
 holds it to them. Lines that vary between runs (pg_dump's comments, its session
 settings and its random \\restrict key) are left out.
 """

@@ -13,7 +13,7 @@ that prefix afterwards; ``google.protobuf`` imports are left alone.
 singura_vault/proto/ belongs to this script: it is replaced wholesale on every run, so nothing
 hand-written may live there. The output depends only on the .proto files and the pinned
 grpcio-tools and mypy-protobuf versions (see pyproject.toml), so it is byte-identical across
-runs and machines; tests/test_generated_code.py runs ``--check`` to hold the checked-in code to
+runs and machines; tests/unit/test_generated_code.py runs ``--check`` to hold the checked-in code to
 that. This script must never touch anything outside singura_vault/proto/.
 """
 

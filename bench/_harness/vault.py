@@ -37,7 +37,7 @@ def quiet_server_logs(path: str) -> None:
 
 
 def new_key_text() -> str:
-    """A well-formed API key (svk_<16>_<43>) that no vault knows yet (as tests/helpers.py)."""
+    """A well-formed API key (svk_<16>_<43>) that no vault knows yet (as tests/support/auth.py)."""
     alphabet = string.ascii_lowercase + string.digits
     key_id = "".join(secrets.choice(alphabet) for _ in range(16))
     return f"svk_{key_id}_{secrets.token_urlsafe(32)}"

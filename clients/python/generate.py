@@ -12,7 +12,8 @@ separate distribution. ``google.protobuf`` imports are left alone.
 
 _proto/ belongs to this script and is replaced wholesale on every run. The output depends only
 on the .proto files and the grpcio-tools and mypy-protobuf versions the server's test extra
-pins, so it is byte-identical across machines; tests/test_python_client.py runs ``--check``.
+pins, so it is byte-identical across machines; tests/integration/test_python_client.py runs
+``--check``.
 This script must never write outside _proto/. The machinery is the server's own
 (scripts/generate_protos.py, with this client's Target), so the two copies cannot
 drift apart in how they are made.

@@ -12,7 +12,7 @@ the request context (``RequestContext.replica_ok``); the pool's read router
 (db/replica.py) then sends that request's statements that record nothing to a
 replica that is current and has replayed the caller's consistency token. Neither a
 repository nor a query says anything about replicas. docs/high-availability.md lists
-the same RPCs; tests/test_docs.py holds the two together.
+the same RPCs; tests/unit/test_docs.py holds the two together.
 """
 
 from __future__ import annotations

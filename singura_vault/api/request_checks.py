@@ -55,7 +55,7 @@ MAX_STRUCT_DEPTH: Final = 32
 # StoreCredential carries at most 64 KiB of value, BatchRevealCredentials 1-100
 # small items (the batch's *response* may be 100 x 64 KiB: a client reading it
 # needs a receive limit above gRPC's default 4 MiB, docs/errors.md#request-size).
-# tests/test_request_size.py builds those requests from the services' own limits
+# tests/integration/test_request_size.py builds those requests from the services' own limits
 # and checks that they fit, with at least a quarter to spare.
 MAX_REQUEST_BYTES: Final = 1024 * 1024
 # gRPC's receive limit (grpc.max_receive_message_length): larger than

@@ -27,7 +27,7 @@ from singura_vault.logs import configure_logging
 def build_parser() -> argparse.ArgumentParser:
     # SubcommandParser at the top too: a usage error exits 1 whichever parser finds it
     # (`serve --bogus` is reported by this one, as an unrecognised argument). Every
-    # parser below gets a description: tests/test_cli_edges.py walks the tree for it.
+    # parser below gets a description: tests/integration/test_cli_edges.py walks the tree for it.
     parser = SubcommandParser(
         prog="singura-vault",
         description="Multi-tenant credential vault served over gRPC.",

@@ -114,7 +114,7 @@ class Database:
         no statement cache (a named prepared statement lives on one server connection;
         with the cache off asyncpg describes a query with Parse/Describe/Flush, which
         keeps the server linked, and Parses it again in the Bind/Execute/Sync packet
-        that runs it: both halves reach the same server, tests/test_pgbouncer.py), and
+        that runs it: both halves reach the same server, tests/integration/test_pgbouncer.py), and
         no session settings at connect (PgBouncer refuses startup parameters it does
         not know; they are the login role's defaults there instead, which
         db/checks.check_server_settings verifies at start)."""

@@ -1,4 +1,4 @@
-// What the node tests share: their environment (set by tests/test_typescript_client.py)
+// What the node tests share: their environment (set by tests/integration/test_typescript_client.py)
 // and the assertion that a call fails with a VaultError.
 
 import assert from "node:assert/strict";
@@ -9,7 +9,7 @@ import { VaultError } from "../src/index.js";
 export function env(name: string): string {
   const value = process.env[name];
   if (!value) {
-    throw new Error(`${name} is not set: run this through tests/test_typescript_client.py`);
+    throw new Error(`${name} is not set: run this through tests/integration/test_typescript_client.py`);
   }
   return value;
 }

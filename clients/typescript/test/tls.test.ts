@@ -1,6 +1,6 @@
 /**
  * The client over TLS against a real vault that requires mutual TLS:
- * tests/test_typescript_client.py serves one on SINGURA_TLS_ADDRESS with a test CA
+ * tests/integration/test_typescript_client.py serves one on SINGURA_TLS_ADDRESS with a test CA
  * (SINGURA_TLS_CA) and hands over a client certificate it signed
  * (SINGURA_TLS_CLIENT_CERT, SINGURA_TLS_CLIENT_KEY); the API key is SINGURA_API_KEY.
  */

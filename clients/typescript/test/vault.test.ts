@@ -1,5 +1,5 @@
 /**
- * The facade against a real vault: tests/test_typescript_client.py starts one and
+ * The facade against a real vault: tests/integration/test_typescript_client.py starts one and
  * passes SINGURA_ADDRESS and SINGURA_API_KEY (an admin key), and may pass
  * SINGURA_SECRET_VALUES (comma-separated canaries it scans the vault's logs for).
  *

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import asyncpg
 
-from singura_vault import keys
+from singura_vault import heap, keys
 from singura_vault.api.interceptors import AccessLog
 from singura_vault.composition import Components
 from singura_vault.composition.access import build_access
@@ -79,6 +79,8 @@ async def running_vault(
             Components(db, key_manager=key_manager, access=access), access_log=access_log
         )
         port = await server.start("127.0.0.1:0")
+        # As serve does once it serves (singura_vault/heap.py).
+        heap.freeze_startup_heap()
         try:
             yield Vault(f"127.0.0.1:{port}", admin_key, db, server)
         finally:

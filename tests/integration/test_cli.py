@@ -78,6 +78,10 @@ def test_serve_embedded_end_to_end(cli_env: dict[str, str]) -> None:
     assert code == 0
     names = [e["event"] for e in vault.events]
     assert names.index("vault_stopping") < names.index("vault_stopped")
+    # Startup's objects are frozen out of the collector's walks (singura_vault/heap.py).
+    (serving,) = [e for e in vault.events if e["event"] == "vault_serving"]
+    assert isinstance(serving["heap_frozen"], int)
+    assert serving["heap_frozen"] > 10_000
     assert not EmbeddedPostgres(data_dir).is_running()
     assert stat.S_IMODE(data_dir.stat().st_mode) & 0o007 == 0, "data dir is open to others"
     keyring = data_dir / "keyring.json"

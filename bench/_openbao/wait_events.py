@@ -10,6 +10,11 @@ ones spend their time. The mean number of busy backends per sample says how far 
 database was from saturating its core -- below 1 on a pinned core, the calls were
 waiting for the vault's Python, not for PostgreSQL.
 
+Pinned to one core (``--pin``), the sampler's backend shares the core with the others,
+so when it looks a computing backend is off the CPU and shows as ``CPU`` only if it
+was preempted, while one blocked in a flush shows as it is: waits are over-weighted.
+The CPU each side used is in the CPU table (``db cores``).
+
 The sampler is one more connection to the server under test: one query of a few
 hundred microseconds per interval (25 ms: about 1% of the pinned core), from this
 driver's process on the clients' CPU.

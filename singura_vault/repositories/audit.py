@@ -285,8 +285,20 @@ class AuditRepository:
 
     async def prune(self, before: datetime, actor: str) -> dict[UUID, int]:
         """Delete events older than ``before`` from every chain, leaving checkpoints.
-        Pending events are chained first: retention applies to every committed event."""
-        await chain_all_pending(self._db)
+
+        Retention applies to every committed event, so pending ones are chained first, in
+        the prune's own transaction with every sequencer kept out: a sequencer that held
+        an event while this chained would make it skip the event (SKIP LOCKED), and the
+        prune would leave it for the next run."""
         async with self._db.admin() as conn:
+            await conn.execute(query("audit_exclude_sequencers"))
+            after = 0
+            while True:
+                row = await conn.fetchrow(query("audit_sequence_after"), after, _CATCH_UP_BATCH)
+                if row is None:
+                    raise InvariantBroken("prune: audit_sequence_after returned no row")
+                after = row["last_id"]
+                if row["chained"] < _CATCH_UP_BATCH:
+                    break
             rows = await conn.fetch(query("audit_prune"), before, actor)
         return {row["chain_key"]: row["pruned"] for row in rows}

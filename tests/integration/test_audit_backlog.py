@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
@@ -18,7 +19,7 @@ import asyncpg
 from singura_vault.db.pool import Database
 from singura_vault.repositories.audit import AuditRepository, chain_all_pending
 from singura_vault.service.audit_sequencer import AuditSequencer
-from tests.support.audit import all_events, chain_pending_audit, verify
+from tests.support.audit import AUDIT_SEQUENCER_LOCK, all_events, chain_pending_audit, verify
 from tests.support.canaries import canary
 from tests.support.credentials import store
 from tests.support.tenants import tenant
@@ -179,3 +180,45 @@ async def test_sequencers_and_readers_side_by_side_chain_every_event_once(
         assert (row["n"], row["ids"], row["first"], row["last"]) == (300, 300, 1, 300), dict(row)
     assert broken == 0
     assert heads == len(orgs)
+
+
+async def test_prune_chains_and_prunes_the_events_a_sequencer_holds(
+    db: Database, owner_dsn: str
+) -> None:
+    """A prune that starts while a sequencer holds pending events it has picked waits
+    for it and prunes those events too, rather than skipping them (SKIP LOCKED) and
+    pruning without them: retention applies to every committed event. (Before, the
+    prune chained what it could take and pruned none of the 3 held events: the cause of
+    test_audit.py's prune test failing about 1 run in 6.)"""
+    other = uuid.uuid4()
+    owner = await asyncpg.connect(owner_dsn)
+    batch = await asyncpg.connect(owner_dsn)
+    try:
+        await chain_pending_audit(owner)
+        await owner.execute(RECORD_EVENTS, other, 3)
+        open_batch = batch.transaction()
+        await open_batch.start()
+        # A sequencer between picking its events and chaining them: the shared lock
+        # every sequencer takes, and the pending rows it picked (FOR UPDATE).
+        await batch.execute("SELECT pg_advisory_xact_lock_shared($1)", AUDIT_SEQUENCER_LOCK)
+        await batch.execute("SELECT set_config('singura.audit_sequencing', 'on', true)")
+        held = await batch.fetch(
+            "SELECT id FROM singura.audit_pending WHERE organization_id = $1 FOR UPDATE", other
+        )
+        assert len(held) == 3
+        prune = asyncio.create_task(AuditRepository(db).prune(datetime.now(UTC), "test"))
+        waiting = 0
+        for _ in range(5_000):  # a bound on round trips, not a clock
+            waiting = await owner.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            if waiting or prune.done():
+                break
+        await open_batch.rollback()  # the held events are pending again
+        pruned = await asyncio.wait_for(prune, timeout=60)  # a hang guard
+    finally:
+        batch.terminate()
+        await owner.close()
+    assert waiting == 1
+    assert pruned[other] == 3

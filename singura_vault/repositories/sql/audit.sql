@@ -127,6 +127,12 @@ SELECT coalesce(sum(last_seq), 0)::bigint FROM audit_chain_heads;
 -- name: audit_prune
 SELECT chain_key, pruned FROM singura.audit_prune($1, $2);
 
+-- name: audit_exclude_sequencers
+-- The sequencers' lock taken exclusively for the rest of the transaction (migration
+-- 023: every sequencer takes it shared, erasure and the checkpoint signer exclusively):
+-- waits for the sequencer transactions in flight to commit and keeps new ones out.
+SELECT pg_advisory_xact_lock(1397114627);
+
 -- name: audit_erase_organization
 SELECT singura.audit_erase_organization($1, $2);
 

@@ -146,6 +146,26 @@ async def chain_all_pending(db: Database, batch: int = _CATCH_UP_BATCH) -> int:
             return chained
 
 
+async def _chain_every_committed(conn: asyncpg.Connection) -> None:
+    """Chain every event committed so far, in ``conn``'s transaction, with every
+    sequencer kept out until it ends (the lock erasure and checkpoints take).
+
+    :func:`chain_all_pending` is enough for a sequencer, but not for a reader that
+    needs *every* committed event in the chains: it skips the events another sequencer
+    has picked and not yet chained (SKIP LOCKED), so a prune would leave them for its
+    next run and a count would miss them. Holding the lock exclusively first waits for
+    those sequencers to commit."""
+    await conn.execute(query("audit_exclude_sequencers"))
+    after = 0
+    while True:
+        row = await conn.fetchrow(query("audit_sequence_after"), after, _CATCH_UP_BATCH)
+        if row is None:
+            raise InvariantBroken("_chain_every_committed: audit_sequence_after gave no row")
+        after = row["last_id"]
+        if row["chained"] < _CATCH_UP_BATCH:
+            return
+
+
 def _event(row: asyncpg.Record) -> AuditEvent:
     return AuditEvent(
         id=row["id"],
@@ -276,29 +296,18 @@ class AuditRepository:
         ]
 
     async def appended_total(self) -> int:
-        """Events ever appended to any chain (read from the chain heads, after chaining
-        what is pending)."""
-        await chain_all_pending(self._db)
+        """Events ever appended to any chain and committed: read from the chain heads
+        once every committed event is chained (:func:`_chain_every_committed`)."""
         async with self._db.admin() as conn:
+            await _chain_every_committed(conn)
             total: int = await conn.fetchval(query("audit_appended_total"))
         return total
 
     async def prune(self, before: datetime, actor: str) -> dict[UUID, int]:
         """Delete events older than ``before`` from every chain, leaving checkpoints.
-
-        Retention applies to every committed event, so pending ones are chained first, in
-        the prune's own transaction with every sequencer kept out: a sequencer that held
-        an event while this chained would make it skip the event (SKIP LOCKED), and the
-        prune would leave it for the next run."""
+        Retention applies to every committed event: they are all chained first
+        (:func:`_chain_every_committed`), in the prune's own transaction."""
         async with self._db.admin() as conn:
-            await conn.execute(query("audit_exclude_sequencers"))
-            after = 0
-            while True:
-                row = await conn.fetchrow(query("audit_sequence_after"), after, _CATCH_UP_BATCH)
-                if row is None:
-                    raise InvariantBroken("prune: audit_sequence_after returned no row")
-                after = row["last_id"]
-                if row["chained"] < _CATCH_UP_BATCH:
-                    break
+            await _chain_every_committed(conn)
             rows = await conn.fetch(query("audit_prune"), before, actor)
         return {row["chain_key"]: row["pruned"] for row in rows}

@@ -7,8 +7,8 @@ server, the CLI commands, the benchmarks and the tests all build through it, so 
 new service is wired once and nobody assembles a partial graph of their own.
 ``Components.from_settings`` is the graph ``singura-vault serve`` runs, and
 ``background_jobs()`` says which loops that graph runs beside the gRPC server; it
-starts none of them: ``server.VaultServer`` owns the process lifecycle and runs
-them in its task registry (``tasks.BackgroundTasks``).
+starts none of them: ``server.VaultServer`` runs them in its task registry
+(``tasks.BackgroundTasks``), inside the process lifecycle that ``process.serve`` owns.
 
 Each part is built on first use and then shared: ``singura-vault audit prune``
 asks only for ``audit`` and never needs a key manager, while ``VaultServer`` asks

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from singura_vault.logs import get_logger
@@ -138,12 +138,30 @@ class WokenLoop:
     only sequences passes) and returns whether more work is waiting, in which case the
     next pass runs at once. ``wait_first``: the first pass waits like the others
     (False: it runs at once).
+
+    ``min_spacing_s`` paces a busy loop: a pass starts at least that long after the
+    previous one started, and the wake-ups that arrive meanwhile are served by that one
+    pass. A loop woken after being idle that long runs at once, so pacing adds no wait
+    to a quiet vault; under load each pass does more per statement and per commit.
+    ``monotonic`` and ``sleep`` are injected for tests.
     """
 
-    def __init__(self, interval_s: float, *, wait_first: bool = True) -> None:
+    def __init__(
+        self,
+        interval_s: float,
+        *,
+        wait_first: bool = True,
+        min_spacing_s: float = 0.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._interval_s = interval_s
         self._wait_first = wait_first
         self._woken = asyncio.Event()
+        self._min_spacing_s = min_spacing_s
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last_start: float | None = None
 
     def wake(self) -> None:
         """Ask for a pass soon."""
@@ -160,8 +178,17 @@ class WokenLoop:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._interval_s):
                         await self._woken.wait()
+            await self._keep_spacing()
             self._woken.clear()
+            self._last_start = self._monotonic()
             again = await self._pass()
+
+    async def _keep_spacing(self) -> None:
+        if self._min_spacing_s <= 0 or self._last_start is None:
+            return
+        left = self._min_spacing_s - (self._monotonic() - self._last_start)
+        if left > 0:
+            await self._sleep(left)
 
     async def _pass(self) -> bool:
         """One pass; True when more work is waiting."""

@@ -130,14 +130,46 @@ async def test_names_are_unique_and_nothing_starts_after_stop() -> None:
         tasks.start("late", asyncio.Event().wait)
 
 
+class _FakeClock:
+    """A monotonic clock the test moves; a sleep on it records its length and moves
+    the clock by it (no real time passes)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+        self.slept: list[float] = []
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.t += seconds
+
+
 class _ScriptedLoop(WokenLoop):
     """A woken loop whose passes report to the test and wait for its go-ahead: pass n
     records whether the test had woken it, then waits for ``go[n]`` and answers
     ``more[n]`` (whether more work is waiting)."""
 
-    def __init__(self, more: list[bool], *, wait_first: bool) -> None:
+    def __init__(
+        self,
+        more: list[bool],
+        *,
+        wait_first: bool,
+        min_spacing_s: float = 0.0,
+        clock: _FakeClock | None = None,
+    ) -> None:
         # An hour: no pass below is started by the fallback interval.
-        super().__init__(3600.0, wait_first=wait_first)
+        if clock is None:
+            super().__init__(3600.0, wait_first=wait_first)
+        else:
+            super().__init__(
+                3600.0,
+                wait_first=wait_first,
+                min_spacing_s=min_spacing_s,
+                monotonic=clock.now,
+                sleep=clock.sleep,
+            )
         self.more = more
         self.go = [asyncio.Event() for _ in more]
         self.started: asyncio.Queue[tuple[int, bool]] = asyncio.Queue()
@@ -194,3 +226,25 @@ async def test_a_woken_loop_that_does_not_wait_first_runs_its_first_pass_at_once
     async with _running(loop):
         assert await loop.started.get() == (0, False)
         loop.go[0].set()
+
+
+async def test_a_paced_loop_keeps_its_spacing_under_load_and_runs_at_once_after_idle() -> None:
+    """min_spacing_s (the audit sequencer's pacing): a wake-up 2 ms after a pass started
+    waits the 8 ms left; one that comes after the loop was idle longer than the spacing
+    runs at once, with no wait."""
+    clock = _FakeClock()
+    loop = _ScriptedLoop([False, False, False], wait_first=True, min_spacing_s=0.01, clock=clock)
+    async with _running(loop):
+        loop.wake_from_test()
+        assert await loop.started.get() == (0, True)
+        clock.t += 0.002  # the pass takes 2 ms; a commit wakes the loop meanwhile
+        loop.wake_from_test()
+        loop.go[0].set()
+        assert await loop.started.get() == (1, True)
+        assert clock.slept == [0.008]
+        clock.t += 0.5  # then half a second with nothing to chain
+        loop.go[1].set()
+        loop.wake_from_test()
+        assert await loop.started.get() == (2, True)
+        loop.go[2].set()
+    assert clock.slept == [0.008]

@@ -26,11 +26,13 @@ import asyncio
 import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 
+from singura_vault.db.embedded import SUPERUSER, EmbeddedCluster
+
 INTERVAL_S = 0.025
-SUPERUSER = "postgres"  # the embedded cluster's superuser (singura_vault.db.embedded)
 
 # The server's own view; this connection is left out.
 _QUERY = """
@@ -129,4 +131,5 @@ def embedded_dsn(postmaster_pid_text: str) -> str:
     lines = postmaster_pid_text.split("\n")
     if len(lines) < 5 or not lines[3].strip().isdigit() or not lines[4].strip():
         raise ValueError("postmaster.pid without a port and a socket directory")
-    return f"postgresql://{SUPERUSER}@/postgres?host={lines[4].strip()}&port={lines[3].strip()}"
+    cluster = EmbeddedCluster(Path(lines[4].strip()), int(lines[3]), SUPERUSER)
+    return cluster.dsn(SUPERUSER, "postgres")

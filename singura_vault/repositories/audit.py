@@ -16,9 +16,10 @@ Only ids, types, statuses and reasons go into ``details`` -- never a secret.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -118,32 +119,38 @@ async def append_for_requests(db: Database, items: Sequence[ScopedEntry]) -> lis
     return [None] * len(items)
 
 
-async def _sequence_batch(db: Database, after: int, limit: int) -> tuple[int, int]:
-    """One sequencer batch (migrations 012, 023): chain up to ``limit`` committed pending
-    events of every chain with an id above ``after``; returns how many, and the last id
-    taken (the next batch's ``after``)."""
-    row = await db.fetchrow_unscoped(query("audit_sequence_after"), after, limit)
-    if row is None:
-        raise InvariantBroken("_sequence_batch: row is None")
-    return row["chained"], row["last_id"]
+# One sequencer batch (migrations 012, 023): chains up to ``limit`` committed pending
+# events of every chain with an id above ``after``; its row says how many (chained)
+# and the last id taken (last_id), the next batch's ``after``.
+SequenceAfter = Callable[[int, int], Awaitable[asyncpg.Record | None]]
 
 
-async def chain_all_pending(db: Database, batch: int = _CATCH_UP_BATCH) -> int:
-    """Chain every event committed so far, ``batch`` per sequencer transaction, until a
-    batch comes back short; returns how many were chained.
+async def _chain_in_batches(sequence_after: SequenceAfter, batch: int) -> int:
+    """Run sequencer batches of ``batch`` until one comes back short; how many chained.
 
     Each batch starts where the previous one stopped (a keyset on id), so it reads the
     index entries of its own events only, never those of the events already chained and
-    not yet vacuumed: its cost does not grow with the backlog. An event whose
-    transaction commits after the keyset passed its id is left for the next call, which
-    starts from the first pending event."""
+    not yet vacuumed: its cost does not grow with the backlog."""
     chained = 0
     after = 0
     while True:
-        n, after = await _sequence_batch(db, after, batch)
-        chained += n
-        if n < batch:
+        row = await sequence_after(after, batch)
+        if row is None:
+            raise InvariantBroken("_chain_in_batches: audit_sequence_after gave no row")
+        taken: int = row["chained"]
+        chained += taken
+        after = row["last_id"]
+        if taken < batch:
             return chained
+
+
+async def chain_all_pending(db: Database, batch: int = _CATCH_UP_BATCH) -> int:
+    """Chain every event committed so far, ``batch`` per sequencer transaction; returns
+    how many were chained. An event whose transaction commits after the keyset passed
+    its id, or that another sequencer holds (SKIP LOCKED), is left for the next call."""
+    return await _chain_in_batches(
+        partial(db.fetchrow_unscoped, query("audit_sequence_after")), batch
+    )
 
 
 async def _chain_every_committed(conn: asyncpg.Connection) -> None:
@@ -156,14 +163,7 @@ async def _chain_every_committed(conn: asyncpg.Connection) -> None:
     next run and a count would miss them. Holding the lock exclusively first waits for
     those sequencers to commit."""
     await conn.execute(query("audit_exclude_sequencers"))
-    after = 0
-    while True:
-        row = await conn.fetchrow(query("audit_sequence_after"), after, _CATCH_UP_BATCH)
-        if row is None:
-            raise InvariantBroken("_chain_every_committed: audit_sequence_after gave no row")
-        after = row["last_id"]
-        if row["chained"] < _CATCH_UP_BATCH:
-            return
+    await _chain_in_batches(partial(conn.fetchrow, query("audit_sequence_after")), _CATCH_UP_BATCH)
 
 
 def _event(row: asyncpg.Record) -> AuditEvent:

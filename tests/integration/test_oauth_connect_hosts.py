@@ -29,20 +29,6 @@ from tests.support.vault import Stubs, Vault
 from tests.support.vault_process import serve_process_handle
 
 
-@pytest.fixture
-async def browser() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
-        yield client
-
-
-@pytest.fixture
-async def slack(
-    vault: Vault, provider: FakeOAuthProvider, browser: httpx.AsyncClient
-) -> AsyncIterator[Setup]:
-    async for setup in connect_setup(vault, provider, browser, "slack"):
-        yield setup
-
-
 @pytest.fixture(params=["slack", "google"])
 async def either(
     request: pytest.FixtureRequest,

@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -128,6 +128,10 @@ async def running(
         yield Running(url, seeded, vault)
 
 
+# Reads of a page that a navigation replaced mid-read (see _text).
+_READ_ATTEMPTS = 5
+
+
 def _wait(driver: webdriver.Chrome) -> WebDriverWait[webdriver.Chrome]:
     """Selenium's polling (every 0.2 s) for a page another process changes; a page
     replaced while it is read is read again."""
@@ -139,6 +143,15 @@ def _shot(driver: webdriver.Chrome, name: str) -> None:
 
 
 def _text(driver: webdriver.Chrome) -> str:
+    """The page's visible text. A body replaced by a navigation while it is read is read
+    again: chromedriver reports that as an "unknown error" naming a node that "does not
+    belong to the document", not as a stale element, so _wait's ignore list misses it."""
+    for _ in range(_READ_ATTEMPTS):
+        try:
+            return str(driver.find_element(By.TAG_NAME, "body").text)
+        except WebDriverException as exc:
+            if "does not belong to the document" not in str(exc.msg):
+                raise
     return str(driver.find_element(By.TAG_NAME, "body").text)
 
 
